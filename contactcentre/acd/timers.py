@@ -1,0 +1,81 @@
+"""Timers as data: a heap of deadlines that the caller drives with ``next_deadline()`` and ``advance()``.
+
+Nothing here sleeps or polls. Cancelling marks a timer dead; dead timers are dropped when they reach the top.
+Timers due at the same instant fire in the order they were set, so runs are deterministic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+# Timer kinds, in the words of the domain.
+OFFER_EXPIRY = "offer_expiry"
+SLA_WARN = "sla_warn"
+SLA_BREACH = "sla_breach"
+OVERFLOW_STEP = "overflow_step"
+MAX_WAIT = "max_wait"
+PREFERRED_END = "preferred_end"
+REOFFER = "reoffer"
+WRAP_UP_END = "wrap_up_end"
+
+
+class Timer:
+    __slots__ = ("cancelled", "due_ms", "kind", "seq", "target")
+
+    def __init__(self, due_ms: int, seq: int, kind: str, target: Any) -> None:
+        self.due_ms = due_ms
+        self.seq = seq
+        self.kind = kind
+        self.target = target
+        self.cancelled = False
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.due_ms, self.seq) < (other.due_ms, other.seq)
+
+    def __repr__(self) -> str:
+        return f"Timer({self.kind}@{self.due_ms}{' cancelled' if self.cancelled else ''})"
+
+
+class TimerHeap:
+    def __init__(self) -> None:
+        self._heap: list[Timer] = []
+        self._seq = 0
+        self.live = 0
+
+    def set(self, due_ms: int, kind: str, target: Any) -> Timer:
+        self._seq += 1
+        t = Timer(due_ms, self._seq, kind, target)
+        heapq.heappush(self._heap, t)
+        self.live += 1
+        return t
+
+    def cancel(self, timer: Timer | None) -> None:
+        if timer is not None and not timer.cancelled:
+            timer.cancelled = True
+            self.live -= 1
+
+    def next_due(self) -> int | None:
+        heap = self._heap
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        return heap[0].due_ms if heap else None
+
+    def pop_due(self, now_ms: int) -> Timer | None:
+        """The earliest live timer due at or before ``now_ms``, removed; ``None`` if none is due."""
+        heap = self._heap
+        while heap:
+            top = heap[0]
+            if top.cancelled:
+                heapq.heappop(heap)
+                continue
+            if top.due_ms > now_ms:
+                return None
+            heapq.heappop(heap)
+            top.cancelled = True  # fired: cancelling it later is a no-op
+            self.live -= 1
+            return top
+        return None
+
+    def __len__(self) -> int:
+        return self.live

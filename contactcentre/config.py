@@ -1,0 +1,428 @@
+"""Centre configuration: TOML in, typed and checked structs out.
+
+Every problem is reported as one ``ConfigError`` that names the file, the key and what is wrong, e.g.
+``config/default.toml: queues[1].skills.billing: level 11 is outside 1-10``. The structs are msgspec
+``Struct``s, so unknown keys (typos) are errors too, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import typing
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from contactcentre.events import Channel
+
+Strategy = Literal["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]
+STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ALWAYS_OPEN = "24x7"
+MIN_LEVEL, MAX_LEVEL = 1, 10
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem: which file, which key, what is wrong."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source, self.key, self.problem = source, key, problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class SlaConfig(_Strict):
+    """Answer (or first-response) target: ``target`` share within ``threshold_s``. ``warn_s`` raises a
+    pre-breach warning (default 80 % of the threshold). ``hours`` names a calendar whose open hours are the
+    only time the clock runs (e.g. Bronze e-mail: 24 business hours)."""
+
+    threshold_s: float = 20.0
+    target: float = 0.8
+    warn_s: float | None = None
+    hours: str | None = None
+
+
+class ChannelConfig(_Strict):
+    """Per-channel behaviour. ``exclusive``: a contact on this channel is never held beside other work."""
+
+    exclusive: bool = False
+    offer_timeout_s: float = 20.0
+    wrap_up_s: float | Literal["manual"] = 0.0
+    default_aht_s: float = 180.0
+    sla: SlaConfig = msgspec.field(default_factory=SlaConfig)
+
+
+class OverflowStep(_Strict):
+    """What changes after a contact has waited ``after_s`` in its queue. Steps accumulate in order.
+
+    ``relax``: lower the minimum level of a required skill. ``drop_skills``: stop requiring a skill.
+    ``add_skill``: also eligible for agents with this skill (an alternative, not an extra condition).
+    ``add_queues``: also eligible for the agents of these queues. ``move_to``: the contact moves to that
+    queue (keeping its age). ``raise_priority``: add to its priority. ``leave``: the contact leaves the
+    centre (state ``overflowed``), e.g. to voicemail; ``leave_to`` names where.
+    """
+
+    after_s: float
+    relax: dict[str, int] = {}
+    drop_skills: list[str] = []
+    add_skill: dict[str, int] = {}
+    add_queues: list[str] = []
+    move_to: str | None = None
+    raise_priority: int = 0
+    leave: bool = False
+    leave_to: str | None = None
+
+
+class QueueConfig(_Strict):
+    name: str
+    skills: dict[str, int] = {}
+    channels: list[Channel] = msgspec.field(default_factory=lambda: ["voice", "chat", "email"])
+    strategy: Strategy | None = None
+    priority: int = 0
+    sla: SlaConfig | None = None
+    sla_by_channel: dict[Channel, SlaConfig] = {}
+    overflow: list[OverflowStep] = []
+    max_wait_s: float | None = None
+    max_wait_action: str = "leave"
+    max_depth: int | None = None
+    when_full: str = "refuse"
+    hours: str = ALWAYS_OPEN
+    when_closed: str = "accept"
+    description: str = ""
+
+
+class TierConfig(_Strict):
+    """A customer tier (REQUIREMENTS.md R7). Its targets override the queue's for its customers."""
+
+    priority: int = 0
+    answer_s: float | None = None
+    answer_target: float | None = None
+    email_response_s: float | None = None
+    email_target: float = 1.0
+    hours: str | None = None
+    account_manager: bool = False
+    preferred_agent_timeout_s: float = 0.0
+
+
+class AgentConfig(_Strict):
+    id: str
+    name: str = ""
+    skills: dict[str, int] = {}
+    capacity: dict[Channel, int] | None = None
+    team: str = ""
+
+
+class CalendarConfig(_Strict):
+    """Weekly open hours in a time zone, e.g. ``mon = ["08:00-12:00", "13:00-18:00"]``, and closed dates."""
+
+    timezone: str = "UTC"
+    mon: list[str] = []
+    tue: list[str] = []
+    wed: list[str] = []
+    thu: list[str] = []
+    fri: list[str] = []
+    sat: list[str] = []
+    sun: list[str] = []
+    holidays: list[str] = []
+
+    def day(self, weekday: int) -> list[str]:
+        return getattr(self, WEEKDAYS[weekday])
+
+
+class RoutingConfig(_Strict):
+    """Centre-wide routing policy.
+
+    ``priority_weight_s``: one priority point is worth this many seconds of waiting. Ordering by
+    ``wait + priority × weight`` lets urgent work jump ahead while nothing starves (priority aging).
+    """
+
+    strategy: Strategy = "longest_idle"
+    priority_weight_s: float = 60.0
+    offers_per_agent: int = 1
+    away_after_missed_offer: bool = True
+    away_after_reject: bool = False
+    short_abandon_s: float = 5.0
+    preferred_agent_timeout_s: float = 30.0
+    transfer_agent_timeout_s: float = 30.0
+    default_capacity: dict[Channel, int] = msgspec.field(
+        default_factory=lambda: {"voice": 1, "chat": 3, "email": 5}
+    )
+
+
+class DemoTraffic(_Strict):
+    queue: str
+    channel: Channel = "chat"
+    per_hour: float = 60.0
+    handle_s: float = 120.0
+
+
+class DemoConfig(_Strict):
+    """Seeded simulated traffic for ``contactcentre demo``."""
+
+    seed: int = 1
+    accept_delay_s: float = 2.0
+    traffic: list[DemoTraffic] = []
+
+
+def _default_channels() -> dict[str, ChannelConfig]:
+    return {
+        "voice": ChannelConfig(exclusive=True, offer_timeout_s=15, wrap_up_s=30, default_aht_s=240),
+        "chat": ChannelConfig(offer_timeout_s=30, wrap_up_s=10, default_aht_s=420),
+        "email": ChannelConfig(
+            offer_timeout_s=120,
+            wrap_up_s=0,
+            default_aht_s=360,
+            sla=SlaConfig(threshold_s=4 * 3600, target=0.9),
+        ),
+        "callback": ChannelConfig(exclusive=True, offer_timeout_s=30, wrap_up_s=30, default_aht_s=240),
+        "outbound": ChannelConfig(exclusive=True, offer_timeout_s=30, wrap_up_s=30, default_aht_s=240),
+    }
+
+
+class CentreConfig(_Strict):
+    name: str = "contactcentre"
+    timezone: str = "UTC"
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    channels: dict[Channel, ChannelConfig] = msgspec.field(default_factory=_default_channels)
+    skills: dict[str, str] = {}
+    calendars: dict[str, CalendarConfig] = {}
+    tiers: dict[str, TierConfig] = {}
+    queues: list[QueueConfig] = []
+    agents: list[AgentConfig] = []
+    demo: DemoConfig | None = None
+
+    def queue(self, name: str) -> QueueConfig:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+    def channel(self, name: str) -> ChannelConfig:
+        return self.channels.get(name) or _default_channels()[name]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+_AT = re.compile(r"\s*-\s*at\s*`\$([^`]*)`\s*$")
+_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> CentreConfig:
+    """Read and check a centre configuration file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, source)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig:
+    """Typed, checked configuration from already-parsed TOML data."""
+    channels = data.get("channels")
+    if isinstance(channels, dict):
+        # A [channels.voice] table adjusts voice's defaults rather than replacing them wholesale.
+        defaults = msgspec.to_builtins(_default_channels())
+        data = {
+            **data,
+            "channels": {
+                **defaults,
+                **{
+                    ch: {**defaults.get(ch, {}), **v} if isinstance(v, dict) else v
+                    for ch, v in channels.items()
+                },
+            },
+        }
+    cfg = convert(data, CentreConfig, source)
+    _check(cfg, source)
+    return cfg
+
+
+def convert(data: Any, type_: type, source: str) -> Any:
+    """msgspec conversion whose errors become ``ConfigError`` with a dotted key path."""
+    try:
+        return msgspec.convert(data, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        key = ""
+        m = _AT.search(msg)
+        if m:
+            key = m.group(1).lstrip(".")
+            msg = msg[: m.start()]
+        raise ConfigError(source, key, msg.replace("`", "'")) from None
+
+
+def _check(cfg: CentreConfig, source: str) -> None:
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(source, key, problem)
+
+    _check_zone(cfg.timezone, "timezone", fail)
+    queue_names = [q.name for q in cfg.queues]
+    queues = set(queue_names)
+    calendars = set(cfg.calendars) | {ALWAYS_OPEN}
+    known_skills = set(cfg.skills)
+
+    def skill_ok(key: str, skill: str) -> None:
+        if known_skills and skill not in known_skills:
+            fail(key, f"unknown skill {skill!r} (declare it under [skills])")
+
+    def levels(key: str, skills: dict[str, int]) -> None:
+        for skill, level in skills.items():
+            skill_ok(f"{key}.{skill}", skill)
+            if not MIN_LEVEL <= level <= MAX_LEVEL:
+                fail(f"{key}.{skill}", f"level {level} is outside {MIN_LEVEL}-{MAX_LEVEL}")
+
+    def calendar_ok(key: str, name: str | None) -> None:
+        if name is not None and name not in calendars:
+            fail(key, f"unknown calendar {name!r} (known: {', '.join(sorted(calendars))})")
+
+    def sla_ok(key: str, sla: SlaConfig) -> None:
+        if sla.threshold_s <= 0:
+            fail(f"{key}.threshold_s", "must be > 0")
+        if not 0 < sla.target <= 1:
+            fail(f"{key}.target", f"{sla.target} is not a share in (0, 1]")
+        if sla.warn_s is not None and not 0 < sla.warn_s <= sla.threshold_s:
+            fail(f"{key}.warn_s", "must be > 0 and not after the threshold")
+        calendar_ok(f"{key}.hours", sla.hours)
+
+    r = cfg.routing
+    if r.priority_weight_s <= 0:
+        fail("routing.priority_weight_s", "must be > 0 (it is what keeps low priorities from starving)")
+    if r.offers_per_agent < 1:
+        fail("routing.offers_per_agent", "must be at least 1")
+    for ch, n in r.default_capacity.items():
+        if n < 0:
+            fail(f"routing.default_capacity.{ch}", "must be >= 0")
+
+    for ch, cc in cfg.channels.items():
+        if cc.offer_timeout_s <= 0:
+            fail(f"channels.{ch}.offer_timeout_s", "must be > 0")
+        if cc.wrap_up_s != "manual" and cc.wrap_up_s < 0:
+            fail(f"channels.{ch}.wrap_up_s", 'must be >= 0 or "manual"')
+        if cc.default_aht_s <= 0:
+            fail(f"channels.{ch}.default_aht_s", "must be > 0")
+        sla_ok(f"channels.{ch}.sla", cc.sla)
+
+    for name, cal in cfg.calendars.items():
+        key = f"calendars.{name}"
+        _check_zone(cal.timezone, f"{key}.timezone", fail)
+        for i, wd in enumerate(WEEKDAYS):
+            for j, rng in enumerate(cal.day(i)):
+                if parse_range(rng) is None:
+                    fail(f"{key}.{wd}[{j}]", f'{rng!r} is not a range like "08:00-17:30"')
+        if not any(cal.day(i) for i in range(7)):
+            fail(key, "has no open hours on any weekday")
+        for j, day in enumerate(cal.holidays):
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+                fail(f"{key}.holidays[{j}]", f'{day!r} is not a date like "2026-12-25"')
+
+    for name, tier in cfg.tiers.items():
+        key = f"tiers.{name}"
+        if tier.answer_s is not None and tier.answer_s <= 0:
+            fail(f"{key}.answer_s", "must be > 0")
+        if tier.answer_target is not None and not 0 < tier.answer_target <= 1:
+            fail(f"{key}.answer_target", "is not a share in (0, 1]")
+        if tier.email_response_s is not None and tier.email_response_s <= 0:
+            fail(f"{key}.email_response_s", "must be > 0")
+        calendar_ok(f"{key}.hours", tier.hours)
+
+    for i, q in enumerate(cfg.queues):
+        key = f"queues[{i}]"
+        if not q.name:
+            fail(f"{key}.name", "must not be empty")
+        if queue_names.count(q.name) > 1:
+            fail(f"{key}.name", f"queue {q.name!r} is defined more than once")
+        levels(f"{key}.skills", q.skills)
+        if not q.channels:
+            fail(f"{key}.channels", "a queue must serve at least one channel")
+        if q.sla:
+            sla_ok(f"{key}.sla", q.sla)
+        for ch, sla in q.sla_by_channel.items():
+            sla_ok(f"{key}.sla_by_channel.{ch}", sla)
+        calendar_ok(f"{key}.hours", q.hours)
+        for field, value, allowed in (
+            ("max_wait_action", q.max_wait_action, ("leave",)),
+            ("when_full", q.when_full, ("refuse",)),
+            ("when_closed", q.when_closed, ("accept", "refuse")),
+        ):
+            if value not in allowed and value not in queues:
+                fail(f"{key}.{field}", f"{value!r} is neither {' nor '.join(map(repr, allowed))} nor a queue")
+            if value == q.name:
+                fail(f"{key}.{field}", "a queue cannot overflow into itself")
+        if q.max_wait_s is not None and q.max_wait_s <= 0:
+            fail(f"{key}.max_wait_s", "must be > 0")
+        if q.max_depth is not None and q.max_depth < 1:
+            fail(f"{key}.max_depth", "must be at least 1")
+        last = 0.0
+        for j, step in enumerate(q.overflow):
+            sk = f"{key}.overflow[{j}]"
+            if step.after_s < 0 or (j and step.after_s <= last):
+                fail(f"{sk}.after_s", "steps must come in increasing order of after_s, from 0")
+            last = step.after_s
+            levels(f"{sk}.relax", step.relax)
+            for skill in step.relax:
+                if skill not in q.skills:
+                    fail(f"{sk}.relax.{skill}", f"queue {q.name!r} does not require {skill!r}")
+            for skill in step.drop_skills:
+                skill_ok(f"{sk}.drop_skills", skill)
+            levels(f"{sk}.add_skill", step.add_skill)
+            for other in [*step.add_queues, *([step.move_to] if step.move_to else [])]:
+                if other not in queues:
+                    fail(sk, f"unknown queue {other!r}")
+                if other == q.name:
+                    fail(sk, "a queue cannot overflow into itself")
+            if step.leave and step.move_to:
+                fail(sk, "a step cannot both leave and move_to")
+
+    agent_ids = [a.id for a in cfg.agents]
+    for i, a in enumerate(cfg.agents):
+        key = f"agents[{i}]"
+        if not a.id:
+            fail(f"{key}.id", "must not be empty")
+        if agent_ids.count(a.id) > 1:
+            fail(f"{key}.id", f"agent {a.id!r} is defined more than once")
+        levels(f"{key}.skills", a.skills)
+        for ch, n in (a.capacity or {}).items():
+            if n < 0:
+                fail(f"{key}.capacity.{ch}", "must be >= 0")
+
+    if cfg.demo:
+        for i, t in enumerate(cfg.demo.traffic):
+            if t.queue not in queues:
+                fail(f"demo.traffic[{i}].queue", f"unknown queue {t.queue!r}")
+            if t.channel not in cfg.queue(t.queue).channels:
+                fail(f"demo.traffic[{i}].channel", f"queue {t.queue!r} does not serve {t.channel}")
+            if t.per_hour <= 0 or t.handle_s <= 0:
+                fail(f"demo.traffic[{i}]", "per_hour and handle_s must be > 0")
+
+
+def _check_zone(name: str, key: str, fail: Any) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        fail(key, f"unknown time zone {name!r}")
+
+
+def parse_range(text: str) -> tuple[int, int] | None:
+    """``"08:00-17:30"`` → (480, 1050) minutes after midnight; ``"00:00-24:00"`` is the whole day."""
+    m = _RANGE.match(text.strip())
+    if not m:
+        return None
+    h1, m1, h2, m2 = map(int, m.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if m1 > 59 or m2 > 59 or start >= end or end > 24 * 60:
+        return None
+    return start, end

@@ -1,0 +1,428 @@
+"""The event vocabulary: every fact the engine consumes or produces, as one tagged union.
+
+The same classes are what the router takes and returns, what the store logs, what the bus ships, what the
+dashboard receives and what replay re-reads. Times are integer milliseconds since the Unix epoch (``at_ms``).
+
+Two kinds of event live here:
+
+* **inputs** (``INPUT = True``) are reports from the edge: a contact arrived, an agent accepted an offer, a
+  customer hung up. The router checks them, and if it accepts one it echoes it into its output, so the log
+  holds every input in the order it took effect.
+* **derived** events are what the router concluded: queued, offered, connected, SLA breached, agent state.
+
+Replaying the inputs of a log into a fresh router built from the same configuration reproduces the log byte
+for byte; that is how routing decisions are audited and how policies are compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Iterable
+from typing import ClassVar, Literal
+
+import msgspec
+
+Channel = Literal["voice", "chat", "email", "callback", "outbound"]
+CHANNELS: tuple[str, ...] = ("voice", "chat", "email", "callback", "outbound")
+
+AgentState = Literal["logged_out", "available", "reserved", "busy", "wrap_up", "away"]
+AGENT_STATES: tuple[str, ...] = ("logged_out", "available", "reserved", "busy", "wrap_up", "away")
+
+
+class Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, gc=False):
+    """Base of all events. ``at_ms`` is when the fact took effect, in epoch milliseconds."""
+
+    at_ms: int
+    INPUT: ClassVar[bool] = False
+
+
+# --------------------------------------------------------------------------------------------- explanations
+
+
+class Candidate(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """One agent (or, when an agent pulled work, one contact) that the router weighed.
+
+    ``score`` is the strategy's sort key, smaller is better; ``note`` says in words what the key is made of.
+    """
+
+    id: str
+    score: list[int]
+    note: str = ""
+
+
+class Explanation(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """Why an offer went where it went.
+
+    ``trigger`` is ``contact`` when a contact looked for an agent (arrival, requeue, overflow widening) and
+    ``agent`` when an agent with free capacity pulled the best waiting contact. ``filters`` counts what was
+    looked at and excluded, by reason. ``candidates`` lists the best few, winner first.
+    """
+
+    trigger: Literal["contact", "agent"]
+    strategy: str
+    requirement: str
+    step: int = 0
+    considered: int = 0
+    filters: dict[str, int] = {}
+    candidates: list[Candidate] = []
+    tie_break: str = ""
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+class ContactArrived(Event, tag="contact.arrived"):
+    """A customer request reached a queue. Customer data (tier, account manager) is resolved by the edge,
+    so that the fact in the log is complete and replay needs no lookups."""
+
+    contact_id: str
+    queue: str
+    channel: Channel = "voice"
+    customer_id: str | None = None
+    tier: str | None = None
+    priority: int = 0
+    preferred_agent_id: str | None = None
+    skills: dict[str, int] = {}
+    attributes: dict[str, str] = {}
+    INPUT: ClassVar[bool] = True
+
+
+class CustomerLeft(Event, tag="contact.customer_left"):
+    """The customer hung up, closed the chat or withdrew. Waiting ⇒ abandoned; talking ⇒ handling ends."""
+
+    contact_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class AgentLoggedIn(Event, tag="agent.logged_in"):
+    """An agent logged in. Skills and capacity come from configuration unless given here."""
+
+    agent_id: str
+    away_reason: str | None = None
+    skills: dict[str, int] | None = None
+    capacity: dict[str, int] | None = None
+    INPUT: ClassVar[bool] = True
+
+
+class AgentLoggedOut(Event, tag="agent.logged_out"):
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class AgentReady(Event, tag="agent.ready"):
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class AgentAway(Event, tag="agent.away"):
+    agent_id: str
+    reason: str = "break"
+    INPUT: ClassVar[bool] = True
+
+
+class AgentSkillsChanged(Event, tag="agent.skills_changed"):
+    """A supervisor changed an agent's skills (levels 1-10) and/or channel capacity."""
+
+    agent_id: str
+    skills: dict[str, int] | None = None
+    capacity: dict[str, int] | None = None
+    INPUT: ClassVar[bool] = True
+
+
+class OfferAccepted(Event, tag="offer.accepted"):
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class OfferRejected(Event, tag="offer.rejected"):
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    reason: str = ""
+    INPUT: ClassVar[bool] = True
+
+
+class ContactHeld(Event, tag="contact.held"):
+    contact_id: str
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class ContactRetrieved(Event, tag="contact.retrieved"):
+    contact_id: str
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class ContactEnded(Event, tag="contact.ended"):
+    """The agent finished handling (hung up, closed the chat, sent the reply); wrap-up follows."""
+
+    contact_id: str
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class TransferRequested(Event, tag="contact.transfer_requested"):
+    """Exactly one target: another queue, a named agent (who gets it first, then its queue), or an
+    external number (the contact leaves the centre)."""
+
+    contact_id: str
+    agent_id: str
+    to_queue: str | None = None
+    to_agent_id: str | None = None
+    to_external: str | None = None
+    INPUT: ClassVar[bool] = True
+
+
+class WrapUpEnded(Event, tag="wrap_up.ended"):
+    """The agent ended after-contact work (manually, before or without the wrap-up timer)."""
+
+    contact_id: str
+    agent_id: str
+    INPUT: ClassVar[bool] = True
+
+
+class DispositionSet(Event, tag="disposition.set"):
+    contact_id: str
+    agent_id: str
+    code: str
+    INPUT: ClassVar[bool] = True
+
+
+# ---------------------------------------------------------------------------------------- derived (router)
+
+
+class ContactQueued(Event, tag="contact.queued"):
+    """The contact entered a queue. ``position`` is 1-based among contacts competing for the same agents;
+    ``ewt_ms`` is the estimated wait (absent when no agent is staffed to serve it). ``via`` says why it is in
+    this queue when not by plain arrival (``transfer``, ``overflow:Q``, ``closed:Q``, ``full:Q``);
+    ``waiting_since_ms`` is set when it has been waiting since before ``at_ms`` (an overflow move)."""
+
+    contact_id: str
+    queue: str
+    channel: Channel
+    priority: int
+    tier: str | None = None
+    position: int = 1
+    ewt_ms: int | None = None
+    sla_deadline_ms: int | None = None
+    via: str | None = None
+    waiting_since_ms: int | None = None
+
+
+class ContactFailed(Event, tag="contact.failed"):
+    """The contact could not be queued (queue full, queue closed); it is finished."""
+
+    contact_id: str
+    queue: str
+    channel: Channel
+    reason: str
+    tier: str | None = None
+
+
+class OfferMade(Event, tag="offer.made"):
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    queue: str
+    channel: Channel
+    expires_ms: int
+    why: Explanation
+
+
+class OfferExpired(Event, tag="offer.expired"):
+    """Nobody answered the offer in time (ring-no-answer); the contact keeps its place."""
+
+    offer_id: str
+    contact_id: str
+    agent_id: str
+
+
+class OfferCancelled(Event, tag="offer.cancelled"):
+    """The router withdrew an offer: the customer left, or the agent went away or logged out."""
+
+    offer_id: str
+    contact_id: str
+    agent_id: str
+    reason: str
+
+
+class ContactConnected(Event, tag="contact.connected"):
+    contact_id: str
+    agent_id: str
+    queue: str
+    channel: Channel
+    wait_ms: int
+    tier: str | None = None
+
+
+class ContactAbandoned(Event, tag="contact.abandoned"):
+    contact_id: str
+    queue: str
+    channel: Channel
+    wait_ms: int
+    tier: str | None = None
+
+
+class ContactOverflowed(Event, tag="contact.overflowed"):
+    """An overflow step fired. ``actions`` say what changed; ``to_queue`` is set when the contact moved;
+    ``left`` is true when it left the centre (state overflowed, e.g. to voicemail or another site)."""
+
+    contact_id: str
+    queue: str
+    step: int
+    actions: list[str]
+    to_queue: str | None = None
+    left: bool = False
+    wait_ms: int = 0
+    channel: Channel = "voice"
+    tier: str | None = None
+
+
+class ContactTransferred(Event, tag="contact.transferred"):
+    contact_id: str
+    from_agent_id: str
+    queue: str
+    to_queue: str | None = None
+    to_agent_id: str | None = None
+    to_external: str | None = None
+    channel: Channel = "voice"
+    tier: str | None = None
+    talk_ms: int = 0
+
+
+class WrapUpStarted(Event, tag="wrap_up.started"):
+    """Handling ended; after-contact work began. ``ends_ms`` is absent for manual wrap-up."""
+
+    contact_id: str
+    agent_id: str
+    by: Literal["agent", "customer"]
+    ends_ms: int | None = None
+
+
+class WrapUpExpired(Event, tag="wrap_up.expired"):
+    contact_id: str
+    agent_id: str
+
+
+class ContactClosed(Event, tag="contact.closed"):
+    """The contact is finished. Durations are for the last agent who handled it."""
+
+    contact_id: str
+    agent_id: str
+    queue: str
+    channel: Channel
+    wait_ms: int
+    talk_ms: int
+    hold_ms: int
+    wrap_ms: int
+    tier: str | None = None
+    disposition: str | None = None
+
+
+class SlaWarned(Event, tag="sla.warned"):
+    contact_id: str
+    queue: str
+    channel: Channel
+    deadline_ms: int
+    tier: str | None = None
+
+
+class SlaBreached(Event, tag="sla.breached"):
+    contact_id: str
+    queue: str
+    channel: Channel
+    deadline_ms: int
+    tier: str | None = None
+
+
+class AgentStateChanged(Event, tag="agent.state_changed"):
+    agent_id: str
+    state: AgentState
+    previous: AgentState
+    reason: str | None = None
+
+
+# ------------------------------------------------------------------------------------ derived (channels)
+
+
+class MessageReceived(Event, tag="message.received"):
+    """A customer message on a contact (chat line, email). Logged by channel adapters, not the router."""
+
+    contact_id: str
+    message_id: str
+    channel: Channel
+    body: str = ""
+    author: str = "customer"
+
+
+class MessageSent(Event, tag="message.sent"):
+    contact_id: str
+    message_id: str
+    channel: Channel
+    agent_id: str
+    body: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ codecs
+
+
+def _all_event_types() -> tuple[type[Event], ...]:
+    seen: list[type[Event]] = []
+    stack = list(Event.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return tuple(seen)
+
+
+EVENT_TYPES: tuple[type[Event], ...] = _all_event_types()
+INPUT_TYPES: tuple[type[Event], ...] = tuple(t for t in EVENT_TYPES if t.INPUT)
+EVENT_BY_TAG: dict[str, type[Event]] = {t.__struct_config__.tag: t for t in EVENT_TYPES}  # type: ignore[misc]
+
+AnyEvent = functools.reduce(operator.or_, EVENT_TYPES)  # the tagged union, for msgspec
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def encode(event: Event) -> bytes:
+    """One event as compact JSON (no trailing newline)."""
+    return _encoder.encode(event)
+
+
+def decode(data: bytes | str) -> Event:
+    """One event from JSON; raises ``msgspec.ValidationError`` naming the bad field on malformed input."""
+    return _decoder.decode(data)
+
+
+def encode_lines(events: Iterable[Event]) -> bytes:
+    """JSON lines: one event per line, each line ending in a newline."""
+    buf = bytearray()
+    for ev in events:
+        _encoder.encode_into(ev, buf, -1)
+        buf += b"\n"
+    return bytes(buf)
+
+
+def decode_lines(data: bytes | str) -> list[Event]:
+    """Events from JSON lines; blank lines are skipped. Errors name the 1-based line."""
+    if isinstance(data, str):
+        data = data.encode()
+    out: list[Event] = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(_decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            raise msgspec.DecodeError(f"line {n}: {exc}") from None
+    return out
+
+
+def is_input(event: Event) -> bool:
+    return type(event).INPUT
