@@ -211,7 +211,7 @@ class CentreConfig(_Strict):
 
 # ------------------------------------------------------------------------------------------------ loading
 
-_AT = re.compile(r"\s*-\s*at\s*`\$([^`]*)`\s*$")
+_AT = re.compile(r"\s*-\s*at\s*(?:`key` in\s*)?`\$([^`]*)`\s*$")
 _RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
@@ -343,7 +343,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
         key = f"queues[{i}]"
         if not q.name:
             fail(f"{key}.name", "must not be empty")
-        if queue_names.count(q.name) > 1:
+        if queue_names.index(q.name) != i:
             fail(f"{key}.name", f"queue {q.name!r} is defined more than once")
         levels(f"{key}.skills", q.skills)
         if not q.channels:
@@ -392,7 +392,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
         key = f"agents[{i}]"
         if not a.id:
             fail(f"{key}.id", "must not be empty")
-        if agent_ids.count(a.id) > 1:
+        if agent_ids.index(a.id) != i:
             fail(f"{key}.id", f"agent {a.id!r} is defined more than once")
         levels(f"{key}.skills", a.skills)
         for ch, n in (a.capacity or {}).items():

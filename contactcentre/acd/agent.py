@@ -95,6 +95,7 @@ class Agent:
         "id",
         "idle_since_ms",
         "listed",
+        "listing_seq",
         "load",
         "name",
         "offers",
@@ -134,6 +135,7 @@ class Agent:
         self.active = 0  # connected or held
         self.wrapping = 0
         self.listed: tuple[str, ...] = ()  # channels this agent is listed as able to take
+        self.listing_seq = 0  # when it was last listed: the idle order
         self.day = 0
         self.handled_today = 0
         self.staffed_ms = 0  # today, up to state_since_ms
@@ -161,7 +163,10 @@ class Agent:
 
     def meets(self, req: tuple[tuple[str, int], ...]) -> bool:
         skills = self.skills
-        return all(skills.get(skill, 0) >= level for skill, level in req)
+        for skill, level in req:  # noqa: SIM110 — a plain loop: the innermost test of every routing walk
+            if skills.get(skill, 0) < level:
+                return False
+        return True
 
     def __repr__(self) -> str:
         return f"Agent({self.id} {self.state} load={self.load})"

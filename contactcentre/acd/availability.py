@@ -1,26 +1,54 @@
-"""Agents able to take one more contact now, per (channel, skill), in idle order.
+"""Agents able to take one more contact now, per (channel, skill), kept in each strategy's order.
 
 An agent is listed under a channel while it can take one more contact there (logged in, ready, below its
 capacity and its open-offer limit, and no exclusive work in hand). It is listed again at the back whenever
-its load changes, so each list iterates longest-idle first: Python dicts keep insertion order, which makes
-the default strategy a walk to the first agent that meets the levels, with no sorting and no scan of the
-whole floor.
+its load changes, so the plain lists iterate longest-idle first: Python dicts keep insertion order, which
+makes the default strategy a walk to the first agent that meets the levels, with no sorting and no scan of
+the whole floor.
+
+The other strategies get sorted lists of their own per (channel, skill), only for the strategies some queue
+uses, holding ``(key..., listing sequence, agent)``: the listing sequence is the idle order, so it breaks ties
+exactly as the plain lists do. Keys are recomputed whenever an agent is relisted (after every change of its
+load, state or skills), so a walk in list order meets agents best-first and stops after the first few that
+qualify. A key that changes with the calendar (contacts handled *today*) is refreshed by ``refresh_all``
+when the day rolls over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from contactcentre.acd.agent import READY, Agent
 
 ANY_SKILL = ""
 
+# Sort keys of the ordered strategies: smaller first. (``longest_idle`` needs none: it is the idle order.)
+ORDER_KEYS: dict[str, Callable[[Agent, str], tuple[int, ...]]] = {
+    "most_skilled": lambda a, skill: (-a.skills.get(skill, 0),),
+    "least_occupied": lambda a, skill: (
+        a.total_load * 1000 // a.total_capacity if a.total_capacity else 0,
+        a.handling_ms * 1000 // a.staffed_ms if a.staffed_ms else 0,
+    ),
+    "round_robin": lambda a, skill: (a.ordinal,),
+    "fewest_handled": lambda a, skill: (a.handled_today,),
+}
+
 
 class Availability:
-    def __init__(self, exclusive: Mapping[str, bool], offers_per_agent: int) -> None:
+    def __init__(
+        self, exclusive: Mapping[str, bool], offers_per_agent: int, orders: Iterable[str] = ()
+    ) -> None:
         self._exclusive = dict(exclusive)
         self._offers_per_agent = offers_per_agent
         self._lists: dict[tuple[str, str], dict[str, Agent]] = {}
+        self._orders = tuple(sorted(o for o in set(orders) if o in ORDER_KEYS))
+        self._sorted: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        self._seq = 0
+        # per agent: the entries it has in sorted lists, to find them again when it moves
+        self._entries: dict[str, list[tuple[list[tuple[Any, ...]], tuple[Any, ...]]]] = {}
+        self._signatures: dict[str, tuple[tuple[int, ...], ...]] = {}
 
     def can_take(self, agent: Agent, channel: str) -> bool:
         if agent.presence != READY or agent.exclusive_load:
@@ -34,27 +62,26 @@ class Availability:
     def relist(self, agent: Agent, now_ms: int, *, moved: bool) -> None:
         """Bring the lists up to date for ``agent``. ``moved``: its load changed, so it goes to the back."""
         want = tuple(ch for ch in agent.capacity if self.can_take(agent, ch))
-        had = agent.listed
-        if not moved and want == had:
+        if not moved and want == agent.listed:
+            if want and self._orders:
+                self._resort(agent, want)
             return
+        self.unlist(agent)
         lists = self._lists
         aid = agent.id
-        for ch in had:
-            lists[(ch, ANY_SKILL)].pop(aid, None)
-            for skill in agent.skills:
-                lst = lists.get((ch, skill))
-                if lst is not None:
-                    lst.pop(aid, None)
         for ch in want:
             lists.setdefault((ch, ANY_SKILL), {})[aid] = agent
             for skill in agent.skills:
                 lists.setdefault((ch, skill), {})[aid] = agent
-        if moved or want != had:
-            agent.idle_since_ms = now_ms
+        agent.idle_since_ms = now_ms
         agent.listed = want
+        self._seq += 1
+        agent.listing_seq = self._seq
+        if self._orders:
+            self._insert_sorted(agent, want)
 
     def unlist(self, agent: Agent) -> None:
-        """Remove ``agent`` everywhere (before its skills change)."""
+        """Remove ``agent`` everywhere (before its skills change, or when it can take nothing)."""
         for ch in agent.listed:
             self._lists[(ch, ANY_SKILL)].pop(agent.id, None)
             for skill in agent.skills:
@@ -62,9 +89,47 @@ class Availability:
                 if lst is not None:
                     lst.pop(agent.id, None)
         agent.listed = ()
+        for lst, entry in self._entries.pop(agent.id, ()):
+            del lst[bisect_left(lst, entry)]
+
+    def _insert_sorted(self, agent: Agent, channels: tuple[str, ...]) -> None:
+        self._signatures[agent.id] = self._signature(agent)
+        entries = self._entries.setdefault(agent.id, [])
+        seq = agent.listing_seq
+        for order in self._orders:
+            keyf = ORDER_KEYS[order]
+            for ch in channels:
+                for skill in (ANY_SKILL, *agent.skills):
+                    entry = (*keyf(agent, skill), seq, agent)
+                    lst = self._sorted.setdefault((order, ch, skill), [])
+                    insort(lst, entry)
+                    entries.append((lst, entry))
+
+    def _signature(self, agent: Agent) -> tuple[tuple[int, ...], ...]:
+        # Keys that move without a relist-with-move depend on the agent alone (load, occupancy, handled);
+        # skill levels only change through unlist + relist.
+        return tuple(ORDER_KEYS[o](agent, ANY_SKILL) for o in self._orders)
+
+    def _resort(self, agent: Agent, channels: tuple[str, ...]) -> None:
+        """Same lists, but a key may have changed (occupancy, handled count): move the entries if so."""
+        if self._signatures.get(agent.id) == self._signature(agent):
+            return
+        for lst, entry in self._entries.pop(agent.id, ()):
+            del lst[bisect_left(lst, entry)]
+        self._insert_sorted(agent, channels)
+
+    def refresh_all(self, agents: Iterable[Agent]) -> None:
+        """Recompute every sorted key (e.g. at midnight, when "handled today" starts again from zero)."""
+        if not self._orders:
+            return
+        for a in agents:
+            if a.listed:
+                for lst, entry in self._entries.pop(a.id, ()):
+                    del lst[bisect_left(lst, entry)]
+                self._insert_sorted(a, a.listed)
 
     def pool(self, channel: str, req: tuple[tuple[str, int], ...]) -> dict[str, Agent]:
-        """The smallest list that contains every agent able to meet ``req`` on ``channel``."""
+        """The smallest idle-ordered list that holds every agent able to meet ``req`` on ``channel``."""
         lists = self._lists
         if not req:
             return lists.get((channel, ANY_SKILL), {})
@@ -76,6 +141,26 @@ class Availability:
             if best is None or len(lst) < len(best):
                 best = lst
         return best or {}
+
+    def sorted_pool(
+        self, order: str, channel: str, req: tuple[tuple[str, int], ...]
+    ) -> list[tuple[Any, ...]]:
+        """Like ``pool`` but in ``order``'s sort order: entries ``(key..., listing sequence, agent)``."""
+        if order not in self._orders:
+            raise KeyError(order)
+        if not req:
+            return self._sorted.get((order, channel, ANY_SKILL), [])
+        best: list[tuple[Any, ...]] | None = None
+        for skill, _ in req:
+            lst = self._sorted.get((order, channel, skill))
+            if not lst:
+                return []
+            if best is None or len(lst) < len(best):
+                best = lst
+        return best or []
+
+    def orders(self) -> tuple[str, ...]:
+        return self._orders
 
     def count(self, channel: str) -> int:
         return len(self._lists.get((channel, ANY_SKILL), {}))

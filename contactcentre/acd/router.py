@@ -52,6 +52,7 @@ from contactcentre.acd.errors import (
 from contactcentre.acd.ewt import PositionAht, WaitEstimator, WaitSituation
 from contactcentre.acd.offer import Offer
 from contactcentre.acd.queue import QueuePlan, StepPlan, as_req, build_plans, sla_policy
+from contactcentre.acd.staffing import Staffing
 from contactcentre.acd.strategies import choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
 from contactcentre.acd.waiting import WaitIndex, reqs_text
@@ -159,7 +160,8 @@ class Router:
             {ch: round(c.default_aht_s * 1000) for ch, c in channels.items()}
         )
         self.hooks = hooks
-        self.avail = Availability(self._exclusive, r.offers_per_agent)
+        strategies = {r.strategy, *(q.strategy for q in config.queues if q.strategy)}
+        self.avail = Availability(self._exclusive, r.offers_per_agent, strategies)
         self.waiting = WaitIndex()
         self.timers = TimerHeap()
         self.agents: dict[str, Agent] = {}
@@ -175,9 +177,7 @@ class Router:
         self._rr: dict[str, int] = {}
         self._tz = zoneinfo.ZoneInfo(config.timezone)
         self._day, self._next_midnight = day_number(start_ms, self._tz)
-        self._staffing_epoch = 0
-        self._servers_cache: dict[tuple[str, object], int] = {}
-        self._servers_epoch = -1
+        self.staffing = Staffing(self._roster)
         self._out: list[Event] = []
         self._dispatch: dict[type, Callable[[Event], None]] = {
             ContactArrived: self._on_arrived,  # type: ignore[dict-item]
@@ -473,28 +473,10 @@ class Router:
 
     def _servers(self, c: Contact) -> int:
         """Capacity on ``c``'s channel of the agents ready now who may serve it (for EWT)."""
-        if self._servers_epoch != self._staffing_epoch:
-            self._servers_cache.clear()
-            self._servers_epoch = self._staffing_epoch
-        ch = c.channel
         if c.preferred_agent_id is not None:
             a = self.agents[c.preferred_agent_id]
-            return a.capacity.get(ch, 0) if a.presence == READY else 0
-        key = (ch, c.reqs)
-        got = self._servers_cache.get(key)
-        if got is not None:
-            return got
-        seen: set[str] = set()
-        total = 0
-        for req in c.reqs:
-            roster = self._roster(req)
-            for a in roster:
-                if a.id in seen or a.presence != READY or not a.meets(req):
-                    continue
-                seen.add(a.id)
-                total += a.capacity.get(ch, 0)
-        self._servers_cache[key] = total
-        return total
+            return a.capacity.get(c.channel, 0) if a.presence == READY else 0
+        return self.staffing.servers(c.channel, c.reqs)
 
     def _roster(self, req: tuple[tuple[str, int], ...]) -> Iterator[Agent]:
         if not req:
@@ -680,10 +662,14 @@ class Router:
         return out
 
     def _go_away(self, a: Agent, reason: str) -> list[Contact]:
-        a.presence = AWAY
-        a.away_reason = reason
-        self._staffing_epoch += 1
+        self._set_presence(a, AWAY, reason)
         return self._cancel_offers(a, "agent_away")
+
+    def _set_presence(self, a: Agent, presence: str, reason: str | None) -> None:
+        self.staffing.leave(a)
+        a.presence = presence
+        a.away_reason = reason
+        self.staffing.join(a)
 
     # ------------------------------------------------------------------------------ customers and handling
 
@@ -897,6 +883,8 @@ class Router:
                 talk_ms=talk,
             )
         )
+        self._settle(a, allowed)  # the transferring agent is free before anyone is routed
+        self.avail.relist(a, now, moved=True)
         if ev.to_external is not None:
             c.step_to("transfer_out")
             self._finish(c)
@@ -905,9 +893,8 @@ class Router:
             if target_agent is not None:
                 c.preferred_agent_id = target_agent.id
                 c.preferred_ms = self._transfer_pref_ms
+            self._exclude(c, a.id)  # not straight back to the agent who passed it on
             self._enter_queue(c, plan, since=now, via="transfer", new_sla=True)
-        self._settle(a, allowed)
-        self.avail.relist(a, now, moved=True)
         self._route_agent(a)
 
     # ------------------------------------------------------------------------------------- timers: contacts
@@ -1119,10 +1106,8 @@ class Router:
             a = self._add_agent(ev.agent_id, ev.agent_id, dict(ev.skills or {}), cap)
         elif ev.skills is not None or ev.capacity is not None:
             self._change_skills(a, ev.skills, ev.capacity)
-        a.presence = AWAY if ev.away_reason else READY
-        a.away_reason = ev.away_reason
+        self._set_presence(a, AWAY if ev.away_reason else READY, ev.away_reason)
         a.state_since_ms = self.now_ms
-        self._staffing_epoch += 1
         self._settle(a, allowed)
         self.avail.relist(a, self.now_ms, moved=True)
         self._route_agent(a)
@@ -1138,9 +1123,7 @@ class Router:
         for c in [c for c in a.work.values() if c.state == C_WRAP_UP]:
             self.timers.cancel(c.wrap_timer)
             self._close(c, a)
-        a.presence = LOGGED_OUT
-        a.away_reason = None
-        self._staffing_epoch += 1
+        self._set_presence(a, LOGGED_OUT, None)
         self._settle(a, allowed)
         self.avail.unlist(a)
         for x in requeued:
@@ -1153,10 +1136,7 @@ class Router:
         a = self._agent(ev.agent_id)
         allowed = a.must("ready")
         self._emit(ev)
-        if a.presence != READY:
-            self._staffing_epoch += 1
-        a.presence = READY
-        a.away_reason = None
+        self._set_presence(a, READY, None)
         self._settle(a, allowed)
         self.avail.relist(a, self.now_ms, moved=False)
         self._route_agent(a)
@@ -1188,6 +1168,7 @@ class Router:
         self, a: Agent, skills: dict[str, int] | None, capacity: dict[str, int] | None
     ) -> None:
         self.avail.unlist(a)
+        self.staffing.leave(a)
         if skills is not None:
             for s in a.skills:
                 self._skill_roster.get(s, {}).pop(a.id, None)
@@ -1199,7 +1180,7 @@ class Router:
             a.total_capacity = sum(capacity.values())
             for ch in capacity:
                 a.load.setdefault(ch, 0)
-        self._staffing_epoch += 1
+        self.staffing.join(a)
 
 
 def _check_levels(skills: dict[str, int]) -> None:

@@ -7,7 +7,7 @@ the same numbers the same way. Definitions (QUEUEING.md; every variant named):
 * ``offered``: contacts that entered the queue (arrivals, transfers in, overflow moves in).
 * ``resolved``: contacts whose wait in this queue ended: ``answered + abandoned + overflowed``.
 * ``sl_answered`` = answered within T / answered.
-* ``sl_offered`` = answered within T / resolved (abandons count against; still-waiting contacts don't count yet).
+* ``sl_offered`` = answered within T / resolved (abandons count against; contacts still waiting don't yet).
 * ``sl_offered_excl_short`` = answered within T / (resolved − abandons within ``short_abandon_s``).
 * ``sl_asterisk2`` = (answered within T + abandoned within T) / (answered + abandoned), Asterisk's SL2.
 * "within T" means at or before the contact's own SLA deadline (its tier's target, in business hours where
@@ -138,7 +138,8 @@ class LiveStats:
     def _queued(self, ev: ContactQueued) -> None:
         self._tally(ev.queue, ev.channel, ev.tier).offered += 1
         since = ev.waiting_since_ms if ev.waiting_since_ms is not None else ev.at_ms
-        self._waiting[ev.contact_id] = _Waiting((ev.queue, ev.channel, ev.tier or "-"), since, ev.sla_deadline_ms)
+        key = (ev.queue, ev.channel, ev.tier or "-")
+        self._waiting[ev.contact_id] = _Waiting(key, since, ev.sla_deadline_ms)
 
     def _within(self, contact_id: str, at_ms: int) -> bool:
         w = self._waiting.pop(contact_id, None)

@@ -10,15 +10,18 @@ Scores in explanations are these keys:
 * ``round_robin``: ``[places after the queue's last chosen agent in configuration order, idle_since_ms]``.
 * ``fewest_handled``: ``[contacts handled today, idle_since_ms]``.
 
-The lists walked here hold only agents that can take the contact's channel now (see ``availability``), in
-idle order, and the walk stops as soon as nothing better is possible.
+The lists walked here hold only agents that can take the contact's channel now (see ``availability``), kept
+in each strategy's order, so the walk stops after the first few that qualify: the cost follows the agents
+looked at, not the size of the floor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from contactcentre.acd.availability import ANY_SKILL, ORDER_KEYS
 from contactcentre.events import Candidate, Explanation
 
 if TYPE_CHECKING:
@@ -27,52 +30,39 @@ if TYPE_CHECKING:
     from contactcentre.acd.contact import Contact
     from contactcentre.acd.waiting import WaitIndex
 
+Req = tuple[tuple[str, int], ...]
+
 TOP = 3  # candidates kept in an explanation
 
-KeyFn = Callable[["Agent", tuple[tuple[str, int], ...], int, int], list[int]]
 
-
-def _longest_idle(a: Agent, req: tuple[tuple[str, int], ...], cursor: int, n: int) -> list[int]:
-    return []
-
-
-def _most_skilled(a: Agent, req: tuple[tuple[str, int], ...], cursor: int, n: int) -> list[int]:
-    skills = a.skills
-    return [-sum(skills.get(s, 0) for s, _ in req)]
-
-
-def _least_occupied(a: Agent, req: tuple[tuple[str, int], ...], cursor: int, n: int) -> list[int]:
-    load = a.total_load * 1000 // a.total_capacity if a.total_capacity else 0
-    occ = a.handling_ms * 1000 // a.staffed_ms if a.staffed_ms else 0
-    return [load, occ]
-
-
-def _round_robin(a: Agent, req: tuple[tuple[str, int], ...], cursor: int, n: int) -> list[int]:
-    return [(a.ordinal - cursor - 1) % n if n else 0]
-
-
-def _fewest_handled(a: Agent, req: tuple[tuple[str, int], ...], cursor: int, n: int) -> list[int]:
-    return [a.handled_today]
-
-
-KEYS: dict[str, KeyFn] = {
-    "longest_idle": _longest_idle,
-    "most_skilled": _most_skilled,
-    "least_occupied": _least_occupied,
-    "round_robin": _round_robin,
-    "fewest_handled": _fewest_handled,
-}
-
-
-def _floor(strategy: str, req: tuple[tuple[str, int], ...]) -> list[int]:
-    """The best key any agent could have: once the walk has that many of them, it can stop."""
+def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
+    """The strategy's key for ``a`` serving ``req`` (without the idle-order tie-break)."""
     if strategy == "most_skilled":
-        return [-10 * len(req)]
-    if strategy == "least_occupied":
-        return [0, 0]
-    if strategy in ("round_robin", "fewest_handled"):
-        return [0]
-    return []
+        skills = a.skills
+        return [-sum(skills.get(s, 0) for s, _ in req)]
+    if strategy == "round_robin":
+        return [(a.ordinal - cursor - 1) % n if n else 0]
+    if strategy == "longest_idle":
+        return []
+    return list(ORDER_KEYS[strategy](a, ANY_SKILL))
+
+
+def _walk(
+    strategy: str, avail: Availability, channel: str, req: Req, cursor: int
+) -> Iterator[tuple[Agent, int]]:
+    """Agents that can take ``channel`` and hold ``req``'s skills, best-first by ``strategy`` as far as the
+    index orders them (exactly, except ``most_skilled`` over several skills, which is ordered by the walked
+    skill's level: that level comes with each agent, to bound what the rest of the walk can still offer)."""
+    if strategy == "longest_idle" or strategy not in avail.orders():
+        for a in avail.pool(channel, req).values():
+            yield a, 0
+        return
+    entries = avail.sorted_pool(strategy, channel, req)
+    n = len(entries)
+    start = bisect_left(entries, (cursor + 1,)) if strategy == "round_robin" else 0  # after the last chosen
+    for j in range(start, start + n):
+        e = entries[j - n] if j >= n else entries[j]
+        yield e[-1], e[0]
 
 
 def choose_agent(
@@ -84,21 +74,24 @@ def choose_agent(
     cursor: int = -1,
     agent_count: int = 0,
 ) -> tuple[Agent | None, Explanation | None]:
-    """The best agent that can take ``contact`` now, or ``(None, None)``."""
-    keyf = KEYS[strategy]
+    """The best agent that can take ``contact`` now, or ``(None, None)``.
+
+    The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
+    ``most_skilled`` over several skills walks on while an agent further down could still score better.
+    """
     rejected = contact.rejected_by
-    many = len(contact.reqs) > 1
-    seen: set[str] = set()
-    found: list[tuple[list[int], int, Agent]] = []  # (key, walk order, agent)
+    indexed = strategy == "longest_idle" or strategy in avail.orders()
+    found: list[tuple[list[int], int, Agent]] = []  # (key, idle order, agent); an agent may meet several reqs
     considered = below = offered_before = 0
     for req in contact.reqs:
-        floor = _floor(strategy, req)
-        at_floor = 0
-        for a in avail.pool(contact.channel, req).values():
-            if many:
-                if a.id in seen:
-                    continue
-                seen.add(a.id)
+        bounded = strategy == "most_skilled" and len(req) > 1
+        got = 0
+        best: list[list[int]] = []  # the TOP best keys so far (for the most_skilled bound)
+        for a, walked in _walk(strategy, avail, contact.channel, req, cursor):
+            # most_skilled over k skills: nobody from here on scores better than the walked skill's level
+            # plus 10 for each other skill; once that can't beat the TOP-th best, stop.
+            if bounded and len(best) >= TOP and [walked - 10 * (len(req) - 1)] > best[TOP - 1]:
+                break
             considered += 1
             if a.id in rejected:
                 offered_before += 1
@@ -106,33 +99,37 @@ def choose_agent(
             if not a.meets(req):
                 below += 1
                 continue
-            key = keyf(a, req, cursor, agent_count)
-            key.append(a.idle_since_ms)
-            found.append((key, considered, a))
-            if key[:-1] == floor:
-                at_floor += 1
-                if at_floor >= TOP:
-                    break
+            key = _score(strategy, a, req, cursor, agent_count)
+            found.append((key, a.listing_seq, a))
+            got += 1
+            if bounded:
+                best.append(key)
+                best.sort()
+            elif indexed and got >= TOP:
+                break
     if not found:
         return None, None
     found.sort(key=lambda f: (f[0], f[1]))
-    best = found[0][2]
+    if len(contact.reqs) > 1:
+        seen: set[str] = set()
+        found = [f for f in found if not (f[2].id in seen or seen.add(f[2].id))]  # type: ignore[func-returns-value]
+    best_agent = found[0][2]
     filters: dict[str, int] = {}
     if below:
         filters["below_level"] = below
     if offered_before:
         filters["offered_before"] = offered_before
     tie = ""
-    if strategy != "longest_idle" and len(found) > 1 and found[0][0][:-1] == found[1][0][:-1]:
-        tie = "longest idle" if found[0][0][-1] != found[1][0][-1] else "listed first"
-    return best, Explanation(
+    if strategy != "longest_idle" and len(found) > 1 and found[0][0] == found[1][0]:
+        tie = "longest idle"
+    return best_agent, Explanation(
         trigger="contact",
         strategy=strategy,
         requirement=contact.reqs_text,
         step=step,
         considered=considered,
         filters=filters,
-        candidates=[Candidate(id=a.id, score=k) for k, _, a in found[:TOP]],
+        candidates=[Candidate(id=a.id, score=[*k, a.idle_since_ms]) for k, _, a in found[:TOP]],
         tie_break=tie,
     )
 

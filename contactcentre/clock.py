@@ -1,0 +1,60 @@
+"""Clocks: where "now" comes from, in integer epoch milliseconds.
+
+The router never reads a clock; whoever feeds it does, through this protocol. The live runtime uses a
+``LoopClock`` (the asyncio loop's monotonic time, anchored once to wall time, so it never jumps when the
+system clock is adjusted); tests use a ``ManualClock`` they move by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int:
+        """The current time in milliseconds since the Unix epoch; never decreases."""
+        ...
+
+
+class LoopClock:
+    """Epoch milliseconds derived from ``loop.time()``.
+
+    The wall-clock anchor is taken once, at construction; after that the clock follows the loop's monotonic
+    time, so it agrees with ``loop.call_at`` and cannot go backwards.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._anchor_loop = loop.time()
+        self._anchor_ms = time.time_ns() // 1_000_000
+
+    def now_ms(self) -> int:
+        return self._anchor_ms + int((self.loop.time() - self._anchor_loop) * 1000)
+
+    def loop_time(self, at_ms: int) -> float:
+        """The ``loop.time()`` value at which ``now_ms()`` reaches ``at_ms`` (plus half a millisecond, so
+        a callback armed with ``loop.call_at`` for it does not see a clock a rounding error short)."""
+        return self._anchor_loop + (at_ms - self._anchor_ms + 0.5) / 1000
+
+
+class ManualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self._now = start_ms
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def advance(self, ms: int) -> int:
+        if ms < 0:
+            raise ValueError("a clock cannot go backwards")
+        self._now += ms
+        return self._now
+
+    def set(self, at_ms: int) -> None:
+        if at_ms < self._now:
+            raise ValueError(f"a clock cannot go backwards ({at_ms} < {self._now})")
+        self._now = at_ms

@@ -1,0 +1,195 @@
+"""The web console: twisted.web resources, Jinja2 templates (autoescaped), plain JS and CSS.
+
+Import this only after the runtime has installed the asyncio reactor.
+
+Routes: ``/`` the supervisor dashboard, ``GET /api/live`` the live figures as JSON (what the dashboard's
+script polls once a second), ``/static/…`` its script and style sheet. Everything else is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from twisted.protocols.policies import WrappingFactory
+from twisted.web import pages
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+if TYPE_CHECKING:
+    from contactcentre.runtime import RouterDriver
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def _common_headers(request: Request) -> None:
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+
+
+# ----------------------------------------------------------------------------------------- formatting
+
+
+def fmt_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f} %"
+
+
+def fmt_secs(value: float | None) -> str:
+    if value is None:
+        return "–"
+    s = round(value)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} m {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} m"
+
+
+def fmt_time(at_ms: int, timezone: str = "UTC") -> str:
+    return datetime.fromtimestamp(at_ms / 1000, ZoneInfo(timezone)).strftime("%H:%M:%S")
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    """``{"available": 3, "busy": 0}`` → ``available 3`` (zeros left out)."""
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v) or "–"
+
+
+def make_environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("contactcentre.web", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(pct=fmt_pct, secs=fmt_secs, hms=fmt_time, counts=fmt_counts)
+    return env
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+
+class _Node(Resource):
+    """A resource that answers GET and HEAD only, and whose unknown children are 404s."""
+
+    def getChild(self, path: bytes, request: Request) -> Any:
+        return pages.notFound()
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return pages.errorPage(405, "Method Not Allowed", "Only GET and HEAD are served here.").render(
+                request
+            )
+        return super().render(request)
+
+
+class Dashboard(_Node):
+    def __init__(self, driver: RouterDriver, env: Environment) -> None:
+        super().__init__()
+        self.driver = driver
+        self.template = env.get_template("dashboard.html")
+
+    def render_GET(self, request: Request) -> bytes:
+        live = self.driver.live()
+        _common_headers(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", _CSP)
+        request.setHeader(b"cache-control", b"no-store")
+        return self.template.render(live=live, queues=queue_rows(live)).encode("utf-8")
+
+
+class LiveApi(_Node):
+    def __init__(self, driver: RouterDriver) -> None:
+        super().__init__()
+        self.driver = driver
+
+    def render_GET(self, request: Request) -> bytes:
+        _common_headers(request)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return self.driver.live_json()
+
+
+_TYPES = {".js": b"text/javascript; charset=utf-8", ".css": b"text/css; charset=utf-8"}
+
+
+class StaticFile(_Node):
+    def __init__(self, body: bytes, content_type: bytes) -> None:
+        super().__init__()
+        self.body = body
+        self.content_type = content_type
+
+    def render_GET(self, request: Request) -> bytes:
+        _common_headers(request)
+        request.setHeader(b"content-type", self.content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.body
+
+
+def static_files(directory: Path = STATIC_DIR) -> Resource:
+    """The dashboard's script and style sheet, read once at start-up; no listings, nothing else."""
+    node = _Node()
+    for f in sorted(directory.iterdir()):
+        if f.is_file() and f.suffix in _TYPES:
+            node.putChild(f.name.encode(), StaticFile(f.read_bytes(), _TYPES[f.suffix]))
+    return node
+
+
+def queue_rows(live: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configured queue, in configuration order, with its figures."""
+    figures = live["snapshot"]["queues"]
+    return [{**q, "m": figures.get(q["name"], {})} for q in live["queues"]]
+
+
+def build_root(driver: RouterDriver) -> Resource:
+    env = make_environment()
+    root = _Node()
+    root.putChild(b"", Dashboard(driver, env))
+    api = _Node()
+    api.putChild(b"live", LiveApi(driver))
+    root.putChild(b"api", api)
+    root.putChild(b"static", static_files())
+    return root
+
+
+class DashboardSite(WrappingFactory):
+    """The site, wrapped so that open connections (browsers keep them alive) can be closed at shutdown."""
+
+    def __init__(self, driver: RouterDriver) -> None:
+        site = Site(build_root(driver), logPath=None)
+        site.displayTracebacks = False
+        super().__init__(site)
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            for fut in self._idle_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._idle_waiters.clear()
+
+    async def close_connections(self, timeout_s: float = 2.0) -> None:
+        """Abort every open connection and wait (up to ``timeout_s``) until they are all gone."""
+        if not self.protocols:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        for p in list(self.protocols):
+            p.transport.abortConnection()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout_s)
+
+
+__all__ = ["DashboardSite", "build_root", "make_environment"]

@@ -1,0 +1,386 @@
+"""End to end: `contactcentre demo` in a subprocess, on an ephemeral port, driven over real HTTP.
+
+Waits are polls with a deadline on real sockets; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contactcentre import events as E
+from contactcentre.acd import Router
+from contactcentre.cli import main
+from contactcentre.clock import LoopClock, ManualClock
+from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, load_config, parse_config
+from contactcentre.runtime import RouterDriver
+from contactcentre.store.eventlog import EventLogWriter, create_engine_for, read_events
+from simulator.demo_traffic import DemoTraffic
+
+REPO = Path(__file__).resolve().parent.parent
+QUEUES = ("support", "billing", "technical", "sales")
+START_LINE = re.compile(
+    r"contactcentre demo: (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\) — event log in (.+)"
+)
+
+# Direct connections only: a proxy from the environment must not see 127.0.0.1 traffic.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    with _opener.open(url, timeout=5) as response:
+        return response.status, response.headers.get("content-type", ""), response.read()
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
+    """The first line of the child's stdout, waiting at most ``timeout_s``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise AssertionError(f"no start-up line within {timeout_s} s (got {buf!r})")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise AssertionError(f"the demo exited before printing its URL (got {buf!r})")
+            buf += chunk
+    return buf.split(b"\n", 1)[0].decode()
+
+
+def _wait_for_live(base: str, timeout_s: float) -> dict[str, Any]:
+    """Poll /api/live until contacts were answered and an offer explanation with candidates is present."""
+    deadline = time.monotonic() + timeout_s
+    live: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status, ctype, body = _get(base + "api/live")
+        assert status == 200 and ctype.startswith("application/json")
+        live = json.loads(body)
+        decisions = live["decisions"]
+        if live["snapshot"]["total"]["answered"] > 0 and any(d["why"]["candidates"] for d in decisions):
+            return live
+        time.sleep(0.1)  # poll interval, bounded by the deadline above
+    raise AssertionError(f"no answered contact with an explained offer within {timeout_s} s: {live}")
+
+
+def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
+    db = tmp_path / "demo.sqlite"
+    cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--port", "0", "--database", str(db)]
+    cmd += ["--rate-scale", "200", "--duration", "120"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = _read_line(proc, 30)
+        m = START_LINE.fullmatch(line)
+        assert m, line
+        base, port, logged_in = m.group(1), int(m.group(2)), m.group(3)
+        assert port != 0
+        assert logged_in == str(db)
+
+        live = _wait_for_live(base, 20)
+        assert [q["name"] for q in live["queues"]] == list(QUEUES)
+        assert set(live["snapshot"]["queues"]) >= set(QUEUES)
+        for key in ("sl_answered", "sl_offered", "sl_offered_excl_short", "asa_s", "abandon_rate"):
+            assert key in live["snapshot"]["total"]
+        assert {a["id"] for a in live["agents"]} >= {"ada", "grace", "alan"}
+        assert all(a["state"] != "logged_out" for a in live["agents"])
+        explained = next(d for d in live["decisions"] if d["why"]["candidates"])
+        assert explained["why"]["strategy"]
+        assert explained["agent_id"] == explained["why"]["candidates"][0]["id"] or (
+            explained["why"]["trigger"] == "agent"
+        )
+        assert len(live["decisions"]) <= 20
+
+        status, ctype, page = _get(base)
+        assert status == 200 and ctype.startswith("text/html")
+        html = page.decode()
+        assert html.lstrip().lower().startswith("<!doctype html>")
+        for q in QUEUES:
+            assert f">{q}<" in html
+        assert "/static/dashboard.js" in html
+
+        status, ctype, script = _get(base + "static/dashboard.js")
+        assert status == 200 and "javascript" in ctype and b"/api/live" in script
+
+        for path in ("nope", "api/nope", "static/nope.js", "api/live/extra"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _get(base + path)
+            assert err.value.code == 404, path
+            err.value.close()
+
+        proc.send_signal(signal.SIGINT)
+        out, err_out = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err_out.decode()
+        assert b"Traceback" not in err_out, err_out.decode()
+        assert b"stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    logged = read_events(db)
+    types = {type(ev) for ev in logged}
+    assert {E.AgentLoggedIn, E.ContactArrived, E.ContactQueued, E.OfferMade, E.ContactConnected} <= types
+    assert all(logged[i].at_ms <= logged[i + 1].at_ms for i in range(len(logged) - 1))
+    offer = next(ev for ev in logged if isinstance(ev, E.OfferMade))
+    assert offer.why.candidates
+
+
+def _broken_config(tmp_path: Path) -> Path:
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    bad = text.replace("skills = { general = 8, technical = 9, dutch = 5 }", "skills = { general = 11 }", 1)
+    assert bad != text
+    path = tmp_path / "broken.toml"
+    path.write_text(bad, encoding="utf-8")
+    return path
+
+
+def test_check_config_names_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _broken_config(tmp_path)
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"{path}: agents[0].skills.general: level 11 is outside 1-10"
+
+
+def test_check_config_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(DEFAULT_CONFIG_PATH)]) == 0
+    assert capsys.readouterr().out == f"{DEFAULT_CONFIG_PATH}: ok (4 queues, 8 agents)\n"
+
+
+def test_demo_with_bad_config_says_why_and_exits_2(tmp_path: Path) -> None:
+    path = _broken_config(tmp_path)
+    db = tmp_path / "never.sqlite"
+    cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--config", str(path), "--port", "0"]
+    cmd += ["--database", str(db)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.decode().strip() == f"{path}: agents[0].skills.general: level 11 is outside 1-10"
+    assert not db.exists()
+
+
+def test_check_config_unreadable_toml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[queues\n", encoding="utf-8")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: not valid TOML")
+    assert err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------- the pieces, without sockets
+
+
+class _Handle:
+    def __init__(self, when: float, fn: Any, args: tuple[Any, ...]) -> None:
+        self._when, self.fn, self.args, self.cancelled = when, fn, args, False
+
+    def when(self) -> float:
+        return self._when
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualLoop:
+    """Just enough of an asyncio loop for the driver and the traffic: ``call_at``/``call_later`` on a heap,
+    time taken from a ManualClock that jumps from one due callback to the next."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.heap: list[tuple[float, int, _Handle]] = []
+        self.seq = 0
+
+    def time(self) -> float:
+        return self.clock.now_ms() / 1000
+
+    def call_at(self, when: float, fn: Any, *args: Any) -> _Handle:
+        h = _Handle(when, fn, args)
+        self.seq += 1
+        heapq.heappush(self.heap, (when, self.seq, h))
+        return h
+
+    def call_later(self, delay: float, fn: Any, *args: Any) -> _Handle:
+        return self.call_at(self.time() + delay, fn, *args)
+
+    def pending(self) -> list[_Handle]:
+        return [h for _, _, h in self.heap if not h.cancelled]
+
+    def run_until(self, until_ms: int) -> None:
+        while self.heap and self.heap[0][0] * 1000 <= until_ms:
+            when, _, h = heapq.heappop(self.heap)
+            if h.cancelled:
+                continue
+            self.clock.set(max(self.clock.now_ms(), round(when * 1000)))
+            h.fn(*h.args)
+        self.clock.set(until_ms)
+
+
+START_MS = 1_772_438_400_000  # Monday 2 March 2026, 09:00 in Amsterdam: the office is open
+
+
+def _virtual_centre(config: CentreConfig, seed: int) -> tuple[RouterDriver, VirtualLoop, list[E.Event]]:
+    clock = ManualClock(START_MS)
+    loop = VirtualLoop(clock)
+    driver = RouterDriver(Router(config, start_ms=START_MS), clock, loop)  # type: ignore[arg-type]
+    log: list[E.Event] = []
+    driver.subscribe(log.extend)
+    DemoTraffic(driver, config, seed=seed).start()  # type: ignore[arg-type]
+    return driver, loop, log
+
+
+def test_demo_traffic_is_seeded_and_exercises_the_centre() -> None:
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data["channels"]["chat"]["wrap_up_s"] = "manual"  # the simulated agents end chat wrap-up themselves
+    config = parse_config(data, "<test>")
+    hours = 3 * 3600 * 1000
+    logs = []
+    for _ in range(2):
+        driver, loop, log = _virtual_centre(config, seed=7)
+        loop.run_until(START_MS + hours)
+        assert sum(1 for h in loop.pending() if h.fn == driver._on_deadline) <= 1
+        logs.append(E.encode_lines(log))
+    assert logs[0] == logs[1], "the same seed must give the same event log"
+    _, loop, other = _virtual_centre(config, seed=8)
+    loop.run_until(START_MS + hours)
+    assert E.encode_lines(other) != logs[0]
+
+    log = E.decode_lines(logs[0])
+    kinds = {type(ev) for ev in log}
+    expected = {
+        E.ContactArrived,
+        E.OfferMade,
+        E.OfferAccepted,
+        E.ContactConnected,
+        E.ContactEnded,
+        E.WrapUpEnded,  # manual wrap-up on chat
+        E.WrapUpExpired,  # timed wrap-up on voice
+        E.ContactClosed,
+        E.AgentAway,
+        E.AgentReady,
+        E.CustomerLeft,
+    }
+    assert expected <= kinds, expected - kinds
+    arrived = [ev for ev in log if isinstance(ev, E.ContactArrived)]
+    per_hour = len(arrived) / 3
+    assert 120 < per_hour < 280  # 200 an hour configured
+    tiers = {ev.tier for ev in arrived}
+    assert tiers == {"gold", "silver", "bronze"}
+    assert all(a.at_ms <= b.at_ms for a, b in itertools.pairwise(log))
+
+
+def test_driver_keeps_one_timer_and_survives_refused_inputs(caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config()
+    clock = ManualClock(START_MS)
+    loop = VirtualLoop(clock)
+    driver = RouterDriver(Router(config, start_ms=START_MS), clock, loop)  # type: ignore[arg-type]
+    batches: list[list[E.Event]] = []
+    driver.subscribe(batches.append)
+    driver.submit(E.AgentLoggedIn(at_ms=clock.now_ms(), agent_id="ada"))
+    assert loop.pending() == []  # nothing scheduled yet
+    driver.submit(E.ContactArrived(at_ms=clock.now_ms(), contact_id="c1", queue="support", channel="chat"))
+    offer = next(ev for ev in batches[-1] if isinstance(ev, E.OfferMade))
+    armed = loop.pending()
+    assert len(armed) == 1 and round(armed[0].when() * 1000) == driver.router.next_deadline()
+
+    with caplog.at_level(logging.INFO, logger="contactcentre.runtime"):
+        driver.submit(E.OfferAccepted(at_ms=clock.now_ms(), offer_id="o99", contact_id="c1", agent_id="ada"))
+    assert driver.refused == 1 and "o99" in caplog.text
+
+    loop.run_until(offer.expires_ms)  # nobody answered: the router's own timer fires through the driver
+    assert any(isinstance(ev, E.OfferExpired) for ev in batches[-1])
+    assert len(loop.pending()) == 1  # re-armed for the next deadline (SLA, reoffer...)
+    live = driver.live()
+    assert live["decisions"][0]["outcome"] == "expired"
+    assert live["snapshot"]["total"]["waiting"] == 1
+    driver.close()
+    assert loop.pending() == []
+
+
+def test_event_log_group_commits_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    events = [
+        E.ContactArrived(at_ms=START_MS + i, contact_id=f"c{i}", queue="support", channel="chat")
+        for i in range(1203)
+    ]
+
+    async def scenario() -> EventLogWriter:
+        writer = EventLogWriter(create_engine_for(path), batch_size=500, max_delay_s=0.05)
+        writer.append(events[:1200])  # a full batch: committed without waiting for the deadline
+        writer.append(events[1200:])
+        await writer.flush()
+        assert writer.committed == 1203
+        writer.append([])
+        writer.append(events[:1])
+        assert writer._deadline is not None  # a lone event waits at most max_delay_s, on a timer
+        assert 0 < writer._deadline.when() - asyncio.get_running_loop().time() <= 0.05
+        await writer.close()
+        return writer
+
+    writer = asyncio.run(scenario())
+    assert writer.committed == 1204
+    assert writer.commits <= 3
+    assert read_events(path) == [*events, events[0]]
+    engine = create_engine_for(path)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            row = conn.exec_driver_sql("SELECT type, contact_id, agent_id FROM events LIMIT 1").one()
+            assert tuple(row) == ("contact.arrived", "c0", None)
+    finally:
+        engine.dispose()
+
+
+def test_loop_clock_follows_the_loop() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        clock = LoopClock(loop)
+        now = clock.now_ms()
+        assert abs(now - time.time() * 1000) < 1000
+        assert clock.loop_time(now) >= loop.time() - 0.001
+        assert clock.now_ms() >= now
+
+    asyncio.run(scenario())
+
+
+def test_dashboard_escapes_everything() -> None:
+    from contactcentre.web import make_environment, queue_rows
+
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data["name"] = "<script>alert('centre')</script>"
+    data["agents"][0]["name"] = "<img src=x onerror=alert(1)>"
+    config = parse_config(data, "<test>")
+    clock = ManualClock(START_MS)
+    driver = RouterDriver(Router(config, start_ms=START_MS), clock, VirtualLoop(clock))  # type: ignore[arg-type]
+    driver.submit(E.AgentLoggedIn(at_ms=START_MS, agent_id="ada"))
+    evil = "<b onmouseover=alert(2)>c1</b>"
+    driver.submit(E.ContactArrived(at_ms=START_MS, contact_id=evil, queue="support", channel="chat"))
+    live = driver.live()
+    assert live["decisions"][0]["contact_id"] == evil
+    html = make_environment().get_template("dashboard.html").render(live=live, queues=queue_rows(live))
+    for raw in ("<script>alert", "<img src=x", "<b onmouseover"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(&#39;centre&#39;)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&lt;b onmouseover=alert(2)&gt;c1&lt;/b&gt;" in html
