@@ -142,10 +142,13 @@ class RoutingConfig(_Strict):
 
     ``priority_weight_s``: one priority point is worth this many seconds of waiting. Ordering by
     ``wait + priority × weight`` lets urgent work jump ahead while nothing starves (priority aging).
+    ``drain_for_exclusive``: an agent holding work (chats) takes nothing new ranked after a waiting
+    exclusive contact (a call) it could take once free, so calls are not starved by a stream of chats.
     """
 
     strategy: Strategy = "longest_idle"
     priority_weight_s: float = 60.0
+    drain_for_exclusive: bool = True
     offers_per_agent: int = 1
     away_after_missed_offer: bool = True
     away_after_reject: bool = False

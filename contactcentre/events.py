@@ -283,8 +283,10 @@ class ContactOverflowed(Event, tag="contact.overflowed"):
 
 
 class ContactTransferred(Event, tag="contact.transferred"):
+    """The agent (``agent_id``) passed the contact on: to a queue, to a named agent, or out of the centre."""
+
     contact_id: str
-    from_agent_id: str
+    agent_id: str
     queue: str
     to_queue: str | None = None
     to_agent_id: str | None = None

@@ -24,13 +24,13 @@ import msgspec
 
 from contactcentre.acd import Router, RouterError
 from contactcentre.acd.stats import LiveStats
+from contactcentre.acd.strategies import score_words
 from contactcentre.clock import Clock, LoopClock
 from contactcentre.config import CentreConfig
 from contactcentre.events import (
     AgentLoggedIn,
     AgentSkillsChanged,
     Event,
-    Explanation,
     OfferAccepted,
     OfferCancelled,
     OfferExpired,
@@ -250,7 +250,7 @@ class RouterDriver:
                             {
                                 "id": c.id,
                                 "score": c.score,
-                                "note": c.note or describe_score(why, c.score, ev.at_ms),
+                                "note": c.note or score_words(why, c.score, ev.at_ms),
                             }
                             for c in why.candidates
                         ],
@@ -291,28 +291,6 @@ class RouterDriver:
         body = msgspec.json.encode(self.live(now))
         self._live_cached = (now, body)
         return body
-
-
-_SCORE_PARTS: dict[str, tuple[str, ...]] = {
-    "most_skilled": ("skill sum",),
-    "least_occupied": ("load ‰", "occupancy today ‰"),
-    "round_robin": ("places after last chosen",),
-    "fewest_handled": ("handled today",),
-}
-
-
-def describe_score(why: Explanation, score: list[int], at_ms: int) -> str:
-    """A strategy's sort key in words (see ``acd.strategies``): e.g. ``skill sum 12 · idle 40 s``."""
-    if why.trigger == "agent":  # an agent pulled work: [waiting since − priority × weight, arrival number]
-        if len(score) != 2:
-            return ""
-        return f"priority-weighted wait {(at_ms - score[0]) / 1000:.0f} s · arrival #{score[1]}"
-    parts = []
-    for label, value in zip(_SCORE_PARTS.get(why.strategy, ()), score[:-1], strict=False):
-        parts.append(f"{label} {-value if label == 'skill sum' else value}")
-    if score and score[-1] > 0:
-        parts.append(f"idle {(at_ms - score[-1]) / 1000:.0f} s")
-    return " · ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ reactor

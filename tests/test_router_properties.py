@@ -25,11 +25,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from contactcentre import events as E
-from contactcentre.acd import Router, RouterError
-from contactcentre.acd.agent import AGENT_TRANSITIONS
+from contactcentre.acd import Router, RouterError, strategies
 from contactcentre.acd import router as router_module
-from contactcentre.acd import strategies
-from contactcentre.acd.agent import READY
+from contactcentre.acd.agent import AGENT_TRANSITIONS, READY
 from contactcentre.acd.contact import CONTACT_STATES, OFFERED, QUEUED, WITH_AGENT
 from contactcentre.acd.stats import LiveStats
 from contactcentre.config import parse_config
@@ -205,8 +203,11 @@ class RouterMachine(RuleBasedStateMachine):
         channel=st.sampled_from(CHANNELS),
         tier=st.sampled_from([None, "gold", "silver"]),
         preferred=st.sampled_from([None, None, "a1", "a3"]),
+        skills=st.sampled_from([{}, {}, {"billing": 2}, {"general": 3}]),
     )
-    def arrive(self, queue: str, channel: str, tier: str | None, preferred: str | None) -> None:
+    def arrive(
+        self, queue: str, channel: str, tier: str | None, preferred: str | None, skills: dict[str, int]
+    ) -> None:
         self.n += 1
         self.send(
             E.ContactArrived(
@@ -216,6 +217,7 @@ class RouterMachine(RuleBasedStateMachine):
                 channel=channel,
                 tier=tier,
                 preferred_agent_id=preferred,
+                skills=skills,
             )
         )
 
@@ -401,17 +403,16 @@ class RouterMachine(RuleBasedStateMachine):
                 ), ev
 
 
-def brute_force_choice(
-    contact: Any, strategy: str, avail: Any, *, step: int, cursor: int = -1, agent_count: int = 0
-) -> tuple[Any, Any]:
+def brute_force_choice(contact: Any, strategy: str, avail: Any, **kw: Any) -> tuple[Any, Any]:
     """The oracle: score every agent on the floor the slow, obvious way, and check the indexed walk agrees."""
-    got = strategies.choose_agent(contact, strategy, avail, step=step, cursor=cursor, agent_count=agent_count)
+    got = strategies.choose_agent(contact, strategy, avail, **kw)
+    cursor, n, blocked = kw.get("cursor", -1), kw.get("agent_count", 0), kw.get("blocked")
     best = None
     for a in brute_force_choice.agents():  # type: ignore[attr-defined]
         if a.id in contact.rejected_by or not avail.can_take(a, contact.channel):
             continue
-        keys = [strategies._score(strategy, a, r, cursor, agent_count) for r in contact.reqs if a.meets(r)]
-        if keys:
+        keys = [strategies._score(strategy, a, r, cursor, n) for r in contact.reqs if a.meets(r)]
+        if keys and not (blocked and blocked(a)):
             cand = (min(keys), a.listing_seq, a.id)
             best = cand if best is None or cand < best else best
     assert (got[0].id if got[0] else None) == (best[2] if best else None), (contact, strategy, got, best)

@@ -186,7 +186,7 @@ def test_voice_is_exclusive_and_chat_fills_capacity() -> None:
     h = Harness(
         queues=[{"name": "support", "skills": {"general": 1}}],
         agents=agents(("a1", {"general": 5}), capacity={"voice": 1, "chat": 2}),
-        routing={"offers_per_agent": 2},
+        routing={"offers_per_agent": 2, "drain_for_exclusive": False},
     )
     h.login("a1")
     h.arrive("ch1", channel="chat")
@@ -194,7 +194,6 @@ def test_voice_is_exclusive_and_chat_fills_capacity() -> None:
     h.arrive("v1", channel="voice")
     h.arrive("ch3", channel="chat")
     a = h.router.agents["a1"]
-    assert set(a.offers.values().__iter__().__next__().contact.id for _ in [0]) <= {"ch1", "ch2"}
     assert {o.contact.id for o in a.offers.values()} == {"ch1", "ch2"}
     assert h.state("v1") == "queued" and h.state("ch3") == "queued"
     h.accept("ch1")
@@ -521,3 +520,55 @@ def test_multi_queue_agent_skill_change_routes_waiting_work() -> None:
     assert h.state("c1") == "queued"
     h.send(E.AgentSkillsChanged, agent_id="a1", skills={"general": 4})
     assert h.offered_to("c1") == "a1"
+
+
+def test_blended_agent_drains_chats_so_a_waiting_call_is_not_starved() -> None:
+    h = Harness(
+        queues=[{"name": "support", "skills": {"general": 1}}],
+        agents=agents(("a1", {"general": 5}), capacity={"voice": 1, "chat": 2}),
+    )
+    h.login("a1")
+    h.arrive("chat1", channel="chat")
+    h.accept("chat1")
+    h.at(5)
+    h.arrive("call", channel="voice")  # can't be offered: a1 holds a chat, and voice is exclusive
+    h.at(6)
+    h.arrive("chat2", channel="chat")  # a1 has room for it, but holds back: the call ranks first
+    assert h.state("chat2") == "queued"
+    assert h.router.eligible(h.router.contacts["chat2"], h.router.agents["a1"]) is False
+    h.end("chat1")  # chat wrap-up is 0: a1 is free, and its next contact is the call
+    assert h.offered_to("call") == "a1"
+    h.accept("call")
+    h.end("call")
+    h.at(60)
+    assert h.offered_to("chat2") == "a1"
+
+
+def test_agent_held_back_for_a_call_takes_chats_again_when_the_call_is_gone() -> None:
+    h = Harness(
+        queues=[{"name": "support", "skills": {"general": 1}}],
+        agents=agents(("a1", {"general": 5}), capacity={"voice": 1, "chat": 2}),
+    )
+    h.login("a1")
+    h.arrive("chat1", channel="chat")
+    h.accept("chat1")
+    h.arrive("call", channel="voice")
+    h.arrive("chat2", channel="chat")
+    why_filters = [e for e in h.log if isinstance(e, E.OfferMade) and e.contact_id == "chat2"]
+    assert not why_filters
+    h.send(E.CustomerLeft, contact_id="call")  # the caller gives up: nothing to drain for any more
+    assert h.offered_to("chat2") == "a1"
+
+
+def test_draining_can_be_switched_off() -> None:
+    h = Harness(
+        queues=[{"name": "support", "skills": {"general": 1}}],
+        agents=agents(("a1", {"general": 5}), capacity={"voice": 1, "chat": 2}),
+        routing={"priority_weight_s": 60, "drain_for_exclusive": False},
+    )
+    h.login("a1")
+    h.arrive("chat1", channel="chat")
+    h.accept("chat1")
+    h.arrive("call", channel="voice")
+    h.arrive("chat2", channel="chat")
+    assert h.offered_to("chat2") == "a1"

@@ -144,20 +144,27 @@ class Availability:
 
     def sorted_pool(
         self, order: str, channel: str, req: tuple[tuple[str, int], ...]
-    ) -> list[tuple[Any, ...]]:
-        """Like ``pool`` but in ``order``'s sort order: entries ``(key..., listing sequence, agent)``."""
+    ) -> tuple[str, list[tuple[Any, ...]]]:
+        """Like ``pool`` but in ``order``'s sort order: (the skill whose list it is, entries
+        ``(key..., listing sequence, agent)``)."""
         if order not in self._orders:
             raise KeyError(order)
         if not req:
-            return self._sorted.get((order, channel, ANY_SKILL), [])
+            return ANY_SKILL, self._sorted.get((order, channel, ANY_SKILL), [])
         best: list[tuple[Any, ...]] | None = None
+        best_skill = ANY_SKILL
         for skill, _ in req:
             lst = self._sorted.get((order, channel, skill))
             if not lst:
-                return []
+                return skill, []
             if best is None or len(lst) < len(best):
-                best = lst
-        return best or []
+                best, best_skill = lst, skill
+        return best_skill, best or []
+
+    def top_level(self, channel: str, skill: str) -> int:
+        """The top level of ``skill`` among agents able to take ``channel`` now (``most_skilled`` only)."""
+        lst = self._sorted.get(("most_skilled", channel, skill))
+        return -lst[0][0] if lst else 0
 
     def orders(self) -> tuple[str, ...]:
         return self._orders

@@ -147,6 +147,10 @@ class Router:
         channels = {ch: config.channel(ch) for ch in ("voice", "chat", "email", "callback", "outbound")}
         channels.update(config.channels)
         self._exclusive = {ch: c.exclusive for ch, c in channels.items()}
+        self._exclusive_channels = tuple(ch for ch, x in self._exclusive.items() if x)
+        self._drain = r.drain_for_exclusive
+        self._drained: dict[str, Agent] = {}  # held back for exclusive work (see _drains_for)
+        self._recheck: dict[str, Agent] = {}
         self._offer_ms = {ch: round(c.offer_timeout_s * 1000) for ch, c in channels.items()}
         self._wrap_ms: dict[str, int | None] = {
             ch: None if c.wrap_up_s == "manual" else round(c.wrap_up_s * 1000) for ch, c in channels.items()
@@ -218,6 +222,7 @@ class Router:
             raise TimeWentBackwards(event.at_ms, self.now_ms)
         self._fire_due(event.at_ms)
         handler(event)
+        self._recheck_drained()
         out, self._out = self._out, []
         return out
 
@@ -251,6 +256,12 @@ class Router:
             return False
         if not self.avail.can_take(agent, contact.channel):
             return False
+        if (
+            self._drain
+            and not self._exclusive.get(contact.channel, False)
+            and self._drains_for(agent, contact.rank)
+        ):
+            return False
         if contact.preferred_agent_id is not None:
             return agent.id == contact.preferred_agent_id
         return any(agent.meets(r) for r in contact.reqs)
@@ -271,6 +282,7 @@ class Router:
         while (t := pop(now_ms)) is not None:
             self.now_ms = t.due_ms
             fire[t.kind](t.target)
+            self._recheck_drained()
         self.now_ms = now_ms
 
     def _emit(self, event: Event) -> None:
@@ -428,9 +440,14 @@ class Router:
             self._offer(c, agent, why)
 
     def _find_agent(self, c: Contact) -> tuple[Agent | None, Explanation | None]:
+        holds_back = self._holds_back_for(c)
         if c.preferred_agent_id is not None:
             a = self.agents[c.preferred_agent_id]
-            if a.id not in c.rejected_by and self.avail.can_take(a, c.channel):
+            if (
+                a.id not in c.rejected_by
+                and self.avail.can_take(a, c.channel)
+                and not (holds_back and holds_back(a))
+            ):
                 return a, Explanation(
                     trigger="contact",
                     strategy="preferred_agent",
@@ -448,7 +465,58 @@ class Router:
             step=c.step,
             cursor=self._rr.get(plan.name, -1),
             agent_count=len(self.agents),
+            blocked=holds_back,
         )
+
+    # Blending voice with chat: an agent on two chats can't take a call (voice is exclusive), and if it keeps
+    # pulling new chats it never can, so calls starve behind a stream of chats. With ``drain_for_exclusive``
+    # an agent holding work takes nothing new ranked after a waiting exclusive contact it could take once
+    # free: it drains, and the call is its next contact. Agents held back this way are remembered and looked
+    # at again when exclusive work stops waiting (answered elsewhere, abandoned), so nothing is left idle.
+
+    def _drains_for(self, a: Agent, rank: tuple[int, int]) -> bool:
+        """Does ``a`` hold back from work ranked ``rank`` for an exclusive contact that ranks before it?"""
+        if not a.total_load or not self.waiting.count_on(self._exclusive_channels):
+            return False
+        aid = a.id
+        for ch in self._exclusive_channels:
+            if not a.capacity.get(ch, 0):
+                continue
+            for g in self.waiting.groups_for(a, ch):
+                for x in g.contacts:
+                    if aid in x.rejected_by:
+                        continue
+                    if x.rank < rank:
+                        return True
+                    break
+        return False
+
+    def _holds_back_for(self, c: Contact) -> Callable[[Agent], bool] | None:
+        """The drain test for offers of ``c``, or ``None`` when it cannot apply (saves the walk its cost)."""
+        if not self._drain or self._exclusive.get(c.channel, False):
+            return None
+        if not self.waiting.count_on(self._exclusive_channels):
+            return None
+        rank = c.rank
+
+        def held(a: Agent) -> bool:
+            if self._drains_for(a, rank):
+                self._drained[a.id] = a
+                return True
+            return False
+
+        return held
+
+    def _release_drained(self) -> None:
+        """Exclusive work stopped waiting: agents that held back for it may take other work again."""
+        if self._drained:
+            self._recheck.update(self._drained)
+            self._drained.clear()
+
+    def _recheck_drained(self) -> None:
+        while self._recheck:
+            _, a = self._recheck.popitem()
+            self._route_agent(a)
 
     def _route_contact(self, c: Contact) -> None:
         if c.state != QUEUED:
@@ -469,6 +537,9 @@ class Router:
             if c is None:
                 return
             assert why is not None
+            if self._drain and not self._exclusive.get(c.channel, False) and self._drains_for(a, c.rank):
+                self._drained[a.id] = a
+                return
             self._offer(c, a, why)
 
     def _servers(self, c: Contact) -> int:
@@ -507,6 +578,8 @@ class Router:
         a.offers[oid] = o
         self._load(a, ch, +1)
         self._rr[c.queue] = a.ordinal
+        if self._exclusive.get(ch, False):
+            self._release_drained()
         self._emit(
             OfferMade(
                 at_ms=now,
@@ -707,6 +780,8 @@ class Router:
     def _abandon(self, c: Contact) -> None:
         if c.group is not None:
             self.waiting.remove(c)
+            if self._exclusive.get(c.channel, False):
+                self._release_drained()
         c.step_to("abandon")
         self._leave_queue(c)
         self._emit(
@@ -873,7 +948,7 @@ class Router:
             ContactTransferred(
                 at_ms=now,
                 contact_id=c.id,
-                from_agent_id=a.id,
+                agent_id=a.id,
                 queue=c.queue,
                 to_queue=ev.to_queue,
                 to_agent_id=ev.to_agent_id,
@@ -982,6 +1057,8 @@ class Router:
 
     def _overflow_out(self, c: Contact, actions: list[str]) -> None:
         self.waiting.remove(c)
+        if self._exclusive.get(c.channel, False):
+            self._release_drained()
         c.step_to("overflow_out")
         self._leave_queue(c)
         self._emit(

@@ -18,7 +18,7 @@ looked at, not the size of the floor.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from contactcentre.acd.availability import ANY_SKILL, ORDER_KEYS
@@ -51,14 +51,21 @@ def _walk(
     strategy: str, avail: Availability, channel: str, req: Req, cursor: int
 ) -> Iterator[tuple[Agent, int]]:
     """Agents that can take ``channel`` and hold ``req``'s skills, best-first by ``strategy`` as far as the
-    index orders them (exactly, except ``most_skilled`` over several skills, which is ordered by the walked
-    skill's level: that level comes with each agent, to bound what the rest of the walk can still offer)."""
+    index orders them: exactly, except ``most_skilled`` over several skills, whose list is ordered by one
+    skill's level. There each agent comes with the best score anyone from it onwards could still reach
+    (its level in the walked skill plus the top level on the floor in each other skill), to stop the walk
+    as soon as that cannot beat what was found."""
     if strategy == "longest_idle" or strategy not in avail.orders():
         for a in avail.pool(channel, req).values():
             yield a, 0
         return
-    entries = avail.sorted_pool(strategy, channel, req)
+    walked, entries = avail.sorted_pool(strategy, channel, req)
     n = len(entries)
+    if strategy == "most_skilled" and len(req) > 1:
+        others = sum(avail.top_level(channel, s) for s, _ in req if s != walked)
+        for e in entries:
+            yield e[-1], e[0] - others
+        return
     start = bisect_left(entries, (cursor + 1,)) if strategy == "round_robin" else 0  # after the last chosen
     for j in range(start, start + n):
         e = entries[j - n] if j >= n else entries[j]
@@ -73,8 +80,10 @@ def choose_agent(
     step: int,
     cursor: int = -1,
     agent_count: int = 0,
+    blocked: Callable[[Agent], bool] | None = None,
 ) -> tuple[Agent | None, Explanation | None]:
-    """The best agent that can take ``contact`` now, or ``(None, None)``.
+    """The best agent that can take ``contact`` now, or ``(None, None)``. ``blocked`` vetoes agents that
+    hold back for other work (see ``Router._drains_for``); they are counted as ``held_back``.
 
     The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
     ``most_skilled`` over several skills walks on while an agent further down could still score better.
@@ -82,15 +91,13 @@ def choose_agent(
     rejected = contact.rejected_by
     indexed = strategy == "longest_idle" or strategy in avail.orders()
     found: list[tuple[list[int], int, Agent]] = []  # (key, idle order, agent); an agent may meet several reqs
-    considered = below = offered_before = 0
+    considered = below = offered_before = held_back = 0
     for req in contact.reqs:
         bounded = strategy == "most_skilled" and len(req) > 1
         got = 0
         best: list[list[int]] = []  # the TOP best keys so far (for the most_skilled bound)
-        for a, walked in _walk(strategy, avail, contact.channel, req, cursor):
-            # most_skilled over k skills: nobody from here on scores better than the walked skill's level
-            # plus 10 for each other skill; once that can't beat the TOP-th best, stop.
-            if bounded and len(best) >= TOP and [walked - 10 * (len(req) - 1)] > best[TOP - 1]:
+        for a, bound in _walk(strategy, avail, contact.channel, req, cursor):
+            if bounded and len(best) >= TOP and [bound] > best[TOP - 1]:
                 break
             considered += 1
             if a.id in rejected:
@@ -98,6 +105,9 @@ def choose_agent(
                 continue
             if not a.meets(req):
                 below += 1
+                continue
+            if blocked is not None and blocked(a):
+                held_back += 1
                 continue
             key = _score(strategy, a, req, cursor, agent_count)
             found.append((key, a.listing_seq, a))
@@ -119,6 +129,8 @@ def choose_agent(
         filters["below_level"] = below
     if offered_before:
         filters["offered_before"] = offered_before
+    if held_back:
+        filters["held_back_for_exclusive"] = held_back
     tie = ""
     if strategy != "longest_idle" and len(found) > 1 and found[0][0] == found[1][0]:
         tie = "longest idle"
@@ -172,3 +184,25 @@ def choose_contact(
         candidates=[Candidate(id=c.id, score=[c.rank[0], c.rank[1]]) for c in heads[:TOP]],
         tie_break="arrival order" if len(heads) > 1 and heads[0].rank[0] == heads[1].rank[0] else "",
     )
+
+
+_SCORE_PARTS: dict[str, tuple[str, ...]] = {
+    "most_skilled": ("skill sum",),
+    "least_occupied": ("load ‰", "occupancy today ‰"),
+    "round_robin": ("places after last chosen",),
+    "fewest_handled": ("handled today",),
+}
+
+
+def score_words(why: Explanation, score: list[int], at_ms: int) -> str:
+    """A strategy's sort key in words (the layouts above): e.g. ``skill sum 12 · idle 40 s``."""
+    if why.trigger == "agent":  # an agent pulled work: [waiting since − priority × weight, arrival number]
+        if len(score) != 2:
+            return ""
+        return f"priority-weighted wait {(at_ms - score[0]) / 1000:.0f} s · arrival #{score[1]}"
+    parts = []
+    for label, value in zip(_SCORE_PARTS.get(why.strategy, ()), score[:-1], strict=False):
+        parts.append(f"{label} {-value if label == 'skill sum' else value}")
+    if score and score[-1] > 0:
+        parts.append(f"idle {(at_ms - score[-1]) / 1000:.0f} s")
+    return " · ".join(parts)

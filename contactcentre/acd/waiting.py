@@ -64,6 +64,7 @@ class WaitIndex:
         self._open: dict[str, dict[GroupKey, WaitGroup]] = {}  # groups anyone on the channel may serve
         self._by_preferred: dict[str, dict[GroupKey, WaitGroup]] = {}
         self.count = 0
+        self._per_channel: dict[str, int] = {}
 
     def _slots(self, g: WaitGroup) -> Iterator[dict[GroupKey, WaitGroup]]:
         if g.preferred is not None:
@@ -89,6 +90,7 @@ class WaitIndex:
         insort(g.contacts, contact, key=_rank)
         contact.group = g
         self.count += 1
+        self._per_channel[contact.channel] = self._per_channel.get(contact.channel, 0) + 1
         return g
 
     def remove(self, contact: Contact) -> None:
@@ -100,6 +102,7 @@ class WaitIndex:
         del lst[i]
         contact.group = None
         self.count -= 1
+        self._per_channel[contact.channel] -= 1
         if not lst:
             for slot in self._slots(g):
                 slot.pop(g.key, None)
@@ -127,6 +130,11 @@ class WaitIndex:
                 seen.add(key)
                 if g.admits(agent):
                     yield g
+
+    def count_on(self, channels: tuple[str, ...]) -> int:
+        """Contacts waiting on any of ``channels``."""
+        per = self._per_channel
+        return sum(per.get(ch, 0) for ch in channels)
 
     def preferred_groups(self, agent_id: str) -> list[WaitGroup]:
         return list(self._by_preferred.get(agent_id, {}).values())

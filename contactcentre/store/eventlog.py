@@ -79,8 +79,6 @@ def create_engine_for(url_or_path: str | Path) -> Engine:
 
 def _row(ev: Event) -> dict[str, Any]:
     agent_id = getattr(ev, "agent_id", None)
-    if agent_id is None:
-        agent_id = getattr(ev, "from_agent_id", None)
     return {
         "at_ms": ev.at_ms,
         "type": ev.__struct_config__.tag,
