@@ -24,7 +24,7 @@ from contactcentre.acd.errors import IllegalTransition
 
 if TYPE_CHECKING:
     from contactcentre.acd.contact import Contact
-    from contactcentre.acd.offer import Offer
+    from contactcentre.acd.offers import Offer
 
 LOGGED_OUT = "logged_out"
 AVAILABLE = "available"

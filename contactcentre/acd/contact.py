@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from contactcentre.acd.errors import IllegalTransition
 
 if TYPE_CHECKING:
-    from contactcentre.acd.offer import Offer
+    from contactcentre.acd.offers import Offer
     from contactcentre.acd.timers import Timer
     from contactcentre.acd.waiting import WaitGroup
 
