@@ -381,6 +381,21 @@ class RouterMachine(RuleBasedStateMachine):
         assert sum(1 for _ in r.offers) == sum(len(a.offers) for a in r.agents.values())
 
     @invariant()
+    def drains_pair_up(self) -> None:
+        """An agent drains for at most one waiting exclusive contact, which knows it, and vice versa."""
+        if not hasattr(self, "router"):
+            return
+        r = self.router
+        for a in r.agents.values():
+            x = a.draining_for
+            if x is not None:
+                assert x.drained_by is a and x.state == QUEUED and x.channel == "voice", (a, x)
+                assert a.total_load > 0 and a.presence == READY, a
+        for c in r.contacts.values():
+            if c.drained_by is not None:
+                assert c.drained_by.draining_for is c
+
+    @invariant()
     def staffing_counts_agree(self) -> None:
         if not hasattr(self, "router"):
             return

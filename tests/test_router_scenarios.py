@@ -572,3 +572,20 @@ def test_draining_can_be_switched_off() -> None:
     h.arrive("call", channel="voice")
     h.arrive("chat2", channel="chat")
     assert h.offered_to("chat2") == "a1"
+
+
+def test_customer_data_hook_sets_tier_and_account_manager() -> None:
+    from contactcentre.acd import CustomerDirectory, Router
+
+    tiers = {
+        "gold": {"priority": 2, "answer_s": 20, "account_manager": True, "preferred_agent_timeout_s": 30}
+    }
+    h = Harness(queues=SUPPORT, tiers=tiers, agents=agents(("am", {"general": 5}), ("other", {"general": 5})))
+    h.router = Router(h.cfg, start_ms=h.start, hooks=CustomerDirectory({"cust-1": ("gold", "am")}))
+    h.login("other", "am")  # "other" has been idle longer
+    h.arrive("c1", customer_id="cust-1")  # the caller's ANI resolved to cust-1 by the edge
+    queued = h.of(E.ContactQueued)[-1]
+    assert (queued.tier, queued.priority, queued.sla_deadline_ms) == ("gold", 2, h.now + 20_000)
+    assert h.offered_to("c1") == "am"
+    h.arrive("c2", customer_id="unknown")
+    assert h.offered_to("c2") == "other"

@@ -89,6 +89,7 @@ class Agent:
         "away_reason",
         "capacity",
         "day",
+        "draining_for",
         "exclusive_load",
         "handled_today",
         "handling_ms",
@@ -136,6 +137,7 @@ class Agent:
         self.wrapping = 0
         self.listed: tuple[str, ...] = ()  # channels this agent is listed as able to take
         self.listing_seq = 0  # when it was last listed: the idle order
+        self.draining_for: Contact | None = None  # the exclusive contact it takes no new work ahead of
         self.day = 0
         self.handled_today = 0
         self.staffed_ms = 0  # today, up to state_since_ms

@@ -161,10 +161,9 @@ class Availability:
                 best, best_skill = lst, skill
         return best_skill, best or []
 
-    def top_level(self, channel: str, skill: str) -> int:
-        """The top level of ``skill`` among agents able to take ``channel`` now (``most_skilled`` only)."""
-        lst = self._sorted.get(("most_skilled", channel, skill))
-        return -lst[0][0] if lst else 0
+    def sorted_list(self, order: str, channel: str, skill: str) -> list[tuple[Any, ...]]:
+        """One (channel, skill) list in ``order``'s sort order."""
+        return self._sorted.get((order, channel, skill), [])
 
     def orders(self) -> tuple[str, ...]:
         return self._orders

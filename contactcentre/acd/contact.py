@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from contactcentre.acd.errors import IllegalTransition
 
 if TYPE_CHECKING:
+    from contactcentre.acd.agent import Agent
     from contactcentre.acd.offers import Offer
     from contactcentre.acd.timers import Timer
     from contactcentre.acd.waiting import WaitGroup
@@ -86,6 +87,7 @@ class Contact:
         "connected_ms",
         "customer_id",
         "disposition",
+        "drained_by",
         "ended_ms",
         "exclusion_timer",
         "extra",
@@ -154,6 +156,7 @@ class Contact:
         self.wrap_timer: Timer | None = None
         self.disposition: str | None = None
         self.transfers = 0
+        self.drained_by: Agent | None = None  # the agent draining its work to take this one (blending)
 
     def step_to(self, action: str) -> str:
         """Apply ``action`` through the transition table; raise ``IllegalTransition`` if it has no row."""

@@ -74,8 +74,7 @@ class Handling(_Base):
     def _abandon(self, c: Contact) -> None:
         if c.group is not None:
             self.waiting.remove(c)
-            if self._exclusive.get(c.channel, False):
-                self._release_drained()
+            self._end_drain_of(c)
         c.step_to("abandon")
         self._leave_queue(c)
         self._emit(

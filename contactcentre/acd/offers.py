@@ -67,8 +67,10 @@ class Offers(_Base):
         a.offers[oid] = o
         self._load(a, ch, +1)
         self._rr[c.queue] = a.ordinal
-        if self._exclusive.get(ch, False):
-            self._release_drained()
+        if c.drained_by is not None:
+            self._end_drain_of(c)
+        if a.draining_for is not None and self._exclusive.get(ch, False):
+            self._end_drain_by(a)  # it has exclusive work now; another agent may drain for its call
         self._emit(
             OfferMade(
                 at_ms=now,

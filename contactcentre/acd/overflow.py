@@ -107,8 +107,7 @@ class Overflow(_Base):
 
     def _overflow_out(self, c: Contact, actions: list[str]) -> None:
         self.waiting.remove(c)
-        if self._exclusive.get(c.channel, False):
-            self._release_drained()
+        self._end_drain_of(c)
         c.step_to("overflow_out")
         self._leave_queue(c)
         self._emit(
@@ -129,6 +128,7 @@ class Overflow(_Base):
     def _move(self, c: Contact, target: QueuePlan, actions: list[str]) -> None:
         """Overflow to another queue: the contact keeps its age (and its SLA clock) there."""
         self.waiting.remove(c)
+        self._end_drain_of(c)
         c.step_to("move")
         for t in c.timers:
             self.timers.cancel(t)

@@ -50,6 +50,8 @@ class Presence(_Base):
         return self._cancel_offers(a, "agent_away")
 
     def _set_presence(self, a: Agent, presence: str, reason: str | None) -> None:
+        if presence != READY:
+            self._end_drain_by(a)
         self.staffing.leave(a)
         a.presence = presence
         a.away_reason = reason
@@ -176,6 +178,7 @@ class Presence(_Base):
         self, a: Agent, skills: dict[str, int] | None, capacity: dict[str, int] | None
     ) -> None:
         self.avail.unlist(a)
+        self._end_drain_by(a)
         self.staffing.leave(a)
         if skills is not None:
             for s in a.skills:

@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 from contactcentre.acd import timers as T
 from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
 from contactcentre.acd.availability import Availability
+from contactcentre.acd.blending import Blending
 from contactcentre.acd.calendar import BusinessCalendar, day_number
 from contactcentre.acd.contact import QUEUED, TERMINAL, Contact
 from contactcentre.acd.errors import (
@@ -102,7 +103,7 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
-class Router(Offers, Handling, Overflow, Presence):
+class Router(Offers, Handling, Overflow, Presence, Blending):
     def __init__(
         self,
         config: CentreConfig,
@@ -123,9 +124,9 @@ class Router(Offers, Handling, Overflow, Presence):
         channels.update(config.channels)
         self._exclusive = {ch: c.exclusive for ch, c in channels.items()}
         self._exclusive_channels = tuple(ch for ch, x in self._exclusive.items() if x)
-        self._drain = r.drain_for_exclusive
-        self._drained: dict[str, Agent] = {}  # held back for exclusive work (see _drains_for)
-        self._recheck: dict[str, Agent] = {}
+        self._concurrent_channels = tuple(ch for ch, x in self._exclusive.items() if not x)
+        self._drain_enabled = r.drain_for_exclusive
+        self._recheck: dict[str, Agent] = {}  # agents whose drain ended this step (see blending)
         self._offer_ms = {ch: round(c.offer_timeout_s * 1000) for ch, c in channels.items()}
         self._wrap_ms: dict[str, int | None] = {
             ch: None if c.wrap_up_s == "manual" else round(c.wrap_up_s * 1000) for ch, c in channels.items()
@@ -231,11 +232,7 @@ class Router(Offers, Handling, Overflow, Presence):
             return False
         if not self.avail.can_take(agent, contact.channel):
             return False
-        if (
-            self._drain
-            and not self._exclusive.get(contact.channel, False)
-            and self._drains_for(agent, contact.rank)
-        ):
+        if self._held_back(agent, contact):
             return False
         if contact.preferred_agent_id is not None:
             return agent.id == contact.preferred_agent_id
@@ -413,16 +410,13 @@ class Router(Offers, Handling, Overflow, Presence):
         if agent is not None:
             assert why is not None
             self._offer(c, agent, why)
+        elif self._drain_enabled and self._exclusive.get(c.channel, False):
+            self._find_drainer(c)
 
     def _find_agent(self, c: Contact) -> tuple[Agent | None, Explanation | None]:
-        holds_back = self._holds_back_for(c)
         if c.preferred_agent_id is not None:
             a = self.agents[c.preferred_agent_id]
-            if (
-                a.id not in c.rejected_by
-                and self.avail.can_take(a, c.channel)
-                and not (holds_back and holds_back(a))
-            ):
+            if a.id not in c.rejected_by and self.avail.can_take(a, c.channel) and not self._held_back(a, c):
                 return a, Explanation(
                     trigger="contact",
                     strategy="preferred_agent",
@@ -440,58 +434,8 @@ class Router(Offers, Handling, Overflow, Presence):
             step=c.step,
             cursor=self._rr.get(plan.name, -1),
             agent_count=len(self.agents),
-            blocked=holds_back,
+            blocked=(lambda a: self._held_back(a, c)) if self._drain_enabled else None,
         )
-
-    # Blending voice with chat: an agent on two chats can't take a call (voice is exclusive), and if it keeps
-    # pulling new chats it never can, so calls starve behind a stream of chats. With ``drain_for_exclusive``
-    # an agent holding work takes nothing new ranked after a waiting exclusive contact it could take once
-    # free: it drains, and the call is its next contact. Agents held back this way are remembered and looked
-    # at again when exclusive work stops waiting (answered elsewhere, abandoned), so nothing is left idle.
-
-    def _drains_for(self, a: Agent, rank: tuple[int, int]) -> bool:
-        """Does ``a`` hold back from work ranked ``rank`` for an exclusive contact that ranks before it?"""
-        if not a.total_load or not self.waiting.count_on(self._exclusive_channels):
-            return False
-        aid = a.id
-        for ch in self._exclusive_channels:
-            if not a.capacity.get(ch, 0):
-                continue
-            for g in self.waiting.groups_for(a, ch):
-                for x in g.contacts:
-                    if aid in x.rejected_by:
-                        continue
-                    if x.rank < rank:
-                        return True
-                    break
-        return False
-
-    def _holds_back_for(self, c: Contact) -> Callable[[Agent], bool] | None:
-        """The drain test for offers of ``c``, or ``None`` when it cannot apply (saves the walk its cost)."""
-        if not self._drain or self._exclusive.get(c.channel, False):
-            return None
-        if not self.waiting.count_on(self._exclusive_channels):
-            return None
-        rank = c.rank
-
-        def held(a: Agent) -> bool:
-            if self._drains_for(a, rank):
-                self._drained[a.id] = a
-                return True
-            return False
-
-        return held
-
-    def _release_drained(self) -> None:
-        """Exclusive work stopped waiting: agents that held back for it may take other work again."""
-        if self._drained:
-            self._recheck.update(self._drained)
-            self._drained.clear()
-
-    def _recheck_drained(self) -> None:
-        while self._recheck:
-            _, a = self._recheck.popitem()
-            self._route_agent(a)
 
     def _route_contact(self, c: Contact) -> None:
         if c.state != QUEUED:
@@ -500,6 +444,8 @@ class Router(Offers, Handling, Overflow, Presence):
         if agent is not None:
             assert why is not None
             self._offer(c, agent, why)
+        elif self._drain_enabled and c.drained_by is None and self._exclusive.get(c.channel, False):
+            self._find_drainer(c)
 
     def _route_agent(self, a: Agent) -> None:
         """Give a freed agent the best waiting work it may take, until it can take no more."""
@@ -512,9 +458,13 @@ class Router(Offers, Handling, Overflow, Presence):
             if c is None:
                 return
             assert why is not None
-            if self._drain and not self._exclusive.get(c.channel, False) and self._drains_for(a, c.rank):
-                self._drained[a.id] = a
+            if self._held_back(a, c):
                 return
+            if self._drain_enabled and a.draining_for is None and not self._exclusive.get(c.channel, False):
+                x = self._drain_target(a, c.rank)
+                if x is not None:
+                    self._start_drain(a, x)
+                    return
             self._offer(c, a, why)
 
     def _servers(self, c: Contact) -> int:

@@ -49,23 +49,39 @@ def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
 
 def _walk(
     strategy: str, avail: Availability, channel: str, req: Req, cursor: int
-) -> Iterator[tuple[Agent, int]]:
+) -> Iterator[tuple[Agent | None, int]]:
     """Agents that can take ``channel`` and hold ``req``'s skills, best-first by ``strategy`` as far as the
-    index orders them: exactly, except ``most_skilled`` over several skills, whose list is ordered by one
-    skill's level. There each agent comes with the best score anyone from it onwards could still reach
-    (its level in the walked skill plus the top level on the floor in each other skill), to stop the walk
-    as soon as that cannot beat what was found."""
+    index orders them, each with a bound: the best score any agent not yet met could still reach.
+
+    ``most_skilled`` over several skills reads each skill's level-ordered list in turn (Fagin's threshold
+    algorithm): an agent not yet met has, in every skill, at most the level where that list's reading stands,
+    so the sum of those levels bounds the rest of the walk. (``None`` marks an agent met again in another
+    list: nothing to score, only the bound moved.)"""
     if strategy == "longest_idle" or strategy not in avail.orders():
         for a in avail.pool(channel, req).values():
             yield a, 0
         return
-    walked, entries = avail.sorted_pool(strategy, channel, req)
-    n = len(entries)
     if strategy == "most_skilled" and len(req) > 1:
-        others = sum(avail.top_level(channel, s) for s, _ in req if s != walked)
-        for e in entries:
-            yield e[-1], e[0] - others
-        return
+        lists = [avail.sorted_list(strategy, channel, s) for s, _ in req]
+        levels = [0] * len(lists)
+        pos = [0] * len(lists)
+        seen: set[str] = set()
+        while True:
+            for i, lst in enumerate(lists):
+                if pos[i] >= len(lst):
+                    return  # every agent holding all the skills has been met in this list already
+                e = lst[pos[i]]
+                pos[i] += 1
+                levels[i] = -e[0]
+                a = e[-1]
+                bound = -sum(levels)
+                if a.id in seen:
+                    yield None, bound
+                else:
+                    seen.add(a.id)
+                    yield a, bound
+    _, entries = avail.sorted_pool(strategy, channel, req)
+    n = len(entries)
     start = bisect_left(entries, (cursor + 1,)) if strategy == "round_robin" else 0  # after the last chosen
     for j in range(start, start + n):
         e = entries[j - n] if j >= n else entries[j]
@@ -83,7 +99,7 @@ def choose_agent(
     blocked: Callable[[Agent], bool] | None = None,
 ) -> tuple[Agent | None, Explanation | None]:
     """The best agent that can take ``contact`` now, or ``(None, None)``. ``blocked`` vetoes agents that
-    hold back for other work (see ``Router._drains_for``); they are counted as ``held_back``.
+    hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``.
 
     The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
     ``most_skilled`` over several skills walks on while an agent further down could still score better.
@@ -99,6 +115,8 @@ def choose_agent(
         for a, bound in _walk(strategy, avail, contact.channel, req, cursor):
             if bounded and len(best) >= TOP and [bound] > best[TOP - 1]:
                 break
+            if a is None:
+                continue
             considered += 1
             if a.id in rejected:
                 offered_before += 1
