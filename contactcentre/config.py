@@ -356,6 +356,12 @@ def _check(cfg: CentreConfig, source: str) -> None:
         for ch, sla in q.sla_by_channel.items():
             sla_ok(f"{key}.sla_by_channel.{ch}", sla)
         calendar_ok(f"{key}.hours", q.hours)
+
+        def serves_all(key: str, target: str, q: QueueConfig = q) -> None:
+            missing = [ch for ch in q.channels if ch not in cfg.queue(target).channels]
+            if missing:
+                fail(key, f"queue {target!r} does not serve {', '.join(missing)}, which {q.name!r} does")
+
         for field, value, allowed in (
             ("max_wait_action", q.max_wait_action, ("leave",)),
             ("when_full", q.when_full, ("refuse",)),
@@ -365,6 +371,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"{key}.{field}", f"{value!r} is neither {' nor '.join(map(repr, allowed))} nor a queue")
             if value == q.name:
                 fail(f"{key}.{field}", "a queue cannot overflow into itself")
+            if value in queues:
+                serves_all(f"{key}.{field}", value)
         if q.max_wait_s is not None and q.max_wait_s <= 0:
             fail(f"{key}.max_wait_s", "must be > 0")
         if q.max_depth is not None and q.max_depth < 1:
@@ -387,6 +395,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
                     fail(sk, f"unknown queue {other!r}")
                 if other == q.name:
                     fail(sk, "a queue cannot overflow into itself")
+            if step.move_to:
+                serves_all(f"{sk}.move_to", step.move_to)
             if step.leave and step.move_to:
                 fail(sk, "a step cannot both leave and move_to")
 

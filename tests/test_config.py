@@ -59,6 +59,11 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"agents": [{"id": "a", "capacity": {"fax": 1}}]}, "agents[0].capacity", "fax"),
     ({"routing": {"priority_weight_s": 0}}, "routing.priority_weight_s", "starving"),
     ({"queues": [{"name": "q", "when_full": "nowhere"}]}, "queues[0].when_full", "nor a queue"),
+    (
+        {"queues": [{"name": "q", "when_closed": "chat"}, {"name": "chat", "channels": ["chat"]}]},
+        "queues[0].when_closed",
+        "does not serve voice, email",
+    ),
 ]
 
 

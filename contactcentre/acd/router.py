@@ -21,14 +21,14 @@ from __future__ import annotations
 import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from contactcentre.acd import timers as T
 from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
 from contactcentre.acd.availability import Availability
 from contactcentre.acd.blending import Blending
 from contactcentre.acd.calendar import BusinessCalendar, day_number
-from contactcentre.acd.contact import QUEUED, TERMINAL, Contact
+from contactcentre.acd.contact import QUEUED, Contact
 from contactcentre.acd.errors import (
     DuplicateContact,
     RouterError,
@@ -49,6 +49,7 @@ from contactcentre.acd.timers import TimerHeap
 from contactcentre.acd.waiting import WaitIndex, reqs_text
 from contactcentre.config import ALWAYS_OPEN, CentreConfig, QueueConfig
 from contactcentre.events import (
+    CHANNELS,
     AgentAway,
     AgentLoggedIn,
     AgentLoggedOut,
@@ -120,8 +121,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         self._transfer_pref_ms = round(r.transfer_agent_timeout_s * 1000)
         self._away_after_missed = r.away_after_missed_offer
         self._away_after_reject = r.away_after_reject
-        channels = {ch: config.channel(ch) for ch in ("voice", "chat", "email", "callback", "outbound")}
-        channels.update(config.channels)
+        channels = {ch: config.channel(ch) for ch in CHANNELS}
         self._exclusive = {ch: c.exclusive for ch, c in channels.items()}
         self._exclusive_channels = tuple(ch for ch, x in self._exclusive.items() if x)
         self._concurrent_channels = tuple(ch for ch, x in self._exclusive.items() if not x)
@@ -159,32 +159,32 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         self._day, self._next_midnight = day_number(start_ms, self._tz)
         self.staffing = Staffing(self._roster)
         self._out: list[Event] = []
-        self._dispatch: dict[type, Callable[[Event], None]] = {
-            ContactArrived: self._on_arrived,  # type: ignore[dict-item]
-            CustomerLeft: self._on_customer_left,  # type: ignore[dict-item]
-            AgentLoggedIn: self._on_login,  # type: ignore[dict-item]
-            AgentLoggedOut: self._on_logout,  # type: ignore[dict-item]
-            AgentReady: self._on_ready,  # type: ignore[dict-item]
-            AgentAway: self._on_away,  # type: ignore[dict-item]
-            AgentSkillsChanged: self._on_skills,  # type: ignore[dict-item]
-            OfferAccepted: self._on_accept,  # type: ignore[dict-item]
-            OfferRejected: self._on_reject,  # type: ignore[dict-item]
-            ContactHeld: self._on_hold,  # type: ignore[dict-item]
-            ContactRetrieved: self._on_retrieve,  # type: ignore[dict-item]
-            ContactEnded: self._on_end,  # type: ignore[dict-item]
-            TransferRequested: self._on_transfer,  # type: ignore[dict-item]
-            WrapUpEnded: self._on_wrap_done,  # type: ignore[dict-item]
-            DispositionSet: self._on_disposition,  # type: ignore[dict-item]
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            ContactArrived: self._on_arrived,
+            CustomerLeft: self._on_customer_left,
+            AgentLoggedIn: self._on_login,
+            AgentLoggedOut: self._on_logout,
+            AgentReady: self._on_ready,
+            AgentAway: self._on_away,
+            AgentSkillsChanged: self._on_skills,
+            OfferAccepted: self._on_accept,
+            OfferRejected: self._on_reject,
+            ContactHeld: self._on_hold,
+            ContactRetrieved: self._on_retrieve,
+            ContactEnded: self._on_end,
+            TransferRequested: self._on_transfer,
+            WrapUpEnded: self._on_wrap_done,
+            DispositionSet: self._on_disposition,
         }
-        self._fire_kind: dict[str, Callable[[object], None]] = {
-            T.OFFER_EXPIRY: self._fire_offer_expiry,  # type: ignore[dict-item]
-            T.SLA_WARN: self._fire_sla_warn,  # type: ignore[dict-item]
-            T.SLA_BREACH: self._fire_sla_breach,  # type: ignore[dict-item]
-            T.OVERFLOW_STEP: self._fire_overflow_step,  # type: ignore[dict-item]
-            T.MAX_WAIT: self._fire_max_wait,  # type: ignore[dict-item]
-            T.PREFERRED_END: self._fire_preferred_end,  # type: ignore[dict-item]
-            T.REOFFER: self._fire_reoffer,  # type: ignore[dict-item]
-            T.WRAP_UP_END: self._fire_wrap_end,  # type: ignore[dict-item]
+        self._fire_kind: dict[str, Callable[[Any], None]] = {
+            T.OFFER_EXPIRY: self._fire_offer_expiry,
+            T.SLA_WARN: self._fire_sla_warn,
+            T.SLA_BREACH: self._fire_sla_breach,
+            T.OVERFLOW_STEP: self._fire_overflow_step,
+            T.MAX_WAIT: self._fire_max_wait,
+            T.PREFERRED_END: self._fire_preferred_end,
+            T.REOFFER: self._fire_reoffer,
+            T.WRAP_UP_END: self._fire_wrap_end,
         }
 
     # ------------------------------------------------------------------------------------------ public API
@@ -285,9 +285,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         if ev.channel not in plan.channels:
             raise RouterError(f"queue {ev.queue!r} does not serve {ev.channel!r}")
         adjust = self.hooks.on_arrival(ev, self._queue_cfg[ev.queue]) if self.hooks else None
-        tier = ev.tier or (adjust.tier if adjust else None)
-        if tier is not None and tier not in self.config.tiers:
-            raise RouterError(f"unknown tier {tier!r}")
+        tier = ev.tier or (adjust.tier if adjust else None)  # a tier the config lacks gets no tier policy:
+        # customer data from another system must never cost a customer their place in the queue
         extra = dict(adjust.skills or {}) if adjust else {}
         extra.update(ev.skills)
         check_levels(extra)
@@ -485,4 +484,4 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         return iter((best or {}).values())
 
 
-__all__ = ["TERMINAL", "ArrivalAdjust", "CustomerDirectory", "Router", "RoutingHooks"]
+__all__ = ["ArrivalAdjust", "CustomerDirectory", "Router", "RoutingHooks"]
