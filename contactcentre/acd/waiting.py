@@ -12,6 +12,7 @@ the number of contacts waiting.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_left, insort
 from collections.abc import Iterator
 from operator import attrgetter
@@ -28,6 +29,7 @@ GroupKey = tuple[str, Reqs, str | None]
 _rank = attrgetter("rank")
 
 
+@functools.lru_cache(maxsize=4096)
 def reqs_text(reqs: Reqs) -> str:
     def one(r: Req) -> str:
         return "+".join(f"{s}>={lvl}" for s, lvl in r) or "any"
@@ -36,13 +38,13 @@ def reqs_text(reqs: Reqs) -> str:
 
 
 class WaitGroup:
-    __slots__ = ("channel", "contacts", "key", "preferred", "reqs", "text")
+    __slots__ = ("channel", "contacts", "key", "preferred", "reqs", "slots")
 
     def __init__(self, key: GroupKey) -> None:
         self.key = key
         self.channel, self.reqs, self.preferred = key
         self.contacts: list[Contact] = []
-        self.text = f"preferred:{self.preferred}" if self.preferred else reqs_text(self.reqs)
+        self.slots: list[dict[GroupKey, WaitGroup]] = []  # the index entries it sits in while non-empty
 
     def admits(self, agent: Agent) -> bool:
         if self.preferred is not None:
@@ -54,7 +56,7 @@ class WaitGroup:
         return bisect_left(self.contacts, contact.rank, key=_rank)
 
     def __repr__(self) -> str:
-        return f"WaitGroup({self.channel} {self.text} n={len(self.contacts)})"
+        return f"WaitGroup({self.channel} {self.preferred or reqs_text(self.reqs)} n={len(self.contacts)})"
 
 
 class WaitIndex:
@@ -84,8 +86,9 @@ class WaitIndex:
         g = self.groups.get(key)
         if g is None:
             g = self.groups[key] = WaitGroup(key)
+            g.slots = list(self._slots(g))
         if not g.contacts:
-            for slot in self._slots(g):
+            for slot in g.slots:
                 slot[key] = g
         insort(g.contacts, contact, key=_rank)
         contact.group = g
@@ -103,10 +106,9 @@ class WaitIndex:
         contact.group = None
         self.count -= 1
         self._per_channel[contact.channel] -= 1
-        if not lst:
-            for slot in self._slots(g):
+        if not lst:  # an empty group leaves the index (so walks never meet it) but is kept for reuse
+            for slot in g.slots:
                 slot.pop(g.key, None)
-            del self.groups[g.key]
 
     def groups_for(self, agent: Agent, channel: str) -> Iterator[WaitGroup]:
         """Non-empty groups on ``channel`` that ``agent`` may serve (each once)."""
