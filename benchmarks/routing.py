@@ -138,9 +138,7 @@ def build_centre(n_agents: int, seed: int, strategy: str | None = None, demand_b
 
     def served(agent_skills: dict[str, int]) -> list[str]:
         cands = {q for s in agent_skills for q in queues_by_skill.get(s, ())}
-        return sorted(
-            q for q in cands if all(agent_skills.get(s, 0) >= lvl for s, lvl in queue_skills[q].items())
-        )
+        return sorted(q for q in cands if all(agent_skills.get(s, 0) >= lvl for s, lvl in queue_skills[q].items()))
 
     arng = random.Random(seed * 7919 + 1)
     agents: list[dict[str, Any]] = []
@@ -189,9 +187,7 @@ def build_centre(n_agents: int, seed: int, strategy: str | None = None, demand_b
         ],
         "agents": agents,
     }
-    return Centre(
-        n_agents, config, [a["id"] for a in agents], capacity, serves, pairs, cum_weights, queue_skills
-    )
+    return Centre(n_agents, config, [a["id"] for a in agents], capacity, serves, pairs, cum_weights, queue_skills)
 
 
 def _accumulate(values: Any) -> Any:
@@ -303,9 +299,7 @@ class Floor:
         self._note(out)
         while pending:
             o: Any = pending.popleft()
-            acc = E.OfferAccepted(
-                at_ms=self.now, offer_id=o.offer_id, contact_id=o.contact_id, agent_id=o.agent_id
-            )
+            acc = E.OfferAccepted(at_ms=self.now, offer_id=o.offer_id, contact_id=o.contact_id, agent_id=o.agent_id)
             if pulls is None:
                 got = self.router.handle(acc)
                 self.inputs += 1
@@ -556,9 +550,7 @@ HEADER = (
 def row(n: int, s: Samples) -> str:
     m = s.summary()
     pool = f"{m['mean_pool']:7.0f}" if s.pool else f"{'-':>7}"
-    considered = (
-        f"{m['mean_considered']:10.1f} {m['max_considered']:>6}" if s.considered else f"{'-':>10} {'-':>6}"
-    )
+    considered = f"{m['mean_considered']:10.1f} {m['max_considered']:>6}" if s.considered else f"{'-':>10} {'-':>6}"
     return (
         f"{n:>7,} {m['n']:>6} {m['p50']:8.1f} {m['p90']:8.1f} {m['p99']:8.1f} {m['max']:8.1f} "
         f"{considered} {pool} {m['no_offer']:>8}"
@@ -704,9 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             facts_a[n] = facts
             del centre, got
             gc.collect()
-        print(
-            f"\n=== Scenario A: agent frees up under load ({waiting:,} waiting, every agent at capacity) ==="
-        )
+        print(f"\n=== Scenario A: agent frees up under load ({waiting:,} waiting, every agent at capacity) ===")
         for n in sizes:
             fa = facts_a[n]
             print(
@@ -734,8 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(
             "A4. The same, second half: one agent goes away and comes back between decisions",
             a_chg,
-            "a queued arrival's ContactQueued carries an EWT, computed from the staffed capacity for its "
-            "requirement",
+            "a queued arrival's ContactQueued carries an EWT, computed from the staffed capacity for its requirement",
         )
         results["A1 free-up (pull)"] = a_free
         results["A2 accept+pull"] = a_pull
@@ -752,9 +741,7 @@ def main(argv: list[str] | None = None) -> int:
             notes = []
             for n in sizes:
                 centre = build_centre(n, args.seed, strategy, args.demand)
-                s, facts = scenario_b(
-                    centre, args.seed + n, arrivals, args.busy, prof(f"B {strategy}, {n:,}", n)
-                )
+                s, facts = scenario_b(centre, args.seed + n, arrivals, args.busy, prof(f"B {strategy}, {n:,}", n))
                 by_size[n] = s
                 notes.append(
                     f"{n:>6,} agents: set-up {facts['setup_s']:.1f} s, busy {facts['busy_start']}→"
@@ -766,9 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(
                 f"B. ContactArrived, strategy {strategy}",
                 by_size,
-                "\n  ".join(
-                    ["considered = agents walked; pool = agents able to take that channel now", *notes]
-                ),
+                "\n  ".join(["considered = agents walked; pool = agents able to take that channel now", *notes]),
             )
             results[f"B {strategy}"] = by_size
 

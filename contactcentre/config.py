@@ -155,9 +155,7 @@ class RoutingConfig(_Strict):
     short_abandon_s: float = 5.0
     preferred_agent_timeout_s: float = 30.0
     transfer_agent_timeout_s: float = 30.0
-    default_capacity: dict[Channel, int] = msgspec.field(
-        default_factory=lambda: {"voice": 1, "chat": 3, "email": 5}
-    )
+    default_capacity: dict[Channel, int] = msgspec.field(default_factory=lambda: {"voice": 1, "chat": 3, "email": 5})
 
 
 class DemoTraffic(_Strict):
@@ -243,10 +241,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig
             **data,
             "channels": {
                 **defaults,
-                **{
-                    ch: {**defaults.get(ch, {}), **v} if isinstance(v, dict) else v
-                    for ch, v in channels.items()
-                },
+                **{ch: {**defaults.get(ch, {}), **v} if isinstance(v, dict) else v for ch, v in channels.items()},
             },
         }
     cfg = convert(data, CentreConfig, source)

@@ -268,8 +268,7 @@ class RouterDriver:
             "centre": cfg.name,
             "timezone": cfg.timezone,
             "queues": [
-                {"name": q.name, "description": q.description, "channels": list(q.channels)}
-                for q in cfg.queues
+                {"name": q.name, "description": q.description, "channels": list(q.channels)} for q in cfg.queues
             ],
             "snapshot": self.stats.snapshot(now, serving=self.serving()),
             "agents": self.agent_rows(),
@@ -429,9 +428,7 @@ async def run_demo(
                 pass
         if duration_s is not None:
             timeout = loop.call_later(duration_s, stop.set)
-        traffic = DemoTraffic(
-            driver, config, seed=config.demo.seed if seed is None else seed, rate_scale=rate_scale
-        )
+        traffic = DemoTraffic(driver, config, seed=config.demo.seed if seed is None else seed, rate_scale=rate_scale)
         traffic.start()
         real_port = listening.getHost().port
         if ready is not None:

@@ -258,15 +258,11 @@ class DemoTraffic:
                     self._cancel(customer.patience)
                     customer.patience = None
                     talk_s = max(MIN_HANDLE_S, rng.expovariate(1 / customer.entry.handle_s))
-                    self._handling[ev.contact_id] = self._later(
-                        talk_s, self._end_contact, ev.contact_id, ev.agent_id
-                    )
+                    self._handling[ev.contact_id] = self._later(talk_s, self._end_contact, ev.contact_id, ev.agent_id)
             elif isinstance(ev, WrapUpStarted):
                 if ev.ends_ms is None and ev.contact_id in self._customers:  # wrap_up_s = "manual"
                     wrap_s = rng.expovariate(1 / MANUAL_WRAP_MEAN_S)
-                    self._handling[ev.contact_id] = self._later(
-                        wrap_s, self._end_wrap_up, ev.contact_id, ev.agent_id
-                    )
+                    self._handling[ev.contact_id] = self._later(wrap_s, self._end_wrap_up, ev.contact_id, ev.agent_id)
             elif isinstance(ev, ContactClosed | ContactAbandoned | ContactFailed):
                 self._forget(ev.contact_id)
             elif isinstance(ev, ContactOverflowed):

@@ -84,9 +84,7 @@ class Harness:
         return self.router.agents[aid].state
 
 
-def agents(
-    *specs: tuple[str, dict[str, int]], capacity: dict[str, int] | None = None
-) -> list[dict[str, Any]]:
+def agents(*specs: tuple[str, dict[str, int]], capacity: dict[str, int] | None = None) -> list[dict[str, Any]]:
     out = []
     for aid, skills in specs:
         a: dict[str, Any] = {"id": aid, "skills": skills}

@@ -36,9 +36,7 @@ from simulator.demo_traffic import DemoTraffic
 
 REPO = Path(__file__).resolve().parent.parent
 QUEUES = ("support", "billing", "technical", "sales")
-START_LINE = re.compile(
-    r"contactcentre demo: (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\) — event log in (.+)"
-)
+START_LINE = re.compile(r"contactcentre demo: (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\) — event log in (.+)")
 
 # Direct connections only: a proxy from the environment must not see 127.0.0.1 traffic.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -320,8 +318,7 @@ def test_driver_keeps_one_timer_and_survives_refused_inputs(caplog: pytest.LogCa
 def test_event_log_group_commits_and_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     events = [
-        E.ContactArrived(at_ms=START_MS + i, contact_id=f"c{i}", queue="support", channel="chat")
-        for i in range(1203)
+        E.ContactArrived(at_ms=START_MS + i, contact_id=f"c{i}", queue="support", channel="chat") for i in range(1203)
     ]
 
     async def scenario() -> EventLogWriter:

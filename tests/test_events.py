@@ -64,9 +64,7 @@ def _value(tp: object, name: str) -> object:
 
 @given(st.integers(min_value=0, max_value=2**53), st.text(max_size=20), st.sampled_from(E.CHANNELS))
 def test_arrivals_round_trip_for_any_text(at_ms: int, text: str, channel: str) -> None:
-    ev = E.ContactArrived(
-        at_ms=at_ms, contact_id=text or "x", queue=text, channel=channel, attributes={"note": text}
-    )
+    ev = E.ContactArrived(at_ms=at_ms, contact_id=text or "x", queue=text, channel=channel, attributes={"note": text})
     assert E.decode(E.encode(ev)) == ev
 
 

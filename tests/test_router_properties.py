@@ -124,16 +124,13 @@ def _shadow_apply(shadow: dict[str, str], ev: E.Event) -> None:
 class RouterMachine(RuleBasedStateMachine):
     @initialize(
         offers_per_agent=st.sampled_from([1, 2]),
-        strategy=st.sampled_from(
-            ["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]
-        ),
+        strategy=st.sampled_from(["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]),
     )
     def setup(self, offers_per_agent: int, strategy: str) -> None:
         cfg = dict(CONFIG)
         cfg["routing"] = {**CONFIG["routing"], "offers_per_agent": offers_per_agent, "strategy": strategy}
         cfg["queues"] = [
-            {k: v for k, v in q.items() if k != "strategy"} if q["name"] == "support" else q
-            for q in CONFIG["queues"]
+            {k: v for k, v in q.items() if k != "strategy"} if q["name"] == "support" else q for q in CONFIG["queues"]
         ]
         self.config = parse_config(cfg)
         self.router = Router(self.config, start_ms=0)
@@ -153,8 +150,7 @@ class RouterMachine(RuleBasedStateMachine):
         return (
             sorted((c.id, c.state, c.queue, c.agent_id, c.rank, c.reqs) for c in r.contacts.values()),
             sorted(
-                (a.id, a.state, a.presence, tuple(sorted(a.load.items())), tuple(a.offers))
-                for a in r.agents.values()
+                (a.id, a.state, a.presence, tuple(sorted(a.load.items())), tuple(a.offers)) for a in r.agents.values()
             ),
             sorted(r.offers),
             r.arrived,
@@ -205,9 +201,7 @@ class RouterMachine(RuleBasedStateMachine):
         preferred=st.sampled_from([None, None, "a1", "a3"]),
         skills=st.sampled_from([{}, {}, {"billing": 2}, {"general": 3}]),
     )
-    def arrive(
-        self, queue: str, channel: str, tier: str | None, preferred: str | None, skills: dict[str, int]
-    ) -> None:
+    def arrive(self, queue: str, channel: str, tier: str | None, preferred: str | None, skills: dict[str, int]) -> None:
         self.n += 1
         self.send(
             E.ContactArrived(
@@ -279,9 +273,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), kind=st.sampled_from(["queue", "agent", "external", "bad"]))
     def transfer(self, data: st.DataObject, kind: str) -> None:
-        cid = self._pick(
-            data, [c.id for c in self.router.contacts.values() if c.state in ("connected", "held")]
-        )
+        cid = self._pick(data, [c.id for c in self.router.contacts.values() if c.state in ("connected", "held")])
         if cid is None:
             return
         c = self.router.contacts[cid]
@@ -413,9 +405,7 @@ class RouterMachine(RuleBasedStateMachine):
             return
         for ev in self.log:
             if type(ev) is E.AgentStateChanged:
-                assert any(
-                    ev.state in targets for (s, _), targets in AGENT_TRANSITIONS.items() if s == ev.previous
-                ), ev
+                assert any(ev.state in targets for (s, _), targets in AGENT_TRANSITIONS.items() if s == ev.previous), ev
 
 
 def brute_force_choice(contact: Any, strategy: str, avail: Any, **kw: Any) -> tuple[Any, Any]:

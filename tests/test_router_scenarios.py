@@ -50,9 +50,7 @@ def test_longest_idle_picks_agent_free_longest_and_rotates() -> None:
 
 def test_most_skilled_prefers_higher_level() -> None:
     q = [{"name": "support", "skills": {"general": 3}, "strategy": "most_skilled"}]
-    h = Harness(
-        queues=q, agents=agents(("a1", {"general": 4}), ("a2", {"general": 9}), ("a3", {"general": 6}))
-    )
+    h = Harness(queues=q, agents=agents(("a1", {"general": 4}), ("a2", {"general": 9}), ("a3", {"general": 6})))
     h.login("a1", "a2", "a3")
     h.arrive("c1")
     why = h.offer_of("c1").why
@@ -257,9 +255,7 @@ def test_overflow_relax_then_add_skill_then_leave() -> None:
     h.accept("c2")
     h.at(61)
     left = [e for e in h.of(E.ContactOverflowed) if e.left]
-    assert [(e.contact_id, e.at_ms - h.start, e.actions) for e in left] == [
-        ("c3", 60_000, ["leave to voicemail"])
-    ]
+    assert [(e.contact_id, e.at_ms - h.start, e.actions) for e in left] == [("c3", 60_000, ["leave to voicemail"])]
     assert h.state("c3") == "finished"
     assert h.router.census()["overflowed"] == 1
 
@@ -352,9 +348,7 @@ def test_email_sla_in_business_hours_for_bronze() -> None:
 
 
 def test_account_manager_gets_gold_customer_first_then_anyone() -> None:
-    tiers = {
-        "gold": {"priority": 2, "answer_s": 20, "account_manager": True, "preferred_agent_timeout_s": 10}
-    }
+    tiers = {"gold": {"priority": 2, "answer_s": 20, "account_manager": True, "preferred_agent_timeout_s": 10}}
     h = Harness(queues=SUPPORT, tiers=tiers, agents=agents(("am", {"general": 5}), ("other", {"general": 5})))
     h.login("am", "other")
     h.arrive("busy")  # goes to "am" (longest idle)
@@ -377,9 +371,7 @@ def test_preferred_agent_gets_it_when_free() -> None:
 
 def test_transfer_to_queue_agent_and_external() -> None:
     qs = [{"name": "support", "skills": {"general": 1}}, {"name": "billing", "skills": {"billing": 1}}]
-    h = Harness(
-        queues=qs, agents=agents(("a1", {"general": 5}), ("b1", {"billing": 5}), ("a2", {"general": 5}))
-    )
+    h = Harness(queues=qs, agents=agents(("a1", {"general": 5}), ("b1", {"billing": 5}), ("a2", {"general": 5})))
     h.login("a1", "b1")
     h.arrive("c1")
     h.accept("c1")
@@ -577,9 +569,7 @@ def test_draining_can_be_switched_off() -> None:
 def test_customer_data_hook_sets_tier_and_account_manager() -> None:
     from contactcentre.acd import CustomerDirectory, Router
 
-    tiers = {
-        "gold": {"priority": 2, "answer_s": 20, "account_manager": True, "preferred_agent_timeout_s": 30}
-    }
+    tiers = {"gold": {"priority": 2, "answer_s": 20, "account_manager": True, "preferred_agent_timeout_s": 30}}
     h = Harness(queues=SUPPORT, tiers=tiers, agents=agents(("am", {"general": 5}), ("other", {"general": 5})))
     h.router = Router(h.cfg, start_ms=h.start, hooks=CustomerDirectory({"cust-1": ("gold", "am")}))
     h.login("other", "am")  # "other" has been idle longer

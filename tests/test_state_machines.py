@@ -24,9 +24,7 @@ def test_contact_row(state: str, action: str) -> None:
     assert c.state == CONTACT_TRANSITIONS[(state, action)]
 
 
-MISSING_CONTACT = sorted(
-    (s, a) for s in CONTACT_STATES for a in CONTACT_ACTIONS if (s, a) not in CONTACT_TRANSITIONS
-)
+MISSING_CONTACT = sorted((s, a) for s in CONTACT_STATES for a in CONTACT_ACTIONS if (s, a) not in CONTACT_TRANSITIONS)
 
 
 @pytest.mark.parametrize(("state", "action"), MISSING_CONTACT)

@@ -37,9 +37,7 @@ ORDER_KEYS: dict[str, Callable[[Agent, str], tuple[int, ...]]] = {
 
 
 class Availability:
-    def __init__(
-        self, exclusive: Mapping[str, bool], offers_per_agent: int, orders: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, exclusive: Mapping[str, bool], offers_per_agent: int, orders: Iterable[str] = ()) -> None:
         self._exclusive = dict(exclusive)
         self._offers_per_agent = offers_per_agent
         self._lists: dict[tuple[str, str], dict[str, Agent]] = {}

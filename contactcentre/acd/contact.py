@@ -109,7 +109,7 @@ class Contact:
         "reqs_text",
         "seq",
         "sla_deadline_ms",
-        "sla_timers",
+        "sla_timer",
         "state",
         "step",
         "tier",
@@ -147,7 +147,7 @@ class Contact:
         self.sla_deadline_ms: int | None = None
         self.step = 0
         self.timers: list[Timer] = []  # overflow and max-wait timers of the current queue visit
-        self.sla_timers: list[Timer] = []  # warn and breach; they survive a move to another queue
+        self.sla_timer: Timer | None = None  # warning, then breach; it survives a move to another queue
         self.pending_exit: tuple[str, list[str]] | None = None  # an overflow exit that fired during an offer
         self.connected_ms = 0
         self.hold_started_ms = 0

@@ -59,9 +59,7 @@ class Handling(_Base):
             a = o.agent
             allowed = a.must("cancel")
             self._emit(
-                OfferCancelled(
-                    at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="customer_left"
-                )
+                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="customer_left")
             )
             self._close_offer(o, "cancel")
             self._abandon(c)
@@ -99,9 +97,7 @@ class Handling(_Base):
         c = self._contact(contact_id)
         a = self._agent(agent_id)
         if c.agent_id != agent_id or c.id not in a.work:
-            raise IllegalTransition(
-                "contact", c.id, c.state, action, f"agent {agent_id!r} is not handling it"
-            )
+            raise IllegalTransition("contact", c.id, c.state, action, f"agent {agent_id!r} is not handling it")
         return c, a
 
     def _on_end(self, ev: ContactEnded) -> None:

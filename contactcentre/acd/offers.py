@@ -171,9 +171,8 @@ class Offers(_Base):
         for t in c.timers:
             timers.cancel(t)
         c.timers = []
-        for t in c.sla_timers:
-            timers.cancel(t)
-        c.sla_timers = []
+        timers.cancel(c.sla_timer)
+        c.sla_timer = None
         timers.cancel(c.preferred_timer)
         c.preferred_timer = None
         timers.cancel(c.exclusion_timer)
@@ -218,9 +217,7 @@ class Offers(_Base):
         out = []
         for o in list(a.offers.values()):
             self._emit(
-                OfferCancelled(
-                    at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason
-                )
+                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason)
             )
             out.append(self._close_offer(o, "cancel"))
         return out

@@ -25,19 +25,22 @@ class Overflow(_Base):
     """Part of ``Router`` (a mixin over the router's state)."""
 
     def _fire_sla_warn(self, c: Contact) -> None:
-        if c.state in (QUEUED, OFFERED):
-            self._emit(
-                SlaWarned(
-                    at_ms=self.now_ms,
-                    contact_id=c.id,
-                    queue=c.queue,
-                    channel=c.channel,
-                    deadline_ms=c.sla_deadline_ms or self.now_ms,
-                    tier=c.tier,
-                )
+        deadline = c.sla_deadline_ms
+        assert deadline is not None
+        self._emit(
+            SlaWarned(
+                at_ms=self.now_ms,
+                contact_id=c.id,
+                queue=c.queue,
+                channel=c.channel,
+                deadline_ms=deadline,
+                tier=c.tier,
             )
+        )
+        c.sla_timer = self.timers.set(deadline, T.SLA_BREACH, c)
 
     def _fire_sla_breach(self, c: Contact) -> None:
+        c.sla_timer = None
         if c.state in (QUEUED, OFFERED):
             self._emit(
                 SlaBreached(

@@ -174,9 +174,7 @@ class Presence(_Base):
         self.avail.relist(a, self.now_ms, moved=False)
         self._route_agent(a)
 
-    def _change_skills(
-        self, a: Agent, skills: dict[str, int] | None, capacity: dict[str, int] | None
-    ) -> None:
+    def _change_skills(self, a: Agent, skills: dict[str, int] | None, capacity: dict[str, int] | None) -> None:
         self.avail.unlist(a)
         self._end_drain_by(a)
         self.staffing.leave(a)

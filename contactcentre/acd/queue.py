@@ -49,9 +49,7 @@ class StepPlan:
     def widen(self, reqs: Reqs) -> Reqs:
         out: list[Req] = []
         for r in (*reqs, *self.alternatives):
-            r2 = tuple(
-                (s, min(lvl, self.relax[s]) if s in self.relax else lvl) for s, lvl in r if s not in self.drop
-            )
+            r2 = tuple((s, min(lvl, self.relax[s]) if s in self.relax else lvl) for s, lvl in r if s not in self.drop)
             if r2 not in out:
                 out.append(r2)
         return tuple(out)

@@ -350,9 +350,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         c.key = c.waiting_since_ms - c.priority * self._weight_ms
         c.rank = (c.key, c.seq)
 
-    def _enter_queue(
-        self, c: Contact, plan: QueuePlan, *, since: int, via: str | None, new_sla: bool
-    ) -> None:
+    def _enter_queue(self, c: Contact, plan: QueuePlan, *, since: int, via: str | None, new_sla: bool) -> None:
         """Put a contact (already in state ``queued``) into ``plan``'s queue and try to place it."""
         now = self.now_ms
         c.queue = plan.name
@@ -372,13 +370,11 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             elif c.preferred_ms > 0:
                 c.preferred_timer = timers.set(now + c.preferred_ms, T.PREFERRED_END, c)
         if new_sla:
-            for t in c.sla_timers:
-                timers.cancel(t)
+            timers.cancel(c.sla_timer)
             tier_cfg = self.config.tiers.get(c.tier) if c.tier else None
             policy = sla_policy(plan, c.channel, c.tier, tier_cfg, self.calendars)
-            warn_at, breach_at = policy.deadlines(since)
-            c.sla_deadline_ms = breach_at
-            c.sla_timers = [timers.set(warn_at, T.SLA_WARN, c), timers.set(breach_at, T.SLA_BREACH, c)]
+            warn_at, c.sla_deadline_ms = policy.deadlines(since)
+            c.sla_timer = timers.set(warn_at, T.SLA_WARN, c)  # the warning sets the breach timer
         if plan.steps:
             c.timers.append(timers.set(now + plan.steps[0].after_ms, T.OVERFLOW_STEP, c))
         if plan.max_wait_ms is not None:

@@ -88,9 +88,7 @@ class _Node(Resource):
     def render(self, request: Request) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
-            return pages.errorPage(405, "Method Not Allowed", "Only GET and HEAD are served here.").render(
-                request
-            )
+            return pages.errorPage(405, "Method Not Allowed", "Only GET and HEAD are served here.").render(request)
         return super().render(request)
 
 
