@@ -3,8 +3,11 @@
     contactcentre demo [--config FILE] [--host H] [--port P] [--database PATH] [--seed N] [--rate-scale X]
                        [--duration S]
     contactcentre check-config FILE
+    contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
+    contactcentre erlang {b,c,a,staff} ... [--json]
 
-Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments.
+Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments,
+3 an unstable Erlang C queue (offered load at or above the agents).
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
+from contactcentre.erlang_cli import add_erlang_parser, run_erlang
+from simulator import cli as simulate_cli
 
 DEFAULT_DATABASE = "contactcentre-demo.sqlite"
 
@@ -43,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"SQLite event log, recreated fresh each run (default ./{DEFAULT_DATABASE})",
     )
-    demo.add_argument(
-        "--seed", type=int, default=None, metavar="N", help="random seed (default: [demo] seed)"
-    )
+    demo.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: [demo] seed)")
     demo.add_argument(
         "--rate-scale",
         type=float,
@@ -58,14 +62,34 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
     check.add_argument("file", type=Path, metavar="FILE")
+
+    add_erlang_parser(sub)  # contactcentre erlang {b,c,a,staff} ... [--json]
+    simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `contactcentre ... | head`: the reader left; that is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — keeps the interpreter's final flush quiet
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.file)
+    if args.command == "erlang":
+        return _erlang(args)
+    if args.command == "simulate":
+        return simulate_cli.run(args)
     return _demo(args)
+
+
+def _erlang(args: argparse.Namespace) -> int:
+    """Capacity planning (``contactcentre.planning``): exit 0 done, 2 bad arguments, 3 unstable Erlang C."""
+    return run_erlang(args)
 
 
 def _load(path: Path) -> CentreConfig | None:

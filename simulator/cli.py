@@ -48,7 +48,9 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
     if args.calls is not None and args.calls < 1:
         print("--calls must be at least 1", file=err)
         return 2

@@ -102,6 +102,15 @@ class Tally:
         }
 
 
+def _occupancy(accs: Any) -> float | None:
+    """Busy and wrap-up time over staffed time, summed over agents."""
+    staffed = handling = 0
+    for s, h in accs:
+        staffed += s
+        handling += h
+    return handling / staffed if staffed else None
+
+
 def _quantile(sorted_ms: list[int], p: float) -> float | None:
     if not sorted_ms:
         return None
@@ -132,11 +141,15 @@ class SimResult:
     events: int
     intervals: list[Interval]
     seed: int
+    queue_occupancy: dict[str, float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = self.total.metrics(self.threshold_ms)
         out["occupancy"] = self.occupancy
-        out["queues"] = {name: t.metrics(self.threshold_ms) for name, t in self.queues.items()}
+        out["queues"] = {
+            name: {**t.metrics(self.threshold_ms), "occupancy": self.queue_occupancy.get(name)}
+            for name, t in self.queues.items()
+        }
         out["contacts_per_second"] = self.arrivals / self.wall_s if self.wall_s > 0 else None
         out["arrivals_simulated"] = self.arrivals
         out["simulated_hours"] = (self.measured_to_ms - self.measured_from_ms) / 3_600_000
@@ -246,7 +259,7 @@ class Simulation:
         threshold = self.threshold_ms
         handle, patience, accept = self.handle, self.patience, self.accept
         agent_state: dict[str, tuple[str, int]] = {}
-        occ = [0, 0]  # staffed ms, handling ms inside the measured window
+        occ: dict[str, list[int]] = {}  # agent -> [staffed ms, handling ms] inside the measured window
         intervals: list[Interval] = []
         waiting_now = 0
         last_change = start
@@ -278,9 +291,12 @@ class Simulation:
                 state, since = old
                 lo, hi = max(since, measure_from), min(at_ms, stop_ms)
                 if hi > lo and state in _STAFFED:
-                    occ[0] += hi - lo
+                    acc = occ.get(aid)
+                    if acc is None:
+                        acc = occ[aid] = [0, 0]
+                    acc[0] += hi - lo
                     if state in _HANDLING:
-                        occ[1] += hi - lo
+                        acc[1] += hi - lo
             if new_state is not None:
                 agent_state[aid] = (new_state, at_ms)
 
@@ -443,7 +459,8 @@ class Simulation:
         return SimResult(
             total=total,
             queues=queues,
-            occupancy=occ[1] / occ[0] if occ[0] else None,
+            occupancy=_occupancy(occ.values()),
+            queue_occupancy={q: _occupancy(occ[a] for a in router.agents_serving(q) if a in occ) for q in queues},
             threshold_ms=threshold,
             arrivals=arrivals,
             measured_from_ms=measure_from if measure_from is not None else start,

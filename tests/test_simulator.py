@@ -3,6 +3,7 @@ with queueing theory (Erlang C and A) within tolerances measured from its own sp
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,42 @@ def test_bad_scenarios_name_the_key(edit: Any, key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_scenario(data, "bad.toml")
     assert err.value.key == key and problem in err.value.problem
+
+
+# -------------------------------------------------------------------------------------------------- the CLI
+
+
+def test_simulate_cli_json_has_every_promised_key(capsys: pytest.CaptureFixture[str]) -> None:
+    from contactcentre.cli import main
+
+    scenario = str(ROOT / "config" / "scenarios" / "e8_mmc.toml")
+    assert main(["simulate", scenario, "--calls", "3000", "--seed", "4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    keys = ("offered", "answered", "abandoned", "p_wait", "p_abandon", "mean_wait_s", "asa_s",
+            "service_level_offered", "service_level_answered", "occupancy", "wait_p90_s", "wait_p99_s")  # fmt: skip
+    for key in keys:
+        assert key in data and key in data["queues"]["support"], key
+    assert data["contacts_per_second"] > 0 and data["seed"] == 4
+    assert main(["simulate", scenario, "--calls", "3000", "--set", "agent_groups.0.count=60"]) == 0
+    assert "p_wait" in capsys.readouterr().out
+
+
+def test_simulate_cli_refuses_a_bad_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from contactcentre.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[simulation]\ncalls = 10\n[[queues]]\nname = "q"\n[[agent_groups]]\ncount = 1\n'
+                   '[[arrivals]]\nqueue = "q"\nper_hour = -5\n')  # fmt: skip
+    assert main(["simulate", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"{bad}: arrivals[0].per_hour: must be > 0"
+
+
+def test_report_has_the_day_and_the_staffing_sweep(tmp_path: Path) -> None:
+    from contactcentre.cli import main
+
+    out = tmp_path / "report.html"
+    scenario = str(ROOT / "config" / "scenarios" / "e8_mmc.toml")
+    assert main(["simulate", scenario, "--calls", "2000", "--report", str(out), "--sweep", "49:51"]) == 0
+    page = out.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "Erlang C" in page and "<script" not in page
