@@ -137,21 +137,21 @@ class Handling(_Base):
         a.wrapping -= 1
         self._load(a, c.channel, -1)
         self._count_handled(a)
-        self._emit(
-            ContactClosed(
-                at_ms=now,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                channel=c.channel,
-                wait_ms=c.connected_ms - c.waiting_since_ms,
-                talk_ms=c.ended_ms - c.connected_ms - c.held_ms,
-                hold_ms=c.held_ms,
-                wrap_ms=now - c.ended_ms,
-                tier=c.tier,
-                disposition=c.disposition,
-            )
+        closed = ContactClosed(
+            at_ms=now,
+            contact_id=c.id,
+            agent_id=a.id,
+            queue=c.queue,
+            channel=c.channel,
+            wait_ms=c.connected_ms - c.waiting_since_ms,
+            talk_ms=c.ended_ms - c.connected_ms - c.held_ms,
+            hold_ms=c.held_ms,
+            wrap_ms=now - c.ended_ms,
+            tier=c.tier,
+            disposition=c.disposition,
         )
+        self._emit(closed)
+        self.estimator.observe(closed)
         self._finish(c)
 
     def _on_wrap_done(self, ev: WrapUpEnded) -> None:

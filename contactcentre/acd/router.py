@@ -57,7 +57,6 @@ from contactcentre.events import (
     AgentSkillsChanged,
     Candidate,
     ContactArrived,
-    ContactClosed,
     ContactEnded,
     ContactFailed,
     ContactHeld,
@@ -159,6 +158,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         self._day, self._next_midnight = day_number(start_ms, self._tz)
         self.staffing = Staffing(self._roster)
         self._out: list[Event] = []
+        self._emit: Callable[[Event], None] = self._out.append
         self._dispatch: dict[type, Callable[[Any], None]] = {
             ContactArrived: self._on_arrived,
             CustomerLeft: self._on_customer_left,
@@ -194,13 +194,18 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         handler = self._dispatch.get(type(event))
         if handler is None:
             raise RouterError(f"the router does not take {type(event).__name__} events")
-        if event.at_ms < self.now_ms:
-            raise TimeWentBackwards(event.at_ms, self.now_ms)
-        self._fire_due(event.at_ms)
+        at = event.at_ms
+        if at < self.now_ms:
+            raise TimeWentBackwards(at, self.now_ms)
+        due = self.timers.peek_due()
+        if due is not None and due <= at:
+            self._fire_due(at)
+        else:
+            self.now_ms = at
         handler(event)
-        self._recheck_drained()
-        out, self._out = self._out, []
-        return out
+        if self._recheck:
+            self._recheck_drained()
+        return self._take_output()
 
     def next_deadline(self) -> int | None:
         """When ``advance`` next has something to do, or ``None`` if nothing is scheduled."""
@@ -211,8 +216,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         if now_ms < self.now_ms:
             raise TimeWentBackwards(now_ms, self.now_ms)
         self._fire_due(now_ms)
-        out, self._out = self._out, []
-        return out
+        return self._take_output()
 
     def census(self) -> Counter[str]:
         """Contacts by state, finished ones included: the sum is every contact that ever arrived."""
@@ -254,13 +258,17 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         while (t := pop(now_ms)) is not None:
             self.now_ms = t.due_ms
             fire[t.kind](t.target)
-            self._recheck_drained()
+            if self._recheck:
+                self._recheck_drained()
         self.now_ms = now_ms
 
-    def _emit(self, event: Event) -> None:
-        self._out.append(event)
-        if type(event) is ContactClosed:
-            self.estimator.observe(event)
+    def _take_output(self) -> list[Event]:
+        """Hand over what was emitted and start a new list (``_emit`` is that list's bound ``append``: the
+        router emits a dozen events per contact, and a bound method call is the cheapest way to do it)."""
+        out = self._out
+        self._out = []
+        self._emit = self._out.append
+        return out
 
     # ----------------------------------------------------------------------------------------- contacts
 

@@ -61,6 +61,11 @@ class TimerHeap:
             heapq.heappop(heap)
         return heap[0].due_ms if heap else None
 
+    def peek_due(self) -> int | None:
+        """The top of the heap's deadline, cancelled or not: a cheap lower bound for ``next_due``."""
+        heap = self._heap
+        return heap[0].due_ms if heap else None
+
     def pop_due(self, now_ms: int) -> Timer | None:
         """The earliest live timer due at or before ``now_ms``, removed; ``None`` if none is due."""
         heap = self._heap
