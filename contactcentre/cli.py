@@ -81,15 +81,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "check-config":
         return _check_config(args.file)
     if args.command == "erlang":
-        return _erlang(args)
+        return run_erlang(args)  # exit 0 done, 2 bad arguments, 3 unstable Erlang C
     if args.command == "simulate":
         return simulate_cli.run(args)
     return _demo(args)
-
-
-def _erlang(args: argparse.Namespace) -> int:
-    """Capacity planning (``contactcentre.planning``): exit 0 done, 2 bad arguments, 3 unstable Erlang C."""
-    return run_erlang(args)
 
 
 def _load(path: Path) -> CentreConfig | None:

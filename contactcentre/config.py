@@ -7,6 +7,7 @@ Every problem is reported as one ``ConfigError`` that names the file, the key an
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 import typing
@@ -235,15 +236,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig
     """Typed, checked configuration from already-parsed TOML data."""
     channels = data.get("channels")
     if isinstance(channels, dict):
-        # A [channels.voice] table adjusts voice's defaults rather than replacing them wholesale.
-        defaults = msgspec.to_builtins(_default_channels())
-        data = {
-            **data,
-            "channels": {
-                **defaults,
-                **{ch: {**defaults.get(ch, {}), **v} if isinstance(v, dict) else v for ch, v in channels.items()},
-            },
-        }
+        # A [channels.voice] table (and its sla) adjusts voice's defaults rather than replacing them wholesale.
+        data = {**data, "channels": _merged(msgspec.to_builtins(_default_channels()), channels)}
     cfg = convert(data, CentreConfig, source)
     _check(cfg, source)
     return cfg
@@ -324,7 +318,9 @@ def _check(cfg: CentreConfig, source: str) -> None:
         if not any(cal.day(i) for i in range(7)):
             fail(key, "has no open hours on any weekday")
         for j, day in enumerate(cal.holidays):
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
                 fail(f"{key}.holidays[{j}]", f'{day!r} is not a date like "2026-12-25"')
 
     for name, tier in cfg.tiers.items():
@@ -335,6 +331,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
             fail(f"{key}.answer_target", "is not a share in (0, 1]")
         if tier.email_response_s is not None and tier.email_response_s <= 0:
             fail(f"{key}.email_response_s", "must be > 0")
+        if not 0 < tier.email_target <= 1:
+            fail(f"{key}.email_target", "is not a share in (0, 1]")
         calendar_ok(f"{key}.hours", tier.hours)
 
     for i, q in enumerate(cfg.queues):
@@ -395,6 +393,10 @@ def _check(cfg: CentreConfig, source: str) -> None:
             if step.leave and step.move_to:
                 fail(sk, "a step cannot both leave and move_to")
 
+    cycle = _exit_cycle(cfg)
+    if cycle:
+        fail("queues", f"waiting contacts would be moved round in a circle: {' -> '.join(cycle)}")
+
     agent_ids = [a.id for a in cfg.agents]
     for i, a in enumerate(cfg.agents):
         key = f"agents[{i}]"
@@ -415,6 +417,45 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"demo.traffic[{i}].channel", f"queue {t.queue!r} does not serve {t.channel}")
             if t.per_hour <= 0 or t.handle_s <= 0:
                 fail(f"demo.traffic[{i}]", "per_hour and handle_s must be > 0")
+
+
+def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` laid over ``defaults``, table by table."""
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _exit_cycle(cfg: CentreConfig) -> list[str] | None:
+    """Queues that hand a waiting contact on to one another in a circle (max wait or overflow moves)."""
+    edges: dict[str, set[str]] = {q.name: set() for q in cfg.queues}
+    for q in cfg.queues:
+        if q.max_wait_action in edges:
+            edges[q.name].add(q.max_wait_action)
+        for step in q.overflow:
+            if step.move_to:
+                edges[q.name].add(step.move_to)
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+
+    def visit(n: str, path: list[str]) -> list[str] | None:
+        state[n] = 1
+        for m in sorted(edges[n]):
+            if state.get(m) == 1:
+                return [*path[path.index(m) :], m] if m in path else [n, m]
+            if m not in state:
+                found = visit(m, [*path, m])
+                if found:
+                    return found
+        state[n] = 2
+        return None
+
+    for name in edges:
+        if name not in state:
+            found = visit(name, [name])
+            if found:
+                return found
+    return None
 
 
 def _check_zone(name: str, key: str, fail: Any) -> None:

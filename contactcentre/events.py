@@ -268,8 +268,9 @@ class ContactAbandoned(Event, tag="contact.abandoned"):
 
 
 class ContactOverflowed(Event, tag="contact.overflowed"):
-    """An overflow step fired. ``actions`` say what changed; ``to_queue`` is set when the contact moved;
-    ``left`` is true when it left the centre (state overflowed, e.g. to voicemail or another site)."""
+    """An overflow step fired. ``step`` is the number of the queue's overflow steps in force; ``actions`` say
+    what changed; ``to_queue`` is set when the contact moved; ``left`` is true when it left the centre (state
+    overflowed, e.g. to voicemail or another site)."""
 
     contact_id: str
     queue: str

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contactcentre.acd import Router
+from contactcentre.acd.agent import HANDLING, STAFFED
 from contactcentre.events import (
     AgentAway,
     AgentLoggedIn,
@@ -46,9 +47,7 @@ from simulator.scenario import Dist, LoadedScenario
 INTERVAL_MS = 15 * 60 * 1000
 
 # kinds of world events on the heap
-_ARRIVE, _PATIENCE, _ACCEPT, _END, _SHIFT_ON, _SHIFT_OFF = range(6)
-_STAFFED = frozenset({"available", "reserved", "busy", "wrap_up"})
-_HANDLING = frozenset({"busy", "wrap_up"})
+_ARRIVE, _PATIENCE, _ACCEPT, _END, _SHIFT_ON, _SHIFT_OFF, _BACK = range(7)
 
 
 def sampler(d: Dist, rng: random.Random) -> Callable[[], int]:
@@ -76,6 +75,7 @@ class Tally:
     answered: int = 0
     abandoned: int = 0
     other: int = 0  # overflowed out of the centre, refused
+    still_waiting: int = 0  # nobody served them before the run ran out of events (e.g. no agent left)
     waited: int = 0
     answered_within: int = 0
     wait_ms_all: int = 0
@@ -90,6 +90,7 @@ class Tally:
             "answered": a,
             "abandoned": self.abandoned,
             "overflowed_or_refused": self.other,
+            "still_waiting": self.still_waiting,
             "p_wait": self.waited / n if n else None,
             "p_abandon": self.abandoned / n if n else None,
             "mean_wait_s": self.wait_ms_all / n / 1000 if n else None,
@@ -186,10 +187,12 @@ class Simulation:
         self.handle = [sampler(a.handle_time, rng) for a in sc.arrivals]
         self.patience = [sampler(a.patience, rng) if a.patience else None for a in sc.arrivals]
         self.accept: dict[str, Callable[[], int]] = {}
+        self.back_after_ms: dict[str, int] = {}
         for group, ids in loaded.agent_groups:
             draw = sampler(group.accept_delay, rng)
             for aid in ids:
                 self.accept[aid] = draw
+                self.back_after_ms[aid] = round(group.back_after_missed_s * 1000)
         if self.calls is not None:
             self.warmup_n = int(self.calls * sim.warmup_fraction)
             self.warmup_ms: int | None = None
@@ -290,18 +293,19 @@ class Simulation:
             if old is not None and measure_from is not None:
                 state, since = old
                 lo, hi = max(since, measure_from), min(at_ms, stop_ms)
-                if hi > lo and state in _STAFFED:
+                if hi > lo and state in STAFFED:
                     acc = occ.get(aid)
                     if acc is None:
                         acc = occ[aid] = [0, 0]
                     acc[0] += hi - lo
-                    if state in _HANDLING:
+                    if state in HANDLING:
                         acc[1] += hi - lo
             if new_state is not None:
                 agent_state[aid] = (new_state, at_ms)
 
         def finish(cid: str, outcome: int, wait_ms: int) -> list[Any] | None:
-            """Record the contact's outcome (0 answered, 1 abandoned, 2 other); returns its record."""
+            """Record the contact's outcome (0 answered, 1 abandoned, 2 other, 3 still waiting at the end);
+            returns its record."""
             info = contacts.pop(cid, None)
             if info is None or not info[2]:
                 return info
@@ -319,8 +323,10 @@ class Simulation:
                         t.answered_within += 1
                 elif outcome == 1:
                     t.abandoned += 1
-                else:
+                elif outcome == 2:
                     t.other += 1
+                else:
+                    t.still_waiting += 1
             if timeline:
                 iv = interval(info[1])
                 if outcome == 0:
@@ -403,8 +409,13 @@ class Simulation:
                         else:
                             logged_in.add(data)
                             out = router.handle(AgentLoggedIn(at_ms=t, agent_id=data))
-                    else:  # _SHIFT_OFF: stop taking work; finish what is in hand
+                    elif kind == _SHIFT_OFF:  # stop taking work; finish what is in hand
                         out = router.handle(AgentAway(at_ms=t, agent_id=data, reason="off_shift"))
+                    else:  # _BACK: an agent the router set away for a missed offer picks up again
+                        a = router.agents[data]
+                        if a.presence != "away" or a.away_reason != "missed_offer":
+                            continue
+                        out = router.handle(AgentReady(at_ms=t, agent_id=data))
                 elif deadline is not None:
                     out = router.advance(deadline)
                 else:
@@ -435,6 +446,9 @@ class Simulation:
                         waiting_changed(ev.at_ms, -1)
                 elif kind is AgentStateChanged:
                     account(ev.agent_id, ev.at_ms, ev.state)
+                    if ev.reason == "missed_offer":
+                        seq += 1
+                        push(heap, (ev.at_ms + self.back_after_ms[ev.agent_id], seq, _BACK, ev.agent_id))
                 elif kind is ContactQueued:
                     if timeline:
                         waiting_changed(ev.at_ms, +1)
@@ -451,6 +465,8 @@ class Simulation:
                     finish(ev.contact_id, 2, 0)
         if stop_ms == math.inf:
             stop_ms = router.now_ms
+        for cid in list(contacts):  # waiting when the world ran out of events: their wait so far counts
+            finish(cid, 3, router.now_ms - contacts[cid][1])
         for aid in list(agent_state):
             account(aid, stop_ms, None)
         wall = time.perf_counter() - wall0

@@ -71,6 +71,7 @@ class AgentGroup(_Strict):
     name: str | None = None
     accept_delay: Dist = msgspec.field(default_factory=lambda: Dist(distribution="fixed", mean_s=0.0))
     shifts: list[tuple[float, float]] = []  # (start_s, end_s) from the simulation start; none = always
+    back_after_missed_s: float = 5.0  # an agent set away for a missed offer is ready again after this
 
 
 class Arrivals(_Strict):
@@ -218,8 +219,8 @@ def parse_scenario(
             fail(key, "give exactly one of per_hour and curve")
         if a.per_hour is not None and a.per_hour <= 0:
             fail(f"{key}.per_hour", "must be > 0")
-        if a.curve is not None and (not a.curve or min(a.curve) < 0 or max(a.curve) <= 0):
-            fail(f"{key}.curve", "a curve is a list of rates per hour (>= 0, not all 0), one per 15 minutes")
+        if a.curve is not None and (len(a.curve) != 96 or min(a.curve) < 0 or max(a.curve) <= 0):
+            fail(f"{key}.curve", "a curve is 96 rates per hour (>= 0, not all 0), one per 15 minutes of the day")
         _check_dist(a.handle_time, f"{key}.handle_time", fail)
         if a.patience is not None:
             _check_dist(a.patience, f"{key}.patience", fail)

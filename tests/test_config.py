@@ -22,9 +22,10 @@ def test_default_config_loads_and_builds_a_router() -> None:
 
 
 def test_channel_table_adjusts_defaults_instead_of_replacing_them() -> None:
-    cfg = parse_config({"channels": {"voice": {"offer_timeout_s": 9}}})
+    cfg = parse_config({"channels": {"voice": {"offer_timeout_s": 9}, "email": {"sla": {"target": 0.95}}}})
     assert cfg.channel("voice").offer_timeout_s == 9
     assert cfg.channel("voice").exclusive is True  # kept from the voice defaults
+    assert (cfg.channel("email").sla.threshold_s, cfg.channel("email").sla.target) == (14400, 0.95)
 
 
 BAD: list[tuple[dict[str, Any], str, str]] = [
@@ -59,6 +60,22 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"agents": [{"id": "a", "capacity": {"fax": 1}}]}, "agents[0].capacity", "fax"),
     ({"routing": {"priority_weight_s": 0}}, "routing.priority_weight_s", "starving"),
     ({"queues": [{"name": "q", "when_full": "nowhere"}]}, "queues[0].when_full", "nor a queue"),
+    (
+        {
+            "queues": [
+                {"name": "a", "max_wait_s": 60, "max_wait_action": "b"},
+                {"name": "b", "overflow": [{"after_s": 30, "move_to": "a"}]},
+            ]
+        },
+        "queues",
+        "in a circle: a -> b -> a",
+    ),
+    (
+        {"calendars": {"o": {"mon": ["09:00-17:00"], "holidays": ["2026-02-30"]}}},
+        "calendars.o.holidays[0]",
+        "not a date",
+    ),
+    ({"tiers": {"gold": {"email_target": 7}}}, "tiers.gold.email_target", "share"),
     (
         {"queues": [{"name": "q", "when_closed": "chat"}, {"name": "chat", "channels": ["chat"]}]},
         "queues[0].when_closed",

@@ -58,7 +58,7 @@ CONFIG: dict[str, Any] = {
         {
             "name": "support",
             "skills": {"general": 4},
-            "max_wait_s": 240,
+            "max_wait_s": 60,  # billing moves contacts here after 90 s: max wait counts from the move
             "overflow": [
                 {"after_s": 20, "relax": {"general": 1}},
                 {"after_s": 60, "add_skill": {"supervisor": 1}},
@@ -147,8 +147,26 @@ class RouterMachine(RuleBasedStateMachine):
 
     def _fingerprint(self) -> Any:
         r = self.router
+        timers = sorted((t.due_ms, t.kind, getattr(t.target, "id", "")) for t in r.timers._heap if not t.cancelled)
         return (
-            sorted((c.id, c.state, c.queue, c.agent_id, c.rank, c.reqs) for c in r.contacts.values()),
+            timers,
+            r.now_ms,
+            sorted(
+                (
+                    c.id,
+                    c.state,
+                    c.queue,
+                    c.agent_id,
+                    c.rank,
+                    c.reqs,
+                    sorted(c.rejected_by),
+                    c.preferred_agent_id,
+                    c.sla_deadline_ms,
+                    c.drained_by.id if c.drained_by else None,
+                    c.pending_exit is not None,
+                )
+                for c in r.contacts.values()
+            ),
             sorted(
                 (a.id, a.state, a.presence, tuple(sorted(a.load.items())), tuple(a.offers)) for a in r.agents.values()
             ),
@@ -371,6 +389,21 @@ class RouterMachine(RuleBasedStateMachine):
         for a in r.agents.values():
             assert set(a.listed) == {ch for ch in a.capacity if r.can_take(a, ch)}, a
         assert sum(1 for _ in r.offers) == sum(len(a.offers) for a in r.agents.values())
+
+    @invariant()
+    def no_timer_outlives_what_it_is_for(self) -> None:
+        if not hasattr(self, "router"):
+            return
+        r = self.router
+        for t in r.timers._heap:
+            if t.cancelled:
+                continue
+            assert t.due_ms > r.now_ms, t  # everything due has fired
+            target = t.target
+            if type(target).__name__ == "Offer":
+                assert r.offers.get(target.id) is target, t
+            else:
+                assert r.contacts.get(target.id) is target, t
 
     @invariant()
     def drains_pair_up(self) -> None:

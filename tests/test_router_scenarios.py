@@ -211,9 +211,87 @@ def test_sla_warn_and_breach_at_exact_deadlines_per_tier() -> None:
     assert q["s"].sla_deadline_ms == h.start + 30_000
     h.at(100)
     warned = {e.contact_id: e.at_ms - h.start for e in h.of(E.SlaWarned)}
-    breached = {e.contact_id: e.at_ms - h.start for e in h.of(E.SlaBreached)}
+    breached = {e.contact_id: (e.at_ms - h.start, e.deadline_ms - h.start) for e in h.of(E.SlaBreached)}
     assert warned == {"g": 16_000, "s": 24_000}
-    assert breached == {"g": 20_000, "s": 30_000}
+    assert breached == {"g": (20_001, 20_000), "s": (30_001, 30_000)}  # breached = not answered by the deadline
+
+
+def test_answered_at_the_deadline_is_in_time_for_router_and_stats_alike() -> None:
+    from contactcentre.acd.stats import LiveStats
+
+    h = Harness(queues=SUPPORT, agents=agents(("a1", {"general": 5})), channels={"voice": {"offer_timeout_s": 60}})
+    h.arrive("c1")
+    h.at(19)
+    h.login("a1")
+    h.at(20)  # the SLA deadline, to the millisecond
+    h.accept("c1")
+    h.at(60)
+    assert not h.of(E.SlaBreached)
+    stats = LiveStats()
+    stats.apply_all(h.log)
+    q = stats.snapshot(h.now)["queues"]["support"]
+    assert (q["sl_answered"], q["sla_breaches"]) == (1.0, 0)
+
+
+def test_max_wait_counts_from_entering_the_queue_after_a_move() -> None:
+    qs = [
+        {"name": "a", "skills": {"general": 1}, "overflow": [{"after_s": 30, "move_to": "b"}]},
+        {"name": "b", "skills": {"general": 1}, "max_wait_s": 10},
+    ]
+    h = Harness(queues=qs, agents=[])
+    h.arrive("c1", queue="a")
+    h.at(100)
+    times = [e.at_ms for e in h.log]
+    assert times == sorted(times), "events out of time order"
+    left = [e for e in h.of(E.ContactOverflowed) if e.left]
+    assert [(e.queue, e.at_ms - h.start) for e in left] == [("b", 40_000)]
+
+
+def test_no_timer_outlives_its_contact() -> None:
+    qs = [
+        {"name": "a", "skills": {"general": 1}, "overflow": [{"after_s": 5, "move_to": "b"}]},
+        {"name": "b", "skills": {"general": 1}},
+    ]
+    h = Harness(queues=qs, agents=agents(("am", {"general": 5})), routing={"preferred_agent_timeout_s": 40})
+    h.login("am")
+    h.send(E.AgentAway, agent_id="am", reason="lunch")
+    h.arrive("c1", queue="a", preferred_agent_id="am")
+    h.at(6)
+    h.send(E.CustomerLeft, contact_id="c1")
+    assert h.router.contacts == {} and h.router.next_deadline() is None
+
+
+def test_fewest_handled_starts_again_at_midnight() -> None:
+    q = [{"name": "support", "skills": {"general": 1}, "strategy": "fewest_handled"}]
+    h = Harness(start_ms=1_795_392_000_000, queues=q, agents=agents(("a1", {"general": 1}), ("a2", {"general": 1})))
+    h.login("a1", "a2")
+    h.arrive("c0")
+    h.accept("c0")  # a1
+    h.arrive("c1")
+    h.accept("c1")  # a2, a long call
+    h.end("c0")
+    h.at(30)
+    h.arrive("c2")
+    assert h.offered_to("c2") == "a1"
+    h.accept("c2")
+    h.end("c2")
+    h.at(300)
+    h.end("c1")  # yesterday: a1 handled two and has been idle since 40 s; a2 handled one, idle since 310 s
+    h.at(86_400 + 3600)  # the next day: both have handled nothing *today*, so the longest idle gets it
+    h.arrive("next-day")
+    assert h.offered_to("next-day") == "a1"
+    assert [c.score[0] for c in h.offer_of("next-day").why.candidates] == [0, 0]
+
+
+def test_new_skills_keep_an_agents_place_in_the_idle_order() -> None:
+    h = Harness(queues=SUPPORT, agents=agents(("a1", {"general": 5}), ("a2", {"general": 5})))
+    h.login("a1")
+    h.at(60)
+    h.login("a2")
+    h.at(120)
+    h.send(E.AgentSkillsChanged, agent_id="a1", skills={"general": 5, "billing": 2})
+    h.arrive("c1")
+    assert h.offered_to("c1") == "a1"
 
 
 def test_sla_timers_stop_when_answered() -> None:

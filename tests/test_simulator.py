@@ -234,3 +234,26 @@ def test_report_has_the_day_and_the_staffing_sweep(tmp_path: Path) -> None:
     page = out.read_text()
     assert page.count("data:image/png;base64,") == 2
     assert "Erlang C" in page and "<script" not in page
+
+
+def test_every_measured_arrival_has_an_outcome() -> None:
+    d = simulate(load_scenario(ROOT / "config" / "scenarios" / "day_200_agents.toml")).to_json()
+    assert d["offered"] == d["answered"] + d["abandoned"] + d["overflowed_or_refused"] + d["still_waiting"]
+    for q in d["queues"].values():
+        assert q["offered"] == q["answered"] + q["abandoned"] + q["overflowed_or_refused"] + q["still_waiting"]
+
+
+def test_an_agent_that_missed_an_offer_comes_back() -> None:
+    data = mmc(100, 180, 10, 2_000, patience=120)
+    data["agent_groups"][0]["accept_delay"] = {"distribution": "exponential", "mean_s": 5}
+    data["channels"] = {"voice": {"offer_timeout_s": 8}}  # some offers ring out: the agent goes away
+    d = simulate(parse_scenario(data)).to_json()
+    assert d["p_abandon"] < 0.1  # the floor does not silently disappear
+
+
+def test_curves_are_one_day_of_quarter_hours() -> None:
+    data = mmc(100, 180, 10, 10)
+    data["arrivals"][0].pop("per_hour")
+    data["arrivals"][0]["curve"] = [100] * 24
+    with pytest.raises(ConfigError, match=r"arrivals\[0\].curve: a curve is 96 rates"):
+        parse_scenario(data)

@@ -36,6 +36,9 @@ AWAY = "away"
 # Presence values (what the agent chose).
 READY = "ready"
 
+STAFFED = frozenset({AVAILABLE, RESERVED, BUSY, WRAP_UP})  # logged in and not away: occupancy's denominator
+HANDLING = frozenset({BUSY, WRAP_UP})  # occupancy's numerator (ringing counts as staffed, not handling)
+
 _ANY_AFTER_OFFER = (AVAILABLE, AWAY, BUSY, WRAP_UP, RESERVED)
 
 AGENT_TRANSITIONS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -88,7 +91,7 @@ class Agent:
         "active",
         "away_reason",
         "capacity",
-        "day",
+        "counted_since_ms",
         "draining_for",
         "exclusive_load",
         "handled_today",
@@ -127,6 +130,7 @@ class Agent:
         self.state = LOGGED_OUT
         self.state_reason: str | None = None  # the away reason last reported with the state
         self.state_since_ms = 0
+        self.counted_since_ms = 0  # start of the time not yet added to staffed_ms / handling_ms
         self.idle_since_ms = 0
         self.offers: dict[str, Offer] = {}
         self.work: dict[str, Contact] = {}  # connected, held or wrapping up
@@ -138,7 +142,6 @@ class Agent:
         self.listed: tuple[str, ...] = ()  # channels this agent is listed as able to take
         self.listing_seq = 0  # when it was last listed: the idle order
         self.draining_for: Contact | None = None  # the exclusive contact it takes no new work ahead of
-        self.day = 0
         self.handled_today = 0
         self.staffed_ms = 0  # today, up to state_since_ms
         self.handling_ms = 0

@@ -78,6 +78,25 @@ class Availability:
         if self._orders:
             self._insert_sorted(agent, want)
 
+    def change_skills(self, agent: Agent, skills: dict[str, int]) -> None:
+        """Give ``agent`` new skills without moving it in the idle order: it leaves the lists of skills it
+        lost, joins those of skills it gained (at the back: they have no record of it), and keeps its place
+        everywhere else."""
+        lists = self._lists
+        old = agent.skills
+        for ch in agent.listed:
+            for skill in old:
+                if skill not in skills:
+                    lists[(ch, skill)].pop(agent.id, None)
+            for skill in skills:
+                if skill not in old:
+                    lists.setdefault((ch, skill), {})[agent.id] = agent
+        for lst, entry in self._entries.pop(agent.id, ()):
+            del lst[bisect_left(lst, entry)]
+        agent.skills = dict(skills)
+        if agent.listed and self._orders:
+            self._insert_sorted(agent, agent.listed)
+
     def unlist(self, agent: Agent) -> None:
         """Remove ``agent`` everywhere (before its skills change, or when it can take nothing)."""
         for ch in agent.listed:
@@ -165,6 +184,3 @@ class Availability:
 
     def orders(self) -> tuple[str, ...]:
         return self._orders
-
-    def count(self, channel: str) -> int:
-        return len(self._lists.get((channel, ANY_SKILL), {}))

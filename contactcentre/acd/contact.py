@@ -40,7 +40,6 @@ CONTACT_STATES = (
     OVERFLOWED,
     FAILED,
 )
-TERMINAL = frozenset({CLOSED, ABANDONED, TRANSFERRED, OVERFLOWED, FAILED})
 WITH_AGENT = frozenset({OFFERED, CONNECTED, HELD, WRAP_UP})  # states that hold an agent's capacity
 
 # (state, action) -> next state. Every pair not listed is illegal. Internal transfers (to a queue or to a
@@ -165,9 +164,6 @@ class Contact:
             raise IllegalTransition("contact", self.id, self.state, action)
         self.state = nxt
         return nxt
-
-    def can(self, action: str) -> bool:
-        return (self.state, action) in CONTACT_TRANSITIONS
 
     def must(self, action: str, detail: str = "") -> None:
         """Check before mutating anything, so a refused input leaves no trace."""

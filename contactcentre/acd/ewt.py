@@ -7,14 +7,15 @@ busy servers: service completions arrive at rate ``c / AHT``, and it is served a
 
 * position-aware: ``k`` counts the contacts that will be served first — same requirements, better rank
   (priority and age), so a Gold caller behind nobody is told a short wait while Bronze callers are not;
-* staffing-aware: ``c`` is the capacity of the agents logged in, ready and eligible for this contact (a chat
-  agent with capacity 3 is 3 servers);
+* staffing-aware: ``c`` is the capacity of the agents logged in, ready and eligible for this contact, busy or
+  not (a chat agent with capacity 3 is 3 servers);
 * AHT is learned per queue and channel (exponentially weighted, talk + hold + wrap-up), starting from the
   channel's ``default_aht_s``.
 
-It returns 0 when an agent can take the contact now, and ``None`` when nobody eligible is staffed (the wait is
-unbounded, not zero). It ignores abandonment ahead (which shortens waits) and agents already close to
-finishing (which the exponential assumption averages away); its calibration is measured, not assumed.
+The router itself reports 0 when an agent takes the contact at once; the estimator returns ``None`` when
+nobody eligible is staffed (the wait is unbounded, not zero). It ignores abandonment ahead (which shortens
+waits) and agents already close to finishing (which the exponential assumption averages away); its
+calibration is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ class WaitSituation(NamedTuple):
     channel: str
     ahead: int
     servers: int
-    agent_free: bool
     priority: int
 
 
@@ -55,8 +55,6 @@ class PositionAht:
         return got if got is not None else float(self._default.get(channel, 180_000))
 
     def estimate(self, s: WaitSituation) -> int | None:
-        if s.agent_free:
-            return 0
         if s.servers <= 0:
             return None
         return round((s.ahead + 1) * self.aht_ms(s.queue, s.channel) / s.servers)

@@ -136,7 +136,7 @@ class Handling(_Base):
         del a.work[c.id]
         a.wrapping -= 1
         self._load(a, c.channel, -1)
-        self._count_handled(a)
+        a.handled_today += 1
         closed = ContactClosed(
             at_ms=now,
             contact_id=c.id,
@@ -230,7 +230,7 @@ class Handling(_Base):
         del a.work[c.id]
         a.active -= 1
         self._load(a, c.channel, -1)
-        self._count_handled(a)
+        a.handled_today += 1
         c.agent_id = None
         c.transfers += 1
         self._emit(

@@ -33,13 +33,12 @@ else:
 class Offer:
     """One contact held for one agent until accepted, rejected, expired or withdrawn."""
 
-    __slots__ = ("agent", "contact", "expires_ms", "id", "made_ms", "timer")
+    __slots__ = ("agent", "contact", "expires_ms", "id", "timer")
 
-    def __init__(self, offer_id: str, contact: Contact, agent: Agent, made_ms: int, expires_ms: int) -> None:
+    def __init__(self, offer_id: str, contact: Contact, agent: Agent, expires_ms: int) -> None:
         self.id = offer_id
         self.contact = contact
         self.agent = agent
-        self.made_ms = made_ms
         self.expires_ms = expires_ms
         self.timer: Timer | None = None
 
@@ -59,7 +58,7 @@ class Offers(_Base):
         self._offer_seq += 1
         oid = f"o{self._offer_seq}"
         ch = c.channel
-        o = Offer(oid, c, a, now, now + self._offer_ms[ch])
+        o = Offer(oid, c, a, now + self._offer_ms[ch])
         o.timer = self.timers.set(o.expires_ms, T.OFFER_EXPIRY, o)
         c.offer = o
         c.agent_id = a.id
@@ -127,10 +126,8 @@ class Offers(_Base):
         """A contact is waiting again after an offer fell through: carry out an overflow exit that fired
         meanwhile, or look for another agent."""
         if c.pending_exit is not None:
-            (exit_, actions), c.pending_exit = c.pending_exit, None
-            if exit_ == "leave":
-                return self._overflow_out(c, actions)
-            return self._move(c, self.queues[exit_], actions)
+            (where, actions), c.pending_exit = c.pending_exit, None
+            return self._exit(c, where, actions)
         self._route_contact(c)
 
     def _on_accept(self, ev: OfferAccepted) -> None:
@@ -187,26 +184,22 @@ class Offers(_Base):
         allowed = a.must("reject")
         c.must("reject")
         self._emit(ev)
-        self._close_offer(o, "reject")
-        self._exclude(c, a.id)
-        requeued = [c]
-        if self._away_after_reject:
-            requeued += self._go_away(a, "rejected_offer")
-        self._settle(a, allowed)
-        self.avail.relist(a, self.now_ms, moved=True)
-        for x in requeued:
-            self._back_in_queue(x)
-        self._route_agent(a)
+        self._fell_through(o, "reject", allowed, "rejected_offer" if self._away_after_reject else None)
 
     def _fire_offer_expiry(self, o: Offer) -> None:
+        allowed = o.agent.must("expire")
+        self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=o.agent.id))
+        self._fell_through(o, "expire", allowed, "missed_offer" if self._away_after_missed else None)
+
+    def _fell_through(self, o: Offer, action: str, allowed: tuple[str, ...], away: str | None) -> None:
+        """A rejected or rung-out offer: the contact goes back to its place (not straight back to this
+        agent), the agent goes away if the policy says so, and both look for their next match."""
         c, a = o.contact, o.agent
-        allowed = a.must("expire")
-        self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id))
-        self._close_offer(o, "expire")
+        self._close_offer(o, action)
         self._exclude(c, a.id)
         requeued = [c]
-        if self._away_after_missed:
-            requeued += self._go_away(a, "missed_offer")
+        if away is not None:
+            requeued += self._go_away(a, away)
         self._settle(a, allowed)
         self.avail.relist(a, self.now_ms, moved=True)
         for x in requeued:

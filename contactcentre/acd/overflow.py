@@ -37,7 +37,8 @@ class Overflow(_Base):
                 tier=c.tier,
             )
         )
-        c.sla_timer = self.timers.set(deadline, T.SLA_BREACH, c)
+        # Answered at the deadline itself is still in time (stats count wait <= T): breached is one ms later.
+        c.sla_timer = self.timers.set(deadline + 1, T.SLA_BREACH, c)
 
     def _fire_sla_breach(self, c: Contact) -> None:
         c.sla_timer = None
@@ -48,7 +49,7 @@ class Overflow(_Base):
                     contact_id=c.id,
                     queue=c.queue,
                     channel=c.channel,
-                    deadline_ms=self.now_ms,
+                    deadline_ms=c.sla_deadline_ms or self.now_ms,
                     tier=c.tier,
                 )
             )
@@ -65,13 +66,7 @@ class Overflow(_Base):
     def _apply_step(self, c: Contact, plan: QueuePlan, step: StepPlan) -> None:
         actions = list(step.actions)
         if step.leave or step.move_to:
-            exit_ = "leave" if step.leave else step.move_to
-            if c.state == OFFERED:
-                c.pending_exit = (exit_, actions)  # don't snatch a ringing offer; act if it falls through
-                return
-            if step.leave:
-                return self._overflow_out(c, actions)
-            return self._move(c, self.queues[step.move_to], actions)  # type: ignore[index]
+            return self._exit(c, "leave" if step.leave else step.move_to, actions)  # type: ignore[arg-type]
         queued = c.state == QUEUED
         if queued:
             self.waiting.remove(c)
@@ -96,17 +91,18 @@ class Overflow(_Base):
             self._route_contact(c)
 
     def _fire_max_wait(self, c: Contact) -> None:
-        plan = self.queues[c.queue]
-        action = plan.max_wait_action
+        action = self.queues[c.queue].max_wait_action
+        self._exit(c, action, ["max wait"] if action == "leave" else ["max wait", f"move to {action}"])
+
+    def _exit(self, c: Contact, where: str, actions: list[str]) -> None:
+        """Take a waiting contact out of its queue: ``leave`` the centre, or move to the queue ``where``.
+        A ringing offer is not snatched: the exit is carried out if the offer falls through."""
         if c.state == OFFERED:
-            c.pending_exit = (
-                action,
-                ["max wait"] if action == "leave" else ["max wait", f"move to {action}"],
-            )
-            return
-        if action == "leave":
-            return self._overflow_out(c, ["max wait"])
-        self._move(c, self.queues[action], ["max wait", f"move to {action}"])
+            c.pending_exit = (where, actions)
+        elif where == "leave":
+            self._overflow_out(c, actions)
+        else:
+            self._move(c, self.queues[where], actions)
 
     def _overflow_out(self, c: Contact, actions: list[str]) -> None:
         self.waiting.remove(c)

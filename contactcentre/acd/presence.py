@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING
 
 from contactcentre.acd.agent import (
     AGENT_TRANSITIONS,
-    AVAILABLE,
     AWAY,
-    BUSY,
+    HANDLING,
     LOGGED_OUT,
     READY,
-    RESERVED,
-    WRAP_UP,
+    STAFFED,
     Agent,
 )
 from contactcentre.acd.calendar import day_number
@@ -37,9 +35,6 @@ if TYPE_CHECKING:
     from contactcentre.acd.router import Router as _Base
 else:
     _Base = object
-
-_STAFFED = (AVAILABLE, RESERVED, BUSY, WRAP_UP)  # logged in and not away: the occupancy denominator
-_HANDLING = (BUSY, WRAP_UP)
 
 
 class Presence(_Base):
@@ -80,26 +75,23 @@ class Presence(_Base):
         a.state_since_ms = now
         self._emit(AgentStateChanged(at_ms=now, agent_id=a.id, state=new, previous=old, reason=reason))  # type: ignore[arg-type]
 
-    def _today(self) -> int:
-        if self.now_ms >= self._next_midnight:
-            self._day, self._next_midnight = day_number(self.now_ms, self._tz)
-        return self._day
+    def _new_day(self) -> None:
+        """Local midnight passed: "today" starts again for every agent (contacts handled, occupancy), and
+        the strategy orders built on those counters are re-sorted."""
+        midnight = self._next_midnight
+        self._day, self._next_midnight = day_number(self.now_ms, self._tz)
+        for a in self.agents.values():
+            self._count_time(a, a.state, midnight)
+            a.handled_today = a.staffed_ms = a.handling_ms = 0
+        self.avail.refresh_all(self.agents.values())
 
     def _count_time(self, a: Agent, old: str, now: int) -> None:
-        today = self._today()
-        if a.day != today:
-            a.day, a.handled_today, a.staffed_ms, a.handling_ms = today, 0, 0, 0
-        elapsed = now - a.state_since_ms
-        if old in _STAFFED:
+        elapsed = now - a.counted_since_ms
+        a.counted_since_ms = now
+        if old in STAFFED:
             a.staffed_ms += elapsed
-            if old in _HANDLING:
+            if old in HANDLING:
                 a.handling_ms += elapsed
-
-    def _count_handled(self, a: Agent) -> None:
-        today = self._today()
-        if a.day != today:
-            a.day, a.handled_today, a.staffed_ms, a.handling_ms = today, 0, 0, 0
-        a.handled_today += 1
 
     def _on_login(self, ev: AgentLoggedIn) -> None:
         a = self.agents.get(ev.agent_id)
@@ -117,7 +109,7 @@ class Presence(_Base):
         elif ev.skills is not None or ev.capacity is not None:
             self._change_skills(a, ev.skills, ev.capacity)
         self._set_presence(a, AWAY if ev.away_reason else READY, ev.away_reason)
-        a.state_since_ms = self.now_ms
+        a.state_since_ms = a.counted_since_ms = self.now_ms
         self._settle(a, allowed)
         self.avail.relist(a, self.now_ms, moved=True)
         self._route_agent(a)
@@ -175,13 +167,14 @@ class Presence(_Base):
         self._route_agent(a)
 
     def _change_skills(self, a: Agent, skills: dict[str, int] | None, capacity: dict[str, int] | None) -> None:
-        self.avail.unlist(a)
+        """New skills or capacity; the agent keeps its place in the idle order (the caller relists it, which
+        only moves it if the channels it can take changed)."""
         self._end_drain_by(a)
         self.staffing.leave(a)
         if skills is not None:
             for s in a.skills:
                 self._skill_roster.get(s, {}).pop(a.id, None)
-            a.skills = dict(skills)
+            self.avail.change_skills(a, skills)
             for s in a.skills:
                 self._skill_roster.setdefault(s, {})[a.id] = a
         if capacity is not None:

@@ -202,6 +202,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             self._fire_due(at)
         else:
             self.now_ms = at
+            if at >= self._next_midnight:
+                self._new_day()
         handler(event)
         if self._recheck:
             self._recheck_drained()
@@ -256,11 +258,16 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         pop = self.timers.pop_due
         fire = self._fire_kind
         while (t := pop(now_ms)) is not None:
-            self.now_ms = t.due_ms
+            if t.due_ms > self.now_ms:  # a timer set in the past fires now: the clock never goes back
+                self.now_ms = t.due_ms
+                if self.now_ms >= self._next_midnight:
+                    self._new_day()
             fire[t.kind](t.target)
             if self._recheck:
                 self._recheck_drained()
         self.now_ms = now_ms
+        if now_ms >= self._next_midnight:
+            self._new_day()
 
     def _take_output(self) -> list[Event]:
         """Hand over what was emitted and start a new list (``_emit`` is that list's bound ``append``: the
@@ -369,6 +376,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         self._set_reqs(c, plan)
         self._rerank(c, plan)
         timers = self.timers
+        timers.cancel(c.preferred_timer)
+        c.preferred_timer = None
         if c.preferred_agent_id is not None:
             # With no window, the preferred agent gets it only if free right now; otherwise it waits for
             # that agent up to the window. A logged-out agent is not waited for.
@@ -385,13 +394,13 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             c.sla_timer = timers.set(warn_at, T.SLA_WARN, c)  # the warning sets the breach timer
         if plan.steps:
             c.timers.append(timers.set(now + plan.steps[0].after_ms, T.OVERFLOW_STEP, c))
-        if plan.max_wait_ms is not None:
-            c.timers.append(timers.set(since + plan.max_wait_ms, T.MAX_WAIT, c))
+        if plan.max_wait_ms is not None:  # per queue visit, like the overflow steps
+            c.timers.append(timers.set(now + plan.max_wait_ms, T.MAX_WAIT, c))
         group = self.waiting.add(c)
         agent, why = self._find_agent(c)
         if agent is None:
             ewt = self.estimator.estimate(
-                WaitSituation(plan.name, c.channel, group.position(c), self._servers(c), False, c.priority)
+                WaitSituation(plan.name, c.channel, group.position(c), self._servers(c), c.priority)
             )
         else:
             ewt = 0

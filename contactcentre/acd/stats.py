@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from contactcentre.acd.agent import HANDLING, STAFFED
 from contactcentre.events import (
     AGENT_STATES,
     AgentStateChanged,
@@ -36,9 +37,6 @@ from contactcentre.events import (
     Event,
     SlaBreached,
 )
-
-_STAFFED = ("available", "reserved", "busy", "wrap_up")
-_HANDLING = ("busy", "wrap_up")
 
 BucketKey = tuple[str, str, str]  # queue, channel, tier ("-" when none)
 
@@ -243,8 +241,8 @@ class LiveStats:
 def _occupancy(times: Iterable[Mapping[str, int]]) -> float | None:
     staffed = handling = 0
     for t in times:
-        staffed += sum(t[s] for s in _STAFFED)
-        handling += sum(t[s] for s in _HANDLING)
+        staffed += sum(t[s] for s in STAFFED)
+        handling += sum(t[s] for s in HANDLING)
     return _ratio(handling, staffed)
 
 
