@@ -182,5 +182,9 @@ class Availability:
         """One (channel, skill) list in ``order``'s sort order."""
         return self._sorted.get((order, channel, skill), [])
 
+    def count(self, channel: str) -> int:
+        """How many agents could take one more contact on ``channel`` now (dashboards, benchmarks)."""
+        return len(self._lists.get((channel, ANY_SKILL), {}))
+
     def orders(self) -> tuple[str, ...]:
         return self._orders
