@@ -63,9 +63,7 @@ class Handling(_Base):
             )
             self._close_offer(o, "cancel")
             self._abandon(c)
-            self._settle(a, allowed)
-            self.avail.relist(a, self.now_ms, moved=True)
-            self._route_agent(a)
+            self._slot_freed(a, allowed)
         else:
             self._abandon(c)
 
@@ -123,12 +121,10 @@ class Handling(_Base):
         self._emit(WrapUpStarted(at_ms=now, contact_id=c.id, agent_id=a.id, by=by, ends_ms=ends))  # type: ignore[arg-type]
         if wrap == 0:
             self._close(c, a)
-        elif ends is not None:
+            return self._slot_freed(a, allowed)
+        if ends is not None:
             c.wrap_timer = self.timers.set(ends, T.WRAP_UP_END, c)
         self._settle(a, allowed)
-        if wrap == 0:
-            self.avail.relist(a, now, moved=True)
-            self._route_agent(a)
 
     def _close(self, c: Contact, a: Agent) -> None:
         now = self.now_ms
@@ -161,18 +157,14 @@ class Handling(_Base):
         self._emit(ev)
         self.timers.cancel(c.wrap_timer)
         self._close(c, a)
-        self._settle(a, allowed)
-        self.avail.relist(a, self.now_ms, moved=True)
-        self._route_agent(a)
+        self._slot_freed(a, allowed)
 
     def _fire_wrap_end(self, c: Contact) -> None:
         a = self.agents[c.agent_id]  # type: ignore[index]
         allowed = a.must("wrap_expire")
         self._emit(WrapUpExpired(at_ms=self.now_ms, contact_id=c.id, agent_id=a.id))
         self._close(c, a)
-        self._settle(a, allowed)
-        self.avail.relist(a, self.now_ms, moved=True)
-        self._route_agent(a)
+        self._slot_freed(a, allowed)
 
     def _on_hold(self, ev: ContactHeld) -> None:
         c, a = self._handling(ev.contact_id, ev.agent_id, "hold")

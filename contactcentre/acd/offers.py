@@ -99,14 +99,18 @@ class Offers(_Base):
             raise StaleOffer(offer_id, f"it is for contact {o.contact.id!r} and agent {o.agent.id!r}")
         return o
 
+    def _drop_offer(self, o: Offer) -> None:
+        """The offer is no longer open (answered, fallen through, withdrawn): off the books and its timer."""
+        self.timers.cancel(o.timer)
+        del self.offers[o.id]
+        del o.agent.offers[o.id]
+        o.contact.offer = None
+
     def _close_offer(self, o: Offer, action: str) -> Contact:
         """Take an open offer off the books and put its contact back in the queue at its old place."""
         c, a = o.contact, o.agent
-        self.timers.cancel(o.timer)
-        del self.offers[o.id]
-        del a.offers[o.id]
+        self._drop_offer(o)
         self._load(a, c.channel, -1)
-        c.offer = None
         c.agent_id = None
         c.step_to(action)
         if c.preferred_agent_id == a.id:  # the preferred agent had its chance: open it to everyone
@@ -137,10 +141,7 @@ class Offers(_Base):
         c.must("accept")
         self._emit(ev)
         now = self.now_ms
-        self.timers.cancel(o.timer)
-        del self.offers[o.id]
-        del a.offers[o.id]
-        c.offer = None
+        self._drop_offer(o)  # the capacity it held passes to the contact now in hand
         c.step_to("accept")
         c.connected_ms = now
         c.held_ms = 0

@@ -110,9 +110,7 @@ class Presence(_Base):
             self._change_skills(a, ev.skills, ev.capacity)
         self._set_presence(a, AWAY if ev.away_reason else READY, ev.away_reason)
         a.state_since_ms = a.counted_since_ms = self.now_ms
-        self._settle(a, allowed)
-        self.avail.relist(a, self.now_ms, moved=True)
-        self._route_agent(a)
+        self._slot_freed(a, allowed)
 
     def _on_logout(self, ev: AgentLoggedOut) -> None:
         a = self._agent(ev.agent_id)

@@ -459,6 +459,13 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         elif self._drain_enabled and c.drained_by is None and self._exclusive.get(c.channel, False):
             self._find_drainer(c)
 
+    def _slot_freed(self, a: Agent, allowed: tuple[str, ...]) -> None:
+        """The agent's load dropped (a contact closed, an offer fell through) or it just logged in: report
+        its state, put it at the back of the idle order, and give it its next contact."""
+        self._settle(a, allowed)
+        self.avail.relist(a, self.now_ms, moved=True)
+        self._route_agent(a)
+
     def _route_agent(self, a: Agent) -> None:
         """Give a freed agent the best waiting work it may take, until it can take no more."""
         avail = self.avail
