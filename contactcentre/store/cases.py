@@ -1,0 +1,106 @@
+"""Cases: one matter of one customer, grouping its interactions across channels, with SLA due times.
+
+Status moves along ``CASE_TRANSITIONS``; a reply from the customer re-opens a pending or solved case, a
+closed case stays closed (a new message starts a new case that refers to it in its subject).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from contactcentre.store.customers import new_id
+from contactcentre.store.schema import cases
+
+CASE_TRANSITIONS: dict[str, frozenset[str]] = {
+    "new": frozenset({"open", "pending", "solved", "closed"}),
+    "open": frozenset({"pending", "solved", "closed"}),
+    "pending": frozenset({"open", "solved", "closed"}),
+    "solved": frozenset({"open", "closed"}),
+    "closed": frozenset(),
+}
+
+_TOKEN_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: tokens are read aloud on the phone
+TOKEN_IN_SUBJECT = re.compile(r"\[#(C-[2-9A-HJ-NP-Z]{6})\]")
+
+
+class CaseError(Exception):
+    pass
+
+
+def new_token() -> str:
+    return "C-" + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(6))
+
+
+def open_case(
+    conn: Connection,
+    now_ms: int,
+    *,
+    customer_id: str | None,
+    subject: str | None = None,
+    category: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    owner_id: str | None = None,
+    first_response_due_ms: int | None = None,
+    resolution_due_ms: int | None = None,
+) -> tuple[str, str]:
+    """Create a case; returns ``(case_id, token)``."""
+    case_id = new_id("case")
+    for _ in range(20):
+        token = new_token()
+        if conn.execute(select(cases.c.id).where(cases.c.token == token)).first() is None:
+            break
+    else:  # 32**6 ≈ 10**9 tokens; twenty collisions in a row means something else is wrong
+        raise CaseError("could not mint a unique case token")
+    conn.execute(
+        insert(cases),
+        [
+            {
+                "id": case_id,
+                "token": token,
+                "customer_id": customer_id,
+                "subject": subject,
+                "category": category,
+                "status": "new",
+                "priority": priority,
+                "queue": queue,
+                "owner_id": owner_id,
+                "created_ms": now_ms,
+                "updated_ms": now_ms,
+                "first_response_due_ms": first_response_due_ms,
+                "resolution_due_ms": resolution_due_ms,
+            }
+        ],
+    )
+    return case_id, token
+
+
+def set_status(conn: Connection, case_id: str, status: str, now_ms: int) -> None:
+    current = conn.execute(select(cases.c.status).where(cases.c.id == case_id)).scalar_one_or_none()
+    if current is None:
+        raise CaseError(f"no case {case_id}")
+    if status == current:
+        return
+    if status not in CASE_TRANSITIONS[current]:
+        raise CaseError(f"case {case_id}: cannot go from {current} to {status}")
+    values: dict[str, Any] = {"status": status, "updated_ms": now_ms}
+    if status == "closed":
+        values["closed_ms"] = now_ms
+    conn.execute(update(cases).where(cases.c.id == case_id).values(values))
+
+
+def case_by_token(conn: Connection, subject: str) -> str | None:
+    """The case whose token appears in an e-mail subject (``Re: Invoice [#C-7QK2ZP]``), if any."""
+    m = TOKEN_IN_SUBJECT.search(subject or "")
+    if m is None:
+        return None
+    return conn.execute(select(cases.c.id).where(cases.c.token == m.group(1))).scalar_one_or_none()
+
+
+def get_case(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().one_or_none()
+    return dict(row) if row is not None else None

@@ -1,0 +1,125 @@
+"""Which database, how to connect to it, and bringing its schema to the current version.
+
+The embedded default is one SQLite file in WAL mode with ``synchronous=NORMAL``: readers never block the
+writer, a commit survives a crash of the process, a power cut may lose the last commits but never corrupts
+the file. PostgreSQL is chosen by URL (``--database-url`` or ``CONTACTCENTRE_DATABASE_URL``); a bare
+``postgresql://`` URL is given the psycopg 3 driver that the project installs.
+
+The schema is only ever created by the Alembic migrations (``contactcentre migrate``), never by
+``create_all``, so that every database, new or old, reaches the same head the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_VAR = "CONTACTCENTRE_DATABASE_URL"
+DEFAULT_DATABASE = "contactcentre.sqlite"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseError(Exception):
+    """The database URL is unusable or the database is not at a version this program can use."""
+
+
+def resolve_url(url_or_path: str | Path | None = None, env: dict[str, str] | None = None) -> str:
+    """The SQLAlchemy URL to use: the argument, else ``$CONTACTCENTRE_DATABASE_URL``, else the default
+    SQLite file. A plain path means an SQLite file."""
+    env = os.environ if env is None else env
+    text = str(url_or_path) if url_or_path not in (None, "") else env.get(ENV_VAR) or DEFAULT_DATABASE
+    if "://" not in text:
+        return f"sqlite:///{text}"
+    try:
+        url = make_url(text)
+    except ArgumentError as exc:
+        raise DatabaseError(f"database URL {text!r} is not a URL: {exc}") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # A second process (``contactcentre customers erase`` beside a running server) waits for the
+        # writer's lock instead of failing at once.
+        cursor.execute("PRAGMA busy_timeout=10000")
+    finally:
+        cursor.close()
+
+
+def connect(url_or_path: str | Path | None = None) -> Engine:
+    """An engine for the database (nothing is created or migrated; see ``migrate``)."""
+    url = resolve_url(url_or_path)
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> str | None:
+    """Upgrade the database to ``revision`` (default: the newest); returns the revision it is at."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+    assert head is not None
+    return head
+
+
+def check_current(engine: Engine) -> None:
+    """Refuse a database that is not at the migrations' head, saying what to run."""
+    at = current_revision(engine)
+    head = head_revision()
+    if at == head:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if at is None and not inspect(engine).get_table_names():
+        raise DatabaseError(f"{where}: the database is empty; run `contactcentre migrate` first")
+    raise DatabaseError(
+        f"{where}: schema is at {at or 'no version'}, this program needs {head}; run `contactcentre migrate`"
+    )
+
+
+def open_store(url_or_path: str | Path | None = None, *, upgrade: bool = True) -> Engine:
+    """Connect and make sure the schema is current (migrating it when ``upgrade``)."""
+    engine = connect(url_or_path)
+    if upgrade:
+        migrate(engine)
+    else:
+        check_current(engine)
+    return engine
