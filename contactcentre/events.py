@@ -35,6 +35,8 @@ class Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, g
 
     at_ms: int
     INPUT: ClassVar[bool] = False
+    # Fields that can hold personal data; erasure of a customer blanks them in the logged payloads.
+    PERSONAL: ClassVar[tuple[str, ...]] = ()
 
 
 # --------------------------------------------------------------------------------------------- explanations
@@ -85,7 +87,11 @@ class ContactArrived(Event, tag="contact.arrived"):
     preferred_agent_id: str | None = None
     skills: dict[str, int] = {}
     attributes: dict[str, str] = {}
+    case_id: str | None = None
+    address: str | None = None  # the identity the customer used: ANI (E.164), e-mail address, chat token
+    subject: str | None = None
     INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("attributes", "address", "subject")
 
 
 class CustomerLeft(Event, tag="contact.customer_left"):
@@ -353,21 +359,46 @@ class AgentStateChanged(Event, tag="agent.state_changed"):
 
 
 class MessageReceived(Event, tag="message.received"):
-    """A customer message on a contact (chat line, email). Logged by channel adapters, not the router."""
+    """A customer message on a contact (chat line, email). Logged by channel adapters, not the router.
+
+    ``message_id`` is the channel's id for the message (an e-mail's Message-ID without angle brackets);
+    ``in_reply_to`` and ``references`` thread e-mail into cases; ``address`` is the sender."""
 
     contact_id: str
     message_id: str
     channel: Channel
     body: str = ""
     author: str = "customer"
+    case_id: str | None = None
+    address: str | None = None
+    subject: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = []
+    PERSONAL: ClassVar[tuple[str, ...]] = (
+        "body",
+        "author",
+        "address",
+        "subject",
+        "message_id",
+        "in_reply_to",
+        "references",
+    )
 
 
 class MessageSent(Event, tag="message.sent"):
+    """An agent's message to the customer; ``address`` is the recipient."""
+
     contact_id: str
     message_id: str
     channel: Channel
     agent_id: str
     body: str = ""
+    case_id: str | None = None
+    address: str | None = None
+    subject: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = []
+    PERSONAL: ClassVar[tuple[str, ...]] = ("body", "address", "subject", "message_id", "in_reply_to", "references")
 
 
 # ------------------------------------------------------------------------------------------------ codecs
