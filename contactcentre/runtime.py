@@ -39,7 +39,7 @@ from contactcentre.events import (
 )
 
 if TYPE_CHECKING:
-    from contactcentre.store.eventlog import EventLogWriter
+    from contactcentre.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class RouterDriver:
         loop: asyncio.AbstractEventLoop,
         *,
         stats: LiveStats | None = None,
-        writer: EventLogWriter | None = None,
+        writer: StoreWriter | None = None,
         recent: int = 20,
         live_cache_ms: int = 250,
     ) -> None:
@@ -393,7 +393,8 @@ async def run_demo(
     reactor = install_reactor(loop)  # before any other twisted.internet import (web, simulator)
     from twisted.internet.error import CannotListenError
 
-    from contactcentre.store.eventlog import EventLogWriter, create_engine_for
+    from contactcentre.store.db import DatabaseError, open_store
+    from contactcentre.store.writer import StoreWriter
     from contactcentre.web import DashboardSite
     from simulator.demo_traffic import DemoTraffic
 
@@ -403,8 +404,11 @@ async def run_demo(
         raise DemoError(f"--rate-scale must be > 0, not {rate_scale}")
     _route_twisted_logging()
     db = fresh_database(database_path)
-    engine = create_engine_for(db)
-    writer = EventLogWriter(engine, loop=loop)
+    try:
+        engine = open_store(db)  # a fresh file, migrated to the current schema
+    except DatabaseError as exc:
+        raise DemoError(str(exc)) from None
+    writer = StoreWriter(engine, loop=loop)
     clock = LoopClock(loop)
     router = Router(config, start_ms=clock.now_ms())
     stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))

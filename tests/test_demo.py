@@ -31,7 +31,8 @@ from contactcentre.cli import main
 from contactcentre.clock import LoopClock, ManualClock
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, load_config, parse_config
 from contactcentre.runtime import RouterDriver
-from contactcentre.store.eventlog import EventLogWriter, create_engine_for, read_events
+from contactcentre.store.db import connect, open_store
+from contactcentre.store.writer import StoreWriter, read_events
 from simulator.demo_traffic import DemoTraffic
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,7 +136,9 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
 
-    logged = read_events(db)
+    engine = connect(db)
+    logged = read_events(engine)
+    engine.dispose()
     types = {type(ev) for ev in logged}
     assert {E.AgentLoggedIn, E.ContactArrived, E.ContactQueued, E.OfferMade, E.ContactConnected} <= types
     assert all(logged[i].at_ms <= logged[i + 1].at_ms for i in range(len(logged) - 1))
@@ -321,8 +324,8 @@ def test_event_log_group_commits_and_reads_back(tmp_path: Path) -> None:
         E.ContactArrived(at_ms=START_MS + i, contact_id=f"c{i}", queue="support", channel="chat") for i in range(1203)
     ]
 
-    async def scenario() -> EventLogWriter:
-        writer = EventLogWriter(create_engine_for(path), batch_size=500, max_delay_s=0.05)
+    async def scenario() -> StoreWriter:
+        writer = StoreWriter(open_store(path), batch_size=500, max_delay_s=0.05)
         writer.append(events[:1200])  # a full batch: committed without waiting for the deadline
         writer.append(events[1200:])
         await writer.flush()
@@ -337,8 +340,8 @@ def test_event_log_group_commits_and_reads_back(tmp_path: Path) -> None:
     writer = asyncio.run(scenario())
     assert writer.committed == 1204
     assert writer.commits <= 3
-    assert read_events(path) == [*events, events[0]]
-    engine = create_engine_for(path)
+    engine = connect(path)
+    assert read_events(engine) == [*events, events[0]]
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

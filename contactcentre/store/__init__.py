@@ -1,5 +1,2 @@
-"""Persistence. For now: the append-only event log (``eventlog``); the case store comes later."""
-
-from contactcentre.store.eventlog import EventLogWriter, create_engine_for, read_events
-
-__all__ = ["EventLogWriter", "create_engine_for", "read_events"]
+"""The case store: schema and migrations, the group-committing writer, customers, cases, screen-pop,
+data quality and privacy. Everything here runs on SQLite (the embedded default) and PostgreSQL."""

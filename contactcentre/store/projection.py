@@ -1,0 +1,220 @@
+"""From events to rows: each contact's lifecycle folded into its ``interactions`` row, messages into
+``messages``, every event into ``events``.
+
+The fold works on a batch: a contact that arrived in the batch becomes one INSERT with its final values; a
+contact that arrived in an earlier batch gets one UPDATE, grouped with other contacts that changed the same
+columns so that the writer issues few ``executemany`` statements however large the batch. Columns that
+must keep their first value (``answered_ms``: a transfer answers the contact again) and the outcome a close
+sets only when nothing more specific happened are merged with ``COALESCE`` in SQL for rows written earlier,
+and in Python for rows of this batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from contactcentre.events import (
+    ContactAbandoned,
+    ContactArrived,
+    ContactClosed,
+    ContactConnected,
+    ContactFailed,
+    ContactOverflowed,
+    ContactQueued,
+    ContactTransferred,
+    DispositionSet,
+    Event,
+    MessageReceived,
+    MessageSent,
+    encode,
+)
+from contactcentre.store.schema import events, interactions, messages
+
+# Columns whose first value wins over later ones.
+FIRST_WINS = frozenset({"answered_ms", "outcome_if_unset"})
+OUTBOUND_CHANNELS = frozenset({"outbound", "callback"})
+
+
+def event_row(ev: Event) -> dict[str, Any]:
+    return {
+        "at_ms": ev.at_ms,
+        "type": ev.__struct_config__.tag,
+        "contact_id": getattr(ev, "contact_id", None),
+        "agent_id": getattr(ev, "agent_id", None),
+        "payload": encode(ev).decode(),
+    }
+
+
+def _changes(ev: Event) -> dict[str, Any] | None:
+    """The columns of the contact's interaction row that this event sets (None: it sets none)."""
+    if isinstance(ev, ContactQueued):
+        return {"queue": ev.queue, "tier": ev.tier}
+    if isinstance(ev, ContactConnected):
+        return {"answered_ms": ev.at_ms, "agent_id": ev.agent_id, "queue": ev.queue, "wait_ms": ev.wait_ms}
+    if isinstance(ev, ContactAbandoned):
+        return {"ended_ms": ev.at_ms, "wait_ms": ev.wait_ms, "outcome": "abandoned"}
+    if isinstance(ev, ContactFailed):
+        return {"ended_ms": ev.at_ms, "outcome": "failed"}
+    if isinstance(ev, ContactOverflowed):
+        if not ev.left:
+            return {"queue": ev.to_queue} if ev.to_queue else None
+        return {"ended_ms": ev.at_ms, "wait_ms": ev.wait_ms, "outcome": "overflowed"}
+    if isinstance(ev, ContactTransferred):
+        if ev.to_external is None:
+            return None
+        return {"ended_ms": ev.at_ms, "agent_id": ev.agent_id, "outcome": "transferred"}
+    if isinstance(ev, ContactClosed):
+        return {
+            "ended_ms": ev.at_ms,
+            "agent_id": ev.agent_id,
+            "queue": ev.queue,
+            "wait_ms": ev.wait_ms,
+            "talk_ms": ev.talk_ms,
+            "hold_ms": ev.hold_ms,
+            "wrap_ms": ev.wrap_ms,
+            "handle_ms": ev.talk_ms + ev.hold_ms + ev.wrap_ms,
+            "disposition": ev.disposition,
+            "outcome_if_unset": "handled",
+        }
+    if isinstance(ev, DispositionSet):
+        return {"disposition": ev.code}
+    return None
+
+
+def _arrival_row(ev: ContactArrived) -> dict[str, Any]:
+    return {
+        "id": ev.contact_id,
+        "case_id": ev.case_id,
+        "customer_id": ev.customer_id,
+        "channel": ev.channel,
+        "direction": "outbound" if ev.channel in OUTBOUND_CHANNELS else "inbound",
+        "address": ev.address,
+        "subject": ev.subject,
+        "queue": ev.queue,
+        "tier": ev.tier,
+        "started_ms": ev.at_ms,
+    }
+
+
+def _message_row(ev: MessageReceived | MessageSent) -> dict[str, Any]:
+    inbound = isinstance(ev, MessageReceived)
+    return {
+        "case_id": ev.case_id,
+        "interaction_id": ev.contact_id,
+        "channel": ev.channel,
+        "direction": "inbound" if inbound else "outbound",
+        "author": (ev.address or ev.author) if isinstance(ev, MessageReceived) else ev.agent_id,
+        "at_ms": ev.at_ms,
+        "message_id": ev.message_id,
+        "in_reply_to": ev.in_reply_to,
+        "references": " ".join(ev.references) or None,
+        "subject": ev.subject,
+        "body": ev.body,
+    }
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for col, value in changes.items():
+        if col in FIRST_WINS and into.get(col) is not None:
+            continue
+        if value is None and col in ("tier", "disposition"):
+            continue  # a later event that does not know the tier or code must not erase it
+        into[col] = value
+
+
+@dataclass
+class Batch:
+    """What one commit writes."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact id -> full row
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)  # contact id -> changed columns
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, ev: Event) -> None:
+        self.events.append(event_row(ev))
+        if isinstance(ev, ContactArrived):
+            self.arrivals[ev.contact_id] = _arrival_row(ev)
+            self.updates.pop(ev.contact_id, None)
+            return
+        if isinstance(ev, MessageReceived | MessageSent):
+            self.messages.append(_message_row(ev))
+            return
+        changes = _changes(ev)
+        if changes is None:
+            return
+        cid = ev.contact_id  # type: ignore[attr-defined]
+        row = self.arrivals.get(cid)
+        if row is None:
+            row = self.updates.setdefault(cid, {})
+        _merge(row, changes)
+
+
+def fold(evs: Iterable[Event]) -> Batch:
+    batch = Batch()
+    for ev in evs:
+        batch.add(ev)
+    return batch
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    # A restart may replay events already stored; the interaction row that exists is the truth.
+    name = conn.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(interactions).on_conflict_do_nothing(index_elements=["id"])
+    if name == "postgresql":
+        return postgresql.insert(interactions).on_conflict_do_nothing(index_elements=["id"])
+    return insert(interactions)
+
+
+def write(conn: Connection, batch: Batch) -> None:
+    """Write one folded batch inside the caller's transaction."""
+    if batch.events:
+        conn.execute(insert(events), batch.events)
+    if batch.arrivals:
+        rows = []
+        for row in batch.arrivals.values():
+            row = dict(row)
+            fallback = row.pop("outcome_if_unset", None)
+            if row.get("outcome") is None and fallback is not None:
+                row["outcome"] = fallback
+            rows.append(row)
+        # executemany needs one set of keys
+        keys = set().union(*(r.keys() for r in rows))
+        conn.execute(_insert_ignoring_duplicates(conn), [{k: r.get(k) for k in keys} for r in rows])
+    if batch.updates:
+        groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for cid, changes in batch.updates.items():
+            groups.setdefault(frozenset(changes), []).append({"_cid": cid, **{f"_{k}": v for k, v in changes.items()}})
+        for cols, params in groups.items():
+            conn.execute(_update_statement(cols), params)
+    if batch.messages:
+        conn.execute(insert(messages), batch.messages)
+
+
+_UPDATES: dict[frozenset[str], Any] = {}
+
+
+def _update_statement(cols: frozenset[str]) -> Any:
+    stmt = _UPDATES.get(cols)
+    if stmt is not None:
+        return stmt
+    values: dict[str, Any] = {}
+    for col in cols:
+        param = bindparam(f"_{col}")
+        if col == "outcome_if_unset":
+            values["outcome"] = func.coalesce(interactions.c.outcome, param)
+        elif col in FIRST_WINS:
+            values[col] = func.coalesce(interactions.c[col], param)
+        elif col in ("tier", "disposition"):
+            values[col] = func.coalesce(param, interactions.c[col])
+        else:
+            values[col] = param
+    stmt = update(interactions).where(interactions.c.id == bindparam("_cid")).values(values)
+    _UPDATES[cols] = stmt
+    return stmt

@@ -1,0 +1,222 @@
+"""The store's one writer: events, interactions and messages group-committed off the routing path.
+
+``append`` only puts events on a list and never waits, so the router's output can be handed over from the
+routing path. A background task commits what is pending once ``batch_size`` events wait or ``max_delay_s``
+after the first of them, whichever comes first, in one transaction on one writer thread. Nothing polls:
+the task sleeps on an ``asyncio.Event`` set by ``append`` (batch full), by a ``loop.call_later`` timer
+(deadline) or by a caller who needs durability.
+
+Durability is awaitable per record: ``append`` returns a sequence number, ``await durable(seq)`` returns
+once that record is committed (and raises if its commit failed). A channel that must not acknowledge before
+its message is safe (an inbound e-mail before SMTP ``250``, a chat message before its ack) calls ``await
+write(events)``, which wakes the writer at once instead of waiting for the deadline.
+
+Back-pressure: the routing path is never refused (a dropped event would be a lost contact), but adapters
+that take new work from outside ``await room()`` first; it waits while more than ``max_pending`` events are
+uncommitted, so a slow database slows intake at the edge (SMTP, chat) instead of growing memory without
+bound.
+
+A failed commit stops the writer: the events stay in memory, every waiter gets the error, and nothing after
+them is written out of order. ``retry()`` tries again (for a database that came back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Connection, Engine, select
+
+from contactcentre.events import Event, decode
+from contactcentre.store import projection
+from contactcentre.store.schema import events as events_table
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Connection], None]
+
+
+class StoreWriter:
+    """Group-committing writer; create it inside the running loop."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_size: int = 1000,
+        max_delay_s: float = 0.05,
+        max_pending: int = 50_000,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if batch_size < 1 or max_delay_s < 0 or max_pending < batch_size:
+            raise ValueError("need batch_size >= 1, max_delay_s >= 0 and max_pending >= batch_size")
+        self.engine = engine
+        self.batch_size = batch_size
+        self.max_delay_s = max_delay_s
+        self.max_pending = max_pending
+        self.loop = loop or asyncio.get_running_loop()
+        self.appended = 0  # records handed to append() so far; a record's sequence number is its count
+        self.committed = 0  # records committed so far
+        self.commits = 0
+        self._pending: list[Event | Work] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._task = self.loop.create_task(self._run(), name="store-writer")
+
+    # ------------------------------------------------------------------------------------------ callers
+
+    @property
+    def pending(self) -> int:
+        return self.appended - self.committed
+
+    @property
+    def congested(self) -> bool:
+        return self.pending > self.max_pending
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def append(self, records: Iterable[Event | Work]) -> int:
+        """Queue events (and units of work: ``fn(connection)`` run in the same transaction, in order);
+        returns the sequence number of the last record queued so far."""
+        if self._closing:
+            raise RuntimeError("the store writer is closed")
+        pending = self._pending
+        before = len(pending)
+        pending.extend(records)
+        added = len(pending) - before
+        if not added:
+            return self.appended
+        self.appended += added
+        if self.pending > self.max_pending:
+            self._room.clear()
+        if len(pending) >= self.batch_size:
+            self._wake.set()
+        elif before == 0 and self._deadline is None and self._error is None:
+            self._deadline = self.loop.call_later(self.max_delay_s, self._wake.set)
+        return self.appended
+
+    async def durable(self, seq: int) -> None:
+        """Return once record number ``seq`` (from ``append``) is committed; re-raise a failed commit."""
+        if self.committed >= seq:
+            return
+        if self._error is not None:
+            raise self._error
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._waiters.append((seq, fut))
+        self._wake.set()  # someone is waiting: don't hold the batch for the deadline
+        await fut
+
+    async def write(self, records: Iterable[Event | Work]) -> None:
+        """Append and wait until committed: for acknowledgements that promise the record is safe."""
+        await self.durable(self.append(records))
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is committed."""
+        await self.durable(self.appended)
+
+    async def room(self) -> None:
+        """Wait while the writer is more than ``max_pending`` records behind (back-pressure for intake)."""
+        while self.pending > self.max_pending:
+            if self._error is not None:
+                raise self._error
+            self._room.clear()
+            await self._room.wait()
+
+    def retry(self) -> None:
+        """After a failed commit: try the held records again."""
+        if self._error is None:
+            return
+        log.warning("store writer: retrying %d held records", len(self._pending))
+        self._error = None
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Commit what is pending, stop the task and release the database (raises a failed commit)."""
+        if self._closing:
+            await asyncio.shield(self._task)
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await self._task
+        finally:
+            self._thread.shutdown(wait=True)
+            self.engine.dispose()
+        if self._error is not None:
+            raise self._error
+
+    # ---------------------------------------------------------------------------------------- the task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            if self._pending and self._error is None:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.loop.run_in_executor(self._thread, self._commit, batch)
+                except Exception as exc:
+                    log.exception("store writer: a commit of %d records failed; holding them", len(batch))
+                    self._error = exc
+                    self._pending[:0] = batch  # keep order: the failed batch goes first on retry
+                else:
+                    self.committed += len(batch)
+                    self.commits += 1
+            self._settle_waiters()
+            if self.pending <= self.max_pending or self._error is not None:
+                self._room.set()
+            if self._closing and (not self._pending or self._error is not None):
+                return
+            if self._pending and self._error is None:
+                if len(self._pending) >= self.batch_size or self._closing or self._waiters:
+                    self._wake.set()
+                elif self._deadline is None:
+                    self._deadline = self.loop.call_later(self.max_delay_s, self._wake.set)
+
+    def _settle_waiters(self) -> None:
+        keep = []
+        for target, fut in self._waiters:
+            if fut.done():
+                continue
+            if self.committed >= target:
+                fut.set_result(None)
+            elif self._error is not None:
+                fut.set_exception(self._error)
+            else:
+                keep.append((target, fut))
+        self._waiters = keep
+
+    def _commit(self, records: list[Event | Work]) -> None:
+        """One transaction: runs of events folded and written together, work items in their place."""
+        with self.engine.begin() as conn:
+            run: list[Event] = []
+            for rec in records:
+                if isinstance(rec, Event):
+                    run.append(rec)
+                    continue
+                if run:
+                    projection.write(conn, projection.fold(run))
+                    run = []
+                rec(conn)
+            if run:
+                projection.write(conn, projection.fold(run))
+
+
+def read_events(engine: Engine) -> list[Event]:
+    """Every logged event, in the order it was logged (for tests, replay and small tools)."""
+    with engine.connect() as conn:
+        payloads = conn.execute(select(events_table.c.payload).order_by(events_table.c.id)).scalars()
+        return [decode(p) for p in payloads]
