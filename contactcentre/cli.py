@@ -5,6 +5,9 @@
     contactcentre check-config FILE
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
     contactcentre erlang {b,c,a,staff} ... [--json]
+    contactcentre migrate [--database-url URL]
+    contactcentre screen-pop (--phone N | --email A | --chat T) [--database-url URL]
+    contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
 
 Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments,
 3 an unstable Erlang C queue (offered load at or above the agents).
@@ -20,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from contactcentre import store_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
 from simulator import cli as simulate_cli
@@ -65,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_erlang_parser(sub)  # contactcentre erlang {b,c,a,staff} ... [--json]
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
+    store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
     return p
 
 
@@ -84,6 +89,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return run_erlang(args)  # exit 0 done, 2 bad arguments, 3 unstable Erlang C
     if args.command == "simulate":
         return simulate_cli.run(args)
+    if args.command in ("migrate", "screen-pop", "customers"):
+        return store_cli.run(args)
     return _demo(args)
 
 

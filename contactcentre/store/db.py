@@ -118,6 +118,10 @@ def check_current(engine: Engine) -> None:
 def open_store(url_or_path: str | Path | None = None, *, upgrade: bool = True) -> Engine:
     """Connect and make sure the schema is current (migrating it when ``upgrade``)."""
     engine = connect(url_or_path)
+    path = engine.url.database
+    if not upgrade and engine.dialect.name == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+        engine.dispose()
+        raise DatabaseError(f"{path}: no such database; run `contactcentre migrate` to create it")
     if upgrade:
         migrate(engine)
     else:
