@@ -396,6 +396,7 @@ async def run_demo(
     from contactcentre.store.db import DatabaseError, open_store
     from contactcentre.store.writer import StoreWriter
     from contactcentre.web import DashboardSite
+    from simulator.demo_customers import seed_demo_customers
     from simulator.demo_traffic import DemoTraffic
 
     if config.demo is None or not config.demo.traffic:
@@ -408,8 +409,10 @@ async def run_demo(
         engine = open_store(db)  # a fresh file, migrated to the current schema
     except DatabaseError as exc:
         raise DemoError(str(exc)) from None
-    writer = StoreWriter(engine, loop=loop)
     clock = LoopClock(loop)
+    with engine.begin() as conn:  # the demo's customers, so contacts land on them and screen-pop shows them
+        seed_demo_customers(conn, clock.now_ms(), tuple(config.tiers))
+    writer = StoreWriter(engine, loop=loop)
     router = Router(config, start_ms=clock.now_ms())
     stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
     driver = RouterDriver(router, clock, loop, stats=stats, writer=writer)

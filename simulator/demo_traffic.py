@@ -6,9 +6,11 @@ Every delay is a ``loop.call_later``; the router itself never sleeps. Randomness
 arrival sequence does not depend on how the agents happen to react. (Wall-clock timing still decides the
 exact instants, so a live demo is seeded, not replayable; its event log is.)
 
-Customers: Poisson arrivals per ``[[demo.traffic]]`` entry at ``per_hour × rate_scale``; a tier (gold 10 %,
-silver 30 %, bronze 60 %, of those the configuration defines); a patience drawn from an exponential with a
-mean of 300 s, after which a customer still not connected leaves (e-mail customers do not hang up).
+Customers: Poisson arrivals per ``[[demo.traffic]]`` entry at ``per_hour × rate_scale``; each contact is
+a customer from the demo's book (``demo_customers``: tier gold 10 %, silver 30 %, bronze 60 %, of those the
+configuration defines; the phone number, address or chat token of the contact's channel); a patience drawn
+from an exponential with a mean of 300 s, after which a customer still not connected leaves (e-mail
+customers do not hang up).
 
 Agents: every configured agent logs in at the start. An offer is answered after ``accept_delay_s`` (jittered
 ±50 %), accepted 95 % of the time and rejected otherwise; handling lasts an exponential time with the
@@ -53,10 +55,10 @@ from contactcentre.events import (
     WrapUpEnded,
     WrapUpStarted,
 )
+from simulator.demo_customers import BOOK_SIZE, TIER_SHARES, address_for, demo_customer
 
 log = logging.getLogger(__name__)
 
-TIER_SHARES = {"gold": 0.10, "silver": 0.30, "bronze": 0.60}
 PATIENCE_MEAN_S = 300.0
 REJECT_SHARE = 0.05
 MANUAL_WRAP_MEAN_S = 20.0
@@ -112,9 +114,7 @@ class DemoTraffic:
         self._arrival_rng = [random.Random(master.getrandbits(64)) for _ in self.demo.traffic]
         self._customer_rng = random.Random(master.getrandbits(64))
         self._agent_rng = random.Random(master.getrandbits(64))
-        tiers = [(t, share) for t, share in TIER_SHARES.items() if t in config.tiers]
-        self._tiers = [t for t, _ in tiers]
-        self._tier_weights = [share for _, share in tiers]
+        self._book_tiers = tuple(t for t in TIER_SHARES if t in config.tiers)
         self._ids = itertools.count(1)
         self._customers: dict[str, _Customer] = {}  # waiting or being handled
         self._handling: dict[str, asyncio.TimerHandle] = {}  # contact id -> end of handling / wrap-up
@@ -175,8 +175,8 @@ class DemoTraffic:
         self._schedule_arrival(i, entry)
         rng = self._customer_rng
         contact_id = f"c{next(self._ids)}"
-        tier = rng.choices(self._tiers, self._tier_weights)[0] if self._tiers else None
-        customer_id = f"cust{rng.randrange(1, 10_000):04d}"
+        who = demo_customer(rng.randrange(1, BOOK_SIZE + 1), self._book_tiers)
+        tier = who.tier if who.tier in self.config.tiers else None
         patience_s = rng.expovariate(1 / PATIENCE_MEAN_S)
         customer = _Customer(entry)
         self._customers[contact_id] = customer
@@ -188,8 +188,9 @@ class DemoTraffic:
             contact_id=contact_id,
             queue=entry.queue,
             channel=entry.channel,
-            customer_id=customer_id,
+            customer_id=who.id,
             tier=tier,
+            address=address_for(who, entry.channel),
         )
 
     def _lose_patience(self, contact_id: str) -> None:

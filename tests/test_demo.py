@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from contactcentre import events as E
 from contactcentre.acd import Router
@@ -32,6 +33,8 @@ from contactcentre.clock import LoopClock, ManualClock
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, load_config, parse_config
 from contactcentre.runtime import RouterDriver
 from contactcentre.store.db import connect, open_store
+from contactcentre.store.schema import interactions
+from contactcentre.store.screenpop import screen_pop
 from contactcentre.store.writer import StoreWriter, read_events
 from simulator.demo_traffic import DemoTraffic
 
@@ -138,6 +141,18 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
 
     engine = connect(db)
     logged = read_events(engine)
+    # Every contact is an interaction of a customer in the case store, and screen-pop finds it by the
+    # identity the contact arrived with.
+    arrived = [ev for ev in logged if isinstance(ev, E.ContactArrived)]
+    kinds = {"voice": "phone", "email": "email", "chat": "chat"}
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(interactions))}
+        assert set(rows) == {ev.contact_id for ev in arrived}
+        for ev in arrived[:5]:
+            assert rows[ev.contact_id].customer_id == ev.customer_id and ev.address
+            pop = screen_pop(conn, kinds[ev.channel], ev.address, ev.at_ms + 1000)
+            assert pop.customer is not None and pop.customer.id == ev.customer_id
+            assert ev.contact_id in {i.id for i in pop.recent}
     engine.dispose()
     types = {type(ev) for ev in logged}
     assert {E.AgentLoggedIn, E.ContactArrived, E.ContactQueued, E.OfferMade, E.ContactConnected} <= types
