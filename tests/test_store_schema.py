@@ -52,3 +52,44 @@ def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path) -> None:  # type: ig
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_a_savepoint_does_not_commit_the_outer_transaction(database_url: str) -> None:
+    """pysqlite's own transaction handling would commit at the savepoint's release; ours must not."""
+    from sqlalchemy import func, insert, select
+
+    from contactcentre.store.db import open_store
+    from contactcentre.store.schema import audit_log
+
+    engine = open_store(database_url)
+    try:
+        with engine.connect() as conn:
+            with conn.begin() as outer:
+                with conn.begin_nested():
+                    conn.execute(insert(audit_log), [{"at_ms": 1, "actor": "t", "action": "test"}])
+                outer.rollback()
+            assert conn.execute(select(func.count()).select_from(audit_log)).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_an_old_database_upgrades_with_its_data(database_url: str) -> None:
+    from sqlalchemy import select
+
+    from contactcentre.store import customers
+    from contactcentre.store.schema import customers as customers_table
+
+    engine = connect(database_url)
+    try:
+        assert migrate(engine, "0001") == "0001"
+        with engine.begin() as conn:
+            customers.create_customer(conn, 1, customer_id="old-1", name="Ada", identities_=[("chat", "t-1")])
+        with pytest.raises(DatabaseError, match="needs"):
+            check_current(engine)
+        assert migrate(engine) == head_revision()
+        with engine.connect() as conn:
+            assert conn.execute(select(customers_table.c.name)).scalars().all() == ["Ada"]
+        indexes = {ix["name"] for ix in inspect(engine).get_indexes("customers")}
+        assert "ix_customers_merged_into" in indexes
+    finally:
+        engine.dispose()

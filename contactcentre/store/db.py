@@ -45,6 +45,10 @@ def resolve_url(url_or_path: str | Path | None = None, env: dict[str, str] | Non
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # pysqlite opens a transaction only at the first write, so a SAVEPOINT taken before it ends up outside
+    # any transaction and its release commits everything (the caller's rollback then undoes nothing). Let
+    # SQLAlchemy's "begin" event issue BEGIN instead (the recipe in SQLAlchemy's pysqlite notes).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -57,6 +61,10 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 def connect(url_or_path: str | Path | None = None) -> Engine:
     """An engine for the database (nothing is created or migrated; see ``migrate``)."""
     url = resolve_url(url_or_path)
@@ -66,6 +74,7 @@ def connect(url_or_path: str | Path | None = None) -> Engine:
         raise DatabaseError(f"database URL {url!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -122,8 +131,12 @@ def open_store(url_or_path: str | Path | None = None, *, upgrade: bool = True) -
     if not upgrade and engine.dialect.name == "sqlite" and path and path != ":memory:" and not Path(path).exists():
         engine.dispose()
         raise DatabaseError(f"{path}: no such database; run `contactcentre migrate` to create it")
-    if upgrade:
-        migrate(engine)
-    else:
-        check_current(engine)
+    try:
+        if upgrade:
+            migrate(engine)
+        else:
+            check_current(engine)
+    except BaseException:
+        engine.dispose()  # the caller never gets the engine: close its pooled connection here
+        raise
     return engine

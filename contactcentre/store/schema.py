@@ -71,6 +71,7 @@ customers = Table(
     Column("merged_into", String(64), nullable=True),
     Column("erased_ms", BigInteger, nullable=True),
     Index(None, "name_key"),
+    Index(None, "merged_into"),  # erasure and export find the customers merged into one
 )
 
 identities = Table(
