@@ -23,3 +23,9 @@ def test_routing_benchmark_smoke_run() -> None:
 def test_simulator_benchmark_smoke_run() -> None:
     out = run("benchmarks/sim_vs_simpy.py", "--calls", "3000", "--repeat", "1")
     assert "ratio" in out and "Case 2: one simulated day" in out
+
+
+def test_store_benchmark_smoke_run() -> None:
+    out = run("benchmarks/store.py", "--quick", "--no-postgres")
+    assert "events/s with group commit" in out and "screen-pop at 20,000 interactions" in out
+    assert "p99" in out and "GOAL" in out and "WRONG" not in out

@@ -259,3 +259,24 @@ def test_close_commits_everything_pending(store: Engine) -> None:
 
     run(go())
     assert len(interaction_rows(store)) == 777
+
+
+def test_a_backlog_is_committed_in_bounded_transactions(store: Engine) -> None:
+    from contactcentre.store.writer import MAX_BATCHES_PER_COMMIT
+
+    sizes: list[int] = []
+
+    class Counting(StoreWriter):
+        def _commit(self, records: list[Any]) -> None:
+            sizes.append(len(records))
+            super()._commit(records)
+
+    async def go() -> None:
+        w = Counting(store, batch_size=100, max_delay_s=0)
+        first = w.append(arrivals(1))
+        w.append(arrivals(2_499, 1))  # a backlog behind the first record
+        await w.durable(first)
+        await w.close()
+
+    run(go())
+    assert sum(sizes) == 2_500 and max(sizes) <= 100 * MAX_BATCHES_PER_COMMIT and len(sizes) >= 3

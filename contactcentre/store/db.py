@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -76,6 +76,18 @@ def connect(url_or_path: str | Path | None = None) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def reader(engine: Engine) -> Connection:
+    """A connection for read-only work such as screen-pop (use it as a context manager).
+
+    On PostgreSQL it runs in autocommit: under READ COMMITTED every statement has its own snapshot anyway,
+    so a transaction adds nothing but the BEGIN and ROLLBACK round trips, and psycopg keeps its prepared
+    statements (it clears them at every ROLLBACK). SQLite reads are in-process; they keep the default."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    return conn
 
 
 def _alembic_config(engine: Engine) -> Any:

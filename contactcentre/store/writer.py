@@ -36,6 +36,7 @@ from contactcentre.store.schema import events as events_table
 log = logging.getLogger(__name__)
 
 Work = Callable[[Connection], None]
+MAX_BATCHES_PER_COMMIT = 10
 
 
 class StoreWriter:
@@ -165,7 +166,10 @@ class StoreWriter:
                 self._deadline.cancel()
                 self._deadline = None
             if self._pending and self._error is None:
-                batch, self._pending = self._pending, []
+                # Bounded, so a backlog becomes several commits and a caller awaiting an early record
+                # (an SMTP 250) waits for one bounded transaction, not for the whole backlog.
+                cap = self.batch_size * MAX_BATCHES_PER_COMMIT
+                batch, self._pending = self._pending[:cap], self._pending[cap:]
                 try:
                     await self.loop.run_in_executor(self._thread, self._commit, batch)
                 except Exception as exc:
