@@ -25,10 +25,12 @@ class LoopClock:
     time, so it agrees with ``loop.call_at`` and cannot go backwards.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, not_before_ms: int | None = None) -> None:
         self.loop = loop
         self._anchor_loop = loop.time()
         self._anchor_ms = time.time_ns() // 1_000_000
+        if not_before_ms is not None and not_before_ms > self._anchor_ms:
+            self._anchor_ms = not_before_ms  # never behind a restored log: the router refuses time going back
 
     def now_ms(self) -> int:
         return self._anchor_ms + int((self.loop.time() - self._anchor_loop) * 1000)

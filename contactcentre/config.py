@@ -174,6 +174,46 @@ class DemoConfig(_Strict):
     traffic: list[DemoTraffic] = []
 
 
+class EmailServerConfig(_Strict):
+    """The e-mail channel: inbound SMTP on ``server.smtp_port``, outbound through a smarthost.
+
+    ``queues_by_address`` routes by the address a customer wrote to (``billing@...`` → ``billing``);
+    everything else goes to ``queue``. ``address`` is our From for acknowledgements and replies."""
+
+    enabled: bool = True
+    queue: str | None = None  # default: the first queue that serves e-mail
+    queues_by_address: dict[str, str] = {}
+    address: str = "support@contactcentre.invalid"
+    max_message_bytes: int = 10 * 1024 * 1024
+    auto_acknowledge: bool = True
+    smarthost: str = "127.0.0.1"
+    smarthost_port: int = 25
+    send_attempts: int = 5
+
+
+class ChatServerConfig(_Strict):
+    """The web chat: customers on ``ws://HOST:WS_PORT/chat``. ``offline_queue`` takes the offline messages
+    (an e-mail-like contact) left when nobody can answer a chat."""
+
+    enabled: bool = True
+    queue: str | None = None  # default: the first queue that serves chat
+    offline_queue: str | None = None  # default: the first queue that serves e-mail
+    max_frame_bytes: int = 16 * 1024
+    max_messages_per_10s: int = 20
+    resume_window_s: float = 300.0
+
+
+class ServerConfig(_Strict):
+    """Where ``contactcentre serve`` listens (127.0.0.1 unless told otherwise; 0 picks a free port)."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    smtp_port: int = 2525
+    ws_port: int = 8081
+    email: EmailServerConfig = msgspec.field(default_factory=EmailServerConfig)
+    chat: ChatServerConfig = msgspec.field(default_factory=ChatServerConfig)
+
+
 def _default_channels() -> dict[str, ChannelConfig]:
     return {
         "voice": ChannelConfig(exclusive=True, offer_timeout_s=15, wrap_up_s=30, default_aht_s=240),
@@ -200,6 +240,7 @@ class CentreConfig(_Strict):
     queues: list[QueueConfig] = []
     agents: list[AgentConfig] = []
     demo: DemoConfig | None = None
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
 
     def queue(self, name: str) -> QueueConfig:
         for q in self.queues:
@@ -209,6 +250,9 @@ class CentreConfig(_Strict):
 
     def channel(self, name: str) -> ChannelConfig:
         return self.channels.get(name) or _default_channels()[name]
+
+    def first_queue_for(self, channel: str) -> str | None:
+        return next((q.name for q in self.queues if channel in q.channels), None)
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -417,6 +461,35 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"demo.traffic[{i}].channel", f"queue {t.queue!r} does not serve {t.channel}")
             if t.per_hour <= 0 or t.handle_s <= 0:
                 fail(f"demo.traffic[{i}]", "per_hour and handle_s must be > 0")
+
+    srv = cfg.server
+    for key in ("http_port", "smtp_port", "ws_port"):
+        if not 0 <= getattr(srv, key) <= 65535:
+            fail(f"server.{key}", f"{getattr(srv, key)} is not a port (0-65535; 0 picks a free one)")
+
+    def serves(key: str, queue: str | None, channel: str) -> None:
+        if queue is None:
+            return
+        if queue not in queues:
+            fail(key, f"unknown queue {queue!r}")
+        if channel not in cfg.queue(queue).channels:
+            fail(key, f"queue {queue!r} does not serve {channel}")
+
+    if srv.email.enabled and cfg.queues:
+        serves("server.email.queue", srv.email.queue, "email")
+        for address, q in srv.email.queues_by_address.items():
+            serves(f"server.email.queues_by_address.{address}", q, "email")
+        if srv.email.max_message_bytes < 1024:
+            fail("server.email.max_message_bytes", "must be at least 1024")
+        if srv.email.send_attempts < 1:
+            fail("server.email.send_attempts", "must be at least 1")
+    if srv.chat.enabled and cfg.queues:
+        serves("server.chat.queue", srv.chat.queue, "chat")
+        serves("server.chat.offline_queue", srv.chat.offline_queue, "email")
+        if srv.chat.max_frame_bytes < 256:
+            fail("server.chat.max_frame_bytes", "must be at least 256")
+        if srv.chat.max_messages_per_10s < 1:
+            fail("server.chat.max_messages_per_10s", "must be at least 1")
 
 
 def _merged(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from contactcentre.events import (
 )
 
 if TYPE_CHECKING:
+    from contactcentre.centre import Centre
     from contactcentre.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class RouterDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: int | None = None
         self._inbox: deque[Event] = deque()
+        self._outbox: deque[list[Event]] = deque()  # published during a dispatch
         self._dispatching = False
         self._serving: dict[str, list[str]] | None = None
         self._live_cache_ms = live_cache_ms
@@ -114,6 +116,15 @@ class RouterDriver:
         if not self._dispatching:  # else a subscriber submitted from its callback: handled after this batch
             self._run(None)
 
+    def publish(self, events: list[Event]) -> None:
+        """Log and fan out facts that are not router inputs (chat lines, e-mail replies). Published while a
+        batch is being dispatched, they follow that batch."""
+        if not events or self.closed:
+            return
+        self._outbox.append(events)
+        if not self._dispatching:
+            self._run(None)
+
     def _on_deadline(self) -> None:
         self._timer = None
         self._armed_for = None
@@ -126,7 +137,11 @@ class RouterDriver:
             if advance_to is not None and advance_to >= self.router.now_ms:
                 self._dispatch(self.router.advance(advance_to))
             inbox = self._inbox
-            while inbox:
+            while inbox or self._outbox:
+                while self._outbox:
+                    self._dispatch(self._outbox.popleft())
+                if not inbox:
+                    break
                 ev = inbox.popleft()
                 try:
                     out = self.router.handle(ev)
@@ -458,3 +473,76 @@ async def run_demo(
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+# -------------------------------------------------------------------------------------------------- serve
+
+
+class ServeError(Exception):
+    """The server cannot start (database unusable, port taken); the message says why."""
+
+
+async def open_centre(
+    config: CentreConfig,
+    database_url: str | Path | None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    create_if_empty: bool = True,
+) -> Centre:
+    """Open the store, restore the router from its log and return the running centre (no adapters).
+
+    The log's inputs are replayed into a fresh router at their own times (``centre.replay_log``), then the
+    router is advanced to now (offers that expired while the server was down fall through, SLA timers fire)
+    and every agent who was ready is put away as ``disconnected`` until their console comes back. Contacts
+    that were waiting keep their place; contacts an agent was handling stay theirs.
+    """
+    from sqlalchemy import inspect
+
+    from contactcentre.centre import Centre, disconnected_agents, first_logged_ms, replay_log
+    from contactcentre.store.db import DatabaseError, check_current, connect, migrate
+    from contactcentre.store.writer import StoreWriter
+
+    loop = loop or asyncio.get_running_loop()
+    try:
+        engine = connect(database_url)
+    except DatabaseError as exc:
+        raise ServeError(str(exc)) from None
+    try:
+        if create_if_empty and not inspect(engine).get_table_names():
+            migrate(engine)
+        check_current(engine)
+        with engine.connect() as conn:
+            first = first_logged_ms(conn)
+    except DatabaseError as exc:
+        engine.dispose()
+        raise ServeError(str(exc)) from None
+    except Exception as exc:
+        engine.dispose()
+        raise ServeError(f"database {engine.url.render_as_string(hide_password=True)}: {exc}") from None
+    clock = LoopClock(loop)
+    router = Router(config, start_ms=first if first is not None else clock.now_ms())
+    stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
+    replayed = replay_log(engine, router, stats)
+    if router.now_ms > clock.now_ms():  # the wall clock went back since the log was written
+        log.warning("restore: the log ends %d ms in the future; the clock starts there", router.now_ms - clock.now_ms())
+        clock = LoopClock(loop, not_before_ms=router.now_ms)
+    writer = StoreWriter(engine, loop=loop)
+    driver = RouterDriver(router, clock, loop, stats=stats, writer=writer)
+    centre = Centre(config, engine, driver, writer)
+    driver._run(clock.now_ms())  # what fell due while the server was down
+    for ev in disconnected_agents(router, clock.now_ms()):
+        driver.submit(ev)
+    if replayed:
+        waiting = sum(1 for c in router.contacts.values() if c.state == "queued")
+        log.warning("restore: %d logged inputs replayed; %d contacts waiting", replayed, waiting)
+    return centre
+
+
+async def close_centre(centre: Centre) -> None:
+    """Stop the router, commit everything pending, release the database."""
+    centre.driver.close()
+    try:
+        await centre.writer.close()
+    finally:
+        centre.close()
+        centre.engine.dispose()

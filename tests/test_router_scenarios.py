@@ -657,3 +657,14 @@ def test_customer_data_hook_sets_tier_and_account_manager() -> None:
     assert h.offered_to("c1") == "am"
     h.arrive("c2", customer_id="unknown")
     assert h.offered_to("c2") == "other"
+
+
+def test_max_wait_does_not_throw_out_an_email() -> None:
+    """An e-mail waits for its answer under its SLA; only live contacts "leave to voicemail"."""
+    q = [{"name": "support", "skills": {"general": 1}, "max_wait_s": 10, "channels": ["voice", "email"]}]
+    h = Harness(queues=q, agents=[])
+    h.arrive("call", channel="voice")
+    h.arrive("mail", channel="email")
+    h.at(3600)
+    assert [e.contact_id for e in h.of(E.ContactOverflowed) if e.left] == ["call"]
+    assert h.router.contacts["mail"].state == "queued"

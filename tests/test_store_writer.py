@@ -280,3 +280,26 @@ def test_a_backlog_is_committed_in_bounded_transactions(store: Engine) -> None:
 
     run(go())
     assert sum(sizes) == 2_500 and max(sizes) <= 100 * MAX_BATCHES_PER_COMMIT and len(sizes) >= 3
+
+
+def test_an_atomic_group_is_never_split_by_the_commit_bound(store: Engine) -> None:
+    sizes: list[int] = []
+
+    class Counting(StoreWriter):
+        def _commit(self, records: list[Any]) -> None:
+            sizes.append(len(records))
+            super()._commit(records)
+
+    async def go() -> None:
+        w = Counting(store, batch_size=100, max_delay_s=0)
+        w.append(arrivals(990))
+        with w.atomic():  # straddles the 1,000-record bound
+            w.append(arrivals(10, 990))
+            with w.atomic():
+                w.append(arrivals(5, 1000))
+            w.append(arrivals(5, 1005))
+        w.append(arrivals(500, 1010))
+        await w.close()
+
+    run(go())
+    assert sizes[0] == 1010 and sum(sizes) == 1510

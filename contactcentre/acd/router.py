@@ -103,6 +103,9 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
+DEFERRED_CHANNELS = frozenset({"email"})
+
+
 class Router(Offers, Handling, Overflow, Presence, Blending):
     def __init__(
         self,
@@ -394,7 +397,9 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             c.sla_timer = timers.set(warn_at, T.SLA_WARN, c)  # the warning sets the breach timer
         if plan.steps:
             c.timers.append(timers.set(now + plan.steps[0].after_ms, T.OVERFLOW_STEP, c))
-        if plan.max_wait_ms is not None:  # per queue visit, like the overflow steps
+        # Per queue visit, like the overflow steps. Only for contacts that wait live: an e-mail (a deferred
+        # contact) waits for its answer under its SLA, it cannot "leave to voicemail".
+        if plan.max_wait_ms is not None and c.channel not in DEFERRED_CHANNELS:
             c.timers.append(timers.set(now + plan.max_wait_ms, T.MAX_WAIT, c))
         group = self.waiting.add(c)
         agent, why = self._find_agent(c)

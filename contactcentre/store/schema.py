@@ -158,10 +158,15 @@ messages = Table(
     Column("references", Text, nullable=True),  # space-separated Message-IDs
     Column("subject", Text, nullable=True),
     Column("body", Text, nullable=False, default=""),
+    Column("recipient", String(320), nullable=True),  # outbound: the address it went to
+    # outbound e-mail: queued → sent, or failed after its attempts; NULL for chat lines and inbound mail
+    Column("delivery", String(16), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
     CheckConstraint("direction IN ('inbound', 'outbound')", name="direction"),
     Index(None, "message_id"),
     Index(None, "case_id", "at_ms"),
     Index(None, "interaction_id"),
+    Index(None, "delivery"),
 )
 
 events = Table(
@@ -190,6 +195,18 @@ users = Table(
     CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role"),
 )
 
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("user_id", String(128), ForeignKey("users.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False),  # sha256 hex: tokens are random, a KDF adds nothing
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+    UniqueConstraint("token_hash"),
+    Index(None, "user_id"),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,
@@ -210,6 +227,6 @@ PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "identities": ("value",),
     "cases": ("subject",),
     "interactions": ("address", "subject"),
-    "messages": ("author", "message_id", "in_reply_to", "references", "subject", "body"),
+    "messages": ("author", "message_id", "in_reply_to", "references", "subject", "body", "recipient"),
     "events": ("payload",),
 }

@@ -23,8 +23,9 @@ them is written out of order. ``retry()`` tries again (for a database that came 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Connection, Engine, select
@@ -62,6 +63,8 @@ class StoreWriter:
         self.committed = 0  # records committed so far
         self.commits = 0
         self._pending: list[Event | Work] = []
+        self._atomic_depth = 0
+        self._unsplittable: list[tuple[int, int]] = []  # (first, last) record numbers of atomic groups
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -133,6 +136,30 @@ class StoreWriter:
             self._room.clear()
             await self._room.wait()
 
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Everything appended inside the block is committed in one transaction (never split by the commit
+        size bound): a stored e-mail and the contact it creates are both there after a crash, or neither.
+        The block must not await: the writer commits only between the loop's steps."""
+        start = self.appended + 1
+        self._atomic_depth += 1
+        try:
+            yield
+        finally:
+            self._atomic_depth -= 1
+            if self._atomic_depth == 0 and self.appended > start:
+                self._unsplittable.append((start, self.appended))
+
+    def _cut(self, size: int) -> int:
+        """How many pending records the next commit takes: ``size``, moved past any group it would split."""
+        base = self.committed
+        self._unsplittable = [(a, b) for a, b in self._unsplittable if b > base]
+        end = base + size
+        for a, b in self._unsplittable:
+            if a <= end < b:
+                end = b
+        return end - base
+
     def retry(self) -> None:
         """After a failed commit: try the held records again."""
         if self._error is None:
@@ -168,7 +195,7 @@ class StoreWriter:
             if self._pending and self._error is None:
                 # Bounded, so a backlog becomes several commits and a caller awaiting an early record
                 # (an SMTP 250) waits for one bounded transaction, not for the whole backlog.
-                cap = self.batch_size * MAX_BATCHES_PER_COMMIT
+                cap = self._cut(self.batch_size * MAX_BATCHES_PER_COMMIT)
                 batch, self._pending = self._pending[:cap], self._pending[cap:]
                 try:
                     await self.loop.run_in_executor(self._thread, self._commit, batch)

@@ -1,0 +1,163 @@
+"""The live centre as the adapters see it: one object that channels, the agent gateway and the web API hold.
+
+It joins the router (through its ``RouterDriver``), the store (the writer for everything that is logged, a
+small thread pool for reads and for the few writes that are not events) and the clock. Adapters never touch
+the router or the database directly; they
+
+* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting;
+* ``publish`` facts that are not router inputs (a chat line, an e-mail reply) — logged and fanned out to
+  every subscriber exactly like the router's output, so the one event vocabulary carries them too;
+* ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
+  gateway for ``OfferMade`` to its agent);
+* ``await commit()`` before acknowledging anything they promised to keep (SMTP ``250``, a chat ack);
+* ``with atomic():`` around what must be committed together (a stored e-mail and its contact);
+* ``await read(fn)`` / ``await write(fn)`` for queries and for rows that are not events (customers, cases).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Connection, Engine, select
+
+from contactcentre.config import CentreConfig
+from contactcentre.events import AgentAway, Event, decode, is_input
+from contactcentre.store.db import reader
+from contactcentre.store.schema import events as events_table
+
+if TYPE_CHECKING:
+    from contactcentre.acd import Router
+    from contactcentre.acd.stats import LiveStats
+    from contactcentre.runtime import RouterDriver
+    from contactcentre.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Subscriber = Callable[[list[Event]], None]
+
+
+class Centre:
+    def __init__(
+        self,
+        config: CentreConfig,
+        engine: Engine,
+        driver: RouterDriver,
+        writer: StoreWriter,
+        *,
+        readers: int = 4,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.driver = driver
+        self.writer = writer
+        self.loop = driver.loop
+        self.clock = driver.clock
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+
+    # --------------------------------------------------------------------------------------------- router
+
+    @property
+    def router(self) -> Router:
+        return self.driver.router
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def submit(self, event: Event) -> None:
+        """Hand one router input over (stamp it with ``now_ms()``); refused inputs are logged and dropped."""
+        self.driver.submit(event)
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Log facts that are not router inputs and fan them out to every subscriber."""
+        self.driver.publish(list(events))
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        return self.driver.subscribe(fn)
+
+    # ---------------------------------------------------------------------------------------------- store
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """What is submitted or published inside the block is committed in one transaction (no awaits)."""
+        with self.writer.atomic():
+            yield
+
+    async def commit(self) -> None:
+        """Return once everything logged so far is durable."""
+        await self.writer.flush()
+
+    async def room(self) -> None:
+        """Back-pressure for intake: wait while the store writer is far behind."""
+        await self.writer.room()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on a read connection in the reader pool."""
+
+        def run() -> T:
+            with reader(self.engine) as conn:
+                return fn(conn, *args)
+
+        return await self.loop.run_in_executor(self._readers, run)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events)."""
+
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+
+        return await self.loop.run_in_executor(self._readers, run)
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+
+
+# ------------------------------------------------------------------------------------------------ restore
+
+
+def replay_log(engine: Engine, router: Router, stats: LiveStats | None = None, *, chunk: int = 10_000) -> int:
+    """Bring a fresh router to where the logged one was: feed it every logged input, in order, at its own
+    time. The router is deterministic, so its state (waiting contacts with their places, open offers,
+    agents, timers) is the logged one's. What it says is dropped — that is in the log already — except that
+    ``stats`` (if given) re-learns the day from the logged events. Returns the number of inputs replayed."""
+    from contactcentre.acd import RouterError
+
+    replayed = 0
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=chunk).execute(
+            select(events_table.c.payload).order_by(events_table.c.id)
+        )
+        for payload in result.scalars():
+            ev = decode(payload)
+            if stats is not None:
+                stats.apply(ev)
+            if not is_input(ev):
+                continue
+            try:
+                router.handle(ev)
+            except RouterError as exc:  # a config change since the log was written: say so, carry on
+                log.warning("restore: the logged %s is refused now: %s", type(ev).__name__, exc)
+            replayed += 1
+    return replayed
+
+
+def first_logged_ms(conn: Connection) -> int | None:
+    return conn.execute(select(events_table.c.at_ms).order_by(events_table.c.id).limit(1)).scalar_one_or_none()
+
+
+def disconnected_agents(router: Router, now_ms: int) -> list[Event]:
+    """After a restart no agent is connected: each one logged in and not away is put away, so the router
+    offers nothing to a console that is not there (their offers fall through; contacts keep their place).
+    An agent who reconnects says ``ready`` again; contacts they were handling stay theirs."""
+    from contactcentre.acd.agent import READY
+
+    out: list[Event] = []
+    for a in router.agents.values():
+        if a.presence == READY:
+            out.append(AgentAway(at_ms=now_ms, agent_id=a.id, reason="disconnected"))
+    return out

@@ -1,0 +1,142 @@
+"""Users (agents, supervisors, admins), their passwords and their API tokens.
+
+Passwords are hashed with scrypt (the standard library's, n=2**14, r=8, p=1, a random 16-byte salt), stored as
+``scrypt$n$r$p$salt$hash``; checks compare in constant time. API tokens are 32 random bytes shown once at
+creation; only their SHA-256 is stored (a token has full entropy, so a slow hash would only slow every
+request).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+
+from contactcentre.store.schema import ROLES, api_tokens, users
+
+_SCRYPT = (2**14, 8, 1)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+class UserError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    role: str
+    agent_id: str | None
+    display_name: str | None
+
+    def may(self, role: str) -> bool:
+        """Roles are ordered: an admin may do what a supervisor may, a supervisor what an agent may."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def hash_password(password: str) -> str:
+    n, r, p = _SCRYPT
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    b64 = base64.urlsafe_b64encode
+    return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    if not stored:
+        return False
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        want = base64.urlsafe_b64decode(digest)
+        got = hashlib.scrypt(
+            password.encode(), salt=base64.urlsafe_b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(want)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(
+    conn: Connection,
+    name: str,
+    role: str,
+    now_ms: int,
+    *,
+    agent_id: str | None = None,
+    display_name: str | None = None,
+    password: str | None = None,
+) -> str:
+    """Create a user with a first API token; returns the token (shown once, never stored)."""
+    if not _NAME.match(name):
+        raise UserError(f"user name {name!r}: letters, digits and . _ @ - only, at most 128")
+    if role not in ROLES:
+        raise UserError(f"role {role!r}: one of {', '.join(ROLES)}")
+    if conn.execute(select(users.c.id).where(users.c.id == name)).first() is not None:
+        raise UserError(f"user {name!r} exists already")
+    conn.execute(
+        insert(users),
+        [
+            {
+                "id": name,
+                "display_name": display_name,
+                "role": role,
+                "agent_id": agent_id if agent_id is not None else (name if role == "agent" else None),
+                "password_hash": hash_password(password) if password else None,
+                "disabled": False,
+                "created_ms": now_ms,
+            }
+        ],
+    )
+    return new_token(conn, name, now_ms)
+
+
+def new_token(conn: Connection, user_id: str, now_ms: int) -> str:
+    token = "cc_" + secrets.token_urlsafe(32)
+    conn.execute(insert(api_tokens), [{"user_id": user_id, "token_hash": _token_hash(token), "created_ms": now_ms}])
+    return token
+
+
+def revoke_tokens(conn: Connection, user_id: str, now_ms: int) -> int:
+    done = conn.execute(
+        update(api_tokens)
+        .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_ms.is_(None))
+        .values(revoked_ms=now_ms)
+    )
+    return done.rowcount
+
+
+_BY_TOKEN = (
+    select(users.c.id, users.c.role, users.c.agent_id, users.c.display_name)
+    .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+    .where(api_tokens.c.revoked_ms.is_(None), users.c.disabled.is_(False))
+)
+
+
+def user_for_token(conn: Connection, token: str) -> User | None:
+    """The enabled user a live token belongs to, or None."""
+    if not token or len(token) > 200:
+        return None
+    row = conn.execute(_BY_TOKEN.where(api_tokens.c.token_hash == _token_hash(token))).one_or_none()
+    return User(*row) if row is not None else None
+
+
+def user_for_password(conn: Connection, name: str, password: str) -> User | None:
+    row = conn.execute(
+        select(users.c.id, users.c.role, users.c.agent_id, users.c.display_name, users.c.password_hash).where(
+            users.c.id == name, users.c.disabled.is_(False)
+        )
+    ).one_or_none()
+    if row is None or not check_password(password, row.password_hash):
+        return None
+    return User(row.id, row.role, row.agent_id, row.display_name)
