@@ -58,6 +58,8 @@ class Centre:
         self.loop = driver.loop
         self.clock = driver.clock
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+        # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
+        self.channels: dict[str, Any] = {}
 
     # --------------------------------------------------------------------------------------------- router
 

@@ -89,3 +89,21 @@ def store(database_url: str) -> Iterator[object]:
     engine = open_store(database_url)
     yield engine
     engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------- the reactor
+# Twisted's asyncio reactor can be installed once per process, on one loop: tests that need twisted.web (or
+# anything else on the reactor) run their coroutines on this session loop with run_until_complete.
+
+
+@pytest.fixture(scope="session")
+def reactor_loop() -> Iterator[object]:
+    import asyncio
+
+    from contactcentre.runtime import install_reactor
+
+    loop = asyncio.new_event_loop()
+    install_reactor(loop)
+    yield loop
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()

@@ -115,6 +115,9 @@ def _message_row(ev: MessageReceived | MessageSent) -> dict[str, Any]:
         "references": " ".join(ev.references) or None,
         "subject": ev.subject,
         "body": ev.body,
+        "recipient": None if inbound else ev.address,
+        # an outbound e-mail is queued for the smarthost; the e-mail channel records what became of it
+        "delivery": "queued" if not inbound and ev.channel == "email" else None,
     }
 
 
