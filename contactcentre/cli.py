@@ -2,12 +2,15 @@
 
     contactcentre demo [--config FILE] [--host H] [--port P] [--database PATH] [--seed N] [--rate-scale X]
                        [--duration S]
+    contactcentre serve [--config FILE] [--database-url URL] [--host H] [--http-port P] [--smtp-port P]
+                        [--ws-port P]
     contactcentre check-config FILE
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
     contactcentre erlang {b,c,a,staff} ... [--json]
     contactcentre migrate [--database-url URL]
     contactcentre screen-pop (--phone N | --email A | --chat T) [--database-url URL]
     contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
+    contactcentre user {add,token,list,disable,enable} ... [--database-url URL]
 
 Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments,
 3 an unstable Erlang C queue (offered load at or above the agents).
@@ -23,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contactcentre import store_cli
+from contactcentre import store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
 from simulator import cli as simulate_cli
@@ -51,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(DEFAULT_DATABASE),
         metavar="PATH",
-        help=f"SQLite event log, recreated fresh each run (default ./{DEFAULT_DATABASE})",
+        help=f"SQLite case store and event log, recreated fresh each run (default ./{DEFAULT_DATABASE})",
     )
+    demo.add_argument("--smtp-port", type=int, default=0, metavar="P", help="SMTP port (default: a free one)")
+    demo.add_argument("--ws-port", type=int, default=0, metavar="P", help="WebSocket port (default: a free one)")
     demo.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: [demo] seed)")
     demo.add_argument(
         "--rate-scale",
@@ -64,12 +69,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     demo.add_argument("-v", "--verbose", action="store_true", help="log routing refusals and more")
 
+    srv = sub.add_parser(
+        "serve",
+        help="run the live centre: web, REST API, e-mail (SMTP), web chat and agent WebSockets",
+        description="Run the live centre on the database (created if empty, else it must be migrated). "
+        "Ports default to the configuration's [server] section. Stop with Ctrl-C or SIGTERM.",
+    )
+    srv.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE", help="centre configuration (TOML)"
+    )
+    srv.add_argument("--database-url", default=None, metavar="URL", help="default $CONTACTCENTRE_DATABASE_URL")
+    srv.add_argument("--host", default=None, help="address to listen on (default [server] host)")
+    srv.add_argument("--http-port", type=int, default=None, metavar="P")
+    srv.add_argument("--smtp-port", type=int, default=None, metavar="P")
+    srv.add_argument("--ws-port", type=int, default=None, metavar="P")
+    srv.add_argument("-v", "--verbose", action="store_true", help="log more")
+
     check = sub.add_parser("check-config", help="check a centre configuration file")
     check.add_argument("file", type=Path, metavar="FILE")
 
     add_erlang_parser(sub)  # contactcentre erlang {b,c,a,staff} ... [--json]
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
+    users_cli.add_parser(sub)  # user add|token|list|disable|enable
     return p
 
 
@@ -91,6 +113,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return simulate_cli.run(args)
     if args.command in ("migrate", "screen-pop", "customers"):
         return store_cli.run(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "user":
+        return users_cli.run(args)
     return _demo(args)
 
 
@@ -107,6 +133,46 @@ def _check_config(path: Path) -> int:
     if cfg is None:
         return 2
     print(f"{path}: ok ({len(cfg.queues)} queues, {len(cfg.agents)} agents)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from contactcentre.runtime import ServeError, ServerInfo, serve
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+
+    def ready(info: ServerInfo) -> None:
+        smtp = f"smtp://{info.host}:{info.smtp_port}" if info.smtp_port else "e-mail off"
+        print(
+            f"contactcentre serve: {info.url} · {smtp} · ws://{info.host}:{info.ws_port}/chat and /agent "
+            f"· store {info.database} (Ctrl-C to stop)",
+            flush=True,
+        )
+
+    try:
+        summary = asyncio.run(
+            serve(
+                cfg,
+                args.database_url,
+                host=args.host,
+                http_port=args.http_port,
+                smtp_port=args.smtp_port,
+                ws_port=args.ws_port,
+                ready=ready,
+            )
+        )
+    except ServeError as exc:
+        print(f"contactcentre serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"contactcentre serve: stopped ({summary.arrived} contacts arrived, all logged)", flush=True)
     return 0
 
 
@@ -131,10 +197,16 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
     def ready(info: DemoInfo) -> None:
-        print(
-            f"contactcentre demo: {info.url} (Ctrl-C to stop) — event log in {info.database_path}",
-            flush=True,
-        )
+        lines = [
+            f"contactcentre demo: {info.url} (Ctrl-C to stop) — case store and event log in {info.database_path}",
+            f"  e-mail:  smtp://{info.host}:{info.smtp_port}  (send mail to any address; it becomes a case)",
+            f"  chat:    {info.url}chat  (the customer widget; ws://{info.host}:{info.ws_port}/chat)",
+            f"  agents:  ws://{info.host}:{info.ws_port}/agent  (docs/protocol.md); REST API under {info.url}api/",
+            "  demo users (token for the API and agent protocol, password for the console):",
+        ]
+        for u in info.users:
+            lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}")
+        print("\n".join(lines), flush=True)
 
     try:
         summary = asyncio.run(
@@ -146,6 +218,8 @@ def _demo(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 rate_scale=args.rate_scale,
                 duration_s=args.duration,
+                smtp_port=args.smtp_port,
+                ws_port=args.ws_port,
                 ready=ready,
             )
         )

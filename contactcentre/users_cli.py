@@ -1,0 +1,253 @@
+"""The ``contactcentre user`` command: who may use the console and the API.
+
+    contactcentre user add NAME --role {agent,supervisor,admin} [--agent-id ID] [--display-name TEXT]
+                               [--password-stdin | --random-password] [--database-url URL]
+    contactcentre user token NAME        a new API token (the old ones stay valid)
+    contactcentre user list [--json]
+    contactcentre user disable NAME      no more logins; every token revoked
+    contactcentre user enable NAME       logins again (tokens stay revoked: issue one with ``user token``)
+
+Tokens and generated passwords are printed once and never stored (only their hashes are). The database must
+be migrated (``contactcentre migrate``). Exit codes: 0 done, 1 refused (exists, unknown, disabled) or a
+database error, 2 bad arguments or an unusable database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import secrets
+import sys
+import time
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+
+from contactcentre.store.db import DEFAULT_DATABASE, ENV_VAR, DatabaseError
+from contactcentre.store.schema import ROLES, api_tokens, users
+
+MIN_PASSWORD = 8
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def add_parser(sub: Any) -> None:
+    user = sub.add_parser(
+        "user",
+        help="add, list or disable console and API users; issue API tokens",
+        description="Manage the users of the console and the REST API.",
+    )
+    usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+
+    add = usub.add_parser("add", help="create a user and print its first API token")
+    add.add_argument("name", metavar="NAME", help="login name: letters, digits and . _ @ -")
+    add.add_argument("--role", required=True, choices=ROLES, help="agent < supervisor < admin")
+    add.add_argument("--agent-id", default=None, metavar="ID", help="the router's agent id (agents: default NAME)")
+    add.add_argument("--display-name", default=None, metavar="TEXT")
+    pw = add.add_mutually_exclusive_group()
+    pw.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
+    pw.add_argument("--random-password", action="store_true", help="generate a password and print it once")
+    _add_database(add)
+
+    tok = usub.add_parser("token", help="issue a new API token for a user (printed once)")
+    tok.add_argument("name", metavar="NAME")
+    _add_database(tok)
+
+    lst = usub.add_parser("list", help="list users")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    _add_database(lst)
+
+    dis = usub.add_parser("disable", help="disable a user and revoke all its tokens")
+    dis.add_argument("name", metavar="NAME")
+    _add_database(dis)
+
+    ena = usub.add_parser("enable", help="enable a disabled user again (issue a token with `user token`)")
+    ena.add_argument("name", metavar="NAME")
+    _add_database(ena)
+
+
+def _add_database(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help=f"SQLAlchemy URL or SQLite path (default ${ENV_VAR}, else ./{DEFAULT_DATABASE})",
+    )
+
+
+class _Refused(Exception):
+    """The action cannot be done; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from contactcentre.store.db import open_store
+
+    action = args.user_command
+    prog = f"contactcentre user {action}"
+    try:
+        password = _password(args) if action == "add" else None
+    except _Refused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.code
+    try:
+        engine = open_store(args.database_url, upgrade=False)
+    except DatabaseError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"{prog}: database error: {_reason(exc)}", file=sys.stderr)
+        return 1
+    try:
+        with engine.begin() as conn:
+            if action == "add":
+                _add(conn, args, password)
+            elif action == "token":
+                _token(conn, args.name)
+            elif action == "list":
+                _list(conn, args.json)
+            elif action in ("disable", "enable"):
+                _set_disabled(conn, args.name, action == "disable")
+            else:
+                raise AssertionError(action)
+    except _Refused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.code
+    except SQLAlchemyError as exc:
+        print(f"{prog}: database error: {_reason(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _reason(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)  # the driver's own message, without SQLAlchemy's statement dump
+    return " ".join(str(orig if orig is not None else exc).split())
+
+
+def _password(args: argparse.Namespace) -> tuple[str, bool] | None:
+    """``(password, generated)``, or None for a token-only user (a service, an integration)."""
+    if getattr(args, "random_password", False):
+        return secrets.token_urlsafe(18), True
+    if not getattr(args, "password_stdin", False):
+        return None
+    if sys.stdin is None:
+        raise _Refused("--password-stdin: there is no standard input", 2)
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise _Refused("the passwords differ", 2)
+    else:
+        first = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if len(first) < MIN_PASSWORD:
+        raise _Refused(f"the password must have at least {MIN_PASSWORD} characters", 2)
+    return first, False
+
+
+def _exists(conn: Connection, name: str) -> Any:
+    return conn.execute(select(users.c.id, users.c.disabled).where(users.c.id == name)).one_or_none()
+
+
+def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] | None) -> None:
+    from contactcentre.store.users import UserError, add_user
+
+    if _exists(conn, args.name) is not None:
+        raise _Refused(f"user {args.name!r} exists already")
+    try:
+        token = add_user(
+            conn,
+            args.name,
+            args.role,
+            _now_ms(),
+            agent_id=args.agent_id,
+            display_name=args.display_name,
+            password=password[0] if password else None,
+        )
+    except UserError as exc:  # a bad name or role: existence was checked above
+        raise _Refused(str(exc), 2) from None
+    agent_id = conn.execute(select(users.c.agent_id).where(users.c.id == args.name)).scalar_one()
+    print(f"created {args.role} {args.name}" + (f" (agent {agent_id})" if agent_id else ""))
+    print(f"API token (shown once): {token}")
+    if password is not None and password[1]:
+        print(f"password (shown once): {password[0]}")
+
+
+def _token(conn: Connection, name: str) -> None:
+    from contactcentre.store.users import new_token
+
+    row = _exists(conn, name)
+    if row is None:
+        raise _Refused(f"no user {name!r}")
+    if row.disabled:
+        raise _Refused(f"user {name!r} is disabled; `contactcentre user enable {name}` first")
+    print(f"API token for {name} (shown once): {new_token(conn, name, _now_ms())}")
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user with its number of live tokens, by name."""
+    live = (
+        select(func.count())
+        .select_from(api_tokens)
+        .where(api_tokens.c.user_id == users.c.id, api_tokens.c.revoked_ms.is_(None))
+        .scalar_subquery()
+        .label("tokens")
+    )
+    rows = conn.execute(
+        select(
+            users.c.id,
+            users.c.role,
+            users.c.agent_id,
+            users.c.display_name,
+            users.c.disabled,
+            (users.c.password_hash.is_not(None)).label("has_password"),
+            users.c.created_ms,
+            live,
+        ).order_by(users.c.id)
+    ).mappings()
+    return [{**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"])} for r in rows]
+
+
+def _list(conn: Connection, as_json: bool) -> None:
+    rows = list_users(conn)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(
+            f"{r['id']:<24} {r['role']:<10} agent {r['agent_id'] or '-':<12} tokens {r['tokens']:<3}"
+            f" {'password' if r['has_password'] else 'no password':<11}"
+            f"{'  DISABLED' if r['disabled'] else ''}  {r['display_name'] or ''}".rstrip()
+        )
+    print(f"{len(rows)} user{'s' * (len(rows) != 1)}")
+
+
+def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> int | None:
+    """Disable (revoking every token; returns how many) or enable a user; None if there is no such user."""
+    from contactcentre.store.users import revoke_tokens
+
+    done = conn.execute(update(users).where(users.c.id == name).values(disabled=disabled))
+    if done.rowcount == 0:
+        return None
+    return revoke_tokens(conn, name, now_ms) if disabled else 0
+
+
+def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
+    revoked = set_disabled(conn, name, disabled, _now_ms())
+    if revoked is None:
+        raise _Refused(f"no user {name!r}")
+    if disabled:
+        print(f"disabled {name}; {revoked} token{'s' * (revoked != 1)} revoked")
+    else:
+        print(f"enabled {name}; issue a token with `contactcentre user token {name}`")
+
+
+__all__ = ["add_parser", "list_users", "run", "set_disabled"]

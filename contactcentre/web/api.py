@@ -1,0 +1,635 @@
+"""The REST API for consoles and integrations: live queues and contacts, screen-pop, cases, agent state.
+
+Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
+
+    GET  /api/me                    the caller                                              agent+
+    GET  /api/queues                live figures per queue (waiting, longest wait, EWT, …)  agent+
+    GET  /api/contacts              live contacts (?state=a,b&queue=&channel=&agent=&limit=) agent: own only
+    GET  /api/customers/{id}        screen-pop (?limit=), audited                            agent+
+    GET  /api/cases/{id}            the case, its interactions and its transcript, audited   agent+
+    GET  /api/agents/{id}/state     the agent's state                                        self or supervisor+
+    POST /api/agents/{id}/state     {"state": "available"|"away"|"logged_out", "reason": …}  self or supervisor+
+
+Every answer is JSON; an error is ``{"error": code, "detail": text}`` with its HTTP status. Callers
+authenticate with ``Authorization: Bearer cc_…`` (``contactcentre user add`` / ``user token``).
+
+Handlers are coroutines on the centre's loop (the reactor's): ``render`` starts one and returns
+``NOT_DONE_YET``; a client that leaves early is noticed through ``notifyFinish`` and simply not answered.
+Reads of live state come straight from the router (no database); store reads go through ``Centre.read``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from sqlalchemy import Connection, or_, select
+from twisted.internet.defer import CancelledError as DeferredCancelled
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
+from contactcentre.acd.contact import CONNECTED, CONTACT_STATES, HELD, OFFERED, QUEUED, WITH_AGENT, Contact
+from contactcentre.acd.errors import IllegalTransition
+from contactcentre.acd.ewt import WaitSituation
+from contactcentre.centre import Centre
+from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Event
+from contactcentre.store.cases import get_case
+from contactcentre.store.privacy import record_read
+from contactcentre.store.schema import interactions, messages
+from contactcentre.store.screenpop import screen_pop_customer
+from contactcentre.store.users import User, user_for_token
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+TOKEN_TTL_S = 5.0
+TOKEN_CACHE_SIZE = 1024
+CONTACTS_LIMIT = 1000
+CONTACTS_LIMIT_MAX = 10_000
+TRANSCRIPT_LIMIT = 2000
+_ID_MAX = 128  # the longest id any table holds; longer ones cannot exist
+
+_REALM = b'Bearer realm="contactcentre"'
+
+
+class ApiError(Exception):
+    """An answer other than 200: raised anywhere in a handler, rendered as ``{"error", "detail"}``."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", what)
+
+
+Handler = Callable[[Request, User], Awaitable[Any]]
+
+
+class StateChange(msgspec.Struct, forbid_unknown_fields=True):
+    state: Literal["available", "away", "logged_out"]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+# ------------------------------------------------------------------------------------------------- the API
+
+
+class Api:
+    """Shared by every resource of the API: the centre, the token cache, the requests in flight."""
+
+    def __init__(
+        self,
+        centre: Centre,
+        *,
+        token_ttl_s: float = TOKEN_TTL_S,
+        token_cache_size: int = TOKEN_CACHE_SIZE,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self.centre = centre
+        self.loop = centre.loop
+        self.token_ttl_s = token_ttl_s
+        self.token_cache_size = token_cache_size
+        self.max_body = max_body
+        # sha256(token) -> (valid until, loop time; user). Only tokens that were valid are kept, so a flood of
+        # bad tokens cannot push good ones out; a revoked or disabled user's token lives on for token_ttl_s.
+        self._tokens: dict[bytes, tuple[float, User]] = {}
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def children(self) -> dict[bytes, Resource]:
+        return {
+            b"me": _Endpoint(self, GET=("agent", self.me)),
+            b"queues": _Endpoint(self, GET=("agent", self.queues)),
+            b"contacts": _Endpoint(self, GET=("agent", self.contacts)),
+            b"customers": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.customer, cid)))),
+            b"cases": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.case, cid)))),
+            b"agents": _Collection(self, lambda aid: _AgentNode(self, aid)),
+        }
+
+    @staticmethod
+    def _bind(fn: Callable[[Request, User, str], Awaitable[Any]], ident: str) -> Handler:
+        async def handler(request: Request, user: User) -> Any:
+            return await fn(request, user, ident)
+
+        return handler
+
+    def forget_tokens(self) -> None:
+        """Drop the token cache (after disabling a user in-process, say)."""
+        self._tokens.clear()
+
+    async def drain(self) -> None:
+        """Wait for the requests in flight (before closing the centre under them)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    # -------------------------------------------------------------------------------------------- serving
+
+    def serve(self, request: Request, role: str, handler: Handler) -> Any:
+        """Run ``handler`` as a coroutine for a user of at least ``role``; answer when it is done."""
+        gone = False
+
+        def lost(_: Failure) -> None:  # the client went away: there is no one to answer
+            nonlocal gone
+            gone = True
+
+        request.notifyFinish().addErrback(lost)
+        fut = asyncio.ensure_future(self._run(request, role, handler), loop=self.loop)
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+
+        def answer(result: tuple[int, bytes, dict[bytes, bytes]]) -> None:
+            if gone:
+                return
+            try:
+                _send(request, *result)
+            except Exception:  # the connection broke while writing: nothing more to do for it
+                log.warning("API %s: could not send the answer", _describe(request), exc_info=True)
+
+        def crashed(failure: Failure) -> None:
+            if failure.check(asyncio.CancelledError, DeferredCancelled):
+                return  # the loop is shutting down
+            log.error("API %s failed", _describe(request), exc_info=failure.value)
+            answer(_error(ApiError(500, "internal_error", "see the server log")))
+
+        Deferred.fromFuture(fut).addCallbacks(answer, crashed)
+        return NOT_DONE_YET
+
+    async def _run(self, request: Request, role: str, handler: Handler) -> tuple[int, bytes, dict[bytes, bytes]]:
+        try:
+            user = await self.authenticate(request)
+            if not user.may(role):
+                raise ApiError(403, "forbidden", f"this needs the {role} role; {user.id} is {user.role}")
+            result = await handler(request, user)
+            return 200, msgspec.json.encode(result), {}
+        except ApiError as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("API %s failed", _describe(request))
+            return _error(ApiError(500, "internal_error", "see the server log"))
+
+    async def authenticate(self, request: Request) -> User:
+        header = request.getHeader(b"authorization")
+        if not header:
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {b"www-authenticate": _REALM})
+        scheme, _, token = header.decode("latin-1").strip().partition(" ")
+        invalid = {b"www-authenticate": _REALM + b', error="invalid_token"'}
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", invalid)
+        token = token.strip()
+        key = hashlib.sha256(token.encode()).digest()
+        now = self.loop.time()
+        cached = self._tokens.get(key)
+        if cached is not None:
+            if cached[0] > now:
+                return cached[1]
+            del self._tokens[key]
+        user = await self.centre.read(user_for_token, token)
+        if user is None:
+            raise ApiError(401, "unauthorized", "the token is not valid (revoked, or the user is disabled)", invalid)
+        if self.token_cache_size > 0 and self.token_ttl_s > 0:
+            while len(self._tokens) >= self.token_cache_size:  # evict the oldest entry
+                del self._tokens[next(iter(self._tokens))]
+            self._tokens[key] = (now + self.token_ttl_s, user)
+        return user
+
+    # ------------------------------------------------------------------------------------------- handlers
+
+    async def me(self, request: Request, user: User) -> Any:
+        return {"id": user.id, "role": user.role, "agent_id": user.agent_id, "display_name": user.display_name}
+
+    async def queues(self, request: Request, user: User) -> Any:
+        centre = self.centre
+        driver = centre.driver
+        router = centre.router
+        now = centre.now_ms()
+        serving = driver.serving()
+        snapshot = driver.stats.snapshot(now, serving=serving)["queues"]
+        # One pass over the live contacts: counts per queue, and per (queue, channel) for the EWT.
+        waiting: dict[tuple[str, str], int] = {}
+        oldest: dict[str, int] = {}
+        offered: dict[str, int] = {}
+        handling: dict[str, int] = {}
+        for c in router.contacts.values():
+            if c.state == QUEUED:
+                waiting[c.queue, c.channel] = waiting.get((c.queue, c.channel), 0) + 1
+                if c.waiting_since_ms < oldest.get(c.queue, now + 1):
+                    oldest[c.queue] = c.waiting_since_ms
+            elif c.state == OFFERED:
+                offered[c.queue] = offered.get(c.queue, 0) + 1
+            elif c.state in WITH_AGENT:
+                handling[c.queue] = handling.get(c.queue, 0) + 1
+        rows = []
+        for q in router.config.queues:
+            plan = router.queues[q.name]
+            agents = [router.agents[a] for a in serving.get(q.name, ()) if a in router.agents]
+            ready = [a for a in agents if a.presence == READY]
+            ewt: dict[str, float | None] = {}
+            for ch in q.channels:
+                # What a contact arriving now at the queue's own priority would be told: everyone waiting on
+                # the channel is ahead of it; servers are the ready agents' capacity on the channel.
+                servers = sum(a.capacity.get(ch, 0) for a in ready)
+                ms = router.estimator.estimate(
+                    WaitSituation(q.name, ch, waiting.get((q.name, ch), 0), servers, plan.priority)
+                )
+                ewt[ch] = None if ms is None else ms / 1000
+            rows.append(
+                {
+                    "name": q.name,
+                    "description": q.description,
+                    "channels": list(q.channels),
+                    "waiting": sum(n for (name, _), n in waiting.items() if name == q.name),
+                    "waiting_by_channel": {ch: n for (name, ch), n in waiting.items() if name == q.name},
+                    "longest_wait_s": (now - oldest[q.name]) / 1000 if q.name in oldest else 0.0,
+                    "offered": offered.get(q.name, 0),
+                    "with_agents": handling.get(q.name, 0),
+                    "ewt_s": ewt,
+                    "agents_serving": len(agents),
+                    "agents_ready": len(ready),
+                    "today": snapshot.get(q.name, {}),
+                }
+            )
+        return {"at_ms": now, "queues": rows}
+
+    async def contacts(self, request: Request, user: User) -> Any:
+        router = self.centre.router
+        now = self.centre.now_ms()
+        states = _arg_list(request, b"state")
+        bad = [s for s in states if s not in CONTACT_STATES]
+        if bad:
+            raise ApiError(400, "bad_request", f"state {bad[0]!r}: one of {', '.join(CONTACT_STATES)}")
+        queue = _arg(request, b"queue")
+        if queue is not None and queue not in router.queues:
+            raise ApiError(400, "bad_request", f"queue {queue!r}: no such queue")
+        channel = _arg(request, b"channel")
+        if channel is not None and channel not in CHANNELS:
+            raise ApiError(400, "bad_request", f"channel {channel!r}: one of {', '.join(CHANNELS)}")
+        agent = _arg(request, b"agent")
+        if not user.may("supervisor"):
+            # An agent sees its own work only (offered to it, connected, wrap-up), never the queue at large.
+            if user.agent_id is None:
+                raise ApiError(403, "forbidden", f"{user.id} is not linked to an agent")
+            if agent is not None and agent != user.agent_id:
+                raise ApiError(403, "forbidden", "agents see their own contacts only")
+            agent = user.agent_id
+        limit = _arg_int(request, b"limit", CONTACTS_LIMIT, 1, CONTACTS_LIMIT_MAX)
+        wanted = set(states)
+        found = [
+            c
+            for c in router.contacts.values()
+            if (not wanted or c.state in wanted)
+            and (queue is None or c.queue == queue)
+            and (channel is None or c.channel == channel)
+            and (agent is None or c.agent_id == agent)
+        ]
+        found.sort(key=lambda c: (c.waiting_since_ms, c.seq))
+        return {
+            "at_ms": now,
+            "total": len(found),
+            "truncated": len(found) > limit,
+            "contacts": [_contact_row(c, now) for c in found[:limit]],
+        }
+
+    async def customer(self, request: Request, user: User, customer_id: str) -> Any:
+        centre = self.centre
+        limit = _arg_int(request, b"limit", 10, 1, 100)
+        now = centre.now_ms()
+        pop = await centre.read(lambda conn: screen_pop_customer(conn, customer_id, now, limit=limit))
+        if not pop.matched or pop.customer is None:
+            raise _not_found(f"no customer {customer_id!r}")
+        survivor = pop.customer.id  # a merged-away id shows (and audits) the customer it was merged into
+        # Logged before the data leaves: a read that cannot be audited is not answered.
+        await centre.write(lambda conn: record_read(conn, survivor, now, actor=user.id, what="api:screen-pop"))
+        return pop
+
+    async def case(self, request: Request, user: User, case_id: str) -> Any:
+        centre = self.centre
+        now = centre.now_ms()
+        found = await centre.read(_case_with_transcript, case_id, TRANSCRIPT_LIMIT)
+        if found is None:
+            raise _not_found(f"no case {case_id!r}")
+        customer_id = found["case"]["customer_id"]
+        if customer_id is not None:  # the audit log is per customer; a case of nobody reveals nobody's data
+            await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
+        return found
+
+    def _agent_for(self, user: User, agent_id: str) -> Agent:
+        if not user.may("supervisor") and user.agent_id != agent_id:
+            # Checked before existence, so an agent cannot probe which agent ids exist.
+            raise ApiError(403, "forbidden", "agents may see and change their own state only")
+        a = self.centre.router.agents.get(agent_id)
+        if a is None:
+            raise _not_found(f"no agent {agent_id!r}")
+        return a
+
+    async def agent_state(self, request: Request, user: User, agent_id: str) -> Any:
+        return _agent_row(self._agent_for(user, agent_id))
+
+    async def set_agent_state(self, request: Request, user: User, agent_id: str) -> Any:
+        change = _decode_body(request, StateChange, self.max_body)
+        a = self._agent_for(user, agent_id)
+        centre = self.centre
+        now = centre.now_ms()
+        event: Event
+        if change.state == "available":
+            event, action = AgentReady(at_ms=now, agent_id=a.id), "ready"
+        elif change.state == "away":
+            event, action = AgentAway(at_ms=now, agent_id=a.id, reason=change.reason or "break"), "away"
+        else:
+            if a.state == LOGGED_OUT:  # already there: asking twice is not a conflict
+                return _agent_row(a)
+            event, action = AgentLoggedOut(at_ms=now, agent_id=a.id), "logout"
+        # The driver logs and drops what the router refuses, so ask the agent's transition table first to
+        # be able to say why.
+        if action == "logout" and a.active:
+            busy = ", ".join(cid for cid, c in a.work.items() if c.state in (CONNECTED, HELD))
+            raise ApiError(409, "conflict", f"agent {a.id!r} is still handling {busy}; end it first")
+        try:
+            a.must(action)
+        except IllegalTransition as exc:
+            hint = "; log in first" if a.state == LOGGED_OUT else ""
+            raise ApiError(409, "conflict", f"{exc}{hint}") from None
+        driver = centre.driver
+        if driver.closed:
+            raise ApiError(503, "unavailable", "the centre is shutting down")
+        refused = driver.refused
+        centre.submit(event)
+        if driver.refused != refused:  # a rule the pre-check does not know about
+            raise ApiError(409, "conflict", "the router refused the change (the server log says why)")
+        await centre.commit()  # answered once the change is in the log
+        return _agent_row(a)
+
+
+# -------------------------------------------------------------------------------------------- resources
+
+
+class _Endpoint(Resource):
+    """One URL: a handler and a minimum role per method; HEAD is GET without the body."""
+
+    def __init__(self, api: Api, **methods: tuple[str, Handler]) -> None:
+        super().__init__()
+        self.api = api
+        self.methods = {m.encode(): h for m, h in methods.items()}
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
+
+    def render(self, request: Request) -> Any:
+        method = b"GET" if request.method == b"HEAD" else request.method
+        entry = self.methods.get(method)
+        if entry is None:
+            allow = sorted(self.methods) + ([b"HEAD"] if b"GET" in self.methods else [])
+            exc = ApiError(
+                405, "method_not_allowed", f"use {b', '.join(allow).decode()}", {b"allow": b", ".join(allow)}
+            )
+            _send(request, *_error(exc))
+            return NOT_DONE_YET
+        role, handler = entry
+        return self.api.serve(request, role, handler)
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> Any:
+        _send(request, *_error(_not_found("no such resource")))
+        return NOT_DONE_YET
+
+
+class _Collection(Resource):
+    """``/api/things/{id}``: the child is made per id; the collection itself lists nothing."""
+
+    def __init__(self, api: Api, child: Callable[[str], Resource]) -> None:
+        super().__init__()
+        self.api = api
+        self.child = child
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        try:
+            ident = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return _NotFound()
+        if not ident or len(ident) > _ID_MAX:
+            return _NotFound()
+        return self.child(ident)
+
+    def render(self, request: Request) -> Any:
+        return _NotFound().render(request)
+
+
+class _AgentNode(Resource):
+    def __init__(self, api: Api, agent_id: str) -> None:
+        super().__init__()
+        self.api = api
+        self.agent_id = agent_id
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"state":
+            api, aid = self.api, self.agent_id
+            return _Endpoint(
+                api,
+                GET=("agent", api._bind(api.agent_state, aid)),
+                POST=("agent", api._bind(api.set_agent_state, aid)),
+            )
+        return _NotFound()
+
+    def render(self, request: Request) -> Any:
+        return _NotFound().render(request)
+
+
+def api_children(centre: Centre, **options: Any) -> dict[bytes, Resource]:
+    """The API's resources, to be mounted under ``/api/`` (``options``: see ``Api``)."""
+    return Api(centre, **options).children()
+
+
+# -------------------------------------------------------------------------------------------- rendering
+
+
+def _error(exc: ApiError) -> tuple[int, bytes, dict[bytes, bytes]]:
+    return exc.status, msgspec.json.encode({"error": exc.code, "detail": exc.detail}), exc.headers
+
+
+def _send(request: Request, status: int, body: bytes, headers: dict[bytes, bytes]) -> None:
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    for name, value in headers.items():
+        request.setHeader(name, value)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def _describe(request: Request) -> str:
+    return f"{request.method.decode('ascii', 'replace')} {request.path.decode('ascii', 'replace')}"
+
+
+# ------------------------------------------------------------------------------------------------ input
+
+
+def _arg(request: Request, name: bytes) -> str | None:
+    values = request.args.get(name) if request.args else None
+    if not values or not values[0]:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_request", f"{name.decode()}: not UTF-8") from None
+
+
+def _arg_list(request: Request, name: bytes) -> list[str]:
+    """``?state=queued,offered`` and ``?state=queued&state=offered`` alike."""
+    out: list[str] = []
+    for raw in (request.args or {}).get(name, []):
+        try:
+            out.extend(v for v in raw.decode("utf-8").split(",") if v)
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", f"{name.decode()}: not UTF-8") from None
+    return out
+
+
+def _arg_int(request: Request, name: bytes, default: int, low: int, high: int) -> int:
+    text = _arg(request, name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name.decode()}: not a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name.decode()}: between {low} and {high}")
+    return value
+
+
+def _decode_body(request: Request, kind: type[Any], limit: int) -> Any:
+    declared = request.getHeader(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"the body may be {limit} bytes at most")
+    content = request.content
+    if content is None:
+        raise ApiError(400, "bad_json", "send a JSON body")
+    content.seek(0)
+    body = content.read(limit + 1)  # chunked bodies declare no length: read one byte past the limit
+    if len(body) > limit:
+        raise ApiError(413, "payload_too_large", f"the body may be {limit} bytes at most")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"the body is not JSON: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ views
+
+
+def _contact_row(c: Contact, now_ms: int) -> dict[str, Any]:
+    waiting = c.state in (QUEUED, OFFERED)
+    return {
+        "id": c.id,
+        "channel": c.channel,
+        "queue": c.queue,
+        "state": c.state,
+        "customer_id": c.customer_id,
+        "tier": c.tier,
+        "priority": c.priority,
+        "waiting_since_ms": c.waiting_since_ms,
+        "wait_s": (now_ms - c.waiting_since_ms) / 1000 if waiting else None,
+        "agent_id": c.agent_id,
+        "offer_expires_ms": c.offer.expires_ms if c.offer is not None else None,
+        "connected_ms": c.connected_ms or None,
+        "sla_deadline_ms": c.sla_deadline_ms,
+        # As ContactQueued counts it: 1 = next among the contacts waiting for the same agents.
+        "position": c.group.position(c) + 1 if c.state == QUEUED and c.group is not None else None,
+    }
+
+
+def _agent_row(a: Agent) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "name": a.name,
+        "state": a.state,
+        "reason": a.state_reason,
+        # What the agent chose; differs from ``state`` while work is open (away takes effect when it ends).
+        "presence": a.presence,
+        "away_reason": a.away_reason,
+        "since_ms": a.state_since_ms,
+        "load": {ch: n for ch, n in a.load.items() if n},
+    }
+
+
+_INTERACTION_COLUMNS = [
+    interactions.c.id,
+    interactions.c.channel,
+    interactions.c.direction,
+    interactions.c.customer_id,
+    interactions.c.queue,
+    interactions.c.agent_id,
+    interactions.c.subject,
+    interactions.c.started_ms,
+    interactions.c.answered_ms,
+    interactions.c.ended_ms,
+    interactions.c.wait_ms,
+    interactions.c.handle_ms,
+    interactions.c.disposition,
+    interactions.c.outcome,
+]
+_MESSAGE_COLUMNS = [
+    messages.c.id,
+    messages.c.interaction_id,
+    messages.c.channel,
+    messages.c.direction,
+    messages.c.author,
+    messages.c.at_ms,
+    messages.c.subject,
+    messages.c.body,
+    messages.c.recipient,
+    messages.c.delivery,
+]
+
+
+def _case_with_transcript(conn: Connection, case_id: str, limit: int) -> dict[str, Any] | None:
+    case = get_case(conn, case_id)
+    if case is None:
+        return None
+    inter = [
+        dict(r)
+        for r in conn.execute(
+            select(*_INTERACTION_COLUMNS)
+            .where(interactions.c.case_id == case_id)
+            .order_by(interactions.c.started_ms, interactions.c.id)
+        ).mappings()
+    ]
+    # A chat line may carry only its contact's id; the contact carries the case.
+    ids = [i["id"] for i in inter]
+    where = (
+        or_(messages.c.case_id == case_id, messages.c.interaction_id.in_(ids)) if ids else messages.c.case_id == case_id
+    )
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            select(*_MESSAGE_COLUMNS).where(where).order_by(messages.c.at_ms, messages.c.id).limit(limit + 1)
+        ).mappings()
+    ]
+    return {
+        "case": case,
+        "interactions": inter,
+        "messages": rows[:limit],
+        "messages_truncated": len(rows) > limit,
+    }
+
+
+__all__ = ["MAX_BODY", "Api", "ApiError", "api_children"]
