@@ -110,8 +110,10 @@ class Centre:
         """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events)."""
 
         def run() -> T:
-            with self.engine.begin() as conn:
-                return fn(conn, *args)
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(sqlite_immediate=True)
+                with conn.begin():
+                    return fn(conn, *args)
 
         return await self.loop.run_in_executor(self._readers, run)
 

@@ -668,3 +668,15 @@ def test_max_wait_does_not_throw_out_an_email() -> None:
     h.at(3600)
     assert [e.contact_id for e in h.of(E.ContactOverflowed) if e.left] == ["call"]
     assert h.router.contacts["mail"].state == "queued"
+
+
+def test_an_email_backlog_neither_fills_a_queue_nor_is_refused_by_it() -> None:
+    q = [{"name": "support", "skills": {"general": 1}, "max_depth": 2, "channels": ["voice", "email"]}]
+    h = Harness(queues=q, agents=[])
+    for i in range(5):
+        h.arrive(f"mail{i}", channel="email")
+    h.arrive("call1", channel="voice")
+    h.arrive("call2", channel="voice")
+    h.arrive("call3", channel="voice")
+    failed = [e.contact_id for e in h.of(E.ContactFailed)]
+    assert failed == ["call3"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from contactcentre.acd import timers as T
 from contactcentre.acd.contact import OFFERED, QUEUED, Contact
-from contactcentre.acd.queue import QueuePlan, StepPlan
+from contactcentre.acd.queue import DEFERRED_CHANNELS, QueuePlan, StepPlan
 from contactcentre.acd.waiting import reqs_text
 from contactcentre.events import ContactOverflowed, SlaBreached, SlaWarned
 
@@ -132,7 +132,7 @@ class Overflow(_Base):
         for t in c.timers:
             self.timers.cancel(t)
         c.timers = []
-        self.queues[c.queue].depth -= 1
+        self.queues[c.queue].depth -= c.channel not in DEFERRED_CHANNELS
         self._emit(
             ContactOverflowed(
                 at_ms=self.now_ms,

@@ -15,6 +15,9 @@ from contactcentre.acd.calendar import BusinessCalendar
 from contactcentre.acd.waiting import Req, Reqs
 from contactcentre.config import ALWAYS_OPEN, CentreConfig, OverflowStep, SlaConfig, TierConfig
 
+# Channels whose contacts wait for an answer rather than on the line: no max wait, no depth limit.
+DEFERRED_CHANNELS = frozenset({"email"})
+
 
 def as_req(skills: Mapping[str, int]) -> Req:
     return tuple(sorted(skills.items()))

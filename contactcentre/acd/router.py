@@ -42,7 +42,7 @@ from contactcentre.acd.handling import Handling
 from contactcentre.acd.offers import Offer, Offers
 from contactcentre.acd.overflow import Overflow
 from contactcentre.acd.presence import Presence, check_levels
-from contactcentre.acd.queue import QueuePlan, as_req, build_plans, sla_policy
+from contactcentre.acd.queue import DEFERRED_CHANNELS, QueuePlan, as_req, build_plans, sla_policy
 from contactcentre.acd.staffing import Staffing
 from contactcentre.acd.strategies import choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
@@ -101,9 +101,6 @@ class CustomerDirectory:
             return None
         tier, manager = got
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
-
-
-DEFERRED_CHANNELS = frozenset({"email"})
 
 
 class Router(Offers, Handling, Overflow, Presence, Blending):
@@ -333,7 +330,10 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             if plan.when_closed == "refuse":
                 return self._fail(c, plan, "closed")
             via, plan = f"closed:{plan.name}", self.queues[plan.when_closed]
-        if plan.max_depth is not None and plan.depth >= plan.max_depth:
+        # A queue's depth limit is for contacts waiting live; an e-mail backlog is answered under its SLA,
+        # never refused because callers are waiting (nor does it make callers wait outside).
+        live = c.channel not in DEFERRED_CHANNELS
+        if live and plan.max_depth is not None and plan.depth >= plan.max_depth:
             if plan.when_full == "refuse":
                 return self._fail(c, plan, "queue_full")
             via, plan = f"full:{plan.name}", self.queues[plan.when_full]
@@ -375,7 +375,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         c.waiting_since_ms = since
         c.step = 0
         c.pending_exit = None
-        plan.depth += 1
+        plan.depth += c.channel not in DEFERRED_CHANNELS
         self._set_reqs(c, plan)
         self._rerank(c, plan)
         timers = self.timers

@@ -232,18 +232,23 @@ class StoreWriter:
 
     def _commit(self, records: list[Event | Work]) -> None:
         """One transaction: runs of events folded and written together, work items in their place."""
-        with self.engine.begin() as conn:
-            run: list[Event] = []
-            for rec in records:
-                if isinstance(rec, Event):
-                    run.append(rec)
-                    continue
-                if run:
-                    projection.write(conn, projection.fold(run))
-                    run = []
-                rec(conn)
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)  # the writer writes: take SQLite's lock up front
+            with conn.begin():
+                self._commit_in(conn, records)
+
+    def _commit_in(self, conn: Connection, records: list[Event | Work]) -> None:
+        run: list[Event] = []
+        for rec in records:
+            if isinstance(rec, Event):
+                run.append(rec)
+                continue
             if run:
                 projection.write(conn, projection.fold(run))
+                run = []
+            rec(conn)
+        if run:
+            projection.write(conn, projection.fold(run))
 
 
 def read_events(engine: Engine) -> list[Event]:
