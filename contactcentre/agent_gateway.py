@@ -1,0 +1,1115 @@
+"""The agent protocol: one WebSocket per agent console, JSON frames both ways (``docs/protocol.md``).
+
+The gateway is an adapter like the channels: it translates frames into router inputs (``centre.submit``) and
+the centre's event stream into frames, and holds no routing decisions. What it adds is what a console needs
+around them:
+
+* **who**: the first frame logs in with an API token; a second console of the same agent replaces the first;
+* **checking before submitting**: the driver drops a refused input with a log line, so every command is
+  checked against the router's state first and answered with an ``error`` frame the agent can act on (a
+  refusal the checks missed is still caught, from the driver's refusal count);
+* **order**: every connection has one outgoing queue, filled in the order the centre's events happened.
+  Frames that need the database (a contact's transcript, an offer's preview after a restart) are tasks
+  started at once and sent in their place, so a console sees ``offer`` before ``offer_gone`` and
+  ``contact`` before that contact's next ``message``; frames queued behind such a task wait for it (one
+  group commit and one indexed read), never for each other;
+* **no database on the offer path**: an offer is sent at once with a preview taken from the contact's
+  arrival and first lines, remembered from the event stream; the customer's screen-pop follows in its own
+  ``screen_pop`` frame when the read returns, and that read is recorded in the audit log.
+
+A console that goes away leaves its agent away ("disconnected") if it was ready, so nothing more is offered to
+a screen nobody looks at; the contacts it was handling stay its own until it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
+from sqlalchemy import Connection, select
+from websockets.exceptions import ConnectionClosed
+
+from contactcentre.acd.agent import LOGGED_OUT, READY
+from contactcentre.acd.contact import CONNECTED, HELD
+from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
+from contactcentre.acd.errors import RouterError
+from contactcentre.acd.strategies import score_words
+from contactcentre.events import (
+    AgentAway,
+    AgentLoggedIn,
+    AgentLoggedOut,
+    AgentReady,
+    ContactAbandoned,
+    ContactArrived,
+    ContactClosed,
+    ContactConnected,
+    ContactEnded,
+    ContactFailed,
+    ContactHeld,
+    ContactOverflowed,
+    ContactRetrieved,
+    ContactTransferred,
+    DispositionSet,
+    Event,
+    MessageReceived,
+    MessageSent,
+    OfferAccepted,
+    OfferCancelled,
+    OfferExpired,
+    OfferMade,
+    OfferRejected,
+    TransferRequested,
+    WrapUpEnded,
+    WrapUpStarted,
+)
+from contactcentre.store.privacy import record_read
+from contactcentre.store.schema import interactions, messages
+from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
+from contactcentre.store.users import User, user_for_token
+
+if TYPE_CHECKING:
+    from contactcentre.acd.agent import Agent
+    from contactcentre.acd.contact import Contact
+    from contactcentre.centre import Centre
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+
+# Close codes (RFC 6455 leaves 4000-4999 to applications).
+CLOSE_NORMAL = 1000  # the agent logged out
+CLOSE_GOING_AWAY = 1001  # the server is shutting down
+CLOSE_POLICY = 1008  # not logged in, bad token, not an agent, rate limit abused
+CLOSE_INTERNAL = 1011
+CLOSE_REPLACED = 4000  # the same agent logged in on another connection
+CLOSE_TOO_SLOW = 4001  # the console does not read its frames
+
+LOGIN_TIMEOUT_S = 5.0
+RATE_PER_S = 20.0  # sustained frames per second from one console; a person clicks far less
+BURST = 40
+MAX_REFUSED_IN_A_ROW = 50  # rate-limited frames in a row before the connection is closed
+MAX_BACKLOG = 2_000  # frames queued for a console that does not read them
+MAX_TEXT = 100_000  # characters in one agent message (an e-mail reply may be long)
+MAX_SHORT = 128  # ids, reasons, disposition codes, refs
+PREVIEW_LINES = 5
+PREVIEW_CHARS = 500
+TRANSCRIPT_LIMIT = 200  # the newest messages of the interaction and its case
+MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for previews (oldest forgotten first)
+
+_IDENTITY_KIND = {"voice": "phone", "callback": "phone", "outbound": "phone", "email": "email", "chat": "chat"}
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+Frame = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """A frame the gateway does not carry out; becomes an ``error`` frame and the connection stays."""
+
+    def __init__(self, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.extra = extra  # more fields for the error frame
+
+
+class _Known:
+    """What the arrival and the first customer lines said about a contact: an offer's preview without a
+    database read. ``complete`` is false when lines came before (or without) the arrival."""
+
+    __slots__ = ("address", "case_id", "chars", "complete", "lines", "subject")
+
+    def __init__(self) -> None:
+        self.subject: str | None = None
+        self.case_id: str | None = None
+        self.address: str | None = None
+        self.lines: list[str] = []
+        self.chars = 0
+        self.complete = False
+
+    def add_text(self, text: str) -> None:
+        for line in text.splitlines():
+            if len(self.lines) >= PREVIEW_LINES or self.chars >= PREVIEW_CHARS:
+                return
+            line = line.strip()
+            if not line or line.startswith(">"):  # quoted text of an earlier mail says nothing new
+                continue
+            line = line[: PREVIEW_CHARS - self.chars]
+            self.lines.append(line)
+            self.chars += len(line)
+
+    def preview(self) -> Frame:
+        return {"subject": self.subject, "lines": list(self.lines)}
+
+
+class _Dedupe(NamedTuple):
+    """A live message frame that is not sent if the contact's transcript already carried it."""
+
+    contact_id: str
+    message_id: str
+    frame: Frame
+
+
+class _Close(NamedTuple):
+    """Close the connection once everything queued before it is sent (the ack of a logout)."""
+
+    code: int
+    reason: str
+
+
+# A frame, or a task that makes one (None: nothing to send after all), or one of the two above.
+_Item = Frame | _Dedupe | _Close | asyncio.Task
+
+
+@dataclass
+class _Bucket:
+    """Token bucket: ``rate`` frames a second on average, ``burst`` at once."""
+
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class _Session:
+    """One logged-in console."""
+
+    def __init__(self, gateway: AgentGateway, ws: Any, user: User, agent_id: str, bucket: _Bucket) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.user = user
+        self.agent_id = agent_id
+        self.bucket = bucket
+        self.out: deque[_Item] = deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.last_state: tuple[Any, ...] | None = None
+        self.seen: dict[str, set[str]] = {}  # contact id -> message ids its transcript frame carried
+        self.limited_in_a_row = 0
+        self.writer: asyncio.Task[None] | None = None
+
+    def push(self, item: _Item) -> None:
+        if self.closed:
+            if isinstance(item, asyncio.Task):
+                item.cancel()
+            return
+        self.out.append(item)
+        self.wake.set()
+        if len(self.out) > self.gateway.max_backlog:
+            # A console that does not read would make the server hold its frames without end.
+            log.warning("agent %s: %d frames unread; closing the connection", self.agent_id, len(self.out))
+            self.drop()
+            self.gateway._spawn(self.close(CLOSE_TOO_SLOW, "too slow: frames not read"))
+
+    def finish(self, code: int, reason: str) -> None:
+        """Close after what is queued has been sent; nothing pushed later is."""
+        self.push(_Close(code, reason))
+        self.closed = True
+
+    def drop(self) -> None:
+        """Forget what is queued (the connection is over or not worth serving any more)."""
+        self.closed = True
+        while self.out:
+            item = self.out.popleft()
+            if isinstance(item, asyncio.Task):
+                item.cancel()
+        self.wake.set()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.drop()
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def write(self) -> None:
+        """Send the queue in order; a task's frame is sent in the task's place once it is ready."""
+        ws = self.ws
+        me = asyncio.current_task()
+        try:
+            while True:
+                while not self.out:
+                    if self.closed:
+                        return
+                    self.wake.clear()
+                    await self.wake.wait()
+                item = self.out.popleft()
+                frame: Frame | None
+                if isinstance(item, asyncio.Task):
+                    try:
+                        frame = await item
+                    except asyncio.CancelledError:
+                        if me is not None and me.cancelling():
+                            raise
+                        continue  # the frame's task was cancelled, not this writer
+                    except Exception:
+                        log.exception("agent %s: preparing a frame failed", self.agent_id)
+                        continue
+                elif isinstance(item, _Dedupe):
+                    seen = self.seen.get(item.contact_id)
+                    frame = None if seen is not None and item.message_id in seen else item.frame
+                elif isinstance(item, _Close):
+                    self.drop()
+                    await ws.close(item.code, item.reason)
+                    return
+                else:
+                    frame = item
+                if frame is None:
+                    continue
+                await ws.send(_encode(frame), text=True)
+        except ConnectionClosed:
+            self.drop()
+        except Exception:
+            log.exception("agent %s: sending failed; closing the connection", self.agent_id)
+            self.drop()
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_INTERNAL, "internal error")
+
+
+class AgentGateway:
+    """Serves agent consoles on ``handle(ws)`` (the runtime routes ``/agent`` here)."""
+
+    def __init__(
+        self,
+        centre: Centre,
+        *,
+        login_timeout_s: float = LOGIN_TIMEOUT_S,
+        rate_per_s: float = RATE_PER_S,
+        burst: int = BURST,
+        max_backlog: int = MAX_BACKLOG,
+    ) -> None:
+        self.centre = centre
+        self.login_timeout_s = login_timeout_s
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.max_backlog = max_backlog
+        self._sessions: dict[str, _Session] = {}
+        self._connections: set[Any] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._known: dict[str, _Known] = {}
+        self._stopping = False
+        self._commands: dict[str, Callable[[_Session, Frame], Awaitable[Frame | None]]] = {
+            "ping": self._cmd_ping,
+            "state": self._cmd_state,
+            "logout": self._cmd_logout,
+            "accept": self._cmd_accept,
+            "reject": self._cmd_reject,
+            "message": self._cmd_message,
+            "reply": self._cmd_message,  # an e-mail reply is an agent message on an e-mail contact
+            "hold": self._cmd_hold,
+            "retrieve": self._cmd_retrieve,
+            "transfer": self._cmd_transfer,
+            "end": self._cmd_end,
+            "disposition": self._cmd_disposition,
+            "wrap_up_done": self._cmd_wrap_up_done,
+            "typing": self._cmd_typing,
+        }
+        self._unsubscribe = centre.subscribe(self._on_events)
+
+    # ----------------------------------------------------------------------------------------- public
+
+    def connected_agents(self) -> list[str]:
+        """Agent ids with a console logged in now."""
+        return sorted(self._sessions)
+
+    def customer_typing(self, contact_id: str, agent_id: str) -> None:
+        """A channel's callback: the customer of ``contact_id`` is typing (the chat channel's ``on_typing``)."""
+        s = self._sessions.get(agent_id)
+        if s is not None and contact_id in self._agent(s).work:
+            s.push({"type": "typing", "contact_id": contact_id})
+
+    def customer_presence(self, contact_id: str, agent_id: str | None, connected: bool) -> None:
+        """A channel's callback: the customer's connection went away or came back (``on_presence``)."""
+        s = self._sessions.get(agent_id) if agent_id is not None else None
+        if s is not None and contact_id in self._agent(s).work:
+            s.push({"type": "customer_presence", "contact_id": contact_id, "connected": connected})
+
+    async def handle(self, ws: Any) -> None:
+        """Serve one console connection until it closes."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        self._connections.add(ws)
+        session: _Session | None = None
+        try:
+            if self._stopping:
+                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+                return
+            session = await self._login(ws)
+            if session is None:
+                return
+            async for raw in ws:
+                if not session.closed:  # after a logout or a replacement: only the closing handshake is left
+                    await self._on_frame(session, raw)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("agent connection failed")
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            self._connections.discard(ws)
+            if session is not None:
+                await self._ended(session)
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def stop(self) -> None:
+        """Close every console (1001) and wait for their handlers to finish."""
+        self._stopping = True
+        self._unsubscribe()
+        for s in list(self._sessions.values()):
+            s.drop()
+        closing = [self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in list(self._connections)]
+        if closing:
+            await asyncio.gather(*closing)
+        handlers = [t for t in self._handlers if t is not asyncio.current_task()]
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
+        background = list(self._background)
+        for t in background:
+            t.cancel()
+        if background:
+            await asyncio.gather(*background, return_exceptions=True)
+
+    # -------------------------------------------------------------------------------------------- login
+
+    async def _login(self, ws: Any) -> _Session | None:
+        centre = self.centre
+        try:
+            raw = await asyncio.wait_for(ws.recv(), self.login_timeout_s)
+        except TimeoutError:
+            await self._refuse(ws, "login_timeout", f"no login frame within {self.login_timeout_s:g} s")
+            return None
+        try:
+            frame = _parse(raw)
+        except ProtocolError as exc:
+            await self._refuse(ws, exc.code, exc.detail)
+            return None
+        if frame.get("type") != "login":
+            await self._refuse(ws, "login_required", 'the first frame must be {"type": "login", "token": ...}')
+            return None
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            await self._refuse(ws, "unauthorized", "a login needs an API token")
+            return None
+        user = await centre.read(user_for_token, token)
+        if user is None:
+            await self._refuse(ws, "unauthorized", "unknown, revoked or disabled token")
+            return None
+        agent_id = user.agent_id
+        if not agent_id:
+            await self._refuse(ws, "not_an_agent", f"user {user.id!r} ({user.role}) has no agent id")
+            return None
+        router = centre.router
+        agent = router.agents.get(agent_id)
+        if agent is None:
+            await self._refuse(ws, "unknown_agent", f"agent {agent_id!r} is not in the centre's configuration")
+            return None
+        if self._stopping:
+            await self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down")
+            return None
+        # Nothing below awaits until the session is registered: no event for this agent can fall between
+        # the welcome's snapshot and the first pushed frame.
+        old = self._sessions.pop(agent_id, None)
+        if old is not None:
+            log.info("agent %s: a new console replaces the old one", agent_id)
+            self._spawn(old.close(CLOSE_REPLACED, "replaced"))
+        if agent.presence == LOGGED_OUT:
+            # Logged in but not ready: the agent chooses when work may come (an offer to someone still
+            # putting a headset on would ring out and put them away as missed).
+            self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
+        bucket = _Bucket(self.rate_per_s, float(self.burst), float(self.burst), centre.loop.time())
+        s = _Session(self, ws, user, agent_id, bucket)
+        self._sessions[agent_id] = s
+        s.last_state = _state_key(agent)
+        work = list(agent.work.values())
+        s.push(
+            {
+                "type": "welcome",
+                "protocol": PROTOCOL,
+                "agent_id": agent_id,
+                "user": {"id": user.id, "role": user.role, "display_name": user.display_name},
+                **_state_fields(agent),
+                "work": [_work_entry(c) for c in work],
+                "offers": list(agent.offers),
+                "server_ms": centre.now_ms(),
+                "limits": {"rate_per_s": self.rate_per_s, "burst": self.burst, "max_text": MAX_TEXT},
+            }
+        )
+        for c in work:  # a console that comes back gets its contacts with their transcripts again
+            s.push(self._task(self._contact_frame(s, c.id, _work_entry(c))))
+        decisions = {d.offer_id: d for d in centre.driver.decisions if d.agent_id == agent_id}
+        for o in agent.offers.values():
+            c = o.contact
+            fields = _offer_fields(o.id, c, o.expires_ms, decisions.get(o.id))
+            s.push(self._task(self._offer_frame(fields, c.id)))
+        for c in [*work, *(o.contact for o in agent.offers.values())]:
+            self._spawn(self._screen_pop(s, c.id, c.offer.id if c.offer is not None else None))
+        s.writer = self._task(s.write())
+        log.info("agent %s: console connected (user %s)", agent_id, user.id)
+        return s
+
+    async def _refuse(self, ws: Any, code: str, detail: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(_encode({"type": "error", "code": code, "detail": detail}), text=True)
+        await self._close_quietly(ws, CLOSE_POLICY, code)
+
+    @staticmethod
+    async def _close_quietly(ws: Any, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code, reason)
+
+    async def _ended(self, s: _Session) -> None:
+        s.drop()
+        if s.writer is not None:
+            s.writer.cancel()
+            await asyncio.wait([s.writer])
+        if self._sessions.get(s.agent_id) is not s:
+            return  # replaced by a newer console, which carries on with the agent as it is
+        del self._sessions[s.agent_id]
+        agent = self.centre.router.agents.get(s.agent_id)
+        if agent is not None and agent.presence == READY and not self.centre.driver.closed:
+            # Offers to this agent fall through (contacts keep their place); its work stays its own.
+            self.centre.submit(AgentAway(at_ms=self.centre.now_ms(), agent_id=s.agent_id, reason="disconnected"))
+        log.info("agent %s: console disconnected", s.agent_id)
+
+    # ----------------------------------------------------------------------------------------- commands
+
+    async def _on_frame(self, s: _Session, raw: str | bytes) -> None:
+        """Carry out one command; answer ``ack`` (after the frames it caused) or ``error``."""
+        answer: Frame = {}
+        try:
+            if not s.bucket.take(self.centre.loop.time()):
+                s.limited_in_a_row += 1
+                if s.limited_in_a_row > MAX_REFUSED_IN_A_ROW:
+                    await s.close(CLOSE_POLICY, "rate limit")
+                    return
+                raise ProtocolError("rate_limited", f"more than {self.rate_per_s:g} frames a second; frame dropped")
+            s.limited_in_a_row = 0
+            frame = _parse(raw)
+            ref = frame.get("ref")
+            if ref is not None:
+                if not _good_ref(ref):
+                    raise ProtocolError("bad_field", f"ref: a string of at most {MAX_SHORT} characters or an integer")
+                answer["ref"] = ref
+            kind = answer["for"] = frame["type"]
+            if kind == "login":
+                raise ProtocolError("already_logged_in", f"this connection is agent {s.agent_id!r}'s already")
+            command = self._commands.get(kind)
+            if command is None:
+                raise ProtocolError("unknown_type", f"no command {kind!r} in protocol {PROTOCOL}")
+            extra = await command(s, frame)
+            s.push({"type": "ack", **answer, **(extra or {})})
+            if kind == "logout":
+                s.finish(CLOSE_NORMAL, "logged out")
+        except ProtocolError as exc:
+            s.push({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra, **answer})
+        except Exception:
+            log.exception("agent %s: %s failed", s.agent_id, answer.get("for"))
+            s.push({"type": "error", "code": "internal", "detail": "the server failed to carry this out", **answer})
+
+    def _submit(self, event: Event) -> None:
+        """Hand one input to the router; a refusal the checks before missed still becomes an error frame."""
+        driver = self.centre.driver
+        if driver.closed:
+            raise ProtocolError("unavailable", "the server is shutting down")
+        before = driver.refused
+        self.centre.submit(event)
+        if driver.refused != before:
+            last = driver.last_refusal
+            why = str(last[1]) if last is not None and last[0] is event else "the server log says why"
+            raise ProtocolError("refused", f"the router refused {type(event).__name__}: {why}")
+
+    def _agent(self, s: _Session) -> Agent:
+        return self.centre.router.agents[s.agent_id]
+
+    def _own(self, s: _Session, frame: Frame) -> Contact:
+        """The contact a command is about, if this agent is handling it (connected, held or wrapping up)."""
+        cid = _text(frame, "contact_id")
+        c = self.centre.router.contacts.get(cid)
+        if c is None or cid not in self._agent(s).work:
+            raise ProtocolError("not_your_contact", f"you are not handling contact {cid!r}")
+        return c
+
+    async def _cmd_ping(self, s: _Session, frame: Frame) -> Frame | None:
+        return {"server_ms": self.centre.now_ms()}
+
+    async def _cmd_state(self, s: _Session, frame: Frame) -> Frame | None:
+        want = _text(frame, "state")
+        a = self._agent(s)
+        now = self.centre.now_ms()
+        if want == "available":
+            if a.presence == LOGGED_OUT:  # logged out by a supervisor meanwhile: "available" logs in again
+                self._submit(AgentLoggedIn(at_ms=now, agent_id=a.id))
+            else:
+                _check(lambda: a.must("ready"))
+                self._submit(AgentReady(at_ms=now, agent_id=a.id))
+        elif want == "away":
+            reason = _text(frame, "reason", required=False) or "break"
+            if a.presence == LOGGED_OUT:
+                self._submit(AgentLoggedIn(at_ms=now, agent_id=a.id, away_reason=reason))
+            else:
+                _check(lambda: a.must("away"))
+                self._submit(AgentAway(at_ms=now, agent_id=a.id, reason=reason))
+        else:
+            raise ProtocolError("bad_field", f"state: 'available' or 'away', not {want!r}")
+        return _state_fields(a)
+
+    async def _cmd_logout(self, s: _Session, frame: Frame) -> Frame | None:
+        a = self._agent(s)
+        if a.active:
+            busy = ", ".join(cid for cid, c in a.work.items() if c.state in (CONNECTED, HELD))
+            raise ProtocolError("refused", f"you are still handling {busy}: end or transfer it first")
+        if a.presence != LOGGED_OUT:
+            _check(lambda: a.must("logout"))
+            self._submit(AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id))
+        return None
+
+    def _open_offer(self, s: _Session, frame: Frame) -> tuple[str, str]:
+        oid = _text(frame, "offer_id")
+        o = self._agent(s).offers.get(oid)
+        if o is None:
+            raise ProtocolError("stale_offer", f"offer {oid!r} is not open for you (expired, withdrawn or answered)")
+        cid = frame.get("contact_id")
+        if cid is not None and cid != o.contact.id:
+            raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact.id!r}, not {cid!r}")
+        return oid, o.contact.id
+
+    async def _cmd_accept(self, s: _Session, frame: Frame) -> Frame | None:
+        oid, cid = self._open_offer(s, frame)
+        self._submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=oid, contact_id=cid, agent_id=s.agent_id))
+        return {"offer_id": oid, "contact_id": cid}
+
+    async def _cmd_reject(self, s: _Session, frame: Frame) -> Frame | None:
+        oid, cid = self._open_offer(s, frame)
+        reason = _text(frame, "reason", required=False) or ""
+        now = self.centre.now_ms()
+        self._submit(OfferRejected(at_ms=now, offer_id=oid, contact_id=cid, agent_id=s.agent_id, reason=reason))
+        return {"offer_id": oid, "contact_id": cid}
+
+    async def _cmd_message(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        if c.state not in (CONNECTED, HELD):
+            raise ProtocolError("refused", f"contact {c.id!r} is {c.state}: handling has ended")
+        text = _text(frame, "text", max_len=MAX_TEXT)
+        if not text.strip():
+            raise ProtocolError("bad_field", "text: empty")
+        adapter = self.centre.channels.get(c.channel)
+        if adapter is None:
+            raise ProtocolError("channel_unavailable", f"no {c.channel} channel takes agents' messages here")
+        try:
+            message_id = await adapter.agent_message(c.id, s.agent_id, text)
+        except Exception as exc:  # the adapter's word on why (the customer left, the mailbox is gone)
+            log.warning("agent %s: %s message on %s failed: %s", s.agent_id, c.channel, c.id, exc)
+            reason = getattr(exc, "code", None)  # the adapter's own code (the chat channel's ``closed``, …)
+            extra = {"reason": reason} if isinstance(reason, str) else {}
+            raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+        return {"contact_id": c.id, "message_id": message_id}
+
+    async def _cmd_hold(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        a = self._agent(s)
+        _check(lambda: (c.must("hold"), a.must("hold")))
+        self._submit(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        return {"contact_id": c.id}
+
+    async def _cmd_retrieve(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        a = self._agent(s)
+        _check(lambda: (c.must("retrieve"), a.must("retrieve")))
+        self._submit(ContactRetrieved(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        return {"contact_id": c.id}
+
+    async def _cmd_transfer(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        a = self._agent(s)
+        router = self.centre.router
+        to_queue = _text(frame, "to_queue", required=False)
+        to_agent = _text(frame, "to_agent", required=False)
+        to_external = _text(frame, "to_external", required=False)
+        if sum(t is not None for t in (to_queue, to_agent, to_external)) != 1:
+            raise ProtocolError("bad_field", "a transfer needs exactly one of to_queue, to_agent, to_external")
+        if to_queue is not None:
+            plan = router.queues.get(to_queue)
+            if plan is None:
+                raise ProtocolError("refused", f"no queue {to_queue!r}")
+            if c.channel not in plan.channels:
+                raise ProtocolError("refused", f"queue {to_queue!r} does not take {c.channel}")
+        if to_agent is not None:
+            target = router.agents.get(to_agent)
+            if target is None:
+                raise ProtocolError("refused", f"no agent {to_agent!r}")
+            if target is a:
+                raise ProtocolError("refused", "you cannot transfer a contact to yourself")
+            if target.presence == LOGGED_OUT:
+                raise ProtocolError("refused", f"agent {to_agent!r} is not logged in")
+        _check(lambda: (c.must("transfer_out" if to_external is not None else "transfer"), a.must("transfer")))
+        self._submit(
+            TransferRequested(
+                at_ms=self.centre.now_ms(),
+                contact_id=c.id,
+                agent_id=a.id,
+                to_queue=to_queue,
+                to_agent_id=to_agent,
+                to_external=to_external,
+            )
+        )
+        return {"contact_id": c.id}
+
+    async def _cmd_end(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        a = self._agent(s)
+        _check(lambda: (c.must("end"), a.must("end")))
+        self._submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        return {"contact_id": c.id}
+
+    async def _cmd_disposition(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        code = _text(frame, "code")
+        if not code.strip():
+            raise ProtocolError("bad_field", "code: empty")
+        self._submit(DispositionSet(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=s.agent_id, code=code))
+        return {"contact_id": c.id, "code": code}
+
+    async def _cmd_wrap_up_done(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        a = self._agent(s)
+        _check(lambda: (c.must("close"), a.must("wrap_done")))
+        self._submit(WrapUpEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        return {"contact_id": c.id}
+
+    async def _cmd_typing(self, s: _Session, frame: Frame) -> Frame | None:
+        c = self._own(s, frame)
+        typing = getattr(self.centre.channels.get(c.channel), "agent_typing", None)
+        if typing is not None and c.state in (CONNECTED, HELD):  # channels without it (e-mail) show nothing
+            typing(c.id, s.agent_id)
+        return {"contact_id": c.id}
+
+    # ------------------------------------------------------------------------------------------- events
+
+    def _on_events(self, batch: list[Event]) -> None:
+        """Everything the centre logs passes here, in order; the frames for connected agents are queued."""
+        touched: dict[str, _Session] = {}
+        for ev in batch:
+            if isinstance(ev, ContactArrived):
+                self._remember(ev)
+                continue
+            if isinstance(ev, MessageReceived | MessageSent):
+                self._message(ev)
+                continue
+            if isinstance(ev, ContactAbandoned | ContactFailed) or (isinstance(ev, ContactOverflowed) and ev.left):
+                self._known.pop(ev.contact_id, None)
+                continue
+            if isinstance(ev, ContactClosed) or (isinstance(ev, ContactTransferred) and ev.to_external is not None):
+                self._known.pop(ev.contact_id, None)
+            agent_id = getattr(ev, "agent_id", None)
+            s = self._sessions.get(agent_id) if agent_id is not None else None
+            if s is not None:
+                touched[s.agent_id] = s
+                self._to_agent(s, ev)
+        # One state frame per batch and agent, and only when it changed: the console shows where the agent
+        # ended up, and presence changes that leave the state alone (away while busy) are shown too.
+        agents = self.centre.router.agents
+        for s in touched.values():
+            agent = agents.get(s.agent_id)
+            if agent is None:
+                continue
+            key = _state_key(agent)
+            if key != s.last_state:
+                s.last_state = key
+                s.push({"type": "state", **_state_fields(agent)})
+
+    def _to_agent(self, s: _Session, ev: Event) -> None:
+        """The frames one event about this agent makes."""
+        contacts = self.centre.router.contacts
+        match ev:
+            case OfferMade():
+                fields = _offer_fields(ev.offer_id, contacts.get(ev.contact_id), ev.expires_ms, ev)
+                fields.update(contact_id=ev.contact_id, queue=ev.queue, channel=ev.channel)
+                s.push(self._task(self._offer_frame(fields, ev.contact_id)))
+                self._spawn(self._screen_pop(s, ev.contact_id, ev.offer_id))
+            case OfferExpired():
+                s.push(_offer_gone(ev.offer_id, ev.contact_id, "expired"))
+            case OfferCancelled():
+                s.push(_offer_gone(ev.offer_id, ev.contact_id, ev.reason))
+            case ContactConnected():
+                c = contacts.get(ev.contact_id)
+                entry: Frame = {
+                    "contact_id": ev.contact_id,
+                    "channel": ev.channel,
+                    "queue": ev.queue,
+                    "state": CONNECTED,
+                    "customer_id": c.customer_id if c is not None else None,
+                    "tier": ev.tier,
+                    "wait_ms": ev.wait_ms,
+                }
+                s.push(self._task(self._contact_frame(s, ev.contact_id, entry)))
+            case ContactHeld() | ContactRetrieved():
+                state = HELD if isinstance(ev, ContactHeld) else CONNECTED
+                s.push({"type": "contact_state", "contact_id": ev.contact_id, "state": state})
+            case WrapUpStarted():
+                if ev.by == "customer":
+                    s.push({"type": "customer_left", "contact_id": ev.contact_id})
+                s.push({"type": "wrap_up", "contact_id": ev.contact_id, "ends_ms": ev.ends_ms, "by": ev.by})
+            case ContactClosed():
+                s.seen.pop(ev.contact_id, None)
+                s.push(
+                    {
+                        "type": "contact_closed",
+                        "contact_id": ev.contact_id,
+                        "disposition": ev.disposition,
+                        "talk_ms": ev.talk_ms,
+                        "hold_ms": ev.hold_ms,
+                        "wrap_ms": ev.wrap_ms,
+                    }
+                )
+            case ContactTransferred():
+                s.seen.pop(ev.contact_id, None)
+                s.push(
+                    {
+                        "type": "transferred",
+                        "contact_id": ev.contact_id,
+                        "to_queue": ev.to_queue,
+                        "to_agent": ev.to_agent_id,
+                        "to_external": ev.to_external,
+                    }
+                )
+            case _:
+                pass  # the agent's own inputs echoed (their ack said so), wrap-up timers (closed follows)
+
+    def _remember(self, ev: ContactArrived) -> None:
+        known = self._known.get(ev.contact_id)
+        if known is None:
+            known = self._known[ev.contact_id] = _Known()
+            if len(self._known) > MAX_KNOWN:
+                self._known.pop(next(iter(self._known)))
+        known.subject = ev.subject
+        known.case_id = ev.case_id
+        known.address = ev.address
+        known.complete = True
+
+    def _message(self, ev: MessageReceived | MessageSent) -> None:
+        inbound = type(ev) is MessageReceived
+        if inbound:
+            known = self._known.get(ev.contact_id)
+            if known is None and ev.contact_id not in self.centre.router.contacts:
+                # lines that came before their contact's arrival (or without one): kept for the preview
+                known = self._known[ev.contact_id] = _Known()
+                if len(self._known) > MAX_KNOWN:
+                    self._known.pop(next(iter(self._known)))
+            if known is not None:
+                if known.subject is None and ev.subject:
+                    known.subject = ev.subject
+                known.add_text(ev.body)
+        c = self.centre.router.contacts.get(ev.contact_id)
+        if c is None or c.agent_id is None:
+            return
+        s = self._sessions.get(c.agent_id)
+        if s is None or c.id not in self._agent(s).work:
+            return  # lines that come while a contact waits or rings are in its transcript later
+        if not inbound and ev.agent_id == s.agent_id:
+            return  # the agent's own line: its ack carried the message id
+        frame = {
+            "type": "message",
+            **_message_fields(ev.contact_id, ev.message_id, ev.body, ev.at_ms, ev.subject, inbound),
+        }
+        if not inbound:
+            frame["agent_id"] = ev.agent_id
+        s.push(_Dedupe(ev.contact_id, ev.message_id, frame) if ev.message_id else frame)
+
+    # ------------------------------------------------------------------------------------ slow frames
+
+    def _task(self, coro: Any) -> asyncio.Task[Any]:
+        return self.centre.loop.create_task(coro)
+
+    def _spawn(self, coro: Any) -> None:
+        """A background task the gateway keeps a reference to and cancels at stop."""
+        task = self.centre.loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("agent gateway task failed", exc_info=task.exception())
+
+    async def _offer_frame(self, fields: Frame, contact_id: str) -> Frame:
+        # Made once the current step of the loop is over, so lines an adapter published right after the
+        # contact's arrival (an e-mail's body) are in the preview.
+        known = self._known.get(contact_id)
+        if known is not None and known.complete:
+            preview = known.preview()
+        else:  # arrived before a restart: the store has it
+            try:
+                await self.centre.commit()
+                known = await self.centre.read(_load_preview, contact_id)
+                preview = known.preview()
+            except Exception:
+                log.exception("preview of %s", contact_id)
+                preview = {"subject": None, "lines": []}
+        return {"type": "offer", **fields, "preview": preview}
+
+    async def _contact_frame(self, s: _Session, contact_id: str, entry: Frame) -> Frame:
+        frame: Frame = {"type": "contact", **entry}
+        try:
+            await self.centre.commit()  # the lines logged so far are in the store before it is read
+            case_id, subject, transcript = await self.centre.read(_load_transcript, contact_id, TRANSCRIPT_LIMIT)
+        except Exception:
+            log.exception("transcript of %s", contact_id)
+            frame.update(case_id=None, subject=None, transcript=[], transcript_error="the store is unavailable")
+            return frame
+        s.seen[contact_id] = {m["message_id"] for m in transcript if m.get("message_id")}
+        frame.update(case_id=case_id, subject=subject, transcript=transcript)
+        customer_id = entry.get("customer_id")
+        if customer_id and transcript:
+            self._audit(customer_id, s.user.id, f"interaction:{contact_id}")
+        return frame
+
+    async def _screen_pop(self, s: _Session, contact_id: str, offer_id: str | None) -> None:
+        c = self.centre.router.contacts.get(contact_id)
+        if c is None:
+            return
+        now = self.centre.now_ms()
+        known = self._known.get(contact_id)
+        kind = _IDENTITY_KIND.get(c.channel)
+        try:
+            if c.customer_id:
+                pop = await self.centre.read(screen_pop_customer, c.customer_id, now)
+            elif known is not None and known.address and kind:
+                pop = await self.centre.read(screen_pop, kind, known.address, now)
+            else:
+                pop = ScreenPop(matched=False, kind="none", value="")
+        except Exception:
+            log.exception("screen-pop for %s", contact_id)
+            pop = None
+        # Shown only to the agent who still has the contact (offered or handling): nobody else sees it, so no
+        # read is recorded for them.
+        c = self.centre.router.contacts.get(contact_id)
+        if s.closed or c is None or c.agent_id != s.agent_id or self._sessions.get(s.agent_id) is not s:
+            return
+        frame: Frame = {"type": "screen_pop", "contact_id": contact_id, "offer_id": offer_id}
+        if pop is None:
+            frame.update(matched=False, error="the store is unavailable")
+        else:
+            frame.update(msgspec.to_builtins(pop))
+            if pop.customer is not None:
+                self._audit(pop.customer.id, s.user.id, "screen-pop")
+        s.push(frame)
+
+    def _audit(self, customer_id: str, actor: str, what: str) -> None:
+        """Record that ``actor`` was shown the customer's data, in the store writer's next commit.
+
+        The writer's transaction rather than one of its own (``centre.write``): a screen-pop comes with every
+        offer, and a commit per offer on the reader pool would compete with the group-committing writer."""
+        now = self.centre.now_ms()
+
+        def work(conn: Connection) -> None:
+            try:
+                with conn.begin_nested():  # a failure here must not fail the events committed with it
+                    record_read(conn, customer_id, now, actor=actor, what=what)
+            except Exception:
+                log.exception("audit of a read of customer %s", customer_id)
+
+        try:
+            self.centre.writer.append([work])
+        except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
+            log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _parse(raw: str | bytes) -> Frame:
+    if isinstance(raw, bytes):
+        raise ProtocolError("bad_frame", "send JSON in text frames")
+    try:
+        frame = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("bad_frame", "a frame is a JSON object")
+    if not isinstance(frame.get("type"), str):
+        raise ProtocolError("bad_frame", "a frame needs a string 'type'")
+    return frame
+
+
+def _text(frame: Frame, name: str, *, required: bool = True, max_len: int = MAX_SHORT) -> Any:
+    value = frame.get(name)
+    if value is None:
+        if required:
+            raise ProtocolError("bad_field", f"{name}: missing")
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError("bad_field", f"{name}: must be a string")
+    if len(value) > max_len:
+        raise ProtocolError("bad_field", f"{name}: longer than {max_len} characters")
+    return value
+
+
+def _good_ref(ref: Any) -> bool:
+    if isinstance(ref, bool):
+        return False
+    return isinstance(ref, int) or (isinstance(ref, str) and len(ref) <= MAX_SHORT)
+
+
+def _check(fn: Callable[[], Any]) -> None:
+    """The router's own transition tables answer whether a step is allowed (they change nothing)."""
+    try:
+        fn()
+    except RouterError as exc:
+        raise ProtocolError("refused", str(exc)) from None
+
+
+def _state_key(agent: Agent) -> tuple[Any, ...]:
+    return (agent.state, agent.state_reason, agent.presence, agent.away_reason)
+
+
+def _state_fields(agent: Agent) -> Frame:
+    return {
+        "state": agent.state,
+        "reason": agent.state_reason,
+        "since_ms": agent.state_since_ms,
+        "presence": agent.presence,
+        "away_reason": agent.away_reason,
+    }
+
+
+def _work_entry(c: Contact) -> Frame:
+    entry: Frame = {
+        "contact_id": c.id,
+        "channel": c.channel,
+        "queue": c.queue,
+        "state": c.state,
+        "customer_id": c.customer_id,
+        "tier": c.tier,
+    }
+    if c.state == C_WRAP_UP:
+        entry["wrap_up_ends_ms"] = c.wrap_timer.due_ms if c.wrap_timer is not None else None
+    return entry
+
+
+def _offer_fields(offer_id: str, c: Contact | None, expires_ms: int, ev: OfferMade | None) -> Frame:
+    """An offer frame but its preview; ``ev`` (the decision, for its explanation) may be gone after a restart."""
+    return {
+        "offer_id": offer_id,
+        "contact_id": c.id if c is not None else None,
+        "channel": c.channel if c is not None else None,
+        "queue": c.queue if c is not None else None,
+        "customer_id": c.customer_id if c is not None else None,
+        "tier": c.tier if c is not None else None,
+        "expires_ms": expires_ms,
+        "why": explain(ev) if ev is not None else None,
+    }
+
+
+def _offer_gone(offer_id: str, contact_id: str, reason: str) -> Frame:
+    return {"type": "offer_gone", "offer_id": offer_id, "contact_id": contact_id, "reason": reason}
+
+
+def _message_fields(
+    contact_id: str, message_id: str | None, text: str, at_ms: int, subject: str | None, inbound: bool
+) -> Frame:
+    """One line of a conversation, as transcripts and ``message`` frames carry it."""
+    frame: Frame = {
+        "contact_id": contact_id,
+        "from": "customer" if inbound else "agent",
+        "text": text,
+        "message_id": message_id,
+        "at_ms": at_ms,
+    }
+    if subject:
+        frame["subject"] = subject
+    return frame
+
+
+def explain(ev: OfferMade) -> Frame:
+    """Why the offer went to this agent, as the dashboard's decision list shows it."""
+    why = ev.why
+    return {
+        "trigger": why.trigger,
+        "strategy": why.strategy,
+        "requirement": why.requirement,
+        "step": why.step,
+        "considered": why.considered,
+        "filters": dict(why.filters),
+        "tie_break": why.tie_break,
+        "candidates": [
+            {"id": c.id, "score": list(c.score), "note": c.note or score_words(why, c.score, ev.at_ms)}
+            for c in why.candidates
+        ],
+    }
+
+
+def _load_preview(conn: Connection, contact_id: str) -> _Known:
+    known = _Known()
+    row = conn.execute(
+        select(interactions.c.subject, interactions.c.case_id, interactions.c.address).where(
+            interactions.c.id == contact_id
+        )
+    ).one_or_none()
+    if row is not None:
+        known.subject, known.case_id, known.address = row
+    lines = conn.execute(
+        select(messages.c.body, messages.c.subject)
+        .where(messages.c.interaction_id == contact_id, messages.c.direction == "inbound")
+        .order_by(messages.c.at_ms, messages.c.id)
+        .limit(PREVIEW_LINES)
+    )
+    for body, subject in lines:
+        if known.subject is None and subject:
+            known.subject = subject
+        known.add_text(body or "")
+    known.complete = True
+    return known
+
+
+def _load_transcript(conn: Connection, contact_id: str, limit: int) -> tuple[str | None, str | None, list[Frame]]:
+    """The interaction's case and subject, and the newest ``limit`` messages of the interaction and of its
+    case (an e-mail thread spans interactions), oldest first."""
+    row = conn.execute(
+        select(interactions.c.case_id, interactions.c.subject).where(interactions.c.id == contact_id)
+    ).one_or_none()
+    case_id, subject = (row.case_id, row.subject) if row is not None else (None, None)
+    cols = (
+        messages.c.id,
+        messages.c.interaction_id,
+        messages.c.direction,
+        messages.c.author,
+        messages.c.at_ms,
+        messages.c.message_id,
+        messages.c.subject,
+        messages.c.body,
+    )
+    newest = (messages.c.at_ms.desc(), messages.c.id.desc())
+    found = {
+        r.id: r
+        for r in conn.execute(
+            select(*cols).where(messages.c.interaction_id == contact_id).order_by(*newest).limit(limit)
+        )
+    }
+    if case_id is not None:  # two indexed probes rather than an OR the planner may scan for
+        for r in conn.execute(select(*cols).where(messages.c.case_id == case_id).order_by(*newest).limit(limit)):
+            found.setdefault(r.id, r)
+    rows = sorted(found.values(), key=lambda r: (r.at_ms, r.id))[-limit:]
+    out = []
+    for r in rows:
+        inbound = r.direction == "inbound"
+        m = _message_fields(r.interaction_id, r.message_id, r.body or "", r.at_ms, r.subject, inbound)
+        if not inbound:
+            m["agent_id"] = r.author
+        out.append(m)
+    return case_id, subject, out
