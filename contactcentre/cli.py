@@ -230,7 +230,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 130
     print(
         f"contactcentre demo: stopped ({summary.arrived} contacts arrived, "
-        f"{summary.events_logged} events logged in {args.database})",
+        f"{summary.events_logged} events logged in {args.database}, "
+        f"{summary.mails_delivered} e-mails delivered to the demo customers' mailboxes)",
         flush=True,
     )
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 from collections import deque
@@ -85,6 +86,7 @@ class RouterDriver:
         self.outcomes: dict[str, str] = {}  # offer id -> outcome, for the offers in ``decisions``
         self.handled = 0  # inputs accepted
         self.refused = 0  # inputs the router refused
+        self.last_refusal: tuple[Event, RouterError] | None = None  # for adapters that answer a person
         self.emitted = 0  # events dispatched (inputs echoed + derived)
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
@@ -147,6 +149,7 @@ class RouterDriver:
                     out = self.router.handle(ev)
                 except RouterError as exc:
                     self.refused += 1
+                    self.last_refusal = (ev, exc)
                     log.info("refused %s: %s", type(ev).__name__, exc)
                     continue
                 self.handled += 1
@@ -351,11 +354,22 @@ class DemoError(Exception):
 
 
 @dataclass(frozen=True)
+class DemoUser:
+    name: str
+    role: str
+    token: str
+    password: str
+
+
+@dataclass(frozen=True)
 class DemoInfo:
     url: str
     host: str
     port: int
     database_path: Path
+    smtp_port: int | None = None
+    ws_port: int | None = None
+    users: tuple[DemoUser, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -363,6 +377,7 @@ class DemoSummary:
     arrived: int
     events_logged: int
     refused: int
+    mails_delivered: int = 0
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -397,78 +412,115 @@ async def run_demo(
     rate_scale: float = 1.0,
     duration_s: float | None = None,
     *,
+    smtp_port: int = 0,
+    ws_port: int = 0,
     ready: Callable[[DemoInfo], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> DemoSummary:
-    """Run a live demo centre until SIGINT/SIGTERM, ``duration_s`` or ``stop`` is set.
+    """The live server (``serve``) on a fresh SQLite file, with demo users and simulated people.
 
-    ``ready`` is called once the site listens (with the real port when ``port`` is 0).
+    Before the server starts, the store gets the demo's customer book and one user per configured agent plus
+    a supervisor and an admin (their tokens and passwords go to ``ready``). Once it listens, ``LiveDemo``
+    starts simulated agents on the agent protocol and customers on SMTP, the chat WebSocket and (until
+    telephony exists) direct voice arrivals. Runs until SIGINT/SIGTERM, ``duration_s`` or ``stop``.
     """
-    loop = asyncio.get_running_loop()
-    reactor = install_reactor(loop)  # before any other twisted.internet import (web, simulator)
-    from twisted.internet.error import CannotListenError
+    from aiosmtpd.smtp import SMTP
 
     from contactcentre.store.db import DatabaseError, open_store
-    from contactcentre.store.writer import StoreWriter
-    from contactcentre.web import DashboardSite
+    from contactcentre.store.users import add_user
     from simulator.demo_customers import seed_demo_customers
-    from simulator.demo_traffic import DemoTraffic
+    from simulator.demo_live import LiveDemo
 
     if config.demo is None or not config.demo.traffic:
         raise DemoError("the configuration has no [demo] section with [[demo.traffic]] entries")
     if rate_scale <= 0:
         raise DemoError(f"--rate-scale must be > 0, not {rate_scale}")
-    _route_twisted_logging()
     db = fresh_database(database_path)
     try:
         engine = open_store(db)  # a fresh file, migrated to the current schema
     except DatabaseError as exc:
         raise DemoError(str(exc)) from None
-    clock = LoopClock(loop)
-    with engine.begin() as conn:  # the demo's customers, so contacts land on them and screen-pop shows them
-        seed_demo_customers(conn, clock.now_ms(), tuple(config.tiers))
-    writer = StoreWriter(engine, loop=loop)
-    router = Router(config, start_ms=clock.now_ms())
-    stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
-    driver = RouterDriver(router, clock, loop, stats=stats, writer=writer)
-    site = DashboardSite(driver)
-    traffic: DemoTraffic | None = None
-    listening = None
-    stop = stop or asyncio.Event()
-    signals: list[int] = []
-    timeout: asyncio.TimerHandle | None = None
+    now = LoopClock(asyncio.get_running_loop()).now_ms()
+    users: list[DemoUser] = []
+    tokens: dict[str, str] = {}
     try:
-        try:
-            listening = reactor.listenTCP(port, site, interface=host)
-        except CannotListenError as exc:
-            raise DemoError(f"cannot listen on {host}:{port}: {exc.socketError}") from None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-                signals.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
-                pass
-        if duration_s is not None:
-            timeout = loop.call_later(duration_s, stop.set)
-        traffic = DemoTraffic(driver, config, seed=config.demo.seed if seed is None else seed, rate_scale=rate_scale)
-        traffic.start()
-        real_port = listening.getHost().port
-        if ready is not None:
-            ready(DemoInfo(f"http://{_url_host(host)}:{real_port}/", host, real_port, db))
-        await stop.wait()
+        with engine.begin() as conn:  # the demo's customers, so contacts land on them and screen-pop shows them
+            seed_demo_customers(conn, now, tuple(config.tiers))
+            for name, role in (("admin", "admin"), ("supervisor", "supervisor")):
+                password = secrets.token_urlsafe(9)
+                users.append(DemoUser(name, role, add_user(conn, name, role, now, password=password), password))
+            for a in config.agents:
+                password = secrets.token_urlsafe(9)
+                token = add_user(conn, a.id, "agent", now, agent_id=a.id, display_name=a.name, password=password)
+                users.append(DemoUser(a.id, "agent", token, password))
+                tokens[a.id] = token
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        engine.dispose()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # The customers' mail servers: replies and acknowledgements go to a sink on this loop, so the demo's
+    # outbound e-mail is really sent (and counted) instead of failing against a smarthost that is not there.
+    mailbox = DemoMailbox()
+    sink = await loop.create_server(lambda: SMTP(mailbox), "127.0.0.1", 0)
+    sink_port = sink.sockets[0].getsockname()[1]
+    email_cfg = msgspec.structs.replace(config.server.email, smarthost="127.0.0.1", smarthost_port=sink_port)
+    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, email=email_cfg))
+    timeout = loop.call_later(duration_s, stop.set) if duration_s is not None else None
+    demo: list[LiveDemo] = []
+
+    def started(centre: Centre, info: ServerInfo) -> LiveDemo:
+        traffic = LiveDemo(
+            centre,
+            info,
+            config,
+            tokens,
+            seed=config.demo.seed if seed is None and config.demo else (seed or 0),
+            rate_scale=rate_scale,
+        )
+        traffic.start()
+        demo.append(traffic)
+        return traffic
+
+    def on_ready(info: ServerInfo) -> None:
+        if ready is not None:
+            ready(DemoInfo(info.url, info.host, info.http_port, db, info.smtp_port, info.ws_port, tuple(users)))
+
+    try:
+        summary = await serve(
+            config,
+            db,
+            host=host,
+            http_port=port,
+            smtp_port=smtp_port,
+            ws_port=ws_port,
+            ready=on_ready,
+            started=started,
+            stop=stop,
+        )
+    except ServeError as exc:
+        raise DemoError(str(exc)) from None
+    finally:
         if timeout is not None:
             timeout.cancel()
-        if traffic is not None:
-            traffic.stop()
-        if listening is not None:
-            await listening.stopListening().asFuture(loop)
-        await site.close_connections()
-        driver.close()
-        await writer.close()
-    return DemoSummary(arrived=router.arrived, events_logged=writer.committed, refused=driver.refused)
+        sink.close()
+        await sink.wait_closed()
+    return DemoSummary(
+        arrived=summary.arrived,
+        events_logged=summary.events_logged,
+        refused=summary.refused,
+        mails_delivered=mailbox.received,
+    )
+
+
+class DemoMailbox:
+    """The demo customers' mailboxes: an aiosmtpd handler that accepts and counts what the centre sends."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received += 1
+        return "250 OK"
 
 
 def _url_host(host: str) -> str:
@@ -546,3 +598,162 @@ async def close_centre(centre: Centre) -> None:
     finally:
         centre.close()
         centre.engine.dispose()
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str  # the web site (dashboard, /api, /chat widget)
+    host: str
+    http_port: int
+    smtp_port: int | None
+    ws_port: int
+    database: str
+
+
+@dataclass(frozen=True)
+class ServeSummary:
+    arrived: int
+    events_logged: int
+    refused: int
+
+
+AGENT_MAX_FRAME = 256 * 1024  # an agent's e-mail reply can be long; a customer's chat line cannot
+
+
+async def serve(
+    config: CentreConfig,
+    database_url: str | Path | None = None,
+    *,
+    host: str | None = None,
+    http_port: int | None = None,
+    smtp_port: int | None = None,
+    ws_port: int | None = None,
+    ready: Callable[[ServerInfo], None] | None = None,
+    started: Callable[[Centre, ServerInfo], Any] | None = None,
+    stop: asyncio.Event | None = None,
+) -> ServeSummary:
+    """Run the live centre until SIGINT/SIGTERM or ``stop``: the store writer, the restored router, the web
+    site with the REST API and the chat widget, SMTP for e-mail, one WebSocket port for customers' chats
+    (``/chat``) and agents' consoles (``/agent``). Ports come from ``[server]`` unless given here.
+
+    ``started(centre, info)`` runs once everything listens (the demo starts its simulated traffic there;
+    it may return an object with ``stop()``, called first at shutdown). Shutdown stops accepting, tells
+    connected clients, commits everything pending and closes the database: no accepted contact is lost.
+    """
+    loop = asyncio.get_running_loop()
+    reactor = install_reactor(loop)
+    import websockets.asyncio.server as ws_server
+    from twisted.internet.error import CannotListenError
+
+    from contactcentre.agent_gateway import AgentGateway
+    from contactcentre.channels.chat import ChatChannel
+    from contactcentre.channels.email import EmailChannel
+    from contactcentre.web import DashboardSite
+    from contactcentre.web.api import Api
+    from contactcentre.web.widget import widget_resource
+
+    srv = config.server
+    host = srv.host if host is None else host
+    http_port = srv.http_port if http_port is None else http_port
+    smtp_port = srv.smtp_port if smtp_port is None else smtp_port
+    ws_port = srv.ws_port if ws_port is None else ws_port
+    _route_twisted_logging()
+    centre = await open_centre(config, database_url, loop=loop)
+    stop = stop or asyncio.Event()
+    signals: list[int] = []
+    listening = None
+    site: DashboardSite | None = None
+    wss = None
+    email: EmailChannel | None = None
+    chat: ChatChannel | None = None
+    agents = AgentGateway(centre)
+    extra: Any = None
+    api: Any = None
+    try:
+        if srv.chat.enabled:
+            chat = ChatChannel(centre)
+            chat.restore()
+            chat.on_typing.append(agents.customer_typing)
+            chat.on_presence.append(agents.customer_presence)
+        chat_limit = srv.chat.max_frame_bytes
+
+        async def route(ws: Any) -> None:
+            path = ws.request.path.split("?", 1)[0]
+            if path == "/chat" and chat is not None:
+                ws.protocol.max_message_size = chat_limit  # a customer's frame limit, not the agents'
+                await chat.handle(ws)
+            else:
+                await agents.handle(ws)
+
+        def only_known_paths(conn: Any, request: Any) -> Any:
+            path = request.path.split("?", 1)[0]
+            if path == "/agent" or (path == "/chat" and chat is not None):
+                return None
+            return conn.respond(404, "no such WebSocket endpoint (try /chat or /agent)\n")
+
+        try:
+            wss = await ws_server.serve(
+                route, host, ws_port, max_size=AGENT_MAX_FRAME, process_request=only_known_paths
+            )
+        except OSError as exc:
+            raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None
+        real_ws_port = next(iter(wss.sockets)).getsockname()[1]
+        pages_ = {b"chat": widget_resource(config, real_ws_port)} if chat is not None else {}
+        api = Api(centre)
+        site = DashboardSite(centre.driver, api=api.children(), pages_=pages_)
+        try:
+            listening = reactor.listenTCP(http_port, site, interface=host)
+        except CannotListenError as exc:
+            raise ServeError(f"cannot listen on {host}:{http_port}: {exc.socketError}") from None
+        real_smtp: int | None = None
+        if srv.email.enabled:
+            email = EmailChannel(centre)
+            try:
+                real_smtp = await email.start(host, smtp_port)
+            except OSError as exc:
+                raise ServeError(f"cannot listen for SMTP on {host}:{smtp_port}: {exc.strerror or exc}") from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        real_http = listening.getHost().port
+        info = ServerInfo(
+            url=f"http://{_url_host(host)}:{real_http}/",
+            host=host,
+            http_port=real_http,
+            smtp_port=real_smtp,
+            ws_port=real_ws_port,
+            database=centre.engine.url.render_as_string(hide_password=True),
+        )
+        if started is not None:
+            extra = started(centre, info)
+        if ready is not None:
+            ready(info)
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if extra is not None and hasattr(extra, "stop"):
+            result = extra.stop()
+            if asyncio.iscoroutine(result):
+                await result
+        if email is not None:
+            await email.stop()  # stop accepting mail first: whatever got a 250 is stored
+        if listening is not None:
+            await listening.stopListening().asFuture(loop)
+        if chat is not None:
+            await chat.stop()
+        await agents.stop()
+        if wss is not None:
+            wss.close()
+            await wss.wait_closed()
+        if site is not None:
+            await site.close_connections()
+        if api is not None:
+            await api.drain()  # requests still reading the store finish before the pool closes
+        router = centre.driver.router
+        summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
+        await close_centre(centre)
+    return ServeSummary(summary.arrived, centre.writer.committed, summary.refused)

@@ -150,22 +150,38 @@ def queue_rows(live: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**q, "m": figures.get(q["name"], {})} for q in live["queues"]]
 
 
-def build_root(driver: RouterDriver) -> Resource:
+def build_root(
+    driver: RouterDriver,
+    *,
+    api: dict[bytes, Resource] | None = None,
+    pages_: dict[bytes, Resource] | None = None,
+) -> Resource:
+    """The site's tree; ``api`` adds resources under ``/api/``, ``pages_`` at the top (``/chat``)."""
     env = make_environment()
     root = _Node()
     root.putChild(b"", Dashboard(driver, env))
-    api = _Node()
-    api.putChild(b"live", LiveApi(driver))
-    root.putChild(b"api", api)
+    api_node = _Node()
+    api_node.putChild(b"live", LiveApi(driver))
+    for name, resource in (api or {}).items():
+        api_node.putChild(name, resource)
+    root.putChild(b"api", api_node)
     root.putChild(b"static", static_files())
+    for name, resource in (pages_ or {}).items():
+        root.putChild(name, resource)
     return root
 
 
 class DashboardSite(WrappingFactory):
     """The site, wrapped so that open connections (browsers keep them alive) can be closed at shutdown."""
 
-    def __init__(self, driver: RouterDriver) -> None:
-        site = Site(build_root(driver), logPath=None)
+    def __init__(
+        self,
+        driver: RouterDriver,
+        *,
+        api: dict[bytes, Resource] | None = None,
+        pages_: dict[bytes, Resource] | None = None,
+    ) -> None:
+        site = Site(build_root(driver, api=api, pages_=pages_), logPath=None)
         site.displayTracebacks = False
         super().__init__(site)
         self._idle_waiters: list[asyncio.Future[None]] = []

@@ -1,0 +1,1071 @@
+"""The web chat channel: customers on a WebSocket (``/chat``), speaking the JSON protocol of
+``docs/chat-protocol.md``.
+
+A customer's chat is a *session*: a contact in the router (or, when nobody can answer, an offline message on a
+case), a secret resume token, and at most one socket at a time. Sockets come and go — a phone changing
+network, a reloaded page — and the session outlives them for ``resume_window_s``; only an explicit ``close``,
+the router (the agent ended, the contact overflowed out) or a socket gone for longer than the window ends it.
+Every line is logged as ``MessageReceived``/``MessageSent`` (the store writer projects them into
+``messages``), so a resumed socket gets whatever it missed from the store, and nothing lives only here.
+
+The adapter makes no routing decisions: it submits router inputs, publishes chat lines and follows the
+router's output. Timers are ``loop.call_later`` handles; nothing polls.
+
+What the agent gateway uses: ``agent_message`` (an agent's line), ``agent_typing`` (the customer sees
+"typing"), and the callback lists ``on_typing`` (the customer is typing) and ``on_presence`` (the customer's
+socket went away or came back). Chat lines themselves reach the gateway as ``MessageReceived`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from websockets.exceptions import ConnectionClosed
+
+from contactcentre.events import (
+    AgentStateChanged,
+    ContactAbandoned,
+    ContactArrived,
+    ContactClosed,
+    ContactConnected,
+    ContactFailed,
+    ContactOverflowed,
+    ContactQueued,
+    ContactTransferred,
+    CustomerLeft,
+    Event,
+    MessageReceived,
+    MessageSent,
+    OfferMade,
+    WrapUpStarted,
+)
+from contactcentre.store.cases import open_case
+from contactcentre.store.customers import get_customer, identify, new_id
+from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.store.schema import cases, interactions, messages
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+
+    from contactcentre.acd import Router
+    from contactcentre.centre import Centre
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 4000  # characters in one chat line, either way
+MAX_NAME = 200
+MAX_EMAIL = 320
+MAX_TOPIC = 500
+MAX_ID = 200  # client ids, tokens, message ids
+RATE_WINDOW_S = 10.0
+ABUSE_WINDOW_S = 60.0
+ABUSE_STRIKES = 10  # frames refused for the rate within a minute before the socket is closed (1008)
+MAX_OUTBOX = 500  # frames waiting for a slow socket before it is dropped (the customer can resume)
+MAX_CLIENT_IDS = 200  # remembered per session, so a line re-sent after a lost ack is stored once
+
+# Session states, as the customer sees them in ``resumed``.
+NEW = "new"  # hello in progress
+WAITING = "waiting"
+WITH_AGENT = "with_agent"
+OFFLINE = "offline"
+CLOSED = "closed"
+
+# Router contact states in which a chat is still the customer's to resume.
+_LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
+
+TypingCallback = Callable[[str, str], None]  # (contact_id, agent_id)
+PresenceCallback = Callable[[str, "str | None", bool], None]  # (contact_id, agent_id or None, connected)
+
+
+class ChatError(Exception):
+    """An agent's chat action that cannot be done; ``code`` is one of ``unknown_contact``, ``not_handling``,
+    ``bad_request``, ``closed``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Close(NamedTuple):
+    code: int
+    reason: str
+
+
+def token_hash(token: str) -> str:
+    """What the log keeps of a resume token (the token itself stays with the customer)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ewt_s(ewt_ms: int | None) -> int | None:
+    return None if ewt_ms is None else round(ewt_ms / 1000)
+
+
+def _encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------------------- connections
+
+
+class _Conn:
+    """One customer socket. Frames go out through one pump task in the order they were queued; while a
+    hello or a resume is being made durable the outbox is *held*, so the reply goes out before anything the
+    router said in the meantime (an agent may accept during the commit)."""
+
+    def __init__(self, ws: ServerConnection, loop: asyncio.AbstractEventLoop, rate: int) -> None:
+        self.ws = ws
+        self.loop = loop
+        self.rate = rate
+        self.session: _Session | None = None
+        self.out: deque[dict[str, Any] | _Close] = deque()
+        self.held = False
+        self.closing = False  # a close is queued or done: read no further frames
+        self.done = False  # the socket is finished: the pump stops once the outbox is empty
+        self.wake = asyncio.Event()
+        self.recent: deque[float] = deque()  # loop times of admitted frames in the rate window
+        self.strikes: deque[float] = deque()  # loop times of refused frames in the abuse window
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.closing or self.done:
+            return
+        if len(self.out) >= MAX_OUTBOX:
+            # A socket this far behind is as good as gone; the session keeps everything for a resume.
+            self.out.clear()
+            self.close(1013, "too slow; resume")
+            return
+        self.out.append(frame)
+        if not self.held:
+            self.wake.set()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.out.append(_Close(code, reason))
+        if not self.held:
+            self.wake.set()
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self, front: Iterable[dict[str, Any] | _Close] = (), skip_ids: frozenset[str] = frozenset()) -> None:
+        """Send ``front`` first, then what was queued while held, minus lines ``front`` already carries."""
+        rest = [
+            f
+            for f in self.out
+            if not (isinstance(f, dict) and f.get("type") == "message" and f.get("message_id") in skip_ids)
+        ]
+        self.out = deque([*front, *rest])
+        if any(isinstance(f, _Close) for f in self.out):
+            self.closing = True
+        self.held = False
+        self.wake.set()
+
+    def admit(self, quiet: bool) -> bool:
+        """The per-socket rate limit: at most ``rate`` frames in any ten seconds. A refused frame gets an
+        error (typing is refused quietly); repeated refusals close the socket with 1008."""
+        now = self.loop.time()
+        recent = self.recent
+        while recent and recent[0] <= now - RATE_WINDOW_S:
+            recent.popleft()
+        if len(recent) < self.rate:
+            recent.append(now)
+            return True
+        strikes = self.strikes
+        while strikes and strikes[0] <= now - ABUSE_WINDOW_S:
+            strikes.popleft()
+        strikes.append(now)
+        if len(strikes) >= ABUSE_STRIKES:
+            self.close(1008, "rate limit exceeded")
+        elif not quiet:
+            self.send(_error("rate_limited", f"at most {self.rate} frames in {RATE_WINDOW_S:g} s; dropped"))
+        return False
+
+    async def pump(self) -> None:
+        try:
+            while True:
+                while self.out and not self.held:
+                    item = self.out.popleft()
+                    if isinstance(item, _Close):
+                        await self.ws.close(item.code, item.reason)
+                        return
+                    await self.ws.send(_encode(item))
+                if self.done and not self.held:
+                    return
+                self.wake.clear()
+                await self.wake.wait()
+        except ConnectionClosed:
+            pass
+        except Exception:  # a frame that does not encode must not take the server down
+            log.exception("chat: sending to a customer failed")
+            with contextlib.suppress(Exception):
+                await self.ws.close(1011, "internal error")
+
+
+def _error(code: str, detail: str = "", client_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code}
+    if detail:
+        frame["detail"] = detail
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+@dataclass(eq=False)
+class _Session:
+    token_hash: str
+    customer_id: str | None
+    case_id: str | None
+    case_token: str | None
+    visitor: str  # the chat visitor token: the address of the chat contact
+    queue: str | None
+    tier: str | None
+    name: str | None = None
+    email: str | None = None
+    topic: str | None = None
+    contact_id: str | None = None  # the chat contact in the router
+    mail_contact_id: str | None = None  # the offline message's e-mail-like contact
+    state: str = NEW
+    reason: str | None = None  # why it closed
+    agent_id: str | None = None
+    position: int | None = None
+    ewt_ms: int | None = None
+    conn: _Conn | None = None
+    timer: asyncio.TimerHandle | None = None
+    hello_reply: dict[str, Any] | None = None  # the queued reply, built when the router queues the contact
+    failed: str | None = None  # the router refused to queue it (queue closed or full)
+    acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (message_id, at_ms)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.conn is not None:
+            self.conn.send(frame)
+
+    def interaction_ids(self) -> list[str]:
+        return [i for i in (self.contact_id, self.mail_contact_id) if i is not None]
+
+
+# ------------------------------------------------------------------------------------------ store work
+
+
+class _Opened(NamedTuple):
+    customer_id: str
+    tier: str | None
+    case_id: str
+    case_token: str
+
+
+def _identify_and_open_case(
+    conn: Connection,
+    now_ms: int,
+    name: str | None,
+    email: str | None,
+    visitor: str,
+    topic: str | None,
+    queue: str | None,
+) -> _Opened:
+    if email is not None:
+        customer_id, _ = identify(conn, "email", email, now_ms, name=name)
+    else:
+        customer_id, _ = identify(conn, "chat", visitor, now_ms, name=name)
+    row = get_customer(conn, customer_id)
+    case_id, case_token = open_case(conn, now_ms, customer_id=customer_id, subject=topic, queue=queue)
+    return _Opened(customer_id, row.get("tier") if row else None, case_id, case_token)
+
+
+def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
+    m = messages.c
+    query = select(m.id, m.direction, m.author, m.at_ms, m.message_id, m.body).where(m.interaction_id.in_(contact_ids))
+    if last_message_id is not None:
+        after = conn.execute(
+            select(m.id).where(m.interaction_id.in_(contact_ids), m.message_id == last_message_id).limit(1)
+        ).scalar_one_or_none()
+        if after is not None:  # an id we never stored for this chat: send the whole transcript
+            query = query.where(m.id > after)
+    return [dict(r) for r in conn.execute(query.order_by(m.id)).mappings()]
+
+
+def _restore_rows(conn: Connection, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    i = interactions.c
+    for start in range(0, len(contact_ids), 500):
+        chunk = contact_ids[start : start + 500]
+        rows = conn.execute(
+            select(i.id, i.case_id, i.customer_id, i.address, i.subject, i.queue, i.tier, cases.c.token)
+            .select_from(interactions.outerjoin(cases, cases.c.id == i.case_id))
+            .where(i.id.in_(chunk))
+        ).mappings()
+        out.update({r["id"]: dict(r) for r in rows})
+    return out
+
+
+def _wait_now(router: Router, contact_id: str) -> tuple[int, int | None] | None:
+    """Position and EWT of a waiting contact now, the way the router computes them when it queues one.
+
+    This reads the router's waiting index and staffing (read-only); a ``Router.wait_estimate(contact_id)``
+    would be the better home for it."""
+    from contactcentre.acd.ewt import WaitSituation
+
+    c = router.contacts.get(contact_id)
+    if c is None or c.state != "queued" or c.group is None or c.preferred_agent_id is not None:
+        return None
+    ahead = c.group.position(c)
+    servers = router.staffing.servers(c.channel, c.reqs)
+    return ahead + 1, router.estimator.estimate(WaitSituation(c.queue, c.channel, ahead, servers, c.priority))
+
+
+# ---------------------------------------------------------------------------------------------- channel
+
+
+class ChatChannel:
+    """The chat adapter: ``handle`` serves one customer socket; ``agent_message`` carries an agent's line."""
+
+    position_push_s = 2.0  # position/EWT updates are coalesced: at most one push per session this often
+
+    def __init__(self, centre: Centre) -> None:
+        self.centre = centre
+        self.config = centre.config.server.chat
+        cfg = centre.config
+        self.queue: str | None = self.config.queue or cfg.first_queue_for("chat")
+        self.offline_queue: str | None = self.config.offline_queue or cfg.first_queue_for("email")
+        self.window_s = self.config.resume_window_s
+        self.loop = centre.loop
+        self.on_typing: list[TypingCallback] = []
+        self.on_presence: list[PresenceCallback] = []
+        self._agent_names = {a.id: a.name or a.id for a in cfg.agents}
+        self._chat_queues = {q.name for q in cfg.queues if "chat" in q.channels}
+        self._by_token: dict[str, _Session] = {}
+        self._by_contact: dict[str, _Session] = {}  # chat contact id -> session (router events)
+        self._conns: set[_Conn] = set()
+        self._push_timer: asyncio.TimerHandle | None = None
+        self._stopped = False
+        centre.channels["chat"] = self
+        self._unsubscribe = centre.subscribe(self._on_events)
+
+    # ------------------------------------------------------------------------------------------ restore
+
+    def restore(self) -> None:
+        """Rebuild the sessions of chats the router still holds after a restart (waiting, offered, with an
+        agent), so that their customers can resume with the token they have. Each gets the resume window
+        from now; a customer who does not come back within it has left."""
+        router = self.centre.router
+        live = [
+            c
+            for c in router.contacts.values()
+            if c.channel == "chat" and c.state in _LIVE_CONTACT_STATES and c.attributes.get("resume")
+        ]
+        if not live:
+            return
+        with self.centre.engine.connect() as conn:  # start-up, before any socket: a blocking read is fine
+            rows = _restore_rows(conn, [c.id for c in live])
+        for c in live:
+            row = rows.get(c.id, {})
+            s = _Session(
+                token_hash=c.attributes["resume"],
+                customer_id=c.customer_id,
+                case_id=row.get("case_id"),
+                case_token=row.get("token"),
+                visitor=row.get("address") or "",
+                queue=c.queue,
+                tier=c.tier,
+                topic=row.get("subject"),
+                contact_id=c.id,
+                state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
+                agent_id=c.agent_id if c.state in ("connected", "held") else None,
+            )
+            self._register(s)
+            self._arm(s, self._gone)
+        log.info("chat: %d sessions restored", len(live))
+
+    # ------------------------------------------------------------------------------------------ sockets
+
+    async def handle(self, ws: ServerConnection) -> None:
+        """Serve one customer socket until it closes. Nothing a customer sends raises out of here."""
+        if self._stopped:
+            await ws.close(1001, "server going away")
+            return
+        self._limit_frames(ws)
+        conn = _Conn(ws, self.loop, self.config.max_messages_per_10s)
+        self._conns.add(conn)
+        pump = self.loop.create_task(conn.pump(), name="chat-pump")
+        try:
+            while not conn.closing:
+                try:
+                    raw = await ws.recv()
+                except ConnectionClosed:  # includes 1009: websockets closed it for a frame over max_size
+                    break
+                try:
+                    await self._on_frame(conn, raw)
+                except Exception:
+                    log.exception("chat: a frame failed")
+                    if conn.held:
+                        conn.release()
+                    conn.send(_error("internal", "the server could not handle that frame"))
+        finally:
+            self._conns.discard(conn)
+            self._detach(conn)
+            conn.done = True
+            conn.held = False
+            conn.wake.set()
+            try:
+                await pump
+            except asyncio.CancelledError:
+                pump.cancel()
+                raise
+
+    def _limit_frames(self, ws: ServerConnection) -> None:
+        """A customer's frames are limited to ``max_frame_bytes`` whatever the server was started with (one
+        port serves agents too, with a larger limit): websockets then closes with 1009."""
+        protocol = getattr(ws, "protocol", None)
+        current = getattr(protocol, "max_message_size", 0)
+        limit = self.config.max_frame_bytes
+        if protocol is not None and (current is None or current > limit):
+            protocol.max_message_size = limit
+
+    async def stop(self) -> None:
+        """Tell every connected customer that the server is going away (close 1001) and stop. Sessions
+        are not ended: the router and the log keep the chats, and ``restore`` brings them back."""
+        self._stopped = True
+        self._unsubscribe()
+        if self._push_timer is not None:
+            self._push_timer.cancel()
+            self._push_timer = None
+        for s in list(self._by_token.values()):
+            if s.timer is not None:
+                s.timer.cancel()
+                s.timer = None
+        conns = list(self._conns)
+        for conn in conns:
+            conn.out.clear()
+            conn.closing = True
+        await asyncio.gather(*(c.ws.close(1001, "server going away") for c in conns), return_exceptions=True)
+        self._by_token.clear()
+        self._by_contact.clear()
+
+    # ------------------------------------------------------------------------------------------- frames
+
+    async def _on_frame(self, conn: _Conn, raw: str | bytes) -> None:
+        try:
+            frame = self._parse(raw)
+        except _BadRequest as exc:
+            if conn.admit(quiet=False):
+                conn.send(_error("bad_request", str(exc)))
+            return
+        kind = frame["type"]
+        if not conn.admit(quiet=kind == "typing"):
+            return
+        client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+        try:
+            if kind == "hello":
+                await self._hello(conn, frame)
+            elif kind == "message":
+                await self._message(conn, frame)
+            elif kind == "typing":
+                self._typing(conn)
+            elif kind == "resume":
+                await self._resume(conn, frame)
+            elif kind == "close":
+                await self._close(conn)
+            elif kind == "ping":
+                conn.send({"type": "pong"})
+            else:
+                raise _BadRequest(f"unknown type {kind[:40]!r}")
+        except _BadRequest as exc:
+            conn.send(_error("bad_request", str(exc), client_id))
+
+    @staticmethod
+    def _parse(raw: str | bytes) -> dict[str, Any]:
+        if not isinstance(raw, str):
+            raise _BadRequest("send text frames holding JSON objects")
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            raise _BadRequest("not JSON") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise _BadRequest('a frame is a JSON object with a "type"')
+        return frame
+
+    # ------------------------------------------------------------------------------------------- hello
+
+    async def _hello(self, conn: _Conn, f: dict[str, Any]) -> None:
+        if conn.session is not None:
+            raise _BadRequest("this socket already has a chat")
+        name = _text(f, "name", MAX_NAME)
+        email = _text(f, "email", MAX_EMAIL)
+        topic = _text(f, "topic", MAX_TOPIC)
+        asked = _text(f, "queue", MAX_NAME)
+        if asked is not None and asked not in self._chat_queues:
+            raise _BadRequest(f"queue: no chat queue {asked!r}")
+        queue = asked or self.queue
+        first = _text(f, "text", MAX_TEXT)
+        client_id = _text(f, "client_id", MAX_ID)
+        if email is not None:
+            try:
+                email = normalise_email(email)
+            except IdentityError as exc:
+                raise _BadRequest(f"email: {exc}") from None
+        await self.centre.room()
+        centre = self.centre
+        offline_reason = self._offline_reason(queue)
+        visitor = "v-" + secrets.token_urlsafe(18)
+        try:
+            case_queue = queue if offline_reason is None else self.offline_queue
+            opened = await self._open(name, email, visitor, topic, case_queue)
+        except Exception:
+            log.exception("chat: could not identify the customer or open a case")
+            conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
+            return
+        token = secrets.token_urlsafe(32)
+        tier = opened.tier if opened.tier in centre.config.tiers else None
+        s = _Session(
+            token_hash=token_hash(token),
+            customer_id=opened.customer_id,
+            case_id=opened.case_id,
+            case_token=opened.case_token,
+            visitor=visitor,
+            queue=queue,
+            tier=tier,
+            name=name,
+            email=email,
+            topic=topic,
+        )
+        if offline_reason is not None:
+            await self._go_offline(conn, s, token, offline_reason, first, client_id)
+            return
+        assert queue is not None
+        s.contact_id = new_id("chat")
+        self._register(s)
+        conn.hold()  # the reply goes out after the commit, and before what the router says meanwhile
+        self._attach(s, conn)
+        s.hello_reply = {
+            "type": "queued",
+            "contact_id": s.contact_id,
+            "token": token,
+            "case": s.case_token,
+        }
+        with centre.atomic():
+            centre.submit(
+                ContactArrived(
+                    at_ms=centre.now_ms(),
+                    contact_id=s.contact_id,
+                    queue=queue,
+                    channel="chat",
+                    customer_id=s.customer_id,
+                    tier=tier,
+                    case_id=s.case_id,
+                    address=visitor,
+                    subject=topic,
+                    attributes={"resume": s.token_hash},
+                )
+            )
+        if s.state == NEW and s.failed is None:  # the router refused the arrival outright
+            self._forget(s)
+            conn.session = None
+            conn.release()
+            conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
+            return
+        try:
+            await centre.commit()
+        except Exception:  # the store is failing: take the chat back rather than promise what is not kept
+            log.exception("chat: committing a chat arrival failed")
+            if s.contact_id in self.centre.router.contacts:
+                centre.submit(CustomerLeft(at_ms=centre.now_ms(), contact_id=s.contact_id))
+            self._forget(s)
+            conn.session = s.conn = None
+            conn.out.clear()
+            conn.release([_error("unavailable", "the chat could not be stored; try again shortly", client_id)])
+            return
+        if s.failed is not None:  # queue closed or full: the customer may leave a message instead
+            self._by_contact.pop(s.contact_id, None)
+            conn.release()
+            await self._go_offline(conn, s, token, s.failed, first, client_id, registered=True)
+            return
+        conn.release()
+        if first is not None:
+            await self._line(conn, s, first, client_id)
+
+    async def _open(
+        self, name: str | None, email: str | None, visitor: str, topic: str | None, queue: str | None
+    ) -> _Opened:
+        attempts = 5
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.centre.write(
+                    _identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue
+                )
+            except IntegrityError:  # two first chats from one new address at once: the second finds it
+                if attempt >= 2:
+                    raise
+            except OperationalError as exc:
+                # SQLite (WAL): a transaction that reads before it writes fails at its first write, without
+                # waiting for busy_timeout, when the store writer committed after its read; a new attempt
+                # reads the new snapshot. (BEGIN IMMEDIATE in Centre.write would make this unnecessary.)
+                if "locked" not in str(exc) or attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _offline_reason(self, queue: str | None) -> str | None:
+        """Why nobody can answer a chat in ``queue`` now (``closed``, ``no_agents``), or None if someone
+        could: the queue (or where it sends contacts while closed) is open and an agent who may serve it
+        with chat capacity is logged in (ready, busy or away — a chat may wait for them)."""
+        from contactcentre.acd.agent import LOGGED_OUT
+
+        router = self.centre.router
+        if queue is None or queue not in router.queues:
+            return "no_agents"
+        now = self.centre.now_ms()
+        plan = router.queues[queue]
+        seen: set[str] = set()
+        while not plan.hours.always_open and not plan.hours.is_open(now):
+            if plan.when_closed in ("accept", "refuse") or plan.when_closed in seen:
+                return "closed"  # a chat that waits for the morning is an offline message
+            seen.add(plan.name)
+            plan = router.queues[plan.when_closed]
+        for agent_id in router.agents_serving(plan.name):
+            a = router.agents[agent_id]
+            if a.presence != LOGGED_OUT and a.capacity.get("chat", 0) > 0:
+                return None
+        return "no_agents"
+
+    async def _go_offline(
+        self,
+        conn: _Conn,
+        s: _Session,
+        token: str,
+        reason: str,
+        first: str | None,
+        client_id: str | None,
+        *,
+        registered: bool = False,
+    ) -> None:
+        s.state = OFFLINE
+        if not registered:
+            self._register(s)
+            self._attach(s, conn)
+        conn.send({"type": "offline", "case": s.case_token, "token": token, "reason": reason})
+        if first is not None:
+            await self._line(conn, s, first, client_id)
+
+    # ----------------------------------------------------------------------------------------- messages
+
+    async def _message(self, conn: _Conn, f: dict[str, Any]) -> None:
+        s = conn.session
+        client_id = _text(f, "client_id", MAX_ID)
+        if s is None:
+            conn.send(_error("no_session", "say hello (or resume) first", client_id))
+            return
+        text = _text(f, "text", MAX_TEXT, required=True)
+        assert text is not None
+        await self._line(conn, s, text, client_id)
+
+    async def _line(self, conn: _Conn, s: _Session, text: str, client_id: str | None) -> None:
+        """Log a customer line and ack it once it is durable."""
+        if s.state == CLOSED:
+            conn.send(_error("closed", "this chat has ended", client_id))
+            return
+        if client_id is not None and client_id in s.acked:  # a retry after a lost ack: stored already
+            message_id, at_ms = s.acked[client_id]
+            conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": at_ms})
+            return
+        await self.centre.room()
+        centre = self.centre
+        message_id = new_id("cm")
+        at_ms = centre.now_ms()
+        if s.state == OFFLINE:
+            self._offline_line(s, text, message_id, at_ms)
+        else:
+            assert s.contact_id is not None
+            centre.publish(
+                [
+                    MessageReceived(
+                        at_ms=at_ms,
+                        contact_id=s.contact_id,
+                        message_id=message_id,
+                        channel="chat",
+                        body=text,
+                        author=s.name or "customer",
+                        case_id=s.case_id,
+                        address=s.visitor,
+                    )
+                ]
+            )
+        try:
+            await centre.commit()
+        except Exception:
+            log.exception("chat: committing a customer line failed")
+            conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
+            return
+        if client_id is not None:
+            if len(s.acked) >= MAX_CLIENT_IDS:
+                s.acked.pop(next(iter(s.acked)))
+            s.acked[client_id] = (message_id, at_ms)
+        conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": at_ms})
+
+    def _offline_line(self, s: _Session, text: str, message_id: str, at_ms: int) -> None:
+        """A line left while nobody could answer: on the case, under an e-mail-like contact that the first
+        line queues, so an agent answers it later (by e-mail when the customer gave an address)."""
+        centre = self.centre
+        arrival = None
+        if s.mail_contact_id is None:
+            s.mail_contact_id = new_id("chat")
+            if self.offline_queue is not None:
+                arrival = ContactArrived(
+                    at_ms=at_ms,
+                    contact_id=s.mail_contact_id,
+                    queue=self.offline_queue,
+                    channel="email",
+                    customer_id=s.customer_id,
+                    tier=s.tier,
+                    case_id=s.case_id,
+                    address=s.email,
+                    subject=s.topic or "Chat message left offline",
+                    attributes={"via": "chat"},
+                )
+        line = MessageReceived(
+            at_ms=at_ms,
+            contact_id=s.mail_contact_id,
+            message_id=message_id,
+            # typed in the chat: the e-mail channel must not thread its reply onto it as a Message-ID
+            channel="chat",
+            body=text,
+            author=s.name or "customer",
+            case_id=s.case_id,
+            address=s.email or s.visitor,
+            subject=s.topic,
+        )
+        with centre.atomic():
+            if arrival is not None:
+                centre.submit(arrival)
+            centre.publish([line])
+
+    def _typing(self, conn: _Conn) -> None:
+        s = conn.session
+        if s is None or s.state != WITH_AGENT or s.contact_id is None or s.agent_id is None:
+            return  # nobody to tell
+        for fn in list(self.on_typing):
+            try:
+                fn(s.contact_id, s.agent_id)
+            except Exception:
+                log.exception("chat: typing callback %r failed", fn)
+
+    # ------------------------------------------------------------------------------------------- resume
+
+    async def _resume(self, conn: _Conn, f: dict[str, Any]) -> None:
+        token = _text(f, "token", MAX_ID, required=True)
+        last = _text(f, "last_message_id", MAX_ID)
+        assert token is not None
+        s = self._by_token.get(token_hash(token))
+        if s is None:
+            conn.send(_error("unknown_session", "no chat with that token (it ended, or the window passed)"))
+            return
+        if conn.session is s:
+            raise _BadRequest("this socket already has this chat")
+        if conn.session is not None:
+            raise _BadRequest("this socket already has a chat")
+        old = s.conn
+        if old is not None:
+            old.session = None
+            old.close(4000, "resumed on another connection")
+        self._disarm(s)
+        was_closed = s.state == CLOSED
+        conn.hold()
+        self._attach(s, conn)
+        try:
+            lines = await self.centre.read(_lines_after, s.interaction_ids(), last) if s.interaction_ids() else []
+        except Exception:
+            log.exception("chat: reading a transcript for a resume failed")
+            lines = None
+        if lines is None:
+            conn.release([_error("unavailable", "could not read the conversation; resume again")])
+            return
+        reply: dict[str, Any] = {"type": "resumed", "state": s.state, "case": s.case_token}
+        if s.contact_id is not None:
+            reply["contact_id"] = s.contact_id
+        if s.state == WAITING:
+            reply["position"] = s.position
+            reply["ewt_s"] = _ewt_s(s.ewt_ms)
+        elif s.state == WITH_AGENT and s.agent_id is not None:
+            reply["agent"] = self._agent_names.get(s.agent_id, s.agent_id)
+        front: list[dict[str, Any] | _Close] = [reply]
+        for r in lines:
+            front.append(
+                {
+                    "type": "message",
+                    "from": "customer" if r["direction"] == "inbound" else "agent",
+                    "text": r["body"],
+                    "message_id": r["message_id"],
+                    "at_ms": r["at_ms"],
+                    **(
+                        {"agent": self._agent_names.get(r["author"], r["author"])}
+                        if r["direction"] == "outbound"
+                        else {}
+                    ),
+                }
+            )
+        if was_closed:
+            front.append({"type": "closed", "reason": s.reason})
+            front.append(_Close(1000, "chat ended"))
+            self._forget(s)  # everything is delivered: the token has served its last purpose
+        conn.release(front, frozenset(r["message_id"] for r in lines))
+        if not was_closed:
+            self._presence(s, True)
+
+    # -------------------------------------------------------------------------------------------- close
+
+    async def _close(self, conn: _Conn) -> None:
+        s = conn.session
+        if s is None:
+            conn.close(1000, "bye")
+            return
+        contact_live = s.state in (WAITING, WITH_AGENT)
+        s.state, s.reason = CLOSED, "customer"
+        if contact_live and s.contact_id is not None:
+            self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=s.contact_id))
+            with contextlib.suppress(Exception):  # the router has it; the log catches up
+                await self.centre.commit()
+        conn.send({"type": "closed", "reason": "customer"})
+        conn.close(1000, "chat ended")
+        self._forget(s)
+
+    # ------------------------------------------------------------------------------------------- agents
+
+    async def agent_message(self, contact_id: str, agent_id: str, text: str) -> str:
+        """An agent's line to the customer of chat ``contact_id``: logged (``MessageSent``), made durable,
+        then delivered if the customer's socket is there (else it comes with their resume). Returns the
+        message id. Raises ``ChatError`` if the contact is not a live chat this agent handles."""
+        c = self.centre.router.contacts.get(contact_id)
+        if c is None or c.channel != "chat":
+            raise ChatError("unknown_contact", f"no live chat {contact_id}")
+        if c.agent_id != agent_id or c.state not in ("connected", "held", "wrap_up"):
+            raise ChatError("not_handling", f"{agent_id} is not handling chat {contact_id}")
+        s = self._by_contact.get(contact_id)
+        if s is None or s.state == CLOSED or c.state == "wrap_up":
+            raise ChatError("closed", "the chat has ended")
+        if not isinstance(text, str) or not text.strip():
+            raise ChatError("bad_request", "empty message")
+        if len(text) > MAX_TEXT:
+            raise ChatError("bad_request", f"a chat line has at most {MAX_TEXT} characters")
+        centre = self.centre
+        message_id = new_id("cm")
+        at_ms = centre.now_ms()
+        centre.publish(
+            [
+                MessageSent(
+                    at_ms=at_ms,
+                    contact_id=contact_id,
+                    message_id=message_id,
+                    channel="chat",
+                    agent_id=agent_id,
+                    body=text,
+                    case_id=s.case_id,
+                    address=s.visitor,
+                )
+            ]
+        )
+        await centre.commit()
+        s.send(
+            {
+                "type": "message",
+                "from": "agent",
+                "agent": self._agent_names.get(agent_id, agent_id),
+                "text": text,
+                "message_id": message_id,
+                "at_ms": at_ms,
+            }
+        )
+        return message_id
+
+    def agent_typing(self, contact_id: str, agent_id: str) -> None:
+        """The agent handling ``contact_id`` is typing: the customer sees it (nothing is logged)."""
+        s = self._by_contact.get(contact_id)
+        if s is not None and s.state == WITH_AGENT and s.agent_id == agent_id:
+            s.send({"type": "typing", "from": "agent"})
+
+    # ------------------------------------------------------------------------------------ router output
+
+    def _on_events(self, events: list[Event]) -> None:
+        by_contact = self._by_contact
+        push = False
+        for ev in events:
+            kind = type(ev)
+            if kind is OfferMade or kind is ContactAbandoned or kind is AgentStateChanged:
+                push = True  # a place ahead freed up, or the staffing changed: positions and EWTs move
+            cid = getattr(ev, "contact_id", None)
+            s = by_contact.get(cid) if cid is not None else None
+            if s is None:
+                continue
+            if kind is ContactQueued:
+                self._queued(s, ev)  # type: ignore[arg-type]
+            elif kind is ContactFailed:
+                s.failed = ev.reason  # type: ignore[attr-defined]
+            elif kind is ContactConnected:
+                if s.state != CLOSED:
+                    s.state, s.agent_id = WITH_AGENT, ev.agent_id  # type: ignore[attr-defined]
+                    s.send({"type": "agent_joined", "agent": self._agent_names.get(s.agent_id, s.agent_id)})
+            elif kind is ContactTransferred:
+                if ev.to_external is not None:  # type: ignore[attr-defined]
+                    self._finish(s, "transferred")
+                elif s.state != CLOSED:
+                    s.state, s.agent_id = WAITING, None
+                    s.send({"type": "transferred"})
+            elif kind is WrapUpStarted:
+                self._finish(s, "ended" if ev.by == "agent" else "customer")  # type: ignore[attr-defined]
+            elif kind is ContactAbandoned:
+                self._finish(s, "abandoned")
+            elif kind is ContactOverflowed:
+                if ev.left:  # type: ignore[attr-defined]
+                    self._finish(s, "overflowed")
+            elif kind is ContactClosed:
+                self._finish(s, "ended")
+        if push and self._push_timer is None and by_contact:
+            self._push_timer = self.loop.call_later(self.position_push_s, self._push_positions)
+
+    def _queued(self, s: _Session, ev: ContactQueued) -> None:
+        s.position, s.ewt_ms = ev.position, ev.ewt_ms
+        if s.state == NEW:
+            s.state = WAITING
+            reply = s.hello_reply or {"type": "queued", "contact_id": s.contact_id}
+            s.hello_reply = None  # it holds the token: keep it no longer than needed
+            s.send({**reply, "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)})
+        elif s.state != CLOSED:
+            s.state = WAITING
+            s.send({"type": "position", "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)})
+
+    def _push_positions(self) -> None:
+        self._push_timer = None
+        router = self.centre.router
+        for s in list(self._by_contact.values()):
+            if s.state != WAITING or s.conn is None or s.contact_id is None:
+                continue
+            now = _wait_now(router, s.contact_id)
+            if now is None or now == (s.position, s.ewt_ms):
+                continue
+            s.position, s.ewt_ms = now
+            s.send({"type": "position", "position": s.position, "ewt_s": _ewt_s(s.ewt_ms)})
+
+    def _finish(self, s: _Session, reason: str) -> None:
+        """The router finished the chat: tell the customer (if there) and keep the session for the window,
+        so a customer who was away gets the last lines and the ending on resume."""
+        if s.state == CLOSED:
+            return
+        s.state, s.reason = CLOSED, reason
+        if s.conn is not None:
+            s.conn.send({"type": "closed", "reason": reason})
+            s.conn.close(1000, "chat ended")
+        self._arm(s, self._forget)
+
+    # ---------------------------------------------------------------------------------------- bookkeeping
+
+    def _register(self, s: _Session) -> None:
+        self._by_token[s.token_hash] = s
+        if s.contact_id is not None:
+            self._by_contact[s.contact_id] = s
+
+    def _forget(self, s: _Session) -> None:
+        self._disarm(s)
+        if self._by_token.get(s.token_hash) is s:
+            del self._by_token[s.token_hash]
+        if s.contact_id is not None and self._by_contact.get(s.contact_id) is s:
+            del self._by_contact[s.contact_id]
+
+    def _attach(self, s: _Session, conn: _Conn) -> None:
+        s.conn = conn
+        conn.session = s
+
+    def _detach(self, conn: _Conn) -> None:
+        """A socket ended. Its session waits for a resume for the window; then the customer has left."""
+        s = conn.session
+        conn.session = None
+        if s is None or s.conn is not conn:
+            return
+        s.conn = None
+        if self._stopped or self._by_token.get(s.token_hash) is not s:
+            return
+        if s.state == CLOSED:
+            if s.timer is None:
+                self._arm(s, self._forget)
+            return
+        self._arm(s, self._gone)
+        self._presence(s, False)
+
+    def _arm(self, s: _Session, then: Callable[[_Session], None]) -> None:
+        self._disarm(s)
+        s.timer = self.loop.call_later(self.window_s, then, s)
+
+    @staticmethod
+    def _disarm(s: _Session) -> None:
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+
+    def _gone(self, s: _Session) -> None:
+        """Not back within the resume window: the customer has left."""
+        s.timer = None
+        if s.conn is not None:
+            return
+        live = s.state in (WAITING, WITH_AGENT, NEW)
+        s.state, s.reason = CLOSED, "timeout"
+        self._forget(s)
+        if live and s.contact_id is not None and s.contact_id in self.centre.router.contacts:
+            self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=s.contact_id))
+
+    def _presence(self, s: _Session, connected: bool) -> None:
+        if s.contact_id is None or s.state not in (WAITING, WITH_AGENT):
+            return
+        for fn in list(self.on_presence):
+            try:
+                fn(s.contact_id, s.agent_id, connected)
+            except Exception:
+                log.exception("chat: presence callback %r failed", fn)
+
+    # ------------------------------------------------------------------------------------------- views
+
+    def sessions(self) -> dict[str, str]:
+        """Chat contact id -> session state, for the dashboard and tests."""
+        return {cid: s.state for cid, s in self._by_contact.items()}
+
+    def connected(self, contact_id: str) -> bool:
+        """Is the customer of this chat on a socket right now?"""
+        s = self._by_contact.get(contact_id)
+        return s is not None and s.conn is not None
+
+
+def _text(f: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:
+    """A string field of a frame: absent/null is None (or an error when required); otherwise a string of
+    at most ``limit`` characters, stripped (a required one must not be blank)."""
+    value = f.get(key)
+    if value is None:
+        if required:
+            raise _BadRequest(f"{key}: required")
+        return None
+    if not isinstance(value, str):
+        raise _BadRequest(f"{key}: must be a string")
+    if len(value) > limit:
+        raise _BadRequest(f"{key}: at most {limit} characters")
+    value = value.strip()
+    if not value:
+        if required:
+            raise _BadRequest(f"{key}: must not be empty")
+        return None
+    return value
+
+
+__all__ = ["ChatChannel", "ChatError", "token_hash"]

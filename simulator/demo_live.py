@@ -1,0 +1,305 @@
+"""The demo's people, through the server's real front doors.
+
+``contactcentre demo`` starts the live server (``runtime.serve``) on a fresh database and then this: every
+configured agent becomes a demo user and a simulated console on ``ws://…/agent`` (logs in, goes available,
+accepts offers after ``accept_delay_s`` — now and then rejects one — chats with the customer, ends, sets a
+disposition, finishes wrap-up, takes breaks); customers arrive by ``[[demo.traffic]]`` entry as Poisson
+streams: chat customers open ``ws://…/chat`` with the widget's protocol and talk until the agent closes or their
+patience runs out; e-mail customers send a real mail to the SMTP port; voice callers are submitted to the
+router directly (telephony is not built yet) and hang up when their patience runs out.
+
+Customers come from the demo's book (``demo_customers``), so screen-pop shows history as the demo runs.
+Randomness comes from ``random.Random(seed)`` only (one child generator per stream); wall-clock timing decides
+the exact instants, so a demo is seeded, not replayable — its event log is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from contactcentre.events import ContactArrived, CustomerLeft
+from simulator.clients import JsonSocket, send_email
+from simulator.demo_customers import BOOK_SIZE, TIER_SHARES, DemoCustomer, address_for, demo_customer
+
+if TYPE_CHECKING:
+    from contactcentre.centre import Centre
+    from contactcentre.config import CentreConfig
+    from contactcentre.config import DemoTraffic as TrafficEntry
+    from contactcentre.runtime import ServerInfo
+
+log = logging.getLogger(__name__)
+
+PATIENCE_MEAN_S = 300.0
+REJECT_SHARE = 0.05
+BREAK_EVERY_MEAN_S = 15 * 60.0
+BREAK_LENGTH_S = (60.0, 240.0)
+BACK_AFTER_AWAY_S = (5.0, 20.0)
+MIN_HANDLE_S = 5.0
+DISPOSITIONS = ("resolved", "resolved", "resolved", "follow_up", "complaint")
+AGENT_LINES = (
+    "Hello, thanks for waiting. Let me look into that for you.",
+    "I can see your account here. One moment please.",
+    "That is sorted now. Is there anything else I can do?",
+)
+CUSTOMER_LINES = (
+    "Hi, I have a question about my last invoice.",
+    "My router keeps dropping the connection since yesterday.",
+    "Can you tell me the status of my order?",
+    "I would like to change my subscription.",
+)
+
+
+@dataclass
+class _AgentBot:
+    agent_id: str
+    token: str
+    sock: JsonSocket | None = None
+    on_break: bool = False
+    handling: dict[str, str] = field(default_factory=dict)  # contact id -> channel
+
+
+class LiveDemo:
+    def __init__(
+        self,
+        centre: Centre,
+        info: ServerInfo,
+        config: CentreConfig,
+        tokens: dict[str, str],
+        *,
+        seed: int,
+        rate_scale: float = 1.0,
+    ) -> None:
+        assert config.demo is not None
+        self.centre = centre
+        self.info = info
+        self.config = config
+        self.demo = config.demo
+        self.loop = asyncio.get_running_loop()
+        self.rate_scale = rate_scale
+        master = random.Random(seed)
+        self._arrival_rng = [random.Random(master.getrandbits(64)) for _ in self.demo.traffic]
+        self._customer_rng = random.Random(master.getrandbits(64))
+        self._agent_rng = random.Random(master.getrandbits(64))
+        self._book_tiers = tuple(t for t in TIER_SHARES if t in config.tiers)
+        self._ids = itertools.count(1)
+        self._handle_s = {(t.queue, t.channel): t.handle_s for t in self.demo.traffic}
+        self._agents = {aid: _AgentBot(aid, tok) for aid, tok in tokens.items()}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._chats: dict[str, JsonSocket] = {}
+        self.running = False
+        self.arrivals = 0
+
+    # ------------------------------------------------------------------------------------------- control
+
+    def start(self) -> None:
+        self.running = True
+        for bot in self._agents.values():
+            self._spawn(self._agent_login(bot))
+        for i, entry in enumerate(self.demo.traffic):
+            self._schedule_arrival(i, entry)
+
+    async def stop(self) -> None:
+        self.running = False
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        socks = [b.sock for b in self._agents.values() if b.sock is not None] + list(self._chats.values())
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(s.close() for s in socks), return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------------- helpers
+
+    def _later(self, delay_s: float, fn: Callable[..., Any], *args: Any) -> None:
+        def fire() -> None:
+            self._timers.discard(handle)
+            if self.running:
+                result = fn(*args)
+                if asyncio.iscoroutine(result):
+                    self._spawn(result)
+
+        handle = self.loop.call_later(max(0.0, delay_s), fire)
+        self._timers.add(handle)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("demo: %r", task.exception())
+
+    def _ws(self, path: str) -> str:
+        host = self.info.host if ":" not in self.info.host else f"[{self.info.host}]"
+        return f"ws://{host}:{self.info.ws_port}{path}"
+
+    def _handle_time(self, queue: str, channel: str) -> float:
+        mean = self._handle_s.get((queue, channel)) or next(iter(self._handle_s.values()), 120.0)
+        return max(MIN_HANDLE_S, self._agent_rng.expovariate(1 / mean))
+
+    # -------------------------------------------------------------------------------------------- agents
+
+    async def _agent_login(self, bot: _AgentBot) -> None:
+        async def on_frame(frame: dict[str, Any]) -> None:
+            await self._agent_frame(bot, frame)
+
+        bot.sock = JsonSocket(self._ws("/agent"), on_frame, name=f"agent {bot.agent_id}")
+        await bot.sock.open()
+        await bot.sock.send({"type": "login", "token": bot.token})
+        self._schedule_break(bot)
+
+    def _schedule_break(self, bot: _AgentBot) -> None:
+        self._later(self._agent_rng.expovariate(1 / BREAK_EVERY_MEAN_S), self._take_break, bot)
+
+    async def _take_break(self, bot: _AgentBot) -> None:
+        if bot.sock is None:
+            return
+        if not bot.handling:
+            bot.on_break = True
+            await bot.sock.send({"type": "state", "state": "away", "reason": "break"})
+            self._later(self._agent_rng.uniform(*BREAK_LENGTH_S), self._end_break, bot)
+        self._schedule_break(bot)
+
+    async def _end_break(self, bot: _AgentBot) -> None:
+        bot.on_break = False
+        if bot.sock is not None:
+            await bot.sock.send({"type": "state", "state": "available"})
+
+    async def _agent_frame(self, bot: _AgentBot, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        sock = bot.sock
+        assert sock is not None
+        rng = self._agent_rng
+        if kind == "welcome":
+            await sock.send({"type": "state", "state": "available"})
+        elif kind == "offer":
+            delay = self.demo.accept_delay_s * rng.uniform(0.5, 1.5)
+            answer = "reject" if rng.random() < REJECT_SHARE else "accept"
+            self._later(delay, sock.send, {"type": answer, "offer_id": frame["offer_id"], "reason": "busy"})
+        elif kind == "contact":
+            cid, channel = frame["contact_id"], frame.get("channel", "chat")
+            bot.handling[cid] = channel
+            queue = frame.get("queue") or ""
+            if channel in ("chat", "email"):
+                self._later(
+                    rng.uniform(2, 6), sock.send, {"type": "message", "contact_id": cid, "text": AGENT_LINES[0]}
+                )
+            self._later(self._handle_time(queue, channel), self._agent_ends, bot, cid)
+        elif kind == "wrap_up":
+            cid = frame["contact_id"]
+            code = rng.choice(DISPOSITIONS)
+            await sock.send({"type": "disposition", "contact_id": cid, "code": code})
+            if frame.get("ends_ms") is None:  # manual wrap-up: the agent says when
+                self._later(rng.uniform(3, 12), sock.send, {"type": "wrap_up_done", "contact_id": cid})
+        elif kind in ("contact_closed", "customer_left"):
+            bot.handling.pop(frame.get("contact_id", ""), None)
+        elif kind == "state" and frame.get("state") == "away" and not bot.on_break:
+            # the router put us away (a missed offer, a reconnect): come back
+            self._later(rng.uniform(*BACK_AFTER_AWAY_S), sock.send, {"type": "state", "state": "available"})
+
+    async def _agent_ends(self, bot: _AgentBot, cid: str) -> None:
+        if bot.sock is None or cid not in bot.handling:
+            return
+        if bot.handling[cid] in ("chat", "email"):
+            await bot.sock.send({"type": "message", "contact_id": cid, "text": AGENT_LINES[2]})
+        await bot.sock.send({"type": "end", "contact_id": cid})
+
+    # ----------------------------------------------------------------------------------------- customers
+
+    def _schedule_arrival(self, i: int, entry: TrafficEntry) -> None:
+        rate_per_s = entry.per_hour * self.rate_scale / 3600
+        self._later(self._arrival_rng[i].expovariate(rate_per_s), self._arrive, i, entry)
+
+    def _arrive(self, i: int, entry: TrafficEntry) -> None:
+        self._schedule_arrival(i, entry)
+        rng = self._customer_rng
+        who = demo_customer(rng.randrange(1, BOOK_SIZE + 1), self._book_tiers)
+        patience_s = rng.expovariate(1 / PATIENCE_MEAN_S)
+        line = rng.choice(CUSTOMER_LINES)
+        self.arrivals += 1
+        if entry.channel == "chat":
+            self._spawn(self._chat(who, entry, patience_s, line))
+        elif entry.channel == "email":
+            self._spawn(self._email(who, entry, line))
+        else:
+            self._call(who, entry, patience_s)
+
+    async def _email(self, who: DemoCustomer, entry: TrafficEntry, line: str) -> None:
+        if self.info.smtp_port is None:
+            return
+        to = next(
+            (a for a, q in self.config.server.email.queues_by_address.items() if q == entry.queue),
+            self.config.server.email.address,
+        )
+        await self.loop.run_in_executor(
+            None,
+            lambda: send_email(
+                self.info.host,
+                self.info.smtp_port or 0,
+                sender=who.email,
+                sender_name=who.name,
+                to=to,
+                subject=line.split(".")[0][:60],
+                body=f"{line}\n\nKind regards,\n{who.name}\n",
+            ),
+        )
+
+    async def _chat(self, who: DemoCustomer, entry: TrafficEntry, patience_s: float, line: str) -> None:
+        joined = asyncio.Event()
+        done = asyncio.Event()
+
+        async def on_frame(frame: dict[str, Any]) -> None:
+            kind = frame.get("type")
+            if kind == "agent_joined":
+                joined.set()
+            elif kind in ("closed", "offline"):
+                done.set()
+
+        sock = JsonSocket(self._ws("/chat"), on_frame, name=f"chat {who.id}")
+        await sock.open()
+        key = f"chat-{next(self._ids)}"
+        self._chats[key] = sock
+        try:
+            await sock.send({"type": "hello", "name": who.name, "email": who.email, "topic": line[:60]})
+            await sock.send({"type": "message", "text": line, "client_id": "1"})
+            try:
+                await asyncio.wait_for(joined.wait(), patience_s)
+            except TimeoutError:
+                await sock.send({"type": "close"})  # gave up waiting
+                return
+            await asyncio.wait_for(done.wait(), 3600)
+        finally:
+            self._chats.pop(key, None)
+            await sock.close()
+
+    def _call(self, who: DemoCustomer, entry: TrafficEntry, patience_s: float) -> None:
+        cid = f"call-{next(self._ids)}"
+        tier = who.tier if who.tier in self.config.tiers else None
+        self.centre.submit(
+            ContactArrived(
+                at_ms=self.centre.now_ms(),
+                contact_id=cid,
+                queue=entry.queue,
+                channel=entry.channel,
+                customer_id=who.id,
+                tier=tier,
+                address=address_for(who, entry.channel),
+            )
+        )
+
+        def hang_up() -> None:
+            c = self.centre.router.contacts.get(cid)
+            if c is not None and c.state in ("queued", "offered"):
+                self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=cid))
+
+        self._later(patience_s, hang_up)

@@ -1,0 +1,654 @@
+"""The web chat channel end to end: real WebSockets on 127.0.0.1, a real centre on SQLite, the agent played by
+submitting router inputs. Nothing sleeps: frames are awaited with a timeout, router events through futures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from sqlalchemy import select
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+import contactcentre.events as E
+from contactcentre.centre import Centre
+from contactcentre.channels.chat import MAX_TEXT, ChatChannel, ChatError, token_hash
+from contactcentre.config import CentreConfig, parse_config
+from contactcentre.runtime import close_centre, open_centre
+from contactcentre.store.customers import create_customer
+from contactcentre.store.schema import cases, interactions, messages
+
+TIMEOUT = 10.0
+
+
+def make_config(name: str = "Test Centre", **chat: Any) -> CentreConfig:
+    return parse_config(
+        {
+            "name": name,
+            "skills": {"general": "General"},
+            "tiers": {"gold": {"priority": 3}},
+            "queues": [
+                {"name": "support", "skills": {"general": 1}, "channels": ["chat", "email"]},
+                {"name": "sales", "skills": {"general": 1}, "channels": ["chat"], "description": "Orders & <offers>"},
+            ],
+            "agents": [
+                {"id": "a1", "name": "Ada Lovelace", "skills": {"general": 5}, "capacity": {"chat": 1, "email": 1}},
+                {"id": "a2", "name": "Alan Turing", "skills": {"general": 5}, "capacity": {"chat": 1, "email": 1}},
+            ],
+            "channels": {"chat": {"wrap_up_s": 0}},  # a freed agent takes the next chat at once
+            "server": {"chat": chat},
+        },
+        "<test>",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ harness
+
+
+@dataclass
+class Env:
+    centre: Centre
+    chat: ChatChannel
+    url: str
+    events: list[E.Event] = field(default_factory=list)
+    waiters: list[tuple[Callable[[E.Event], bool], asyncio.Future[E.Event]]] = field(default_factory=list)
+
+    def watch(self, batch: list[E.Event]) -> None:
+        self.events.extend(batch)
+        for ev in batch:
+            for pred, fut in list(self.waiters):
+                if not fut.done() and pred(ev):
+                    fut.set_result(ev)
+                    self.waiters.remove((pred, fut))
+
+    async def event(self, pred: Callable[[E.Event], bool], since: int = 0) -> Any:
+        """The first router/channel event (seen since event number ``since``, or still to come) matching ``pred``."""
+        for ev in self.events[since:]:
+            if pred(ev):
+                return ev
+        fut: asyncio.Future[E.Event] = asyncio.get_running_loop().create_future()
+        self.waiters.append((pred, fut))
+        return await asyncio.wait_for(fut, TIMEOUT)
+
+    def submit(self, event_type: type[E.Event], **fields: Any) -> None:
+        self.centre.submit(event_type(at_ms=self.centre.now_ms(), **fields))
+
+    def login(self, agent_id: str, away: str | None = None) -> None:
+        self.submit(E.AgentLoggedIn, agent_id=agent_id, away_reason=away)
+
+    async def accept(self, contact_id: str, since: int = 0) -> str:
+        """The agent the router offers ``contact_id`` to accepts it; returns that agent's id."""
+        offer = await self.event(lambda ev: isinstance(ev, E.OfferMade) and ev.contact_id == contact_id, since)
+        self.submit(E.OfferAccepted, offer_id=offer.offer_id, contact_id=contact_id, agent_id=offer.agent_id)
+        return offer.agent_id
+
+    async def rows(self, table: Any, *where: Any) -> list[dict[str, Any]]:
+        def q(conn: Any) -> list[dict[str, Any]]:
+            return [dict(r) for r in conn.execute(select(table).where(*where)).mappings()]
+
+        return await self.centre.read(q)
+
+
+@contextlib.asynccontextmanager
+async def running(db: Path, config: CentreConfig | None = None, *, restore: bool = False) -> AsyncIterator[Env]:
+    config = config or make_config()
+    centre = await open_centre(config, f"sqlite:///{db}")
+    env = Env(centre, None, "")  # type: ignore[arg-type]
+    centre.subscribe(env.watch)
+    env.chat = ChatChannel(centre)
+    if restore:
+        env.chat.restore()
+    server = await serve(env.chat.handle, "127.0.0.1", 0, max_size=config.server.chat.max_frame_bytes)
+    port = next(iter(server.sockets)).getsockname()[1]
+    env.url = f"ws://127.0.0.1:{port}/chat"
+    try:
+        yield env
+    finally:
+        await env.chat.stop()
+        server.close()
+        await server.wait_closed()
+        await close_centre(centre)
+
+
+async def client(env: Env) -> ClientConnection:
+    return await connect(env.url, proxy=None, open_timeout=TIMEOUT)
+
+
+async def send(ws: ClientConnection, **frame: Any) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def expect(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    frame = await recv(ws)
+    assert frame["type"] == kind, frame
+    return frame
+
+
+async def closed_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+    assert ws.close_code is not None
+    return ws.close_code
+
+
+async def hello(env: Env, **fields: Any) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await client(env)
+    await send(ws, type="hello", name="Ann", topic="My invoice", **fields)
+    return ws, await recv(ws)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------------------------------------- the chat
+
+
+def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+
+            def gold_customer(conn: Any) -> str:
+                ids = [("email", "ann@example.com")]
+                return create_customer(conn, env.centre.now_ms(), name="Ann", tier="gold", identities_=ids)
+
+            customer_id = await env.centre.write(gold_customer)
+            env.login("a1", away="break")  # logged in, so the chat waits for her rather than going offline
+            ws, queued = await hello(env, email="Ann@Example.com")
+            assert queued["type"] == "queued", queued
+            cid = queued["contact_id"]
+            assert queued["position"] == 1 and queued["ewt_s"] is None  # nobody ready: the wait is unknown
+            assert len(queued["token"]) >= 40 and queued["case"].startswith("C-")
+            arrived = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == cid)
+            assert arrived.channel == "chat" and arrived.customer_id == customer_id and arrived.tier == "gold"
+            assert arrived.subject == "My invoice" and arrived.address and arrived.address.startswith("v-")
+            assert arrived.attributes == {"resume": token_hash(queued["token"])}  # never the token itself
+            [case] = await env.rows(cases, cases.c.id == arrived.case_id)
+            assert case["token"] == queued["case"] and case["customer_id"] == customer_id
+
+            # A line while waiting is kept, and acknowledged only once it is in the store.
+            await send(ws, type="message", text="Hello?", client_id="c-1")
+            ack = await expect(ws, "ack")
+            assert ack["client_id"] == "c-1" and ack["message_id"]
+            [row] = await env.rows(messages, messages.c.message_id == ack["message_id"])
+            assert row["interaction_id"] == cid and row["direction"] == "inbound" and row["body"] == "Hello?"
+            assert row["case_id"] == arrived.case_id and row["channel"] == "chat"
+
+            env.submit(E.AgentReady, agent_id="a1")
+            assert await env.accept(cid) == "a1"
+            assert (await expect(ws, "agent_joined"))["agent"] == "Ada Lovelace"
+
+            # Customer → agent: the agent gateway hears typing through a callback, lines as events.
+            typing: list[tuple[str, str]] = []
+            env.chat.on_typing.append(lambda contact, agent: typing.append((contact, agent)))
+            await send(ws, type="typing")
+            await send(ws, type="message", text="My invoice is wrong", client_id="c-2")
+            ack2 = await expect(ws, "ack")
+            assert typing == [(cid, "a1")]
+            got = await env.event(lambda ev: isinstance(ev, E.MessageReceived) and ev.message_id == ack2["message_id"])
+            assert got.contact_id == cid and got.body == "My invoice is wrong"
+
+            # Agent → customer.
+            env.chat.agent_typing(cid, "a1")
+            assert (await expect(ws, "typing"))["from"] == "agent"
+            mid = await env.chat.agent_message(cid, "a1", "Let me look <b>at</b> it")
+            line = await expect(ws, "message")
+            assert line == {
+                "type": "message",
+                "from": "agent",
+                "agent": "Ada Lovelace",
+                "text": "Let me look <b>at</b> it",
+                "message_id": mid,
+                "at_ms": line["at_ms"],
+            }
+            with pytest.raises(ChatError) as err:
+                await env.chat.agent_message(cid, "a2", "not mine")
+            assert err.value.code == "not_handling"
+            with pytest.raises(ChatError):
+                await env.chat.agent_message(cid, "a1", "x" * (MAX_TEXT + 1))
+
+            # The transcript is in the store, in order, both ways.
+            transcript = await env.rows(messages, messages.c.interaction_id == cid)
+            assert [(r["direction"], r["body"]) for r in transcript] == [
+                ("inbound", "Hello?"),
+                ("inbound", "My invoice is wrong"),
+                ("outbound", "Let me look <b>at</b> it"),
+            ]
+            assert transcript[-1]["author"] == "a1"
+
+            env.submit(E.ContactEnded, contact_id=cid, agent_id="a1")
+            assert (await expect(ws, "closed"))["reason"] == "ended"
+            assert await closed_code(ws) == 1000
+            with pytest.raises(ChatError):
+                await env.chat.agent_message(cid, "a1", "too late")
+
+    run(main())
+
+
+def test_queue_position_and_wait_estimate(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.chat.position_push_s = 0.0  # push position changes at once
+            env.login("a1")
+            ws1, q1 = await hello(env)
+            assert (q1["position"], q1["ewt_s"]) == (1, 0)  # offered at once
+            await env.accept(q1["contact_id"])
+            await expect(ws1, "agent_joined")
+            # a1 (chat capacity 1) is busy; default chat AHT is 420 s: (ahead + 1) × 420 / 1
+            ws2, q2 = await hello(env)
+            ws3, q3 = await hello(env)
+            assert (q2["position"], q2["ewt_s"]) == (1, 420)
+            assert (q3["position"], q3["ewt_s"]) == (2, 840)
+            # a1 finishes; the second chat is offered, the third moves up.
+            env.submit(E.ContactEnded, contact_id=q1["contact_id"], agent_id="a1")
+            await expect(ws1, "closed")
+            await env.accept(q2["contact_id"])
+            await expect(ws2, "agent_joined")
+            update = await expect(ws3, "position")
+            assert update["position"] == 1
+            for ws in (ws1, ws2, ws3):
+                await ws.close()
+
+    run(main())
+
+
+def test_transfer_keeps_the_chat(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1")
+            ws, q = await hello(env)
+            cid = q["contact_id"]
+            await env.accept(cid)
+            await expect(ws, "agent_joined")
+            env.login("a2")
+            mark = len(env.events)
+            env.submit(E.TransferRequested, contact_id=cid, agent_id="a1", to_agent_id="a2")
+            await expect(ws, "transferred")
+            await expect(ws, "position")
+            assert await env.accept(cid, mark) == "a2"
+            assert (await expect(ws, "agent_joined"))["agent"] == "Alan Turing"
+            await env.chat.agent_message(cid, "a2", "Alan here")
+            assert (await expect(ws, "message"))["text"] == "Alan here"
+            await ws.close()
+
+    run(main())
+
+
+# -------------------------------------------------------------------------------------------- resuming
+
+
+def test_resume_after_a_dropped_socket_resends_what_was_missed(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1")
+            ws, q = await hello(env)
+            cid, token = q["contact_id"], q["token"]
+            await env.accept(cid)
+            await expect(ws, "agent_joined")
+            first = await env.chat.agent_message(cid, "a1", "one")
+            assert (await expect(ws, "message"))["message_id"] == first
+            presence: list[bool] = []
+            gone = asyncio.get_running_loop().create_future()
+
+            def on_presence(contact: str, agent: str | None, connected: bool) -> None:
+                presence.append(connected)
+                if not connected and not gone.done():
+                    gone.set_result(None)
+
+            env.chat.on_presence.append(on_presence)
+            await ws.close()
+            await asyncio.wait_for(gone, TIMEOUT)  # the server noticed; the chat goes on without the socket
+            assert not env.chat.connected(cid)
+            assert env.centre.router.contacts[cid].state == "connected"
+            second = await env.chat.agent_message(cid, "a1", "two")
+            third = await env.chat.agent_message(cid, "a1", "three")
+
+            ws = await client(env)
+            await send(ws, type="resume", token=token, last_message_id=first)
+            resumed = await expect(ws, "resumed")
+            assert resumed["state"] == "with_agent" and resumed["agent"] == "Ada Lovelace"
+            assert resumed["contact_id"] == cid
+            missed = [await expect(ws, "message"), await expect(ws, "message")]
+            assert [(m["message_id"], m["text"], m["from"]) for m in missed] == [
+                (second, "two", "agent"),
+                (third, "three", "agent"),
+            ]
+            assert presence == [False, True]
+            # The same socket carries on both ways.
+            await send(ws, type="message", text="back again", client_id="c-9")
+            await expect(ws, "ack")
+            fourth = await env.chat.agent_message(cid, "a1", "welcome back")
+            assert (await expect(ws, "message"))["message_id"] == fourth
+
+            # A resume without last_message_id gets the whole transcript (a reloaded page).
+            ws2 = await client(env)
+            await send(ws2, type="resume", token=token)
+            await expect(ws2, "resumed")
+            texts = [(await expect(ws2, "message"))["text"] for _ in range(5)]
+            assert texts == ["one", "two", "three", "back again", "welcome back"]
+            assert await closed_code(ws) == 4000  # the older socket gave way
+            await ws2.close()
+
+    run(main())
+
+
+def test_a_line_resent_after_a_lost_ack_is_stored_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws, q = await hello(env)
+            await send(ws, type="message", text="once", client_id="c-1")
+            ack = await expect(ws, "ack")
+            await send(ws, type="message", text="once", client_id="c-1")
+            assert await expect(ws, "ack") == ack
+            rows = await env.rows(messages, messages.c.interaction_id == q["contact_id"])
+            assert [r["body"] for r in rows] == ["once"]
+            await ws.close()
+
+    run(main())
+
+
+def test_resume_with_an_unknown_token_is_an_error_and_the_socket_stays(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws = await client(env)
+            await send(ws, type="resume", token="not-a-token", last_message_id="cm-x")
+            assert (await expect(ws, "error"))["code"] == "unknown_session"
+            await send(ws, type="hello", name="Ann", topic="t")
+            assert (await recv(ws))["type"] == "queued"
+            await ws.close()
+
+    run(main())
+
+
+# ------------------------------------------------------------------------------------------- leaving
+
+
+def test_close_while_waiting_abandons_the_contact(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws, q = await hello(env)
+            cid = q["contact_id"]
+            await send(ws, type="close")
+            assert (await expect(ws, "closed"))["reason"] == "customer"
+            assert await closed_code(ws) == 1000
+            await env.event(lambda ev: isinstance(ev, E.CustomerLeft) and ev.contact_id == cid)
+            await env.event(lambda ev: isinstance(ev, E.ContactAbandoned) and ev.contact_id == cid)
+            await env.centre.commit()
+            [row] = await env.rows(interactions, interactions.c.id == cid)
+            assert row["outcome"] == "abandoned"
+            ws = await client(env)  # the token is spent
+            await send(ws, type="resume", token=q["token"])
+            assert (await expect(ws, "error"))["code"] == "unknown_session"
+            await ws.close()
+
+    run(main())
+
+
+def test_a_customer_not_back_within_the_window_has_left(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", make_config(resume_window_s=0.2)) as env:
+            env.login("a1", away="break")
+            ws, q = await hello(env)
+            cid = q["contact_id"]
+            await ws.close()  # dropped, not closed by the protocol
+            abandoned = await env.event(lambda ev: isinstance(ev, E.ContactAbandoned) and ev.contact_id == cid)
+            left = next(ev for ev in env.events if isinstance(ev, E.CustomerLeft) and ev.contact_id == cid)
+            assert abandoned.at_ms - left.at_ms >= 0
+            assert left.at_ms - q_arrival(env, cid).at_ms >= 150  # not at the drop: after the window
+            ws = await client(env)
+            await send(ws, type="resume", token=q["token"])
+            assert (await expect(ws, "error"))["code"] == "unknown_session"
+            await ws.close()
+
+    run(main())
+
+
+def q_arrival(env: Env, cid: str) -> E.ContactArrived:
+    return next(ev for ev in env.events if isinstance(ev, E.ContactArrived) and ev.contact_id == cid)
+
+
+# ------------------------------------------------------------------------------------------- offline
+
+
+def test_offline_when_nobody_can_answer_leaves_a_message_on_a_case(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:  # no agent logged in
+            ws, offline = await hello(env, email="bob@example.com", text="Please call me back", client_id="c-1")
+            assert offline["type"] == "offline" and offline["reason"] == "no_agents"
+            assert offline["case"].startswith("C-")
+            first = await expect(ws, "ack")
+            assert first["client_id"] == "c-1"
+            await send(ws, type="message", text="My number is 555", client_id="c-2")
+            second = await expect(ws, "ack")
+
+            mail = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.channel == "email")
+            assert mail.queue == "support" and mail.address == "bob@example.com"
+            assert mail.subject == "My invoice"
+            assert env.centre.router.contacts[mail.contact_id].state == "queued"  # waits for an e-mail agent
+            assert not any(isinstance(ev, E.ContactArrived) and ev.channel == "chat" for ev in env.events)
+            [case] = await env.rows(cases, cases.c.token == offline["case"])
+            assert mail.case_id == case["id"]
+            rows = await env.rows(messages, messages.c.case_id == case["id"])
+            assert [(r["body"], r["interaction_id"], r["channel"]) for r in rows] == [
+                ("Please call me back", mail.contact_id, "chat"),
+                ("My number is 555", mail.contact_id, "chat"),
+            ]
+            assert {r["message_id"] for r in rows} == {first["message_id"], second["message_id"]}
+            assert len([ev for ev in env.events if isinstance(ev, E.ContactArrived)]) == 1
+            await ws.close()
+
+    run(main())
+
+
+def test_a_chat_the_router_refuses_becomes_an_offline_message(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            **msgspec.to_builtins(make_config()),
+            "queues": [{"name": "support", "skills": {"general": 1}, "channels": ["chat", "email"], "max_depth": 1}],
+        },
+        "<test>",
+    )
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", config) as env:
+            env.login("a1", away="break")
+            ws1, q1 = await hello(env)
+            assert q1["type"] == "queued"
+            ws2, offline = await hello(env)  # the queue is full
+            assert (offline["type"], offline["reason"]) == ("offline", "queue_full")
+            await send(ws2, type="message", text="for later", client_id="c-1")
+            await expect(ws2, "ack")
+            mail = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.channel == "email")
+            failed = await env.event(lambda ev: isinstance(ev, E.ContactFailed))
+            assert mail.case_id == q_arrival(env, failed.contact_id).case_id
+            # the offline session resumes too, with its lines
+            await ws2.close()
+            ws2 = await client(env)
+            await send(ws2, type="resume", token=offline["token"])
+            assert (await expect(ws2, "resumed"))["state"] == "offline"
+            assert (await expect(ws2, "message"))["text"] == "for later"
+            for ws in (ws1, ws2):
+                await ws.close()
+
+    run(main())
+
+
+# -------------------------------------------------------------------------------------------- limits
+
+
+def test_an_oversized_frame_closes_with_1009_and_the_server_carries_on(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", make_config(max_frame_bytes=1024)) as env:
+            env.login("a1", away="break")
+            ws, _ = await hello(env)
+            await ws.send(json.dumps({"type": "message", "text": "x" * 2000}))
+            assert await closed_code(ws) == 1009
+            ws, q = await hello(env)
+            assert q["type"] == "queued"
+            await ws.close()
+
+    run(main())
+
+
+def test_the_frame_limit_holds_on_a_server_started_with_a_larger_one(tmp_path: Path) -> None:
+    async def main() -> None:
+        config = make_config(max_frame_bytes=1024)
+        centre = await open_centre(config, f"sqlite:///{tmp_path / 's.sqlite'}")
+        chat = ChatChannel(centre)
+        server = await serve(chat.handle, "127.0.0.1", 0, max_size=256 * 1024)  # the agents' limit
+        port = next(iter(server.sockets)).getsockname()[1]
+        try:
+            ws = await connect(f"ws://127.0.0.1:{port}/chat", proxy=None, open_timeout=TIMEOUT)
+            await ws.send(json.dumps({"type": "hello", "name": "x" * 2000}))
+            assert await closed_code(ws) == 1009
+        finally:
+            await chat.stop()
+            server.close()
+            await server.wait_closed()
+            await close_centre(centre)
+
+    run(main())
+
+
+def test_bad_frames_get_errors_and_the_socket_stays(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws = await client(env)
+            for raw in ("{not json", "[1, 2]", '{"kind": "hello"}', b"\x00\x01", '{"type": "dance"}'):
+                await ws.send(raw)
+                error = await expect(ws, "error")
+                assert error["code"] == "bad_request" and error["detail"], raw
+            await send(ws, type="message", text="too early", client_id="c-0")
+            assert (await expect(ws, "error"))["code"] == "no_session"
+            await send(ws, type="hello", name=["Ann"])
+            assert "name" in (await expect(ws, "error"))["detail"]
+            await send(ws, type="hello", email="not an address")
+            assert "email" in (await expect(ws, "error"))["detail"]
+            await send(ws, type="hello", queue="nowhere")
+            assert "queue" in (await expect(ws, "error"))["detail"]
+            await send(ws, type="hello", name="Ann", topic="t", queue="sales")
+            q = await expect(ws, "queued")
+            assert q_arrival(env, q["contact_id"]).queue == "sales"
+            await send(ws, type="message", client_id="c-1")
+            error = await expect(ws, "error")
+            assert (error["code"], error["client_id"]) == ("bad_request", "c-1")
+            await send(ws, type="message", text="x" * (MAX_TEXT + 1), client_id="c-2")
+            assert "4000" in (await expect(ws, "error"))["detail"]
+            await send(ws, type="hello", name="Ann again")
+            assert (await expect(ws, "error"))["code"] == "bad_request"
+            await send(ws, type="message", text="still here", client_id="c-3")
+            assert (await expect(ws, "ack"))["client_id"] == "c-3"
+            await ws.close()
+
+    run(main())
+
+
+def test_rate_limit_drops_then_closes_with_1008(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", make_config(max_messages_per_10s=3)) as env:
+            env.login("a1", away="break")
+            ws, _ = await hello(env)
+            for i in (1, 2):
+                await send(ws, type="message", text=f"line {i}", client_id=f"c-{i}")
+                await expect(ws, "ack")
+            await send(ws, type="message", text="one too many", client_id="c-3")
+            assert (await expect(ws, "error"))["code"] == "rate_limited"
+            for i in range(20):  # keep hammering: the server hangs up
+                with contextlib.suppress(ConnectionClosed):
+                    await send(ws, type="message", text="spam", client_id=f"s-{i}")
+            assert await closed_code(ws) == 1008
+            rows = await env.rows(messages)
+            assert sorted(r["body"] for r in rows) == ["line 1", "line 2"]
+            ws, q = await hello(env)  # others are served as before
+            assert q["type"] == "queued"
+            await ws.close()
+
+    run(main())
+
+
+# ------------------------------------------------------------------------------------------- restart
+
+
+def test_a_waiting_chat_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+
+    async def first_run() -> tuple[str, str]:
+        async with running(db) as env:
+            env.login("a1", away="break")
+            ws, q = await hello(env)
+            await send(ws, type="message", text="before the restart", client_id="c-1")
+            await expect(ws, "ack")
+            token, cid = q["token"], q["contact_id"]
+        # leaving the block stopped the channel: the customer was told the server is going away
+        assert await closed_code(ws) == 1001
+        return token, cid
+
+    async def second_run(token: str, cid: str) -> None:
+        async with running(db, restore=True) as env:
+            assert env.chat.sessions() == {cid: "waiting"}
+            ws = await client(env)
+            await send(ws, type="resume", token=token)
+            resumed = await expect(ws, "resumed")
+            assert (resumed["state"], resumed["contact_id"]) == ("waiting", cid)
+            assert resumed["case"].startswith("C-")
+            assert (await expect(ws, "message"))["text"] == "before the restart"
+            env.submit(E.AgentReady, agent_id="a1")  # came back "disconnected" after the restart
+            await env.accept(cid)
+            assert (await expect(ws, "agent_joined"))["agent"] == "Ada Lovelace"
+            await env.chat.agent_message(cid, "a1", "sorry for the wait")
+            assert (await expect(ws, "message"))["text"] == "sorry for the wait"
+            await ws.close()
+
+    token, cid = run(first_run())
+    run(second_run(token, cid))
+
+
+# -------------------------------------------------------------------------------------------- widget
+
+
+def test_widget_page_has_a_strict_policy_and_escapes_config_text(reactor_loop: object) -> None:
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from contactcentre.web.widget import widget_resource
+
+    config = make_config(name='Evil <script>alert("x")</script> & Co')
+    resource = widget_resource(config, 8123)
+
+    def render(host: bytes) -> tuple[str, str]:
+        request = DummyRequest([b""])
+        request._serverName = host
+        body = resource.render(request)
+        [csp] = request.responseHeaders.getRawHeaders(b"content-security-policy")
+        assert request.responseHeaders.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
+        return body.decode(), csp.decode()
+
+    body, csp = render(b"chat.example.com")
+    assert "connect-src ws://chat.example.com:8123 wss://chat.example.com:8123;" in csp
+    assert "script-src 'self';" in csp and "default-src 'none'" in csp and "unsafe" not in csp
+    assert "<script>alert" not in body and "Evil &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co" in body
+    assert "Orders &amp; &lt;offers&gt;" in body  # a queue description offered as a topic area
+    assert '<script src="/static/chat.js" defer></script>' in body
+    assert body.count("<script") == 1  # no inline script
+    assert 'data-ws-port="8123"' in body
+    # A Host header never writes into the policy.
+    _, csp = render(b"evil.example; script-src *")
+    assert "script-src *" not in csp and "connect-src ws://127.0.0.1:8123 " in csp

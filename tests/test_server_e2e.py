@@ -1,0 +1,286 @@
+"""The live server end to end, as a newcomer would try it: ``contactcentre serve`` in its own process, a mail
+sent with smtplib, a chat from a stock WebSocket client, an agent console speaking docs/protocol.md, replies
+arriving at a real SMTP sink (the smarthost), and a kill -9 in the middle that loses no accepted contact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import sqlite3
+import urllib.request
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from contactcentre.config import DEFAULT_CONFIG_PATH
+from contactcentre.store.db import open_store
+from contactcentre.store.users import add_user
+from tests.server_proc import Server, Sink, start_server
+
+T = 30  # seconds any single step may take on a slow CI machine
+
+
+@pytest.fixture
+def sink() -> Any:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def _config(tmp_path: Path, smarthost_port: int) -> Path:
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    text += f"""
+
+[server.email]
+address = "support@centre.example"
+smarthost = "127.0.0.1"
+smarthost_port = {smarthost_port}
+"""
+    path = tmp_path / "centre.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _users(db: Path) -> dict[str, str]:
+    engine = open_store(db)
+    try:
+        with engine.begin() as conn:
+            return {
+                "ada": add_user(conn, "ada", "agent", 0, agent_id="ada"),
+                "boss": add_user(conn, "boss", "supervisor", 0),
+            }
+    finally:
+        engine.dispose()
+
+
+def _mail(port: int, *, sender: str, subject: str, body: str, message_id: str) -> None:
+    msg = EmailMessage()
+    msg["From"] = f"Marieke Jansen <{sender}>"
+    msg["To"] = "support@centre.example"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    msg.set_content(body)
+    with smtplib.SMTP("127.0.0.1", port, timeout=T) as smtp:
+        smtp.send_message(msg)
+
+
+def _api(server: Server, path: str, token: str) -> Any:
+    req = urllib.request.Request(server.url + path.lstrip("/"), headers={"Authorization": f"Bearer {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=T) as resp:
+        return json.loads(resp.read())
+
+
+async def _frame(ws: ClientConnection, want: str, **match: Any) -> dict[str, Any]:
+    """The next frame of type ``want`` (and matching fields), skipping others; fails after T seconds."""
+
+    async def find() -> dict[str, Any]:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == want and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+    return await asyncio.wait_for(find(), T)
+
+
+async def _agent(server: Server, token: str) -> ClientConnection:
+    ws = await connect(server.ws("/agent"), proxy=None)
+    await ws.send(json.dumps({"type": "login", "token": token}))
+    await _frame(ws, "welcome")
+    return ws
+
+
+def test_mail_and_chat_reach_an_agent_and_the_answers_reach_the_customers(tmp_path: Path, sink: Sink) -> None:
+    db = tmp_path / "store.sqlite"
+    tokens = _users(db)
+    server = start_server(_config(tmp_path, sink.port), db)
+    try:
+        asyncio.run(_conversation(server, tokens, sink))
+        queues = _api(server, "/api/queues", tokens["boss"])
+        assert {q["name"] for q in queues["queues"]} >= {"support", "billing"}
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        lines = conn.execute(
+            "select channel, direction, body from messages where channel = 'chat' order by id"
+        ).fetchall()
+        assert ("chat", "inbound", "my router blinks red") in lines
+        assert ("chat", "outbound", "Let me look at that.") in lines  # the transcript is in the store
+        (delivery,) = conn.execute(
+            "select delivery from messages where channel = 'email' and direction = 'outbound' and body like '%reset%'"
+        ).fetchone()
+        assert delivery == "sent"
+
+
+async def _conversation(server: Server, tokens: dict[str, str], sink: Sink) -> None:
+    loop = asyncio.get_running_loop()
+    agent = await _agent(server, tokens["ada"])
+    await agent.send(json.dumps({"type": "state", "state": "available"}))
+    await _frame(agent, "state", state="available")
+
+    # 1. A customer e-mails with a stock client.
+    await loop.run_in_executor(
+        None,
+        lambda: _mail(
+            server.smtp_port,
+            sender="m.jansen@example.nl",
+            subject="Internet down",
+            body="Since this morning nothing works.",
+            message_id="<first-mail@example.nl>",
+        ),
+    )
+    ack = await loop.run_in_executor(None, lambda: sink.wait_for(lambda m: "[#C-" in str(m["Subject"])))
+    assert ack["In-Reply-To"] == "<first-mail@example.nl>"
+
+    offer = await _frame(agent, "offer", channel="email")
+    assert offer["why"]["strategy"] and offer["why"]["candidates"]
+    await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
+    pop = await _frame(agent, "screen_pop", contact_id=offer["contact_id"])
+    assert pop["matched"] and pop["customer"]["name"] == "Marieke Jansen"
+    contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+    assert any("nothing works" in line["text"] for line in contact["transcript"])
+    await agent.send(
+        json.dumps({"type": "message", "contact_id": offer["contact_id"], "text": "Please reset the router."})
+    )
+    await _frame(agent, "ack", contact_id=offer["contact_id"])
+    reply = await loop.run_in_executor(None, lambda: sink.wait_for(lambda m: "reset the router" in m.get_content()))
+    assert reply["In-Reply-To"] == "<first-mail@example.nl>"
+    assert "<first-mail@example.nl>" in str(reply["References"])
+    assert reply["To"] == "m.jansen@example.nl" or "m.jansen@example.nl" in str(reply["To"])
+    await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
+    await _frame(agent, "ack", contact_id=offer["contact_id"])
+
+    # 2. Another customer opens a chat from a stock WebSocket client.
+    customer = await connect(server.ws("/chat"), proxy=None)
+    await customer.send(json.dumps({"type": "hello", "name": "Ann", "email": "ann@example.com", "topic": "Router"}))
+    queued = await _frame(customer, "queued")
+    assert queued["position"] >= 1 and queued["token"]
+    await customer.send(json.dumps({"type": "message", "text": "my router blinks red", "client_id": "c1"}))
+    await _frame(customer, "ack", client_id="c1")
+    offer = await _frame(agent, "offer", channel="chat")
+    await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
+    await _frame(customer, "agent_joined")
+    await agent.send(json.dumps({"type": "message", "contact_id": offer["contact_id"], "text": "Let me look at that."}))
+    line = await _frame(customer, "message", **{"from": "agent"})
+    assert line["text"] == "Let me look at that."
+    await customer.send(json.dumps({"type": "message", "text": "thanks!", "client_id": "c2"}))
+    heard = await _frame(agent, "message", contact_id=offer["contact_id"])
+    assert heard["text"] == "thanks!"
+    await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
+    await _frame(customer, "closed")
+    await customer.close()
+    await agent.close()
+
+
+def test_kill_9_loses_no_accepted_contact(tmp_path: Path, sink: Sink) -> None:
+    db = tmp_path / "store.sqlite"
+    tokens = _users(db)
+    config = _config(tmp_path, sink.port)
+    server = start_server(config, db)
+    try:
+        chat_token = asyncio.run(_leave_work_waiting(server, tokens["ada"]))
+    finally:
+        server.kill9()  # no shutdown, no flush: only what was acknowledged must survive
+    server = start_server(config, db)
+    try:
+        waiting = _api(server, "/api/contacts?state=queued", tokens["boss"])["contacts"]
+        assert {c["channel"] for c in waiting} == {"email", "chat"}, waiting
+        asyncio.run(_resume_and_take(server, tokens["ada"], chat_token))
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+
+
+async def _leave_work_waiting(server: Server, token: str) -> str:
+    """A mail (250 received) and a chat (queued, message acknowledged); the agent is logged in, not ready."""
+    loop = asyncio.get_running_loop()
+    agent = await _agent(server, token)  # logged in away ("not_ready"): the chat queues rather than going offline
+    await loop.run_in_executor(
+        None,
+        lambda: _mail(
+            server.smtp_port,
+            sender="k9@example.org",
+            subject="Before the crash",
+            body="Please keep this.",
+            message_id="<k9@example.org>",
+        ),
+    )
+    customer = await connect(server.ws("/chat"), proxy=None)
+    await customer.send(json.dumps({"type": "hello", "name": "Kim", "email": "kim@example.org", "topic": "Crash"}))
+    frame = await _frame(customer, "queued")
+    await customer.send(json.dumps({"type": "message", "text": "still there?", "client_id": "k1"}))
+    await _frame(customer, "ack", client_id="k1")
+    # The sockets go (a dropped chat waits for its customer to resume; the agent is away), then the kill.
+    await customer.close()
+    await agent.close()
+    return str(frame["token"])
+
+
+async def _first(ws: ClientConnection, types: set[str]) -> dict[str, Any]:
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") in types:
+            return frame
+
+
+async def _resume_and_take(server: Server, token: str, chat_token: str) -> None:
+    agent = await _agent(server, token)
+    await agent.send(json.dumps({"type": "state", "state": "available"}))
+    channels = set()
+    for _ in range(2):
+        offer = await _frame(agent, "offer")
+        channels.add(offer["channel"])
+        await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
+        contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+        texts = " ".join(line["text"] for line in contact["transcript"])
+        assert "Please keep this." in texts or "still there?" in texts
+    assert "email" in channels
+    await agent.close()
+
+
+def test_broken_input_gets_an_error_and_the_server_stays_up(tmp_path: Path, sink: Sink) -> None:
+    db = tmp_path / "store.sqlite"
+    _users(db)
+    server = start_server(_config(tmp_path, sink.port), db)
+    try:
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=T) as smtp:
+            broken = b"From: <x@example.org>\r\nContent-Type: multipart/mixed\r\n\r\n--no boundary at all\r\n"
+            with pytest.raises(smtplib.SMTPDataError) as err:
+                smtp.sendmail("x@example.org", ["support@centre.example"], broken)
+            assert 500 <= err.value.smtp_code < 600
+            with pytest.raises(smtplib.SMTPDataError) as err:
+                smtp.sendmail("x@example.org", ["support@centre.example"], b"\x00\xff garbage \xfe")
+            assert 500 <= err.value.smtp_code < 600
+
+        async def chat_abuse() -> None:
+            ws = await connect(server.ws("/chat"), proxy=None, max_size=None)
+            await ws.send("{not json")
+            assert (await _frame(ws, "error"))["code"] == "bad_request"
+            await ws.send(json.dumps({"type": "no_such_thing"}))
+            await _frame(ws, "error")
+            await ws.send("x" * 1_000_000)  # far over the frame limit: the server closes this socket
+            with pytest.raises(Exception):  # noqa: B017 — ConnectionClosed of some kind
+                await asyncio.wait_for(ws.recv(), T)
+            await asyncio.wait_for(ws.wait_closed(), T)
+            ws2 = await connect(server.ws("/chat"), proxy=None)  # and serves the next customer
+            await ws2.send(json.dumps({"type": "hello", "name": "Ok", "topic": "fine"}))
+            await _first(ws2, {"queued", "offline"})
+            await ws2.close()
+            bad = await connect(server.ws("/agent"), proxy=None)
+            await bad.send(json.dumps({"type": "login", "token": "cc_wrong"}))
+            assert (await _frame(bad, "error"))["code"] == "unauthorized"
+            await bad.close()
+            await ws.close()
+
+        asyncio.run(chat_abuse())
+        _mail(server.smtp_port, sender="fine@example.org", subject="Still up?", body="yes", message_id="<ok@x>")
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
