@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 import sqlite3
 import urllib.request
@@ -33,13 +34,10 @@ def sink() -> Any:
 
 def _config(tmp_path: Path, smarthost_port: int) -> Path:
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
-    text += f"""
-
-[server.email]
-address = "support@centre.example"
-smarthost = "127.0.0.1"
-smarthost_port = {smarthost_port}
-"""
+    edited = re.sub(r"(?m)^(\s*)smarthost_port = \d+", rf"\g<1>smarthost_port = {smarthost_port}", text)
+    edited = re.sub(r'(?m)^(\s*)address = "[^"]*"', r'\g<1>address = "support@centre.example"', edited)
+    assert edited.count(f"smarthost_port = {smarthost_port}") == 1 and "support@centre.example" in edited
+    text = edited
     path = tmp_path / "centre.toml"
     path.write_text(text, encoding="utf-8")
     return path
