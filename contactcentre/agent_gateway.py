@@ -67,6 +67,7 @@ from contactcentre.events import (
     TransferRequested,
     WrapUpEnded,
     WrapUpStarted,
+    clean_text,
 )
 from contactcentre.store.privacy import record_read
 from contactcentre.store.schema import interactions, messages
@@ -957,7 +958,7 @@ def _text(frame: Frame, name: str, *, required: bool = True, max_len: int = MAX_
         raise ProtocolError("bad_field", f"{name}: must be a string")
     if len(value) > max_len:
         raise ProtocolError("bad_field", f"{name}: longer than {max_len} characters")
-    return value
+    return clean_text(value)  # a lone surrogate or NUL must never reach the store
 
 
 def _good_ref(ref: Any) -> bool:

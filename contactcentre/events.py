@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Iterable
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -399,6 +400,44 @@ class MessageSent(Event, tag="message.sent"):
     in_reply_to: str | None = None
     references: list[str] = []
     PERSONAL: ClassVar[tuple[str, ...]] = ("body", "address", "subject", "message_id", "in_reply_to", "references")
+
+
+# ------------------------------------------------------------------------------------------- clean text
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Text that every database and JSON encoder takes: raw 8-bit bytes (kept by parsers as surrogate
+    escapes) re-read as UTF-8, other surrogates replaced, NULs and control characters dropped.
+
+    Adapters pass everything a client typed through this before it goes into an event: one unencodable
+    string would fail the store writer's commit, and with it everyone's."""
+    if text.isascii() and not _CONTROL.search(text) and "\r" not in text:
+        return text
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, msgspec.Struct):
+        return scrub(value)
+    return value
+
+
+def scrub(event: Any) -> Any:
+    """The event with every string cleaned (``clean_text``): the store writer's last line of defence."""
+    fields = {f: getattr(event, f) for f in event.__struct_fields__}
+    return msgspec.structs.replace(event, **{f: _scrubbed(v) for f, v in fields.items()})
 
 
 # ------------------------------------------------------------------------------------------------ codecs

@@ -735,25 +735,35 @@ async def serve(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        if extra is not None and hasattr(extra, "stop"):
-            result = extra.stop()
-            if asyncio.iscoroutine(result):
-                await result
-        if email is not None:
-            await email.stop()  # stop accepting mail first: whatever got a 250 is stored
-        if listening is not None:
-            await listening.stopListening().asFuture(loop)
-        if chat is not None:
-            await chat.stop()
-        await agents.stop()
-        if wss is not None:
-            wss.close()
-            await wss.wait_closed()
-        if site is not None:
-            await site.close_connections()
-        if api is not None:
-            await api.drain()  # requests still reading the store finish before the pool closes
-        router = centre.driver.router
-        summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
-        await close_centre(centre)
+
+        async def step(what: str, fn: Callable[[], Any]) -> None:
+            # One failing step must not keep the rest from running: above all the final commit.
+            try:
+                result = fn()
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
+            except Exception:
+                log.exception("shutdown: %s failed; carrying on", what)
+
+        try:
+            if extra is not None and hasattr(extra, "stop"):
+                await step("stopping the demo traffic", extra.stop)
+            if email is not None:
+                await step("closing SMTP", email.stop)  # stop accepting mail first: whatever got a 250 is stored
+            if listening is not None:
+                await step("closing the web port", lambda: listening.stopListening().asFuture(loop))
+            if chat is not None:
+                await step("closing chats", chat.stop)
+            await step("closing agent consoles", agents.stop)
+            if wss is not None:
+                wss.close()
+                await step("closing the WebSocket port", wss.wait_closed)
+            if site is not None:
+                await step("closing web connections", site.close_connections)
+            if api is not None:
+                await step("finishing API requests", api.drain)  # reads finish before the pool closes
+        finally:
+            router = centre.driver.router
+            summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
+            await close_centre(centre)
     return ServeSummary(summary.arrived, centre.writer.committed, summary.refused)

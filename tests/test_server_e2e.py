@@ -193,6 +193,9 @@ def test_kill_9_loses_no_accepted_contact(tmp_path: Path, sink: Sink) -> None:
     finally:
         code, err = server.stop()
     assert code == 0, err
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("select count(*) from messages where body = 'still there?'").fetchone()
+    assert n == 1
 
 
 async def _leave_work_waiting(server: Server, token: str) -> str:
@@ -228,6 +231,15 @@ async def _first(ws: ClientConnection, types: set[str]) -> dict[str, Any]:
 
 
 async def _resume_and_take(server: Server, token: str, chat_token: str) -> None:
+    # The customer comes back with the resume token and, not sure the last line arrived, sends it again:
+    # it is recognised by its client id (the ack before the crash may have been lost), not stored twice.
+    customer = await connect(server.ws("/chat"), proxy=None)
+    await customer.send(json.dumps({"type": "resume", "token": chat_token}))
+    await _frame(customer, "resumed")
+    await customer.send(json.dumps({"type": "message", "text": "still there?", "client_id": "k1"}))
+    again = await _frame(customer, "ack", client_id="k1")
+    assert again["message_id"].startswith("cm-")
+    await customer.close()
     agent = await _agent(server, token)
     await agent.send(json.dumps({"type": "state", "state": "available"}))
     channels = set()

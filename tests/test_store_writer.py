@@ -303,3 +303,47 @@ def test_an_atomic_group_is_never_split_by_the_commit_bound(store: Engine) -> No
 
     run(go())
     assert sizes[0] == 1010 and sum(sizes) == 1510
+
+
+def test_unstorable_text_costs_a_character_not_the_writer(store: Engine) -> None:
+    """A lone surrogate (no encoder takes it) or a NUL (PostgreSQL refuses it) from a client must not stop
+    the writer for everyone: the batch is written with its strings cleaned."""
+    bad = [
+        E.ContactArrived(at_ms=T0, contact_id="c-bad", queue="q", channel="chat", subject="x\ud800y"),
+        E.MessageReceived(at_ms=T0, contact_id="c-bad", message_id="m1", channel="chat", body="a\x00b\ud83d"),
+    ]
+
+    async def go() -> None:
+        w = StoreWriter(store, max_delay_s=0)
+        await w.write([*bad, *arrivals(2)])
+        await w.close()
+
+    run(go())
+    with store.connect() as conn:
+        assert conn.execute(select(messages.c.body)).scalar() == "ab?"
+        rows = interaction_rows(store)
+    assert set(rows) == {"c-bad", "c0", "c1"} and rows["c-bad"]["subject"] == "x?y"
+
+
+def test_a_failed_commit_is_retried_by_itself(store: Engine) -> None:
+    broken = {"on": True}
+    attempts: list[int] = []
+
+    def flaky(conn: Connection) -> None:
+        attempts.append(1)
+        if broken["on"]:
+            broken["on"] = False
+            raise RuntimeError("database restarting")
+
+    async def go() -> None:
+        w = StoreWriter(store, max_delay_s=0, retry_after_s=0.01)
+        with pytest.raises(RuntimeError):
+            await w.write([*arrivals(2), flaky])
+        deadline = asyncio.get_running_loop().time() + 30
+        while w.committed < 3:  # nobody calls retry(): the writer does, after its back-off (polled, bounded)
+            assert asyncio.get_running_loop().time() < deadline, "the writer did not retry"
+            await asyncio.sleep(0.01)
+        await w.close()
+
+    run(go())
+    assert len(attempts) == 2 and len(interaction_rows(store)) == 2

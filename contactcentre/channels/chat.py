@@ -49,6 +49,7 @@ from contactcentre.events import (
     MessageSent,
     OfferMade,
     WrapUpStarted,
+    clean_text,
 )
 from contactcentre.store.cases import open_case
 from contactcentre.store.customers import get_customer, identify, new_id
@@ -687,7 +688,15 @@ class ChatChannel:
             return
         await self.centre.room()
         centre = self.centre
-        message_id = new_id("cm")
+        message_id = new_id("cm") if client_id is None else _line_id(s.token_hash, client_id)
+        if client_id is not None:
+            # The ack may have been lost to a restart (the in-memory ``acked`` with it): a line is known by
+            # an id derived from the session and the client's id, so the store answers for it.
+            stored = await centre.read(_stored_at, message_id)
+            if stored is not None:
+                s.acked[client_id] = (message_id, stored)
+                conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": stored})
+                return
         at_ms = centre.now_ms()
         if s.state == OFFLINE:
             self._offline_line(s, text, message_id, at_ms)
@@ -1048,6 +1057,14 @@ class ChatChannel:
         return s is not None and s.conn is not None
 
 
+def _line_id(token_hash_: str, client_id: str) -> str:
+    return "cm-" + hashlib.sha256(f"{token_hash_}:{client_id}".encode()).hexdigest()[:16]
+
+
+def _stored_at(conn: Any, message_id: str) -> int | None:
+    return conn.execute(select(messages.c.at_ms).where(messages.c.message_id == message_id)).scalar()
+
+
 def _text(f: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:
     """A string field of a frame: absent/null is None (or an error when required); otherwise a string of
     at most ``limit`` characters, stripped (a required one must not be blank)."""
@@ -1060,7 +1077,7 @@ def _text(f: dict[str, Any], key: str, limit: int, *, required: bool = False) ->
         raise _BadRequest(f"{key}: must be a string")
     if len(value) > limit:
         raise _BadRequest(f"{key}: at most {limit} characters")
-    value = value.strip()
+    value = clean_text(value).strip()  # a lone surrogate or NUL must never reach the store
     if not value:
         if required:
             raise _BadRequest(f"{key}: must not be empty")

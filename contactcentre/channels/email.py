@@ -53,6 +53,9 @@ from contactcentre.events import (
     MessageReceived,
     MessageSent,
 )
+from contactcentre.events import (
+    clean_text as events_clean_text,
+)
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, normalise_email
@@ -120,16 +123,7 @@ class Rejected(Exception):
 # --------------------------------------------------------------------------------------------- text tools
 
 
-def clean_text(text: str) -> str:
-    """Text that every database and JSON encoder takes: raw 8-bit header bytes (kept by the parser as
-    surrogate escapes) re-read as UTF-8, other surrogates replaced, NULs and control characters dropped.
-
-    One unencodable string in an event would fail the writer's commit, and with it everyone's."""
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+clean_text = events_clean_text  # one definition, in the event vocabulary
 
 
 def clean_line(text: str | None, limit: int = MAX_SUBJECT) -> str | None:

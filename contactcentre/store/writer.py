@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DataError
 
-from contactcentre.events import Event, decode
+from contactcentre.events import Event, decode, scrub
 from contactcentre.store import projection
 from contactcentre.store.schema import events as events_table
 
@@ -50,6 +51,7 @@ class StoreWriter:
         batch_size: int = 1000,
         max_delay_s: float = 0.05,
         max_pending: int = 50_000,
+        retry_after_s: float | None = 1.0,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if batch_size < 1 or max_delay_s < 0 or max_pending < batch_size:
@@ -63,6 +65,9 @@ class StoreWriter:
         self.committed = 0  # records committed so far
         self.commits = 0
         self._pending: list[Event | Work] = []
+        self.retry_after_s = retry_after_s  # None: only retry() tries a failed batch again
+        self._failures = 0
+        self._retry_timer: asyncio.TimerHandle | None = None
         self._atomic_depth = 0
         self._unsplittable: list[tuple[int, int]] = []  # (first, last) record numbers of atomic groups
         self._wake = asyncio.Event()
@@ -174,6 +179,10 @@ class StoreWriter:
             await asyncio.shield(self._task)
             return
         self._closing = True
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+        if self._error is not None:  # one last attempt for what a failed commit held
+            self._error = None
         self._wake.set()
         try:
             await self._task
@@ -203,9 +212,15 @@ class StoreWriter:
                     log.exception("store writer: a commit of %d records failed; holding them", len(batch))
                     self._error = exc
                     self._pending[:0] = batch  # keep order: the failed batch goes first on retry
+                    if self.retry_after_s is not None and not self._closing:
+                        # A database that hiccuped (a restart, a full disk freed) is tried again, backing off.
+                        delay = min(self.retry_after_s * 2 ** min(self._failures, 6), 60.0)
+                        self._failures += 1
+                        self._retry_timer = self.loop.call_later(delay, self.retry)
                 else:
                     self.committed += len(batch)
                     self.commits += 1
+                    self._failures = 0
             self._settle_waiters()
             if self.pending <= self.max_pending or self._error is not None:
                 self._room.set()
@@ -231,7 +246,18 @@ class StoreWriter:
         self._waiters = keep
 
     def _commit(self, records: list[Event | Work]) -> None:
-        """One transaction: runs of events folded and written together, work items in their place."""
+        """One transaction: runs of events folded and written together, work items in their place.
+
+        A string no database takes (a lone surrogate, a NUL for PostgreSQL) that slipped past an adapter
+        would otherwise fail this commit and hold everyone's records: the batch is then written again with
+        every event's strings cleaned, so one client's bad byte costs a character, not the centre."""
+        try:
+            self._transaction(records)
+        except (UnicodeError, ValueError, DataError) as exc:
+            log.warning("store writer: unstorable text in a batch (%s); writing it cleaned", exc)
+            self._transaction([scrub(r) if isinstance(r, Event) else r for r in records])
+
+    def _transaction(self, records: list[Event | Work]) -> None:
         with self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)  # the writer writes: take SQLite's lock up front
             with conn.begin():
