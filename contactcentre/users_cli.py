@@ -22,10 +22,11 @@ import sys
 import time
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select
 
 from contactcentre.store.db import DEFAULT_DATABASE, ENV_VAR, DatabaseError
-from contactcentre.store.schema import ROLES, api_tokens, users
+from contactcentre.store.schema import ROLES, users
+from contactcentre.store.users import list_users, set_disabled
 
 MIN_PASSWORD = 8
 
@@ -192,30 +193,6 @@ def _token(conn: Connection, name: str) -> None:
     print(f"API token for {name} (shown once): {new_token(conn, name, _now_ms())}")
 
 
-def list_users(conn: Connection) -> list[dict[str, Any]]:
-    """Every user with its number of live tokens, by name."""
-    live = (
-        select(func.count())
-        .select_from(api_tokens)
-        .where(api_tokens.c.user_id == users.c.id, api_tokens.c.revoked_ms.is_(None))
-        .scalar_subquery()
-        .label("tokens")
-    )
-    rows = conn.execute(
-        select(
-            users.c.id,
-            users.c.role,
-            users.c.agent_id,
-            users.c.display_name,
-            users.c.disabled,
-            (users.c.password_hash.is_not(None)).label("has_password"),
-            users.c.created_ms,
-            live,
-        ).order_by(users.c.id)
-    ).mappings()
-    return [{**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"])} for r in rows]
-
-
 def _list(conn: Connection, as_json: bool) -> None:
     rows = list_users(conn)
     if as_json:
@@ -230,16 +207,6 @@ def _list(conn: Connection, as_json: bool) -> None:
     print(f"{len(rows)} user{'s' * (len(rows) != 1)}")
 
 
-def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> int | None:
-    """Disable (revoking every token; returns how many) or enable a user; None if there is no such user."""
-    from contactcentre.store.users import revoke_tokens
-
-    done = conn.execute(update(users).where(users.c.id == name).values(disabled=disabled))
-    if done.rowcount == 0:
-        return None
-    return revoke_tokens(conn, name, now_ms) if disabled else 0
-
-
 def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
     revoked = set_disabled(conn, name, disabled, _now_ms())
     if revoked is None:
@@ -250,4 +217,4 @@ def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
         print(f"enabled {name}; issue a token with `contactcentre user token {name}`")
 
 
-__all__ = ["add_parser", "list_users", "run", "set_disabled"]
+__all__ = ["add_parser", "run"]

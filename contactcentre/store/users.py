@@ -14,8 +14,9 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from contactcentre.store.schema import ROLES, api_tokens, users
 
@@ -140,3 +141,35 @@ def user_for_password(conn: Connection, name: str, password: str) -> User | None
     if row is None or not check_password(password, row.password_hash):
         return None
     return User(row.id, row.role, row.agent_id, row.display_name)
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user with its number of live tokens, by name."""
+    live = (
+        select(func.count())
+        .select_from(api_tokens)
+        .where(api_tokens.c.user_id == users.c.id, api_tokens.c.revoked_ms.is_(None))
+        .scalar_subquery()
+        .label("tokens")
+    )
+    rows = conn.execute(
+        select(
+            users.c.id,
+            users.c.role,
+            users.c.agent_id,
+            users.c.display_name,
+            users.c.disabled,
+            (users.c.password_hash.is_not(None)).label("has_password"),
+            users.c.created_ms,
+            live,
+        ).order_by(users.c.id)
+    ).mappings()
+    return [{**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"])} for r in rows]
+
+
+def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> int | None:
+    """Disable (revoking every token; returns how many) or enable a user; None if there is no such user."""
+    done = conn.execute(update(users).where(users.c.id == name).values(disabled=disabled))
+    if done.rowcount == 0:
+        return None
+    return revoke_tokens(conn, name, now_ms) if disabled else 0
