@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select
@@ -32,13 +33,25 @@ from contactcentre.store.schema import events as events_table
 if TYPE_CHECKING:
     from contactcentre.acd import Router
     from contactcentre.acd.stats import LiveStats
-    from contactcentre.runtime import RouterDriver
+    from contactcentre.driver import RouterDriver
     from contactcentre.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Subscriber = Callable[[list[Event]], None]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a running server listens (what ``serve`` reports once everything is up)."""
+
+    url: str  # the web site (dashboard, /api, /chat widget)
+    host: str
+    http_port: int
+    smtp_port: int | None
+    ws_port: int
+    database: str
 
 
 class Centre:

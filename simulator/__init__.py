@@ -1,1 +1,3 @@
-"""Simulation around the ACD core: for now, the seeded live traffic of ``contactcentre demo``."""
+"""Simulation around the ACD core: the discrete-event simulator (virtual time, the production router),
+scenarios and reports, and the simulated people of ``contactcentre demo`` who use the live server's real
+protocols (``demo_live``, ``clients``)."""

@@ -28,10 +28,9 @@ from simulator.clients import JsonSocket, send_email
 from simulator.demo_customers import BOOK_SIZE, TIER_SHARES, DemoCustomer, address_for, demo_customer
 
 if TYPE_CHECKING:
-    from contactcentre.centre import Centre
+    from contactcentre.centre import Centre, ServerInfo
     from contactcentre.config import CentreConfig
     from contactcentre.config import DemoTraffic as TrafficEntry
-    from contactcentre.runtime import ServerInfo
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from contactcentre.acd import Router
 from contactcentre.cli import main
 from contactcentre.clock import LoopClock, ManualClock
 from contactcentre.config import DEFAULT_CONFIG_PATH, load_config, parse_config
-from contactcentre.runtime import RouterDriver
+from contactcentre.driver import RouterDriver
 from contactcentre.store.db import connect, open_store
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import screen_pop
@@ -304,7 +304,7 @@ def test_driver_keeps_one_timer_and_survives_refused_inputs(caplog: pytest.LogCa
     armed = loop.pending()
     assert len(armed) == 1 and round(armed[0].when() * 1000) == driver.router.next_deadline()
 
-    with caplog.at_level(logging.INFO, logger="contactcentre.runtime"):
+    with caplog.at_level(logging.INFO, logger="contactcentre.driver"):
         driver.submit(E.OfferAccepted(at_ms=clock.now_ms(), offer_id="o99", contact_id="c1", agent_id="ada"))
     assert driver.refused == 1 and "o99" in caplog.text
 

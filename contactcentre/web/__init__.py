@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 if TYPE_CHECKING:
-    from contactcentre.runtime import RouterDriver
+    from contactcentre.driver import RouterDriver
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
