@@ -1,0 +1,64 @@
+"""IVR: menus as data (``config/ivr/*.toml``) and a pure, per-call DTMF state machine.
+
+``load_menu`` checks a file against the centre's queues, calendars and skills; ``IvrSession`` walks one call
+through it (inputs with ``now_ms``, actions out, timers as data); ``IvrStats`` folds the sessions' facts into
+per-node counts and the containment rate.
+"""
+
+from __future__ import annotations
+
+from contactcentre.ivr.actions import (
+    OUTCOMES,
+    CollectDigits,
+    Enqueue,
+    Handoff,
+    Hangup,
+    InputFailed,
+    IvrAction,
+    IvrFact,
+    NodeEntered,
+    NodeExited,
+    Play,
+    RequestCallback,
+    SelfServiceDone,
+    SessionFinished,
+)
+from contactcentre.ivr.hooks import keypad_digits
+from contactcentre.ivr.menu import Menu, MenuFile, load_menu, parse_menu
+from contactcentre.ivr.session import (
+    SESSION_INPUTS,
+    SESSION_TRANSITIONS,
+    HookResult,
+    IvrError,
+    IvrSession,
+)
+from contactcentre.ivr.stats import IvrStats, NodeStats
+
+__all__ = [
+    "OUTCOMES",
+    "SESSION_INPUTS",
+    "SESSION_TRANSITIONS",
+    "CollectDigits",
+    "Enqueue",
+    "Handoff",
+    "Hangup",
+    "HookResult",
+    "InputFailed",
+    "IvrAction",
+    "IvrError",
+    "IvrFact",
+    "IvrSession",
+    "IvrStats",
+    "Menu",
+    "MenuFile",
+    "NodeEntered",
+    "NodeExited",
+    "NodeStats",
+    "Play",
+    "RequestCallback",
+    "SelfServiceDone",
+    "SessionFinished",
+    "keypad_digits",
+    "load_menu",
+    "parse_menu",
+]

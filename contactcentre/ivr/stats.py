@@ -1,0 +1,85 @@
+"""Containment statistics, folded from the sessions' facts (live, or read back from the log).
+
+Per node: how many calls entered, how many attempts failed (timeout / invalid), and how calls left it
+(``option:1``, ``timeout``, ``hangup``, ...). Per call: its outcome. The containment rate is the share of
+finished calls served in self-service without reaching a queue (outcome ``self_served``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from contactcentre.ivr.actions import InputFailed, IvrFact, NodeEntered, NodeExited, SessionFinished
+from contactcentre.ivr.session import IvrSession
+
+
+@dataclass
+class NodeStats:
+    entered: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # failed attempts: timeout / invalid
+    exits: Counter[str] = field(default_factory=Counter)  # cause -> calls that left this way
+
+    @property
+    def abandoned(self) -> int:
+        """Callers who hung up while at this node."""
+        return self.exits["hangup"]
+
+
+@dataclass
+class IvrStats:
+    nodes: dict[str, NodeStats] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    time_in_ivr_ms: int = 0  # summed over finished calls (mean = time_in_ivr_ms / calls)
+    _started: dict[str, int] = field(default_factory=dict)
+
+    def add(self, facts: Iterable[IvrFact]) -> None:
+        """Fold facts in, in the order they happened (several calls may be interleaved)."""
+        for f in facts:
+            if isinstance(f, NodeEntered):
+                self._started.setdefault(f.call_id, f.at_ms)
+                self.node(f.node).entered += 1
+            elif isinstance(f, InputFailed):
+                self.node(f.node).failures[f.cause] += 1
+            elif isinstance(f, NodeExited):
+                self.node(f.node).exits[f.cause] += 1
+            elif isinstance(f, SessionFinished):
+                self.outcomes[f.outcome] += 1
+                self.time_in_ivr_ms += f.at_ms - self._started.pop(f.call_id, f.at_ms)
+
+    def add_session(self, session: IvrSession) -> None:
+        self.add(session.facts)
+
+    def node(self, name: str) -> NodeStats:
+        got = self.nodes.get(name)
+        if got is None:
+            got = self.nodes[name] = NodeStats()
+        return got
+
+    @property
+    def calls(self) -> int:
+        """Finished calls."""
+        return sum(self.outcomes.values())
+
+    @property
+    def containment_rate(self) -> float | None:
+        """Share of finished calls served in self-service without reaching a queue; None before any call."""
+        return self.outcomes["self_served"] / self.calls if self.calls else None
+
+    @property
+    def abandon_rate(self) -> float | None:
+        return self.outcomes["abandoned"] / self.calls if self.calls else None
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data for an API or a report."""
+        return {
+            "calls": self.calls,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "containment_rate": self.containment_rate,
+            "abandon_rate": self.abandon_rate,
+            "nodes": {
+                name: {"entered": s.entered, "failures": dict(s.failures), "exits": dict(sorted(s.exits.items()))}
+                for name, s in sorted(self.nodes.items())
+            },
+        }
