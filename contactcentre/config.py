@@ -98,6 +98,7 @@ class QueueConfig(_Strict):
     hours: str = ALWAYS_OPEN
     when_closed: str = "accept"
     description: str = ""
+    number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order)
 
 
 class TierConfig(_Strict):
@@ -119,6 +120,7 @@ class AgentConfig(_Strict):
     skills: dict[str, int] = {}
     capacity: dict[Channel, int] | None = None
     team: str = ""
+    extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ... in order)
 
 
 class CalendarConfig(_Strict):
@@ -203,6 +205,16 @@ class ChatServerConfig(_Strict):
     resume_window_s: float = 300.0
 
 
+class VoiceServerConfig(_Strict):
+    """The simulated switch and its CTI link (``docs/cti.md``) on ``server.cti_port``. Its ring-no-answer
+    timer is a safety net behind the router's voice offer timeout (``ring_timeout_s`` default: that + 5 s)."""
+
+    enabled: bool = True
+    trunks: int = 30
+    ring_timeout_s: float | None = None
+    simulate_inbound: bool = True  # the CTI link's SimulateInbound request (a test trunk)
+
+
 class ServerConfig(_Strict):
     """Where ``contactcentre serve`` listens (127.0.0.1 unless told otherwise; 0 picks a free port)."""
 
@@ -210,7 +222,9 @@ class ServerConfig(_Strict):
     http_port: int = 8080
     smtp_port: int = 2525
     ws_port: int = 8081
+    cti_port: int = 8082
     email: EmailServerConfig = msgspec.field(default_factory=EmailServerConfig)
+    voice: VoiceServerConfig = msgspec.field(default_factory=VoiceServerConfig)
     chat: ChatServerConfig = msgspec.field(default_factory=ChatServerConfig)
 
 
@@ -250,6 +264,14 @@ class CentreConfig(_Strict):
 
     def channel(self, name: str) -> ChannelConfig:
         return self.channels.get(name) or _default_channels()[name]
+
+    def extensions(self) -> dict[str, str]:
+        """Agent id -> extension on the switch."""
+        return {a.id: a.extension or str(1001 + i) for i, a in enumerate(self.agents)}
+
+    def queue_numbers(self) -> dict[str, str]:
+        """Queue name -> its number on the switch."""
+        return {q.name: q.number or str(2001 + i) for i, q in enumerate(self.queues)}
 
     def first_queue_for(self, channel: str) -> str | None:
         return next((q.name for q in self.queues if channel in q.channels), None)
@@ -463,7 +485,18 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"demo.traffic[{i}]", "per_hour and handle_s must be > 0")
 
     srv = cfg.server
-    for key in ("http_port", "smtp_port", "ws_port"):
+    seen_numbers: dict[str, str] = {}
+    numbered = [(f"agents[{i}].extension", n) for i, n in enumerate(cfg.extensions().values())]
+    numbered += [(f"queues[{i}].number", n) for i, n in enumerate(cfg.queue_numbers().values())]
+    for key, number in numbered:
+        if not number or number.startswith("T"):
+            fail(key, f"{number!r}: a switch number must not be empty or start with 'T' (trunks do)")
+        if number in seen_numbers:
+            fail(key, f"number {number!r} is already {seen_numbers[number]}")
+        seen_numbers[number] = key
+    if srv.voice.trunks < 1:
+        fail("server.voice.trunks", "must be at least 1")
+    for key in ("http_port", "smtp_port", "ws_port", "cti_port"):
         if not 0 <= getattr(srv, key) <= 65535:
             fail(f"server.{key}", f"{getattr(srv, key)} is not a port (0-65535; 0 picks a free one)")
 

@@ -77,6 +77,13 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"tiers": {"gold": {"email_target": 7}}}, "tiers.gold.email_target", "share"),
     (
+        {"agents": [{"id": "a"}, {"id": "b", "extension": "2001"}], "queues": [{"name": "q"}]},
+        "queues[0].number",
+        "already agents[1].extension",
+    ),
+    ({"agents": [{"id": "a", "extension": "T5"}]}, "agents[0].extension", "trunks"),
+    ({"server": {"cti_port": 70000}}, "server.cti_port", "not a port"),
+    (
         {"queues": [{"name": "q", "when_closed": "chat"}, {"name": "chat", "channels": ["chat"]}]},
         "queues[0].when_closed",
         "does not serve voice, email",
