@@ -590,9 +590,28 @@ class AgentGateway:
             raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact.id!r}, not {cid!r}")
         return oid, o.contact.id
 
+    def _phone(self, channel: str) -> Any:
+        """The voice channel when a switch carries calls: then the phone is the truth (answering, holding
+        and hanging up operate the switch, whose events reach the router), not this console."""
+        adapter = self.centre.channels.get("voice") if channel == "voice" else None
+        return adapter if adapter is not None and hasattr(adapter, "answer") else None
+
+    async def _on_phone(self, action: str, contact_id: str, agent_id: str) -> None:
+        phone = self._phone("voice")
+        try:
+            await getattr(phone, action)(contact_id, agent_id)
+        except Exception as exc:
+            reason = getattr(exc, "code", None)
+            extra = {"reason": reason} if isinstance(reason, str) else {}
+            raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+
     async def _cmd_accept(self, s: _Session, frame: Frame) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
-        self._submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=oid, contact_id=cid, agent_id=s.agent_id))
+        offer = self._agent(s).offers[oid]
+        if self._phone(offer.contact.channel) is not None:
+            await self._on_phone("answer", cid, s.agent_id)  # the phone goes off-hook: that accepts the offer
+        else:
+            self._submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=oid, contact_id=cid, agent_id=s.agent_id))
         return {"offer_id": oid, "contact_id": cid}
 
     async def _cmd_reject(self, s: _Session, frame: Frame) -> Frame | None:
@@ -625,14 +644,20 @@ class AgentGateway:
         c = self._own(s, frame)
         a = self._agent(s)
         _check(lambda: (c.must("hold"), a.must("hold")))
-        self._submit(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        if self._phone(c.channel) is not None:
+            await self._on_phone("hold", c.id, a.id)
+        else:
+            self._submit(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
         return {"contact_id": c.id}
 
     async def _cmd_retrieve(self, s: _Session, frame: Frame) -> Frame | None:
         c = self._own(s, frame)
         a = self._agent(s)
         _check(lambda: (c.must("retrieve"), a.must("retrieve")))
-        self._submit(ContactRetrieved(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        if self._phone(c.channel) is not None:
+            await self._on_phone("retrieve", c.id, a.id)
+        else:
+            self._submit(ContactRetrieved(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
         return {"contact_id": c.id}
 
     async def _cmd_transfer(self, s: _Session, frame: Frame) -> Frame | None:
@@ -675,7 +700,10 @@ class AgentGateway:
         c = self._own(s, frame)
         a = self._agent(s)
         _check(lambda: (c.must("end"), a.must("end")))
-        self._submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        if self._phone(c.channel) is not None:
+            await self._on_phone("hang_up", c.id, a.id)
+        else:
+            self._submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
         return {"contact_id": c.id}
 
     async def _cmd_disposition(self, s: _Session, frame: Frame) -> Frame | None:

@@ -52,6 +52,7 @@ class ServerInfo:
     smtp_port: int | None
     ws_port: int
     database: str
+    cti_port: int | None = None  # the simulated switch's CTI link, when calls are taken
 
 
 class Centre:

@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--http-port", type=int, default=None, metavar="P")
     srv.add_argument("--smtp-port", type=int, default=None, metavar="P")
     srv.add_argument("--ws-port", type=int, default=None, metavar="P")
+    srv.add_argument("--cti-port", type=int, default=None, metavar="P")
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -154,6 +155,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"· store {info.database} (Ctrl-C to stop)",
             flush=True,
         )
+        if info.cti_port is not None:
+            print(f"  CTI link (simulated switch, docs/cti.md): tcp://{info.host}:{info.cti_port}", flush=True)
 
     try:
         summary = asyncio.run(
@@ -164,6 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
                 http_port=args.http_port,
                 smtp_port=args.smtp_port,
                 ws_port=args.ws_port,
+                cti_port=args.cti_port,
                 ready=ready,
             )
         )

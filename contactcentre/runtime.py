@@ -217,6 +217,7 @@ async def run_demo(
             http_port=port,
             smtp_port=smtp_port,
             ws_port=ws_port,
+            cti_port=0,
             ready=on_ready,
             started=started,
             stop=stop,
@@ -342,6 +343,7 @@ async def serve(
     http_port: int | None = None,
     smtp_port: int | None = None,
     ws_port: int | None = None,
+    cti_port: int | None = None,
     ready: Callable[[ServerInfo], None] | None = None,
     started: Callable[[Centre, ServerInfo], Any] | None = None,
     stop: asyncio.Event | None = None,
@@ -362,6 +364,9 @@ async def serve(
     from contactcentre.agent_gateway import AgentGateway
     from contactcentre.channels.chat import ChatChannel
     from contactcentre.channels.email import EmailChannel
+    from contactcentre.channels.voice import VoiceChannel, switch_config
+    from contactcentre.cti import Switch
+    from contactcentre.cti.link import CtiServer
     from contactcentre.web import DashboardSite
     from contactcentre.web.api import Api
     from contactcentre.web.widget import widget_resource
@@ -371,6 +376,7 @@ async def serve(
     http_port = srv.http_port if http_port is None else http_port
     smtp_port = srv.smtp_port if smtp_port is None else smtp_port
     ws_port = srv.ws_port if ws_port is None else ws_port
+    cti_port = srv.cti_port if cti_port is None else cti_port
     _route_twisted_logging()
     centre = await open_centre(config, database_url, loop=loop)
     stop = stop or asyncio.Event()
@@ -383,7 +389,21 @@ async def serve(
     agents = AgentGateway(centre)
     extra: Any = None
     api: Any = None
+    cti: CtiServer | None = None
+    cti_listening = None
+    voice: VoiceChannel | None = None
     try:
+        takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
+        if srv.voice.enabled and takes_calls:
+            # The simulated switch shares the centre's clock, so its events and the router's agree on time.
+            switch = Switch(switch_config(config), start_ms=centre.now_ms())
+            cti = CtiServer(switch, reactor, now_ms=centre.now_ms, allow_simulation=srv.voice.simulate_inbound)
+            voice = VoiceChannel.for_config(centre, cti.driver)
+            voice.restore()
+            try:
+                cti_listening = reactor.listenTCP(cti_port, cti, interface=host)
+            except CannotListenError as exc:
+                raise ServeError(f"cannot listen for CTI on {host}:{cti_port}: {exc.socketError}") from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
             chat.restore()
@@ -440,6 +460,7 @@ async def serve(
             smtp_port=real_smtp,
             ws_port=real_ws_port,
             database=centre.engine.url.render_as_string(hide_password=True),
+            cti_port=cti_listening.getHost().port if cti_listening is not None else None,
         )
         if started is not None:
             extra = started(centre, info)
@@ -476,6 +497,12 @@ async def serve(
                 await step("closing web connections", site.close_connections)
             if api is not None:
                 await step("finishing API requests", api.drain)  # reads finish before the pool closes
+            if cti_listening is not None:
+                await step("closing the CTI port", lambda: cti_listening.stopListening().asFuture(loop))
+            if voice is not None:
+                await step("closing the voice channel", voice.stop)
+            if cti is not None:
+                await step("stopping the switch", cti.close)
         finally:
             router = centre.driver.router
             summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)

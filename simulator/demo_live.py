@@ -282,6 +282,10 @@ class LiveDemo:
             await sock.close()
 
     def _call(self, who: DemoCustomer, entry: TrafficEntry, patience_s: float) -> None:
+        voice = self.centre.channels.get("voice")
+        if voice is not None and hasattr(voice, "driver"):
+            self._ring_in(voice, who, entry, patience_s)
+            return
         cid = f"call-{next(self._ids)}"
         tier = who.tier if who.tier in self.config.tiers else None
         self.centre.submit(
@@ -300,5 +304,25 @@ class LiveDemo:
             c = self.centre.router.contacts.get(cid)
             if c is not None and c.state in ("queued", "offered"):
                 self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=cid))
+
+        self._later(patience_s, hang_up)
+
+    def _ring_in(self, voice: Any, who: DemoCustomer, entry: TrafficEntry, patience_s: float) -> None:
+        """A call on a trunk of the simulated switch to the queue's number: the voice channel queues it,
+        agents answer it on their phone through the agent protocol, the caller hangs up when out of patience."""
+        number = self.config.queue_numbers()[entry.queue]
+        try:
+            call_id = voice.driver.simulate_inbound(who.phone, number)
+        except Exception as exc:  # all trunks busy: the caller hears busy and tries another day
+            log.info("demo: call from %s not placed: %s", who.phone, exc)
+            return
+
+        def hang_up() -> None:
+            c = self.centre.router.contacts.get(call_id)
+            if c is not None and c.state in ("queued", "offered") and call_id in voice.switch.calls:
+                try:
+                    voice.driver.run(lambda now: voice.switch.clear_call(call_id, now))
+                except Exception as exc:
+                    log.info("demo: hang-up of %s: %s", call_id, exc)
 
         self._later(patience_s, hang_up)

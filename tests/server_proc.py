@@ -25,6 +25,7 @@ READY = re.compile(
     r"contactcentre serve: (http://127\.0\.0\.1:(\d+)/) · smtp://127\.0\.0\.1:(\d+) · "
     r"ws://127\.0\.0\.1:(\d+)/chat and /agent · store (.+) \(Ctrl-C to stop\)"
 )
+CTI = re.compile(r"CTI link \(simulated switch, docs/cti\.md\): tcp://127\.0\.0\.1:(\d+)")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Server:
     http_port: int
     smtp_port: int
     ws_port: int
+    cti_port: int
     stderr: list[bytes] = field(default_factory=list)
 
     def ws(self, path: str) -> str:
@@ -53,6 +55,7 @@ class Server:
 def start_server(config: Path, database: Path, *, timeout: float = 30) -> Server:
     cmd = [sys.executable, "-m", "contactcentre.cli", "serve", "--config", str(config)]
     cmd += ["--database-url", str(database), "--http-port", "0", "--smtp-port", "0", "--ws-port", "0"]
+    cmd += ["--cti-port", "0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -69,10 +72,12 @@ def start_server(config: Path, database: Path, *, timeout: float = 30) -> Server
                 errs.append(chunk)
                 continue
             out += chunk
-            m = READY.search(out.decode(errors="replace"))
-            if m:
+            text = out.decode(errors="replace")
+            m, c = READY.search(text), CTI.search(text)
+            if m and c:
                 sel.close()
-                return Server(proc, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), errs)
+                ports = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(c.group(1))
+                return Server(proc, m.group(1), *ports, errs)
         if proc.poll() is not None:
             break
     proc.kill()

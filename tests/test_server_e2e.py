@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from contactcentre.config import DEFAULT_CONFIG_PATH
+from contactcentre.store.customers import create_customer
 from contactcentre.store.db import open_store
 from contactcentre.store.users import add_user
 from tests.server_proc import Server, Sink, start_server
@@ -294,3 +295,59 @@ def test_broken_input_gets_an_error_and_the_server_stays_up(tmp_path: Path, sink
         code, err = server.stop()
     assert code == 0, err
     assert "Traceback" not in err, err
+
+
+def test_a_call_on_the_switch_rings_an_agent_who_answers_and_hangs_up(tmp_path: Path, sink: Sink) -> None:
+    """A call placed on a trunk through the CTI link (as a softphone or load generator would) is queued
+    with the caller's tier, offered over the agent protocol, answered on the phone (the switch's Established
+    is what accepts the offer), and hung up: wrap-up follows and the interaction is in the store."""
+    db = tmp_path / "store.sqlite"
+    tokens = _users(db)
+    engine = open_store(db)
+    with engine.begin() as conn:
+        create_customer(conn, 0, name="Gold Caller", tier="gold", identities_=[("phone", "+31 20 555 0101")])
+    engine.dispose()
+    server = start_server(_config(tmp_path, sink.port), db)
+    try:
+        asyncio.run(_call(server, tokens["ada"]))
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "select address, tier, outcome, answered_ms is not null, agent_id from interactions where channel='voice'"
+        ).fetchone()
+    assert row == ("+31205550101", "gold", "handled", 1, "ada")
+
+
+async def _call(server: Server, token: str) -> None:
+    agent = await _agent(server, token)
+    await agent.send(json.dumps({"type": "state", "state": "available"}))
+    await _frame(agent, "state", state="available")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.cti_port)
+    try:
+        request = {"request": "SimulateInbound", "invoke_id": 1, "ani": "+31205550101", "dnis": "2001"}  # support
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        while True:
+            answer = json.loads(await asyncio.wait_for(reader.readline(), T))
+            if answer.get("invoke_id") == 1:
+                break
+        assert answer["ok"], answer
+        offer = await _frame(agent, "offer", channel="voice")
+        assert offer["contact_id"] == answer["call_id"] and offer["queue"] == "support"
+        await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
+        contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+        assert contact["channel"] == "voice" and contact["tier"] == "gold"
+        pop = await _frame(agent, "screen_pop", contact_id=offer["contact_id"])
+        assert pop["customer"]["name"] == "Gold Caller"
+        await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
+        await _frame(agent, "wrap_up", contact_id=offer["contact_id"])
+        await agent.send(json.dumps({"type": "disposition", "contact_id": offer["contact_id"], "code": "resolved"}))
+        await _frame(agent, "ack", contact_id=offer["contact_id"])
+        await agent.send(json.dumps({"type": "wrap_up_done", "contact_id": offer["contact_id"]}))
+        await _frame(agent, "contact_closed", contact_id=offer["contact_id"])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        await agent.close()

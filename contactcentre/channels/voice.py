@@ -1,0 +1,521 @@
+"""The voice bridge: the simulated switch's call events into router inputs, the router's decisions into switch
+operations.
+
+The switch (``contactcentre.cti``) knows calls and connections; the router knows contacts and offers. A call
+that reaches a queue DN becomes a contact whose id is the call id; from then on:
+
+switch → router
+    ``Queued`` at a queue DN (the call's first visit) → ``ContactArrived`` once the caller is looked up by ANI
+    (customer, tier, E.164 address; the call's attached data as attributes). ``Established`` at the offered
+    agent's extension → ``OfferAccepted``. The caller's trunk cleared → ``CustomerLeft`` (the router knows
+    whether that is an abandon or the end of a conversation). The agent's extension cleared → ``ContactEnded``.
+    ``Held``/``Retrieved`` → ``ContactHeld``/``ContactRetrieved``. ``Transferred`` by the handling agent →
+    ``TransferRequested`` (to a queue DN: ``to_queue``; to an agent's extension: ``to_agent_id``; out on a
+    trunk: ``to_external``).
+
+router → switch
+    After every batch the router publishes, each voice contact it touched is *reconciled*: the call is moved
+    to where the router wants it — alerting at the offered agent's extension, or waiting at a queue DN when
+    the contact is queued (an offer expired, was cancelled or rejected). ``ContactOverflowed(left=True)`` and
+    ``ContactFailed`` clear the call; ``ContactTransferred`` that the switch has not carried out yet (a
+    transfer asked for through the router) moves the call.
+
+Reconciling against the router's state rather than replaying each event keeps the bridge correct when one
+batch holds several decisions about a call (an offer expired and the next one made at once): the call goes
+straight to where it ends up. The router decides ring-no-answer: the switch's own ring timer must be longer
+than the router's voice offer timeout (``switch_config`` sets it so), and is only a safety net.
+
+Switch refusals (``SwitchError``) in a subscriber are logged and never propagate: the switch and the router
+each carry on with what they know. The agent-facing methods (``answer``, ``hold`` …) raise ``VoiceError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, select
+
+from contactcentre.acd.agent import LOGGED_OUT
+from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
+from contactcentre.cti.events import (
+    ConnectionCleared,
+    Established,
+    Failed,
+    Held,
+    Queued,
+    Retrieved,
+    SwitchEvent,
+    Transferred,
+)
+from contactcentre.cti.switch import ALERTING, EXTENSION, QUEUE, TRUNK, SwitchConfig, SwitchError
+from contactcentre.events import (
+    ContactArrived,
+    ContactEnded,
+    ContactFailed,
+    ContactHeld,
+    ContactOverflowed,
+    ContactRetrieved,
+    ContactTransferred,
+    CustomerLeft,
+    Event,
+    OfferAccepted,
+    OfferRejected,
+    TransferRequested,
+)
+from contactcentre.store.customers import find_customer
+from contactcentre.store.identity import IdentityError, normalise_phone
+from contactcentre.store.schema import customers
+
+if TYPE_CHECKING:
+    from contactcentre.centre import Centre
+    from contactcentre.config import CentreConfig
+    from contactcentre.cti.driver import SwitchDriver
+    from contactcentre.cti.switch import Call
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "voice"
+RING_MARGIN_MS = 5_000  # the switch's ring timer runs this much longer than the router's offer timeout
+
+
+class VoiceError(Exception):
+    """An agent's voice action that cannot be carried out; ``code`` is machine-readable (the switch's codes,
+    ``unknown_contact``, ``no_text``, ``bad_request``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Call:
+    """What the bridge remembers about one call that became (or is becoming) a contact."""
+
+    call_id: str
+    queue: str
+    caller: str  # the calling party's device: the trunk of an inbound call, or an extension that dialled
+    arrived: bool = False  # ContactArrived submitted
+    left_early: bool = False  # the caller hung up while the look-up ran
+    lookup: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    customer_id: str | None
+    tier: str | None
+    address: str
+
+
+def switch_config(config: CentreConfig) -> SwitchConfig:
+    """The switch's numbering plan from the centre's configuration (agents' extensions, queue numbers), with
+    a ring timer that leaves ring-no-answer to the router (at least its voice offer timeout + 5 s)."""
+    offer_ms = round(config.channel(CHANNEL).offer_timeout_s * 1000)
+    voice = config.server.voice
+    ring_ms = offer_ms + RING_MARGIN_MS
+    if voice.ring_timeout_s is not None:
+        ring_ms = max(round(voice.ring_timeout_s * 1000), offer_ms)
+    return SwitchConfig(
+        extensions=tuple(config.extensions().values()),
+        queues=tuple(config.queue_numbers().values()),
+        trunks=voice.trunks,
+        ring_timeout_ms=ring_ms,
+    )
+
+
+def _look_up_caller(conn: Connection, ani: str) -> _Caller:
+    try:
+        address = normalise_phone(ani)
+    except IdentityError:  # withheld, an internal extension, garbage from the trunk: nobody to pop
+        return _Caller(None, None, ani)
+    customer_id = find_customer(conn, "phone", address)
+    tier = None
+    if customer_id is not None:
+        tier = conn.execute(select(customers.c.tier).where(customers.c.id == customer_id)).scalar_one_or_none()
+    return _Caller(customer_id, tier, address)
+
+
+class VoiceChannel:
+    """The bridge between one ``SwitchDriver`` and the centre; registered as ``centre.channels["voice"]``."""
+
+    def __init__(
+        self,
+        centre: Centre,
+        switch_driver: SwitchDriver,
+        *,
+        queue_number: Callable[[str], str] = lambda q: f"q-{q}",
+        extension: Callable[[str], str] = lambda agent_id: agent_id,
+    ) -> None:
+        self.centre = centre
+        self.driver = switch_driver
+        self.switch = switch_driver.switch
+        self.queue_number = queue_number
+        self.extension = extension
+        voice_queues = [q.name for q in centre.config.queues if CHANNEL in q.channels]
+        self._queue_at: dict[str, str] = {queue_number(q): q for q in voice_queues}
+        self._agent_at: dict[str, str] = {extension(a.id): a.id for a in centre.config.agents}
+        self.calls: dict[str, _Call] = {}  # call id (= contact id) -> what the bridge knows
+        offer_ms = round(centre.config.channel(CHANNEL).offer_timeout_s * 1000)
+        if self.switch.config.ring_timeout_ms < offer_ms:
+            log.warning(
+                "voice: the switch rings %d ms, less than the router's offer timeout (%d ms): ring-no-answer "
+                "will be the switch's decision, not the router's",
+                self.switch.config.ring_timeout_ms,
+                offer_ms,
+            )
+        self._unsubscribe = [switch_driver.subscribe(self._on_switch), centre.subscribe(self._on_centre)]
+        centre.channels[CHANNEL] = self
+
+    @classmethod
+    def for_config(cls, centre: Centre, switch_driver: SwitchDriver) -> VoiceChannel:
+        """A bridge numbered by the configuration (``[[agents]] extension``, ``[[queues]] number``)."""
+        numbers = centre.config.queue_numbers()
+        extensions = centre.config.extensions()
+        return cls(
+            centre,
+            switch_driver,
+            queue_number=lambda q: numbers[q],
+            extension=lambda agent_id: extensions.get(agent_id, agent_id),
+        )
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    def restore(self) -> None:
+        """After a restart the (simulated) switch has no calls: voice contacts the router restored from its
+        log have no caller any more. They are ended as the customer having left."""
+        now = self.centre.now_ms()
+        for c in list(self.centre.router.contacts.values()):
+            if c.channel == CHANNEL and c.id not in self.switch.calls and c.state in (QUEUED, OFFERED, CONNECTED, HELD):
+                self.centre.submit(CustomerLeft(at_ms=now, contact_id=c.id))
+
+    async def settle(self) -> None:
+        """Wait until every caller look-up under way has been submitted (tests, shutdown)."""
+        while pending := [c.lookup for c in self.calls.values() if c.lookup is not None and not c.lookup.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def stop(self) -> None:
+        for fn in self._unsubscribe:
+            fn()
+        self._unsubscribe = []
+        await self.settle()
+        if self.centre.channels.get(CHANNEL) is self:
+            del self.centre.channels[CHANNEL]
+
+    # --------------------------------------------------------------------------------- agents' actions
+
+    async def agent_message(self, contact_id: str, agent_id: str, text: str) -> str:
+        raise VoiceError("no_text", "a voice contact has no text messages: talk to the caller")
+
+    async def answer(self, contact_id: str, agent_id: str) -> None:
+        """The agent's phone picks up the call alerting at it (the ``Established`` then accepts the offer)."""
+        ext = self._own_extension(contact_id, agent_id)
+        self._operate(lambda now: self.switch.answer(contact_id, ext, now))
+
+    async def hold(self, contact_id: str, agent_id: str) -> None:
+        ext = self._own_extension(contact_id, agent_id)
+        self._operate(lambda now: self.switch.hold(contact_id, ext, now))
+
+    async def retrieve(self, contact_id: str, agent_id: str) -> None:
+        ext = self._own_extension(contact_id, agent_id)
+        self._operate(lambda now: self.switch.retrieve(contact_id, ext, now))
+
+    async def hang_up(self, contact_id: str, agent_id: str) -> None:
+        ext = self._own_extension(contact_id, agent_id)
+        self._operate(lambda now: self.switch.clear_connection(contact_id, ext, now))
+
+    async def transfer(
+        self,
+        contact_id: str,
+        agent_id: str,
+        *,
+        to_queue: str | None = None,
+        to_agent: str | None = None,
+        to_external: str | None = None,
+    ) -> None:
+        """Blind transfer from the agent's phone to a queue, another agent's phone or an outside number.
+
+        The target is checked against the router's configuration first, so that the switch does not move a
+        call the router would then refuse to follow."""
+        targets = [t for t in (to_queue, to_agent, to_external) if t is not None]
+        if len(targets) != 1:
+            raise VoiceError("bad_request", "a transfer needs exactly one of to_queue, to_agent, to_external")
+        ext = self._own_extension(contact_id, agent_id)
+        if to_queue is not None:
+            if to_queue not in self._queue_at.values():
+                raise VoiceError("unknown_queue", f"no voice queue {to_queue!r}")
+            to = self.queue_number(to_queue)
+        elif to_agent is not None:
+            a = self.centre.router.agents.get(to_agent)
+            if a is None or a.presence == LOGGED_OUT:
+                raise VoiceError("unknown_agent", f"agent {to_agent!r} is not logged in")
+            if to_agent == agent_id:
+                raise VoiceError("bad_request", "an agent cannot transfer a call to itself")
+            to = self.extension(to_agent)
+        else:
+            assert to_external is not None
+            to = to_external
+        self._operate(lambda now: self.switch.transfer(contact_id, ext, to, now))
+
+    def _own_extension(self, contact_id: str, agent_id: str) -> str:
+        if contact_id not in self.switch.calls:
+            raise VoiceError("unknown_contact", f"no call {contact_id!r} on the switch")
+        return self.extension(agent_id)
+
+    def _operate(self, op: Callable[[int], list[SwitchEvent]]) -> None:
+        try:
+            self.driver.run(op)
+        except SwitchError as exc:
+            raise VoiceError(exc.code, exc.message) from None
+
+    # ----------------------------------------------------------------------------------- switch → router
+
+    def _on_switch(self, events: list[SwitchEvent]) -> None:
+        for i, ev in enumerate(events):
+            try:
+                self._switch_event(ev, events[i + 1 :])
+            except Exception:  # one bad event must not cost the rest of the batch
+                log.exception("voice: handling %s of %s failed", type(ev).__name__, ev.call_id)
+
+    def _switch_event(self, ev: SwitchEvent, rest: list[SwitchEvent]) -> None:
+        kind = type(ev)
+        call = self.calls.get(ev.call_id)
+        if kind is Queued:
+            if call is None and ev.device in self._queue_at and not self._is_consultation(ev.call_id):
+                self._arrival(ev)
+            return
+        if call is None:
+            return  # not a contact: an internal call, a consultation, a call straight to an extension
+        if kind is ConnectionCleared or kind is Failed:
+            if ev.device == call.caller:
+                self._caller_left(call)
+            elif kind is ConnectionCleared and self._kind(ev.device) == EXTENSION:
+                self._agent_cleared(call, ev.device)
+            elif kind is Failed:
+                log.warning("voice: %s rang out at %s before the router's offer expired", ev.call_id, ev.device)
+            if not ev.parties:  # the call is over on the switch
+                self._forget(call)
+            return
+        if not call.arrived:
+            return
+        if kind is Established:
+            self._established(call, ev.device)
+        elif kind is Held:
+            self._handling_input(call, ev.device, CONNECTED, ContactHeld)
+        elif kind is Retrieved:
+            self._handling_input(call, ev.device, HELD, ContactRetrieved)
+        elif kind is Transferred:  # blind, or consultative (the consulted party took the agent's place)
+            self._transferred(call, ev, rest)
+
+    def _kind(self, device: str) -> str | None:
+        return self.switch.kinds.get(device)
+
+    def _is_consultation(self, call_id: str) -> bool:
+        c = self.switch.calls.get(call_id)
+        return c is not None and c.consult_of is not None
+
+    def _arrival(self, ev: SwitchEvent) -> None:
+        call = _Call(ev.call_id, self._queue_at[ev.device], ev.calling_device)  # type: ignore[attr-defined]
+        self.calls[ev.call_id] = call
+        # The look-up reads the store on the reader pool: the routing path never waits for the database.
+        call.lookup = self.centre.loop.create_task(self._look_up_and_submit(call, ev.ani, dict(ev.attached_data)))
+
+    async def _look_up_and_submit(self, call: _Call, ani: str, attached: dict[str, str]) -> None:
+        try:
+            caller = await self.centre.read(_look_up_caller, ani)
+        except Exception:  # the store is failing: route the call anyway, unidentified
+            log.exception("voice: looking up caller of %s failed", call.call_id)
+            caller = _Caller(None, None, ani)
+        tier = caller.tier if caller.tier in self.centre.config.tiers else None
+        now = self.centre.now_ms()
+        call.arrived = True  # before the submit: what the router says back may already end the call
+        self.centre.submit(
+            ContactArrived(
+                at_ms=now,
+                contact_id=call.call_id,
+                queue=call.queue,
+                channel=CHANNEL,
+                customer_id=caller.customer_id,
+                tier=tier,
+                address=caller.address,
+                attributes=attached,
+            )
+        )
+        if call.left_early:  # hung up during the look-up: logged as a (short) abandon all the same
+            self.centre.submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
+            self._forget(call)
+        elif call.call_id not in self.centre.router.contacts and call.call_id in self.switch.calls:
+            # Refused outright (the queue does not serve voice, a duplicate id): nobody will answer this call.
+            log.warning("voice: the router refused call %s; clearing it", call.call_id)
+            self._try(lambda now: self.switch.clear_call(call.call_id, now))
+
+    def _caller_left(self, call: _Call) -> None:
+        if not call.arrived:
+            call.left_early = True
+            return
+        c = self.centre.router.contacts.get(call.call_id)
+        if c is not None and c.state in (QUEUED, OFFERED, CONNECTED, HELD):
+            self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=call.call_id))
+
+    def _agent_cleared(self, call: _Call, device: str) -> None:
+        agent_id = self._agent_at.get(device)
+        c = self.centre.router.contacts.get(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+            return  # not the agent handling it (an alerting phone cleared, the call already ended)
+        self.centre.submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=call.call_id, agent_id=agent_id))
+
+    def _established(self, call: _Call, device: str) -> None:
+        agent_id = self._agent_at.get(device)
+        c = self.centre.router.contacts.get(call.call_id)
+        if agent_id is None or c is None:
+            return
+        o = c.offer
+        if c.state == OFFERED and o is not None and o.agent.id == agent_id:
+            self.centre.submit(
+                OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id)
+            )
+        else:
+            log.warning("voice: %s answered %s without the router's offer (%s)", device, call.call_id, c.state)
+
+    def _handling_input(self, call: _Call, device: str, state: str, cls: type[Event]) -> None:
+        agent_id = self._agent_at.get(device)
+        c = self.centre.router.contacts.get(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or c.state != state:
+            return
+        self.centre.submit(cls(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id))  # type: ignore[call-arg]
+
+    def _transferred(self, call: _Call, ev: SwitchEvent, rest: list[SwitchEvent]) -> None:
+        agent_id = self._agent_at.get(ev.device)
+        c = self.centre.router.contacts.get(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+            return
+        to = ev.to_device  # type: ignore[attr-defined]
+        target: dict[str, str] = {}
+        kind = self._kind(to)
+        if kind == QUEUE and to in self._queue_at:
+            target["to_queue"] = self._queue_at[to]
+        elif kind == EXTENSION and to in self._agent_at:
+            target["to_agent_id"] = self._agent_at[to]
+        elif kind == TRUNK:
+            # The far end's number is on the event that put the trunk in the call (same batch), else on
+            # the switch's connection.
+            number = next((e.number for e in rest if e.device == to and e.call_id == ev.call_id), "")
+            if not number:
+                sw = self.switch.calls.get(ev.call_id)
+                conn = sw.connections.get(to) if sw is not None else None
+                number = conn.number if conn is not None else to
+            target["to_external"] = number
+        else:  # an extension nobody is known at, a queue DN without a voice queue: the call has left
+            target["to_external"] = to
+        self.centre.submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
+
+    def _forget(self, call: _Call) -> None:
+        """The call is over on the switch. While its look-up runs it stays: the arrival is still to come."""
+        if call.arrived:
+            self.calls.pop(call.call_id, None)
+
+    # ----------------------------------------------------------------------------------- router → switch
+
+    def _on_centre(self, events: list[Event]) -> None:
+        touched: dict[str, None] = {}  # in order of first mention
+        for ev in events:
+            cid = getattr(ev, "contact_id", None)
+            if cid is None or cid not in self.calls:
+                continue
+            touched[cid] = None
+            try:
+                if isinstance(ev, ContactOverflowed) and ev.left:
+                    log.info("voice: %s overflowed out of the centre (%s)", cid, ", ".join(ev.actions))
+                    self._try(lambda now, cid=cid: self.switch.clear_call(cid, now))
+                elif isinstance(ev, ContactFailed):
+                    log.info("voice: %s failed (%s)", cid, ev.reason)
+                    self._try(lambda now, cid=cid: self.switch.clear_call(cid, now))
+                elif isinstance(ev, ContactTransferred):
+                    self._carry_out_transfer(ev)
+            except Exception:
+                log.exception("voice: carrying out %s for %s failed", type(ev).__name__, cid)
+        for cid in touched:
+            try:
+                self._reconcile(cid)
+            except Exception:
+                log.exception("voice: reconciling %s failed", cid)
+
+    def _carry_out_transfer(self, ev: ContactTransferred) -> None:
+        """A transfer the router decided on that the switch has not done yet (asked for through the router,
+        not from the phone): the agent's phone hands the call on."""
+        ext = self.extension(ev.agent_id)
+        call = self.switch.calls.get(ev.contact_id)
+        if call is None or ext not in call.connections:
+            return  # done on the switch already (the phone transferred), or the call is gone
+        if ev.to_external is not None:
+            to = ev.to_external
+        elif ev.to_agent_id is not None:
+            # Through the queue: the router's offer to the named agent (or its fallback) rings the phone.
+            to = self.queue_number(ev.queue)
+        else:
+            to = self.queue_number(ev.to_queue or ev.queue)
+        self._try(lambda now: self.switch.transfer(ev.contact_id, ext, to, now))
+
+    def _where(self, call: Call) -> tuple[str, str] | None:
+        """Where the contact's side of the call is: (state, device) of its queue DN or an extension."""
+        best: tuple[str, str] | None = None
+        for conn in call.connections.values():
+            if conn.kind == QUEUE:
+                return conn.state, conn.device
+            if conn.kind == EXTENSION and (best is None or conn.state == ALERTING):
+                best = (conn.state, conn.device)
+        return best
+
+    def _reconcile(self, cid: str) -> None:
+        """Move the call to where the router wants it: ringing at the offered agent, or back in a queue."""
+        call = self.switch.calls.get(cid)
+        c = self.centre.router.contacts.get(cid)
+        if call is None or c is None:
+            return
+        where = self._where(call)
+        if where is None:
+            return
+        state, device = where
+        if c.state == OFFERED and c.offer is not None:
+            offer = c.offer
+            target = self.extension(offer.agent.id)
+            if device == target:
+                if state in ("connected", "held"):  # already talking (a consultative transfer): take it
+                    self.centre.submit(
+                        OfferAccepted(
+                            at_ms=self.centre.now_ms(), offer_id=offer.id, contact_id=cid, agent_id=offer.agent.id
+                        )
+                    )
+                return
+            if state not in ("queued", ALERTING):
+                return
+            try:
+                self.driver.run(lambda now: self.switch.deflect(cid, device, target, now))
+            except SwitchError as exc:
+                # The phone cannot ring (busy on a call the router does not know, unknown extension): say
+                # so at once rather than let the offer time out, and keep the call waiting at its queue.
+                log.warning("voice: cannot ring %s for %s: %s", target, cid, exc)
+                if state == ALERTING:
+                    self._try(lambda now: self.switch.deflect(cid, device, self.queue_number(c.queue), now))
+                self.centre.submit(
+                    OfferRejected(
+                        at_ms=self.centre.now_ms(),
+                        offer_id=offer.id,
+                        contact_id=cid,
+                        agent_id=offer.agent.id,
+                        reason=f"phone_{exc.code}",
+                    )
+                )
+        elif c.state == QUEUED and state == ALERTING:
+            back = self.queue_number(c.queue)
+            self._try(lambda now: self.switch.deflect(cid, device, back, now))
+
+    def _try(self, op: Callable[[int], list[SwitchEvent]]) -> list[SwitchEvent]:
+        """A switch operation from a subscriber: a refusal is logged, never raised."""
+        try:
+            return self.driver.run(op)
+        except SwitchError as exc:
+            log.warning("voice: the switch refused an operation: %s (%s)", exc.message, exc.code)
+            return []
