@@ -396,7 +396,8 @@ async def serve(
         takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
         if srv.voice.enabled and takes_calls:
             # The simulated switch shares the centre's clock, so its events and the router's agree on time.
-            switch = Switch(switch_config(config), start_ms=centre.now_ms())
+            run = f"{centre.now_ms():x}"[-8:]  # call ids are contact ids: unique to this run of the server
+            switch = Switch(switch_config(config), start_ms=centre.now_ms(), call_prefix=f"call-{run}-")
             cti = CtiServer(switch, reactor, now_ms=centre.now_ms, allow_simulation=srv.voice.simulate_inbound)
             voice = VoiceChannel.for_config(centre, cti.driver)
             voice.restore()

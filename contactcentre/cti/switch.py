@@ -218,8 +218,11 @@ def _check_data(data: Any) -> dict[str, str]:
 class Switch:
     """The simulated switch. Every public operation returns the events it caused, timers first."""
 
-    def __init__(self, config: SwitchConfig, *, start_ms: int = 0) -> None:
+    def __init__(self, config: SwitchConfig, *, start_ms: int = 0, call_prefix: str = "call-") -> None:
         self.config = config
+        # Call ids must never repeat across restarts where they name contacts in the store: the server
+        # passes a prefix unique to this run.
+        self.call_prefix = call_prefix
         self.now_ms = start_ms
         self.kinds: dict[str, str] = {e: EXTENSION for e in config.extensions}
         self.kinds.update({q: QUEUE for q in config.queues})
@@ -425,7 +428,7 @@ class Switch:
 
     def _new_call(self, ani: str, dnis: str, attached: dict[str, str]) -> Call:
         self.calls_made += 1
-        call = Call(f"call-{self.calls_made}", ani, dnis, attached, self.now_ms)
+        call = Call(f"{self.call_prefix}{self.calls_made}", ani, dnis, attached, self.now_ms)
         self.calls[call.id] = call
         return call
 
