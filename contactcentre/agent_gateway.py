@@ -598,8 +598,14 @@ class AgentGateway:
 
     async def _on_phone(self, action: str, contact_id: str, agent_id: str) -> None:
         phone = self._phone("voice")
+        before = self.centre.driver.refused
         try:
             await getattr(phone, action)(contact_id, agent_id)
+            if self.centre.driver.refused != before:
+                last = self.centre.driver.last_refusal
+                raise ProtocolError("refused", f"the router refused the {action}: {last[1] if last else '?'}")
+        except ProtocolError:
+            raise
         except Exception as exc:
             reason = getattr(exc, "code", None)
             extra = {"reason": reason} if isinstance(reason, str) else {}
@@ -684,6 +690,15 @@ class AgentGateway:
             if target.presence == LOGGED_OUT:
                 raise ProtocolError("refused", f"agent {to_agent!r} is not logged in")
         _check(lambda: (c.must("transfer_out" if to_external is not None else "transfer"), a.must("transfer")))
+        phone = self._phone(c.channel)
+        if phone is not None:  # the switch moves the call first; its Transferred event reaches the router
+            try:
+                await phone.transfer(c.id, a.id, to_queue=to_queue, to_agent=to_agent, to_external=to_external)
+            except Exception as exc:
+                reason = getattr(exc, "code", None)
+                extra = {"reason": reason} if isinstance(reason, str) else {}
+                raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+            return {"contact_id": c.id}
         self._submit(
             TransferRequested(
                 at_ms=self.centre.now_ms(),

@@ -108,6 +108,12 @@ class RouterDriver:
         if not self._dispatching:  # else a subscriber submitted from its callback: handled after this batch
             self._run(None)
 
+    def catch_up(self) -> None:
+        """Run whatever timers are due by now (an adapter about to act on router state it must not find
+        stale: an offer past its deadline whose expiry the loop has not yet run)."""
+        if not self.closed and not self._dispatching:
+            self._run(self.clock.now_ms())
+
     def publish(self, events: list[Event]) -> None:
         """Log and fan out facts that are not router inputs (chat lines, e-mail replies). Published while a
         batch is being dispatched, they follow that batch."""

@@ -572,3 +572,22 @@ def test_restore_ends_voice_contacts_without_a_call(tmp_path: Path) -> None:
         assert rig.state("old-call") is None and rig.of(E.ContactAbandoned, "old-call")
 
     run(tmp_path, scenario)
+
+
+def test_an_answer_after_the_offer_deadline_does_not_pick_up_a_call_the_router_took_back(tmp_path: Path) -> None:
+    """The deadline has passed but the loop has not yet run the router's expiry: answering must not connect
+    the caller to an agent the router is about to take the call from (they would talk while it queues)."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.login("a1")
+        cid = await rig.call()
+        first = offer_of(rig, cid)
+        rig.clock.set(first.expires_ms + 1)  # no driver._run: the expiry is owed, not yet run
+        with pytest.raises(VoiceError) as err:
+            await rig.voice.answer(cid, first.agent_id)
+        # answering brought the router up to now first: the offer expired and the call left the phone
+        assert err.value.code in ("stale_offer", "not_in_call")
+        assert rig.of(E.OfferExpired, cid)
+        assert rig.state(cid) == "queued" and rig.at(cid, first.agent_id) is None
+
+    run(tmp_path, scenario)

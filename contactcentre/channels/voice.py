@@ -212,6 +212,18 @@ class VoiceChannel:
     async def answer(self, contact_id: str, agent_id: str) -> None:
         """The agent's phone picks up the call alerting at it (the ``Established`` then accepts the offer)."""
         ext = self._own_extension(contact_id, agent_id)
+        # The router may owe an expiry (the deadline passed, its timer not yet run): bring it up to now, and
+        # pick up only a call whose offer is still this agent's, or the caller would talk to an agent the
+        # router has already taken the call from.
+        self.centre.driver.catch_up()
+        agent = self.centre.router.agents.get(agent_id)
+        ringing = contact_id in self.switch.calls and any(
+            conn.state == "alerting"
+            for conn in self.switch.calls[contact_id].connections.values()
+            if conn.device == ext
+        )
+        if ringing and (agent is None or not any(o.contact.id == contact_id for o in agent.offers.values())):
+            raise VoiceError("stale_offer", f"the offer of {contact_id!r} to {agent_id!r} is no longer open")
         self._operate(lambda now: self.switch.answer(contact_id, ext, now))
 
     async def hold(self, contact_id: str, agent_id: str) -> None:

@@ -343,7 +343,11 @@ class CtiServer(Factory):
         return self.driver.simulate_inbound(ani, dnis, attached)
 
     def close(self) -> None:
+        """Stop the switch's timer and hang up on every CTI client (no call control after shutdown)."""
         self.driver.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.loseConnection()
 
     # ------------------------------------------------------------------------------------------ dispatch
 
