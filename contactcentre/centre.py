@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, Event, decode, is_input
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+WRITE_ATTEMPTS = 5
 Subscriber = Callable[[list[Event]], None]
 
 
@@ -120,8 +122,13 @@ class Centre:
 
         return await self.loop.run_in_executor(self._readers, run)
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events)."""
+    async def write(self, fn: Callable[..., T], *args: Any, attempts: int = WRITE_ATTEMPTS) -> T:
+        """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events).
+
+        A transaction that lost a race is run again, up to ``attempts`` times: two first contacts from one new
+        address at once (the second's insert of the identity conflicts, and on its next run it finds it), or a
+        lock the database gave up waiting for. ``fn`` must therefore be safe to run again, which a whole
+        transaction rolled back is."""
 
         def run() -> T:
             with self.engine.connect() as conn:
@@ -129,7 +136,14 @@ class Centre:
                 with conn.begin():
                     return fn(conn, *args)
 
-        return await self.loop.run_in_executor(self._readers, run)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.loop.run_in_executor(self._readers, run)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == attempts:
+                    raise
+                log.info("store: a write lost a race (%s); running it again", type(exc).__name__)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)

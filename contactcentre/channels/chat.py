@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import IntegrityError, OperationalError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -606,22 +605,10 @@ class ChatChannel:
     async def _open(
         self, name: str | None, email: str | None, visitor: str, topic: str | None, queue: str | None
     ) -> _Opened:
-        attempts = 5
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self.centre.write(
-                    _identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue
-                )
-            except IntegrityError:  # two first chats from one new address at once: the second finds it
-                if attempt >= 2:
-                    raise
-            except OperationalError as exc:
-                # SQLite (WAL): a transaction that reads before it writes fails at its first write, without
-                # waiting for busy_timeout, when the store writer committed after its read; a new attempt
-                # reads the new snapshot. (BEGIN IMMEDIATE in Centre.write would make this unnecessary.)
-                if "locked" not in str(exc) or attempt == attempts:
-                    raise
-        raise AssertionError("unreachable")
+        # Centre.write runs it again if it lost a race (two first chats from one new address at once).
+        return await self.centre.write(
+            _identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue
+        )
 
     def _offline_reason(self, queue: str | None) -> str | None:
         """Why nobody can answer a chat in ``queue`` now (``closed``, ``no_agents``), or None if someone

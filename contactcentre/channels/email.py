@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import Connection, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from contactcentre.events import (
     ContactArrived,
@@ -80,7 +79,6 @@ MAX_RECIPIENTS = 100  # per SMTP transaction; each is kept in memory until DATA 
 # A transaction that read before writing fails at once on SQLite when another committed in between (its WAL
 # snapshot is stale; busy_timeout does not apply), and two first mails of one new sender race for one identity
 # on PostgreSQL: the work runs again.
-WRITE_TRIES = 5
 
 MAX_ID = 500  # characters in a Message-ID we keep (the column holds 998)
 MAX_REFERENCES = 50
@@ -867,21 +865,11 @@ class EmailChannel:
                 return queue
         return self._default_queue
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        for attempt in range(1, WRITE_TRIES + 1):
-            try:
-                return await self.centre.write(fn, *args)
-            except (OperationalError, IntegrityError) as exc:
-                if attempt == WRITE_TRIES:
-                    raise
-                log.info("e-mail: store lookup conflicted (%s); trying again", type(exc).__name__)
-        raise AssertionError("unreachable")
-
     async def _store(self, mail: Inbound, key: tuple[str, str] | None) -> str:
         centre = self.centre
         await centre.room()
         try:
-            got = await self._write(_intake, mail, centre.now_ms(), self._address_queue(mail), self._email_queues)
+            got = await self.centre.write(_intake, mail, centre.now_ms(), self._address_queue(mail), self._email_queues)
         except IdentityError:
             return "550 5.1.7 The From address is not an e-mail address"
         if got.duplicate:
@@ -1131,7 +1119,7 @@ class EmailChannel:
 
     async def _record(self, message_id: str, state: str, attempts: int) -> None:
         try:
-            await self._write(_record_delivery, message_id, state, attempts)
+            await self.centre.write(_record_delivery, message_id, state, attempts)
         except Exception:  # the send happened; at worst a restart sends it again under the same Message-ID
             log.exception("e-mail %s: cannot record delivery %s", message_id, state)
 
