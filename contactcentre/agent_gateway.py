@@ -607,9 +607,7 @@ class AgentGateway:
         except ProtocolError:
             raise
         except Exception as exc:
-            reason = getattr(exc, "code", None)
-            extra = {"reason": reason} if isinstance(reason, str) else {}
-            raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+            raise _channel_error(exc) from None
 
     async def _cmd_accept(self, s: _Session, frame: Frame) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
@@ -641,9 +639,7 @@ class AgentGateway:
             message_id = await adapter.agent_message(c.id, s.agent_id, text)
         except Exception as exc:  # the adapter's word on why (the customer left, the mailbox is gone)
             log.warning("agent %s: %s message on %s failed: %s", s.agent_id, c.channel, c.id, exc)
-            reason = getattr(exc, "code", None)  # the adapter's own code (the chat channel's ``closed``, …)
-            extra = {"reason": reason} if isinstance(reason, str) else {}
-            raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+            raise _channel_error(exc) from None
         return {"contact_id": c.id, "message_id": message_id}
 
     async def _cmd_hold(self, s: _Session, frame: Frame) -> Frame | None:
@@ -695,9 +691,7 @@ class AgentGateway:
             try:
                 await phone.transfer(c.id, a.id, to_queue=to_queue, to_agent=to_agent, to_external=to_external)
             except Exception as exc:
-                reason = getattr(exc, "code", None)
-                extra = {"reason": reason} if isinstance(reason, str) else {}
-                raise ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra) from None
+                raise _channel_error(exc) from None
             return {"contact_id": c.id}
         self._submit(
             TransferRequested(
@@ -989,6 +983,14 @@ def _parse(raw: str | bytes) -> Frame:
     if not isinstance(frame.get("type"), str):
         raise ProtocolError("bad_frame", "a frame needs a string 'type'")
     return frame
+
+
+def _channel_error(exc: Exception) -> ProtocolError:
+    """A channel adapter's failure as the console sees it, with the adapter's own code (the chat channel's
+    ``closed``, the voice channel's ``not_in_call``, …) as the reason."""
+    reason = getattr(exc, "code", None)
+    extra = {"reason": reason} if isinstance(reason, str) else {}
+    return ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra)
 
 
 def _text(frame: Frame, name: str, *, required: bool = True, max_len: int = MAX_SHORT) -> Any:

@@ -137,13 +137,17 @@ def _check_config(path: Path) -> int:
     return 0
 
 
+def _log_to_stderr(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from contactcentre.runtime import ServeError, ServerInfo, serve
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(args.verbose)
     cfg = _load(args.config)
     if cfg is None:
         return 2
@@ -183,10 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from contactcentre.runtime import DemoError, DemoInfo, run_demo
 
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _log_to_stderr(args.verbose)
     cfg = _load(args.config)
     if cfg is None:
         return 2
