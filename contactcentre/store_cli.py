@@ -28,11 +28,12 @@ import msgspec
 from contactcentre.store.db import DEFAULT_DATABASE, ENV_VAR, DatabaseError
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds, for commands run by a person."""
     return time.time_ns() // 1_000_000
 
 
-def _add_database(p: argparse.ArgumentParser) -> None:
+def add_database_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--database-url",
         default=None,
@@ -51,7 +52,7 @@ def add_parsers(sub: Any) -> None:
         help="create or upgrade the case store's schema",
         description="Bring the database's schema to the newest version (creating it when empty).",
     )
-    _add_database(mig)
+    add_database_argument(mig)
 
     pop = sub.add_parser("screen-pop", help="what an agent sees for a phone number, e-mail address or chat token")
     who = pop.add_mutually_exclusive_group(required=True)
@@ -61,7 +62,7 @@ def add_parsers(sub: Any) -> None:
     pop.add_argument("--limit", type=int, default=10, help="interactions to show (default 10)")
     pop.add_argument("--region", default=None, help="country for national phone numbers (default NL)")
     pop.add_argument("--json", action="store_true", help="print JSON")
-    _add_database(pop)
+    add_database_argument(pop)
     _add_actor(pop)
 
     cust = sub.add_parser("customers", help="import, de-duplicate, merge, export or erase customers")
@@ -71,31 +72,31 @@ def add_parsers(sub: Any) -> None:
     imp.add_argument("file", type=Path, metavar="FILE.csv")
     imp.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
     imp.add_argument("--region", default="NL", help="country for national phone numbers (default NL)")
-    _add_database(imp)
+    add_database_argument(imp)
     _add_actor(imp)
 
     dup = csub.add_parser("duplicates", help="list customers that are probably one person")
     dup.add_argument("--min-score", type=float, default=0.88, help="name similarity threshold (default 0.88)")
     dup.add_argument("--json", action="store_true", help="print JSON")
-    _add_database(dup)
+    add_database_argument(dup)
 
     mer = csub.add_parser("merge", help="merge one customer into another (identities, cases, history)")
     mer.add_argument("survivor", metavar="SURVIVOR_ID")
     mer.add_argument("merged", metavar="MERGED_ID")
-    _add_database(mer)
+    add_database_argument(mer)
     _add_actor(mer)
 
     exp = csub.add_parser("export", help="everything about a customer, as JSON (subject access request)")
     exp.add_argument("customer_id", metavar="ID")
     exp.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="write here, not stdout")
-    _add_database(exp)
+    add_database_argument(exp)
     _add_actor(exp)
 
     era = csub.add_parser("erase", help="erase a customer's personal data everywhere (keeps statistics)")
     era.add_argument("customer_id", metavar="ID")
     era.add_argument("--reason", required=True, help="why (recorded in the audit log)")
     era.add_argument("--yes", action="store_true", help="really do it (cannot be undone)")
-    _add_database(era)
+    add_database_argument(era)
     _add_actor(era)
 
 
@@ -120,20 +121,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"contactcentre {args.command}: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        print(f"contactcentre {args.command}: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
         if args.command == "screen-pop":
             return _screen_pop(engine, args, actor)
         return _customers(engine, args, actor)
     except SQLAlchemyError as exc:
-        print(f"contactcentre {args.command}: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
 
 
-def _reason(exc: Exception) -> str:
+def database_reason(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)  # the driver's own message, without SQLAlchemy's statement dump
     return " ".join(str(orig if orig is not None else exc).split())
 
@@ -152,9 +153,9 @@ def _screen_pop(engine: Any, args: argparse.Namespace, actor: str) -> int:
 
     kind, value = next((k, getattr(args, k)) for k in ("phone", "email", "chat") if getattr(args, k))
     with engine.begin() as conn:
-        pop = screen_pop(conn, kind, value, _now_ms(), limit=args.limit, region=args.region or DEFAULT_REGION)
+        pop = screen_pop(conn, kind, value, now_ms(), limit=args.limit, region=args.region or DEFAULT_REGION)
         if pop.customer is not None:
-            record_read(conn, pop.customer.id, _now_ms(), actor=actor, what="screen-pop")
+            record_read(conn, pop.customer.id, now_ms(), actor=actor, what="screen-pop")
     if args.json:
         print(msgspec.json.encode(pop).decode())
         return 0 if pop.matched else 1
@@ -199,7 +200,7 @@ def _render_pop(pop: Any) -> str:
 
 def _customers(engine: Any, args: argparse.Namespace, actor: str) -> int:
     action = args.customers_command
-    now = _now_ms()
+    now = now_ms()
     if action == "import":
         from contactcentre.store.importer import import_customers_csv
 

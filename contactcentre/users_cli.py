@@ -19,20 +19,16 @@ import getpass
 import json
 import secrets
 import sys
-import time
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from contactcentre.store.db import DEFAULT_DATABASE, ENV_VAR, DatabaseError
+from contactcentre.store.db import DatabaseError
 from contactcentre.store.schema import ROLES, users
 from contactcentre.store.users import list_users, set_disabled
+from contactcentre.store_cli import add_database_argument, database_reason, now_ms
 
 MIN_PASSWORD = 8
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def add_parser(sub: Any) -> None:
@@ -51,32 +47,23 @@ def add_parser(sub: Any) -> None:
     pw = add.add_mutually_exclusive_group()
     pw.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
     pw.add_argument("--random-password", action="store_true", help="generate a password and print it once")
-    _add_database(add)
+    add_database_argument(add)
 
     tok = usub.add_parser("token", help="issue a new API token for a user (printed once)")
     tok.add_argument("name", metavar="NAME")
-    _add_database(tok)
+    add_database_argument(tok)
 
     lst = usub.add_parser("list", help="list users")
     lst.add_argument("--json", action="store_true", help="print JSON")
-    _add_database(lst)
+    add_database_argument(lst)
 
     dis = usub.add_parser("disable", help="disable a user and revoke all its tokens")
     dis.add_argument("name", metavar="NAME")
-    _add_database(dis)
+    add_database_argument(dis)
 
     ena = usub.add_parser("enable", help="enable a disabled user again (issue a token with `user token`)")
     ena.add_argument("name", metavar="NAME")
-    _add_database(ena)
-
-
-def _add_database(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--database-url",
-        default=None,
-        metavar="URL",
-        help=f"SQLAlchemy URL or SQLite path (default ${ENV_VAR}, else ./{DEFAULT_DATABASE})",
-    )
+    add_database_argument(ena)
 
 
 class _Refused(Exception):
@@ -105,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        print(f"{prog}: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
         with engine.begin() as conn:
@@ -123,16 +110,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
     except SQLAlchemyError as exc:
-        print(f"{prog}: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
     return 0
-
-
-def _reason(exc: Exception) -> str:
-    orig = getattr(exc, "orig", None)  # the driver's own message, without SQLAlchemy's statement dump
-    return " ".join(str(orig if orig is not None else exc).split())
 
 
 def _password(args: argparse.Namespace) -> tuple[str, bool] | None:
@@ -168,7 +150,7 @@ def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] 
             conn,
             args.name,
             args.role,
-            _now_ms(),
+            now_ms(),
             agent_id=args.agent_id,
             display_name=args.display_name,
             password=password[0] if password else None,
@@ -190,7 +172,7 @@ def _token(conn: Connection, name: str) -> None:
         raise _Refused(f"no user {name!r}")
     if row.disabled:
         raise _Refused(f"user {name!r} is disabled; `contactcentre user enable {name}` first")
-    print(f"API token for {name} (shown once): {new_token(conn, name, _now_ms())}")
+    print(f"API token for {name} (shown once): {new_token(conn, name, now_ms())}")
 
 
 def _list(conn: Connection, as_json: bool) -> None:
@@ -208,7 +190,7 @@ def _list(conn: Connection, as_json: bool) -> None:
 
 
 def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
-    revoked = set_disabled(conn, name, disabled, _now_ms())
+    revoked = set_disabled(conn, name, disabled, now_ms())
     if revoked is None:
         raise _Refused(f"no user {name!r}")
     if disabled:
