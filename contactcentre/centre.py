@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, Event, decode, is_input
-from contactcentre.store.db import reader
+from contactcentre.store.db import reader, write_transaction
 from contactcentre.store.schema import events as events_table
 
 if TYPE_CHECKING:
@@ -131,10 +131,8 @@ class Centre:
         transaction rolled back is."""
 
         def run() -> T:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(sqlite_immediate=True)
-                with conn.begin():
-                    return fn(conn, *args)
+            with write_transaction(self.engine) as conn:
+                return fn(conn, *args)
 
         for attempt in range(1, attempts + 1):
             try:

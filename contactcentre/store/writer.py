@@ -33,6 +33,7 @@ from sqlalchemy.exc import DataError
 
 from contactcentre.events import Event, decode, scrub
 from contactcentre.store import projection
+from contactcentre.store.db import write_transaction
 from contactcentre.store.schema import events as events_table
 
 log = logging.getLogger(__name__)
@@ -258,23 +259,18 @@ class StoreWriter:
             self._transaction([scrub(r) if isinstance(r, Event) else r for r in records])
 
     def _transaction(self, records: list[Event | Work]) -> None:
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)  # the writer writes: take SQLite's lock up front
-            with conn.begin():
-                self._commit_in(conn, records)
-
-    def _commit_in(self, conn: Connection, records: list[Event | Work]) -> None:
-        run: list[Event] = []
-        for rec in records:
-            if isinstance(rec, Event):
-                run.append(rec)
-                continue
+        with write_transaction(self.engine) as conn:
+            run: list[Event] = []
+            for rec in records:
+                if isinstance(rec, Event):
+                    run.append(rec)
+                    continue
+                if run:
+                    projection.write(conn, projection.fold(run))
+                    run = []
+                rec(conn)
             if run:
                 projection.write(conn, projection.fold(run))
-                run = []
-            rec(conn)
-        if run:
-            projection.write(conn, projection.fold(run))
 
 
 def read_events(engine: Engine) -> list[Event]:
