@@ -51,9 +51,7 @@ from contactcentre.events import (
     Event,
     MessageReceived,
     MessageSent,
-)
-from contactcentre.events import (
-    clean_text as events_clean_text,
+    clean_text,
 )
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
@@ -102,7 +100,6 @@ AUTOMATIC_HEADERS = ("List-Id", "List-Unsubscribe", "X-Autoreply", "X-Autorespon
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _VALID_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]+$")  # printable ASCII without < > and space
 _REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|wg|antw|sv|vs|tr|rif)\s*(?:\[\d+\]|\(\d+\))?\s*:\s*)+", re.I)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -119,9 +116,6 @@ class Rejected(Exception):
 
 
 # --------------------------------------------------------------------------------------------- text tools
-
-
-clean_text = events_clean_text  # one definition, in the event vocabulary
 
 
 def clean_line(text: str | None, limit: int = MAX_SUBJECT) -> str | None:
