@@ -190,19 +190,11 @@ async def run_demo(
     email_cfg = msgspec.structs.replace(config.server.email, smarthost="127.0.0.1", smarthost_port=sink_port)
     config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, email=email_cfg))
     timeout = loop.call_later(duration_s, stop.set) if duration_s is not None else None
-    demo: list[LiveDemo] = []
+    demo_seed = config.demo.seed if seed is None else seed
 
     def started(centre: Centre, info: ServerInfo) -> LiveDemo:
-        traffic = LiveDemo(
-            centre,
-            info,
-            config,
-            tokens,
-            seed=config.demo.seed if seed is None and config.demo else (seed or 0),
-            rate_scale=rate_scale,
-        )
+        traffic = LiveDemo(centre, info, config, tokens, seed=demo_seed, rate_scale=rate_scale)
         traffic.start()
-        demo.append(traffic)
         return traffic
 
     def on_ready(info: ServerInfo) -> None:
@@ -306,7 +298,7 @@ async def open_centre(
     writer = StoreWriter(engine, loop=loop)
     driver = RouterDriver(router, clock, loop, stats=stats, writer=writer)
     centre = Centre(config, engine, driver, writer)
-    driver._run(clock.now_ms())  # what fell due while the server was down
+    driver.catch_up()  # what fell due while the server was down
     for ev in disconnected_agents(router, clock.now_ms()):
         driver.submit(ev)
     if replayed:
