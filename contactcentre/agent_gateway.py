@@ -40,6 +40,7 @@ from contactcentre.acd.contact import CONNECTED, HELD
 from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
 from contactcentre.acd.errors import RouterError
 from contactcentre.acd.strategies import score_words
+from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import (
     AgentAway,
     AgentLoggedIn,
@@ -49,7 +50,6 @@ from contactcentre.events import (
     ContactArrived,
     ContactClosed,
     ContactConnected,
-    ContactEnded,
     ContactFailed,
     ContactHeld,
     ContactOverflowed,
@@ -59,12 +59,10 @@ from contactcentre.events import (
     Event,
     MessageReceived,
     MessageSent,
-    OfferAccepted,
     OfferCancelled,
     OfferExpired,
     OfferMade,
     OfferRejected,
-    TransferRequested,
     WrapUpEnded,
     WrapUpStarted,
     clean_text,
@@ -307,17 +305,24 @@ class AgentGateway:
             "state": self._cmd_state,
             "logout": self._cmd_logout,
             "accept": self._cmd_accept,
+            "answer": self._cmd_answer,
             "reject": self._cmd_reject,
             "message": self._cmd_message,
             "reply": self._cmd_message,  # an e-mail reply is an agent message on an e-mail contact
             "hold": self._cmd_hold,
             "retrieve": self._cmd_retrieve,
             "transfer": self._cmd_transfer,
+            "consult": self._cmd_consult,
+            "complete_transfer": self._cmd_complete_transfer,
+            "conference": self._cmd_conference,
             "end": self._cmd_end,
+            "hang_up": self._cmd_end,  # a call's word for it
+            "callback": self._cmd_callback,
             "disposition": self._cmd_disposition,
             "wrap_up_done": self._cmd_wrap_up_done,
             "typing": self._cmd_typing,
         }
+        self.actions = ContactActions(centre)
         self._unsubscribe = centre.subscribe(self._on_events)
 
     # ----------------------------------------------------------------------------------------- public
@@ -590,33 +595,25 @@ class AgentGateway:
             raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact.id!r}, not {cid!r}")
         return oid, o.contact.id
 
-    def _phone(self, channel: str) -> Any:
-        """The voice channel when a switch carries calls: then the phone is the truth (answering, holding
-        and hanging up operate the switch, whose events reach the router), not this console."""
-        adapter = self.centre.channels.get("voice") if channel == "voice" else None
-        return adapter if adapter is not None and hasattr(adapter, "answer") else None
-
-    async def _on_phone(self, action: str, contact_id: str, agent_id: str) -> None:
-        phone = self._phone("voice")
-        before = self.centre.driver.refused
+    async def _act(self, fn: Callable[..., Awaitable[Frame]], *args: Any, **kw: Any) -> Frame:
+        """One of the shared contact actions (``contact_actions``), its refusal as an error frame."""
         try:
-            await getattr(phone, action)(contact_id, agent_id)
-            if self.centre.driver.refused != before:
-                last = self.centre.driver.last_refusal
-                raise ProtocolError("refused", f"the router refused the {action}: {last[1] if last else '?'}")
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            raise _channel_error(exc) from None
+            return await fn(*args, **kw)
+        except ActionError as exc:
+            # Over the socket a contact the agent does not have is not the agent's, whether or not it exists.
+            code = "not_your_contact" if exc.code == "not_found" else exc.code
+            extra = {"reason": exc.reason} if exc.reason is not None else {}
+            raise ProtocolError(code, exc.detail, **extra) from None
 
     async def _cmd_accept(self, s: _Session, frame: Frame) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
-        offer = self._agent(s).offers[oid]
-        if self._phone(offer.contact.channel) is not None:
-            await self._on_phone("answer", cid, s.agent_id)  # the phone goes off-hook: that accepts the offer
-        else:
-            self._submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=oid, contact_id=cid, agent_id=s.agent_id))
-        return {"offer_id": oid, "contact_id": cid}
+        return await self._act(self.actions.answer, cid, s.agent_id, oid)
+
+    async def _cmd_answer(self, s: _Session, frame: Frame) -> Frame | None:
+        """``accept`` by contact id (a ringing call), or by ``offer_id`` like ``accept``."""
+        if frame.get("offer_id") is not None:
+            return await self._cmd_accept(s, frame)
+        return await self._act(self.actions.answer, _text(frame, "contact_id"), s.agent_id)
 
     async def _cmd_reject(self, s: _Session, frame: Frame) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
@@ -643,77 +640,42 @@ class AgentGateway:
         return {"contact_id": c.id, "message_id": message_id}
 
     async def _cmd_hold(self, s: _Session, frame: Frame) -> Frame | None:
-        c = self._own(s, frame)
-        a = self._agent(s)
-        _check(lambda: (c.must("hold"), a.must("hold")))
-        if self._phone(c.channel) is not None:
-            await self._on_phone("hold", c.id, a.id)
-        else:
-            self._submit(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
-        return {"contact_id": c.id}
+        return await self._act(self.actions.hold, _text(frame, "contact_id"), s.agent_id)
 
     async def _cmd_retrieve(self, s: _Session, frame: Frame) -> Frame | None:
-        c = self._own(s, frame)
-        a = self._agent(s)
-        _check(lambda: (c.must("retrieve"), a.must("retrieve")))
-        if self._phone(c.channel) is not None:
-            await self._on_phone("retrieve", c.id, a.id)
-        else:
-            self._submit(ContactRetrieved(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
-        return {"contact_id": c.id}
+        return await self._act(self.actions.retrieve, _text(frame, "contact_id"), s.agent_id)
 
     async def _cmd_transfer(self, s: _Session, frame: Frame) -> Frame | None:
-        c = self._own(s, frame)
-        a = self._agent(s)
-        router = self.centre.router
-        to_queue = _text(frame, "to_queue", required=False)
-        to_agent = _text(frame, "to_agent", required=False)
-        to_external = _text(frame, "to_external", required=False)
-        if sum(t is not None for t in (to_queue, to_agent, to_external)) != 1:
-            raise ProtocolError("bad_field", "a transfer needs exactly one of to_queue, to_agent, to_external")
-        if to_queue is not None:
-            plan = router.queues.get(to_queue)
-            if plan is None:
-                raise ProtocolError("refused", f"no queue {to_queue!r}")
-            if c.channel not in plan.channels:
-                raise ProtocolError("refused", f"queue {to_queue!r} does not take {c.channel}")
-        if to_agent is not None:
-            target = router.agents.get(to_agent)
-            if target is None:
-                raise ProtocolError("refused", f"no agent {to_agent!r}")
-            if target is a:
-                raise ProtocolError("refused", "you cannot transfer a contact to yourself")
-            if target.presence == LOGGED_OUT:
-                raise ProtocolError("refused", f"agent {to_agent!r} is not logged in")
-        _check(lambda: (c.must("transfer_out" if to_external is not None else "transfer"), a.must("transfer")))
-        phone = self._phone(c.channel)
-        if phone is not None:  # the switch moves the call first; its Transferred event reaches the router
-            try:
-                await phone.transfer(c.id, a.id, to_queue=to_queue, to_agent=to_agent, to_external=to_external)
-            except Exception as exc:
-                raise _channel_error(exc) from None
-            return {"contact_id": c.id}
-        self._submit(
-            TransferRequested(
-                at_ms=self.centre.now_ms(),
-                contact_id=c.id,
-                agent_id=a.id,
-                to_queue=to_queue,
-                to_agent_id=to_agent,
-                to_external=to_external,
-            )
+        return await self._act(self.actions.transfer, _text(frame, "contact_id"), s.agent_id, **_targets(frame))
+
+    async def _cmd_consult(self, s: _Session, frame: Frame) -> Frame | None:
+        return await self._act(self.actions.consult, _text(frame, "contact_id"), s.agent_id, **_targets(frame))
+
+    async def _cmd_complete_transfer(self, s: _Session, frame: Frame) -> Frame | None:
+        return await self._act(self.actions.complete_transfer, _text(frame, "contact_id"), s.agent_id)
+
+    async def _cmd_conference(self, s: _Session, frame: Frame) -> Frame | None:
+        return await self._act(self.actions.conference, _text(frame, "contact_id"), s.agent_id)
+
+    async def _cmd_callback(self, s: _Session, frame: Frame) -> Frame | None:
+        at_ms = frame.get("at_ms")
+        if at_ms is not None and (isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0):
+            raise ProtocolError("bad_field", "at_ms: epoch milliseconds, a whole number")
+        asked = frame.get("customer_asked", False)
+        if not isinstance(asked, bool):
+            raise ProtocolError("bad_field", "customer_asked: true or false")
+        return await self._act(
+            self.actions.callback,
+            _text(frame, "contact_id"),
+            s.agent_id,
+            at_ms=at_ms,
+            number=_text(frame, "number", required=False, max_len=64),
+            queue=_text(frame, "queue", required=False),
+            customer_asked=asked,
         )
-        return {"contact_id": c.id}
 
     async def _cmd_end(self, s: _Session, frame: Frame) -> Frame | None:
-        c = self._own(s, frame)
-        a = self._agent(s)
-        _check(lambda: (c.must("end"), a.must("end")))
-        if self._phone(c.channel) is not None:
-            await self._on_phone("hang_up", c.id, a.id)
-        else:
-            self._submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
-        return {"contact_id": c.id}
+        return await self._act(self.actions.hang_up, _text(frame, "contact_id"), s.agent_id)
 
     async def _cmd_disposition(self, s: _Session, frame: Frame) -> Frame | None:
         c = self._own(s, frame)
@@ -1004,6 +966,11 @@ def _text(frame: Frame, name: str, *, required: bool = True, max_len: int = MAX_
     if len(value) > max_len:
         raise ProtocolError("bad_field", f"{name}: longer than {max_len} characters")
     return clean_text(value)  # a lone surrogate or NUL must never reach the store
+
+
+def _targets(frame: Frame) -> dict[str, str | None]:
+    """A transfer's or consultation's target fields (exactly one is checked by the action)."""
+    return {k: _text(frame, k, required=False) for k in ("to_queue", "to_agent", "to_external")}
 
 
 def _good_ref(ref: Any) -> bool:

@@ -55,6 +55,7 @@ class ServerInfo:
     ws_port: int
     database: str
     cti_port: int | None = None  # the simulated switch's CTI link, when calls are taken
+    sip_port: int | None = None  # the SIP front door (UDP), when calls are taken and it is on
 
 
 class Centre:

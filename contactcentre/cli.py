@@ -11,6 +11,7 @@
     contactcentre screen-pop (--phone N | --email A | --chat T) [--database-url URL]
     contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
     contactcentre user {add,token,list,disable,enable} ... [--database-url URL]
+    contactcentre ivr-stats [--menu NAME] [--since WHEN] [--until WHEN] [--json] [--database-url URL]
 
 Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments,
 3 an unstable Erlang C queue (offered load at or above the agents).
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contactcentre import store_cli, users_cli
+from contactcentre import ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
 from simulator import cli as simulate_cli
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--smtp-port", type=int, default=None, metavar="P")
     srv.add_argument("--ws-port", type=int, default=None, metavar="P")
     srv.add_argument("--cti-port", type=int, default=None, metavar="P")
+    srv.add_argument("--sip-port", type=int, default=None, metavar="P", help="UDP port of the SIP front door")
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -93,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
     users_cli.add_parser(sub)  # user add|token|list|disable|enable
+    ivr_cli.add_parser(sub)  # ivr-stats
     return p
 
 
@@ -118,6 +121,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _serve(args)
     if args.command == "user":
         return users_cli.run(args)
+    if args.command == "ivr-stats":
+        return ivr_cli.run(args)
     return _demo(args)
 
 
@@ -161,6 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
         )
         if info.cti_port is not None:
             print(f"  CTI link (simulated switch, docs/cti.md): tcp://{info.host}:{info.cti_port}", flush=True)
+        if info.sip_port is not None:
+            print(f"  SIP front door (docs/sip.md): sip:2001@{info.host}:{info.sip_port} (UDP)", flush=True)
 
     try:
         summary = asyncio.run(
@@ -172,6 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
                 smtp_port=args.smtp_port,
                 ws_port=args.ws_port,
                 cti_port=args.cti_port,
+                sip_port=args.sip_port,
                 ready=ready,
             )
         )
@@ -207,7 +215,9 @@ def _demo(args: argparse.Namespace) -> int:
             f"  e-mail:  smtp://{info.host}:{info.smtp_port}  (send mail to any address; it becomes a case)",
             f"  chat:    {info.url}chat  (the customer widget; ws://{info.host}:{info.ws_port}/chat)",
             f"  agents:  ws://{info.host}:{info.ws_port}/agent  (docs/protocol.md); REST API under {info.url}api/",
-            "  demo users (token for the API and agent protocol, password for the console):",
+            *([f"  phones:  sip:2001@{info.host}:{info.sip_port} over UDP (docs/sip.md)"] if info.sip_port else []),
+            f"  console: {info.url}login  (supervisor or admin: the dashboard; an agent: {info.url}agent)",
+            "  demo users (token for the API and agent protocol, password for the console login):",
         ]
         for u in info.users:
             lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}")

@@ -99,6 +99,7 @@ class QueueConfig(_Strict):
     when_closed: str = "accept"
     description: str = ""
     number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order)
+    callback_offer_after_s: float | None = None  # virtual hold: offer a callback when the call's EWT exceeds this
 
 
 class TierConfig(_Strict):
@@ -158,7 +159,9 @@ class RoutingConfig(_Strict):
     short_abandon_s: float = 5.0
     preferred_agent_timeout_s: float = 30.0
     transfer_agent_timeout_s: float = 30.0
-    default_capacity: dict[Channel, int] = msgspec.field(default_factory=lambda: {"voice": 1, "chat": 3, "email": 5})
+    default_capacity: dict[Channel, int] = msgspec.field(
+        default_factory=lambda: {"voice": 1, "chat": 3, "email": 5, "callback": 1}
+    )
 
 
 class DemoTraffic(_Strict):
@@ -213,19 +216,48 @@ class VoiceServerConfig(_Strict):
     trunks: int = 30
     ring_timeout_s: float | None = None
     simulate_inbound: bool = True  # the CTI link's SimulateInbound request (a test trunk)
+    ivr: dict[str, str] = {}  # IVR number -> menu file (docs/ivr.md), relative to this configuration file
+    ivr_ms_per_word: int = 400  # no media: a prompt counts as played after this many ms per word
+    sip: bool = True  # the SIP front door on ``server.sip_port``: calls from SIP phones onto the switch's trunks
+
+
+class AuthConfig(_Strict):
+    """Web console login (``docs/web.md``): session lifetimes, login throttling, the second factor.
+
+    ``require_totp``: supervisors and admins must have enrolled a TOTP second factor to log in (those who
+    enrolled always need it). ``origins``: extra origins (``https://console.example.com``) accepted on
+    unsafe requests and WebSocket handshakes besides the site's own, e.g. behind a reverse proxy."""
+
+    session_idle_s: float = 30 * 60.0
+    session_max_s: float = 12 * 3600.0
+    require_totp: bool = False
+    max_failures_per_user: int = 5
+    max_failures_per_address: int = 20
+    lockout_s: float = 30.0  # doubles with each lockout in a row, up to lockout_max_s
+    lockout_max_s: float = 15 * 60.0
+    origins: list[str] = []
 
 
 class ServerConfig(_Strict):
-    """Where ``contactcentre serve`` listens (127.0.0.1 unless told otherwise; 0 picks a free port)."""
+    """Where ``contactcentre serve`` listens (127.0.0.1 unless told otherwise; 0 picks a free port).
+
+    ``secure_cookies``: mark the session cookie ``Secure`` even on plain HTTP requests, for a server behind a
+    TLS-terminating proxy (the cookie is always ``Secure`` on a TLS connection). Leave it off for the demo on
+    http://127.0.0.1: a browser would not send a ``Secure`` cookie back over plain HTTP."""
 
     host: str = "127.0.0.1"
     http_port: int = 8080
     smtp_port: int = 2525
     ws_port: int = 8081
     cti_port: int = 8082
+    sip_port: int = 5070  # the SIP front door (UDP, docs/sip.md); not 5060, to keep clear of a real PBX
     email: EmailServerConfig = msgspec.field(default_factory=EmailServerConfig)
     voice: VoiceServerConfig = msgspec.field(default_factory=VoiceServerConfig)
     chat: ChatServerConfig = msgspec.field(default_factory=ChatServerConfig)
+    secure_cookies: bool = False
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    # Bearer token for GET /metrics; unset, only loopback clients may scrape (docs/metrics.md).
+    metrics_token: str | None = None
 
 
 def _default_channels() -> dict[str, ChannelConfig]:
@@ -243,6 +275,16 @@ def _default_channels() -> dict[str, ChannelConfig]:
     }
 
 
+class CallbacksConfig(_Strict):
+    """Callbacks (``docs/routing.md``): dialled only inside ``window`` (local time of the customer's number,
+    else of the centre); an unanswered or busy attempt is tried again ``retry_after_s`` later, up to
+    ``max_attempts`` attempts in all."""
+
+    window: str = "09:00-20:00"
+    max_attempts: int = 3
+    retry_after_s: float = 900.0
+
+
 class CentreConfig(_Strict):
     name: str = "contactcentre"
     timezone: str = "UTC"
@@ -255,6 +297,7 @@ class CentreConfig(_Strict):
     agents: list[AgentConfig] = []
     demo: DemoConfig | None = None
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    callbacks: CallbacksConfig = msgspec.field(default_factory=CallbacksConfig)
 
     def queue(self, name: str) -> QueueConfig:
         for q in self.queues:
@@ -305,6 +348,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig
         # A [channels.voice] table (and its sla) adjusts voice's defaults rather than replacing them wholesale.
         data = {**data, "channels": _merged(msgspec.to_builtins(_default_channels()), channels)}
     cfg = convert(data, CentreConfig, source)
+    if cfg.server.voice.ivr:
+        cfg.server.voice.ivr = {n: str(_menu_path(source, p)) for n, p in cfg.server.voice.ivr.items()}
     _check(cfg, source)
     return cfg
 
@@ -323,11 +368,40 @@ def convert(data: Any, type_: type, source: str) -> Any:
         raise ConfigError(source, key, msg.replace("`", "'")) from None
 
 
+def _menu_path(source: str, name: str) -> Path:
+    """An IVR menu file named relative to the configuration file, or else to the shipped ``config/``
+    directory (so a copy of the demo configuration elsewhere still finds ``ivr/main.toml``)."""
+    here = Path(source).parent if Path(source).is_file() else Path.cwd()
+    first = here / name
+    shipped = DEFAULT_CONFIG_PATH.parent / name
+    return shipped if not first.exists() and shipped.exists() else first
+
+
+def _check_ivr(cfg: CentreConfig, fail: Any) -> None:
+    """Every IVR menu loads and fits this centre (its queues serve voice, its skills and calendars exist)."""
+    from contactcentre.ivr.menu import QueueNode, load_menu  # the menu module builds on this one
+
+    voice = cfg.server.voice
+    if voice.ivr_ms_per_word < 0:
+        fail("server.voice.ivr_ms_per_word", "must be >= 0")
+    for number, path in voice.ivr.items():
+        try:
+            menu = load_menu(path, cfg)
+        except ConfigError as err:
+            fail(f"server.voice.ivr.{number}", str(err))
+        for name, node in menu.nodes.items():
+            if isinstance(node, QueueNode) and "voice" not in cfg.queue(node.queue).channels:
+                fail(f"server.voice.ivr.{number}", f"{path}: nodes.{name}.queue: {node.queue!r} does not serve voice")
+
+
 def _check(cfg: CentreConfig, source: str) -> None:
     def fail(key: str, problem: str) -> None:
         raise ConfigError(source, key, problem)
 
     _check_zone(cfg.timezone, "timezone", fail)
+    token = cfg.server.metrics_token
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        fail("server.metrics_token", "must be at least 16 printable ASCII characters without spaces")
     queue_names = [q.name for q in cfg.queues]
     queues = set(queue_names)
     calendars = set(cfg.calendars) | {ALWAYS_OPEN}
@@ -374,6 +448,12 @@ def _check(cfg: CentreConfig, source: str) -> None:
             fail(f"channels.{ch}.default_aht_s", "must be > 0")
         sla_ok(f"channels.{ch}.sla", cc.sla)
 
+    if parse_range(cfg.callbacks.window) is None:
+        fail("callbacks.window", f'{cfg.callbacks.window!r} is not a range like "09:00-20:00"')
+    if cfg.callbacks.max_attempts < 1:
+        fail("callbacks.max_attempts", "must be >= 1")
+    if cfg.callbacks.retry_after_s < 0:
+        fail("callbacks.retry_after_s", "must be >= 0")
     for name, cal in cfg.calendars.items():
         key = f"calendars.{name}"
         _check_zone(cal.timezone, f"{key}.timezone", fail)
@@ -488,6 +568,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
     seen_numbers: dict[str, str] = {}
     numbered = [(f"agents[{i}].extension", n) for i, n in enumerate(cfg.extensions().values())]
     numbered += [(f"queues[{i}].number", n) for i, n in enumerate(cfg.queue_numbers().values())]
+    numbered += [(f"server.voice.ivr.{n}", n) for n in srv.voice.ivr]
     for key, number in numbered:
         if not number or number.startswith("T"):
             fail(key, f"{number!r}: a switch number must not be empty or start with 'T' (trunks do)")
@@ -496,6 +577,17 @@ def _check(cfg: CentreConfig, source: str) -> None:
         seen_numbers[number] = key
     if srv.voice.trunks < 1:
         fail("server.voice.trunks", "must be at least 1")
+    _check_ivr(cfg, fail)
+    auth = srv.auth
+    if not 60 <= auth.session_idle_s <= auth.session_max_s:
+        fail("server.auth", "session_idle_s must be at least 60 and at most session_max_s")
+    if auth.max_failures_per_user < 1 or auth.max_failures_per_address < 1:
+        fail("server.auth", "max_failures_per_user and max_failures_per_address must be at least 1")
+    if not 0 < auth.lockout_s <= auth.lockout_max_s:
+        fail("server.auth", "lockout_s must be > 0 and at most lockout_max_s")
+    for i, origin in enumerate(auth.origins):
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            fail(f"server.auth.origins[{i}]", f"{origin!r} is not an origin like https://console.example.com")
     for key in ("http_port", "smtp_port", "ws_port", "cti_port"):
         if not 0 <= getattr(srv, key) <= 65535:
             fail(f"server.{key}", f"{getattr(srv, key)} is not a port (0-65535; 0 picks a free one)")

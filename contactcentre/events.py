@@ -199,6 +199,41 @@ class DispositionSet(Event, tag="disposition.set"):
     INPUT: ClassVar[bool] = True
 
 
+class CallbackRequested(Event, tag="callback.requested"):
+    """Virtual hold: a caller waiting in a queue asked to be called back on ``number``. The contact becomes a
+    ``callback`` contact that keeps its place, its wait clock and its SLA clock; the caller may hang up."""
+
+    contact_id: str
+    number: str
+    INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("number",)
+
+
+class CallbackScheduled(Event, tag="callback.scheduled"):
+    """A callback to make at ``due_ms``: the router holds it and then queues it as a ``callback`` contact.
+    ``attempt`` counts dialling attempts (a retry after no answer is a new scheduled callback)."""
+
+    contact_id: str
+    queue: str
+    due_ms: int
+    number: str
+    customer_id: str | None = None
+    tier: str | None = None
+    priority: int = 0
+    attempt: int = 1
+    attributes: dict[str, str] = {}
+    INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("number", "attributes")
+
+
+class CallbackCancelled(Event, tag="callback.cancelled"):
+    """Withdraw a callback not yet with an agent (scheduled, or waiting in its queue)."""
+
+    contact_id: str
+    reason: str = ""
+    INPUT: ClassVar[bool] = True
+
+
 # ---------------------------------------------------------------------------------------- derived (router)
 
 
@@ -304,6 +339,17 @@ class ContactTransferred(Event, tag="contact.transferred"):
     talk_ms: int = 0
 
 
+class ContactConferenced(Event, tag="contact.conferenced"):
+    """The handling agent (``agent_id``) brought ``parties`` (agent ids; an outside number is ``tel:`` and the
+    number) into the customer's call: a three-way conference. The agent keeps the contact; nothing changes for
+    the router, which is why this is published rather than submitted."""
+
+    contact_id: str
+    agent_id: str
+    parties: list[str] = []
+    PERSONAL: ClassVar[tuple[str, ...]] = ("parties",)  # an outside party's number
+
+
 class WrapUpStarted(Event, tag="wrap_up.started"):
     """Handling ended; after-contact work began. ``ends_ms`` is absent for manual wrap-up."""
 
@@ -347,6 +393,44 @@ class SlaBreached(Event, tag="sla.breached"):
     channel: Channel
     deadline_ms: int
     tier: str | None = None
+
+
+class ContactCallbackQueued(Event, tag="contact.callback_queued"):
+    """A callback contact is in its queue: a caller's virtual hold (``via`` ``virtual_hold``: same place, same
+    wait and SLA clocks) or a scheduled callback that fell due (``scheduled``). A ``contact.queued`` on the
+    ``callback`` channel follows."""
+
+    contact_id: str
+    queue: str
+    via: Literal["virtual_hold", "scheduled"]
+    waiting_since_ms: int
+    attempt: int = 1
+    customer_id: str | None = None
+    tier: str | None = None
+
+
+class ContactWithdrawn(Event, tag="contact.withdrawn"):
+    """A waiting callback was cancelled before an agent took it; it is finished (not an abandon)."""
+
+    contact_id: str
+    queue: str
+    channel: Channel
+    wait_ms: int
+    reason: str = ""
+    tier: str | None = None
+
+
+class CallbackAttemptEnded(Event, tag="callback.attempt_ended"):
+    """One dialling attempt of a callback is over (published by the callback channel, not the router).
+    ``outcome``: ``answered``, ``no_answer``, ``busy``, ``failed`` (the switch refused the call). A retry is
+    ``retry_contact_id`` at ``retry_ms``; neither set and not answered means the callback has failed."""
+
+    contact_id: str
+    agent_id: str
+    attempt: int
+    outcome: str
+    retry_contact_id: str | None = None
+    retry_ms: int | None = None
 
 
 class AgentStateChanged(Event, tag="agent.state_changed"):
@@ -400,6 +484,61 @@ class MessageSent(Event, tag="message.sent"):
     in_reply_to: str | None = None
     references: list[str] = []
     PERSONAL: ClassVar[tuple[str, ...]] = ("body", "address", "subject", "message_id", "in_reply_to", "references")
+
+
+# ------------------------------------------------------------------------------- derived (the voice IVR)
+# Published by the IVR runner (contactcentre/channels/ivr.py), one per session fact, so that containment
+# statistics per node can be rebuilt from the log alone (contactcentre.ivr.stats.stats_from_events). A call in
+# the IVR is not a contact yet; ``contact_id`` is its call id, which becomes the contact id if the IVR queues
+# it (so the contact's journey and its erasure include its IVR steps). No caller number is logged here.
+
+
+class IvrStarted(Event, tag="ivr.started"):
+    """A call reached an IVR number (``number``) and its menu started."""
+
+    contact_id: str
+    menu: str
+    number: str = ""
+
+
+class IvrNodeEntered(Event, tag="ivr.node_entered"):
+    contact_id: str
+    menu: str
+    node: str
+
+
+class IvrInputFailed(Event, tag="ivr.input_failed"):
+    """One failed attempt at a question: no key in time (``timeout``) or keys that are no answer (``invalid``)."""
+
+    contact_id: str
+    menu: str
+    node: str
+    cause: Literal["timeout", "invalid"]
+    attempt: int
+
+
+class IvrNodeExited(Event, tag="ivr.node_exited"):
+    """How the call left ``node``: ``option:K``, ``digits``, ``next``, a hook's outcome, ``hangup`` (the
+    caller), ``queued``, ``callback``… (``contactcentre.ivr.actions.NodeExited``)."""
+
+    contact_id: str
+    menu: str
+    node: str
+    cause: str
+
+
+class IvrFinished(Event, tag="ivr.finished"):
+    """The call left the IVR. ``outcome``: ``queued`` (to ``queue``), ``self_served``, ``abandoned`` (the caller
+    hung up in the IVR: not a queue abandon), ``callback``, ``ivr_hangup`` or ``handed_off``. ``customer_id``:
+    who the caller's number belongs to, when the store knew by then."""
+
+    contact_id: str
+    menu: str
+    outcome: str
+    node: str = ""
+    path: str = ""
+    queue: str | None = None
+    customer_id: str | None = None
 
 
 # ------------------------------------------------------------------------------------------- clean text

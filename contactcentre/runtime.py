@@ -94,6 +94,7 @@ class DemoInfo:
     smtp_port: int | None = None
     ws_port: int | None = None
     users: tuple[DemoUser, ...] = ()
+    sip_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ async def run_demo(
 
     def on_ready(info: ServerInfo) -> None:
         if ready is not None:
-            ready(DemoInfo(info.url, info.host, info.http_port, db, info.smtp_port, info.ws_port, tuple(users)))
+            ports = (info.smtp_port, info.ws_port, tuple(users))
+            ready(DemoInfo(info.url, info.host, info.http_port, db, *ports, sip_port=info.sip_port))
 
     try:
         summary = await serve(
@@ -210,6 +212,7 @@ async def run_demo(
             smtp_port=smtp_port,
             ws_port=ws_port,
             cti_port=0,
+            sip_port=0,
             ready=on_ready,
             started=started,
             stop=stop,
@@ -336,6 +339,7 @@ async def serve(
     smtp_port: int | None = None,
     ws_port: int | None = None,
     cti_port: int | None = None,
+    sip_port: int | None = None,
     ready: Callable[[ServerInfo], None] | None = None,
     started: Callable[[Centre, ServerInfo], Any] | None = None,
     stop: asyncio.Event | None = None,
@@ -354,13 +358,18 @@ async def serve(
     from twisted.internet.error import CannotListenError
 
     from contactcentre.agent_gateway import AgentGateway
+    from contactcentre.channels.callback import CallbackChannel
     from contactcentre.channels.chat import ChatChannel
     from contactcentre.channels.email import EmailChannel
+    from contactcentre.channels.ivr import IvrRunner
     from contactcentre.channels.voice import VoiceChannel, switch_config
     from contactcentre.cti import Switch
     from contactcentre.cti.link import CtiServer
+    from contactcentre.metrics import CentreMetrics
     from contactcentre.web import DashboardSite
     from contactcentre.web.api import Api
+    from contactcentre.web.auth import WebAuth
+    from contactcentre.web.metrics import MetricsResource
     from contactcentre.web.widget import widget_resource
 
     srv = config.server
@@ -369,6 +378,7 @@ async def serve(
     smtp_port = srv.smtp_port if smtp_port is None else smtp_port
     ws_port = srv.ws_port if ws_port is None else ws_port
     cti_port = srv.cti_port if cti_port is None else cti_port
+    sip_port = srv.sip_port if sip_port is None else sip_port
     _route_twisted_logging()
     centre = await open_centre(config, database_url, loop=loop)
     stop = stop or asyncio.Event()
@@ -381,9 +391,15 @@ async def serve(
     agents = AgentGateway(centre)
     extra: Any = None
     api: Any = None
+    # Web sessions: the site's pages and the REST API, and (for the console's WebSocket) the agent gateway.
+    web_auth = WebAuth(centre)
     cti: CtiServer | None = None
     cti_listening = None
     voice: VoiceChannel | None = None
+    ivr: IvrRunner | None = None
+    callbacks: CallbackChannel | None = None
+    sip: Any = None
+    sip_listening = None
     try:
         takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
         if srv.voice.enabled and takes_calls:
@@ -393,10 +409,25 @@ async def serve(
             cti = CtiServer(switch, reactor, now_ms=centre.now_ms, allow_simulation=srv.voice.simulate_inbound)
             voice = VoiceChannel.for_config(centre, cti.driver)
             voice.restore()
+            if srv.voice.ivr:  # IVR numbers answer calls and queue them with the caller's choices (docs/ivr.md)
+                ivr = IvrRunner.for_config(centre, cti.driver, reactor)
+            if any("callback" in q.channels for q in config.queues):
+                callbacks = CallbackChannel(centre, voice)  # dials through the voice channel's switch
+                callbacks.restore()
             try:
                 cti_listening = reactor.listenTCP(cti_port, cti, interface=host)
             except CannotListenError as exc:
                 raise ServeError(f"cannot listen for CTI on {host}:{cti_port}: {exc.socketError}") from None
+            if srv.voice.sip:  # the SIP front door (docs/sip.md): SIP phones' calls arrive on the switch's trunks
+                from twisted.internet.defer import maybeDeferred
+
+                from contactcentre.channels.sip_transport import SipTransport
+
+                sip = SipTransport(cti.driver, reactor, host=host)
+                try:
+                    sip_listening = reactor.listenUDP(sip_port, sip, interface=host)
+                except CannotListenError as exc:
+                    raise ServeError(f"cannot listen for SIP on {host}:{sip_port}: {exc.socketError}") from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
             chat.restore()
@@ -426,8 +457,10 @@ async def serve(
             raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None
         real_ws_port = next(iter(wss.sockets)).getsockname()[1]
         pages_ = {b"chat": widget_resource(config, real_ws_port)} if chat is not None else {}
-        api = Api(centre)
-        site = DashboardSite(centre.driver, api=api.children(), pages_=pages_)
+        # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
+        pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
+        api = Api(centre, web_auth=web_auth)
+        site = DashboardSite(centre.driver, auth=web_auth, api=api.children(), pages_=pages_)
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)
         except CannotListenError as exc:
@@ -454,7 +487,12 @@ async def serve(
             ws_port=real_ws_port,
             database=centre.engine.url.render_as_string(hide_password=True),
             cti_port=cti_listening.getHost().port if cti_listening is not None else None,
+            sip_port=sip_listening.getHost().port if sip_listening is not None else None,
         )
+        # The agent WebSocket (another port) accepts the console's session only from the site's own pages.
+        web_auth.add_origin(info.url)
+        if host in ("127.0.0.1", "::1"):
+            web_auth.add_origin(f"http://localhost:{real_http}/")
         if started is not None:
             extra = started(centre, info)
         if ready is not None:
@@ -490,8 +528,17 @@ async def serve(
                 await step("closing web connections", site.close_connections)
             if api is not None:
                 await step("finishing API requests", api.drain)  # reads finish before the pool closes
+            await step("finishing logins", web_auth.drain)
+            if sip is not None:
+                await step("hanging up SIP calls", sip.close)  # BYEs go out before the port closes
+            if sip_listening is not None:
+                await step("closing the SIP port", lambda: maybeDeferred(sip_listening.stopListening).asFuture(loop))
             if cti_listening is not None:
                 await step("closing the CTI port", lambda: cti_listening.stopListening().asFuture(loop))
+            if callbacks is not None:
+                await step("closing the callback channel", callbacks.stop)
+            if ivr is not None:
+                await step("closing the IVR", ivr.stop)
             if voice is not None:
                 await step("closing the voice channel", voice.stop)
             if cti is not None:

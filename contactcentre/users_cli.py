@@ -6,6 +6,7 @@
     contactcentre user list [--json]
     contactcentre user disable NAME      no more logins; every token revoked
     contactcentre user enable NAME       logins again (tokens stay revoked: issue one with ``user token``)
+    contactcentre user totp NAME [--remove]  enrol a TOTP second factor (prints the otpauth:// URI once)
 
 Tokens and generated passwords are printed once and never stored (only their hashes are). The database must
 be migrated (``contactcentre migrate``). Exit codes: 0 done, 1 refused (exists, unknown, disabled) or a
@@ -65,6 +66,11 @@ def add_parser(sub: Any) -> None:
     ena.add_argument("name", metavar="NAME")
     add_database_argument(ena)
 
+    totp = usub.add_parser("totp", help="enrol a TOTP second factor for web logins (replaces an old one)")
+    totp.add_argument("name", metavar="NAME")
+    totp.add_argument("--remove", action="store_true", help="remove the second factor instead")
+    add_database_argument(totp)
+
 
 class _Refused(Exception):
     """The action cannot be done; ``code`` is the exit code."""
@@ -104,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
                 _list(conn, args.json)
             elif action in ("disable", "enable"):
                 _set_disabled(conn, args.name, action == "disable")
+            elif action == "totp":
+                _totp(conn, args.name, args.remove)
             else:
                 raise AssertionError(action)
     except _Refused as exc:
@@ -187,6 +195,23 @@ def _list(conn: Connection, as_json: bool) -> None:
             f"{'  DISABLED' if r['disabled'] else ''}  {r['display_name'] or ''}".rstrip()
         )
     print(f"{len(rows)} user{'s' * (len(rows) != 1)}")
+
+
+def _totp(conn: Connection, name: str, remove: bool) -> None:
+    import pyotp
+
+    from contactcentre.store.users import set_totp_secret
+
+    secret = None if remove else pyotp.random_base32()
+    if not set_totp_secret(conn, name, secret):
+        raise _Refused(f"no user {name!r}")
+    if secret is None:
+        print(f"removed the second factor of {name}")
+        return
+    uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name="contactcentre")
+    print(f"TOTP second factor for {name} (shown once; add it to an authenticator app):")
+    print(f"  {uri}")
+    print(f"  key: {secret}")
 
 
 def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:

@@ -307,15 +307,46 @@ class LiveDemo:
 
         self._later(patience_s, hang_up)
 
+    def _ivr_caller(self, ivr: Any, voice: Any, call_id: str, number: str, queue: str) -> None:
+        """The caller listens to each question of the IVR's menu and, a moment later, keys the option that
+        leads to ``queue`` (over the switch, as the CTI link's GenerateDigits does); no such option: silence."""
+        from contactcentre.ivr import CollectDigits
+        from contactcentre.ivr.menu import key_towards
+
+        def press(key: str) -> None:
+            call = voice.switch.calls.get(call_id)
+            if call is not None and number in call.connections:
+                trunk = next(iter(call.connections))  # the caller's trunk: the call's first party
+                try:
+                    voice.driver.run(lambda now: voice.switch.generate_digits(call_id, trunk, key, now))
+                except Exception as exc:
+                    log.info("demo: keys for %s: %s", call_id, exc)
+
+        def heard(cid: str, action: Any) -> None:
+            if cid == call_id and isinstance(action, CollectDigits):
+                key = key_towards(ivr.menus[number], action.node, queue)
+                if key is not None:
+                    self._later(self._customer_rng.uniform(0.5, 2.0), press, key)
+            elif cid == call_id and call_id not in ivr.calls and heard in ivr.listeners:
+                ivr.listeners.remove(heard)  # the call has left the IVR
+
+        ivr.listeners.append(heard)
+
     def _ring_in(self, voice: Any, who: DemoCustomer, entry: TrafficEntry, patience_s: float) -> None:
         """A call on a trunk of the simulated switch to the queue's number: the voice channel queues it,
         agents answer it on their phone through the agent protocol, the caller hangs up when out of patience."""
         number = self.config.queue_numbers()[entry.queue]
+        ivr = self.centre.channels.get("ivr")
+        via_ivr = ivr is not None and self._customer_rng.random() < 0.5  # half the callers dial the IVR
+        if via_ivr:
+            number = next(iter(ivr.menus))
         try:
             call_id = voice.driver.simulate_inbound(who.phone, number)
         except Exception as exc:  # all trunks busy: the caller hears busy and tries another day
             log.info("demo: call from %s not placed: %s", who.phone, exc)
             return
+        if via_ivr:
+            self._ivr_caller(ivr, voice, call_id, number, entry.queue)
 
         def hang_up() -> None:
             c = self.centre.router.contacts.get(call_id)

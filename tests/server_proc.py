@@ -26,6 +26,7 @@ READY = re.compile(
     r"ws://127\.0\.0\.1:(\d+)/chat and /agent · store (.+) \(Ctrl-C to stop\)"
 )
 CTI = re.compile(r"CTI link \(simulated switch, docs/cti\.md\): tcp://127\.0\.0\.1:(\d+)")
+SIP = re.compile(r"SIP front door \(docs/sip\.md\): sip:\S+@127\.0\.0\.1:(\d+) \(UDP\)")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Server:
     smtp_port: int
     ws_port: int
     cti_port: int
+    sip_port: int
     stderr: list[bytes] = field(default_factory=list)
 
     def ws(self, path: str) -> str:
@@ -55,7 +57,7 @@ class Server:
 def start_server(config: Path, database: Path, *, timeout: float = 30) -> Server:
     cmd = [sys.executable, "-m", "contactcentre.cli", "serve", "--config", str(config)]
     cmd += ["--database-url", str(database), "--http-port", "0", "--smtp-port", "0", "--ws-port", "0"]
-    cmd += ["--cti-port", "0"]
+    cmd += ["--cti-port", "0", "--sip-port", "0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -73,10 +75,10 @@ def start_server(config: Path, database: Path, *, timeout: float = 30) -> Server
                 continue
             out += chunk
             text = out.decode(errors="replace")
-            m, c = READY.search(text), CTI.search(text)
-            if m and c:
+            m, c, s = READY.search(text), CTI.search(text), SIP.search(text)
+            if m and c and s:
                 sel.close()
-                ports = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(c.group(1))
+                ports = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(c.group(1)), int(s.group(1))
                 return Server(proc, m.group(1), *ports, errs)
         if proc.poll() is not None:
             break

@@ -183,8 +183,8 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, **options: Any) -> AsyncIterator[Env]:
-    centre = await open_centre(CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}")
+async def running(tmp_path: Path, *, config: Any = CONFIG, **options: Any) -> AsyncIterator[Env]:
+    centre = await open_centre(config, f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
         now = centre.now_ms()
         tokens = {}
@@ -208,9 +208,9 @@ async def running(tmp_path: Path, **options: Any) -> AsyncIterator[Env]:
         await close_centre(centre)
 
 
-def run(tmp_path: Path, body: Callable[[Env], Any], **options: Any) -> None:
+def run(tmp_path: Path, body: Callable[[Env], Any], *, config: Any = CONFIG, **options: Any) -> None:
     async def main() -> None:
-        async with running(tmp_path, **options) as env:
+        async with running(tmp_path, config=config, **options) as env:
             await body(env)
 
     asyncio.run(main())
@@ -776,3 +776,95 @@ def test_typing_presence_and_a_failing_channel(tmp_path: Path) -> None:
         )
 
     run(tmp_path, body)
+
+
+# --------------------------------------------------------------------------------------------- voice calls
+
+VOICE_CONFIG = parse_config(
+    {
+        "skills": {"general": "General"},
+        "channels": {"voice": {"offer_timeout_s": 120, "wrap_up_s": "manual"}},
+        "queues": [{"name": "support", "skills": {"general": 1}, "channels": ["chat", "voice"]}],
+        "agents": [{"id": "a1", "skills": {"general": 5}}, {"id": "a2", "skills": {"general": 5}}],
+    },
+    "<test>",
+)
+
+
+def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
+    """answer, hold, retrieve, consult, conference, transfer and hang_up on a call on the simulated switch:
+    the console's commands move the call, and the switch's events bring the router along."""
+    from twisted.internet import task
+
+    from contactcentre.channels.voice import VoiceChannel
+    from contactcentre.cti import Switch, SwitchConfig
+    from contactcentre.cti.driver import SwitchDriver
+
+    async def body(env: Env) -> None:
+        c = env.centre
+        switch = Switch(
+            SwitchConfig(extensions=("a1", "a2", "a3"), queues=("q-support",), ring_timeout_ms=600_000),
+            start_ms=c.now_ms(),
+        )
+        voice = VoiceChannel(c, SwitchDriver(switch, task.Clock(), now_ms=c.now_ms))
+        try:
+            ann, bob = await env.ready("a1"), await env.ready("a2")
+            call = voice.driver.simulate_inbound("+31201234567", "q-support")
+            await voice.settle()
+            first = env.centre.router.contacts[call].offer.agent.id
+            me, other = (ann, bob) if first == "a1" else (bob, ann)
+            second = "a2" if first == "a1" else "a1"
+            await me.expect("offer", contact_id=call)
+
+            await other.send(type="answer", contact_id=call)
+            err = await other.expect("error", **{"for": "answer"})
+            assert err["code"] == "stale_offer"
+            await me.send(type="answer", contact_id=call, ref=1)
+            await me.expect("contact", contact_id=call)
+            await me.expect("ack", ref=1)
+            assert switch.calls[call].connections[first].state == "connected"
+
+            await me.send(type="hold", contact_id=call)
+            await me.expect("contact_state", contact_id=call, state="held")
+            await me.expect("ack", **{"for": "hold"})
+            await me.send(type="retrieve", contact_id=call)
+            await me.expect("contact_state", contact_id=call, state="connected")
+            await me.send(type="callback", contact_id=call, at_ms="soon")
+            assert (await me.expect("error", **{"for": "callback"}))["code"] == "bad_field"
+            await me.send(type="callback", contact_id=call, customer_asked=True)
+            assert (await me.expect("error", **{"for": "callback"}))["code"] == "channel_unavailable"
+
+            await me.send(type="consult", contact_id=call, to_agent=second)
+            ack = await me.expect("ack", **{"for": "consult"})
+            consultation = ack["consultation_id"]
+            assert switch.calls[consultation].connections[second].state == "alerting"
+            voice.driver.run(lambda now: switch.answer(consultation, second, now))
+            await me.send(type="conference", contact_id=call)
+            await me.expect("ack", **{"for": "conference"})
+            await env.until(lambda: any(isinstance(e, E.ContactConferenced) for e in seen))
+            assert switch.calls[call].state == "conferenced"
+            await other.send(type="hang_up", contact_id=call)  # not theirs in the router: a party only
+            assert (await other.expect("error", **{"for": "hang_up"}))["code"] == "not_your_contact"
+            voice.driver.run(lambda now: switch.clear_connection(call, second, now))  # the colleague leaves
+
+            await me.send(type="transfer", contact_id=call, to_agent="nobody")
+            assert (await me.expect("error", **{"for": "transfer"}))["code"] == "refused"
+            await me.send(type="transfer", contact_id=call, to_agent=second)
+            await me.expect("transferred", contact_id=call, to_agent=second)
+            await other.expect("offer", contact_id=call)
+            await other.send(type="answer", contact_id=call)
+            await other.expect("ack", **{"for": "answer"})
+            await other.send(type="hang_up", contact_id=call)
+            await other.expect("wrap_up", contact_id=call, by="agent")
+            assert call not in switch.calls and env.centre.router.contacts[call].state == "wrap_up"
+
+        finally:
+            await voice.stop()
+
+    seen: list[E.Event] = []
+
+    async def with_log(env: Env) -> None:
+        env.centre.subscribe(seen.extend)
+        await body(env)
+
+    run(tmp_path, with_log, config=VOICE_CONFIG)

@@ -521,3 +521,89 @@ def test_a_client_that_leaves_early_is_not_answered(
     assert len(server.audit()) == 1  # the read went on (and was audited); only the answer was dropped
     server.centre.read = real_read  # type: ignore[method-assign]
     assert server.call("GET", "/api/queues", "sue").status == 200  # and the server carries on
+
+
+# ------------------------------------------------------------------------------------------- voice actions
+
+
+def test_voice_actions_on_a_call(server: Server) -> None:
+    """answer, hold, retrieve, transfer and hang up a call on the simulated switch through the API; an agent
+    acts on its own contacts, a supervisor on any (for the agent who has it); each leg is in the log."""
+    from twisted.internet import task
+
+    from contactcentre.channels.voice import VoiceChannel
+    from contactcentre.cti import Switch, SwitchConfig
+    from contactcentre.cti.driver import SwitchDriver
+
+    c = server.centre
+    for cid in ("mail-1", "chat-1", "call-1"):  # the populated contacts would take the agents' capacity
+        c.submit(E.CustomerLeft(at_ms=c.now_ms(), contact_id=cid))
+    switch = Switch(
+        SwitchConfig(extensions=("a1", "a2", "a3"), queues=("q-support", "q-billing"), ring_timeout_ms=600_000),
+        start_ms=c.now_ms(),
+    )
+    voice = VoiceChannel(c, SwitchDriver(switch, task.Clock(), now_ms=c.now_ms))
+    try:
+        c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a1"))
+        c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2", away_reason="break"))
+        call = voice.driver.simulate_inbound("+31201234567", "q-support")
+        server.run(voice.settle())
+        assert c.router.contacts[call].offer.agent.id == "a1"
+
+        def post(who: str, action: str, payload: Any = None, cid: str = call) -> Reply:
+            body = b"" if payload is None else json.dumps(payload).encode()
+            return server.call("POST", f"/api/contacts/{cid}/{action}", who, body=body)
+
+        r = post("bob", "answer")
+        assert (r.status, r.json["error"]) == (403, "not_your_contact")
+        r = post("alice", "answer")
+        assert r.status == 200, r.body
+        assert r.json["state"] == "connected" and r.json["agent_id"] == "a1" and r.json["contact_id"] == call
+        assert switch.calls[call].connections["a1"].state == "connected"
+        r = post("alice", "hold", {})
+        assert (r.status, r.json["state"]) == (200, "held")
+        r = post("alice", "hold")
+        assert (r.status, r.json["error"]) == (409, "refused")
+        assert post("alice", "retrieve").json["state"] == "connected"
+        r = post("alice", "callback", {"customer_asked": True})  # no callback channel in this centre
+        assert (r.status, r.json["error"]) == (409, "channel_unavailable")
+        r = post("alice", "callback", {"at_ms": -1})
+        assert (r.status, r.json["error"]) == (400, "bad_request")
+
+        assert post("alice", "transfer", {"to_queue": "nope"}).json["error"] == "refused"
+        r = post("alice", "transfer", {"to_queue": "billing", "to_agent": "a2"})
+        assert (r.status, r.json["error"]) == (400, "bad_field")
+        r = post("alice", "transfer", {"to": "a2"})
+        assert (r.status, r.json["error"]) == (400, "bad_request")
+        r = post("alice", "transfer", b"{not json".decode())
+        assert r.status == 400
+        r = post("alice", "conference")
+        assert (r.status, r.json["error"]) == (409, "refused")
+        assert post("alice", "hold", cid="nope").status == 404
+        assert post("alice", "fly").status == 404
+        r = server.call("GET", f"/api/contacts/{call}/hold", "alice")
+        assert r.status == 405
+
+        c.submit(E.AgentReady(at_ms=c.now_ms(), agent_id="a2"))
+        r = post("alice", "transfer", {"to_agent": "a2"})
+        assert r.status == 200 and r.json["state"] == "offered"
+        assert switch.calls[call].connections["a2"].state == "alerting"
+        r = post("alice", "hang_up")  # not alice's any more
+        assert (r.status, r.json["error"]) == (403, "not_your_contact")
+        r = post("sue", "answer")  # a supervisor answers for the agent it is offered to
+        assert r.status == 200 and r.json["agent_id"] == "a2" and r.json["state"] == "connected"
+        r = post("sue", "hang_up")
+        assert r.status == 200 and r.json["state"] == "wrap_up" and call not in switch.calls
+
+        r = server.call("GET", f"/api/contacts/{call}/legs", "sue")
+        assert r.status == 200
+        assert [(g["agent_id"], g["outcome"], g.get("to")) for g in r.json["legs"]] == [
+            ("a1", "transferred", "agent:a2"),
+            ("a2", None, None),  # wrapping up: closed when wrap-up ends
+        ]
+        assert r.json["legs"][0]["hold_ms"] >= 0 and r.json["legs"][1]["ended_ms"] is not None
+        assert server.call("GET", f"/api/contacts/{call}/legs", "alice").status == 200  # she had a leg
+        assert server.call("GET", "/api/contacts/nope/legs", "sue").status == 404
+        assert c.driver.refused == 0
+    finally:
+        server.run(voice.stop())

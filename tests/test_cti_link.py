@@ -318,3 +318,26 @@ def test_client_helper_round_trip(server: CtiServer) -> None:
     assert [e["event"] for e in got] == ["Originated", "Delivered"] and client.events == got
     [f] = failures
     assert isinstance(f.value, CtiRequestError) and f.value.code == "unknown_call"
+
+
+def test_generate_digits_on_the_wire(clock: task.Clock) -> None:
+    """The caller's trunk presses keys in an IVR call: a monitor on the IVR number sees ``DigitsGenerated``."""
+    sw = Switch(SwitchConfig(extensions=("1001",), queues=("5000",), ivrs=("3000",), trunks=2), start_ms=1_000_000)
+    p = Peer(CtiServer(sw, clock))
+    p.send("MonitorStart", device="3000")
+    lines = p.send("SimulateInbound", ani=CUSTOMER, dnis="3000")
+    assert names(lines) == ["Delivered", "Established", "response:SimulateInbound"]  # Originated: before it joined
+    cid = lines[-1]["call_id"]
+    lines = p.send("GenerateDigits", invoke_id=7, call_id=cid, device="T1", digits="42#")
+    assert names(lines) == ["DigitsGenerated", "response:GenerateDigits"]
+    assert lines[0]["digits"] == "42#" and lines[0]["device"] == "T1" and lines[0]["number"] == CUSTOMER
+    assert lines[1] == {"response": "GenerateDigits", "invoke_id": 7, "ok": True, "call_id": cid}
+    for fields, code in (
+        ({"call_id": cid, "device": "T1", "digits": "9x"}, "bad_request"),
+        ({"call_id": cid, "device": "T1"}, "bad_request"),
+        ({"call_id": cid, "device": "T1", "digits": 5}, "bad_request"),
+        ({"call_id": cid, "device": "1001", "digits": "1"}, "not_in_call"),
+        ({"call_id": "call-99", "device": "T1", "digits": "1"}, "unknown_call"),
+    ):
+        [err] = p.send("GenerateDigits", **fields)
+        assert err["error"]["code"] == code, fields

@@ -18,6 +18,7 @@ from contactcentre.cti import (
     Conferenced,
     Connection,
     Delivered,
+    DigitsGenerated,
     Diverted,
     Failed,
     Held,
@@ -512,8 +513,8 @@ def test_events_encode_with_their_name_as_tag() -> None:
 
 # ------------------------------------------------------------------------------------------- properties
 
-DESTS = (*EXTS, QUEUE, "+31201111111", "bogus")
-DEVICES = (*EXTS, QUEUE, "T1", "T2", "T3", "nobody")
+DESTS = (*EXTS, QUEUE, "3000", "+31201111111", "bogus")
+DEVICES = (*EXTS, QUEUE, "3000", "T1", "T2", "T3", "nobody")
 
 
 class SwitchMachine(RuleBasedStateMachine):
@@ -522,7 +523,7 @@ class SwitchMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sw = switch()
+        self.sw = Switch(SwitchConfig(extensions=EXTS, queues=(QUEUE,), ivrs=("3000",), trunks=3, ring_timeout_ms=RING))
         self.now = 0
         self.events: list[SwitchEvent] = []
         self.seen: list[str] = ["call-0"]  # call ids ever made, plus one that never was
@@ -623,6 +624,11 @@ class SwitchMachine(RuleBasedStateMachine):
     def clear_call(self, dt: int, i: int) -> None:
         self._try(dt, lambda now: self.sw.clear_call(self._call(i), now))
 
+    @rule(dt=st.integers(0, 3_000), i=st.integers(0, 20), j=st.integers(0, 20), digits=st.sampled_from(("1", "#", "x")))
+    def dtmf(self, dt: int, i: int, j: int, digits: str) -> None:
+        cid = self._call(i)
+        self._try(dt, lambda now: self.sw.generate_digits(cid, self._dev(cid, j), digits, now))
+
     @rule(dt=st.integers(0, 2 * RING))
     def wait(self, dt: int) -> None:
         self.now += dt
@@ -680,3 +686,99 @@ TestSwitchMachine = SwitchMachine.TestCase
 TestSwitchMachine.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+# ------------------------------------------------------------------------------------- DTMF and the IVR
+
+IVR_NO = "3000"
+
+
+def ivr_switch() -> Switch:
+    return Switch(SwitchConfig(extensions=EXTS, queues=(QUEUE,), ivrs=(IVR_NO,), trunks=3, ring_timeout_ms=RING))
+
+
+def test_the_caller_sends_digits_as_an_event_that_changes_no_connection() -> None:
+    sw = switch()
+    cid = talking(sw)
+    before = sw.snapshot()
+    [ev] = sw.generate_digits(cid, "T1", "12*#AD", 3_000)
+    assert isinstance(ev, DigitsGenerated)
+    assert (ev.call_id, ev.device, ev.digits, ev.at_ms, ev.number) == (cid, "T1", "12*#AD", 3_000, CUSTOMER)
+    assert sw.snapshot()[2:] == before[2:] and replay([ev]) == {}
+
+
+@pytest.mark.parametrize(
+    ("call", "device", "digits", "code"),
+    [
+        ("call-99", "T1", "1", "unknown_call"),
+        (None, "nobody", "1", "unknown_device"),
+        (None, "1003", "1", "not_in_call"),
+        (None, "T1", "", "bad_request"),
+        (None, "T1", "12x", "bad_request"),
+        (None, "T1", "E", "bad_request"),
+        (None, "T1", "1" * 33, "bad_request"),
+        (None, "T1", 5, "bad_request"),
+        (None, "1001", "1", "invalid_state"),  # held: no speech path
+        ("ringing", "1002", "1", "invalid_state"),  # alerting: not answered yet
+    ],
+)
+def test_generate_digits_refusals(call: str | None, device: str, digits: Any, code: str) -> None:
+    sw = switch()
+    cid = talking(sw)
+    sw.hold(cid, "1001", 2_500)
+    ringing_call = sw.make_call("1003", "1002", 2_600)[-1].call_id
+    target = {None: cid, "ringing": ringing_call}.get(call, call)
+    sw.advance(3_000)
+    before = sw.snapshot()
+    with pytest.raises(SwitchError) as err:
+        sw.generate_digits(target, device, digits, 3_000)
+    assert err.value.code == code
+    assert sw.snapshot() == before
+
+
+def test_an_ivr_number_answers_at_once_and_never_rings_out() -> None:
+    sw = ivr_switch()
+    out = sw.inbound(CUSTOMER, IVR_NO, 1_000)
+    assert kinds(out) == [("Originated", "T1"), ("Delivered", IVR_NO), ("Established", IVR_NO)]
+    cid = out[0].call_id
+    assert sw.calls[cid].state == "connected" and sw.next_deadline() is None
+    assert not sw.is_busy(IVR_NO)
+    second = sw.inbound("+3161", IVR_NO, 1_100)  # many ports: a second caller is answered too
+    assert kinds(second)[-1] == ("Established", IVR_NO)
+    assert sw.advance(1_000_000) == []  # nothing rings, nothing times out
+
+
+def test_the_ivr_hands_the_call_to_a_queue_with_its_results() -> None:
+    sw = ivr_switch()
+    cid = sw.inbound(CUSTOMER, IVR_NO, 1_000)[0].call_id
+    sw.generate_digits(cid, "T1", "2", 2_000)
+    sw.set_attached_data(cid, {"ivr.language": "nl", "skills": "billing"}, 3_000, device=IVR_NO)
+    out = sw.transfer(cid, IVR_NO, QUEUE, 3_000)
+    assert kinds(out) == [("Transferred", IVR_NO), ("Queued", QUEUE)]
+    assert out[-1].attached_data == {"ivr.language": "nl", "skills": "billing"}
+    assert out[-1].dnis == IVR_NO and out[-1].calling_device == IVR_NO  # type: ignore[attr-defined]
+    assert sw.call(cid).state == "queued" and set(sw.calls[cid].connections) == {"T1", QUEUE}
+
+
+def test_the_ivr_clears_a_self_served_call_and_the_caller_may_hang_up_first() -> None:
+    sw = ivr_switch()
+    a = sw.inbound(CUSTOMER, IVR_NO, 1_000)[0].call_id
+    b = sw.inbound("+3161", IVR_NO, 1_000)[0].call_id
+    assert kinds(sw.clear_connection(a, IVR_NO, 2_000)) == [("ConnectionCleared", IVR_NO), ("ConnectionCleared", "T1")]
+    assert kinds(sw.clear_connection(b, "T2", 2_000)) == [("ConnectionCleared", "T2"), ("ConnectionCleared", IVR_NO)]
+    assert sw.calls == {}
+
+
+def test_an_ivr_cannot_dial_hold_or_be_held_like_a_phone() -> None:
+    sw = ivr_switch()
+    cid = sw.inbound(CUSTOMER, IVR_NO, 1_000)[0].call_id
+    for attempt in (
+        lambda: sw.make_call(IVR_NO, "1001", 2_000),
+        lambda: sw.hold(cid, IVR_NO, 2_000),
+        lambda: sw.consult(cid, IVR_NO, "1001", 2_000),
+    ):
+        with pytest.raises(SwitchError) as err:
+            attempt()
+        assert err.value.code == "not_allowed"
+    with pytest.raises(ValueError):
+        SwitchConfig(extensions=("1001",), queues=("5000",), ivrs=("5000",))

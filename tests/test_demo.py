@@ -46,20 +46,25 @@ START_LINE = re.compile(
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def _get(url: str) -> tuple[int, str, bytes]:
-    with _opener.open(url, timeout=5) as response:
+def _get(url: str, token: str | None = None) -> tuple[int, str, bytes]:
+    """GET, as the supervisor (bearer ``token``: the dashboard and /api/live need one, or a session)."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with _opener.open(req, timeout=5) as response:
         return response.status, response.headers.get("content-type", ""), response.read()
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
-    """The first line of the child's stdout, waiting at most ``timeout_s``."""
+SUPERVISOR_LINE = re.compile(rb"^ +supervisor +supervisor +token (\S+) +password (\S+)\r?$", re.M)
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:
+    """The first line of the child's stdout and the supervisor's API token, waiting at most ``timeout_s``."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
     deadline = time.monotonic() + timeout_s
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
+        while SUPERVISOR_LINE.search(buf) is None:
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
                 raise AssertionError(f"no start-up line within {timeout_s} s (got {buf!r})")
@@ -67,15 +72,17 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
             if not chunk:
                 raise AssertionError(f"the demo exited before printing its URL (got {buf!r})")
             buf += chunk
-    return buf.split(b"\n", 1)[0].decode()
+    m = SUPERVISOR_LINE.search(buf)
+    assert m is not None
+    return buf.split(b"\n", 1)[0].decode(), m.group(1).decode()
 
 
-def _wait_for_live(base: str, timeout_s: float) -> dict[str, Any]:
+def _wait_for_live(base: str, token: str, timeout_s: float) -> dict[str, Any]:
     """Poll /api/live until contacts were answered and an offer explanation with candidates is present."""
     deadline = time.monotonic() + timeout_s
     live: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        status, ctype, body = _get(base + "api/live")
+        status, ctype, body = _get(base + "api/live", token)
         assert status == 200 and ctype.startswith("application/json")
         live = json.loads(body)
         decisions = live["decisions"]
@@ -91,14 +98,18 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
     cmd += ["--rate-scale", "200", "--duration", "120"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = _read_line(proc, 30)
+        line, token = _read_line(proc, 30)
         m = START_LINE.fullmatch(line)
         assert m, line
         base, port, logged_in = m.group(1), int(m.group(2)), m.group(3)
         assert port != 0
         assert logged_in == str(db)
 
-        live = _wait_for_live(base, 20)
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            _get(base + "api/live")
+        assert anonymous.value.code == 401  # the figures are for supervisors only
+        anonymous.value.close()
+        live = _wait_for_live(base, token, 20)
         assert [q["name"] for q in live["queues"]] == list(QUEUES)
         assert set(live["snapshot"]["queues"]) >= set(QUEUES)
         for key in ("sl_answered", "sl_offered", "sl_offered_excl_short", "asa_s", "abandon_rate"):
@@ -112,7 +123,7 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
         )
         assert len(live["decisions"]) <= 20
 
-        status, ctype, page = _get(base)
+        status, ctype, page = _get(base, token)
         assert status == 200 and ctype.startswith("text/html")
         html = page.decode()
         assert html.lstrip().lower().startswith("<!doctype html>")

@@ -25,6 +25,7 @@ ABANDONED = "abandoned"
 TRANSFERRED = "transferred"  # transferred out of the centre (external number)
 OVERFLOWED = "overflowed"  # left the centre by overflow (voicemail, another site)
 FAILED = "failed"  # never queued: queue full or closed
+WITHDRAWN = "withdrawn"  # a waiting callback cancelled before an agent took it
 
 CONTACT_STATES = (
     NEW,
@@ -39,6 +40,7 @@ CONTACT_STATES = (
     TRANSFERRED,
     OVERFLOWED,
     FAILED,
+    WITHDRAWN,
 )
 WITH_AGENT = frozenset({OFFERED, CONNECTED, HELD, WRAP_UP})  # states that hold an agent's capacity
 
@@ -57,6 +59,7 @@ CONTACT_TRANSITIONS: dict[tuple[str, str], str] = {
     (QUEUED, "abandon"): ABANDONED,
     (QUEUED, "move"): QUEUED,  # overflow to another queue, keeping its age
     (QUEUED, "overflow_out"): OVERFLOWED,
+    (QUEUED, "withdraw"): WITHDRAWN,  # a callback cancelled (an offer ringing is cancelled first)
     (OFFERED, "accept"): CONNECTED,
     (OFFERED, "reject"): QUEUED,
     (OFFERED, "expire"): QUEUED,
@@ -80,8 +83,10 @@ class Contact:
 
     __slots__ = (
         "agent_id",
+        "attempt",
         "attributes",
         "bonus",
+        "callback_number",
         "channel",
         "connected_ms",
         "customer_id",
@@ -156,6 +161,8 @@ class Contact:
         self.disposition: str | None = None
         self.transfers = 0
         self.drained_by: Agent | None = None  # the agent draining its work to take this one (blending)
+        self.callback_number: str | None = None  # a callback contact: the number to dial
+        self.attempt = 0  # a callback contact: its dialling attempt (1-based)
 
     def step_to(self, action: str) -> str:
         """Apply ``action`` through the transition table; raise ``IllegalTransition`` if it has no row."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from contactcentre.acd import timers as T
 from contactcentre.acd.agent import LOGGED_OUT, Agent
-from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, Contact
+from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED, Contact
 from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
 from contactcentre.acd.errors import IllegalTransition, RouterError, UnknownQueue
 from contactcentre.events import (
@@ -45,6 +45,8 @@ class Handling(_Base):
         state = c.state
         if state == C_WRAP_UP:
             return  # the agent had already finished: nothing changes, nothing to log
+        if c.channel == "callback" and state in (QUEUED, OFFERED):
+            return  # virtual hold: the caller hangs up after asking to be called back; that is no abandon
         if state in (CONNECTED, HELD):
             a = self.agents[c.agent_id]  # type: ignore[index]
             c.must("end")

@@ -13,7 +13,7 @@ from contactcentre.acd import timers as T
 from contactcentre.acd.agent import Agent
 from contactcentre.acd.contact import Contact
 from contactcentre.acd.errors import StaleOffer
-from contactcentre.acd.queue import DEFERRED_CHANNELS
+from contactcentre.acd.queue import OFF_LINE_CHANNELS
 from contactcentre.events import (
     ContactConnected,
     Explanation,
@@ -178,7 +178,7 @@ class Offers(_Base):
         c.exclusion_timer = None
         c.rejected_by.clear()
         c.preferred_agent_id = None
-        self.queues[c.queue].depth -= c.channel not in DEFERRED_CHANNELS
+        self.queues[c.queue].depth -= c.channel not in OFF_LINE_CHANNELS
 
     def _on_reject(self, ev: OfferRejected) -> None:
         o = self._open_offer(ev.offer_id, ev.contact_id, ev.agent_id)

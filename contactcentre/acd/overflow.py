@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from contactcentre.acd import timers as T
 from contactcentre.acd.contact import OFFERED, QUEUED, Contact
-from contactcentre.acd.queue import DEFERRED_CHANNELS, QueuePlan, StepPlan
+from contactcentre.acd.queue import OFF_LINE_CHANNELS, QueuePlan, StepPlan
 from contactcentre.acd.waiting import reqs_text
 from contactcentre.events import ContactOverflowed, SlaBreached, SlaWarned
 
@@ -97,6 +97,8 @@ class Overflow(_Base):
     def _exit(self, c: Contact, where: str, actions: list[str]) -> None:
         """Take a waiting contact out of its queue: ``leave`` the centre, or move to the queue ``where``.
         A ringing offer is not snatched: the exit is carried out if the offer falls through."""
+        if where == "leave" and c.channel == "callback":
+            return  # a callback promised is kept: nobody is on the line to send elsewhere
         if c.state == OFFERED:
             c.pending_exit = (where, actions)
         elif where == "leave":
@@ -132,7 +134,7 @@ class Overflow(_Base):
         for t in c.timers:
             self.timers.cancel(t)
         c.timers = []
-        self.queues[c.queue].depth -= c.channel not in DEFERRED_CHANNELS
+        self.queues[c.queue].depth -= c.channel not in OFF_LINE_CHANNELS
         self._emit(
             ContactOverflowed(
                 at_ms=self.now_ms,

@@ -17,6 +17,9 @@ from contactcentre.config import ALWAYS_OPEN, CentreConfig, OverflowStep, SlaCon
 
 # Channels whose contacts wait for an answer rather than on the line: no max wait, no depth limit.
 DEFERRED_CHANNELS = frozenset({"email"})
+# Channels whose customer is not on the line while the contact waits: the queue's maximum wait and "leave"
+# overflow steps (to voicemail) do not apply — a callback promised is kept.
+OFF_LINE_CHANNELS = DEFERRED_CHANNELS | {"callback"}
 
 
 def as_req(skills: Mapping[str, int]) -> Req:

@@ -28,6 +28,7 @@ from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
 from contactcentre.acd.availability import Availability
 from contactcentre.acd.blending import Blending
 from contactcentre.acd.calendar import BusinessCalendar, day_number
+from contactcentre.acd.callbacks import Callbacks
 from contactcentre.acd.contact import QUEUED, Contact
 from contactcentre.acd.errors import (
     DuplicateContact,
@@ -42,7 +43,7 @@ from contactcentre.acd.handling import Handling
 from contactcentre.acd.offers import Offer, Offers
 from contactcentre.acd.overflow import Overflow
 from contactcentre.acd.presence import Presence, check_levels
-from contactcentre.acd.queue import DEFERRED_CHANNELS, QueuePlan, as_req, build_plans, sla_policy
+from contactcentre.acd.queue import OFF_LINE_CHANNELS, QueuePlan, as_req, build_plans, sla_policy
 from contactcentre.acd.staffing import Staffing
 from contactcentre.acd.strategies import choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
@@ -55,6 +56,9 @@ from contactcentre.events import (
     AgentLoggedOut,
     AgentReady,
     AgentSkillsChanged,
+    CallbackCancelled,
+    CallbackRequested,
+    CallbackScheduled,
     Candidate,
     ContactArrived,
     ContactEnded,
@@ -103,7 +107,7 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
-class Router(Offers, Handling, Overflow, Presence, Blending):
+class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
     def __init__(
         self,
         config: CentreConfig,
@@ -149,6 +153,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             self._add_agent(a.id, a.name, dict(a.skills), dict(a.capacity or r.default_capacity))
         self.contacts: dict[str, Contact] = {}  # in the centre now; finished ones are only counted
         self.offers: dict[str, Offer] = {}
+        self.scheduled = {}  # callbacks not yet due: contact id -> (their input, their timer)
         self.arrived = 0
         self.finished: Counter[str] = Counter()
         self._seq = 0
@@ -175,6 +180,9 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             TransferRequested: self._on_transfer,
             WrapUpEnded: self._on_wrap_done,
             DispositionSet: self._on_disposition,
+            CallbackRequested: self._on_callback_requested,
+            CallbackScheduled: self._on_callback_scheduled,
+            CallbackCancelled: self._on_callback_cancelled,
         }
         self._fire_kind: dict[str, Callable[[Any], None]] = {
             T.OFFER_EXPIRY: self._fire_offer_expiry,
@@ -185,6 +193,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             T.PREFERRED_END: self._fire_preferred_end,
             T.REOFFER: self._fire_reoffer,
             T.WRAP_UP_END: self._fire_wrap_end,
+            T.CALLBACK_DUE: self._fire_callback_due,
         }
 
     # ------------------------------------------------------------------------------------------ public API
@@ -292,6 +301,11 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         return a
 
     def _on_arrived(self, ev: ContactArrived) -> None:
+        self._admit(ev, emit=True)
+
+    def _admit(self, ev: ContactArrived, *, emit: bool, before: Callable[[Contact], None] | None = None) -> None:
+        """A contact enters the centre: ``ev`` is an arrival input (``emit``: echo it) or one the router made
+        itself (a scheduled callback falling due); ``before`` runs on the new contact before it is queued."""
         if ev.contact_id in self.contacts:
             raise DuplicateContact(ev.contact_id)
         plan = self.queues.get(ev.queue)
@@ -305,7 +319,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         extra = dict(adjust.skills or {}) if adjust else {}
         extra.update(ev.skills)
         check_levels(extra)
-        self._emit(ev)
+        if emit:
+            self._emit(ev)
         self._seq += 1
         self.arrived += 1
         c = Contact(ev.contact_id, ev.channel, ev.queue, self._seq)
@@ -324,6 +339,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
                 c.preferred_ms = self._pref_ms
         self.contacts[c.id] = c
         now = self.now_ms
+        if before is not None:
+            before(c)
 
         via = None
         if not plan.hours.always_open and not plan.hours.is_open(now) and plan.when_closed != "accept":
@@ -332,7 +349,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             via, plan = f"closed:{plan.name}", self.queues[plan.when_closed]
         # A queue's depth limit is for contacts waiting live; an e-mail backlog is answered under its SLA,
         # never refused because callers are waiting (nor does it make callers wait outside).
-        live = c.channel not in DEFERRED_CHANNELS
+        live = c.channel not in OFF_LINE_CHANNELS
         if live and plan.max_depth is not None and plan.depth >= plan.max_depth:
             if plan.when_full == "refuse":
                 return self._fail(c, plan, "queue_full")
@@ -375,7 +392,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
         c.waiting_since_ms = since
         c.step = 0
         c.pending_exit = None
-        plan.depth += c.channel not in DEFERRED_CHANNELS
+        plan.depth += c.channel not in OFF_LINE_CHANNELS
         self._set_reqs(c, plan)
         self._rerank(c, plan)
         timers = self.timers
@@ -399,7 +416,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending):
             c.timers.append(timers.set(now + plan.steps[0].after_ms, T.OVERFLOW_STEP, c))
         # Per queue visit, like the overflow steps. Only for contacts that wait live: an e-mail (a deferred
         # contact) waits for its answer under its SLA, it cannot "leave to voicemail".
-        if plan.max_wait_ms is not None and c.channel not in DEFERRED_CHANNELS:
+        if plan.max_wait_ms is not None and c.channel not in OFF_LINE_CHANNELS:
             c.timers.append(timers.set(now + plan.max_wait_ms, T.MAX_WAIT, c))
         group = self.waiting.add(c)
         agent, why = self._find_agent(c)

@@ -12,6 +12,10 @@ the same numbers the same way. Definitions (QUEUEING.md; every variant named):
 * ``sl_asterisk2`` = (answered within T + abandoned within T) / (answered + abandoned), Asterisk's SL2.
 * "within T" means at or before the contact's own SLA deadline (its tier's target, in business hours where
   the policy says so), as announced in ``contact.queued``.
+* ``callbacks``: calls that left the queue for a callback (virtual hold) — not in ``resolved``, so neither
+  answered nor abandoned (Amazon Connect leaves them out of the abandon rate too); the callback is counted
+  on the ``callback`` channel from then on, with the wait and SLA deadline it had as a call.
+  ``withdrawn``: callbacks cancelled while waiting, also not in ``resolved``.
 * ``asa_s``: mean wait of answered contacts. ``aht_s``: mean talk + hold + wrap-up of closed contacts.
 * ``abandon_rate`` = abandoned / resolved. ``longest_wait_s``: the oldest contact still waiting (queued or
   being offered). ``occupancy`` = time busy or in wrap-up / time staffed (available, reserved, busy, wrap-up)
@@ -28,12 +32,14 @@ from contactcentre.events import (
     AGENT_STATES,
     AgentStateChanged,
     ContactAbandoned,
+    ContactCallbackQueued,
     ContactClosed,
     ContactConnected,
     ContactFailed,
     ContactOverflowed,
     ContactQueued,
     ContactTransferred,
+    ContactWithdrawn,
     Event,
     SlaBreached,
 )
@@ -51,6 +57,8 @@ _FIELDS = (
     "transferred",
     "transferred_out",
     "failed",
+    "callbacks",
+    "withdrawn",
     "sla_breaches",
     "wait_answered_ms",
     "handled",
@@ -107,6 +115,8 @@ class LiveStats:
             ContactOverflowed: self._overflowed,
             ContactTransferred: self._transferred,
             ContactFailed: self._failed,
+            ContactCallbackQueued: self._callback,
+            ContactWithdrawn: self._withdrawn,
             ContactClosed: self._closed,
             SlaBreached: self._breached,
             AgentStateChanged: self._agent_state,
@@ -171,6 +181,18 @@ class LiveStats:
 
     def _failed(self, ev: ContactFailed) -> None:
         self._tally(ev.queue, ev.channel, ev.tier).failed += 1
+
+    def _callback(self, ev: ContactCallbackQueued) -> None:
+        # Virtual hold: the call leaves the voice figures without an outcome (neither answered nor abandoned,
+        # so not in ``resolved``); the ``contact.queued`` that follows counts it on the callback channel.
+        if ev.via == "virtual_hold":
+            w = self._waiting.pop(ev.contact_id, None)
+            if w is not None:
+                self._tally(*w.key).callbacks += 1
+
+    def _withdrawn(self, ev: ContactWithdrawn) -> None:
+        self._waiting.pop(ev.contact_id, None)
+        self._tally(ev.queue, ev.channel, ev.tier).withdrawn += 1
 
     def _closed(self, ev: ContactClosed) -> None:
         t = self._tally(ev.queue, ev.channel, ev.tier)
@@ -264,6 +286,8 @@ def _metrics(t: Tally, waiting_since: list[int], now_ms: int) -> dict[str, Any]:
         "transferred": t.transferred,
         "transferred_out": t.transferred_out,
         "failed": t.failed,
+        "callbacks": t.callbacks,
+        "withdrawn": t.withdrawn,
         "handled": t.handled,
         "sla_breaches": t.sla_breaches,
         "waiting": len(waiting_since),

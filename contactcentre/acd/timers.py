@@ -18,6 +18,7 @@ MAX_WAIT = "max_wait"
 PREFERRED_END = "preferred_end"
 REOFFER = "reoffer"
 WRAP_UP_END = "wrap_up_end"
+CALLBACK_DUE = "callback_due"
 
 
 class Timer:

@@ -11,7 +11,11 @@ switch → router
     whether that is an abandon or the end of a conversation). The agent's extension cleared → ``ContactEnded``.
     ``Held``/``Retrieved`` → ``ContactHeld``/``ContactRetrieved``. ``Transferred`` by the handling agent →
     ``TransferRequested`` (to a queue DN: ``to_queue``; to an agent's extension: ``to_agent_id``; out on a
-    trunk: ``to_external``).
+    trunk: ``to_external``; a consultative transfer to a colleague the router may not give the call to now
+    leaves routing, as ``to_external``, rather than stay queued while the colleague talks to the caller).
+    ``Conferenced`` → ``ContactRetrieved`` and a published ``ContactConferenced``; the handling agent leaving
+    a conference hands the contact to a colleague still on the line (``to_agent_id``) or to an outside party
+    (``to_external``), else it ends.
 
 router → switch
     After every batch the router publishes, each voice contact it touched is *reconciled*: the call is moved
@@ -42,6 +46,7 @@ from sqlalchemy import Connection, select
 from contactcentre.acd.agent import LOGGED_OUT
 from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
 from contactcentre.cti.events import (
+    Conferenced,
     ConnectionCleared,
     Established,
     Failed,
@@ -51,9 +56,10 @@ from contactcentre.cti.events import (
     SwitchEvent,
     Transferred,
 )
-from contactcentre.cti.switch import ALERTING, EXTENSION, QUEUE, TRUNK, SwitchConfig, SwitchError
+from contactcentre.cti.switch import ALERTING, EXTENSION, IVR, QUEUE, TRUNK, SwitchConfig, SwitchError
 from contactcentre.events import (
     ContactArrived,
+    ContactConferenced,
     ContactEnded,
     ContactFailed,
     ContactHeld,
@@ -66,6 +72,7 @@ from contactcentre.events import (
     OfferRejected,
     TransferRequested,
 )
+from contactcentre.ivr.handoff import routing_from_attached
 from contactcentre.store.customers import find_customer
 from contactcentre.store.identity import IdentityError, normalise_phone
 from contactcentre.store.schema import customers
@@ -122,6 +129,7 @@ def switch_config(config: CentreConfig) -> SwitchConfig:
         extensions=tuple(config.extensions().values()),
         queues=tuple(config.queue_numbers().values()),
         trunks=voice.trunks,
+        ivrs=tuple(voice.ivr),
         ring_timeout_ms=ring_ms,
     )
 
@@ -231,7 +239,11 @@ class VoiceChannel:
         self._operate(lambda now: self.switch.hold(contact_id, ext, now))
 
     async def retrieve(self, contact_id: str, agent_id: str) -> None:
+        """Back to the held caller; a consultation the agent has open is hung up first (CSTA's reconnect)."""
         ext = self._own_extension(contact_id, agent_id)
+        consultation = self._consultation(contact_id, ext)
+        if consultation is not None:
+            self._operate(lambda now: self.switch.clear_connection(consultation.id, ext, now))
         self._operate(lambda now: self.switch.retrieve(contact_id, ext, now))
 
     async def hang_up(self, contact_id: str, agent_id: str) -> None:
@@ -251,34 +263,107 @@ class VoiceChannel:
 
         The target is checked against the router's configuration first, so that the switch does not move a
         call the router would then refuse to follow."""
-        targets = [t for t in (to_queue, to_agent, to_external) if t is not None]
-        if len(targets) != 1:
-            raise VoiceError("bad_request", "a transfer needs exactly one of to_queue, to_agent, to_external")
         ext = self._own_extension(contact_id, agent_id)
+        to = self._destination(agent_id, "a transfer", to_queue, to_agent, to_external)
+        self._operate(lambda now: self.switch.transfer(contact_id, ext, to, now))
+
+    async def consult(
+        self,
+        contact_id: str,
+        agent_id: str,
+        *,
+        to_queue: str | None = None,
+        to_agent: str | None = None,
+        to_external: str | None = None,
+    ) -> str:
+        """A consultation call from the agent's phone, the caller held meanwhile: to a colleague, to a queue
+        number (nobody routes the consultation itself; completing it puts the caller in that queue) or to an
+        outside number. Returns the consultation's call id. ``complete_transfer``, ``conference`` or
+        ``retrieve`` (back to the caller) end it."""
+        ext = self._own_extension(contact_id, agent_id)
+        to = self._destination(agent_id, "a consultation", to_queue, to_agent, to_external)
+        if self._consultation(contact_id, ext) is not None:
+            raise VoiceError("conflict", f"a consultation about {contact_id!r} is open already")
+        self._operate(lambda now: self.switch.consult(contact_id, ext, to, now))
+        consultation = self._need_consultation(contact_id, ext)
+        return consultation.id
+
+    async def complete_transfer(self, contact_id: str, agent_id: str) -> None:
+        """The consulted party takes the agent's place in the caller's call.
+
+        A colleague gets the contact from the router, which hands it over only to an agent it may offer it to
+        now (ready, with room for a call); anyone else is refused here with ``agent_unavailable`` before the
+        switch moves anything, because the router would leave the call queued while the colleague talks to
+        the caller. Conference them in instead, or have them make themselves available first."""
+        ext = self._own_extension(contact_id, agent_id)
+        consultation = self._need_consultation(contact_id, ext)
+        for device in consultation.connections:
+            colleague = self._agent_at.get(device)
+            if device != ext and colleague is not None and not self._may_take(colleague, contact_id):
+                raise VoiceError(
+                    "agent_unavailable",
+                    f"agent {colleague!r} cannot be given {contact_id!r} now (away, or busy): conference instead",
+                )
+        self._operate(lambda now: self.switch.complete_transfer(contact_id, consultation.id, now, device=ext))
+
+    async def conference(self, contact_id: str, agent_id: str) -> None:
+        """Three-way: the consulted party (once it has answered) joins the caller's call and the agent stays
+        with the contact (``ContactConferenced`` records who joined)."""
+        ext = self._own_extension(contact_id, agent_id)
+        consultation = self._need_consultation(contact_id, ext)
+        self._operate(lambda now: self.switch.conference(contact_id, consultation.id, now, device=ext))
+
+    def _destination(
+        self, agent_id: str, what: str, to_queue: str | None, to_agent: str | None, to_external: str | None
+    ) -> str:
+        """The switch number of a transfer's or consultation's target, checked against the router's
+        configuration first, so that the switch does not move a call the router would then refuse to follow."""
+        if sum(t is not None for t in (to_queue, to_agent, to_external)) != 1:
+            raise VoiceError("bad_request", f"{what} needs exactly one of to_queue, to_agent, to_external")
         if to_queue is not None:
             if to_queue not in self._queue_at.values():
                 raise VoiceError("unknown_queue", f"no voice queue {to_queue!r}")
-            to = self.queue_number(to_queue)
-        elif to_agent is not None:
+            return self.queue_number(to_queue)
+        if to_agent is not None:
             a = self.centre.router.agents.get(to_agent)
             if a is None or a.presence == LOGGED_OUT:
                 raise VoiceError("unknown_agent", f"agent {to_agent!r} is not logged in")
             if to_agent == agent_id:
-                raise VoiceError("bad_request", "an agent cannot transfer a call to itself")
-            to = self.extension(to_agent)
-        else:
-            assert to_external is not None
-            to = to_external
-        self._operate(lambda now: self.switch.transfer(contact_id, ext, to, now))
+                raise VoiceError("bad_request", f"an agent cannot be the target of its own {what.split()[-1]}")
+            return self.extension(to_agent)
+        assert to_external is not None
+        return to_external
+
+    def _consultation(self, contact_id: str, ext: str) -> Call | None:
+        """The consultation call ``ext`` made about the contact's call, if one is still up."""
+        for call in self.switch.calls.values():
+            if call.consult_of == contact_id and ext in call.connections:
+                return call
+        return None
+
+    def _need_consultation(self, contact_id: str, ext: str) -> Call:
+        consultation = self._consultation(contact_id, ext)
+        if consultation is None:
+            raise VoiceError("no_consultation", f"no consultation about {contact_id!r} is open: consult first")
+        return consultation
+
+    def _may_take(self, agent_id: str, contact_id: str) -> bool:
+        """Would the router offer the contact to this agent at once (a transfer to a named agent)?"""
+        router = self.centre.router
+        a = router.agents.get(agent_id)
+        c = router.contacts.get(contact_id)
+        if a is None or c is None or a.presence == LOGGED_OUT or agent_id in c.rejected_by:
+            return False
+        return router.can_take(a, CHANNEL)
 
     def _own_extension(self, contact_id: str, agent_id: str) -> str:
         if contact_id not in self.switch.calls:
             raise VoiceError("unknown_contact", f"no call {contact_id!r} on the switch")
         return self.extension(agent_id)
 
-    def _operate(self, op: Callable[[int], list[SwitchEvent]]) -> None:
+    def _operate(self, op: Callable[[int], list[SwitchEvent]]) -> list[SwitchEvent]:
         try:
-            self.driver.run(op)
+            return self.driver.run(op)
         except SwitchError as exc:
             raise VoiceError(exc.code, exc.message) from None
 
@@ -320,6 +405,8 @@ class VoiceChannel:
             self._handling_input(call, ev.device, HELD, ContactRetrieved)
         elif kind is Transferred:  # blind, or consultative (the consulted party took the agent's place)
             self._transferred(call, ev, rest)
+        elif kind is Conferenced:
+            self._conferenced(call, ev)
 
     def _kind(self, device: str) -> str | None:
         return self.switch.kinds.get(device)
@@ -329,7 +416,10 @@ class VoiceChannel:
         return c is not None and c.consult_of is not None
 
     def _arrival(self, ev: SwitchEvent) -> None:
-        call = _Call(ev.call_id, self._queue_at[ev.device], ev.calling_device)  # type: ignore[attr-defined]
+        caller = ev.calling_device  # type: ignore[attr-defined]
+        if self._kind(caller) == IVR:  # the IVR handed the call on: the caller is who called the IVR
+            caller = next(iter(self.switch.calls[ev.call_id].connections))
+        call = _Call(ev.call_id, self._queue_at[ev.device], caller)
         self.calls[ev.call_id] = call
         # The look-up reads the store on the reader pool: the routing path never waits for the database.
         call.lookup = self.centre.loop.create_task(self._look_up_and_submit(call, ev.ani, dict(ev.attached_data)))
@@ -341,6 +431,11 @@ class VoiceChannel:
             log.exception("voice: looking up caller of %s failed", call.call_id)
             caller = _Caller(None, None, ani)
         tier = caller.tier if caller.tier in self.centre.config.tiers else None
+        try:  # an IVR's skills and priority bonus travel in the attached data (the tier adds its own)
+            skills, priority, attributes = routing_from_attached(attached)
+        except ValueError as exc:
+            log.warning("voice: %s: ignoring the IVR's routing data: %s", call.call_id, exc)
+            skills, priority, attributes = {}, 0, attached
         now = self.centre.now_ms()
         call.arrived = True  # before the submit: what the router says back may already end the call
         self.centre.submit(
@@ -351,8 +446,10 @@ class VoiceChannel:
                 channel=CHANNEL,
                 customer_id=caller.customer_id,
                 tier=tier,
+                priority=priority,
+                skills=skills,
                 address=caller.address,
-                attributes=attached,
+                attributes=attributes,
             )
         )
         if call.left_early:  # hung up during the look-up: logged as a (short) abandon all the same
@@ -376,7 +473,23 @@ class VoiceChannel:
         c = self.centre.router.contacts.get(call.call_id)
         if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
             return  # not the agent handling it (an alerting phone cleared, the call already ended)
-        self.centre.submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=call.call_id, agent_id=agent_id))
+        now = self.centre.now_ms()
+        # Leaving a conference hands the caller to whoever stays on the line: a colleague the router may give
+        # the contact to, or an outside party (the contact leaves the centre). Anyone else talks on outside
+        # routing, and the agent's handling simply ends.
+        sw = self.switch.calls.get(call.call_id)
+        for conn in list(sw.connections.values()) if sw is not None else []:
+            if conn.device == call.caller or conn.state != "connected":
+                continue
+            heir = self._agent_at.get(conn.device)
+            if heir is not None and self._may_take(heir, c.id):
+                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_agent_id=heir))
+                return
+            if conn.kind == TRUNK:
+                number = conn.number or conn.device
+                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_external=number))
+                return
+        self.centre.submit(ContactEnded(at_ms=now, contact_id=call.call_id, agent_id=agent_id))
 
     def _established(self, call: _Call, device: str) -> None:
         agent_id = self._agent_at.get(device)
@@ -409,7 +522,15 @@ class VoiceChannel:
         if kind == QUEUE and to in self._queue_at:
             target["to_queue"] = self._queue_at[to]
         elif kind == EXTENSION and to in self._agent_at:
-            target["to_agent_id"] = self._agent_at[to]
+            colleague = self._agent_at[to]
+            consultative = bool(ev.secondary_call_id)  # type: ignore[attr-defined]
+            if consultative and not self._may_take(colleague, c.id):
+                # The colleague (away, busy) is talking to the caller already, and the router would keep the
+                # contact queued and offer it to someone else: recorded as leaving routing for that extension.
+                log.warning("voice: %s handed to %s, who may not take it now: it leaves routing", c.id, to)
+                target["to_external"] = to
+            else:
+                target["to_agent_id"] = colleague
         elif kind == TRUNK:
             # The far end's number is on the event that put the trunk in the call (same batch), else on
             # the switch's connection.
@@ -422,6 +543,23 @@ class VoiceChannel:
         else:  # an extension nobody is known at, a queue DN without a voice queue: the call has left
             target["to_external"] = to
         self.centre.submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
+
+    def _conferenced(self, call: _Call, ev: SwitchEvent) -> None:
+        """The handling agent is talking again (its hold ends) and the consulted party is on the call."""
+        agent_id = self._agent_at.get(ev.device)
+        c = self.centre.router.contacts.get(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+            return
+        now = self.centre.now_ms()
+        if c.state == HELD:
+            self.centre.submit(ContactRetrieved(at_ms=now, contact_id=c.id, agent_id=agent_id))
+        to = ev.to_device  # type: ignore[attr-defined]
+        party = self._agent_at.get(to)
+        if party is None:
+            sw = self.switch.calls.get(call.call_id)
+            conn = sw.connections.get(to) if sw is not None else None
+            party = f"tel:{conn.number if conn is not None and conn.number else to}"
+        self.centre.publish([ContactConferenced(at_ms=now, contact_id=c.id, agent_id=agent_id, parties=[party])])
 
     def _forget(self, call: _Call) -> None:
         """The call is over on the switch. While its look-up runs it stays: the arrival is still to come."""
@@ -484,7 +622,7 @@ class VoiceChannel:
         """Move the call to where the router wants it: ringing at the offered agent, or back in a queue."""
         call = self.switch.calls.get(cid)
         c = self.centre.router.contacts.get(cid)
-        if call is None or c is None:
+        if call is None or c is None or c.channel != CHANNEL:  # a call turned callback is not moved again
             return
         where = self._where(call)
         if where is None:

@@ -99,6 +99,12 @@ class AttachedDataChanged(SwitchEvent):
     """The call's user data changed (``device`` is who changed it, when known)."""
 
 
+class DigitsGenerated(SwitchEvent):
+    """The party at ``device`` sent DTMF ``digits`` into the call (in-band tones; no connection changes)."""
+
+    digits: str = ""
+
+
 SWITCH_EVENTS: tuple[type[SwitchEvent], ...] = (
     Originated,
     Delivered,
@@ -112,4 +118,5 @@ SWITCH_EVENTS: tuple[type[SwitchEvent], ...] = (
     ConnectionCleared,
     Failed,
     AttachedDataChanged,
+    DigitsGenerated,
 )

@@ -111,6 +111,14 @@ class SetAttachedData(Request, frozen=True):
     device: str = ""
 
 
+class GenerateDigits(Request, frozen=True):
+    """The party at ``device`` (a caller's trunk, a softphone) sends DTMF ``digits`` into the call."""
+
+    call_id: str = ""
+    device: str = ""
+    digits: str = ""
+
+
 class SnapshotCall(Request, frozen=True):
     call_id: str = ""
 
@@ -143,6 +151,7 @@ REQUESTS: dict[str, type[Request]] = {
         ClearConnection,
         ClearCall,
         SetAttachedData,
+        GenerateDigits,
         SnapshotCall,
         SnapshotDevice,
         SimulateInbound,
@@ -160,6 +169,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ConsultationCall": ("call_id", "device", "to"),
     "ConferenceCall": ("held_call_id", "active_call_id"),
     "SetAttachedData": ("call_id",),
+    "GenerateDigits": ("call_id", "device", "digits"),
     "SnapshotCall": ("call_id",),
     "SnapshotDevice": ("device",),
     "SimulateInbound": ("ani", "dnis"),
@@ -385,6 +395,8 @@ class CtiServer(Factory):
             return {"call_id": req.held_call_id}
         elif isinstance(req, SetAttachedData):
             run(lambda now: sw.set_attached_data(req.call_id, req.data, now, replace=req.replace, device=req.device))
+        elif isinstance(req, GenerateDigits):
+            run(lambda now: sw.generate_digits(req.call_id, req.device, req.digits, now))
         elif isinstance(req, SnapshotCall):
             return {"call": sw.describe(req.call_id)}
         elif isinstance(req, SnapshotDevice):

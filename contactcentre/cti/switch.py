@@ -10,6 +10,10 @@ The model is CSTA's. A **call** joins **connections**, one per device in it; a c
 * **extensions** — agents' phones, from the configuration;
 * **queue DNs** — numbers the ACD owns; a call delivered there waits (``queued``) until someone deflects it
   to an extension;
+* **IVR numbers** — voice-response units: a call delivered there is answered at once (``Delivered`` then
+  ``Established``), the caller hears prompts and answers with DTMF (``generate_digits``); the IVR then
+  transfers the call on (to a queue DN, with its results as attached data) or clears it. An IVR has as many
+  ports as there are trunks, so it is never busy;
 * **trunks** ``T1``…``Tn`` — lines to the outside world. An inbound call's caller is the trunk that brought it
   in (its number is the ANI); dialling an external number seizes a free trunk, whose connection then stands
   for the far end. Being a simulator, the switch also lets the far end answer and hang up through a trunk.
@@ -37,6 +41,7 @@ from contactcentre.cti.events import (
     Conferenced,
     ConnectionCleared,
     Delivered,
+    DigitsGenerated,
     Diverted,
     Established,
     Failed,
@@ -92,6 +97,9 @@ CONNECTION_ACTIONS = tuple(sorted({a for _, a in CONNECTION_TRANSITIONS}))
 EXTENSION = "extension"
 QUEUE = "queue"
 TRUNK = "trunk"
+IVR = "ivr"
+
+DTMF = re.compile(r"[0-9*#A-D]{1,32}")
 
 EXTERNAL_NUMBER = re.compile(r"\+?[0-9]{3,20}")
 MAX_DATA_ITEMS = 64
@@ -120,17 +128,19 @@ class SwitchConfig:
     queues: tuple[str, ...] = ()
     trunks: int = 8
     ring_timeout_ms: int = 20_000
+    ivrs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extensions", tuple(self.extensions))
         object.__setattr__(self, "queues", tuple(self.queues))
-        names = [*self.extensions, *self.queues]
+        object.__setattr__(self, "ivrs", tuple(self.ivrs))
+        names = [*self.extensions, *self.queues, *self.ivrs]
         if not self.extensions:
             raise ValueError("a switch needs at least one extension")
         if any(not isinstance(n, str) or not n or n.startswith("T") for n in names):
-            raise ValueError("extensions and queue DNs are non-empty strings not starting with 'T' (trunks)")
+            raise ValueError("extensions, queue DNs and IVR numbers are non-empty strings not starting with 'T'")
         if len(set(names)) != len(names):
-            raise ValueError("extensions and queue DNs must be distinct")
+            raise ValueError("extensions, queue DNs and IVR numbers must be distinct")
         if self.trunks < 0 or self.ring_timeout_ms <= 0:
             raise ValueError("trunks must be >= 0 and ring_timeout_ms > 0")
 
@@ -226,6 +236,7 @@ class Switch:
         self.now_ms = start_ms
         self.kinds: dict[str, str] = {e: EXTENSION for e in config.extensions}
         self.kinds.update({q: QUEUE for q in config.queues})
+        self.kinds.update({n: IVR for n in config.ivrs})
         self.trunks = tuple(f"T{i}" for i in range(1, config.trunks + 1))
         self.kinds.update({t: TRUNK for t in self.trunks})
         self.calls: dict[str, Call] = {}  # live calls only: a cleared call is forgotten
@@ -337,6 +348,11 @@ class Switch:
         """Merge ``data`` into the call's user data (or replace it). It travels with the call."""
         return self._op(now_ms, lambda: self._set_data(call_id, data, replace, device))
 
+    def generate_digits(self, call_id: str, device: str, digits: str, now_ms: int) -> list[SwitchEvent]:
+        """The party at ``device`` (normally the caller's trunk) sends DTMF ``digits`` (``[0-9*#A-D]``, 1 to 32)
+        into the call. Only a connected party can: a held or ringing one has no speech path."""
+        return self._op(now_ms, lambda: self._digits(call_id, device, digits))
+
     # ----------------------------------------------------------------------------------------- views
 
     def call(self, call_id: str) -> Call:
@@ -358,10 +374,14 @@ class Switch:
         return list(self.by_device.get(device, {}).values())
 
     def is_busy(self, device: str) -> bool:
-        """Is the device's line taken: an extension alerting or talking, or a trunk carrying any call."""
+        """Is the device's line taken: an extension alerting or talking, or a trunk carrying any call. Queue DNs
+        and IVR numbers take any number of calls."""
         conns = self.by_device.get(device, {}).values()
-        if self.kinds.get(device) == TRUNK:
+        kind = self.kinds.get(device)
+        if kind == TRUNK:
             return bool(conns)
+        if kind in (QUEUE, IVR):
+            return False
         return any(c.state in ACTIVE for c in conns)
 
     def free_trunks(self) -> list[str]:
@@ -411,20 +431,23 @@ class Switch:
             if self.is_busy(to):
                 raise SwitchError("busy", f"extension {to!r} is busy")
             return EXTENSION, to
-        if kind == QUEUE:
-            return QUEUE, to
+        if kind in (QUEUE, IVR):
+            return kind, to
         if kind is None and EXTERNAL_NUMBER.fullmatch(to):
             if not self.free_trunks():
                 raise SwitchError("no_trunk", f"no free trunk to reach {to!r}")
             return TRUNK, to
-        raise SwitchError("invalid_number", f"{to!r} is not an extension, a queue DN or an external number")
+        raise SwitchError(
+            "invalid_number", f"{to!r} is not an extension, a queue DN, an IVR number or an external number"
+        )
 
-    def _extension(self, device: str, what: str) -> None:
+    def _extension(self, device: str, what: str, *, ivr: bool = False) -> None:
         kind = self.kinds.get(device)
         if kind is None:
             raise SwitchError("unknown_device", f"no device {device!r}")
-        if kind != EXTENSION:
-            raise SwitchError("not_allowed", f"only an extension can {what} ({device!r} is a {kind})")
+        if kind != EXTENSION and not (ivr and kind == IVR):
+            who = "an extension or an IVR" if ivr else "an extension"
+            raise SwitchError("not_allowed", f"only {who} can {what} ({device!r} is a {kind})")
 
     def _new_call(self, ani: str, dnis: str, attached: dict[str, str]) -> Call:
         self.calls_made += 1
@@ -461,7 +484,10 @@ class Switch:
 
     def _deliver(self, call: Call, kind: str, number: str, calling: str) -> tuple[Connection, list[SwitchEvent]]:
         out = self._enter(call, kind, number, "queue" if kind == QUEUE else "deliver", calling)
-        return call.connections[out[-1].device], out
+        conn = call.connections[out[-1].device]
+        if kind == IVR:  # a voice-response unit picks up at once: the caller hears its first prompt
+            out += self._answer(call.id, conn.device)
+        return conn, out
 
     def _leave(self, call: Call, conn: Connection, action: str) -> None:
         conn.step(action)
@@ -483,8 +509,10 @@ class Switch:
     def _inbound(self, ani: Any, dnis: Any, attached: Mapping[str, str] | None) -> list[SwitchEvent]:
         if not isinstance(ani, str) or not 0 < len(ani) <= 64:
             raise SwitchError("invalid_number", "the calling number (ANI) must be 1 to 64 characters")
-        if not isinstance(dnis, str) or self.kinds.get(dnis) not in (EXTENSION, QUEUE):
-            raise SwitchError("invalid_number", f"inbound calls reach extensions and queue DNs, not {dnis!r}")
+        if not isinstance(dnis, str) or self.kinds.get(dnis) not in (EXTENSION, QUEUE, IVR):
+            raise SwitchError(
+                "invalid_number", f"inbound calls reach extensions, queue DNs and IVR numbers, not {dnis!r}"
+            )
         kind, number = self._resolve(dnis)
         data = _check_data(attached or {})
         if not self.free_trunks():
@@ -551,7 +579,7 @@ class Switch:
     def _transfer(self, call_id: str, device: str, to: Any) -> list[SwitchEvent]:
         conn = self.connection(call_id, device)
         call = self.calls[call_id]
-        self._extension(device, "transfer")
+        self._extension(device, "transfer", ivr=True)
         conn.must("transfer")
         kind, number = self._target(call, device, to)
         self._leave(call, conn, "transfer")
@@ -645,6 +673,16 @@ class Switch:
         call.attached_data = merged
         conn = call.connections.get(device) or Connection(call.id, device, "", "")
         return [self._ev(AttachedDataChanged, call, conn)]
+
+    def _digits(self, call_id: str, device: str, digits: Any) -> list[SwitchEvent]:
+        conn = self.connection(call_id, device)
+        if not isinstance(digits, str) or not DTMF.fullmatch(digits):
+            raise SwitchError("bad_request", "digits are 1 to 32 of 0-9 * # A-D")
+        if conn.state != CONNECTED:
+            raise SwitchError(
+                "invalid_state", f"connection {device!r} in call {call_id!r} is {conn.state}: no speech path for DTMF"
+            )
+        return [self._ev(DigitsGenerated, self.calls[call_id], conn, digits=digits)]
 
     def _no_answer(self, conn: Connection) -> list[SwitchEvent]:
         call = self.calls[conn.call_id]

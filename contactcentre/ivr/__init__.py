@@ -24,7 +24,7 @@ from contactcentre.ivr.actions import (
     SessionFinished,
 )
 from contactcentre.ivr.hooks import keypad_digits
-from contactcentre.ivr.menu import Menu, MenuFile, load_menu, parse_menu
+from contactcentre.ivr.menu import Menu, MenuFile, key_towards, load_menu, parse_menu
 from contactcentre.ivr.session import (
     SESSION_INPUTS,
     SESSION_TRANSITIONS,
@@ -32,7 +32,7 @@ from contactcentre.ivr.session import (
     IvrError,
     IvrSession,
 )
-from contactcentre.ivr.stats import IvrStats, NodeStats
+from contactcentre.ivr.stats import IvrStats, NodeStats, stats_from_events, stats_from_store
 
 __all__ = [
     "OUTCOMES",
@@ -58,7 +58,10 @@ __all__ = [
     "RequestCallback",
     "SelfServiceDone",
     "SessionFinished",
+    "key_towards",
     "keypad_digits",
     "load_menu",
     "parse_menu",
+    "stats_from_events",
+    "stats_from_store",
 ]

@@ -577,3 +577,35 @@ def _check_graph(spec: MenuFile, fail: Any) -> None:
     for name in spec.nodes:
         if name not in seen:
             fail(f"nodes.{name}", f"cannot be reached from start ({spec.start!r})")
+
+
+def key_towards(menu: Menu, node: str, queue: str) -> str | None:
+    """The key a caller at menu ``node`` presses to get to ``queue`` by the fewest nodes (the lowest key on a
+    tie), or ``None`` when no option leads there (a simulated caller's choice; an operator's sanity check)."""
+    here = menu.nodes.get(node)
+    if not isinstance(here, MenuNode):
+        return None
+    best: tuple[int, str] | None = None
+    for key, target in sorted(here.options.items()):
+        hops = _hops_to_queue(menu, target, queue)
+        if hops is not None and (best is None or hops < best[0]):
+            best = (hops, key)
+    return best[1] if best is not None else None
+
+
+def _hops_to_queue(menu: Menu, start: str, queue: str) -> int | None:
+    seen = {start}
+    frontier = [start]
+    hops = 0
+    while frontier:
+        nxt: list[str] = []
+        for name in frontier:
+            node = menu.nodes[name]
+            if isinstance(node, QueueNode) and node.queue == queue:
+                return hops
+            for _, target, _ in edges(name, node, menu.settings):
+                if target is not None and target not in seen:
+                    seen.add(target)
+                    nxt.append(target)
+        frontier, hops = nxt, hops + 1
+    return None

@@ -8,11 +8,18 @@ finished calls served in self-service without reaching a queue (outcome ``self_s
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from contactcentre.ivr.actions import InputFailed, IvrFact, NodeEntered, NodeExited, SessionFinished
+from sqlalchemy import Connection, select
+
+from contactcentre.events import Event, IvrFinished, IvrInputFailed, IvrNodeEntered, IvrNodeExited, decode
+from contactcentre.ivr.actions import OUTCOMES, InputFailed, IvrFact, NodeEntered, NodeExited, SessionFinished
 from contactcentre.ivr.session import IvrSession
+from contactcentre.store.schema import events as events_table
+
+IVR_EVENT_TAGS = ("ivr.node_entered", "ivr.input_failed", "ivr.node_exited", "ivr.finished")
 
 
 @dataclass
@@ -83,3 +90,46 @@ class IvrStats:
                 for name, s in sorted(self.nodes.items())
             },
         }
+
+
+def facts_of(events: Iterable[Any], menu: str | None = None) -> Iterator[IvrFact]:
+    """The session facts the IVR runner logged (``contactcentre.events.Ivr*``), back as facts; other events
+    are skipped, and so are other menus' when ``menu`` is given."""
+    for ev in events:
+        if menu is not None and getattr(ev, "menu", None) != menu:
+            continue
+        if isinstance(ev, IvrNodeEntered):
+            yield NodeEntered(call_id=ev.contact_id, at_ms=ev.at_ms, node=ev.node)
+        elif isinstance(ev, IvrInputFailed):
+            yield InputFailed(call_id=ev.contact_id, at_ms=ev.at_ms, node=ev.node, cause=ev.cause, attempt=ev.attempt)
+        elif isinstance(ev, IvrNodeExited):
+            yield NodeExited(call_id=ev.contact_id, at_ms=ev.at_ms, node=ev.node, cause=ev.cause)
+        elif isinstance(ev, IvrFinished) and ev.outcome in OUTCOMES:
+            outcome: Any = ev.outcome
+            yield SessionFinished(call_id=ev.contact_id, at_ms=ev.at_ms, outcome=outcome, node=ev.node, path=ev.path)
+
+
+def stats_from_events(events: Iterable[Any], menu: str | None = None) -> IvrStats:
+    """Containment statistics rebuilt from logged events (in log order), e.g. ``read_ivr_events`` below."""
+    stats = IvrStats()
+    stats.add(facts_of(events, menu))
+    return stats
+
+
+def read_ivr_events(conn: Connection, since_ms: int | None = None, until_ms: int | None = None) -> list[Event]:
+    """The IVR facts logged in the store's events table, in log order; ``since_ms`` / ``until_ms`` bound
+    ``at_ms`` (a call that started before ``since_ms`` counts with the facts inside the window only)."""
+    q = select(events_table.c.payload).where(events_table.c.type.in_(IVR_EVENT_TAGS))
+    if since_ms is not None:
+        q = q.where(events_table.c.at_ms >= since_ms)
+    if until_ms is not None:
+        q = q.where(events_table.c.at_ms < until_ms)
+    return [decode(p) for p in conn.execute(q.order_by(events_table.c.id)).scalars()]
+
+
+def stats_from_store(
+    conn: Connection, menu: str | None = None, since_ms: int | None = None, until_ms: int | None = None
+) -> IvrStats:
+    """Containment statistics from the log: what ``contactcentre ivr-stats`` prints and ``GET /api/ivr``
+    serves (``centre.read(stats_from_store, menu)``)."""
+    return stats_from_events(read_ivr_events(conn, since_ms, until_ms), menu)

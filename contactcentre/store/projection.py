@@ -6,7 +6,8 @@ contact that arrived in an earlier batch gets one UPDATE, grouped with other con
 columns so that the writer issues few ``executemany`` statements however large the batch. Columns that
 must keep their first value (``answered_ms``: a transfer answers the contact again) and the outcome a close
 sets only when nothing more specific happened are merged with ``COALESCE`` in SQL for rows written earlier,
-and in Python for rows of this batch.
+and in Python for rows of this batch. Each agent's leg of a transferred contact is folded from the log on
+reading (``contact_legs``), not kept in rows of its own.
 """
 
 from __future__ import annotations
@@ -15,28 +16,40 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from contactcentre.events import (
+    CallbackAttemptEnded,
+    CallbackCancelled,
+    CallbackScheduled,
     ContactAbandoned,
     ContactArrived,
     ContactClosed,
+    ContactConferenced,
     ContactConnected,
     ContactFailed,
+    ContactHeld,
     ContactOverflowed,
     ContactQueued,
+    ContactRetrieved,
     ContactTransferred,
+    ContactWithdrawn,
     DispositionSet,
     Event,
     MessageReceived,
     MessageSent,
+    OfferExpired,
+    OfferRejected,
+    WrapUpStarted,
+    decode,
     encode,
 )
 from contactcentre.store.schema import events, interactions, messages
 
-# Columns whose first value wins over later ones.
-FIRST_WINS = frozenset({"answered_ms", "outcome_if_unset"})
+# Columns whose first value wins over later ones. ``wait_ms`` is the customer's wait for the first answer: a
+# transfer queues the contact again, and the next agent's (often zero) wait is that leg's, not the customer's.
+FIRST_WINS = frozenset({"answered_ms", "wait_ms", "outcome_if_unset"})
 OUTBOUND_CHANNELS = frozenset({"outbound", "callback"})
 
 
@@ -83,6 +96,13 @@ def _changes(ev: Event) -> dict[str, Any] | None:
         }
     if isinstance(ev, DispositionSet):
         return {"disposition": ev.code}
+    if isinstance(ev, ContactWithdrawn):
+        return {"ended_ms": ev.at_ms, "wait_ms": ev.wait_ms, "outcome": "withdrawn"}
+    if isinstance(ev, CallbackCancelled):  # still scheduled (a waiting one is withdrawn just after)
+        return {"ended_ms": ev.at_ms, "outcome": "withdrawn"}
+    if isinstance(ev, CallbackAttemptEnded) and ev.outcome != "answered":
+        # Set before the wrap-up closes the attempt, so that "handled" does not hide that nobody picked up.
+        return {"outcome": ev.outcome}
     return None
 
 
@@ -98,6 +118,21 @@ def _arrival_row(ev: ContactArrived) -> dict[str, Any]:
         "queue": ev.queue,
         "tier": ev.tier,
         "started_ms": ev.at_ms,
+    }
+
+
+def _scheduled_row(ev: CallbackScheduled) -> dict[str, Any]:
+    """A scheduled callback never has a ``contact.arrived``: its row starts when it falls due, so that
+    screen-pop and the case show the callback to come (each retry is a row of its own)."""
+    return {
+        "id": ev.contact_id,
+        "customer_id": ev.customer_id,
+        "channel": "callback",
+        "direction": "outbound",
+        "address": ev.number,
+        "queue": ev.queue,
+        "tier": ev.tier,
+        "started_ms": ev.due_ms,
     }
 
 
@@ -141,8 +176,8 @@ class Batch:
 
     def add(self, ev: Event) -> None:
         self.events.append(event_row(ev))
-        if isinstance(ev, ContactArrived):
-            self.arrivals[ev.contact_id] = _arrival_row(ev)
+        if isinstance(ev, ContactArrived | CallbackScheduled):
+            self.arrivals[ev.contact_id] = _arrival_row(ev) if isinstance(ev, ContactArrived) else _scheduled_row(ev)
             self.updates.pop(ev.contact_id, None)
             return
         if isinstance(ev, MessageReceived | MessageSent):
@@ -221,3 +256,92 @@ def _update_statement(cols: frozenset[str]) -> Any:
     stmt = update(interactions).where(interactions.c.id == bindparam("_cid")).values(values)
     _UPDATES[cols] = stmt
     return stmt
+
+
+# ------------------------------------------------------------------------------------------------- legs
+
+# The events a leg is folded from (read back from the log by type).
+LEG_EVENTS = (
+    "offer.expired",
+    "offer.rejected",
+    "contact.connected",
+    "contact.held",
+    "contact.retrieved",
+    "contact.conferenced",
+    "contact.transferred",
+    "wrap_up.started",
+    "contact.closed",
+)
+
+
+def fold_legs(evs: Iterable[Event]) -> list[dict[str, Any]]:
+    """Each agent's part in one contact, in order, from its events: the offers it let ring out or turned down
+    (``no_answer``, ``rejected``), and every time an agent had it (``handled``, or ``transferred`` on to the
+    next leg), with that agent's own talk and hold time and whoever it conferenced in.
+
+    The interaction row is the customer's whole contact (its final outcome and last agent); a transfer keeps
+    the contact id, so this is where the agents before the last one show."""
+    legs: list[dict[str, Any]] = []
+    open_leg: dict[str, Any] | None = None
+    held_since: int | None = None
+
+    def stop_hold(at_ms: int) -> None:
+        nonlocal held_since
+        if open_leg is not None and held_since is not None:
+            open_leg["hold_ms"] += at_ms - held_since
+        held_since = None
+
+    for ev in evs:
+        if isinstance(ev, OfferExpired | OfferRejected):
+            outcome = "no_answer" if isinstance(ev, OfferExpired) else "rejected"
+            legs.append({"agent_id": ev.agent_id, "outcome": outcome, "offered_until_ms": ev.at_ms})
+        elif isinstance(ev, ContactConnected):
+            open_leg = {
+                "agent_id": ev.agent_id,
+                "queue": ev.queue,
+                "answered_ms": ev.at_ms,
+                "wait_ms": ev.wait_ms,
+                "ended_ms": None,
+                "talk_ms": None,
+                "hold_ms": 0,
+                "wrap_ms": None,
+                "conferenced": [],
+                "outcome": None,
+            }
+            held_since = None
+            legs.append(open_leg)
+        elif open_leg is None:
+            continue
+        elif isinstance(ev, ContactHeld):
+            held_since = ev.at_ms
+        elif isinstance(ev, ContactRetrieved):
+            stop_hold(ev.at_ms)
+        elif isinstance(ev, ContactConferenced):
+            open_leg["conferenced"].extend(ev.parties)
+        elif isinstance(ev, ContactTransferred):
+            stop_hold(ev.at_ms)
+            target = ev.to_agent_id or ev.to_queue or ev.to_external
+            kind = "agent" if ev.to_agent_id else "queue" if ev.to_queue else "external"
+            open_leg.update(ended_ms=ev.at_ms, talk_ms=ev.talk_ms, outcome="transferred", to=f"{kind}:{target}")
+            open_leg = None
+        elif isinstance(ev, WrapUpStarted):
+            stop_hold(ev.at_ms)
+            open_leg["ended_ms"] = ev.at_ms
+        elif isinstance(ev, ContactClosed):
+            open_leg.update(talk_ms=ev.talk_ms, hold_ms=ev.hold_ms, wrap_ms=ev.wrap_ms, outcome="handled")
+            open_leg["disposition"] = ev.disposition
+            open_leg = None
+    return legs
+
+
+def contact_legs(conn: Connection, contact_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """``fold_legs`` for each contact, from the logged events (one indexed read per contact)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cid in dict.fromkeys(contact_ids):
+        payloads = conn.execute(
+            select(events.c.payload)
+            .where(events.c.contact_id == cid, events.c.type.in_(LEG_EVENTS))
+            .order_by(events.c.id)
+        ).scalars()
+        out[cid] = fold_legs(decode(p) for p in payloads)
+    return out

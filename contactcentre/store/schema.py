@@ -192,6 +192,10 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_ms", BigInteger, nullable=False),
+    # RFC 6238 second factor: the shared secret (base32; the server must read it to check a code, so it
+    # cannot be hashed) and the last 30-second step a code was accepted for, so that a code is used once.
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
     CheckConstraint("role IN ('agent', 'supervisor', 'admin')", name="role"),
 )
 
@@ -205,6 +209,22 @@ api_tokens = Table(
     Column("revoked_ms", BigInteger, nullable=True),
     UniqueConstraint("token_hash"),
     Index(None, "user_id"),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("session_hash", String(64), nullable=False),  # sha256 hex of the cookie's 256-bit random id
+    Column("user_id", String(128), ForeignKey("users.id"), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),  # idle expiry counts from here
+    Column("expires_ms", BigInteger, nullable=False),  # absolute expiry
+    Column("revoked_ms", BigInteger, nullable=True),  # logout, rotation, or an administrator
+    Column("address", String(64), nullable=True),  # where the login came from
+    UniqueConstraint("session_hash"),
+    Index(None, "user_id"),
+    Index(None, "expires_ms"),
 )
 
 audit_log = Table(

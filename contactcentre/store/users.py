@@ -173,3 +173,55 @@ def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> in
     if done.rowcount == 0:
         return None
     return revoke_tokens(conn, name, now_ms) if disabled else 0
+
+
+# ------------------------------------------------------------------------------------ login and second factor
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a login checks: the user, its password hash and its TOTP state (secret, last step used)."""
+
+    user: User
+    password_hash: str | None
+    totp_secret: str | None
+    totp_last_step: int | None
+
+
+def credentials(conn: Connection, name: str) -> Credentials | None:
+    """The enabled user called ``name`` with what a login needs, or None."""
+    if not name or len(name) > 128:
+        return None
+    row = conn.execute(
+        select(
+            users.c.id,
+            users.c.role,
+            users.c.agent_id,
+            users.c.display_name,
+            users.c.password_hash,
+            users.c.totp_secret,
+            users.c.totp_last_step,
+        ).where(users.c.id == name, users.c.disabled.is_(False))
+    ).one_or_none()
+    if row is None:
+        return None
+    user = User(row.id, row.role, row.agent_id, row.display_name)
+    return Credentials(user, row.password_hash, row.totp_secret, row.totp_last_step)
+
+
+def set_totp_secret(conn: Connection, name: str, secret: str | None) -> bool:
+    """Enrol (a new base32 secret) or remove a user's second factor; False if there is no such user."""
+    done = conn.execute(update(users).where(users.c.id == name).values(totp_secret=secret, totp_last_step=None))
+    return done.rowcount == 1
+
+
+def use_totp_step(conn: Connection, name: str, step: int) -> bool:
+    """Record that a code for ``step`` was accepted; False if that step (or a later one) was used already.
+
+    One conditional UPDATE, so two logins racing with the same code cannot both win."""
+    done = conn.execute(
+        update(users)
+        .where(users.c.id == name, (users.c.totp_last_step.is_(None)) | (users.c.totp_last_step < step))
+        .values(totp_last_step=step)
+    )
+    return done.rowcount == 1

@@ -3,7 +3,8 @@
 Import this only after the runtime has installed the asyncio reactor.
 
 Routes: ``/`` the supervisor dashboard, ``GET /api/live`` the live figures as JSON (what the dashboard's
-script polls once a second), ``/static/…`` its script and style sheet. Everything else is a 404.
+script polls once a second), ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
+(``web/auth.py``, ``docs/web.md``). Everything else is a 404.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from twisted.web.server import Request, Site
 
 if TYPE_CHECKING:
     from contactcentre.driver import RouterDriver
+    from contactcentre.web.auth import WebAuth
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 _CSP = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
-    b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -101,10 +103,13 @@ class Dashboard(_Node):
     def render_GET(self, request: Request) -> bytes:
         live = self.driver.live()
         _common_headers(request)
+        # Its logout form posts: with no-referrer the browser would send "Origin: null", which CSRF refuses.
+        request.setHeader(b"referrer-policy", b"same-origin")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", _CSP)
         request.setHeader(b"cache-control", b"no-store")
-        return self.template.render(live=live, queues=queue_rows(live)).encode("utf-8")
+        user, csrf = getattr(request, "cc_user", None), getattr(request, "cc_csrf", "")  # set by auth.guard
+        return self.template.render(live=live, queues=queue_rows(live), user=user, csrf=csrf).encode("utf-8")
 
 
 class LiveApi(_Node):
@@ -153,15 +158,21 @@ def queue_rows(live: dict[str, Any]) -> list[dict[str, Any]]:
 def build_root(
     driver: RouterDriver,
     *,
+    auth: WebAuth,
     api: dict[bytes, Resource] | None = None,
     pages_: dict[bytes, Resource] | None = None,
 ) -> Resource:
-    """The site's tree; ``api`` adds resources under ``/api/``, ``pages_`` at the top (``/chat``)."""
+    """The site's tree; ``api`` adds resources under ``/api/``, ``pages_`` at the top (``/chat``).
+
+    The dashboard and ``/api/live`` need a supervisor's session (``auth``), which also serves ``/login``,
+    ``/logout`` and ``/agent``; static files and the customers' ``/chat`` are public."""
     env = make_environment()
     root = _Node()
-    root.putChild(b"", Dashboard(driver, env))
+    root.putChild(b"", auth.guard(Dashboard(driver, env), "supervisor"))
+    for name, resource in auth.resources().items():
+        root.putChild(name, resource)
     api_node = _Node()
-    api_node.putChild(b"live", LiveApi(driver))
+    api_node.putChild(b"live", auth.guard(LiveApi(driver), "supervisor", api=True))
     for name, resource in (api or {}).items():
         api_node.putChild(name, resource)
     root.putChild(b"api", api_node)
@@ -178,10 +189,11 @@ class DashboardSite(WrappingFactory):
         self,
         driver: RouterDriver,
         *,
+        auth: WebAuth,
         api: dict[bytes, Resource] | None = None,
         pages_: dict[bytes, Resource] | None = None,
     ) -> None:
-        site = Site(build_root(driver, api=api, pages_=pages_), logPath=None)
+        site = Site(build_root(driver, auth=auth, api=api, pages_=pages_), logPath=None)
         site.displayTracebacks = False
         super().__init__(site)
         self._idle_waiters: list[asyncio.Future[None]] = []

@@ -9,8 +9,17 @@ Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
     GET  /api/cases/{id}            the case, its interactions and its transcript, audited   agent+
     GET  /api/agents/{id}/state     the agent's state                                        self or supervisor+
     POST /api/agents/{id}/state     {"state": "available"|"away"|"logged_out", "reason": …}  self or supervisor+
+    POST /api/contacts/{id}/ACTION  answer {"offer_id"?} | hold | retrieve | hang_up | complete_transfer |
+                                    conference ({} or no body) | transfer, consult {"to_queue"|"to_agent"|
+                                    "to_external": …} | callback {"at_ms"?, "number"?, "queue"?,
+                                    "customer_asked"?}                       own contact, or supervisor+ (for
+                                                                             the agent who has it)
+    GET  /api/contacts/{id}/legs    each agent's part in the contact, from the log   supervisor+, or an agent in it
 
-Every answer is JSON; an error is ``{"error": code, "detail": text}`` with its HTTP status. Callers
+Every answer is JSON; an error is ``{"error": code, "detail": text}`` with its HTTP status (a contact
+action's refusal may add ``reason``, the channel's own code; codes and statuses are ``contact_actions``'s:
+400 ``bad_field``/``bad_request``, 403 ``not_your_contact``, 404 ``not_found``, 409 ``refused``, ``stale_offer``,
+``not_voice``, ``channel_error``). Callers
 authenticate with ``Authorization: Bearer cc_…`` (``contactcentre user add`` / ``user token``).
 
 Handlers are coroutines on the centre's loop (the reactor's): ``render`` starts one and returns
@@ -39,12 +48,15 @@ from contactcentre.acd.contact import CONNECTED, CONTACT_STATES, HELD, OFFERED, 
 from contactcentre.acd.errors import IllegalTransition
 from contactcentre.acd.ewt import WaitSituation
 from contactcentre.centre import Centre
+from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Event
 from contactcentre.store.cases import get_case
 from contactcentre.store.privacy import record_read
+from contactcentre.store.projection import contact_legs
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import screen_pop_customer
 from contactcentre.store.users import User, user_for_token
+from contactcentre.web.auth import AuthError, WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +74,21 @@ _REALM = b'Bearer realm="contactcentre"'
 class ApiError(Exception):
     """An answer other than 200: raised anywhere in a handler, rendered as ``{"error", "detail"}``."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[bytes, bytes] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[bytes, bytes] | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.reason = reason  # a channel's own code behind a channel_error (the switch's "busy", …)
 
 
 def _not_found(what: str) -> ApiError:
@@ -80,6 +101,48 @@ Handler = Callable[[Request, User], Awaitable[Any]]
 class StateChange(msgspec.Struct, forbid_unknown_fields=True):
     state: Literal["available", "away", "logged_out"]
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+_Short = Annotated[str, msgspec.Meta(min_length=1, max_length=_ID_MAX)]
+
+
+class NoParameters(msgspec.Struct, forbid_unknown_fields=True):
+    """hold, retrieve, hang_up, complete_transfer, conference: an empty object (or no body)."""
+
+
+class AnswerBody(msgspec.Struct, forbid_unknown_fields=True):
+    offer_id: _Short | None = None
+
+
+class TargetBody(msgspec.Struct, forbid_unknown_fields=True):
+    """transfer, consult: exactly one target."""
+
+    to_queue: _Short | None = None
+    to_agent: _Short | None = None
+    to_external: _Short | None = None
+
+
+class CallbackBody(msgspec.Struct, forbid_unknown_fields=True):
+    """callback: all optional (the number the contact came from, its queue, now)."""
+
+    at_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    number: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    queue: _Short | None = None
+    customer_asked: bool = False
+
+
+# action -> (body type, what it needs of the contact: "offer" to answer it, "work" for the rest)
+CONTACT_ACTIONS: dict[str, tuple[type[Any], str]] = {
+    "answer": (AnswerBody, "offer"),
+    "hold": (NoParameters, "work"),
+    "retrieve": (NoParameters, "work"),
+    "transfer": (TargetBody, "work"),
+    "consult": (TargetBody, "work"),
+    "complete_transfer": (NoParameters, "work"),
+    "conference": (NoParameters, "work"),
+    "hang_up": (NoParameters, "work"),
+    "callback": (CallbackBody, "work"),
+}
 
 
 # ------------------------------------------------------------------------------------------------- the API
@@ -95,8 +158,10 @@ class Api:
         token_ttl_s: float = TOKEN_TTL_S,
         token_cache_size: int = TOKEN_CACHE_SIZE,
         max_body: int = MAX_BODY,
+        web_auth: WebAuth | None = None,
     ) -> None:
         self.centre = centre
+        self.web_auth = web_auth  # browser sessions (cookie + CSRF) besides bearer tokens, when the site has logins
         self.loop = centre.loop
         self.token_ttl_s = token_ttl_s
         self.token_cache_size = token_cache_size
@@ -105,12 +170,13 @@ class Api:
         # bad tokens cannot push good ones out; a revoked or disabled user's token lives on for token_ttl_s.
         self._tokens: dict[bytes, tuple[float, User]] = {}
         self._pending: set[asyncio.Future[Any]] = set()
+        self.actions = ContactActions(centre)
 
     def children(self) -> dict[bytes, Resource]:
         return {
             b"me": _Endpoint(self, GET=("agent", self.me)),
             b"queues": _Endpoint(self, GET=("agent", self.queues)),
-            b"contacts": _Endpoint(self, GET=("agent", self.contacts)),
+            b"contacts": _ContactsEndpoint(self, GET=("agent", self.contacts)),
             b"customers": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.customer, cid)))),
             b"cases": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.case, cid)))),
             b"agents": _Collection(self, lambda aid: _AgentNode(self, aid)),
@@ -179,6 +245,12 @@ class Api:
 
     async def authenticate(self, request: Request) -> User:
         header = request.getHeader(b"authorization")
+        if not header and self.web_auth is not None:
+            try:  # a page of the site calling with its session cookie (and its CSRF token on unsafe methods)
+                return await self.web_auth.authenticate(request)
+            except AuthError as exc:
+                headers = exc.headers if exc.status != 401 else {**exc.headers, b"www-authenticate": _REALM}
+                raise ApiError(exc.status, exc.code, exc.detail, headers) from None
         if not header:
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", {b"www-authenticate": _REALM})
         scheme, _, token = header.decode("latin-1").strip().partition(" ")
@@ -322,6 +394,49 @@ class Api:
             await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
         return found
 
+    async def contact_action(self, request: Request, user: User, contact_id: str, action: str) -> Any:
+        """``POST /api/contacts/{id}/{action}``: an agent on its own contact, a supervisor on any (acting for
+        the agent who has it). Checked and carried out by ``contact_actions``; answered once it is logged."""
+        body_type, needs = CONTACT_ACTIONS[action]
+        body = _decode_body(request, body_type, self.max_body, empty_ok=True)
+        actions = self.actions
+        centre = self.centre
+        try:
+            c = actions.contact(contact_id)
+            if user.may("supervisor"):
+                agent_id = actions.acting_agent(c)
+            else:
+                agent_id = user.agent_id
+                a = centre.router.agents.get(agent_id) if agent_id is not None else None
+                offered = c.offer is not None and c.offer.agent.id == agent_id
+                if a is None or not (c.id in a.work or (needs == "offer" and offered)):
+                    raise ActionError("not_your_contact", f"contact {contact_id!r} is not yours")
+            fn = getattr(actions, action)
+            result = await fn(c.id, agent_id, **msgspec.structs.asdict(body))
+        except ActionError as exc:
+            raise ApiError(exc.status, exc.code, exc.detail, reason=exc.reason) from None
+        await centre.commit()
+        now_c = centre.router.contacts.get(contact_id)
+        return {
+            "action": action,
+            "agent_id": agent_id,
+            **result,
+            "state": now_c.state if now_c is not None else None,
+            "handled_by": now_c.agent_id if now_c is not None else None,
+        }
+
+    async def contact_legs(self, request: Request, user: User, contact_id: str) -> Any:
+        """``GET /api/contacts/{id}/legs``: each agent's part in the contact, live or finished, from the log."""
+        await self.centre.commit()
+        legs = (await self.centre.read(contact_legs, [contact_id]))[contact_id]
+        if not legs and contact_id not in self.centre.router.contacts:
+            found = await self.centre.read(_interaction_exists, contact_id)
+            if not found:
+                raise _not_found(f"no contact {contact_id!r}")
+        if not user.may("supervisor") and not any(leg["agent_id"] == user.agent_id for leg in legs):
+            raise ApiError(403, "forbidden", "agents see the legs of contacts they had a part in only")
+        return {"contact_id": contact_id, "legs": legs}
+
     def _agent_for(self, user: User, agent_id: str) -> Agent:
         if not user.may("supervisor") and user.agent_id != agent_id:
             # Checked before existence, so an agent cannot probe which agent ids exist.
@@ -397,6 +512,42 @@ class _Endpoint(Resource):
         return self.api.serve(request, role, handler)
 
 
+class _ContactsEndpoint(_Endpoint):
+    """``/api/contacts``, and under it ``/api/contacts/{id}/{action}`` and ``/api/contacts/{id}/legs``."""
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        try:
+            ident = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return _NotFound()
+        if not ident or len(ident) > _ID_MAX:
+            return _NotFound()
+        return _ContactNode(self.api, ident)
+
+
+class _ContactNode(Resource):
+    def __init__(self, api: Api, contact_id: str) -> None:
+        super().__init__()
+        self.api = api
+        self.contact_id = contact_id
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        api, cid = self.api, self.contact_id
+        name = path.decode("ascii", "replace")
+        if name == "legs":
+            return _Endpoint(api, GET=("agent", api._bind(api.contact_legs, cid)))
+        if name not in CONTACT_ACTIONS:
+            return _NotFound()
+
+        async def act(request: Request, user: User) -> Any:
+            return await api.contact_action(request, user, cid, name)
+
+        return _Endpoint(api, POST=("agent", act))
+
+    def render(self, request: Request) -> Any:
+        return _NotFound().render(request)
+
+
 class _NotFound(Resource):
     isLeaf = True
 
@@ -455,7 +606,10 @@ def api_children(centre: Centre, **options: Any) -> dict[bytes, Resource]:
 
 
 def _error(exc: ApiError) -> tuple[int, bytes, dict[bytes, bytes]]:
-    return exc.status, msgspec.json.encode({"error": exc.code, "detail": exc.detail}), exc.headers
+    body: dict[str, Any] = {"error": exc.code, "detail": exc.detail}
+    if exc.reason is not None:
+        body["reason"] = exc.reason
+    return exc.status, msgspec.json.encode(body), exc.headers
 
 
 def _send(request: Request, status: int, body: bytes, headers: dict[bytes, bytes]) -> None:
@@ -514,17 +668,21 @@ def _arg_int(request: Request, name: bytes, default: int, low: int, high: int) -
     return value
 
 
-def _decode_body(request: Request, kind: type[Any], limit: int) -> Any:
+def _decode_body(request: Request, kind: type[Any], limit: int, *, empty_ok: bool = False) -> Any:
     declared = request.getHeader(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"the body may be {limit} bytes at most")
     content = request.content
+    if content is None and empty_ok:
+        return msgspec.json.decode(b"{}", type=kind)
     if content is None:
         raise ApiError(400, "bad_json", "send a JSON body")
     content.seek(0)
     body = content.read(limit + 1)  # chunked bodies declare no length: read one byte past the limit
     if len(body) > limit:
         raise ApiError(413, "payload_too_large", f"the body may be {limit} bytes at most")
+    if empty_ok and not body.strip():
+        body = b"{}"  # an action without parameters may come without a body
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
@@ -601,6 +759,10 @@ _MESSAGE_COLUMNS = [
 ]
 
 
+def _interaction_exists(conn: Connection, contact_id: str) -> bool:
+    return conn.execute(select(interactions.c.id).where(interactions.c.id == contact_id)).first() is not None
+
+
 def _case_with_transcript(conn: Connection, case_id: str, limit: int) -> dict[str, Any] | None:
     case = get_case(conn, case_id)
     if case is None:
@@ -624,6 +786,9 @@ def _case_with_transcript(conn: Connection, case_id: str, limit: int) -> dict[st
             select(*_MESSAGE_COLUMNS).where(where).order_by(messages.c.at_ms, messages.c.id).limit(limit + 1)
         ).mappings()
     ]
+    legs = contact_legs(conn, ids)
+    for i in inter:
+        i["legs"] = legs[i["id"]]
     return {
         "case": case,
         "interactions": inter,

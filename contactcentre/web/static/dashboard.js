@@ -182,6 +182,10 @@
   async function refresh() {
     try {
       const response = await fetch("/api/live", { cache: "no-store" });
+      if (response.status === 401) {  // the session ended (idle, logged out elsewhere): log in again
+        window.location.assign("/login?next=/");
+        return;
+      }
       if (!response.ok) throw new Error("HTTP " + response.status);
       render(await response.json());
       setStatus("live", true);
