@@ -37,6 +37,7 @@ from contactcentre.events import (
     ContactOverflowed,
     ContactQueued,
     ContactTransferred,
+    ContactWithdrawn,
     Event,
     MessageReceived,
     MessageSent,
@@ -205,6 +206,8 @@ class CentreMetrics:
             OfferCancelled: self._offer_fell_through,
             MessageReceived: self._message_received,
             MessageSent: self._message_sent,
+            # A cancelled callback ends without an answer or abandon: its visit must not be kept forever.
+            ContactWithdrawn: lambda ev: self._visits.pop(ev.contact_id, None),
         }
 
     @classmethod

@@ -611,3 +611,65 @@ def test_callback_settings_are_checked(callbacks: dict[str, Any], key: str) -> N
     with pytest.raises(ConfigError) as err:
         parse_config({"callbacks": callbacks}, "<test>")
     assert err.value.key == key
+
+
+def test_the_agent_giving_up_while_the_customer_rings_is_no_answer_and_retried(tmp_path: Path) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.centre.submit(E.AgentLoggedIn(at_ms=rig.clock.now_ms(), agent_id="a1"))
+        got = await rig.callbacks.request(number=ANN, queue="support")
+        await rig.callbacks.answer(got.contact_id, "a1")
+        call_id, _ = rig.dialled()
+        rig.advance(10_000)
+        rig.driver.run(lambda now: rig.switch.clear_connection(call_id, "a1", now))  # the agent hangs up ringing
+        await rig.callbacks.settle()
+        (ended,) = rig.of(E.CallbackAttemptEnded, got.contact_id)
+        assert (ended.outcome, ended.retry_contact_id) == ("no_answer", "cb1~a2")
+        assert "cb1~a2" in rig.centre.router.scheduled
+        (disp,) = rig.of(E.DispositionSet, got.contact_id)
+        assert disp.code == "no_answer"
+
+    run_rig(tmp_path, scenario)
+
+
+def test_a_callback_being_dialled_when_the_server_dies_is_retried_after_the_restart(tmp_path: Path) -> None:
+    db = tmp_path / "centre.sqlite"
+
+    async def first_run() -> None:
+        centre = await open_centre(CB_CONFIG, db)
+        now = max(START, centre.now_ms())
+        centre.submit(E.AgentLoggedIn(at_ms=now, agent_id="a1"))
+        centre.submit(E.CallbackScheduled(at_ms=now, contact_id="cb-1", queue="support", due_ms=now, number=ANN))
+        (o,) = centre.router.offers.values()
+        centre.submit(E.OfferAccepted(at_ms=now + 1, offer_id=o.id, contact_id="cb-1", agent_id="a1"))
+        assert centre.router.contacts["cb-1"].state == "connected"  # a1's phone would be dialling Ann
+        await centre.commit()
+        centre.driver.close()  # the process dies here
+        await centre.writer.close()
+        centre.close()
+
+    async def second_run() -> None:
+        centre = await open_centre(CB_CONFIG, db)
+        events: list[E.Event] = []
+        centre.subscribe(events.extend)
+        try:
+            switch = Switch(SwitchConfig(extensions=("a1",), queues=("q-support",), trunks=4), start_ms=centre.now_ms())
+            voice = VoiceChannel(centre, SwitchDriver(switch, task.Clock(), now_ms=centre.now_ms))
+            callbacks = CallbackChannel(centre, voice)
+            voice.restore()
+            callbacks.restore()
+            await callbacks.settle()
+            (ended,) = [e for e in events if isinstance(e, E.CallbackAttemptEnded)]
+            assert (ended.contact_id, ended.outcome, ended.retry_contact_id) == ("cb-1", "interrupted", "cb-1~a2")
+            assert "cb-1~a2" in centre.router.scheduled
+            await centre.commit()
+            row = await centre.read(
+                lambda conn: conn.execute(select(interactions).where(interactions.c.id == "cb-1")).one()
+            )
+            assert (row.outcome, row.disposition) == ("interrupted", "interrupted")
+            await callbacks.stop()
+            await voice.stop()
+        finally:
+            await close_centre(centre)
+
+    asyncio.run(first_run())
+    asyncio.run(second_run())

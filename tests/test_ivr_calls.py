@@ -581,3 +581,56 @@ def test_the_key_towards_a_queue() -> None:
     assert key_towards(menu, "case_unknown", "support") == "0"
     assert key_towards(menu, "closed", "billing") is None  # closed: no way to a person
     assert key_towards(menu, "welcome", "billing") is None  # not a menu
+
+
+def test_a_phone_answering_as_the_offer_runs_out_takes_the_call(tmp_path: Path) -> None:
+    """The answer reaches the switch at the offer's deadline, before the router's expiry timer has run: the
+    phone is the truth, so the router connects the call rather than expire it under a talking agent."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.centre.submit(E.AgentLoggedIn(at_ms=rig.clock.now_ms(), agent_id="a1"))
+        cid = await rig.call()
+        rig.advance(500)
+        assert rig.press(cid, "1")["ok"]
+        await rig.settle()
+        (offer,) = rig.of(E.OfferMade, cid)
+        rig.clock.advance(offer.expires_ms - rig.clock.now_ms() + 1)  # past the deadline; no timer has run
+        assert rig.wire.request("AnswerCall", call_id=cid, device="1001")["ok"]
+        c = rig.centre.router.contacts[cid]
+        assert (c.state, c.agent_id, rig.centre.router.agents["a1"].state) == ("connected", "a1", "busy")
+        (accepted,) = rig.of(E.OfferAccepted, cid)
+        assert accepted.at_ms == offer.expires_ms - 1
+        assert not rig.of(E.OfferExpired, cid)
+        rig.advance(60_000)
+        assert rig.wire.request("ClearConnection", call_id=cid, device="1001")["ok"]
+        assert rig.of(E.WrapUpStarted, cid) and not rig.of(E.ContactAbandoned, cid)
+
+    run(tmp_path, scenario)
+
+
+def test_a_call_sent_back_to_the_ivr_is_cleared_when_it_queues_again_not_left_waiting(tmp_path: Path) -> None:
+    """A phone's blind transfer to the IVR number ends the contact (it left routing); when the IVR queues
+    the call again it cannot become the same contact twice, so the bridge clears it instead of leaving the
+    caller at a queue number nobody routes. The console's and API's transfer refuse the IVR as a target."""
+    from contactcentre.channels.voice import VoiceError
+
+    async def scenario(rig: Rig) -> None:
+        rig.centre.submit(E.AgentLoggedIn(at_ms=rig.clock.now_ms(), agent_id="a1"))
+        cid = await rig.call()
+        rig.advance(500)
+        assert rig.press(cid, "1")["ok"]
+        await rig.settle()
+        assert rig.wire.request("AnswerCall", call_id=cid, device="1001")["ok"]
+        with pytest.raises(VoiceError) as refused:
+            await rig.voice.transfer(cid, "a1", to_external=IVR)
+        assert refused.value.code == "bad_request"
+        assert rig.wire.request("TransferCall", call_id=cid, device="1001", to=IVR)["ok"]
+        await rig.settle()
+        (out,) = rig.of(E.ContactTransferred, cid)
+        assert out.to_external == IVR
+        rig.advance(500)
+        assert rig.press(cid, "1")["ok"]
+        await rig.settle()
+        assert cid not in rig.switch.calls  # cleared, not waiting forever at the queue number
+
+    run(tmp_path, scenario)

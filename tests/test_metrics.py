@@ -549,3 +549,17 @@ def test_serve_wires_metrics_at_slash_metrics(reactor_loop: asyncio.AbstractEven
     assert lint(text) == []
     assert 'contactcentre_agents{state="logged_out"} 1.0' in text
     assert "contactcentre_store_events_committed_total" in text
+
+
+def test_a_withdrawn_callback_is_forgotten() -> None:
+    """Memory holds waiting contacts only: a callback cancelled while it waits leaves nothing behind."""
+    h = Harness(
+        queues=[{"name": "support", "skills": {"general": 1}, "channels": ["voice", "callback"]}],
+        agents=agents(("a1", {"general": 5})),
+    )
+    m = CentreMetrics(h.cfg)
+    for i in range(100):
+        h.send(E.CallbackScheduled, contact_id=f"cb{i}", queue="support", due_ms=h.router.now_ms, number="+31201234567")
+        h.send(E.CallbackCancelled, contact_id=f"cb{i}", reason="customer")
+    m.observe(h.log)
+    assert not h.router.contacts and not m._visits

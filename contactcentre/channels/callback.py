@@ -194,12 +194,16 @@ class CallbackChannel:
     # ------------------------------------------------------------------------------------- lifecycle
 
     def restore(self) -> None:
-        """After a restart no dialled call survives: callbacks the router restored as being handled end as
-        the customer having left (queued and scheduled ones simply wait on)."""
-        now = self.centre.now_ms()
+        """After a restart no dialled call survives. Callbacks the router restored as being handled were
+        ringing the customer or talking when the server stopped; the log does not say which (the answer is
+        the switch's, not a router input), and either way the customer's request is not yet met: the attempt
+        ends as ``interrupted`` and another is scheduled while attempts are left. Queued and scheduled
+        callbacks simply wait on."""
         for c in list(self.centre.router.contacts.values()):
             if c.channel == CHANNEL and c.state in (CONNECTED, HELD) and c.id not in self._dial_of:
-                self.centre.submit(CustomerLeft(at_ms=now, contact_id=c.id))
+                assert c.agent_id is not None
+                lost = _Dial("", c.id, c.agent_id, self.voice.extension(c.agent_id))
+                self._attempt_over(lost, "interrupted", retry=True)
 
     async def settle(self) -> None:
         """Wait for the checks and retries under way (tests, shutdown)."""
@@ -408,8 +412,11 @@ class CallbackChannel:
                 else:  # the far end turned the call down before answering
                     self._attempt_over(d, "busy", retry=True)
             elif kind is ConnectionCleared and at_phone:
-                d.over = True
-                self._submit_if(d, (CONNECTED, HELD), ContactEnded)
+                if d.answered:
+                    d.over = True
+                    self._submit_if(d, (CONNECTED, HELD), ContactEnded)
+                else:  # the agent gave up while the customer's phone rang: nobody was reached, try again
+                    self._attempt_over(d, "no_answer", retry=True)
             elif kind is Held and at_phone:
                 self._submit_if(d, (CONNECTED,), ContactHeld)
             elif kind is Retrieved and at_phone:

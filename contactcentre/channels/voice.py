@@ -332,6 +332,9 @@ class VoiceChannel:
                 raise VoiceError("bad_request", f"an agent cannot be the target of its own {what.split()[-1]}")
             return self.extension(to_agent)
         assert to_external is not None
+        if self._kind(to_external) == IVR:
+            # The call is one contact: routed out to the IVR it would end, and could not be routed again.
+            raise VoiceError("bad_request", f"{what} to the IVR ({to_external}) is not supported: use a queue")
         return to_external
 
     def _consultation(self, contact_id: str, ext: str) -> Call | None:
@@ -382,6 +385,12 @@ class VoiceChannel:
         if kind is Queued:
             if call is None and ev.device in self._queue_at and not self._is_consultation(ev.call_id):
                 self._arrival(ev)
+            elif call is not None and call.arrived and ev.device in self._queue_at and self._left_routing(call):
+                # Back at a queue number after its contact ended (a phone sent it to the IVR, which queued it
+                # again): a call id is one contact, so it cannot be routed twice. Clear it rather than leave
+                # the caller waiting where no router contact will ever be offered.
+                log.warning("voice: %s came back to %s after its contact ended; clearing it", ev.call_id, ev.device)
+                self._try(lambda now: self.switch.clear_call(ev.call_id, now))
             return
         if call is None:
             return  # not a contact: an internal call, a consultation, a call straight to an extension
@@ -410,6 +419,10 @@ class VoiceChannel:
 
     def _kind(self, device: str) -> str | None:
         return self.switch.kinds.get(device)
+
+    def _left_routing(self, call: _Call) -> bool:
+        c = self.centre.router.contacts.get(call.call_id)
+        return c is None or c.state not in (QUEUED, OFFERED, CONNECTED, HELD)
 
     def _is_consultation(self, call_id: str) -> bool:
         c = self.switch.calls.get(call_id)
@@ -498,9 +511,17 @@ class VoiceChannel:
             return
         o = c.offer
         if c.state == OFFERED and o is not None and o.agent.id == agent_id:
-            self.centre.submit(
-                OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id)
-            )
+            # The phone is the truth: an answer that reached the switch in the instant the offer ran out, before
+            # the router's expiry timer ran, still takes the call — stamped just inside the offer, or the
+            # router would expire it first and leave the caller talking to an agent it has put away.
+            at = max(self.centre.router.now_ms, min(self.centre.now_ms(), o.expires_ms - 1))
+            self.centre.submit(OfferAccepted(at_ms=at, offer_id=o.id, contact_id=c.id, agent_id=agent_id))
+        elif c.state in (QUEUED, OFFERED):
+            # Picked up without the router's offer (a CTI client answering a call the router has taken back):
+            # the caller goes back to waiting in its place rather than talk outside routing.
+            log.warning("voice: %s answered %s without the router's offer; back to its queue", device, c.id)
+            self._try(lambda now: self.switch.transfer(c.id, device, self.queue_number(c.queue), now))
+            self._reconcile(c.id)
         else:
             log.warning("voice: %s answered %s without the router's offer (%s)", device, call.call_id, c.state)
 
