@@ -4,7 +4,8 @@ The gateway is an adapter like the channels: it translates frames into router in
 the centre's event stream into frames, and holds no routing decisions. What it adds is what a console needs
 around them:
 
-* **who**: the first frame logs in with an API token; a second console of the same agent replaces the first;
+* **who**: the browser console's web session (the ``cc_session`` cookie sent with the handshake, from the site's
+  own pages only) or else a first frame with an API token; a second console of the same agent replaces the first;
 * **checking before submitting**: the driver drops a refused input with a log line, so every command is
   checked against the router's state first and answered with an ``error`` frame the agent can act on (a
   refusal the checks missed is still caught, from the driver's refusal count);
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from contactcentre.acd.agent import Agent
     from contactcentre.acd.contact import Contact
     from contactcentre.centre import Centre
+    from contactcentre.web.auth import WebAuth
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +290,12 @@ class AgentGateway:
         rate_per_s: float = RATE_PER_S,
         burst: int = BURST,
         max_backlog: int = MAX_BACKLOG,
+        web_auth: WebAuth | None = None,
     ) -> None:
         self.centre = centre
+        self.web_auth = web_auth  # None: API tokens only (no web site, e.g. a load-generator's test server)
+        # The controlled list agents pick a wrap-up outcome from; empty: any code is taken.
+        self.dispositions = frozenset(centre.config.dispositions.codes)
         self.login_timeout_s = login_timeout_s
         self.rate_per_s = rate_per_s
         self.burst = burst
@@ -394,6 +400,33 @@ class AgentGateway:
     # -------------------------------------------------------------------------------------------- login
 
     async def _login(self, ws: Any) -> _Session | None:
+        session_id = None
+        if self.web_auth is not None:
+            # Here, not at the top: twisted.web must wait for the runtime's reactor (web/widget.py says why).
+            from contactcentre.web.auth import session_cookie
+
+            session_id = session_cookie(_header(ws, "Cookie"))
+        if session_id is not None:
+            user = await self._session_login(ws, session_id)
+        else:
+            user = await self._token_login(ws)
+        return None if user is None else await self._start(ws, user)
+
+    async def _session_login(self, ws: Any, session_id: str) -> User | None:
+        """The browser console: the page's web session, sent as a cookie with the handshake. No login frame."""
+        assert self.web_auth is not None
+        # A cookie goes with every request the browser makes, whichever site's page opens the socket: only the
+        # site's own pages may use it (cross-site WebSocket hijacking).
+        if not self.web_auth.allowed_origin(_header(ws, "Origin")):
+            await self._refuse(ws, "bad_origin", "a web session is only accepted from the site's own pages (Origin)")
+            return None
+        user = await self.web_auth.session_user(session_id)
+        if user is None:
+            await self._refuse(ws, "unauthorized", "the web session has expired or was ended; log in again")
+            return None
+        return user
+
+    async def _token_login(self, ws: Any) -> User | None:
         centre = self.centre
         try:
             raw = await asyncio.wait_for(ws.recv(), self.login_timeout_s)
@@ -416,6 +449,10 @@ class AgentGateway:
         if user is None:
             await self._refuse(ws, "unauthorized", "unknown, revoked or disabled token")
             return None
+        return user
+
+    async def _start(self, ws: Any, user: User) -> _Session | None:
+        centre = self.centre
         agent_id = user.agent_id
         if not agent_id:
             await self._refuse(ws, "not_an_agent", f"user {user.id!r} ({user.role}) has no agent id")
@@ -454,6 +491,7 @@ class AgentGateway:
                 "offers": list(agent.offers),
                 "server_ms": centre.now_ms(),
                 "limits": {"rate_per_s": self.rate_per_s, "burst": self.burst, "max_text": MAX_TEXT},
+                "dispositions": sorted(self.dispositions),
             }
         )
         for c in work:  # a console that comes back gets its contacts with their transcripts again
@@ -682,6 +720,10 @@ class AgentGateway:
         code = _text(frame, "code")
         if not code.strip():
             raise ProtocolError("bad_field", "code: empty")
+        if self.dispositions and code not in self.dispositions:
+            raise ProtocolError(
+                "bad_field", f"code: {code!r} is not a disposition code of this centre", codes=sorted(self.dispositions)
+            )
         self._submit(DispositionSet(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=s.agent_id, code=code))
         return {"contact_id": c.id, "code": code}
 
@@ -931,6 +973,12 @@ class AgentGateway:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _header(ws: Any, name: str) -> str | None:
+    """A header of the connection's opening handshake (None for a connection without one, as in some tests)."""
+    request = getattr(ws, "request", None)
+    return request.headers.get(name) if request is not None else None
 
 
 def _parse(raw: str | bytes) -> Frame:

@@ -12,6 +12,7 @@
     contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
     contactcentre user {add,token,list,disable,enable} ... [--database-url URL]
     contactcentre ivr-stats [--menu NAME] [--since WHEN] [--until WHEN] [--json] [--database-url URL]
+    contactcentre admin show [--config FILE] [--json] [--database-url URL]
 
 Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuration or arguments,
 3 an unstable Erlang C queue (offered load at or above the agents).
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contactcentre import ivr_cli, store_cli, users_cli
+from contactcentre import admin_cli, ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
 from simulator import cli as simulate_cli
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
     users_cli.add_parser(sub)  # user add|token|list|disable|enable
     ivr_cli.add_parser(sub)  # ivr-stats
+    admin_cli.add_parser(sub)  # admin show
     return p
 
 
@@ -123,6 +125,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return users_cli.run(args)
     if args.command == "ivr-stats":
         return ivr_cli.run(args)
+    if args.command == "admin":
+        return admin_cli.run(args)
     return _demo(args)
 
 

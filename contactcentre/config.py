@@ -285,6 +285,24 @@ class CallbacksConfig(_Strict):
     retry_after_s: float = 900.0
 
 
+class DispositionsConfig(_Strict):
+    """The controlled list of wrap-up disposition codes agents choose from (``docs/web.md``)."""
+
+    codes: list[str] = []
+
+
+class CannedResponse(_Strict):
+    """A ready-made answer an agent can insert: ``channel`` limits it to chat or e-mail (none: both)."""
+
+    name: str
+    text: str
+    channel: Literal["chat", "email"] | None = None
+
+
+CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # disposition codes: short, stable, safe in URLs and logs
+MAX_CANNED_TEXT = 4000  # the chat widget's longest message
+
+
 class CentreConfig(_Strict):
     name: str = "contactcentre"
     timezone: str = "UTC"
@@ -298,6 +316,8 @@ class CentreConfig(_Strict):
     demo: DemoConfig | None = None
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     callbacks: CallbacksConfig = msgspec.field(default_factory=CallbacksConfig)
+    dispositions: DispositionsConfig = msgspec.field(default_factory=DispositionsConfig)
+    canned: list[CannedResponse] = []
 
     def queue(self, name: str) -> QueueConfig:
         for q in self.queues:
@@ -392,6 +412,26 @@ def _check_ivr(cfg: CentreConfig, fail: Any) -> None:
         for name, node in menu.nodes.items():
             if isinstance(node, QueueNode) and "voice" not in cfg.queue(node.queue).channels:
                 fail(f"server.voice.ivr.{number}", f"{path}: nodes.{name}.queue: {node.queue!r} does not serve voice")
+
+
+def _check_dispositions_and_canned(cfg: CentreConfig, fail: Any) -> None:
+    codes = cfg.dispositions.codes
+    for i, code in enumerate(codes):
+        if not CODE.fullmatch(code):
+            fail(f"dispositions.codes[{i}]", f"{code!r}: lower-case letters, digits and _ . - (at most 64)")
+        if codes.index(code) != i:
+            fail(f"dispositions.codes[{i}]", f"{code!r} is listed more than once")
+    names = [c.name for c in cfg.canned]
+    for i, c in enumerate(cfg.canned):
+        key = f"canned[{i}]"
+        if not c.name.strip() or len(c.name) > 64:
+            fail(f"{key}.name", "must be 1-64 characters")
+        if not c.text.strip():
+            fail(f"{key}.text", "must not be empty")
+        if len(c.text) > MAX_CANNED_TEXT:
+            fail(f"{key}.text", f"{len(c.text)} characters; at most {MAX_CANNED_TEXT}")
+        if names.index(c.name) != i:  # agents pick responses by name
+            fail(f"{key}.name", f"{c.name!r} is defined more than once")
 
 
 def _check(cfg: CentreConfig, source: str) -> None:
@@ -554,6 +594,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
         for ch, n in (a.capacity or {}).items():
             if n < 0:
                 fail(f"{key}.capacity.{ch}", "must be >= 0")
+
+    _check_dispositions_and_canned(cfg, fail)
 
     if cfg.demo:
         for i, t in enumerate(cfg.demo.traffic):

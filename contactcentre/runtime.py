@@ -369,6 +369,7 @@ async def serve(
     from contactcentre.web import DashboardSite
     from contactcentre.web.api import Api
     from contactcentre.web.auth import WebAuth
+    from contactcentre.web.console import ConsolePage
     from contactcentre.web.metrics import MetricsResource
     from contactcentre.web.widget import widget_resource
 
@@ -388,11 +389,11 @@ async def serve(
     wss = None
     email: EmailChannel | None = None
     chat: ChatChannel | None = None
-    agents = AgentGateway(centre)
-    extra: Any = None
-    api: Any = None
     # Web sessions: the site's pages and the REST API, and (for the console's WebSocket) the agent gateway.
     web_auth = WebAuth(centre)
+    agents = AgentGateway(centre, web_auth=web_auth)
+    extra: Any = None
+    api: Any = None
     cti: CtiServer | None = None
     cti_listening = None
     voice: VoiceChannel | None = None
@@ -457,6 +458,7 @@ async def serve(
             raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None
         real_ws_port = next(iter(wss.sockets)).getsockname()[1]
         pages_ = {b"chat": widget_resource(config, real_ws_port)} if chat is not None else {}
+        pages_[b"agent"] = web_auth.guard(ConsolePage(config, real_ws_port), "agent")  # replaces the bare /agent
         # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
         pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
         api = Api(centre, web_auth=web_auth)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.browser import chromium, live_server, new_page  # noqa: F401  (browser-test fixtures, tests/browser.py)
+
 # CI runs the long profile (the stateful router test then covers >= 100,000 steps); locally "dev" is quick.
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -234,6 +234,7 @@ def test_consultative_transfer_to_an_outside_number(tmp_path: Path) -> None:
         assert moved.to_external == "+31307654321" and rig.state(cid) is None
         row = await rig.interaction(cid)
         assert row["outcome"] == "transferred" and row["agent_id"] == agent
+        assert row["talk_ms"] == moved.talk_ms is not None  # the contact ends here: its talk is on the row
         got = await legs(rig, cid)
         assert [(g["agent_id"], g["outcome"], g["to"]) for g in got] == [
             (agent, "transferred", "external:+31307654321")

@@ -80,7 +80,8 @@ def _changes(ev: Event) -> dict[str, Any] | None:
     if isinstance(ev, ContactTransferred):
         if ev.to_external is None:
             return None
-        return {"ended_ms": ev.at_ms, "agent_id": ev.agent_id, "outcome": "transferred"}
+        # The contact ends here: its last agent's talk is the one this event reports (hold is not on it).
+        return {"ended_ms": ev.at_ms, "agent_id": ev.agent_id, "outcome": "transferred", "talk_ms": ev.talk_ms}
     if isinstance(ev, ContactClosed):
         return {
             "ended_ms": ev.at_ms,

@@ -171,6 +171,9 @@ def build_root(
     root.putChild(b"", auth.guard(Dashboard(driver, env), "supervisor"))
     for name, resource in auth.resources().items():
         root.putChild(name, resource)
+    from contactcentre.web.admin import AdminPage  # imports web.auth, which imports this module
+
+    root.putChild(b"admin", auth.guard(AdminPage(auth, env), "admin"))
     api_node = _Node()
     api_node.putChild(b"live", auth.guard(LiveApi(driver), "supervisor", api=True))
     for name, resource in (api or {}).items():

@@ -771,7 +771,8 @@ class _Guarded(Resource):
 
 
 class _AgentHome(Resource):
-    """Who is logged in; the agent console will grow here."""
+    """Who is logged in: ``/agent`` for a site without the agent WebSocket (tests of the site alone). The
+    runtime mounts the console (``contactcentre.web.console.ConsolePage``, same role guard) over it."""
 
     isLeaf = True
 

@@ -1,0 +1,209 @@
+"""What an administrator looks at: users, queues and routing settings, disposition codes, canned responses and
+IVR files, as the ``/admin`` page shows it and ``contactcentre admin show`` prints it (``docs/web.md``).
+
+    contactcentre admin show [--config FILE] [--database-url URL] [--json]
+
+Users live in the database (``contactcentre user ...`` changes them); everything else is the centre's
+configuration file, checked by ``contactcentre check-config`` and read at start-up. Agents' skills are the
+configuration's ``[[agents]]`` entries (the users table holds none): edit the file and restart. Exit codes:
+0 done, 1 a database error, 2 a bad configuration or an unusable database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, SlaConfig, load_config
+from contactcentre.store.schema import users
+from contactcentre.store_cli import add_database_argument, database_reason
+
+
+def admin_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user, by name, with what an administrator checks (never a hash or a secret)."""
+    rows = conn.execute(
+        select(
+            users.c.id,
+            users.c.display_name,
+            users.c.role,
+            users.c.agent_id,
+            users.c.disabled,
+            users.c.password_hash.is_not(None).label("has_password"),
+            users.c.totp_secret.is_not(None).label("totp"),
+        ).order_by(users.c.id)
+    ).mappings()
+    return [
+        {**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"]), "totp": bool(r["totp"])}
+        for r in rows
+    ]
+
+
+def _sla(sla: SlaConfig | None) -> str:
+    if sla is None:
+        return "channel default"
+    text = f"{sla.target * 100:g} % in {sla.threshold_s:g} s"
+    return text + (f" (warn {sla.warn_s:g} s)" if sla.warn_s is not None else "")
+
+
+def _skills(skills: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in skills.items()) or "–"
+
+
+def _overflow(step: Any) -> str:
+    parts = []
+    if step.relax:
+        parts.append("relax " + _skills(step.relax))
+    if step.drop_skills:
+        parts.append("drop " + ", ".join(step.drop_skills))
+    if step.add_skill:
+        parts.append("add skill " + _skills(step.add_skill))
+    if step.add_queues:
+        parts.append("add queues " + ", ".join(step.add_queues))
+    if step.move_to:
+        parts.append("move to " + step.move_to)
+    if step.raise_priority:
+        parts.append(f"priority +{step.raise_priority}")
+    if step.leave:
+        parts.append("leave" + (f" to {step.leave_to}" if step.leave_to else ""))
+    return f"after {step.after_s:g} s: " + ("; ".join(parts) or "nothing")
+
+
+def overview(config: CentreConfig, user_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The admin view as plain data (strings, numbers, lists): the page renders it, the CLI prints it."""
+    agents = {a.id: a for a in config.agents}
+    people = []
+    for u in user_rows:
+        agent = agents.get(u["agent_id"]) if u["agent_id"] else None
+        problem = ""
+        if u["role"] == "agent" and agent is None:
+            problem = f"agent id {u['agent_id']!r} is not in the configuration: this user cannot take contacts"
+        extension = config.extensions().get(agent.id, "") if agent else ""
+        people.append(
+            {**u, "skills": _skills(agent.skills) if agent else "", "extension": extension, "problem": problem}
+        )
+    numbers = config.queue_numbers()
+    queues = []
+    for q in config.queues:
+        queues.append(
+            {
+                "name": q.name,
+                "description": q.description,
+                "channels": ", ".join(q.channels),
+                "skills": _skills(q.skills),
+                "strategy": q.strategy or f"{config.routing.strategy} (centre default)",
+                "priority": q.priority,
+                "sla": _sla(q.sla),
+                "hours": q.hours,
+                "max_wait": f"{q.max_wait_s:g} s, then {q.max_wait_action}" if q.max_wait_s is not None else "–",
+                "max_depth": q.max_depth if q.max_depth is not None else "–",
+                "overflow": [_overflow(s) for s in q.overflow],
+                "number": numbers[q.name],
+            }
+        )
+    routing = {
+        k: (_skills(v) if isinstance(v, dict) else v)
+        for k, v in ((f, getattr(config.routing, f)) for f in config.routing.__struct_fields__)
+    }
+    return {
+        "centre": config.name,
+        "users": people,
+        "agents_without_user": sorted(set(agents) - {u["agent_id"] for u in user_rows if u["agent_id"]}),
+        "routing": routing,
+        "queues": queues,
+        "dispositions": list(config.dispositions.codes),
+        "canned": [{"name": c.name, "channel": c.channel or "chat, email", "text": c.text} for c in config.canned],
+        "ivr": [{"number": n, "file": p} for n, p in sorted(config.server.voice.ivr.items())],
+    }
+
+
+def format_text(view: dict[str, Any]) -> str:
+    """The overview as the plain text ``contactcentre admin show`` prints."""
+    out = [f"{view['centre']} — administration", "", "Users (contactcentre user ...)"]
+    for u in view["users"]:
+        flags = [u["role"]]
+        if u["agent_id"]:
+            flags.append(f"agent {u['agent_id']}" + (f" (extension {u['extension']})" if u.get("extension") else ""))
+        flags.append("TOTP" if u["totp"] else "no TOTP")
+        if not u["has_password"]:
+            flags.append("token only")
+        if u["disabled"]:
+            flags.append("DISABLED")
+        out.append(f"  {u['id']:<16} {', '.join(flags)}" + (f"  skills: {u['skills']}" if u["skills"] else ""))
+        if u["problem"]:
+            out.append(f"    ! {u['problem']}")
+    if view["agents_without_user"]:
+        out.append(f"  configured agents without a login: {', '.join(view['agents_without_user'])}")
+    out += ["", "Routing ([routing])"]
+    out += [f"  {k} = {v}" for k, v in view["routing"].items()]
+    out += ["", "Queues ([[queues]])"]
+    for q in view["queues"]:
+        out.append(f"  {q['name']} (number {q['number']}): {q['channels']}; skills {q['skills']}")
+        out.append(f"    strategy {q['strategy']}, priority {q['priority']}, SLA {q['sla']}, hours {q['hours']}")
+        out.append(f"    max wait {q['max_wait']}, max depth {q['max_depth']}")
+        out += [f"    overflow {step}" for step in q["overflow"]]
+    out += ["", "Disposition codes ([dispositions] codes)"]
+    out.append("  " + (", ".join(view["dispositions"]) or "none: agents may type any code"))
+    out += ["", "Canned responses ([[canned]])"]
+    for c in view["canned"]:
+        first = c["text"].strip().splitlines()[0] if c["text"].strip() else ""
+        out.append(f"  {c['name']} ({c['channel']}): {first}")
+    if not view["canned"]:
+        out.append("  none")
+    out += ["", "IVR menus ([server.voice] ivr)"]
+    out += [f"  {i['number']}: {i['file']}" for i in view["ivr"]] or ["  none"]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+def add_parser(sub: Any) -> None:
+    admin = sub.add_parser(
+        "admin",
+        help="show users, queues, routing, disposition codes, canned responses and IVR files",
+        description="What the /admin page shows. Users change with `contactcentre user ...`; the rest is the "
+        "configuration file (check it with `contactcentre check-config`), agents' skills included.",
+    )
+    asub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    show = asub.add_parser("show", help="print the overview")
+    show.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG_PATH, metavar="FILE", help="centre configuration (TOML)"
+    )
+    show.add_argument("--json", action="store_true", help="print JSON")
+    add_database_argument(show)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from contactcentre.store.db import DatabaseError, open_store
+
+    prog = "contactcentre admin"
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        engine = open_store(args.database_url, upgrade=False)
+    except DatabaseError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
+        return 1
+    try:
+        with engine.connect() as conn:
+            view = overview(config, admin_users(conn))
+    except SQLAlchemyError as exc:
+        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    sys.stdout.write(json.dumps(view, indent=2) + "\n" if args.json else format_text(view))
+    return 0

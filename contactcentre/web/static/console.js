@@ -1,0 +1,615 @@
+// The agent console: one WebSocket speaking the agent protocol (docs/protocol.md), logged in by the page's
+// web session (the browser sends the cc_session cookie with the handshake). Plain DOM; every text that came
+// from a customer or the server is put in with textContent, never parsed as HTML.
+"use strict";
+
+(function () {
+  const body = document.body;
+  const settings = JSON.parse(document.getElementById("console-settings").textContent);
+  const $ = (id) => document.getElementById(id);
+
+  let ws = null;
+  let nextRef = 1;
+  const pending = new Map(); // ref -> {ok, fail}
+  let offset = 0; // server clock minus ours, from welcome and ping answers
+  let retryMs = 500;
+  let reconnect = true;
+  let stateSince = null;
+  let refusal = null; // the error frame that came before a 1008 close: why the login was refused
+
+  const offers = new Map(); // offer_id -> {frame, el}
+  const contacts = new Map(); // contact_id -> {channel, el, tab, state, wrapEnds, wrapFrom, ...}
+  const pops = new Map(); // contact_id -> screen_pop frame
+  let selected = null;
+
+  const serverNow = () => Date.now() + offset;
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function clone(id) {
+    return $(id).content.firstElementChild.cloneNode(true);
+  }
+
+  function secs(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    const m = Math.floor(s / 60);
+    return m ? `${m}:${String(s % 60).padStart(2, "0")}` : `${s} s`;
+  }
+
+  function clock(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function notice(text) {
+    const n = $("notice");
+    n.textContent = text || "";
+    n.hidden = !text;
+  }
+
+  // ----------------------------------------------------------------------------------- the connection
+
+  function connect() {
+    setConn("connecting", "connecting…");
+    ws = new WebSocket(body.dataset.wsUrl);
+    ws.addEventListener("open", () => setConn("open", "connected"));
+    ws.addEventListener("message", (e) => {
+      let frame;
+      try {
+        frame = JSON.parse(e.data);
+      } catch (err) {
+        return; // the server only sends JSON; nothing to show for a broken frame
+      }
+      if (frame && typeof frame.type === "string" && handlers[frame.type]) handlers[frame.type](frame);
+    });
+    ws.addEventListener("close", (e) => {
+      for (const p of pending.values()) p.fail({ code: "closed", detail: "the connection closed" });
+      pending.clear();
+      if (e.code === 1000) {
+        reconnect = false;
+        setConn("closed", "logged out");
+      } else if (e.code === 4000) {
+        reconnect = false; // another console took over: coming back would take it away again
+        setConn("closed", "opened elsewhere");
+        notice("This console was opened in another window. Reload to use it here.");
+      } else if (e.code === 1008) {
+        reconnect = false;
+        setConn("closed", "not connected");
+        const why = refusal ? refusal.detail : e.reason || "refused";
+        notice(`Not connected: ${why}.${refusal && refusal.code !== "unauthorized" ? "" : " Log in again."}`);
+      }
+      if (reconnect) {
+        setConn("closed", "reconnecting…");
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, 15000);
+      }
+    });
+  }
+
+  function setConn(kind, text) {
+    const c = $("conn");
+    c.dataset.conn = kind;
+    c.textContent = text;
+  }
+
+  // Sends a command; the promise settles with its ack (resolve) or error frame (reject).
+  function send(frame) {
+    return new Promise((resolve, reject) => {
+      if (!ws || ws.readyState !== WebSocket.OPEN) {
+        reject({ code: "closed", detail: "not connected" });
+        return;
+      }
+      const ref = nextRef++;
+      pending.set(ref, { ok: resolve, fail: reject });
+      ws.send(JSON.stringify({ ...frame, ref }));
+    });
+  }
+
+  function command(frame) {
+    return send(frame).catch((err) => {
+      notice(`${frame.type}: ${err.detail || err.code}`);
+      throw err;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------- frames
+
+  const handlers = {
+    welcome(f) {
+      retryMs = 500;
+      refusal = null;
+      offset = f.server_ms - Date.now();
+      notice("");
+      for (const id of [...offers.keys()]) removeOffer(id);
+      for (const id of [...contacts.keys()]) removeContact(id);
+      showState(f);
+      for (const w of f.work) upsertContact(w);
+    },
+    ack(f) {
+      settle(f, true);
+    },
+    error(f) {
+      if (f.ref !== undefined && pending.has(f.ref)) settle(f, false);
+      else {
+        refusal = f;
+        notice(`${f.code}: ${f.detail}`);
+      }
+    },
+    state(f) {
+      showState(f);
+    },
+    offer(f) {
+      addOffer(f);
+    },
+    offer_gone(f) {
+      removeOffer(f.offer_id);
+      if (!contacts.has(f.contact_id)) pops.delete(f.contact_id);
+      renderPop();
+    },
+    screen_pop(f) {
+      pops.set(f.contact_id, f);
+      renderPop();
+    },
+    contact(f) {
+      const c = upsertContact(f);
+      c.transcript.replaceChildren();
+      for (const m of f.transcript || []) addLine(c, m);
+      if (f.transcript_error) addSystem(c, f.transcript_error);
+      if (f.subject) c.title.textContent = `${c.label} — ${f.subject}`;
+      if (f.state === "wrap_up") startWrap(c, f.wrap_up_ends_ms === undefined ? null : f.wrap_up_ends_ms);
+      if (selected === null) select(f.contact_id);
+    },
+    message(f) {
+      const c = contacts.get(f.contact_id);
+      if (!c) return;
+      addLine(c, f);
+      c.typing.hidden = true;
+      if (selected !== f.contact_id) c.badge.hidden = false;
+    },
+    typing(f) {
+      const c = contacts.get(f.contact_id);
+      if (!c) return;
+      c.typing.hidden = false;
+      clearTimeout(c.typingTimer);
+      c.typingTimer = setTimeout(() => (c.typing.hidden = true), 4000);
+    },
+    customer_presence(f) {
+      const c = contacts.get(f.contact_id);
+      if (c) c.presence.textContent = f.connected ? "" : "customer disconnected — may come back";
+    },
+    contact_state(f) {
+      const c = contacts.get(f.contact_id);
+      if (c) setContactState(c, f.state);
+    },
+    customer_left(f) {
+      const c = contacts.get(f.contact_id);
+      if (c) addSystem(c, "The customer has left.");
+    },
+    wrap_up(f) {
+      const c = contacts.get(f.contact_id);
+      if (c) startWrap(c, f.ends_ms);
+    },
+    contact_closed(f) {
+      removeContact(f.contact_id);
+    },
+    transferred(f) {
+      removeContact(f.contact_id);
+    },
+  };
+
+  function settle(f, ok) {
+    const p = pending.get(f.ref);
+    if (!p) return;
+    pending.delete(f.ref);
+    if (ok) p.ok(f);
+    else p.fail(f);
+  }
+
+  // ----------------------------------------------------------------------------------------- state
+
+  function showState(f) {
+    const s = $("state");
+    s.dataset.state = f.state;
+    let text = f.state.replace("_", " ");
+    if (f.state === "away" && f.reason) text += ` (${f.reason.replace("_", " ")})`;
+    else if (f.presence === "away" && f.away_reason) text += ` → away (${f.away_reason.replace("_", " ")})`;
+    s.textContent = text;
+    stateSince = f.since_ms;
+    tickState();
+  }
+
+  function tickState() {
+    $("state-time").textContent = stateSince ? secs(serverNow() - stateSince) : "";
+  }
+
+  $("go-available").addEventListener("click", () => command({ type: "state", state: "available" }).catch(() => {}));
+  $("go-away").addEventListener("click", () =>
+    command({ type: "state", state: "away", reason: $("away-reason").value }).catch(() => {})
+  );
+
+  // ---------------------------------------------------------------------------------------- offers
+
+  function addOffer(f) {
+    removeOffer(f.offer_id);
+    const card = clone("offer-tpl");
+    card.dataset.offerId = f.offer_id;
+    card.dataset.contactId = f.contact_id || "";
+    card.querySelector(".offer-channel").textContent = f.channel || "contact";
+    card.querySelector(".offer-queue").textContent = f.queue ? `in ${f.queue}` : "";
+    card.querySelector(".offer-tier").textContent = f.tier || "";
+    card.querySelector(".offer-tier").dataset.tier = f.tier || "";
+    const preview = f.preview || {};
+    card.querySelector(".offer-subject").textContent = preview.subject || "";
+    const lines = card.querySelector(".offer-lines");
+    for (const line of preview.lines || []) lines.append(el("li", line));
+    if (f.why && f.why.strategy) {
+      const why = [`${f.why.strategy}`, f.why.requirement].filter(Boolean).join(", ");
+      card.querySelector(".offer-why").textContent = `why you: ${why}`;
+    }
+    card.querySelector(".accept").addEventListener("click", () => accept(f.offer_id));
+    card.querySelector(".reject").addEventListener("click", () => reject(f.offer_id));
+    $("offers").append(card);
+    offers.set(f.offer_id, { frame: f, el: card });
+    tickOffers();
+    renderPop();
+  }
+
+  function removeOffer(id) {
+    const o = offers.get(id);
+    if (!o) return;
+    o.el.remove();
+    offers.delete(id);
+    renderPop();
+  }
+
+  function accept(id) {
+    command({ type: "accept", offer_id: id })
+      .then(() => removeOffer(id))
+      .catch(() => removeOffer(id));
+  }
+
+  function reject(id) {
+    command({ type: "reject", offer_id: id, reason: "rejected" })
+      .then(() => removeOffer(id))
+      .catch(() => removeOffer(id));
+  }
+
+  function tickOffers() {
+    for (const o of offers.values()) {
+      const left = o.frame.expires_ms - serverNow();
+      const cd = o.el.querySelector(".countdown");
+      cd.textContent = left > 0 ? secs(left) : "expiring";
+      o.el.classList.toggle("urgent", left < 10000);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------- contacts
+
+  function upsertContact(f) {
+    let c = contacts.get(f.contact_id);
+    if (!c) c = makeContact(f);
+    setContactState(c, f.state);
+    return c;
+  }
+
+  function makeContact(f) {
+    const pane = clone("pane-tpl");
+    const tab = clone("tab-tpl");
+    const label = `${f.channel} ${f.contact_id}`;
+    const c = {
+      id: f.contact_id,
+      channel: f.channel,
+      label,
+      pane,
+      tab,
+      title: pane.querySelector(".pane-title"),
+      transcript: pane.querySelector(".transcript"),
+      typing: pane.querySelector(".typing"),
+      presence: pane.querySelector(".pane-presence"),
+      badge: tab.querySelector(".tab-badge"),
+      wrapEnds: null,
+      wrapFrom: null,
+      wrapping: false,
+    };
+    pane.id = `pane-${contacts.size}-${Date.now()}`;
+    pane.dataset.contactId = f.contact_id;
+    pane.dataset.channel = f.channel;
+    tab.dataset.contactId = f.contact_id;
+    tab.setAttribute("aria-controls", pane.id);
+    tab.querySelector(".tab-label").textContent = label;
+    c.title.textContent = label;
+    tab.addEventListener("click", () => select(f.contact_id));
+
+    const text = pane.querySelector(".compose-text");
+    const compose = pane.querySelector(".compose");
+    const canned = pane.querySelector(".canned");
+    for (const r of settings.canned) {
+      if (r.channel && r.channel !== f.channel) continue;
+      const o = el("option", r.name);
+      o.value = r.name;
+      canned.append(o);
+    }
+    canned.hidden = canned.options.length <= 1;
+    canned.addEventListener("change", () => {
+      const r = settings.canned.find((x) => x.name === canned.value);
+      if (r) {
+        text.value = text.value ? `${text.value}\n${r.text}` : r.text;
+        text.focus();
+      }
+      canned.value = "";
+    });
+    text.placeholder = f.channel === "email" ? "Reply to the e-mail (Ctrl+Enter sends)" : "Message (Enter sends)";
+    if (f.channel === "email") text.rows = 8;
+    text.addEventListener("keydown", (e) => {
+      const sendKey = f.channel === "email" ? e.key === "Enter" && e.ctrlKey : e.key === "Enter" && !e.shiftKey;
+      if (sendKey) {
+        e.preventDefault();
+        compose.requestSubmit();
+      } else if (e.key === "Escape") {
+        text.blur();
+      } else if (f.channel === "chat") {
+        typingSignal(c);
+      }
+    });
+    compose.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const value = text.value;
+      if (!value.trim()) return;
+      const type = f.channel === "email" ? "reply" : "message";
+      command({ type, contact_id: c.id, text: value })
+        .then((ack) => {
+          addLine(c, { from: "agent", text: value, at_ms: serverNow(), message_id: ack.message_id });
+          if (text.value === value) text.value = "";
+        })
+        .catch(() => {});
+    });
+
+    const voice = pane.querySelector(".voice");
+    if (f.channel === "voice") {
+      compose.hidden = true;
+      voice.hidden = false;
+      pane.querySelector(".end").textContent = "Hang up";
+    }
+    for (const b of voice.querySelectorAll("button[data-cmd]")) {
+      b.addEventListener("click", () => voiceCommand(c, b.dataset.cmd, pane.querySelector(".target").value.trim()));
+    }
+    pane.querySelector(".end").addEventListener("click", () =>
+      command({ type: f.channel === "voice" ? "hang_up" : "end", contact_id: c.id }).catch(() => {})
+    );
+    const tq = pane.querySelector(".transfer-queue");
+    for (const q of settings.queues) {
+      const o = el("option", q);
+      o.value = q;
+      tq.append(o);
+    }
+    pane.querySelector(".transfer").addEventListener("click", () => {
+      if (tq.value) command({ type: "transfer", contact_id: c.id, to_queue: tq.value }).catch(() => {});
+    });
+
+    const wrap = pane.querySelector(".wrapup");
+    let disp = wrap.querySelector(".disposition");
+    if (settings.dispositions.length) {
+      for (const code of settings.dispositions) {
+        const o = el("option", code.replaceAll("_", " "));
+        o.value = code;
+        disp.append(o);
+      }
+    } else {
+      // No controlled list configured: the centre takes any code.
+      const input = el("input");
+      input.className = "disposition";
+      input.required = true;
+      input.maxLength = 128;
+      disp.replaceWith(input);
+      disp = input;
+    }
+    wrap.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!disp.value) return;
+      command({ type: "disposition", contact_id: c.id, code: disp.value })
+        .then(() => command({ type: "wrap_up_done", contact_id: c.id }))
+        .catch(() => {});
+    });
+
+    $("tabs").append(tab);
+    $("panes").append(pane);
+    contacts.set(f.contact_id, c);
+    renumberTabs();
+    return c;
+  }
+
+  function typingSignal(c) {
+    const now = Date.now();
+    if (c.typingSent && now - c.typingSent < 3000) return; // one signal per few seconds is enough
+    c.typingSent = now;
+    send({ type: "typing", contact_id: c.id }).catch(() => {});
+  }
+
+  function voiceCommand(c, cmd, target) {
+    const frame = { type: cmd, contact_id: c.id };
+    if (cmd === "transfer" || cmd === "consult") {
+      if (!target) {
+        notice(`${cmd}: name an agent, a queue or a number`);
+        return;
+      }
+      if (/^[+0-9]/.test(target)) frame.to_external = target;
+      else if (settings.agents.includes(target)) frame.to_agent = target;
+      else frame.to_queue = target;
+    }
+    command(frame).catch(() => {});
+  }
+
+  function setContactState(c, state) {
+    c.state = state;
+    c.pane.dataset.state = state;
+    c.pane.querySelector(".pane-state").textContent = state.replace("_", " ");
+    const handling = state === "connected" || state === "held";
+    c.pane.querySelector(".compose-text").disabled = !handling;
+    c.pane.querySelector(".send").disabled = !handling;
+    c.pane.querySelector(".contact-actions").hidden = !handling;
+  }
+
+  function startWrap(c, endsMs) {
+    setContactState(c, "wrap_up");
+    c.wrapping = true;
+    c.wrapEnds = endsMs;
+    c.wrapFrom = serverNow();
+    const wrap = c.pane.querySelector(".wrapup");
+    wrap.hidden = false;
+    c.typing.hidden = true;
+    if (selected === c.id) wrap.querySelector(".disposition").focus();
+    tickWrap();
+  }
+
+  function tickWrap() {
+    for (const c of contacts.values()) {
+      if (!c.wrapping) continue;
+      const t = c.pane.querySelector(".wrap-timer");
+      t.textContent =
+        c.wrapEnds === null ? `${secs(serverNow() - c.wrapFrom)} so far` : `closes in ${secs(c.wrapEnds - serverNow())}`;
+    }
+  }
+
+  function removeContact(id) {
+    const c = contacts.get(id);
+    if (!c) return;
+    clearTimeout(c.typingTimer);
+    c.pane.remove();
+    c.tab.remove();
+    contacts.delete(id);
+    pops.delete(id);
+    if (selected === id) {
+      selected = null;
+      const first = contacts.keys().next();
+      if (!first.done) select(first.value);
+    }
+    renumberTabs();
+    renderPop();
+  }
+
+  function renumberTabs() {
+    let i = 1;
+    for (const c of contacts.values()) c.tab.querySelector(".tab-key").textContent = i <= 9 ? String(i++) : "";
+    $("idle").hidden = contacts.size > 0;
+  }
+
+  function select(id) {
+    if (!contacts.has(id)) return;
+    selected = id;
+    for (const c of contacts.values()) {
+      const on = c.id === id;
+      c.pane.hidden = !on;
+      c.tab.setAttribute("aria-selected", on ? "true" : "false");
+      c.tab.classList.toggle("active", on);
+      if (on) c.badge.hidden = true;
+    }
+    renderPop();
+  }
+
+  function addLine(c, m) {
+    const li = el("li", null, `line from-${m.from === "customer" ? "customer" : "agent"}`);
+    const meta = el("span", `${m.from === "customer" ? "customer" : m.agent_id || "you"} · ${clock(m.at_ms)}`, "meta");
+    li.append(meta);
+    if (m.subject) li.append(el("strong", m.subject, "subject"));
+    li.append(el("span", m.text, "text"));
+    c.transcript.append(li);
+    li.scrollIntoView({ block: "nearest" });
+  }
+
+  function addSystem(c, text) {
+    c.transcript.append(el("li", text, "line system"));
+  }
+
+  // ------------------------------------------------------------------------------------ screen-pop
+
+  function renderPop() {
+    // While an offer rings, its customer: that is what the agent decides on. Otherwise the contact shown.
+    const last = [...offers.values()].pop();
+    let pop = last ? pops.get(last.frame.contact_id) : undefined;
+    if (pop === undefined && selected !== null) pop = pops.get(selected);
+    const empty = !pop || !pop.matched || !pop.customer;
+    $("pop-body").hidden = empty;
+    $("pop-empty").hidden = !empty;
+    if (empty) {
+      $("pop-empty").textContent = pop
+        ? pop.error || "Not a known customer."
+        : "The customer of the contact shown appears here.";
+      return;
+    }
+    const cu = pop.customer;
+    $("pop-name").textContent = cu.name || "(no name)";
+    $("pop-tier").textContent = cu.tier || "";
+    $("pop-tier").dataset.tier = cu.tier || "";
+    $("pop-id").textContent = cu.id;
+    const value = cu.lifetime_value !== undefined && cu.lifetime_value !== null ? cu.lifetime_value.toFixed(2) : "—";
+    $("pop-value").textContent = cu.value_segment ? `${value} (${cu.value_segment})` : value;
+    $("pop-language").textContent = cu.language || "—";
+    const ways = [];
+    if (cu.consent_email) ways.push("e-mail");
+    if (cu.consent_sms) ways.push("SMS");
+    if (cu.consent_calls) ways.push("calls");
+    $("pop-consents").textContent = ways.length ? ways.join(", ") : "no consents";
+    $("pop-dnc").hidden = !cu.do_not_call;
+    const sig = pop.signals || {};
+    $("pop-risk").textContent = sig.risk ? `risk ${sig.risk} (${sig.contacts || 0} contacts in ${sig.window_days} days)` : "—";
+    $("pop-reasons").replaceChildren(...(sig.reasons || []).map((r) => el("li", r)));
+    $("pop-cases").replaceChildren(
+      ...(pop.open_cases || []).map((k) => {
+        const due = k.first_response_due_ms ? ` · due ${clock(k.first_response_due_ms)}` : "";
+        const li = el("li", `${k.token || k.id} ${k.subject || ""} · ${k.status}${due}`);
+        if (k.overdue) li.classList.add("overdue");
+        return li;
+      })
+    );
+    $("pop-recent").replaceChildren(
+      ...(pop.recent || []).map((r) => {
+        const when = r.started_ms ? new Date(r.started_ms).toLocaleString() : "";
+        return el("li", [r.channel, when, r.disposition || r.outcome].filter(Boolean).join(" · "));
+      })
+    );
+  }
+
+  // -------------------------------------------------------------------------------------- keyboard
+
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (t instanceof HTMLElement && t.closest("input, textarea, select")) return;
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const oldest = offers.keys().next();
+    if ((e.key === "a" || e.key === "A") && !oldest.done) {
+      e.preventDefault();
+      accept(oldest.value);
+    } else if ((e.key === "r" || e.key === "R") && !oldest.done) {
+      e.preventDefault();
+      reject(oldest.value);
+    } else if (/^[1-9]$/.test(e.key)) {
+      const c = [...contacts.values()][Number(e.key) - 1];
+      if (c) {
+        e.preventDefault();
+        select(c.id);
+      }
+    } else if (e.key === "?") {
+      toggleHelp();
+    }
+  });
+
+  function toggleHelp() {
+    const h = $("help");
+    h.hidden = !h.hidden;
+    $("help-toggle").setAttribute("aria-expanded", h.hidden ? "false" : "true");
+  }
+  $("help-toggle").addEventListener("click", toggleHelp);
+
+  setInterval(() => {
+    tickState();
+    tickOffers();
+    tickWrap();
+  }, 250);
+
+  if (body.dataset.wsUrl) connect();
+  else setConn("closed", "no agent id");
+})();
