@@ -47,6 +47,7 @@ from contactcentre.events import (
     AgentLoggedIn,
     AgentLoggedOut,
     AgentReady,
+    CaseNoteAdded,
     ContactAbandoned,
     ContactArrived,
     ContactClosed,
@@ -327,6 +328,7 @@ class AgentGateway:
             "disposition": self._cmd_disposition,
             "wrap_up_done": self._cmd_wrap_up_done,
             "typing": self._cmd_typing,
+            "note": self._cmd_note,
         }
         self.actions = ContactActions(centre)
         self._unsubscribe = centre.subscribe(self._on_events)
@@ -676,6 +678,24 @@ class AgentGateway:
             log.warning("agent %s: %s message on %s failed: %s", s.agent_id, c.channel, c.id, exc)
             raise _channel_error(exc) from None
         return {"contact_id": c.id, "message_id": message_id}
+
+    async def _cmd_note(self, s: _Session, frame: Frame) -> Frame | None:
+        """A note on the contact's case for colleagues (while handling it or in wrap-up); acknowledged once
+        it is stored. Customers never see it."""
+        c = self._own(s, frame)
+        text = clean_text(_text(frame, "text", max_len=MAX_TEXT))
+        if not text.strip():
+            raise ProtocolError("bad_field", "text: empty")
+        case_id = await self.centre.read(_case_of, c.id)
+        self.centre.publish(
+            [
+                CaseNoteAdded(
+                    at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=s.agent_id, text=text, case_id=case_id
+                )
+            ]
+        )
+        await self.centre.commit()
+        return {"contact_id": c.id, "case_id": case_id}
 
     async def _cmd_hold(self, s: _Session, frame: Frame) -> Frame | None:
         return await self._act(self.actions.hold, _text(frame, "contact_id"), s.agent_id)
@@ -1174,3 +1194,7 @@ def _load_transcript(conn: Connection, contact_id: str, limit: int) -> tuple[str
             m["agent_id"] = r.author
         out.append(m)
     return case_id, subject, out
+
+
+def _case_of(conn: Connection, contact_id: str) -> str | None:
+    return conn.execute(select(interactions.c.case_id).where(interactions.c.id == contact_id)).scalar_one_or_none()

@@ -486,6 +486,17 @@ class MessageSent(Event, tag="message.sent"):
     PERSONAL: ClassVar[tuple[str, ...]] = ("body", "address", "subject", "message_id", "in_reply_to", "references")
 
 
+class CaseNoteAdded(Event, tag="case.note_added"):
+    """An agent's note about a contact, for colleagues: never sent to the customer. Stored as a message of
+    channel ``note`` on the contact's case (``case_id``, when it has one) and interaction."""
+
+    contact_id: str
+    agent_id: str
+    text: str
+    case_id: str | None = None
+    PERSONAL: ClassVar[tuple[str, ...]] = ("text",)
+
+
 # ------------------------------------------------------------------------------- derived (the voice IVR)
 # Published by the IVR runner (contactcentre/channels/ivr.py), one per session fact, so that containment
 # statistics per node can be rebuilt from the log alone (contactcentre.ivr.stats.stats_from_events). A call in

@@ -868,3 +868,39 @@ def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
         await body(env)
 
     run(tmp_path, with_log, config=VOICE_CONFIG)
+
+
+def test_a_case_note_is_stored_for_colleagues_and_never_shown_to_the_customer(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from contactcentre.channels.chat import _lines_after
+    from contactcentre.store.schema import messages
+
+    async def body(env: Env) -> None:
+        console = await env.ready("a1")
+        env.arrive("chat-1", case_id="C-NOTE01")
+        await _handling(env, console, "chat-1")
+        await console.send(type="note", contact_id="chat-1", text="  ")
+        assert (await console.expect("error"))["code"] == "bad_field"
+        await console.send(type="note", contact_id="chat-2", text="not mine")
+        assert (await console.expect("error"))["code"] == "not_your_contact"
+        await console.send(type="note", contact_id="chat-1", text="Customer asked for a refund; see invoice 42.")
+        ack = await console.expect("ack", **{"for": "note"})
+        assert ack["case_id"] == "C-NOTE01"
+        await console.send(type="end", contact_id="chat-1")
+        await console.expect("wrap_up")
+        await console.send(type="note", contact_id="chat-1", text="Refund approved.")  # wrap-up is for this too
+        await console.expect("ack", **{"for": "note"})
+
+        def read(conn: Any) -> Any:
+            rows = conn.execute(select(messages).where(messages.c.channel == "note").order_by(messages.c.id)).all()
+            return rows, _lines_after(conn, ["chat-1"], None)
+
+        notes, customer_lines = await env.centre.read(read)
+        assert [(n.case_id, n.interaction_id, n.author, n.body) for n in notes] == [
+            ("C-NOTE01", "chat-1", "a1", "Customer asked for a refund; see invoice 42."),
+            ("C-NOTE01", "chat-1", "a1", "Refund approved."),
+        ]
+        assert all("refund" not in line["body"].lower() for line in customer_lines)  # a resume never replays it
+
+    run(tmp_path, body)

@@ -86,6 +86,13 @@ def test_an_agent_takes_a_chat_from_the_widget_and_wraps_it_up(live_server: Live
     # only codes from the controlled list are offered
     codes = wrap.locator("select.disposition option").evaluate_all("os => os.map(o => o.value).filter(Boolean)")
     assert "resolved" in codes and "spam" in codes
+    # a case note in wrap-up: stored for colleagues, shown as text, never sent to the customer
+    pane.locator("textarea.note-text").fill("Wanted <b>a refund</b>; told them about invoice 42.")
+    pane.locator("button.add-note").click()
+    expect(pane.locator("ol.notes li").last).to_have_text("Wanted <b>a refund</b>; told them about invoice 42.")
+    note = "select body from messages where channel = 'note' and interaction_id = ?"
+    assert _stored(live_server, note, pane_id) == "Wanted <b>a refund</b>; told them about invoice 42."
+    expect(customer.locator("#log")).not_to_contain_text("refund")
     wrap.locator("select.disposition").select_option("resolved")
     wrap.locator("button.wrap-done").click()
     expect(agent.locator(".pane")).to_have_count(0, timeout=T_MS)

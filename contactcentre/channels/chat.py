@@ -293,7 +293,10 @@ def _identify_and_open_case(
 
 def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
     m = messages.c
-    query = select(m.id, m.direction, m.author, m.at_ms, m.message_id, m.body).where(m.interaction_id.in_(contact_ids))
+    query = select(m.id, m.direction, m.author, m.at_ms, m.message_id, m.body).where(
+        m.interaction_id.in_(contact_ids),
+        m.channel != "note",  # never an agent's case note
+    )
     if last_message_id is not None:
         after = conn.execute(
             select(m.id).where(m.interaction_id.in_(contact_ids), m.message_id == last_message_id).limit(1)

@@ -23,6 +23,7 @@ from contactcentre.events import (
     CallbackAttemptEnded,
     CallbackCancelled,
     CallbackScheduled,
+    CaseNoteAdded,
     ContactAbandoned,
     ContactArrived,
     ContactClosed,
@@ -137,6 +138,20 @@ def _scheduled_row(ev: CallbackScheduled) -> dict[str, Any]:
     }
 
 
+def _note_row(ev: CaseNoteAdded) -> dict[str, Any]:
+    # Channel "note" keeps it out of everything that reads a conversation back to the customer (chat resume,
+    # e-mail threading and delivery), which all select their own channel's lines.
+    return {
+        "case_id": ev.case_id,
+        "interaction_id": ev.contact_id,
+        "channel": "note",
+        "direction": "outbound",
+        "author": ev.agent_id,
+        "at_ms": ev.at_ms,
+        "body": ev.text,
+    }
+
+
 def _message_row(ev: MessageReceived | MessageSent) -> dict[str, Any]:
     inbound = isinstance(ev, MessageReceived)
     return {
@@ -183,6 +198,9 @@ class Batch:
             return
         if isinstance(ev, MessageReceived | MessageSent):
             self.messages.append(_message_row(ev))
+            return
+        if isinstance(ev, CaseNoteAdded):
+            self.messages.append(_note_row(ev))
             return
         changes = _changes(ev)
         if changes is None:

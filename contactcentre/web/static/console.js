@@ -390,6 +390,20 @@
       if (tq.value) command({ type: "transfer", contact_id: c.id, to_queue: tq.value }).catch(() => {});
     });
 
+    const noteForm = pane.querySelector(".note-form");
+    const noteText = noteForm.querySelector(".note-text");
+    noteForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = noteText.value;
+      if (!text.trim()) return;
+      command({ type: "note", contact_id: c.id, text })
+        .then(() => {
+          noteForm.querySelector(".notes").append(el("li", text));
+          noteText.value = "";
+        })
+        .catch(() => {});
+    });
+
     const wrap = pane.querySelector(".wrapup");
     let disp = wrap.querySelector(".disposition");
     if (settings.dispositions.length) {
