@@ -370,6 +370,7 @@ async def serve(
     from contactcentre.web.api import Api
     from contactcentre.web.auth import WebAuth
     from contactcentre.web.console import ConsolePage
+    from contactcentre.web.live import LiveHub
     from contactcentre.web.metrics import MetricsResource
     from contactcentre.web.widget import widget_resource
 
@@ -401,6 +402,7 @@ async def serve(
     callbacks: CallbackChannel | None = None
     sip: Any = None
     sip_listening = None
+    live_hub: Any = None
     try:
         takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
         if srv.voice.enabled and takes_calls:
@@ -435,20 +437,24 @@ async def serve(
             chat.on_typing.append(agents.customer_typing)
             chat.on_presence.append(agents.customer_presence)
         chat_limit = srv.chat.max_frame_bytes
+        live_hub = LiveHub(centre, web_auth)  # the supervisors' dashboards (/live), today rebuilt from the log
+        await live_hub.start()
 
         async def route(ws: Any) -> None:
             path = ws.request.path.split("?", 1)[0]
             if path == "/chat" and chat is not None:
                 ws.protocol.max_message_size = chat_limit  # a customer's frame limit, not the agents'
                 await chat.handle(ws)
+            elif path == "/live":
+                await live_hub.handle(ws)
             else:
                 await agents.handle(ws)
 
         def only_known_paths(conn: Any, request: Any) -> Any:
             path = request.path.split("?", 1)[0]
-            if path == "/agent" or (path == "/chat" and chat is not None):
+            if path in ("/agent", "/live") or (path == "/chat" and chat is not None):
                 return None
-            return conn.respond(404, "no such WebSocket endpoint (try /chat or /agent)\n")
+            return conn.respond(404, "no such WebSocket endpoint (try /chat, /agent or /live)\n")
 
         try:
             wss = await ws_server.serve(
@@ -462,7 +468,7 @@ async def serve(
         # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
         pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
         api = Api(centre, web_auth=web_auth)
-        site = DashboardSite(centre.driver, auth=web_auth, api=api.children(), pages_=pages_)
+        site = DashboardSite(centre.driver, auth=web_auth, api=api.children(), pages_=pages_, ws_port=real_ws_port)
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)
         except CannotListenError as exc:
@@ -523,6 +529,8 @@ async def serve(
             if chat is not None:
                 await step("closing chats", chat.stop)
             await step("closing agent consoles", agents.stop)
+            if live_hub is not None:
+                await step("closing dashboards", live_hub.stop)
             if wss is not None:
                 wss.close()
                 await step("closing the WebSocket port", wss.wait_closed)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import re
 from collections.abc import Callable, Coroutine, Iterator
@@ -226,11 +227,12 @@ def start_live_server(tmp_path: Path, sink: Sink, edit: Callable[[str], str] | N
     return LiveServer(start_server(config, database), sink, database, config, passwords, tokens)
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def running_live_server(tmp_path: Path, edit: Callable[[str], str] | None = None) -> Iterator[LiveServer]:
+    """A live server (``start_live_server``) stopped at the end, which must exit cleanly and without a traceback."""
     sink = Sink()
     try:
-        live = start_live_server(tmp_path, sink)
+        live = start_live_server(tmp_path, sink, edit=edit)
         try:
             yield live
         finally:
@@ -239,6 +241,12 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
             assert "Traceback" not in err, err
     finally:
         sink.close()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with running_live_server(tmp_path) as live:
+        yield live
 
 
 # ------------------------------------------------------------------------------------------------- helpers

@@ -456,7 +456,7 @@ def test_malformed_requests(server: Server) -> None:
     r = server.call("GET", "/api/queues/extra", "sue")
     assert r.status == 404 and r.json["error"] == "not_found"
     assert server.call("GET", "/api/agents/a2", "sue").status == 404
-    assert server.call("GET", "/api/agents/a2/skills", "sue").status == 404
+    assert server.call("GET", "/api/agents/a2/nope", "sue").status == 404
     r = server.call("HEAD", "/api/queues", "sue")
     assert r.status == 200 and r.body == b"" and int(r.headers["content-length"]) > 0
 

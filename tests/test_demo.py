@@ -130,9 +130,10 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
         for q in QUEUES:
             assert f">{q}<" in html
         assert "/static/dashboard.js" in html
+        assert re.search(r'data-ws-url="ws://[^"]+:\d+/live"', html)  # the live updates' WebSocket
 
         status, ctype, script = _get(base + "static/dashboard.js")
-        assert status == 200 and "javascript" in ctype and b"/api/live" in script
+        assert status == 200 and "javascript" in ctype and b"new WebSocket(" in script
 
         for path in ("nope", "api/nope", "static/nope.js", "api/live/extra"):
             with pytest.raises(urllib.error.HTTPError) as err:

@@ -2,8 +2,8 @@
 
 Import this only after the runtime has installed the asyncio reactor.
 
-Routes: ``/`` the supervisor dashboard, ``GET /api/live`` the live figures as JSON (what the dashboard's
-script polls once a second), ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
+Routes: ``/`` the supervisor dashboard (live over the ``/live`` WebSocket, ``web/live.py``), ``GET /api/live``
+the live figures as JSON, ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
 (``web/auth.py``, ``docs/web.md``). Everything else is a 404.
 """
 
@@ -95,21 +95,26 @@ class _Node(Resource):
 
 
 class Dashboard(_Node):
-    def __init__(self, driver: RouterDriver, env: Environment) -> None:
+    def __init__(self, driver: RouterDriver, env: Environment, ws_port: int | None = None) -> None:
         super().__init__()
         self.driver = driver
         self.template = env.get_template("dashboard.html")
+        self.ws_port = ws_port  # the live updates' WebSocket (web/live.py); None: the page shows its first render
 
     def render_GET(self, request: Request) -> bytes:
+        from contactcentre.web.live import live_ws_url
+
         live = self.driver.live()
         _common_headers(request)
         # Its logout form posts: with no-referrer the browser would send "Origin: null", which CSRF refuses.
         request.setHeader(b"referrer-policy", b"same-origin")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", _CSP)
+        ws_url, csp = live_ws_url(request, self.ws_port, _CSP)
+        request.setHeader(b"content-security-policy", csp)
         request.setHeader(b"cache-control", b"no-store")
         user, csrf = getattr(request, "cc_user", None), getattr(request, "cc_csrf", "")  # set by auth.guard
-        return self.template.render(live=live, queues=queue_rows(live), user=user, csrf=csrf).encode("utf-8")
+        page = self.template.render(live=live, queues=queue_rows(live), user=user, csrf=csrf, ws_url=ws_url)
+        return page.encode("utf-8")
 
 
 class LiveApi(_Node):
@@ -161,6 +166,7 @@ def build_root(
     auth: WebAuth,
     api: dict[bytes, Resource] | None = None,
     pages_: dict[bytes, Resource] | None = None,
+    ws_port: int | None = None,
 ) -> Resource:
     """The site's tree; ``api`` adds resources under ``/api/``, ``pages_`` at the top (``/chat``).
 
@@ -168,7 +174,7 @@ def build_root(
     ``/logout`` and ``/agent``; static files and the customers' ``/chat`` are public."""
     env = make_environment()
     root = _Node()
-    root.putChild(b"", auth.guard(Dashboard(driver, env), "supervisor"))
+    root.putChild(b"", auth.guard(Dashboard(driver, env, ws_port), "supervisor"))
     for name, resource in auth.resources().items():
         root.putChild(name, resource)
     from contactcentre.web.admin import AdminPage  # imports web.auth, which imports this module
@@ -195,8 +201,9 @@ class DashboardSite(WrappingFactory):
         auth: WebAuth,
         api: dict[bytes, Resource] | None = None,
         pages_: dict[bytes, Resource] | None = None,
+        ws_port: int | None = None,
     ) -> None:
-        site = Site(build_root(driver, auth=auth, api=api, pages_=pages_), logPath=None)
+        site = Site(build_root(driver, auth=auth, api=api, pages_=pages_, ws_port=ws_port), logPath=None)
         site.displayTracebacks = False
         super().__init__(site)
         self._idle_waiters: list[asyncio.Future[None]] = []

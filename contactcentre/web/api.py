@@ -9,6 +9,7 @@ Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
     GET  /api/cases/{id}            the case, its interactions and its transcript, audited   agent+
     GET  /api/agents/{id}/state     the agent's state                                        self or supervisor+
     POST /api/agents/{id}/state     {"state": "available"|"away"|"logged_out", "reason": …}  self or supervisor+
+    POST /api/agents/{id}/skills    {"skills": {"billing": 5}, "capacity": {"chat": 3}}      supervisor+
     POST /api/contacts/{id}/ACTION  answer {"offer_id"?} | hold | retrieve | hang_up | complete_transfer |
                                     conference ({} or no body) | transfer, consult {"to_queue"|"to_agent"|
                                     "to_external": …} | callback {"at_ms"?, "number"?, "queue"?,
@@ -49,7 +50,7 @@ from contactcentre.acd.errors import IllegalTransition
 from contactcentre.acd.ewt import WaitSituation
 from contactcentre.centre import Centre
 from contactcentre.contact_actions import ActionError, ContactActions
-from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Event
+from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, AgentSkillsChanged, Channel, Event
 from contactcentre.store.cases import get_case
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs
@@ -104,6 +105,13 @@ class StateChange(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _Short = Annotated[str, msgspec.Meta(min_length=1, max_length=_ID_MAX)]
+
+
+class SkillsChange(msgspec.Struct, forbid_unknown_fields=True):
+    """A supervisor's change of an agent's skills (levels 1-10) and/or channel capacity (0-50 each)."""
+
+    skills: dict[_Short, Annotated[int, msgspec.Meta(ge=1, le=10)]] | None = None
+    capacity: dict[Channel, Annotated[int, msgspec.Meta(ge=0, le=50)]] | None = None
 
 
 class NoParameters(msgspec.Struct, forbid_unknown_fields=True):
@@ -483,6 +491,22 @@ class Api:
         await centre.commit()  # answered once the change is in the log
         return _agent_row(a)
 
+    async def set_agent_skills(self, request: Request, user: User, agent_id: str) -> Any:
+        change = _decode_body(request, SkillsChange, self.max_body)
+        if change.skills is None and change.capacity is None:
+            raise ApiError(400, "bad_request", "give skills and/or capacity")
+        a = self._agent_for(user, agent_id)
+        driver = self.centre.driver
+        if driver.closed:
+            raise ApiError(503, "unavailable", "the centre is shutting down")
+        refused = driver.refused
+        now = self.centre.now_ms()
+        self.centre.submit(AgentSkillsChanged(at_ms=now, agent_id=a.id, skills=change.skills, capacity=change.capacity))
+        if driver.refused != refused:
+            raise ApiError(409, "conflict", "the router refused the change (the server log says why)")
+        await self.centre.commit()
+        return _agent_row(a)
+
 
 # -------------------------------------------------------------------------------------------- resources
 
@@ -591,6 +615,8 @@ class _AgentNode(Resource):
                 GET=("agent", api._bind(api.agent_state, aid)),
                 POST=("agent", api._bind(api.set_agent_state, aid)),
             )
+        if path == b"skills":
+            return _Endpoint(self.api, POST=("supervisor", self.api._bind(self.api.set_agent_skills, self.agent_id)))
         return _NotFound()
 
     def render(self, request: Request) -> Any:

@@ -1,9 +1,12 @@
-// Live dashboard: polls GET /api/live once a second and redraws. Every value goes in through
-// textContent or setAttribute, never as HTML.
+// Live dashboard: one WebSocket (data-ws-url, the server's /live) pushes a snapshot at connect and after
+// events; the page redraws from each. Every value goes in through textContent or setAttribute, never as
+// HTML; the charts are SVG built with createElementNS.
 "use strict";
 
 (function () {
-  const REFRESH_MS = 1000;
+  const RETRY_MS = 2000;
+  const SVG = "http://www.w3.org/2000/svg";
+  const body = document.body;
   const tz = document.body.dataset.timezone || "UTC";
   let timeFormat;
   try {
@@ -67,7 +70,7 @@
   // ------------------------------------------------------------------------------------------- views
 
   function renderTotals(live) {
-    const t = live.snapshot.total;
+    const t = live.total;
     const cards = [
       ["Waiting", t.waiting],
       ["Longest wait", secs(t.longest_wait_s)],
@@ -78,15 +81,24 @@
       ["ASA", secs(t.asa_s)],
       ["AHT", secs(t.aht_s)],
       ["Occupancy", pct(t.occupancy)],
-      ["Agents", counts(live.snapshot.agents)],
+      ["Agents", counts(live.agent_states)],
     ];
     replaceChildren("totals", cards.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
   }
 
+  function hint(h) {
+    if (h.needed === null || h.needed === undefined) return el("span", { title: "no recent arrivals or AHT yet" }, "– / " + h.staffed);
+    const short = h.needed > h.staffed;
+    return el(
+      "span",
+      { class: short ? "hint-short" : null, title: Math.round(h.per_hour) + "/h, " + pct(h.target) + " in " + secs(h.threshold_s) },
+      h.needed + " needed / " + h.staffed + " staffed",
+    );
+  }
+
   function renderQueues(live) {
-    const figures = live.snapshot.queues;
     const rows = live.queues.map((q) => {
-      const m = figures[q.name] || {};
+      const m = q.m || {};
       const cells = [
         m.waiting || 0,
         secs(m.longest_wait_s),
@@ -102,27 +114,76 @@
         pct(m.occupancy),
       ];
       return el(
-        "tr", {},
+        "tr", { "data-queue": q.name },
         el("th", { scope: "row" }, q.name, el("small", {}, q.channels.join(", "))),
         ...cells.map((c) => el("td", {}, c)),
+        el("td", { class: "hint" }, hint(q.hint)),
       );
     });
     const tbody = document.querySelector("#queues tbody");
     if (tbody) tbody.replaceChildren(...rows);
   }
 
+  function renderRows(live) {
+    const rows = live.rows.map((r) => el(
+      "tr", { "data-row": r.queue + "/" + r.channel + "/" + r.tier },
+      el("th", { scope: "row" }, r.queue), el("td", {}, r.channel), el("td", {}, r.tier),
+      el("td", { class: "waiting" }, r.waiting), el("td", {}, secs(r.longest_wait_s)),
+      el("td", {}, pct(r.sl_answered)), el("td", {}, pct(r.sl_offered)),
+      el("td", {}, pct(r.sl_offered_excl_short)), el("td", {}, pct(r.sl_asterisk2)),
+      el("td", {}, secs(r.asa_s)), el("td", {}, secs(r.aht_s)), el("td", {}, pct(r.abandon_rate)),
+      el("td", {}, secs(r.ewt_error_s)),
+    ));
+    const tbody = document.querySelector("#rows tbody");
+    if (tbody) tbody.replaceChildren(...rows);
+  }
+
+  function renderAlerts(live) {
+    const items = [];
+    for (const g of live.gold_waiting) {
+      items.push(el(
+        "li", { class: "alert kind-gold_waiting" },
+        el("b", {}, "Gold waiting"), g.queue + " · " + g.channel,
+        g.waiting + " waiting, longest " + secs(g.longest_wait_s),
+      ));
+    }
+    for (const a of live.alerts) {
+      const ack = a.acked_by
+        ? el("span", {}, "acknowledged by " + a.acked_by)
+        : el("button", { type: "button", "data-ack": String(a.id) }, "Acknowledge");
+      items.push(el(
+        "li", { class: "alert kind-" + a.kind + (a.acked_by ? " acked" : "") },
+        el("time", {}, hms(a.at_ms)),
+        el("b", {}, a.kind === "sla_breached" ? "SLA breached" : "SLA warning"),
+        a.contact_id + " · " + a.queue + " · " + a.channel + (a.tier ? " · " + a.tier : ""),
+        ack,
+      ));
+    }
+    replaceChildren("alerts", items.length ? items : [el("li", { class: "empty" }, "No alerts.")]);
+  }
+
+  let agentIds = [];
+
   function renderAgents(live) {
     const items = live.agents.map((a) => {
       const load = Object.entries(a.capacity).map(([ch, cap]) => ch + " " + (a.load[ch] || 0) + "/" + cap);
+      const skills = Object.entries(a.skills || {}).map(([k, v]) => k + "=" + v).join(", ");
       return el(
-        "li", { class: "agent state-" + a.state },
+        "li", { class: "agent state-" + a.state, "data-agent": a.id },
         el("span", { class: "name" }, a.name || a.id),
         el("span", { class: "state" }, words(a.state) + (a.reason ? " (" + words(a.reason) + ")" : "")),
-        el("span", { class: "since" }, "for " + secs((live.at_ms - a.since_ms) / 1000)),
+        el("span", { class: "since" }, a.in_state_s === null ? "–" : "for " + secs(a.in_state_s)),
         el("span", { class: "load" }, load.join(" · ")),
+        el("span", { class: "load" }, skills),
       );
     });
     replaceChildren("agents", items);
+    const ids = live.agents.map((a) => a.id);
+    if (ids.join("\n") !== agentIds.join("\n")) {
+      agentIds = ids;
+      const select = document.getElementById("edit-agent");
+      if (select) select.replaceChildren(...ids.map((id) => el("option", { value: id }, id)));
+    }
   }
 
   function renderDecisions(live) {
@@ -161,16 +222,67 @@
     replaceChildren("decisions", items);
   }
 
+  // ------------------------------------------------------------------------------------------ charts
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    return node;
+  }
+
+  // One point per 5 minutes since midnight: x is the time of day (0-24 h), so the day fills up left to right.
+  function chart(id, series, value, kind, max) {
+    const W = 576, H = 120, P = 18;
+    const day = 24 * 12;
+    const x = (i) => P + (i / day) * (W - 2 * P);
+    const y = (v) => H - P - (v / max) * (H - 2 * P);
+    const nodes = [
+      svg("line", { class: "axis", x1: P, y1: H - P, x2: W - P, y2: H - P }),
+      svg("text", { class: "label", x: 2, y: P }, kind === "line" ? "100 %" : String(max)),
+      svg("text", { class: "label", x: P, y: H - 4 }, "00:00"),
+      svg("text", { class: "label", x: W / 2 - 12, y: H - 4 }, "12:00"),
+    ];
+    if (kind === "line") {
+      let d = "";
+      series.forEach((p, i) => {
+        const v = value(p);
+        if (v === null || v === undefined) return;
+        d += (d ? " L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
+        // A dot per point too: early in the day (or after quiet hours) a point may have no neighbour to join.
+        nodes.push(svg("circle", { class: "dot", cx: x(i), cy: y(v), r: 2.5 }, svg("title", {}, hms(p.at_ms) + ": " + pct(v))));
+      });
+      if (d) nodes.push(svg("path", { class: "line", d: d }));
+    } else {
+      const w = Math.max(1, (W - 2 * P) / day - 0.5);
+      series.forEach((p, i) => {
+        const v = value(p);
+        if (v) nodes.push(svg("rect", { class: "bar", x: x(i), y: y(v), width: w, height: H - P - y(v) }, svg("title", {}, hms(p.at_ms) + ": " + v)));
+      });
+    }
+    const target = document.getElementById(id);
+    if (target) target.replaceChildren(svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": id }, ...nodes));
+  }
+
+  function renderCharts(live) {
+    chart("chart-sl", live.series, (p) => p.sl, "line", 1);
+    const peak = Math.max(1, ...live.series.map((p) => p.depth));
+    chart("chart-depth", live.series, (p) => p.depth, "bars", peak);
+  }
+
   function render(live) {
     const now = document.getElementById("now");
     if (now) now.textContent = hms(live.at_ms);
+    renderAlerts(live);
     renderTotals(live);
     renderQueues(live);
+    renderRows(live);
+    renderCharts(live);
     renderAgents(live);
     renderDecisions(live);
   }
 
-  // -------------------------------------------------------------------------------------------- poll
+  // -------------------------------------------------------------------------------------------- socket
 
   function setStatus(text, ok) {
     const s = document.getElementById("status");
@@ -179,22 +291,76 @@
     s.classList.toggle("down", !ok);
   }
 
-  async function refresh() {
-    try {
-      const response = await fetch("/api/live", { cache: "no-store" });
-      if (response.status === 401) {  // the session ended (idle, logged out elsewhere): log in again
-        window.location.assign("/login?next=/");
-        return;
+  let socket = null;
+
+  function connect() {
+    const url = body.dataset.wsUrl;
+    if (!url) return;  // no WebSocket configured: the server-rendered figures stay
+    socket = new WebSocket(url);
+    socket.addEventListener("open", () => setStatus("live", true));
+    socket.addEventListener("message", (e) => {
+      let frame;
+      try { frame = JSON.parse(e.data); } catch (err) { return; }
+      if (frame.type === "snapshot") {
+        render(frame);
+        setStatus("live", true);
+      } else if (frame.type === "error") {
+        if (frame.code === "unauthorized") window.location.assign("/login?next=/");
+        setStatus(frame.message, false);
       }
-      if (!response.ok) throw new Error("HTTP " + response.status);
-      render(await response.json());
-      setStatus("live", true);
-    } catch (e) {
+    });
+    socket.addEventListener("close", () => {
       setStatus("disconnected — retrying", false);
-    } finally {
-      setTimeout(refresh, REFRESH_MS);
-    }
+      socket = null;
+      setTimeout(connect, RETRY_MS);
+    });
   }
 
-  refresh();
+  document.getElementById("alerts").addEventListener("click", (e) => {
+    const id = e.target instanceof Element ? e.target.getAttribute("data-ack") : null;
+    if (id && socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ack", id: Number(id) }));
+  });
+
+  // ------------------------------------------------------------------------------ agent state / skills
+
+  const form = document.getElementById("agent-edit");
+  const result = document.getElementById("edit-result");
+
+  async function post(path, payload) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-csrf-token": body.dataset.csrf || "" },
+      body: JSON.stringify(payload),
+    });
+    if (response.ok) {
+      result.textContent = "done";
+      return;
+    }
+    let message = "HTTP " + response.status;
+    try { message = (await response.json()).message || message; } catch (err) { /* not JSON */ }
+    result.textContent = message;
+  }
+
+  function agentPath(what) {
+    return "/api/agents/" + encodeURIComponent(document.getElementById("edit-agent").value) + "/" + what;
+  }
+
+  if (form && body.dataset.csrf) {
+    form.hidden = false;
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const state = document.getElementById("edit-state").value;
+      post(agentPath("state"), state === "away" ? { state: state, reason: "coaching" } : { state: state });
+    });
+    document.getElementById("edit-skills-go").addEventListener("click", () => {
+      const skills = {};
+      for (const part of document.getElementById("edit-skills").value.split(",")) {
+        const [k, v] = part.split("=").map((s) => s.trim());
+        if (k) skills[k] = Number(v);
+      }
+      post(agentPath("skills"), { skills: skills });
+    });
+  }
+
+  connect();
 })();

@@ -1,0 +1,96 @@
+"""In Chromium: the supervisor's dashboard, live over its WebSocket (docs/web.md "Dashboard"). A chat from the
+widget makes "waiting" change without a reload, its SLA warning and breach appear as alerts, and one is
+acknowledged. With SCREENSHOTS=1 the page is saved as docs/dashboard.png."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+from websockets.asyncio.client import connect
+
+from tests.browser import T_MS, LiveServer, login, open_chat, running_live_server, screenshot, start_async
+
+CHAT_SLA = "sla = { threshold_s = 60, target = 0.8 }"
+
+
+def _quick_chat_sla(text: str) -> str:
+    # A chat's answer target of 2 s: warned at 1.6 s, breached at 2 s, so the alerts come within the test.
+    assert text.count(CHAT_SLA) == 1, "config/default.toml: expected the chat channel's SLA line"
+    return text.replace(CHAT_SLA, "sla = { threshold_s = 2, target = 0.8 }")
+
+
+@pytest.fixture
+def quick_sla_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with running_live_server(tmp_path, edit=_quick_chat_sla) as live:
+        yield live
+
+
+async def _agent_takes_the_chat_when_told(live: LiveServer, ready: threading.Event, go: threading.Event) -> None:
+    """Agent ada on the agent protocol: available, lets the chat's offer ring until ``go``, then takes it and
+    ends it (so the dashboard sees it waiting, alerting, then answered)."""
+    async with asyncio.timeout(T_MS / 1000 * 3), connect(live.server.ws("/agent"), proxy=None) as ws:
+
+        async def frame(want: str) -> dict[str, Any]:
+            while True:
+                f = json.loads(await ws.recv())
+                if f.get("type") == want:
+                    return f
+
+        await ws.send(json.dumps({"type": "login", "token": live.tokens["ada"]}))
+        await frame("welcome")
+        await ws.send(json.dumps({"type": "state", "state": "available"}))
+        await frame("state")
+        ready.set()
+        offer = await frame("offer")
+        assert await asyncio.to_thread(go.wait, T_MS / 1000 * 2)
+        await ws.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
+        await ws.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
+        await frame("ack")
+
+
+def test_the_dashboard_shows_a_waiting_chat_and_its_alerts_live(quick_sla_server: LiveServer, new_page: Any) -> None:
+    live = quick_sla_server
+    page = new_page()
+    page.set_viewport_size({"width": 1280, "height": 800})
+    login(page, live, "boss")
+    expect(page).to_have_url(live.url("/"))
+    expect(page.locator("#status")).to_have_text("live")
+    expect(page.locator("#queues tr[data-queue='support'] th")).to_contain_text("support")
+    waiting = page.locator("#totals div").filter(has_text="Waiting").first.locator("dd")
+    expect(waiting).to_have_text("0")
+
+    ready, go = threading.Event(), threading.Event()
+    agent = start_async(_agent_takes_the_chat_when_told(live, ready, go))
+    assert ready.wait(T_MS / 1000), agent.exception(timeout=0) if agent.done() else "the agent did not log in"
+    customer = new_page()
+    open_chat(customer, live, text="hello, anyone there?")
+
+    expect(waiting).to_have_text("1")  # pushed over the WebSocket: no reload
+    chat_row = page.locator("#rows tbody tr[data-row='support/chat/-']")
+    expect(chat_row.locator("td.waiting")).to_have_text("1")
+    breach = page.locator("#alerts li.kind-sla_breached")
+    expect(breach).to_contain_text("SLA breached")
+    expect(page.locator("#alerts li.kind-sla_warned")).to_contain_text("SLA warning")
+    expect(page.locator("#chart-depth svg rect.bar")).not_to_have_count(0)
+    screenshot(page, "dashboard")
+
+    breach.get_by_role("button", name="Acknowledge").click()
+    expect(breach).to_contain_text("acknowledged by boss")
+    expect(page.locator("#agents li[data-agent='ada'] .state")).to_have_text(re.compile("reserved", re.I))
+
+    go.set()  # ada takes the chat: it leaves the waiting figures
+    agent.result(timeout=T_MS / 1000)
+    expect(waiting).to_have_text("0")
+    answered = page.locator("#totals div").filter(has_text="Answered").first.locator("dd")
+    expect(answered).to_have_text("1")
+    # Answered after its breach: today's SL chart gets its first point, at 0 %.
+    expect(page.locator("#chart-sl svg circle.dot title")).to_have_text(re.compile(r": 0 %$"))
+    expect(page.locator("#agents li[data-agent='grace'] .since")).to_have_text("–")  # never logged in today
