@@ -32,6 +32,7 @@ from contactcentre import admin_cli, ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
 from simulator import cli as simulate_cli
+from simulator import loadgen
 
 DEFAULT_DATABASE = "contactcentre-demo.sqlite"
 
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_erlang_parser(sub)  # contactcentre erlang {b,c,a,staff} ... [--json]
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
+    loadgen.add_parser(sub)  # contactcentre loadgen --scenario F --tokens F ... (docs/loadgen.md)
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
     users_cli.add_parser(sub)  # user add|token|list|disable|enable
     ivr_cli.add_parser(sub)  # ivr-stats
@@ -117,6 +119,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return run_erlang(args)  # exit 0 done, 2 bad arguments, 3 unstable Erlang C
     if args.command == "simulate":
         return simulate_cli.run(args)
+    if args.command == "loadgen":
+        return loadgen.run(args)
     if args.command in ("migrate", "screen-pop", "customers"):
         return store_cli.run(args)
     if args.command == "serve":

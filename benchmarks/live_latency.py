@@ -1,0 +1,254 @@
+"""Live latency and throughput: a real ``contactcentre serve`` (SQLite event log on) driven by
+``contactcentre loadgen`` in its own process, in steps of contacts per second (docs/loadgen.md).
+
+The server runs ``config/default.toml`` with chat wrap-up set to 0 and ``--agents`` extra first-line agents
+(``general = 5``, chat capacity ``--chat-capacity``) appended, so an idle agent is always available: the
+figure measured is the routing path, not queueing. The mix is chat only (a WebSocket ``hello`` per contact,
+the cheapest contact to generate at rate); handle time is fixed ``--handle-s``. Every step gets a fresh
+server and database so steps do not inherit each other's backlog.
+
+    .venv/bin/python benchmarks/live_latency.py [--steps 100,200,500,1000] [--seconds 10] [--profile DIR]
+
+``--profile DIR`` records the server with py-spy during the highest step (a flame graph SVG and a
+``--format raw`` collapsed-stack file) when py-spy is installed and allowed to attach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "default.toml"
+READY = re.compile(
+    r"contactcentre serve: http://127\.0\.0\.1:\d+/ · smtp://127\.0\.0\.1:(\d+) · ws://127\.0\.0\.1:(\d+)/"
+)
+
+SCENARIO = """\
+[simulation]
+duration_s = 60
+seed = {seed}
+service_level_threshold_s = 20
+[[queues]]
+name = "support"
+skills = {{ general = 3 }}
+[[agent_groups]]
+count = {agents}
+skills = {{ general = 5 }}
+capacity = {{ chat = {capacity} }}
+[[arrivals]]
+queue = "support"
+channel = "chat"
+per_hour = 3600
+handle_time = {{ distribution = "fixed", mean_s = {handle_s} }}
+"""
+
+
+def write_config(tmp: Path, agents: int, capacity: int) -> Path:
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    chat = text.index("[channels.chat]")
+    end = text.index("[channels.email]")
+    section, n = re.subn(r"(?m)^wrap_up_s = \d+", "wrap_up_s = 0", text[chat:end])
+    if n != 1:
+        raise SystemExit("config/default.toml no longer has [channels.chat] wrap_up_s as this script expects")
+    text = text[:chat] + section + text[end:]
+    ivr_dir = (DEFAULT_CONFIG.parent / "ivr").as_posix()
+    text = re.sub(r'(?m)^(\s*ivr = \{[^}]*")ivr/', rf"\g<1>{ivr_dir}/", text)
+    # appended [[agents]] tables land inside whatever table comes last, so they go before [server]
+    extra = "".join(
+        f'[[agents]]\nid = "lg{i}"\nname = "Load {i}"\nskills = {{ general = 5 }}\n'
+        f"capacity = {{ chat = {capacity} }}\n\n"
+        for i in range(agents)
+    )
+    at = text.index("[server]")
+    text = text[:at] + extra + text[at:]
+    path = tmp / "centre.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "contactcentre.cli", *args]
+
+
+def start_server(
+    tmp: Path, config: Path, db: Path, timeout: float = 60, ports: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    smtp, ws = ports or ["0", "0"]
+    cmd = cli("serve", "--config", str(config), "--database-url", str(db))
+    cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", "0", "--sip-port", "0"]
+    out_path, err_path = tmp / "server.out", tmp / "server.err"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # files, not pipes: an unread pipe stalls a busy server
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = READY.search(out_path.read_text(errors="replace"))
+        if m:
+            return proc, int(m.group(1)), int(m.group(2))
+        time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError(f"server did not start:\n{err_path.read_text(errors='replace')[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_step(tmp: Path, config: Path, rate: int, seconds: float, seed: int, profile: Path | None) -> dict[str, Any]:
+    step = tmp / f"step{rate}"
+    step.mkdir()
+    db = step / "events.sqlite"
+    tokens = step / "tokens.json"
+    subprocess.run(
+        cli("loadgen", "--prepare", "--config", str(config), "--database-url", str(db), "--tokens", str(tokens)),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    proc, smtp_port, ws_port = start_server(step, config, db)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        cpu0 = cpu_seconds(proc.pid)
+        report = step / "report.json"
+        cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
+        cmd += ["--ws-port", str(ws_port), "--smtp-port", str(smtp_port), "--rate", str(rate)]
+        cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
+        cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
+        lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+        spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if profile is not None and spy_bin:
+            profile.mkdir(parents=True, exist_ok=True)
+            spy_cmd = [
+                spy_bin,
+                "record",
+                "--pid",
+                str(proc.pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--rate",
+                "200",
+            ]
+            spy = subprocess.Popen(
+                [*spy_cmd, "--format", "raw", "--output", str(profile / f"server-{rate}.txt")],
+                stdout=subprocess.DEVNULL,
+                stderr=(profile / "py-spy.err").open("wb"),
+            )
+        lg.wait()
+        cpu = cpu_seconds(proc.pid) - cpu0
+        if lg.returncode != 0 or not report.exists():
+            raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
+        result = json.loads(report.read_text())
+        result["server_cpu_s"] = cpu
+        return result
+    finally:
+        if spy is not None:
+            spy.wait(60)
+        stop(proc)
+
+
+def fmt(x: Any, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
+    head = (
+        f"{'rate/s':>7} {'sent':>7} {'achieved/s':>10} {'answered':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>8} {'acc p50':>7} {'conn p50':>8} {'errors':>6} {'srv CPU %':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for rate, r in rows:
+        lat = r["arrival_to_offer_ms_all"]
+        acc = r["offer_to_accept_ms"]
+        achieved = r.get("placed_per_s", r["sent"] / seconds)
+        print(
+            f"{rate:>7} {r['sent']:>7} {achieved:>10.1f} {r['outcomes'].get('answered', 0):>8} "
+            f"{fmt(lat['p50']):>7} {fmt(lat['p90']):>7} {fmt(lat['p99']):>7} {fmt(lat['max']):>8} "
+            f"{fmt(acc['p50'], '.2f'):>7} {fmt(r['chat_connect_ms']['p50']):>8} {sum(r['errors'].values()):>6} "
+            f"{100 * r['server_cpu_s'] / seconds:>9.0f}"
+        )
+
+
+def saturation(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> str:
+    for rate, r in rows:
+        lat = r["arrival_to_offer_ms_all"]
+        achieved = r.get("placed_per_s", r["sent"] / seconds)
+        if achieved < 0.9 * rate:
+            return f"saturates at {rate}/s: the generator placed only {achieved:.0f}/s"
+        answered = r["outcomes"].get("answered", 0)
+        if answered < 0.95 * r["sent"]:
+            return f"saturates at {rate}/s: only {answered} of {r['sent']} answered"
+        if lat["p50"] is None or lat["p50"] > 5 or lat["p99"] > 20:
+            return f"misses the goal (p50 <= 5 ms, p99 <= 20 ms) from {rate}/s"
+    return "no saturation in the steps run; goal met at every step"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", default="100,200,500,1000", help="contacts per second, comma-separated")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds of arrivals per step")
+    ap.add_argument("--agents", type=int, default=200)
+    ap.add_argument("--chat-capacity", type=int, default=10)
+    ap.add_argument("--handle-s", type=float, default=0.2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the server at the top step")
+    ap.add_argument("--keep", type=Path, default=None, help="keep databases, logs and reports here")
+    ap.add_argument("--json", type=Path, default=None, help="write all step reports here")
+    args = ap.parse_args(argv)
+    steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="live-latency-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = write_config(tmp, args.agents, args.chat_capacity)
+    (tmp / "scenario.toml").write_text(
+        SCENARIO.format(seed=args.seed, agents=args.agents, capacity=args.chat_capacity, handle_s=args.handle_s)
+    )
+    print(
+        f"live latency: {os.cpu_count()} CPUs, server + loadgen on this machine, SQLite log on, chat only, "
+        f"{args.agents} agents x chat {args.chat_capacity}, handle {args.handle_s} s, {args.seconds:.0f} s per step"
+    )
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        for rate in steps:
+            prof = args.profile if rate == max(steps) else None
+            r = run_step(tmp, config, rate, args.seconds, args.seed, prof)
+            rows.append((rate, r))
+            print(f"  step {rate}/s done", file=sys.stderr, flush=True)
+    finally:
+        if rows:
+            print_table(rows, args.seconds)
+            print(saturation(rows, args.seconds))
+        if args.json is not None:
+            args.json.write_text(json.dumps(dict(rows), indent=1))
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

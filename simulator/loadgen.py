@@ -1,0 +1,605 @@
+"""The live load generator: simulated customers and agents against a running server, through its real front
+doors (docs/loadgen.md).
+
+Customers arrive as Poisson streams taken from a scenario file (the same files ``contactcentre simulate``
+reads): chat customers open ``ws://TARGET:WS_PORT/chat`` and say ``hello``; e-mail customers send a real mail
+to the SMTP port. Agents log in on ``/agent`` with tokens from ``--tokens`` (written by ``--prepare``), go
+available, accept every offer after ``--accept-delay``, handle for the drawn handle time, end, set a
+disposition and finish wrap-up.
+
+Latency is measured at the load generator: *arrival → offer* is the instant the ``offer`` frame was read off
+the agent's socket minus the instant the customer's first frame (chat ``hello``) was handed to the socket, or
+the instant the SMTP session for the mail was opened (e-mail). Both clocks are this process's
+``time.perf_counter``. The run is bounded in time (``--duration``) and count (``--max-contacts``) and only
+goes to loopback unless ``--allow-host`` names the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import itertools
+import json
+import random
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from contactcentre.config import ConfigError
+from simulator.clients import JsonSocket, send_email
+from simulator.engine import sampler
+from simulator.scenario import Arrivals, LoadedScenario, load_scenario
+
+CHANNELS = ("chat", "email")  # what the generator can place; voice streams are counted as skipped
+
+
+class TargetRefused(ValueError):
+    """The target is not loopback and was not named with ``--allow-host``."""
+
+
+def check_target(host: str, allow_hosts: list[str]) -> None:
+    """Refuse anything but loopback unless the exact host name is allowed: a load generator must not be
+    pointed at someone else's server by a typo."""
+    if host in allow_hosts or host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise TargetRefused(f"target {host!r} is not loopback; name it with --allow-host {host} to load it")
+
+
+@dataclass
+class ContactRecord:
+    """What one simulated customer saw, in ``perf_counter`` seconds."""
+
+    n: int
+    channel: str
+    queue: str
+    sent: float
+    contact_id: str | None = None
+    tag: str | None = None  # e-mail: the subject tag that finds its offer
+    queued_at: float | None = None
+    connect_s: float | None = None  # chat: the WebSocket handshake, before the latency clock starts
+    answered_at: float | None = None
+    outcome: str = "waiting"  # waiting | answered | abandoned | offline | error
+
+
+@dataclass
+class OfferRecord:
+    received: float
+    accepted: float | None = None
+    channel: str = ""
+    tag: str | None = None
+
+
+@dataclass
+class Stats:
+    contacts: list[ContactRecord] = field(default_factory=list)
+    offers: dict[str, OfferRecord] = field(default_factory=dict)  # contact id -> first offer
+    errors: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def quantiles_ms(values: list[float]) -> dict[str, float | None]:
+    """p50/p90/p99/max of seconds, in milliseconds (nearest-rank)."""
+    if not values:
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    v = sorted(values)
+
+    def q(p: float) -> float:
+        return round(v[min(len(v) - 1, max(0, int(p * len(v) + 0.999999) - 1))] * 1000, 3)
+
+    return {"n": len(v), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(v[-1] * 1000, 3)}
+
+
+class LoadGen:
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        *,
+        host: str,
+        ws_port: int,
+        smtp_port: int | None,
+        tokens: dict[str, str],
+        rate: float | None,
+        duration_s: float,
+        seed: int,
+        accept_delay_s: float = 0.0,
+        handle_scale: float = 1.0,
+        max_contacts: int = 100_000,
+        max_concurrency: int = 2_000,
+        email_to: dict[str, str] | None = None,
+        progress: TextIO | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.host = host
+        self.ws_port = ws_port
+        self.smtp_port = smtp_port
+        self.tokens = tokens
+        self.duration_s = duration_s
+        self.accept_delay_s = accept_delay_s
+        self.handle_scale = handle_scale
+        self.max_contacts = max_contacts
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.email_to = email_to or {}
+        self.progress = progress
+        master = random.Random(seed)
+        self.streams: list[tuple[Arrivals, float, random.Random]] = []
+        total = sum(a.per_hour or max(a.curve or [0.0]) for a in loaded.scenario.arrivals)
+        for a in loaded.scenario.arrivals:
+            per_s = (a.per_hour or max(a.curve or [0.0])) / 3600
+            if rate is not None:  # --rate keeps the scenario's mix and scales its total
+                per_s = rate * (a.per_hour or max(a.curve or [0.0])) / total
+            self.streams.append((a, per_s, random.Random(master.getrandbits(64))))
+        self.agent_rng = random.Random(master.getrandbits(64))
+        self._handle = {
+            (a.queue, a.channel): sampler(a.handle_time, random.Random(master.getrandbits(64)))
+            for a in loaded.scenario.arrivals
+        }
+        self.stats = Stats()
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._agents: list[JsonSocket] = []
+        self._stopping = False
+        self.started = 0.0
+        self.last_placed = 0.0
+        self._mail: dict[str, ContactRecord] = {}  # subject tag -> the mail's record
+
+    # ------------------------------------------------------------------------------------------ control
+
+    def _ws(self, path: str) -> str:
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"ws://{host}:{self.ws_port}{path}"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> dict[str, Any]:
+        await asyncio.gather(*(self._agent_login(aid, tok) for aid, tok in self.tokens.items()))
+        self.started = time.perf_counter()
+        end = self.started + self.duration_s
+        ticker = asyncio.get_running_loop().create_task(self._tick())
+        try:
+            await asyncio.gather(*(self._arrivals(i, end) for i in range(len(self.streams))))
+            # let contacts in flight be offered and answered, up to their patience, bounded
+            drain_until = time.perf_counter() + min(30.0, max(2.0, self.duration_s / 2))
+            while self._open() and time.perf_counter() < drain_until:
+                await asyncio.sleep(0.05)
+        finally:
+            self._stopping = True
+            ticker.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*(s.close() for s in self._agents), return_exceptions=True)
+            if self.progress is not None:
+                self._line(final=True)
+        return self.report()
+
+    def _open(self) -> int:
+        return sum(1 for c in self.stats.contacts if c.outcome == "waiting")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._line()
+
+    def _line(self, final: bool = False) -> None:
+        assert self.progress is not None
+        s = self.stats
+        t = time.perf_counter() - self.started
+        answered = sum(1 for c in s.contacts if c.outcome == "answered")
+        print(
+            f"\rloadgen {t:6.1f} s  sent {len(s.contacts)}  offered {len(s.offers)}  answered {answered}  "
+            f"waiting {self._open()}  errors {sum(s.errors.values())}",
+            end="\n" if final else "",
+            file=self.progress,
+            flush=True,
+        )
+
+    # ------------------------------------------------------------------------------------------- agents
+
+    async def _agent_login(self, agent_id: str, token: str) -> None:
+        ready = asyncio.Event()
+        sock: JsonSocket
+
+        async def on_frame(frame: dict[str, Any]) -> None:
+            kind = frame.get("type")
+            if kind == "welcome":
+                await sock.send({"type": "state", "state": "available"})
+            elif kind == "ack" and frame.get("for") == "state":
+                ready.set()
+            elif kind == "offer":
+                self._offer(sock, frame)
+            elif kind == "contact":
+                cid = frame["contact_id"]
+                draw = self._handle.get((frame.get("queue") or "", frame.get("channel") or ""))
+                handle_s = (draw() / 1000 if draw else 1.0) * self.handle_scale
+                self._later(handle_s, self._finish, sock, cid)
+            elif kind == "wrap_up" and frame.get("ends_ms") is None:  # manual wrap-up: the agent says when
+                await sock.send({"type": "wrap_up_done", "contact_id": frame["contact_id"]})
+            elif kind == "state" and frame.get("state") == "away" and not self._stopping:
+                await sock.send({"type": "state", "state": "available"})
+            elif kind == "error":
+                self.stats.error(f"agent:{frame.get('code')}")
+
+        sock = JsonSocket(self._ws("/agent"), on_frame, name=f"loadgen agent {agent_id}")
+        await sock.open()
+        self._agents.append(sock)
+        await sock.send({"type": "login", "token": token})
+        try:
+            await asyncio.wait_for(ready.wait(), 10)
+        except TimeoutError:
+            raise RuntimeError(f"agent {agent_id} did not become available (is its token right?)") from None
+        self._spawn(self._relogin(agent_id, token, sock))
+
+    async def _relogin(self, agent_id: str, token: str, sock: JsonSocket) -> None:
+        """A server restart drops every console: log in again, as a console does, until the run ends."""
+        await sock.closed.wait()
+        while not self._stopping:
+            try:
+                await self._agent_login(agent_id, token)
+                return
+            except (OSError, RuntimeError, TimeoutError):
+                await asyncio.sleep(0.2)
+
+    async def _finish(self, sock: JsonSocket, cid: str) -> None:
+        # the disposition goes first: with no wrap-up time the contact closes on ``end``
+        await sock.send({"type": "disposition", "contact_id": cid, "code": "resolved"})
+        await sock.send({"type": "end", "contact_id": cid})
+
+    def _offer(self, sock: JsonSocket, frame: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        cid = frame.get("contact_id", "")
+        subject = ((frame.get("preview") or {}).get("subject")) or ""
+        rec = self.stats.offers.get(cid)
+        if rec is None:
+            tag = subject.split()[0] if subject.startswith("LG-") else None
+            rec = self.stats.offers[cid] = OfferRecord(received=now, channel=frame.get("channel", ""), tag=tag)
+            mail = self._mail.get(tag or "")
+            if mail is not None and mail.outcome == "waiting":
+                mail.contact_id, mail.outcome, mail.answered_at = cid, "answered", now + self.accept_delay_s
+
+        async def accept() -> None:
+            if rec.accepted is None:
+                rec.accepted = time.perf_counter()
+            await sock.send({"type": "accept", "offer_id": frame["offer_id"]})
+
+        if self.accept_delay_s > 0:
+            self._later(self.accept_delay_s, accept)
+        else:
+            self._spawn(accept())
+
+    def _later(self, delay_s: float, fn: Any, *args: Any) -> None:
+        def fire() -> None:
+            if not self._stopping:
+                self._spawn(fn(*args))
+
+        asyncio.get_running_loop().call_later(max(0.0, delay_s), fire)
+
+    # ---------------------------------------------------------------------------------------- customers
+
+    async def _arrivals(self, i: int, end: float) -> None:
+        entry, per_s, rng = self.streams[i]
+        patience = sampler(entry.patience, rng) if entry.patience is not None else None
+        at = time.perf_counter()
+        while True:
+            at += rng.expovariate(per_s)
+            if at >= end or len(self.stats.contacts) >= self.max_contacts:
+                return
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if entry.channel not in CHANNELS:
+                self.stats.skipped[entry.channel] = self.stats.skipped.get(entry.channel, 0) + 1
+                continue
+            patience_s = patience() / 1000 if patience is not None else None
+            n = next(self._ids)
+            rec = ContactRecord(n, entry.channel, entry.queue, sent=time.perf_counter())
+            self.last_placed = rec.sent
+            self.stats.contacts.append(rec)
+            self._spawn(self._chat(rec, patience_s) if entry.channel == "chat" else self._email(rec))
+
+    async def _chat(self, rec: ContactRecord, patience_s: float | None) -> None:
+        joined = asyncio.Event()
+
+        def on_frame(frame: dict[str, Any]) -> None:
+            kind = frame.get("type")
+            if kind == "queued":
+                rec.contact_id = frame.get("contact_id")
+                rec.queued_at = time.perf_counter()
+            elif kind == "agent_joined" and rec.outcome == "waiting":
+                rec.answered_at = time.perf_counter()
+                rec.outcome = "answered"
+                joined.set()
+            elif kind == "offline" and rec.outcome == "waiting":
+                rec.outcome = "offline"
+                joined.set()
+            elif kind == "error":
+                self.stats.error(f"chat:{frame.get('code')}")
+
+        async with self.slots:
+            sock = JsonSocket(self._ws("/chat"), on_frame, name=f"loadgen chat {rec.n}")
+            try:
+                await sock.open()
+                now = time.perf_counter()
+                rec.connect_s, rec.sent = now - rec.sent, now  # the latency clock starts when the customer can speak
+                await sock.send({"type": "hello", "name": f"Load {rec.n}", "email": f"load{rec.n}@example.com"})
+                waiters = [asyncio.ensure_future(joined.wait()), asyncio.ensure_future(sock.closed.wait())]
+                try:
+                    await asyncio.wait(waiters, timeout=patience_s, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+                if rec.outcome == "waiting" and sock.closed.is_set():
+                    rec.outcome = "disconnected"  # the server went away (a crash, a restart) before an answer
+                elif rec.outcome == "waiting":
+                    rec.outcome = "abandoned"
+                    await sock.send({"type": "close"})
+            except (OSError, TimeoutError) as exc:
+                rec.outcome = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
+                self.stats.error(f"chat:{type(exc).__name__}")
+            finally:
+                await sock.close()
+
+    async def _email(self, rec: ContactRecord) -> None:
+        if self.smtp_port is None:
+            rec.outcome = "error"
+            self.stats.error("email:no --smtp-port")
+            return
+        rec.tag = f"LG-{rec.n}"
+        self._mail[rec.tag] = rec
+        to = self.email_to.get(rec.queue, f"{rec.queue}@example.com")
+        loop = asyncio.get_running_loop()
+        async with self.slots:
+            rec.sent = time.perf_counter()
+            try:
+                await loop.run_in_executor(
+                    None,
+                    lambda: send_email(
+                        self.host,
+                        self.smtp_port or 0,
+                        sender=f"load{rec.n}@example.com",
+                        sender_name=f"Load {rec.n}",
+                        to=to,
+                        subject=f"{rec.tag} load test",
+                        body="A message from the load generator.\n",
+                    ),
+                )
+                rec.queued_at = time.perf_counter()  # 250: stored by the server
+            except Exception as exc:  # smtplib's errors are not all OSError
+                rec.outcome = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
+                self.stats.error(f"email:{type(exc).__name__}")
+
+    # ------------------------------------------------------------------------------------------- report
+
+    def report(self) -> dict[str, Any]:
+        s = self.stats
+        by_tag = {o.tag: (cid, o) for cid, o in s.offers.items() if o.tag}
+        to_offer: dict[str, list[float]] = {}
+        offer_to_accept: list[float] = []
+        waits: list[tuple[ContactRecord, float | None]] = []
+        for c in s.contacts:
+            offer = s.offers.get(c.contact_id or "") if c.channel == "chat" else None
+            if c.channel == "email" and c.tag in by_tag:
+                c.contact_id, offer = by_tag[c.tag]
+                if c.outcome == "waiting" and offer.accepted is not None:
+                    c.answered_at, c.outcome = offer.accepted, "answered"
+            if offer is not None:
+                to_offer.setdefault(c.channel, []).append(offer.received - c.sent)
+                if offer.accepted is not None:
+                    offer_to_accept.append(offer.accepted - offer.received)
+            waits.append((c, c.answered_at - c.sent if c.answered_at is not None else None))
+        elapsed = self.duration_s
+        outcomes: dict[str, int] = {}
+        for c in s.contacts:
+            outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
+        threshold_s = self.loaded.threshold_ms / 1000
+        answered_waits = [w for _, w in waits if w is not None]
+        n = len(s.contacts)
+        return {
+            "sent": n,
+            "outcomes": outcomes,
+            "accounted": sum(outcomes.values()),
+            "waiting_by_channel": {
+                ch: sum(1 for c in s.contacts if c.channel == ch and c.outcome == "waiting") for ch in CHANNELS
+            },
+            "skipped_channels": s.skipped,
+            "errors": s.errors,
+            "throughput_per_s": {
+                ch: sum(1 for c in s.contacts if c.channel == ch) / elapsed
+                for ch in sorted({c.channel for c in s.contacts})
+            },
+            "answered_per_s": outcomes.get("answered", 0) / elapsed,
+            # placing can fall behind the schedule when the generator is short of CPU: this is what it managed
+            "placed_per_s": n / max(elapsed, self.last_placed - self.started) if n else 0.0,
+            "chat_connect_ms": quantiles_ms([c.connect_s for c in s.contacts if c.connect_s is not None]),
+            "arrival_to_offer_ms": {ch: quantiles_ms(v) for ch, v in sorted(to_offer.items())},
+            "arrival_to_offer_ms_all": quantiles_ms([x for v in to_offer.values() for x in v]),
+            "offer_to_accept_ms": quantiles_ms(offer_to_accept),
+            "live": {
+                "offered": n,
+                "answered": outcomes.get("answered", 0),
+                "abandoned": outcomes.get("abandoned", 0),
+                "service_level_offered": (sum(1 for w in answered_waits if w <= threshold_s) / n) if n else None,
+                "asa_s": (sum(answered_waits) / len(answered_waits)) if answered_waits else None,
+                "p_abandon": (outcomes.get("abandoned", 0) / n) if n else None,
+                "threshold_s": threshold_s,
+            },
+        }
+
+
+# ------------------------------------------------------------------------------------------------ the gap
+
+
+def simulated(loaded: LoadedScenario, *, rate: float | None, seed: int, calls: int) -> dict[str, Any]:
+    """The discrete-event simulator on the same scenario, rates, seed and number of contacts."""
+    import tomllib
+
+    from simulator.engine import simulate
+    from simulator.scenario import parse_scenario
+
+    data = tomllib.loads(Path(loaded.scenario.source).read_text(encoding="utf-8"))
+    total = sum(a.per_hour or max(a.curve or [0.0]) for a in loaded.scenario.arrivals)
+    for a in data.get("arrivals", []):
+        if rate is not None:
+            a["per_hour"] = rate * 3600 * (a.get("per_hour") or max(a.get("curve") or [0.0])) / total
+            a.pop("curve", None)
+    sim = data.setdefault("simulation", {})
+    sim.pop("duration_s", None)
+    sim["calls"] = max(1, calls)
+    sim["warmup_fraction"] = 0.0  # the live run measures from its first contact, so the simulation does too
+    again = parse_scenario(data, loaded.scenario.source)
+    return simulate(again, seed=seed).to_json()
+
+
+def gap(live: dict[str, Any], sim: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("service_level_offered", "asa_s", "p_abandon"):
+        a, b = live.get(key), sim.get(key)
+        out[key] = None if a is None or b is None else round(a - b, 6)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- prepare
+
+
+def prepare(config_path: Path, database_url: str, tokens_path: Path) -> int:
+    """Create an agent user with a token for every agent of the centre configuration, in the server's store
+    (before the server starts, or beside it), and write ``{agent_id: token}`` to ``tokens_path``."""
+    from contactcentre.config import load_config
+    from contactcentre.store.db import open_store
+    from contactcentre.store.users import add_user
+
+    config = load_config(config_path)
+    engine = open_store(database_url)
+    tokens: dict[str, str] = {}
+    try:
+        with engine.begin() as conn:
+            for agent in config.agents:
+                tokens[agent.id] = add_user(conn, f"loadgen-{agent.id}", "agent", 0, agent_id=agent.id)
+    finally:
+        engine.dispose()
+    tokens_path.write_text(json.dumps(tokens, indent=1), encoding="utf-8")
+    return len(tokens)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "loadgen",
+        help="drive a running server with simulated customers and agents through its real protocols",
+        description="Live load generator (docs/loadgen.md). First --prepare the agents' tokens, then run.",
+    )
+    p.add_argument("--target", default="127.0.0.1", help="the server's host (loopback unless --allow-host)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="allow this non-loopback host")
+    p.add_argument("--scenario", type=Path, help="a scenario file, as for `contactcentre simulate`")
+    p.add_argument("--tokens", type=Path, help="JSON {agent_id: token} (written by --prepare)")
+    p.add_argument("--ws-port", type=int, default=8081)
+    p.add_argument("--smtp-port", type=int, default=2525)
+    p.add_argument("--rate", type=float, default=None, help="contacts per second in all (the scenario's mix)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals (then a bounded drain)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--accept-delay", type=float, default=0.0, metavar="S", help="agents accept after S seconds")
+    p.add_argument("--handle-scale", type=float, default=1.0, help="multiply the scenario's handle times")
+    p.add_argument("--max-contacts", type=int, default=100_000)
+    p.add_argument("--max-concurrency", type=int, default=2_000, help="open customer connections at most")
+    p.add_argument("--email-to", action="append", default=[], metavar="QUEUE=ADDRESS")
+    p.add_argument("--no-simulate", action="store_true", help="skip the discrete-event comparison")
+    p.add_argument("--report", type=Path, default=None, help="write the JSON report here (default: stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--prepare", action="store_true", help="create agent users and write --tokens, then exit")
+    p.add_argument("--config", type=Path, help="with --prepare: the server's centre configuration")
+    p.add_argument("--database-url", help="with --prepare: the server's store")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    if args.tokens is None:
+        print("loadgen: --tokens FILE is required", file=err)
+        return 2
+    if args.prepare:
+        if args.config is None or args.database_url is None:
+            print("loadgen --prepare needs --config and --database-url", file=err)
+            return 2
+        n = prepare(args.config, args.database_url, args.tokens)
+        print(f"loadgen: {n} agent tokens written to {args.tokens}", file=err)
+        return 0
+    try:
+        check_target(args.target, args.allow_host)
+    except TargetRefused as exc:
+        print(f"loadgen: {exc}", file=err)
+        return 2
+    if args.scenario is None:
+        print("loadgen: --scenario FILE is required", file=err)
+        return 2
+    if args.duration <= 0 or (args.rate is not None and args.rate <= 0):
+        print("loadgen: --duration and --rate must be > 0", file=err)
+        return 2
+    try:
+        loaded = load_scenario(args.scenario)
+        tokens = json.loads(args.tokens.read_text(encoding="utf-8"))
+    except ConfigError as exc:
+        print(f"loadgen: {exc}", file=err)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"loadgen: {args.tokens}: {exc}", file=err)
+        return 2
+    if not isinstance(tokens, dict) or not tokens:
+        print(f"loadgen: {args.tokens}: expected a JSON object {{agent_id: token}}", file=err)
+        return 2
+    email_to = dict(item.split("=", 1) for item in args.email_to if "=" in item)
+    seed = args.seed if args.seed is not None else loaded.scenario.simulation.seed
+    try:
+        socket.getaddrinfo(args.target, args.ws_port)
+    except OSError as exc:
+        print(f"loadgen: cannot resolve {args.target}: {exc}", file=err)
+        return 2
+    gen = LoadGen(
+        loaded,
+        host=args.target,
+        ws_port=args.ws_port,
+        smtp_port=args.smtp_port,
+        tokens=tokens,
+        rate=args.rate,
+        duration_s=args.duration,
+        seed=seed,
+        accept_delay_s=args.accept_delay,
+        handle_scale=args.handle_scale,
+        max_contacts=args.max_contacts,
+        max_concurrency=args.max_concurrency,
+        email_to=email_to,
+        progress=None if args.quiet else err,
+    )
+    try:
+        result = asyncio.run(gen.run())
+    except (OSError, RuntimeError) as exc:
+        print(f"loadgen: {exc}", file=err)
+        return 1
+    result["seed"] = seed
+    result["rate"] = args.rate
+    result["duration_s"] = args.duration
+    if not args.no_simulate:
+        sim = simulated(loaded, rate=args.rate, seed=seed, calls=result["sent"])
+        keys = ("offered", "answered", "abandoned", "service_level_offered", "asa_s", "p_abandon")
+        result["simulated"] = {k: sim.get(k) for k in keys}
+        result["live_minus_simulated"] = gap(result["live"], sim)
+    text = json.dumps(result, indent=1)
+    if args.report is not None:
+        args.report.write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text, file=out)
+    return 0
