@@ -159,34 +159,27 @@ class ContactActions:
         return {"offer_id": o.id, "contact_id": cid}
 
     async def hold(self, contact_id: str, agent_id: str) -> dict[str, Any]:
-        c, a = self.own(contact_id, agent_id)
-        check(lambda: (c.must("hold"), a.must("hold")))
-        phone = self.phone(c.channel)
-        if phone is not None:
-            await self._on_phone("hold", c.id, a.id, phone)
-        else:
-            self._submit(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
-        return {"contact_id": c.id}
+        return await self._handling_step(contact_id, agent_id, "hold", "hold", ContactHeld)
 
     async def retrieve(self, contact_id: str, agent_id: str) -> dict[str, Any]:
-        c, a = self.own(contact_id, agent_id)
-        check(lambda: (c.must("retrieve"), a.must("retrieve")))
-        phone = self.phone(c.channel)
-        if phone is not None:
-            await self._on_phone("retrieve", c.id, a.id, phone)
-        else:
-            self._submit(ContactRetrieved(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
-        return {"contact_id": c.id}
+        return await self._handling_step(contact_id, agent_id, "retrieve", "retrieve", ContactRetrieved)
 
     async def hang_up(self, contact_id: str, agent_id: str) -> dict[str, Any]:
         """End handling (wrap-up follows); on the phone, hang up."""
+        return await self._handling_step(contact_id, agent_id, "end", "hang_up", ContactEnded)
+
+    async def _handling_step(
+        self, contact_id: str, agent_id: str, action: str, phone_action: str, event: type[Event]
+    ) -> dict[str, Any]:
+        """One step of the agent's own contact, checked against both transition tables first: on the phone
+        (whose events reach the router) when a switch carries the contact, else straight to the router."""
         c, a = self.own(contact_id, agent_id)
-        check(lambda: (c.must("end"), a.must("end")))
+        check(lambda: (c.must(action), a.must(action)))
         phone = self.phone(c.channel)
         if phone is not None:
-            await self._on_phone("hang_up", c.id, a.id, phone)
+            await self._on_phone(phone_action, c.id, a.id, phone)
         else:
-            self._submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+            self._submit(event(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))  # type: ignore[call-arg]
         return {"contact_id": c.id}
 
     async def transfer(
