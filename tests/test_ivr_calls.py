@@ -388,7 +388,7 @@ def test_caller_hanging_up_in_the_ivr_is_an_ivr_abandon_not_a_queue_abandon(tmp_
         stats = rig.ivr.stats
         assert stats.outcomes["abandoned"] == 1 and stats.node("main").abandoned == 1
         assert stats.abandon_rate == 1.0 and stats.containment_rate == 0.0
-        assert rig.ivr.next_deadline() is None and rig.ivr._armed_for is None
+        assert rig.ivr.next_deadline() is None and rig.ivr._timer.armed_for is None
 
     run(tmp_path, scenario)
 

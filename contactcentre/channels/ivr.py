@@ -45,6 +45,7 @@ from sqlalchemy import Connection, select
 from contactcentre.config import WEEKDAYS, CalendarConfig
 from contactcentre.cti.events import ConnectionCleared, DigitsGenerated, Established, Failed, SwitchEvent, Transferred
 from contactcentre.cti.switch import SwitchError
+from contactcentre.cti.timer import DeadlineTimer
 from contactcentre.events import Event, IvrFinished, IvrInputFailed, IvrNodeEntered, IvrNodeExited, IvrStarted
 from contactcentre.ivr import actions as A
 from contactcentre.ivr.handoff import attached_data
@@ -57,7 +58,7 @@ from contactcentre.store.identity import IdentityError, normalise_phone
 from contactcentre.store.schema import cases
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IReactorTime
 
     from contactcentre.centre import Centre
     from contactcentre.cti.driver import SwitchDriver
@@ -160,8 +161,7 @@ class IvrRunner:
         # Told every action (a media server, the demo's callers). A listener must not operate the switch from
         # the callback: the runner is in the middle of that call's step; schedule it instead.
         self.listeners: list[ActionListener] = []
-        self._timer: IDelayedCall | None = None
-        self._armed_for: int | None = None
+        self._timer = DeadlineTimer(clock, switch_driver.now_ms, self._on_deadline)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # caller look-ups and callback requests under way
         self._unsubscribe = switch_driver.subscribe(self._on_switch)
@@ -196,9 +196,7 @@ class IvrRunner:
         """Stop taking calls. Calls still in the IVR stay on the switch, which is going down with the server."""
         self._unsubscribe()
         self._closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = self._armed_for = None
+        self._timer.cancel()
         await self.settle()
         if self.centre.channels.get(CHANNEL) is self:
             del self.centre.channels[CHANNEL]
@@ -413,8 +411,7 @@ class IvrRunner:
     def _deadlines(live: _Live) -> tuple[int | None, int | None]:
         return (live.prompt[1] if live.prompt is not None else None), live.session.next_deadline()
 
-    def _on_deadline(self) -> None:
-        self._timer = self._armed_for = None
+    def _on_deadline(self, due: int) -> None:
         if self._closed:
             return
         # The centre's clock, not the deadline: a session must never run ahead of the time the rest of the
@@ -434,13 +431,4 @@ class IvrRunner:
             return
         # A scan over the calls in the IVR: they are few (each is a caller listening), and it runs once per
         # batch of switch events or timer, not per call.
-        deadline = self.next_deadline()
-        if deadline == self._armed_for and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._armed_for = deadline
-        if deadline is not None:
-            delay = max(0, deadline - self.driver.now_ms()) / 1000
-            self._timer = self.clock.callLater(delay, self._on_deadline)
+        self._timer.arm(self.next_deadline())

@@ -37,9 +37,10 @@ from contactcentre.channels.sip import (
 )
 from contactcentre.cti.events import ConnectionCleared, Delivered, Established, Failed, Originated, Queued, SwitchEvent
 from contactcentre.cti.switch import TRUNK, SwitchError
+from contactcentre.cti.timer import DeadlineTimer
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IReactorTime
 
     from contactcentre.cti.driver import SwitchDriver
 
@@ -71,8 +72,7 @@ class SipTransport(DatagramProtocol):
         self.by_dialog: dict[str, _Leg] = {}
         self.by_call: dict[str, _Leg] = {}
         self._arriving: str | None = None  # the dialog whose switch.inbound is running
-        self._timer: IDelayedCall | None = None
-        self._armed_for: int | None = None
+        self._timer = DeadlineTimer(clock, driver.now_ms, self._on_deadline)
         self.closed = False
         self._unsubscribe = driver.subscribe(self._on_switch)
 
@@ -101,9 +101,7 @@ class SipTransport(DatagramProtocol):
                 log.exception("sip: hanging up %s at shutdown failed", dialog)
         self.closed = True
         self._unsubscribe()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._timer.cancel()
 
     # ---------------------------------------------------------------------------------- UAS → switch
 
@@ -203,35 +201,20 @@ class SipTransport(DatagramProtocol):
 
     # ------------------------------------------------------------------------------------------ timers
 
-    def _on_deadline(self) -> None:
-        due = self._armed_for
-        self._timer = None
-        self._armed_for = None
+    def _on_deadline(self, due: int) -> None:
         if self.closed:
             return
-        now = self.driver.now_ms() if due is None else max(self.driver.now_ms(), due)
         try:
-            self._handle(self.uas.advance(now))
+            self._handle(self.uas.advance(max(self.driver.now_ms(), due)))
         except Exception:
             log.exception("sip: firing timers failed")
         self._rearm()
 
     def _rearm(self) -> None:
         """Keep exactly one ``callLater`` armed, for the UAS's next deadline."""
-        if self.closed:
-            return
-        deadline = self.uas.next_deadline()
-        if deadline == self._armed_for and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._armed_for = deadline
-        if deadline is None:
-            return
-        delay = max(0, deadline - self.driver.now_ms()) / 1000
-        self._timer = self.clock.callLater(delay, self._on_deadline)
+        if not self.closed:
+            self._timer.arm(self.uas.next_deadline())
 
     @property
     def armed_for(self) -> int | None:
-        return self._armed_for
+        return self._timer.armed_for

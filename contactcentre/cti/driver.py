@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from contactcentre.cti.events import SwitchEvent
 from contactcentre.cti.switch import Switch, SwitchError
+from contactcentre.cti.timer import DeadlineTimer
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IReactorTime
+    from twisted.internet.interfaces import IReactorTime
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class SwitchDriver:
         self._now_ms = now_ms
         self.subscribers: list[Subscriber] = []
         self.closed = False
-        self._timer: IDelayedCall | None = None
-        self._armed_for: int | None = None
+        self._timer = DeadlineTimer(clock, self.now_ms, self._on_deadline)
         self._outbox: deque[list[SwitchEvent]] = deque()
         self._dispatching = False
 
@@ -95,39 +95,20 @@ class SwitchDriver:
             self._dispatching = False
             self._rearm()
 
-    def _on_deadline(self) -> None:
-        due = self._armed_for
-        self._timer = None
-        self._armed_for = None
-        if self.closed:
-            return
-        now = self.now_ms() if due is None else max(self.now_ms(), due)
-        self._publish(self.switch.advance(now))
+    def _on_deadline(self, due: int) -> None:
+        if not self.closed:
+            self._publish(self.switch.advance(max(self.now_ms(), due)))
 
     def _rearm(self) -> None:
         """Keep exactly one ``callLater`` armed, for the switch's next deadline."""
-        if self.closed:
-            return
-        deadline = self.switch.next_deadline()
-        if deadline == self._armed_for and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._armed_for = deadline
-        if deadline is None:
-            return
-        delay = max(0, deadline - self.now_ms()) / 1000
-        self._timer = self.clock.callLater(delay, self._on_deadline)
+        if not self.closed:
+            self._timer.arm(self.switch.next_deadline())
 
     @property
     def armed_for(self) -> int | None:
         """The deadline the one armed ``callLater`` is for (``None``: nothing armed)."""
-        return self._armed_for
+        return self._timer.armed_for
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self._armed_for = None
+        self._timer.cancel()
