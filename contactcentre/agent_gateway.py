@@ -949,6 +949,8 @@ class AgentGateway:
         known = self._known.get(contact_id)
         kind = _IDENTITY_KIND.get(c.channel)
         try:
+            # A chat's new customer is written in the commit that carries its arrival, after the offer.
+            await self.centre.commit()
             if c.customer_id:
                 pop = await self.centre.read(screen_pop_customer, c.customer_id, now)
             elif known is not None and known.address and kind:

@@ -106,6 +106,12 @@ class Centre:
         with self.writer.atomic():
             yield
 
+    def stage(self, work: Callable[[Connection], None]) -> None:
+        """Queue ``work(connection)`` for the store writer's next commit, in order with what is submitted and
+        published (rows that go with an event, without a transaction of their own). It runs in the writer's
+        transaction with other adapters' records, so it must not raise: catch, log, or use a savepoint."""
+        self.writer.append([work])
+
     async def commit(self) -> None:
         """Return once everything logged so far is durable."""
         await self.writer.flush()

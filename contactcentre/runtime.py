@@ -457,8 +457,10 @@ async def serve(
             return conn.respond(404, "no such WebSocket endpoint (try /chat, /agent or /live)\n")
 
         try:
+            # No permessage-deflate: chat and console frames are a few hundred bytes, where compressing costs
+            # more CPU per frame than it saves, and each compressed socket keeps ~100 KiB of zlib state.
             wss = await ws_server.serve(
-                route, host, ws_port, max_size=AGENT_MAX_FRAME, process_request=only_known_paths
+                route, host, ws_port, max_size=AGENT_MAX_FRAME, process_request=only_known_paths, compression=None
             )
         except OSError as exc:
             raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None

@@ -467,6 +467,9 @@ async def _handling(env: Env, console: Console, contact_id: str, **arrival: Any)
     await console.send(type="accept", offer_id=offer["offer_id"])
     contact = await console.expect("contact", contact_id=contact_id)
     await console.expect("ack", **{"for": "accept"})
+    # the screen-pop is read once the arrival is committed: let it come before what the test looks at next
+    if not any(f["type"] == "screen_pop" and f.get("contact_id") == contact_id for f in console.frames):
+        await console.expect("screen_pop", contact_id=contact_id)
     return contact
 
 

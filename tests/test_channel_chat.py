@@ -240,6 +240,78 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
     run(main())
 
 
+def test_two_first_chats_from_one_new_address_at_once_are_one_customer(tmp_path: Path) -> None:
+    # The customer and case rows of a hello are written in the writer's next commit, after the contact is
+    # routed: a second hello from the same new address meanwhile must not mint a second customer.
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            (w1, q1), (w2, q2) = await asyncio.gather(
+                hello(env, email="new@example.com"), hello(env, email="NEW@example.com")
+            )
+            assert q1["type"] == q2["type"] == "queued"
+            a1 = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == q1["contact_id"])
+            a2 = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == q2["contact_id"])
+            assert a1.customer_id == a2.customer_id and a1.case_id != a2.case_id
+            from contactcentre.store.schema import customers, identities
+
+            [ident] = await env.rows(identities, identities.c.value == "new@example.com")
+            assert ident["customer_id"] == a1.customer_id
+            assert len(await env.rows(customers, customers.c.id == a1.customer_id)) == 1
+            for q, a in ((q1, a1), (q2, a2)):
+                [case] = await env.rows(cases, cases.c.id == a.case_id)
+                assert case["token"] == q["case"] and case["customer_id"] == a.customer_id
+            # an anonymous chat is a new customer with its visitor token as identity
+            w3, q3 = await hello(env)
+            a3 = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == q3["contact_id"])
+            [ident3] = await env.rows(identities, identities.c.customer_id == a3.customer_id)
+            assert ident3["kind"] == "chat" and ident3["value"] == a3.address
+            for w in (w1, w2, w3):
+                await w.close()
+
+    run(main())
+
+
+def test_an_address_taken_while_the_hello_was_routed_keeps_the_chat(tmp_path: Path) -> None:
+    # The address reached the store another way (an e-mail) between the hello's look-up and its commit:
+    # the chat keeps the customer it was routed with (without the identity), its case is stored, nothing fails.
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            from contactcentre.store.schema import customers, identities
+
+            env.login("a1", away="break")
+            real_read = env.centre.read
+            taken: dict[str, str] = {}
+
+            async def read_then_race(fn: Any, *args: Any) -> Any:
+                got = await real_read(fn, *args)
+                if fn.__name__ == "_known_customer" and not taken:
+
+                    def by_email(conn: Any) -> str:
+                        ids = [("email", "race@example.com")]
+                        return create_customer(conn, env.centre.now_ms(), name="Other", identities_=ids)
+
+                    taken["id"] = await env.centre.write(by_email)
+                return got
+
+            env.centre.read = read_then_race  # type: ignore[method-assign]
+            ws, queued = await hello(env, email="race@example.com")
+            env.centre.read = real_read  # type: ignore[method-assign]
+            assert queued["type"] == "queued" and queued["case"].startswith("C-")
+            arrived = await env.event(
+                lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == queued["contact_id"]
+            )
+            assert arrived.customer_id != taken["id"]
+            [mine] = await env.rows(customers, customers.c.id == arrived.customer_id)
+            assert mine["name"] == "Ann"
+            assert await env.rows(identities, identities.c.customer_id == arrived.customer_id) == []
+            [case] = await env.rows(cases, cases.c.id == arrived.case_id)
+            assert case["token"] == queued["case"]
+            await ws.close()
+
+    run(main())
+
+
 def test_queue_position_and_wait_estimate(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path / "s.sqlite") as env:

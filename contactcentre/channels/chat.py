@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -51,7 +52,14 @@ from contactcentre.events import (
     clean_text,
 )
 from contactcentre.store.cases import open_case
-from contactcentre.store.customers import get_customer, identify, new_id
+from contactcentre.store.customers import (
+    IdentityTaken,
+    create_customer,
+    find_customer,
+    get_customer,
+    identify,
+    new_id,
+)
 from contactcentre.store.identity import IdentityError, normalise_email
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -252,6 +260,7 @@ class _Session:
     conn: _Conn | None = None
     timer: asyncio.TimerHandle | None = None
     hello_reply: dict[str, Any] | None = None  # the queued reply, built when the router queues the contact
+    hello_frame: dict[str, Any] | None = None  # that reply, held in the outbox until the hello is committed
     failed: str | None = None  # the router refused to queue it (queue closed or full)
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (message_id, at_ms)
 
@@ -289,6 +298,65 @@ def _identify_and_open_case(
     row = get_customer(conn, customer_id)
     case_id, case_token = open_case(conn, now_ms, customer_id=customer_id, subject=topic, queue=queue)
     return _Opened(customer_id, row.get("tier") if row else None, case_id, case_token)
+
+
+def _known_customer(conn: Connection, email: str) -> tuple[str, str | None] | None:
+    """The customer who owns an e-mail address, with their tier; None for an address nobody has."""
+    customer_id = find_customer(conn, "email", email)
+    if customer_id is None:
+        return None
+    row = get_customer(conn, customer_id)
+    return customer_id, row.get("tier") if row else None
+
+
+@dataclass
+class _HelloRows:
+    """The rows a hello makes (a new customer, the case), written in the store writer's transaction just before
+    the contact's arrival, so nothing waits for a transaction of its own before the chat is routed.
+
+    Ids are minted here; the case token is chosen in that transaction (where it can be checked for
+    uniqueness) and read back once the hello is committed."""
+
+    now_ms: int
+    customer_id: str
+    new_customer: bool
+    name: str | None
+    email: str | None
+    visitor: str
+    case_id: str
+    topic: str | None
+    queue: str | None
+    token: str | None = None
+
+    def __call__(self, conn: Connection) -> None:
+        # Nothing here may raise, nor spoil the transaction: the writer commits other contacts' events in it.
+        try:
+            with conn.begin_nested():
+                if self.new_customer:
+                    self._customer(conn)
+                _, self.token = open_case(
+                    conn,
+                    self.now_ms,
+                    customer_id=self.customer_id,
+                    subject=self.topic,
+                    queue=self.queue,
+                    case_id=self.case_id,
+                )
+        except Exception:
+            log.exception("chat: could not store the customer or case of %s", self.case_id)
+
+    def _customer(self, conn: Connection) -> None:
+        kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)
+        try:
+            with conn.begin_nested():
+                create_customer(
+                    conn, self.now_ms, customer_id=self.customer_id, name=self.name, identities_=[(kind, value)]
+                )
+        except (IdentityTaken, IntegrityError):
+            # The address reached the store another way since the hello looked it up (an e-mail, another
+            # server): this chat keeps the customer it was routed with, and the duplicate finder pairs them.
+            log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, self.customer_id)
+            create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name)
 
 
 def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
@@ -357,6 +425,9 @@ class ChatChannel:
         self._chat_queues = {q.name for q in cfg.queues if "chat" in q.channels}
         self._by_token: dict[str, _Session] = {}
         self._by_contact: dict[str, _Session] = {}  # chat contact id -> session (router events)
+        # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
+        # chat from the same new address meanwhile gets the same customer
+        self._minting: dict[str, tuple[str, str | None]] = {}
         self._conns: set[_Conn] = set()
         self._push_timer: asyncio.TimerHandle | None = None
         self._stopped = False
@@ -527,22 +598,59 @@ class ChatChannel:
                 raise _BadRequest(f"email: {exc}") from None
         await self.centre.room()
         centre = self.centre
-        offline_reason = self._offline_reason(queue)
         visitor = "v-" + secrets.token_urlsafe(18)
+        token = secrets.token_urlsafe(32)
+        offline_reason = self._offline_reason(queue)
+        if offline_reason is not None:
+            try:
+                opened = await self._open(name, email, visitor, topic, self.offline_queue)
+            except Exception:
+                log.exception("chat: could not identify the customer or open a case")
+                conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
+                return
+            tier = opened.tier if opened.tier in centre.config.tiers else None
+            s = _Session(
+                token_hash=token_hash(token),
+                customer_id=opened.customer_id,
+                case_id=opened.case_id,
+                case_token=opened.case_token,
+                visitor=visitor,
+                queue=queue,
+                tier=tier,
+                name=name,
+                email=email,
+                topic=topic,
+            )
+            await self._go_offline(conn, s, token, offline_reason, first, client_id)
+            return
+        # Someone can answer: route first. The customer (when new) and the case are written in the writer's
+        # next commit with the arrival, not in a transaction of their own that the chat would wait for.
         try:
-            case_queue = queue if offline_reason is None else self.offline_queue
-            opened = await self._open(name, email, visitor, topic, case_queue)
+            known = await self._customer_for(email)
         except Exception:
-            log.exception("chat: could not identify the customer or open a case")
+            log.exception("chat: could not look the customer up")
             conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
             return
-        token = secrets.token_urlsafe(32)
-        tier = opened.tier if opened.tier in centre.config.tiers else None
+        assert queue is not None
+        rows = _HelloRows(
+            now_ms=centre.now_ms(),
+            customer_id=known[0] if known is not None else new_id("cus"),
+            new_customer=known is None,
+            name=name,
+            email=email,
+            visitor=visitor,
+            case_id=new_id("case"),
+            topic=topic,
+            queue=queue,
+        )
+        if known is None and email is not None:
+            self._minting[email] = (rows.customer_id, None)
+        tier = known[1] if known is not None and known[1] in centre.config.tiers else None
         s = _Session(
             token_hash=token_hash(token),
-            customer_id=opened.customer_id,
-            case_id=opened.case_id,
-            case_token=opened.case_token,
+            customer_id=rows.customer_id,
+            case_id=rows.case_id,
+            case_token=None,  # chosen when the case is written
             visitor=visitor,
             queue=queue,
             tier=tier,
@@ -550,10 +658,6 @@ class ChatChannel:
             email=email,
             topic=topic,
         )
-        if offline_reason is not None:
-            await self._go_offline(conn, s, token, offline_reason, first, client_id)
-            return
-        assert queue is not None
         s.contact_id = new_id("chat")
         self._register(s)
         conn.hold()  # the reply goes out after the commit, and before what the router says meanwhile
@@ -562,9 +666,10 @@ class ChatChannel:
             "type": "queued",
             "contact_id": s.contact_id,
             "token": token,
-            "case": s.case_token,
+            "case": None,
         }
         with centre.atomic():
+            centre.stage(rows)  # before the arrival: its interaction row names the customer
             centre.submit(
                 ContactArrived(
                     at_ms=centre.now_ms(),
@@ -580,6 +685,7 @@ class ChatChannel:
                 )
             )
         if s.state == NEW and s.failed is None:  # the router refused the arrival outright
+            self._minted(email, rows)
             self._forget(s)
             conn.session = None
             conn.release()
@@ -596,6 +702,12 @@ class ChatChannel:
             conn.out.clear()
             conn.release([_error("unavailable", "the chat could not be stored; try again shortly", client_id)])
             return
+        finally:
+            self._minted(email, rows)
+        s.case_token = rows.token
+        if s.hello_frame is not None:  # still held: the pump has not encoded it
+            s.hello_frame["case"] = rows.token
+            s.hello_frame = None
         if s.failed is not None:  # queue closed or full: the customer may leave a message instead
             self._by_contact.pop(s.contact_id, None)
             conn.release()
@@ -604,6 +716,22 @@ class ChatChannel:
         conn.release()
         if first is not None:
             await self._line(conn, s, first, client_id)
+
+    def _minted(self, email: str | None, rows: _HelloRows) -> None:
+        """The hello's rows are committed (or failed): the store answers for the address from now on."""
+        if email is not None and self._minting.get(email, ("",))[0] == rows.customer_id:
+            del self._minting[email]
+
+    async def _customer_for(self, email: str | None) -> tuple[str, str | None] | None:
+        """Who an address belongs to (customer id, tier): a hello still being committed, or the store.
+        A chat without an address is a new customer."""
+        if email is None:
+            return None
+        known = self._minting.get(email)
+        if known is None:
+            known = await self.centre.read(_known_customer, email)
+        # a hello from the same new address may have minted one while this one read
+        return known if known is not None else self._minting.get(email)
 
     async def _open(
         self, name: str | None, email: str | None, visitor: str, topic: str | None, queue: str | None
@@ -630,7 +758,7 @@ class ChatChannel:
                 return "closed"  # a chat that waits for the morning is an offline message
             seen.add(plan.name)
             plan = router.queues[plan.when_closed]
-        for agent_id in router.agents_serving(plan.name):
+        for agent_id in self.centre.driver.serving().get(plan.name, ()):
             a = router.agents[agent_id]
             if a.presence != LOGGED_OUT and a.capacity.get("chat", 0) > 0:
                 return None
@@ -943,7 +1071,10 @@ class ChatChannel:
             s.state = WAITING
             reply = s.hello_reply or {"type": "queued", "contact_id": s.contact_id}
             s.hello_reply = None  # it holds the token: keep it no longer than needed
-            s.send({**reply, "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)})
+            frame = {**reply, "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)}
+            if "case" in reply and reply["case"] is None:
+                s.hello_frame = frame  # the case token is filled in once the hello is committed
+            s.send(frame)
         elif s.state != CLOSED:
             s.state = WAITING
             s.send({"type": "position", "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)})

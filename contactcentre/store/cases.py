@@ -47,9 +47,11 @@ def open_case(
     owner_id: str | None = None,
     first_response_due_ms: int | None = None,
     resolution_due_ms: int | None = None,
+    case_id: str | None = None,
 ) -> tuple[str, str]:
-    """Create a case; returns ``(case_id, token)``."""
-    case_id = new_id("case")
+    """Create a case (with ``case_id`` if given: a caller that routes the contact before the row is written);
+    returns ``(case_id, token)``."""
+    case_id = case_id or new_id("case")
     for _ in range(20):
         token = new_token()
         if conn.execute(select(cases.c.id).where(cases.c.token == token)).first() is None:
