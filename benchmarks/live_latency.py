@@ -84,9 +84,9 @@ def cli(*args: str) -> list[str]:
 def start_server(
     tmp: Path, config: Path, db: Path, timeout: float = 60, ports: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    smtp, ws = ports or ["0", "0"]
+    smtp, ws, cti = [*(ports or []), "0", "0", "0"][:3]  # fixed ports for a restart on the same ones
     cmd = cli("serve", "--config", str(config), "--database-url", str(db))
-    cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", "0", "--sip-port", "0"]
+    cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", cti, "--sip-port", "0"]
     out_path, err_path = tmp / "server.out", tmp / "server.err"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # files, not pipes: an unread pipe stalls a busy server
@@ -159,12 +159,14 @@ def run_step(tmp: Path, config: Path, rate: int, seconds: float, seed: int, prof
                 stdout=subprocess.DEVNULL,
                 stderr=(profile / "py-spy.err").open("wb"),
             )
-        lg.wait()
+        _, status, usage = os.wait4(lg.pid, 0)  # wait4: the generator's own CPU time comes with its exit
+        lg.returncode = os.waitstatus_to_exitcode(status)
         cpu = cpu_seconds(proc.pid) - cpu0
         if lg.returncode != 0 or not report.exists():
             raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
         result = json.loads(report.read_text())
         result["server_cpu_s"] = cpu
+        result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
         return result
     finally:
         if spy is not None:
@@ -179,7 +181,7 @@ def fmt(x: Any, spec: str = ".1f") -> str:
 def print_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
     head = (
         f"{'rate/s':>7} {'sent':>7} {'achieved/s':>10} {'answered':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-        f"{'max ms':>8} {'acc p50':>7} {'conn p50':>8} {'errors':>6} {'srv CPU %':>9}"
+        f"{'max ms':>8} {'acc p50':>7} {'conn p50':>8} {'errors':>6} {'srv CPU %':>9} {'gen CPU %':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -191,7 +193,7 @@ def print_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
             f"{rate:>7} {r['sent']:>7} {achieved:>10.1f} {r['outcomes'].get('answered', 0):>8} "
             f"{fmt(lat['p50']):>7} {fmt(lat['p90']):>7} {fmt(lat['p99']):>7} {fmt(lat['max']):>8} "
             f"{fmt(acc['p50'], '.2f'):>7} {fmt(r['chat_connect_ms']['p50']):>8} {sum(r['errors'].values()):>6} "
-            f"{100 * r['server_cpu_s'] / seconds:>9.0f}"
+            f"{100 * r['server_cpu_s'] / seconds:>9.0f} {100 * r.get('loadgen_cpu_s', 0) / seconds:>9.0f}"
         )
 
 

@@ -1,6 +1,7 @@
-"""Protocol clients for simulated people: a chat customer and an agent console over WebSocket, and an e-mail
-customer over SMTP. They speak exactly what a browser widget, an agent console and a mail client speak
-(docs/chat-protocol.md, docs/protocol.md), so the demo and the load generator exercise the real front doors.
+"""Protocol clients for simulated people: a chat customer and an agent console over WebSocket, an e-mail
+customer over SMTP, and callers on the simulated switch's CTI link. They speak exactly what a browser widget,
+an agent console, a mail client and a CTI client speak (docs/chat-protocol.md, docs/protocol.md, docs/cti.md),
+so the demo and the load generator exercise the real front doors.
 
 Every client is driven by its owner through callbacks and ``loop.call_later``; nothing here sleeps or polls.
 """
@@ -73,6 +74,79 @@ class JsonSocket:
             pass
         finally:
             self.closed.set()
+
+
+class CtiError(Exception):
+    """A CTI request answered ``ok: false``; ``code`` is the switch's error code (docs/cti.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class CtiClient:
+    """One CTI link connection (JSON lines over TCP): ``request`` sends a request and returns its response.
+    Events (only for devices it monitors) go to ``on_event``; ``closed`` is set when the server goes away."""
+
+    def __init__(self, host: str, port: int, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.host, self.port = host, port
+        self.on_event = on_event
+        self.closed = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = 0
+
+    async def open(self) -> None:
+        reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader), name="cti-read")
+
+    async def request(self, name: str, **fields: Any) -> dict[str, Any]:
+        if self._writer is None or self.closed.is_set():
+            raise ConnectionResetError("the CTI link is closed")
+        self._ids += 1
+        invoke = self._ids
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[invoke] = fut
+        self._writer.write(json.dumps({"request": name, "invoke_id": invoke, **fields}).encode() + b"\n")
+        try:
+            response = await fut
+        finally:
+            self._pending.pop(invoke, None)
+        if not response.get("ok"):
+            error = response.get("error") or {}
+            raise CtiError(str(error.get("code")), str(error.get("message")))
+        return response
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        if self._reader_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    log.warning("cti: not JSON: %.80r", line)
+                    continue
+                fut = self._pending.get(msg.get("invoke_id")) if "response" in msg else None
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                elif "event" in msg and self.on_event is not None:
+                    self.on_event(msg)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.closed.set()
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError("the CTI link closed"))
 
 
 def send_email(

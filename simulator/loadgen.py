@@ -3,21 +3,23 @@ doors (docs/loadgen.md).
 
 Customers arrive as Poisson streams taken from a scenario file (the same files ``contactcentre simulate``
 reads): chat customers open ``ws://TARGET:WS_PORT/chat`` and say ``hello``; e-mail customers send a real mail
-to the SMTP port. Agents log in on ``/agent`` with tokens from ``--tokens`` (written by ``--prepare``), go
-available, accept every offer after ``--accept-delay``, handle for the drawn handle time, end, set a
-disposition and finish wrap-up.
+to the SMTP port; callers are placed on the simulated switch over its CTI link (``SimulateInbound`` to the
+queue's number, ``ClearCall`` when their patience runs out). Agents log in on ``/agent`` with tokens from
+``--tokens`` (written by ``--prepare``), go available, accept every offer after ``--accept-delay``, handle for
+the drawn handle time, end, set a disposition and finish wrap-up.
 
 Latency is measured at the load generator: *arrival → offer* is the instant the ``offer`` frame was read off
-the agent's socket minus the instant the customer's first frame (chat ``hello``) was handed to the socket, or
-the instant the SMTP session for the mail was opened (e-mail). Both clocks are this process's
-``time.perf_counter``. The run is bounded in time (``--duration``) and count (``--max-contacts``) and only
-goes to loopback unless ``--allow-host`` names the target.
+the agent's socket minus the instant the customer's first frame (chat ``hello``) was handed to the socket,
+the instant the SMTP session for the mail was opened (e-mail), or the instant ``SimulateInbound`` was sent (a
+call). Both clocks are this process's ``time.perf_counter``. The run is bounded in time (``--duration``) and
+count (``--max-contacts``) and only goes to loopback unless ``--allow-host`` names the target.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -30,11 +32,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from contactcentre.config import ConfigError
-from simulator.clients import JsonSocket, send_email
+from simulator.clients import CtiClient, CtiError, JsonSocket, send_email
 from simulator.engine import sampler
 from simulator.scenario import Arrivals, LoadedScenario, load_scenario
 
-CHANNELS = ("chat", "email")  # what the generator can place; voice streams are counted as skipped
+CHANNELS = ("chat", "email", "voice")  # what the generator can place (voice needs --cti-port; else skipped)
+
+
+RESUME_GIVE_UP_S = 60.0  # a chat customer without a patience limit retries a vanished server this long
 
 
 class TargetRefused(ValueError):
@@ -84,6 +89,7 @@ class Stats:
     offers: dict[str, OfferRecord] = field(default_factory=dict)  # contact id -> first offer
     errors: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    resumed: int = 0  # chat sockets reconnected and resumed after the server went away
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -118,6 +124,8 @@ class LoadGen:
         max_contacts: int = 100_000,
         max_concurrency: int = 2_000,
         email_to: dict[str, str] | None = None,
+        cti_port: int | None = None,
+        dial: dict[str, str] | None = None,
         progress: TextIO | None = None,
     ) -> None:
         self.loaded = loaded
@@ -131,6 +139,11 @@ class LoadGen:
         self.max_contacts = max_contacts
         self.slots = asyncio.Semaphore(max_concurrency)
         self.email_to = email_to or {}
+        self.cti_port = cti_port
+        self.dial = dial or {}  # queue -> its number on the switch
+        self.cti: CtiClient | None = None
+        self._calls: dict[str, tuple[ContactRecord, asyncio.Event]] = {}  # call id -> the caller waiting
+        self._connected_early: set[str] = set()  # calls an agent had before SimulateInbound's answer came
         self.progress = progress
         master = random.Random(seed)
         self.streams: list[tuple[Arrivals, float, random.Random]] = []
@@ -167,6 +180,9 @@ class LoadGen:
 
     async def run(self) -> dict[str, Any]:
         await asyncio.gather(*(self._agent_login(aid, tok) for aid, tok in self.tokens.items()))
+        if self.cti_port is not None and any(a.channel == "voice" for a, _, _ in self.streams):
+            await self._cti_connect()
+            self._spawn(self._cti_reconnect())
         self.started = time.perf_counter()
         end = self.started + self.duration_s
         ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -183,6 +199,8 @@ class LoadGen:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await asyncio.gather(*(s.close() for s in self._agents), return_exceptions=True)
+            if self.cti is not None:
+                await self.cti.close()
             if self.progress is not None:
                 self._line(final=True)
         return self.report()
@@ -224,6 +242,8 @@ class LoadGen:
                 self._offer(sock, frame)
             elif kind == "contact":
                 cid = frame["contact_id"]
+                if frame.get("channel") == "voice":
+                    self._call_answered(cid)
                 draw = self._handle.get((frame.get("queue") or "", frame.get("channel") or ""))
                 handle_s = (draw() / 1000 if draw else 1.0) * self.handle_scale
                 self._later(handle_s, self._finish, sock, cid)
@@ -301,7 +321,7 @@ class LoadGen:
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if entry.channel not in CHANNELS:
+            if entry.channel not in CHANNELS or (entry.channel == "voice" and self.cti is None):
                 self.stats.skipped[entry.channel] = self.stats.skipped.get(entry.channel, 0) + 1
                 continue
             patience_s = patience() / 1000 if patience is not None else None
@@ -309,49 +329,165 @@ class LoadGen:
             rec = ContactRecord(n, entry.channel, entry.queue, sent=time.perf_counter())
             self.last_placed = rec.sent
             self.stats.contacts.append(rec)
-            self._spawn(self._chat(rec, patience_s) if entry.channel == "chat" else self._email(rec))
+            if entry.channel == "chat":
+                self._spawn(self._chat(rec, patience_s))
+            elif entry.channel == "voice":
+                self._spawn(self._call(rec, patience_s))
+            else:
+                self._spawn(self._email(rec))
 
     async def _chat(self, rec: ContactRecord, patience_s: float | None) -> None:
         joined = asyncio.Event()
+        token: list[str] = []
 
         def on_frame(frame: dict[str, Any]) -> None:
             kind = frame.get("type")
             if kind == "queued":
                 rec.contact_id = frame.get("contact_id")
                 rec.queued_at = time.perf_counter()
+                token[:] = [frame["token"]]
             elif kind == "agent_joined" and rec.outcome == "waiting":
                 rec.answered_at = time.perf_counter()
                 rec.outcome = "answered"
                 joined.set()
+            elif kind == "resumed" and rec.outcome == "waiting":
+                state = frame.get("state")
+                if state == "with_agent":  # an agent joined while the socket was away
+                    rec.answered_at, rec.outcome = time.perf_counter(), "answered"
+                    joined.set()
+                elif state == "closed":  # the chat ended meanwhile (the server counted the customer gone)
+                    rec.outcome = "abandoned"
+                    joined.set()
             elif kind == "offline" and rec.outcome == "waiting":
                 rec.outcome = "offline"
                 joined.set()
             elif kind == "error":
                 self.stats.error(f"chat:{frame.get('code')}")
+                if frame.get("code") == "unknown_session" and rec.outcome == "waiting":
+                    rec.outcome = "disconnected"
+                    joined.set()
 
+        deadline: float | None = None
         async with self.slots:
             sock = JsonSocket(self._ws("/chat"), on_frame, name=f"loadgen chat {rec.n}")
             try:
                 await sock.open()
                 now = time.perf_counter()
                 rec.connect_s, rec.sent = now - rec.sent, now  # the latency clock starts when the customer can speak
+                deadline = None if patience_s is None else now + patience_s
                 await sock.send({"type": "hello", "name": f"Load {rec.n}", "email": f"load{rec.n}@example.com"})
-                waiters = [asyncio.ensure_future(joined.wait()), asyncio.ensure_future(sock.closed.wait())]
-                try:
-                    await asyncio.wait(waiters, timeout=patience_s, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for w in waiters:
-                        w.cancel()
-                if rec.outcome == "waiting" and sock.closed.is_set():
-                    rec.outcome = "disconnected"  # the server went away (a crash, a restart) before an answer
-                elif rec.outcome == "waiting":
-                    rec.outcome = "abandoned"
-                    await sock.send({"type": "close"})
+                while True:
+                    left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+                    waiters = [asyncio.ensure_future(joined.wait()), asyncio.ensure_future(sock.closed.wait())]
+                    try:
+                        await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waiters:
+                            w.cancel()
+                    if rec.outcome != "waiting":
+                        break
+                    if not sock.closed.is_set():
+                        rec.outcome = "abandoned"  # patience ran out
+                        await sock.send({"type": "close"})
+                        break
+                    # The server went away (a crash, a restart): the widget reconnects and resumes its chat.
+                    again = await self._resume(token[0], on_frame, rec, deadline) if token else None
+                    if again is None:
+                        rec.outcome = "disconnected"
+                        break
+                    await sock.close()
+                    sock = again
             except (OSError, TimeoutError) as exc:
                 rec.outcome = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
                 self.stats.error(f"chat:{type(exc).__name__}")
             finally:
                 await sock.close()
+
+    async def _resume(self, token: str, on_frame: Any, rec: ContactRecord, deadline: float | None) -> JsonSocket | None:
+        """Reconnect with growing pauses (as the widget does) until the customer's patience runs out, or
+        ``RESUME_GIVE_UP_S`` for a customer without a limit; then ``resume``. None: the server never came back."""
+        give_up = deadline if deadline is not None else time.perf_counter() + RESUME_GIVE_UP_S
+        pause = 0.1
+        while not self._stopping and time.perf_counter() < give_up:
+            sock = JsonSocket(self._ws("/chat"), on_frame, name=f"loadgen chat {rec.n} (resumed)")
+            try:
+                await sock.open()
+            except (OSError, TimeoutError):
+                await asyncio.sleep(min(pause, max(0.0, give_up - time.perf_counter())))
+                pause = min(pause * 2, 2.0)
+                continue
+            self.stats.resumed += 1
+            await sock.send({"type": "resume", "token": token})
+            return sock
+        return None
+
+    async def _cti_connect(self) -> None:
+        assert self.cti_port is not None
+        cti = CtiClient(self.host, self.cti_port)
+        await cti.open()
+        self.cti = cti
+
+    async def _cti_reconnect(self) -> None:
+        """A server restart drops the CTI link (and the switch's calls with it): connect again for new calls."""
+        while not self._stopping:
+            assert self.cti is not None
+            await self.cti.closed.wait()
+            for rec, answered in list(self._calls.values()):
+                if rec.outcome == "waiting":
+                    rec.outcome = "disconnected"
+                    answered.set()
+            while not self._stopping:
+                try:
+                    await self._cti_connect()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.2)
+
+    def _call_answered(self, call_id: str) -> None:
+        got = self._calls.get(call_id)
+        if got is None:  # the agent was quicker than SimulateInbound's answer to us
+            self._connected_early.add(call_id)
+            return
+        rec, answered = got
+        if rec.outcome == "waiting":
+            rec.answered_at, rec.outcome = time.perf_counter(), "answered"
+        answered.set()
+
+    async def _call(self, rec: ContactRecord, patience_s: float | None) -> None:
+        number = self.dial[rec.queue]
+        cti = self.cti
+        assert cti is not None
+        async with self.slots:
+            rec.sent = time.perf_counter()
+            try:
+                got = await cti.request(
+                    "SimulateInbound", ani=f"+3120{rec.n % 10_000_000:07d}", dnis=number, attached_data={}
+                )
+            except CtiError as exc:  # no_trunk: every line busy, the caller hears a busy tone
+                rec.outcome = "refused" if exc.code in ("no_trunk", "busy") else "error"
+                self.stats.error(f"voice:{exc.code}")
+                return
+            except OSError as exc:
+                rec.outcome = "refused"
+                self.stats.error(f"voice:{type(exc).__name__}")
+                return
+            rec.contact_id = call_id = got["call_id"]
+            rec.queued_at = time.perf_counter()
+            answered = asyncio.Event()
+            self._calls[call_id] = (rec, answered)
+            try:
+                if call_id in self._connected_early:
+                    self._connected_early.discard(call_id)
+                    self._call_answered(call_id)
+                try:
+                    await asyncio.wait_for(answered.wait(), patience_s)
+                except TimeoutError:
+                    if rec.outcome == "waiting":
+                        rec.outcome = "abandoned"
+                        with contextlib.suppress(CtiError, OSError):
+                            await cti.request("ClearCall", call_id=call_id)  # the caller hangs up
+            finally:
+                del self._calls[call_id]
 
     async def _email(self, rec: ContactRecord) -> None:
         if self.smtp_port is None:
@@ -391,7 +527,7 @@ class LoadGen:
         offer_to_accept: list[float] = []
         waits: list[tuple[ContactRecord, float | None]] = []
         for c in s.contacts:
-            offer = s.offers.get(c.contact_id or "") if c.channel == "chat" else None
+            offer = s.offers.get(c.contact_id or "") if c.channel in ("chat", "voice") else None
             if c.channel == "email" and c.tag in by_tag:
                 c.contact_id, offer = by_tag[c.tag]
                 if c.outcome == "waiting" and offer.accepted is not None:
@@ -412,10 +548,14 @@ class LoadGen:
             "sent": n,
             "outcomes": outcomes,
             "accounted": sum(outcomes.values()),
+            "answered_by_channel": {
+                ch: sum(1 for c in s.contacts if c.channel == ch and c.outcome == "answered") for ch in CHANNELS
+            },
             "waiting_by_channel": {
                 ch: sum(1 for c in s.contacts if c.channel == ch and c.outcome == "waiting") for ch in CHANNELS
             },
             "skipped_channels": s.skipped,
+            "chat_resumed": s.resumed,
             "errors": s.errors,
             "throughput_per_s": {
                 ch: sum(1 for c in s.contacts if c.channel == ch) / elapsed
@@ -475,6 +615,28 @@ def gap(live: dict[str, Any], sim: dict[str, Any]) -> dict[str, float | None]:
 # -------------------------------------------------------------------------------------------------- prepare
 
 
+def queue_numbers(loaded: LoadedScenario, config_path: Path | None, dial: list[str]) -> dict[str, str]:
+    """Each scenario queue's number on the switch: ``--dial QUEUE=NUMBER``, else the centre configuration's
+    (``--config``), else 2001, 2002, ... in the order the scenario names its queues (the server's default when
+    its configuration lists the same queues in the same order)."""
+    numbers: dict[str, str] = {}
+    if config_path is not None:
+        from contactcentre.config import load_config
+
+        numbers.update(load_config(config_path).queue_numbers())
+    else:
+        numbers.update({q["name"]: str(2001 + i) for i, q in enumerate(loaded.scenario.queues)})
+    for item in dial:
+        queue, sep, number = item.partition("=")
+        if not sep or not queue or not number.strip():
+            raise ConfigError(f"--dial {item!r}: expected QUEUE=NUMBER")
+        numbers[queue] = number.strip()
+    for a in loaded.scenario.arrivals:
+        if a.channel == "voice" and a.queue not in numbers:
+            raise ConfigError(f"calls to queue {a.queue!r}: no number on the switch; pass --dial {a.queue}=NUMBER")
+    return numbers
+
+
 def prepare(config_path: Path, database_url: str, tokens_path: Path) -> int:
     """Create an agent user with a token for every agent of the centre configuration, in the server's store
     (before the server starts, or beside it), and write ``{agent_id: token}`` to ``tokens_path``."""
@@ -518,11 +680,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-contacts", type=int, default=100_000)
     p.add_argument("--max-concurrency", type=int, default=2_000, help="open customer connections at most")
     p.add_argument("--email-to", action="append", default=[], metavar="QUEUE=ADDRESS")
+    p.add_argument("--cti-port", type=int, default=None, help="place the scenario's calls on this CTI link")
+    p.add_argument(
+        "--dial",
+        action="append",
+        default=[],
+        metavar="QUEUE=NUMBER",
+        help="a queue's number on the switch (default: from --config, else 2001, 2002, ... in scenario order)",
+    )
     p.add_argument("--no-simulate", action="store_true", help="skip the discrete-event comparison")
     p.add_argument("--report", type=Path, default=None, help="write the JSON report here (default: stdout)")
+    p.add_argument(
+        "--contacts", type=Path, default=None, help="write one JSON line per contact (id, channel, outcome) here"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--prepare", action="store_true", help="create agent users and write --tokens, then exit")
-    p.add_argument("--config", type=Path, help="with --prepare: the server's centre configuration")
+    p.add_argument(
+        "--config", type=Path, help="the server's centre configuration (--prepare; the queues' numbers for calls)"
+    )
     p.add_argument("--database-url", help="with --prepare: the server's store")
 
 
@@ -562,6 +737,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"loadgen: {args.tokens}: expected a JSON object {{agent_id: token}}", file=err)
         return 2
     email_to = dict(item.split("=", 1) for item in args.email_to if "=" in item)
+    try:
+        dial = queue_numbers(loaded, args.config, args.dial)
+    except ConfigError as exc:
+        print(f"loadgen: {exc}", file=err)
+        return 2
     seed = args.seed if args.seed is not None else loaded.scenario.simulation.seed
     try:
         socket.getaddrinfo(args.target, args.ws_port)
@@ -582,6 +762,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         max_contacts=args.max_contacts,
         max_concurrency=args.max_concurrency,
         email_to=email_to,
+        cti_port=args.cti_port,
+        dial=dial,
         progress=None if args.quiet else err,
     )
     try:
@@ -589,6 +771,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (OSError, RuntimeError) as exc:
         print(f"loadgen: {exc}", file=err)
         return 1
+    if args.contacts is not None:
+        with args.contacts.open("w", encoding="utf-8") as f:
+            for c in gen.stats.contacts:
+                row = {"n": c.n, "channel": c.channel, "queue": c.queue, "contact_id": c.contact_id}
+                row.update(tag=c.tag, outcome=c.outcome, acknowledged=c.queued_at is not None)
+                f.write(json.dumps(row) + "\n")
     result["seed"] = seed
     result["rate"] = args.rate
     result["duration_s"] = args.duration

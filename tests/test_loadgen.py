@@ -47,7 +47,9 @@ handle_time = { distribution = "fixed", mean_s = 0.3 }
 [[arrivals]]
 queue = "support"
 channel = "voice"
-per_hour = 3000
+per_hour = 12000
+handle_time = { distribution = "fixed", mean_s = 0.3 }
+patience = { distribution = "fixed", mean_s = 30 }
 """
 
 
@@ -108,9 +110,9 @@ def test_rates_follow_the_scenario_mix_scaled_by_rate(tmp_path: Path) -> None:
     assert asyncio.run(build(None)) == [
         ("chat", round(30000 / 3600, 6)),
         ("email", round(6000 / 3600, 6)),
-        ("voice", round(3000 / 3600, 6)),
+        ("voice", round(12000 / 3600, 6)),
     ]
-    assert asyncio.run(build(39.0)) == [("chat", 30.0), ("email", 6.0), ("voice", 3.0)]
+    assert asyncio.run(build(48.0)) == [("chat", 30.0), ("email", 6.0), ("voice", 12.0)]
 
 
 def test_quantiles_are_nearest_rank_in_ms() -> None:
@@ -133,7 +135,7 @@ def test_a_short_run_against_a_real_server_accounts_for_every_contact(tmp_path: 
         report = tmp_path / "report.json"
         run = [*cli, "--scenario", str(scenario), "--tokens", str(tokens), "--ws-port", str(server.ws_port)]
         run += ["--smtp-port", str(server.smtp_port), "--rate", "8", "--duration", "2", "--seed", "7"]
-        run += ["--report", str(report)]
+        run += ["--cti-port", str(server.cti_port), "--config", str(DEFAULT_CONFIG_PATH), "--report", str(report)]
         done = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "loadgen" in done.stderr and "sent" in done.stderr  # the progress line
@@ -142,13 +144,16 @@ def test_a_short_run_against_a_real_server_accounts_for_every_contact(tmp_path: 
     assert "Traceback" not in err
     r = json.loads(report.read_text())
     assert r["sent"] > 0 and r["sent"] == r["accounted"] == sum(r["outcomes"].values())
-    assert r["skipped_channels"].get("voice", 0) >= 0
+    assert r["skipped_channels"] == {}
     assert r["outcomes"].get("answered", 0) > 0
     assert r["errors"] == {}
     lat = r["arrival_to_offer_ms"]["chat"]
     assert lat["n"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert r["offer_to_accept_ms"]["n"] > 0
-    assert set(r["throughput_per_s"]) <= {"chat", "email"}
+    assert set(r["throughput_per_s"]) == {"chat", "email", "voice"}
+    calls = r["arrival_to_offer_ms"]["voice"]  # placed on the switch over CTI, offered, answered by a console
+    assert calls["n"] > 0 and 0 < calls["p50"] <= calls["max"]
+    assert r["answered_by_channel"]["voice"] > 0
     assert r["simulated"]["offered"] == r["sent"]
     assert set(r["live_minus_simulated"]) == {"service_level_offered", "asa_s", "p_abandon"}
 
