@@ -803,7 +803,7 @@ class AgentGateway:
                 fields = _offer_fields(ev.offer_id, contacts.get(ev.contact_id), ev.expires_ms, ev)
                 fields.update(contact_id=ev.contact_id, queue=ev.queue, channel=ev.channel)
                 s.push(self._task(self._offer_frame(fields, ev.contact_id)))
-                self._spawn(self._screen_pop(s, ev.contact_id, ev.offer_id))
+                self._spawn(self._screen_pop(s, ev.contact_id, ev.offer_id, self.centre.log_position()))
             case OfferExpired():
                 s.push(_offer_gone(ev.offer_id, ev.contact_id, "expired"))
             case OfferCancelled():
@@ -941,7 +941,7 @@ class AgentGateway:
             self._audit(customer_id, s.user.id, f"interaction:{contact_id}")
         return frame
 
-    async def _screen_pop(self, s: _Session, contact_id: str, offer_id: str | None) -> None:
+    async def _screen_pop(self, s: _Session, contact_id: str, offer_id: str | None, logged: int | None = None) -> None:
         c = self.centre.router.contacts.get(contact_id)
         if c is None:
             return
@@ -949,8 +949,10 @@ class AgentGateway:
         known = self._known.get(contact_id)
         kind = _IDENTITY_KIND.get(c.channel)
         try:
-            # A chat's new customer is written in the commit that carries its arrival, after the offer.
-            await self.centre.commit()
+            # A chat's new customer is written in the commit that carries its arrival, after the offer: wait
+            # for that commit (``logged``: the log's position at the offer), not for whatever came later.
+            if logged is not None:
+                await self.centre.commit(upto=logged)
             if c.customer_id:
                 pop = await self.centre.read(screen_pop_customer, c.customer_id, now)
             elif known is not None and known.address and kind:
@@ -982,14 +984,10 @@ class AgentGateway:
         now = self.centre.now_ms()
 
         def work(conn: Connection) -> None:
-            try:
-                with conn.begin_nested():  # a failure here must not fail the events committed with it
-                    record_read(conn, customer_id, now, actor=actor, what=what)
-            except Exception:
-                log.exception("audit of a read of customer %s", customer_id)
+            record_read(conn, customer_id, now, actor=actor, what=what)
 
         try:
-            self.centre.writer.append([work])
+            self.centre.stage(work)
         except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
             log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
 

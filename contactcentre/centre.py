@@ -108,13 +108,31 @@ class Centre:
 
     def stage(self, work: Callable[[Connection], None]) -> None:
         """Queue ``work(connection)`` for the store writer's next commit, in order with what is submitted and
-        published (rows that go with an event, without a transaction of their own). It runs in the writer's
-        transaction with other adapters' records, so it must not raise: catch, log, or use a savepoint."""
-        self.writer.append([work])
+        published (rows that go with an event, without a transaction of their own). It shares the writer's
+        transaction with other adapters' records, so it runs in a savepoint and what it raises is logged and
+        rolled back to there: one bad row never holds up everyone's events. Raises ``RuntimeError`` once the
+        writer is closed."""
 
-    async def commit(self) -> None:
-        """Return once everything logged so far is durable."""
-        await self.writer.flush()
+        def guarded(conn: Connection) -> None:
+            try:
+                with conn.begin_nested():
+                    work(conn)
+            except Exception:
+                log.exception("store: a staged write failed and was rolled back (%r)", work)
+
+        self.writer.append([guarded])
+
+    async def commit(self, upto: int | None = None) -> None:
+        """Return once everything logged so far (or up to ``log_position()`` ``upto``) is durable."""
+        if upto is None:
+            await self.writer.flush()
+        else:
+            await self.writer.durable(upto)
+
+    def log_position(self) -> int:
+        """The position of the last record handed to the store: ``commit(upto=...)`` waits for it and no more
+        (a reader that needs what was logged by now, without forcing a commit for what comes later)."""
+        return self.writer.appended
 
     async def room(self) -> None:
         """Back-pressure for intake: wait while the store writer is far behind."""

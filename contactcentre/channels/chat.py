@@ -329,21 +329,17 @@ class _HelloRows:
     token: str | None = None
 
     def __call__(self, conn: Connection) -> None:
-        # Nothing here may raise, nor spoil the transaction: the writer commits other contacts' events in it.
-        try:
-            with conn.begin_nested():
-                if self.new_customer:
-                    self._customer(conn)
-                _, self.token = open_case(
-                    conn,
-                    self.now_ms,
-                    customer_id=self.customer_id,
-                    subject=self.topic,
-                    queue=self.queue,
-                    case_id=self.case_id,
-                )
-        except Exception:
-            log.exception("chat: could not store the customer or case of %s", self.case_id)
+        # Staged (Centre.stage): a failure is logged and rolled back there, and the reply carries no case token.
+        if self.new_customer:
+            self._customer(conn)
+        _, self.token = open_case(
+            conn,
+            self.now_ms,
+            customer_id=self.customer_id,
+            subject=self.topic,
+            queue=self.queue,
+            case_id=self.case_id,
+        )
 
     def _customer(self, conn: Connection) -> None:
         kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)

@@ -915,7 +915,7 @@ class EmailChannel:
                     log.error("e-mail: the router refused contact %s; its message is kept in the case", contact_id)
                 elif watch.failed:
                     log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
-                centre.writer.append([functools.partial(_case_touched, got.case_id, now, watch.deadline_ms)])
+                centre.stage(functools.partial(_case_touched, got.case_id, now, watch.deadline_ms))
                 if self.settings.auto_acknowledge and (got.new_case or got.reopened) and not mail.automatic:
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
@@ -1015,7 +1015,7 @@ class EmailChannel:
         with self.centre.atomic():
             self._log_sent(out, contact_id, agent_id, ctx.case_id)
             if ctx.case_id is not None:
-                self.centre.writer.append([functools.partial(_first_response, ctx.case_id, now)])
+                self.centre.stage(functools.partial(_first_response, ctx.case_id, now))
         await self.centre.commit()
         self._schedule(out, 0)  # stopped meanwhile: it stays queued and goes out at the next start
         return out.message_id
