@@ -120,7 +120,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_step(tmp: Path, config: Path, rate: int, seconds: float, seed: int, profile: Path | None) -> dict[str, Any]:
+def run_step(
+    tmp: Path,
+    config: Path,
+    rate: int,
+    seconds: float,
+    seed: int,
+    profile: Path | None,
+    *,
+    gil: bool = False,
+    profile_loadgen: bool = False,
+) -> dict[str, Any]:
     step = tmp / f"step{rate}"
     step.mkdir()
     db = step / "events.sqlite"
@@ -148,11 +158,12 @@ def run_step(tmp: Path, config: Path, rate: int, seconds: float, seed: int, prof
                 spy_bin,
                 "record",
                 "--pid",
-                str(proc.pid),
+                str(lg.pid if profile_loadgen else proc.pid),
                 "--duration",
                 str(max(1, int(seconds))),
                 "--rate",
                 "200",
+                *(["--gil"] if gil else []),
             ]
             spy = subprocess.Popen(
                 [*spy_cmd, "--format", "raw", "--output", str(profile / f"server-{rate}.txt")],
@@ -220,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--handle-s", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", type=Path, default=None, metavar="DIR", help="py-spy the server at the top step")
+    ap.add_argument("--gil", action="store_true", help="with --profile: sample only the thread holding the GIL")
+    ap.add_argument("--profile-loadgen", action="store_true", help="with --profile: record the generator instead")
     ap.add_argument("--keep", type=Path, default=None, help="keep databases, logs and reports here")
     ap.add_argument("--json", type=Path, default=None, help="write all step reports here")
     args = ap.parse_args(argv)
@@ -238,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rate in steps:
             prof = args.profile if rate == max(steps) else None
-            r = run_step(tmp, config, rate, args.seconds, args.seed, prof)
+            r = run_step(
+                tmp, config, rate, args.seconds, args.seed, prof, gil=args.gil, profile_loadgen=args.profile_loadgen
+            )
             rows.append((rate, r))
             print(f"  step {rate}/s done", file=sys.stderr, flush=True)
     finally:
