@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
-    r"contactcentre serve: http://127\.0\.0\.1:\d+/ · smtp://127\.0\.0\.1:(\d+) · ws://127\.0\.0\.1:(\d+)/"
+    r"contactcentre serve: http://127\.0\.0\.1:(\d+)/ · smtp://127\.0\.0\.1:(\d+) · ws://127\.0\.0\.1:(\d+)/"
 )
 
 SCENARIO = """\
@@ -83,7 +83,8 @@ def cli(*args: str) -> list[str]:
 
 def start_server(
     tmp: Path, config: Path, db: Path, timeout: float = 60, ports: list[str] | None = None
-) -> tuple[subprocess.Popen[bytes], int, int]:
+) -> tuple[subprocess.Popen[bytes], int, int, int]:
+    """Start ``contactcentre serve``; returns the process and its SMTP, WebSocket and HTTP ports."""
     smtp, ws, cti = [*(ports or []), "0", "0", "0"][:3]  # fixed ports for a restart on the same ones
     cmd = cli("serve", "--config", str(config), "--database-url", str(db))
     cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", cti, "--sip-port", "0"]
@@ -96,7 +97,7 @@ def start_server(
     while time.monotonic() < deadline and proc.poll() is None:
         m = READY.search(out_path.read_text(errors="replace"))
         if m:
-            return proc, int(m.group(1)), int(m.group(2))
+            return proc, int(m.group(2)), int(m.group(3)), int(m.group(1))
         time.sleep(0.05)
     stop(proc)
     raise RuntimeError(f"server did not start:\n{err_path.read_text(errors='replace')[-3000:]}")
@@ -141,13 +142,14 @@ def run_step(
         check=True,
         capture_output=True,
     )
-    proc, smtp_port, ws_port = start_server(step, config, db)
+    proc, smtp_port, ws_port, http_port = start_server(step, config, db)
     spy: subprocess.Popen[bytes] | None = None
     try:
         cpu0 = cpu_seconds(proc.pid)
         report = step / "report.json"
         cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
         cmd += ["--ws-port", str(ws_port), "--smtp-port", str(smtp_port), "--rate", str(rate)]
+        cmd += ["--http-port", str(http_port)]
         cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
         cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
         lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
@@ -208,6 +210,18 @@ def print_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
         )
 
 
+def print_gap(rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """The server's own figures (its /api/queues) against the discrete-event simulator on the same scenario."""
+    print(f"{'rate/s':>7} {'server SL':>9} {'sim SL':>7} {'server ASA s':>12} {'sim ASA s':>9} {'server aband':>12}")
+    for rate, r in rows:
+        srv, sim = r.get("server") or {}, r.get("simulated") or {}
+        print(
+            f"{rate:>7} {fmt(srv.get('service_level_offered'), '.3f'):>9} "
+            f"{fmt(sim.get('service_level_offered'), '.3f'):>7} {fmt(srv.get('asa_s'), '.3f'):>12} "
+            f"{fmt(sim.get('asa_s'), '.3f'):>9} {fmt(srv.get('p_abandon'), '.3f'):>12}"
+        )
+
+
 def saturation(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> str:
     for rate, r in rows:
         lat = r["arrival_to_offer_ms_all"]
@@ -259,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if rows:
             print_table(rows, args.seconds)
+            print_gap(rows)
             print(saturation(rows, args.seconds))
         if args.json is not None:
             args.json.write_text(json.dumps(dict(rows), indent=1))

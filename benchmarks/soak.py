@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ports = [str(p) for p in _free_ports(3)]
     (tmp / "run1").mkdir()
     (tmp / "run2").mkdir()
-    proc, smtp_port, ws_port = start_server(tmp / "run1", config, db, ports=ports)
+    proc, smtp_port, ws_port, _ = start_server(tmp / "run1", config, db, ports=ports)
     report, contacts = tmp / "report.json", tmp / "contacts.jsonl"
     cmd = cli("loadgen", "--scenario", str(scenario), "--tokens", str(tokens), "--ws-port", str(ws_port))
     cmd += ["--smtp-port", str(smtp_port), "--cti-port", ports[2], "--config", str(config)]
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait()
         print(f"  server killed (SIGKILL) at {seconds / 2:.0f} s", file=sys.stderr, flush=True)
         time.sleep(args.down_s)
-        p2, _, _ = start_server(tmp / "run2", config, db, ports=ports)
+        p2, *_ = start_server(tmp / "run2", config, db, ports=ports)
         restarted.append(p2)
         print("  server restarted on the same database", file=sys.stderr, flush=True)
 

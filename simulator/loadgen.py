@@ -27,6 +27,7 @@ import random
 import socket
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -126,6 +127,7 @@ class LoadGen:
         email_to: dict[str, str] | None = None,
         cti_port: int | None = None,
         dial: dict[str, str] | None = None,
+        http_port: int | None = None,
         progress: TextIO | None = None,
     ) -> None:
         self.loaded = loaded
@@ -140,6 +142,8 @@ class LoadGen:
         self.slots = asyncio.Semaphore(max_concurrency)
         self.email_to = email_to or {}
         self.cti_port = cti_port
+        self.http_port = http_port
+        self.server_figures: dict[str, Any] | None = None  # the server's own, read at the end (--http-port)
         self.dial = dial or {}  # queue -> its number on the switch
         self.cti: CtiClient | None = None
         self._calls: dict[str, tuple[ContactRecord, asyncio.Event]] = {}  # call id -> the caller waiting
@@ -192,6 +196,8 @@ class LoadGen:
             drain_until = time.perf_counter() + min(30.0, max(2.0, self.duration_s / 2))
             while self._open() and time.perf_counter() < drain_until:
                 await asyncio.sleep(0.05)
+            if self.http_port is not None:
+                self.server_figures = await self._server_figures()
         finally:
             self._stopping = True
             ticker.cancel()
@@ -204,6 +210,25 @@ class LoadGen:
             if self.progress is not None:
                 self._line(final=True)
         return self.report()
+
+    async def _server_figures(self) -> dict[str, Any] | None:
+        """The server's own SL, ASA and abandon share over all queues since it started today (``GET
+        /api/queues`` with an agent's token): what a supervisor's dashboard shows for the run."""
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        url = f"http://{host}:{self.http_port}/api/queues"
+        token = next(iter(self.tokens.values()))
+
+        def get() -> dict[str, Any]:
+            req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(None, get)
+        except (OSError, ValueError) as exc:
+            self.stats.error(f"server_figures:{type(exc).__name__}")
+            return None
+        return server_figures([q.get("today") or {} for q in body.get("queues", [])])
 
     def _open(self) -> int:
         return sum(1 for c in self.stats.contacts if c.outcome == "waiting")
@@ -583,6 +608,35 @@ class LoadGen:
 # ------------------------------------------------------------------------------------------------ the gap
 
 
+def server_figures(queues: list[dict[str, Any]]) -> dict[str, Any]:
+    """All queues' figures (``/api/queues`` ``today``) as one: counts summed, ratios weighted by what they are
+    ratios of (SL and abandon share over resolved contacts, ASA over answered ones)."""
+
+    def total(key: str) -> float:
+        return sum(q.get(key) or 0 for q in queues)
+
+    answered, abandoned = total("answered"), total("abandoned")
+    resolved = answered + abandoned + total("overflowed")
+
+    def weighted(key: str, weight: str | None) -> float | None:
+        parts = [(q.get(key), (q.get("answered") or 0) if weight == "answered" else _resolved(q)) for q in queues]
+        den = sum(w for v, w in parts if v is not None)
+        return sum(v * w for v, w in parts if v is not None) / den if den else None
+
+    return {
+        "offered": int(total("offered")),
+        "answered": int(answered),
+        "abandoned": int(abandoned),
+        "service_level_offered": weighted("sl_offered", None),
+        "asa_s": weighted("asa_s", "answered"),
+        "p_abandon": abandoned / resolved if resolved else None,
+    }
+
+
+def _resolved(q: dict[str, Any]) -> int:
+    return (q.get("answered") or 0) + (q.get("abandoned") or 0) + (q.get("overflowed") or 0)
+
+
 def simulated(loaded: LoadedScenario, *, rate: float | None, seed: int, calls: int) -> dict[str, Any]:
     """The discrete-event simulator on the same scenario, rates, seed and number of contacts."""
     import tomllib
@@ -682,6 +736,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--email-to", action="append", default=[], metavar="QUEUE=ADDRESS")
     p.add_argument("--cti-port", type=int, default=None, help="place the scenario's calls on this CTI link")
     p.add_argument(
+        "--http-port", type=int, default=None, help="read the server's own SL/ASA/abandon from its /api/queues"
+    )
+    p.add_argument(
         "--dial",
         action="append",
         default=[],
@@ -764,6 +821,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         email_to=email_to,
         cti_port=args.cti_port,
         dial=dial,
+        http_port=args.http_port,
         progress=None if args.quiet else err,
     )
     try:
@@ -778,6 +836,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 row.update(tag=c.tag, outcome=c.outcome, acknowledged=c.queued_at is not None)
                 f.write(json.dumps(row) + "\n")
     result["seed"] = seed
+    result["server"] = gen.server_figures
     result["rate"] = args.rate
     result["duration_s"] = args.duration
     if not args.no_simulate:
@@ -785,6 +844,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         keys = ("offered", "answered", "abandoned", "service_level_offered", "asa_s", "p_abandon")
         result["simulated"] = {k: sim.get(k) for k in keys}
         result["live_minus_simulated"] = gap(result["live"], sim)
+        if gen.server_figures is not None:
+            result["server_minus_simulated"] = gap(gen.server_figures, sim)
     text = json.dumps(result, indent=1)
     if args.report is not None:
         args.report.write_text(text + "\n", encoding="utf-8")

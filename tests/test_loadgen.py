@@ -136,6 +136,7 @@ def test_a_short_run_against_a_real_server_accounts_for_every_contact(tmp_path: 
         run = [*cli, "--scenario", str(scenario), "--tokens", str(tokens), "--ws-port", str(server.ws_port)]
         run += ["--smtp-port", str(server.smtp_port), "--rate", "8", "--duration", "2", "--seed", "7"]
         run += ["--cti-port", str(server.cti_port), "--config", str(DEFAULT_CONFIG_PATH), "--report", str(report)]
+        run += ["--http-port", str(server.http_port)]
         done = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert "loadgen" in done.stderr and "sent" in done.stderr  # the progress line
@@ -156,6 +157,10 @@ def test_a_short_run_against_a_real_server_accounts_for_every_contact(tmp_path: 
     assert r["answered_by_channel"]["voice"] > 0
     assert r["simulated"]["offered"] == r["sent"]
     assert set(r["live_minus_simulated"]) == {"service_level_offered", "asa_s", "p_abandon"}
+    # the server's own figures (GET /api/queues): it counted every contact the customers saw answered
+    assert r["server"]["answered"] >= r["outcomes"]["answered"] > 0
+    assert r["server"]["offered"] >= r["server"]["answered"] and r["server"]["asa_s"] is not None
+    assert set(r["server_minus_simulated"]) == {"service_level_offered", "asa_s", "p_abandon"}
 
 
 def test_live_latency_benchmark_smoke_run() -> None:
