@@ -54,7 +54,9 @@ handle_time = {{ distribution = "fixed", mean_s = {handle_s} }}
 """
 
 
-def write_config(tmp: Path, agents: int, capacity: int) -> Path:
+def write_config(tmp: Path, agents: int, capacity: int, email: int = 0) -> Path:
+    """``config/default.toml`` with chat wrap-up 0 and ``agents`` extra agents (``general = 5``, chat
+    ``capacity``, e-mail ``email``)."""
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     chat = text.index("[channels.chat]")
     end = text.index("[channels.email]")
@@ -67,7 +69,7 @@ def write_config(tmp: Path, agents: int, capacity: int) -> Path:
     # appended [[agents]] tables land inside whatever table comes last, so they go before [server]
     extra = "".join(
         f'[[agents]]\nid = "lg{i}"\nname = "Load {i}"\nskills = {{ general = 5 }}\n'
-        f"capacity = {{ chat = {capacity} }}\n\n"
+        f"capacity = {{ chat = {capacity}, email = {email} }}\n\n"
         for i in range(agents)
     )
     at = text.index("[server]")

@@ -14,9 +14,10 @@ calls live in its memory); ``still waiting``: acknowledged and never offered by 
 
     arrived = answered + abandoned + failed + withdrawn + still queued
 
-and every contact the server acknowledged to a customer (a chat's ``queued``, a call's id, an e-mail's 250) is
-in the log. An acknowledged contact missing from the log, or an acknowledged e-mail never offered, is a lost
-contact: the run reports it and exits 1.
+and every contact the server acknowledged to a customer (a chat's ``queued``, an e-mail's 250) is in the log.
+An acknowledged contact missing from the log is a lost contact (one in the log is in the restarted router,
+which replays it): the run reports it and exits 1. Calls are not in that check: a call lives in the simulated
+switch's memory, so a crash ends it whether or not its arrival reached the log.
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 20]
 """
@@ -49,7 +50,7 @@ skills = {{ general = 3 }}
 [[agent_groups]]
 count = {agents}
 skills = {{ general = 5 }}
-capacity = {{ chat = 5 }}
+capacity = {{ chat = 5, email = 2 }}
 [[arrivals]]
 queue = "support"
 channel = "chat"
@@ -76,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=20.0, help="contacts per second (chat:e-mail:voice 75:15:1)")
     ap.add_argument("--agents", type=int, default=50)
     ap.add_argument("--down-s", type=float, default=3.0, help="seconds the server stays dead")
+    ap.add_argument(
+        "--accept-delay", type=float, default=1.0, help="agents accept after S seconds (so chats wait at the kill)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None)
     args = ap.parse_args(argv)
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="soak-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    config = write_config(tmp, args.agents, 5)
+    config = write_config(tmp, args.agents, 5, email=2)
     scenario = tmp / "scenario.toml"
     scenario.write_text(SCENARIO.format(seed=args.seed, agents=args.agents))
     db = tmp / "events.sqlite"
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = cli("loadgen", "--scenario", str(scenario), "--tokens", str(tokens), "--ws-port", str(ws_port))
     cmd += ["--smtp-port", str(smtp_port), "--cti-port", ports[2], "--config", str(config)]
     cmd += ["--rate", str(args.rate), "--duration", str(seconds), "--seed", str(args.seed)]
+    cmd += ["--accept-delay", str(args.accept_delay)]
     cmd += ["--report", str(report), "--contacts", str(contacts), "--quiet", "--no-simulate"]
     lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(tmp / "loadgen.err").open("wb"))
     restarted: list[subprocess.Popen[bytes]] = []
@@ -146,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     lost, disagree = cross_check([json.loads(line) for line in contacts.read_text().splitlines()], server)
     print(f"  acknowledged to a customer but not in the log: {len(lost)}  {lost[:5]}")
     print(f"  answered as the customer saw it but not in the log: {len(disagree)}  {disagree[:5]}")
-    ok = accounted == r["sent"] and server_total == server["arrived"] and not lost and not disagree
+    equal = accounted == r["sent"] and server_total == server["arrived"]
+    ok = equal and not lost and not disagree
     return 0 if ok else 1
 
 
@@ -193,7 +199,7 @@ def cross_check(contacts: list[dict[str, Any]], server: dict[str, Any]) -> tuple
     by_tag = {subj.split()[0]: cid for cid, subj in server["subject"].items() if subj.startswith("LG-")}
     lost, disagree = [], []
     for c in contacts:
-        if not c["acknowledged"]:
+        if not c["acknowledged"] or c["channel"] == "voice":  # a call dies with the switch's memory anyway
             continue
         cid = c["contact_id"] or by_tag.get(c["tag"] or "")
         if cid is None or cid not in fate:

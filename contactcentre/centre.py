@@ -110,13 +110,16 @@ class Centre:
         """Queue ``work(connection)`` for the store writer's next commit, in order with what is submitted and
         published (rows that go with an event, without a transaction of their own). It shares the writer's
         transaction with other adapters' records, so it runs in a savepoint and what it raises is logged and
-        rolled back to there: one bad row never holds up everyone's events. Raises ``RuntimeError`` once the
-        writer is closed."""
+        rolled back to there: one bad row never holds up everyone's events. A database in trouble (a lost
+        connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
+        writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
 
         def guarded(conn: Connection) -> None:
             try:
                 with conn.begin_nested():
                     work(conn)
+            except OperationalError:
+                raise
             except Exception:
                 log.exception("store: a staged write failed and was rolled back (%r)", work)
 

@@ -41,6 +41,8 @@ CHANNELS = ("chat", "email", "voice")  # what the generator can place (voice nee
 
 
 RESUME_GIVE_UP_S = 60.0  # a chat customer without a patience limit retries a vanished server this long
+PICKING_UP_S = 10.0  # a caller whose patience ends while an agent's phone picks up waits this much longer
+MAX_EARLY = 100_000  # call ids remembered as answered before their SimulateInbound answer came
 
 
 class TargetRefused(ValueError):
@@ -148,6 +150,7 @@ class LoadGen:
         self.cti: CtiClient | None = None
         self._calls: dict[str, tuple[ContactRecord, asyncio.Event]] = {}  # call id -> the caller waiting
         self._connected_early: set[str] = set()  # calls an agent had before SimulateInbound's answer came
+        self._accepted_calls: set[str] = set()  # calls an agent accepted (the phone is picking up)
         self.progress = progress
         master = random.Random(seed)
         self.streams: list[tuple[Arrivals, float, random.Random]] = []
@@ -170,6 +173,7 @@ class LoadGen:
         self.started = 0.0
         self.last_placed = 0.0
         self._mail: dict[str, ContactRecord] = {}  # subject tag -> the mail's record
+        self._mail_by_contact: dict[str, ContactRecord] = {}  # offered mails' contact ids -> their records
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -269,6 +273,8 @@ class LoadGen:
                 cid = frame["contact_id"]
                 if frame.get("channel") == "voice":
                     self._call_answered(cid)
+                elif (mail := self._mail_by_contact.pop(cid, None)) is not None and mail.outcome == "waiting":
+                    mail.outcome, mail.answered_at = "answered", time.perf_counter()  # the agent has the mail
                 draw = self._handle.get((frame.get("queue") or "", frame.get("channel") or ""))
                 handle_s = (draw() / 1000 if draw else 1.0) * self.handle_scale
                 self._later(handle_s, self._finish, sock, cid)
@@ -313,12 +319,15 @@ class LoadGen:
             tag = subject.split()[0] if subject.startswith("LG-") else None
             rec = self.stats.offers[cid] = OfferRecord(received=now, channel=frame.get("channel", ""), tag=tag)
             mail = self._mail.get(tag or "")
-            if mail is not None and mail.outcome == "waiting":
-                mail.contact_id, mail.outcome, mail.answered_at = cid, "answered", now + self.accept_delay_s
+            if mail is not None:
+                mail.contact_id = cid
+                self._mail_by_contact[cid] = mail
 
         async def accept() -> None:
             if rec.accepted is None:
                 rec.accepted = time.perf_counter()
+            if frame.get("channel") == "voice":
+                self._accepted_calls.add(cid)
             await sock.send({"type": "accept", "offer_id": frame["offer_id"]})
 
         if self.accept_delay_s > 0:
@@ -448,9 +457,21 @@ class LoadGen:
 
     async def _cti_connect(self) -> None:
         assert self.cti_port is not None
-        cti = CtiClient(self.host, self.cti_port)
+        cti = CtiClient(self.host, self.cti_port, on_event=self._cti_event)
         await cti.open()
+        # The queues' numbers are watched so a call the server clears unanswered (queue full or closed, sent
+        # out of the centre) is known; once an agent's phone takes a call it leaves the queue and the watch.
+        for number in sorted({self.dial[a.queue] for a, _, _ in self.streams if a.channel == "voice"}):
+            await cti.request("MonitorStart", device=number)
         self.cti = cti
+
+    def _cti_event(self, ev: dict[str, Any]) -> None:
+        if ev.get("event") not in ("ConnectionCleared", "Failed"):
+            return
+        got = self._calls.get(str(ev.get("call_id")))
+        if got is not None and got[0].outcome == "waiting":
+            got[0].outcome = "offline"  # the server let the call go unanswered
+            got[1].set()
 
     async def _cti_reconnect(self) -> None:
         """A server restart drops the CTI link (and the switch's calls with it): connect again for new calls."""
@@ -470,8 +491,9 @@ class LoadGen:
 
     def _call_answered(self, call_id: str) -> None:
         got = self._calls.get(call_id)
-        if got is None:  # the agent was quicker than SimulateInbound's answer to us
-            self._connected_early.add(call_id)
+        if got is None:  # the agent was quicker than SimulateInbound's answer to us (or a console re-sent it)
+            if len(self._connected_early) < MAX_EARLY:
+                self._connected_early.add(call_id)
             return
         rec, answered = got
         if rec.outcome == "waiting":
@@ -507,12 +529,17 @@ class LoadGen:
                 try:
                     await asyncio.wait_for(answered.wait(), patience_s)
                 except TimeoutError:
+                    if call_id in self._accepted_calls:  # the phone is picking up: the caller hears it answer
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(answered.wait(), PICKING_UP_S)
                     if rec.outcome == "waiting":
                         rec.outcome = "abandoned"
                         with contextlib.suppress(CtiError, OSError):
                             await cti.request("ClearCall", call_id=call_id)  # the caller hangs up
             finally:
                 del self._calls[call_id]
+                self._connected_early.discard(call_id)
+                self._accepted_calls.discard(call_id)
 
     async def _email(self, rec: ContactRecord) -> None:
         if self.smtp_port is None:
@@ -555,8 +582,6 @@ class LoadGen:
             offer = s.offers.get(c.contact_id or "") if c.channel in ("chat", "voice") else None
             if c.channel == "email" and c.tag in by_tag:
                 c.contact_id, offer = by_tag[c.tag]
-                if c.outcome == "waiting" and offer.accepted is not None:
-                    c.answered_at, c.outcome = offer.accepted, "answered"
             if offer is not None:
                 to_offer.setdefault(c.channel, []).append(offer.received - c.sent)
                 if offer.accepted is not None:

@@ -64,3 +64,31 @@ def test_a_staged_row_is_committed_with_the_event_and_a_failing_one_is_rolled_ba
 
     asyncio.run(main())
     assert "a staged write failed" in caplog.text and "a broken row" in caplog.text
+
+
+def test_a_database_in_trouble_fails_the_commit_and_the_retry_writes_the_staged_rows(database_url: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    async def main() -> None:
+        centre = await open_centre(CONFIG, database_url)
+        try:
+            now = centre.now_ms()
+            tries: list[int] = []
+
+            def flaky(conn: Connection) -> None:
+                tries.append(1)
+                if len(tries) == 1:
+                    raise OperationalError("INSERT", {}, Exception("the database went away"))
+                create_customer(conn, now, customer_id="cus-late", name="Late")
+
+            centre.stage(flaky)
+            with pytest.raises(OperationalError):
+                await centre.commit()  # not swallowed: the whole batch waits for the database
+            centre.writer.retry()
+            await centre.commit()
+            ids = await centre.read(lambda conn: list(conn.execute(select(customers.c.id)).scalars()))
+            assert ids == ["cus-late"] and len(tries) == 2
+        finally:
+            await close_centre(centre)
+
+    asyncio.run(main())

@@ -312,6 +312,43 @@ def test_an_address_taken_while_the_hello_was_routed_keeps_the_chat(tmp_path: Pa
     run(main())
 
 
+def test_a_hello_whose_staged_rows_fail_writes_them_on_their_own_before_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The staged unit is rolled back to its savepoint and the batch commits without it: the hello notices (no
+    # case token) and writes the same rows in a transaction of its own, so the reply still names a stored case.
+    import contactcentre.channels.chat as chat_module
+
+    real_open_case = chat_module.open_case
+    calls: list[int] = []
+
+    def open_case_failing_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("a bad moment")
+        return real_open_case(*args, **kwargs)
+
+    monkeypatch.setattr(chat_module, "open_case", open_case_failing_once)
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            from contactcentre.store.schema import customers
+
+            env.login("a1", away="break")
+            ws, queued = await hello(env, email="once@example.com")
+            assert queued["type"] == "queued" and queued["case"].startswith("C-"), queued
+            arrived = await env.event(
+                lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == queued["contact_id"]
+            )
+            [case] = await env.rows(cases, cases.c.id == arrived.case_id)
+            assert case["token"] == queued["case"] and case["customer_id"] == arrived.customer_id
+            assert len(await env.rows(customers, customers.c.id == arrived.customer_id)) == 1
+            assert len(calls) == 2
+            await ws.close()
+
+    run(main())
+
+
 def test_queue_position_and_wait_estimate(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path / "s.sqlite") as env:

@@ -175,3 +175,25 @@ def test_live_latency_benchmark_smoke_run() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "p50 ms" in done.stdout and "     20 " in done.stdout
     assert "saturates" in done.stdout or "goal" in done.stdout
+
+
+def test_a_call_the_server_clears_unanswered_is_offline_and_a_cleared_answered_one_stays_answered(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "s.toml").write_text(SCENARIO)
+    loaded = load_scenario(tmp_path / "s.toml")
+
+    async def main() -> None:
+        gen = LoadGen(loaded, host="127.0.0.1", ws_port=1, smtp_port=1, tokens={}, rate=1, duration_s=1, seed=1)
+        waiting = loadgen.ContactRecord(1, "voice", "support", sent=0.0, contact_id="call-1")
+        talking = loadgen.ContactRecord(2, "voice", "support", sent=0.0, contact_id="call-2", outcome="answered")
+        events = {"call-1": asyncio.Event(), "call-2": asyncio.Event()}
+        gen._calls.update({"call-1": (waiting, events["call-1"]), "call-2": (talking, events["call-2"])})
+        gen._cti_event({"event": "Queued", "call_id": "call-1", "device": "2001"})
+        assert waiting.outcome == "waiting" and not events["call-1"].is_set()
+        gen._cti_event({"event": "ConnectionCleared", "call_id": "call-1", "device": "2001"})
+        gen._cti_event({"event": "ConnectionCleared", "call_id": "call-2", "device": "2001"})
+        assert waiting.outcome == "offline" and events["call-1"].is_set()
+        assert talking.outcome == "answered"
+
+    asyncio.run(main())

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import IntegrityError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -52,14 +51,7 @@ from contactcentre.events import (
     clean_text,
 )
 from contactcentre.store.cases import open_case
-from contactcentre.store.customers import (
-    IdentityTaken,
-    create_customer,
-    find_customer,
-    get_customer,
-    identify,
-    new_id,
-)
+from contactcentre.store.customers import create_customer, find_customer, get_customer, identify, new_id
 from contactcentre.store.identity import IdentityError, normalise_email
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -329,7 +321,9 @@ class _HelloRows:
     token: str | None = None
 
     def __call__(self, conn: Connection) -> None:
-        # Staged (Centre.stage): a failure is logged and rolled back there, and the reply carries no case token.
+        # Staged (Centre.stage): a failure is rolled back there and leaves ``token`` None, which the hello
+        # notices after the commit. The writer may run a batch twice (a retry): the token is this run's.
+        self.token = None
         if self.new_customer:
             self._customer(conn)
         _, self.token = open_case(
@@ -343,16 +337,13 @@ class _HelloRows:
 
     def _customer(self, conn: Connection) -> None:
         kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)
-        try:
-            with conn.begin_nested():
-                create_customer(
-                    conn, self.now_ms, customer_id=self.customer_id, name=self.name, identities_=[(kind, value)]
-                )
-        except (IdentityTaken, IntegrityError):
+        ids = [(kind, value)]
+        if find_customer(conn, kind, value) is not None:
             # The address reached the store another way since the hello looked it up (an e-mail, another
             # server): this chat keeps the customer it was routed with, and the duplicate finder pairs them.
             log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, self.customer_id)
-            create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name)
+            ids = []
+        create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name, identities_=ids)
 
 
 def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
@@ -424,6 +415,7 @@ class ChatChannel:
         # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
         # chat from the same new address meanwhile gets the same customer
         self._minting: dict[str, tuple[str, str | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._conns: set[_Conn] = set()
         self._push_timer: asyncio.TimerHandle | None = None
         self._stopped = False
@@ -515,6 +507,8 @@ class ChatChannel:
         are not ended: the router and the log keep the chats, and ``restore`` brings them back."""
         self._stopped = True
         self._unsubscribe()
+        for task in list(self._background):
+            task.cancel()
         if self._push_timer is not None:
             self._push_timer.cancel()
             self._push_timer = None
@@ -681,7 +675,7 @@ class ChatChannel:
                 )
             )
         if s.state == NEW and s.failed is None:  # the router refused the arrival outright
-            self._minted(email, rows)
+            self._forget_minted_after_commit(email, rows)
             self._forget(s)
             conn.session = None
             conn.release()
@@ -700,6 +694,11 @@ class ChatChannel:
             return
         finally:
             self._minted(email, rows)
+        if rows.token is None:  # the staged rows failed (logged): write them on their own before answering
+            try:
+                await centre.write(rows)
+            except Exception:
+                log.exception("chat: could not store the customer or case of %s", s.contact_id)
         s.case_token = rows.token
         if s.hello_frame is not None:  # still held: the pump has not encoded it
             s.hello_frame["case"] = rows.token
@@ -712,6 +711,21 @@ class ChatChannel:
         conn.release()
         if first is not None:
             await self._line(conn, s, first, client_id)
+
+    def _forget_minted_after_commit(self, email: str | None, rows: _HelloRows) -> None:
+        """The rows are staged but nobody awaits their commit (the arrival was refused): until it, a hello from
+        the same address must still find the minted customer."""
+        if email is None:
+            return
+        upto = self.centre.log_position()
+
+        async def later() -> None:
+            with contextlib.suppress(Exception):  # a failed commit: the store has no such customer either way
+                await self.centre.commit(upto=upto)
+            self._minted(email, rows)
+
+        self._background.add(task := self.loop.create_task(later()))
+        task.add_done_callback(self._background.discard)
 
     def _minted(self, email: str | None, rows: _HelloRows) -> None:
         """The hello's rows are committed (or failed): the store answers for the address from now on."""
