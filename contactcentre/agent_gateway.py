@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -981,13 +982,11 @@ class AgentGateway:
 
         The writer's transaction rather than one of its own (``centre.write``): a screen-pop comes with every
         offer, and a commit per offer on the reader pool would compete with the group-committing writer."""
-        now = self.centre.now_ms()
-
-        def work(conn: Connection) -> None:
-            record_read(conn, customer_id, now, actor=actor, what=what)
-
+        work = functools.partial(
+            record_read, customer_id=customer_id, now_ms=self.centre.now_ms(), actor=actor, what=what
+        )
         try:
-            self.centre.stage(work)
+            self.centre.stage(work)  # a failure is logged with the partial's arguments
         except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
             log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
 

@@ -76,7 +76,7 @@ class JsonSocket:
             self.closed.set()
 
 
-class CtiError(Exception):
+class CtiError(RuntimeError):
     """A CTI request answered ``ok: false``; ``code`` is the switch's error code (docs/cti.md)."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -486,7 +486,7 @@ class LoadGen:
                 try:
                     await self._cti_connect()
                     break
-                except OSError:
+                except (OSError, CtiError):
                     await asyncio.sleep(0.2)
 
     def _call_answered(self, call_id: str) -> None:
