@@ -19,7 +19,7 @@ from email.utils import make_msgid
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,12 @@ class JsonSocket:
         self._reader: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        self.ws = await connect(self.url, proxy=None, open_timeout=10, max_size=1024 * 1024)
+        """Connect; a server that goes away during the opening handshake raises ``ConnectionResetError`` (an
+        ``OSError``, like a refused connection), not websockets' own exceptions."""
+        try:
+            self.ws = await connect(self.url, proxy=None, open_timeout=10, max_size=1024 * 1024)
+        except WebSocketException as exc:
+            raise ConnectionResetError(f"{self.name}: the opening handshake failed: {exc}") from exc
         self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"ws-read {self.name}")
 
     async def send(self, frame: dict[str, Any]) -> None:

@@ -431,8 +431,9 @@ class LoadGen:
                         break
                     await sock.close()
                     sock = again
-            except (OSError, TimeoutError) as exc:
-                rec.outcome = "refused" if isinstance(exc, ConnectionRefusedError) else "error"
+            except (OSError, TimeoutError) as exc:  # before the hello: the customer never reached the server
+                refused = isinstance(exc, (ConnectionRefusedError, ConnectionResetError))
+                rec.outcome = "refused" if refused else "error"
                 self.stats.error(f"chat:{type(exc).__name__}")
             finally:
                 await sock.close()
