@@ -51,7 +51,15 @@ from contactcentre.events import (
     clean_text,
 )
 from contactcentre.store.cases import open_case
-from contactcentre.store.customers import create_customer, find_customer, get_customer, identify, new_id
+from contactcentre.store.customers import (
+    IdentityTaken,
+    add_identity,
+    create_customer,
+    find_customer,
+    get_customer,
+    identify,
+    new_id,
+)
 from contactcentre.store.identity import IdentityError, normalise_email
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -271,7 +279,7 @@ class _Opened(NamedTuple):
     customer_id: str
     tier: str | None
     case_id: str
-    case_token: str
+    case_token: str | None
 
 
 def _identify_and_open_case(
@@ -337,13 +345,13 @@ class _HelloRows:
 
     def _customer(self, conn: Connection) -> None:
         kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)
-        ids = [(kind, value)]
-        if find_customer(conn, kind, value) is not None:
+        create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name)
+        try:  # add_identity checks the owner before it inserts: nothing failed in the transaction if it raises
+            add_identity(conn, self.customer_id, kind, value, self.now_ms)
+        except IdentityTaken:
             # The address reached the store another way since the hello looked it up (an e-mail, another
             # server): this chat keeps the customer it was routed with, and the duplicate finder pairs them.
             log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, self.customer_id)
-            ids = []
-        create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name, identities_=ids)
 
 
 def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
@@ -591,56 +599,39 @@ class ChatChannel:
         visitor = "v-" + secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(32)
         offline_reason = self._offline_reason(queue)
-        if offline_reason is not None:
-            try:
-                opened = await self._open(name, email, visitor, topic, self.offline_queue)
-            except Exception:
-                log.exception("chat: could not identify the customer or open a case")
-                conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
-                return
-            tier = opened.tier if opened.tier in centre.config.tiers else None
-            s = _Session(
-                token_hash=token_hash(token),
-                customer_id=opened.customer_id,
-                case_id=opened.case_id,
-                case_token=opened.case_token,
-                visitor=visitor,
-                queue=queue,
-                tier=tier,
-                name=name,
-                email=email,
-                topic=topic,
-            )
-            await self._go_offline(conn, s, token, offline_reason, first, client_id)
-            return
-        # Someone can answer: route first. The customer (when new) and the case are written in the writer's
-        # next commit with the arrival, not in a transaction of their own that the chat would wait for.
+        rows: _HelloRows | None = None  # when someone can answer: the rows staged with the arrival
         try:
-            known = await self._customer_for(email)
+            if offline_reason is not None:
+                opened = await self._open(name, email, visitor, topic, self.offline_queue)
+            else:
+                # Someone can answer: route first. The customer (when new) and the case are written in the
+                # writer's next commit with the arrival, not in a transaction of their own the chat would wait for.
+                known = await self._customer_for(email)
+                rows = _HelloRows(
+                    now_ms=centre.now_ms(),
+                    customer_id=known[0] if known is not None else new_id("cus"),
+                    new_customer=known is None,
+                    name=name,
+                    email=email,
+                    visitor=visitor,
+                    case_id=new_id("case"),
+                    topic=topic,
+                    queue=queue,
+                )
+                if known is None and email is not None:
+                    self._minting[email] = (rows.customer_id, None)
+                # the case token is chosen when the case is written
+                opened = _Opened(rows.customer_id, known[1] if known is not None else None, rows.case_id, None)
         except Exception:
-            log.exception("chat: could not look the customer up")
+            log.exception("chat: could not identify the customer or open a case")
             conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
             return
-        assert queue is not None
-        rows = _HelloRows(
-            now_ms=centre.now_ms(),
-            customer_id=known[0] if known is not None else new_id("cus"),
-            new_customer=known is None,
-            name=name,
-            email=email,
-            visitor=visitor,
-            case_id=new_id("case"),
-            topic=topic,
-            queue=queue,
-        )
-        if known is None and email is not None:
-            self._minting[email] = (rows.customer_id, None)
-        tier = known[1] if known is not None and known[1] in centre.config.tiers else None
+        tier = opened.tier if opened.tier in centre.config.tiers else None
         s = _Session(
             token_hash=token_hash(token),
-            customer_id=rows.customer_id,
-            case_id=rows.case_id,
-            case_token=None,  # chosen when the case is written
+            customer_id=opened.customer_id,
+            case_id=opened.case_id,
+            case_token=opened.case_token,
             visitor=visitor,
             queue=queue,
             tier=tier,
@@ -648,6 +639,11 @@ class ChatChannel:
             email=email,
             topic=topic,
         )
+        if rows is None:
+            assert offline_reason is not None
+            await self._go_offline(conn, s, token, offline_reason, first, client_id)
+            return
+        assert queue is not None
         s.contact_id = new_id("chat")
         self._register(s)
         conn.hold()  # the reply goes out after the commit, and before what the router says meanwhile
