@@ -20,15 +20,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import REPO, cli, start, stop
+
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
     r"contactcentre serve: http://127\.0\.0\.1:(\d+)/ · smtp://127\.0\.0\.1:(\d+) · ws://127\.0\.0\.1:(\d+)/"
@@ -79,10 +79,6 @@ def write_config(tmp: Path, agents: int, capacity: int, email: int = 0) -> Path:
     return path
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "contactcentre.cli", *args]
-
-
 def start_server(
     tmp: Path, config: Path, db: Path, timeout: float = 60, ports: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int, int, int]:
@@ -90,29 +86,8 @@ def start_server(
     smtp, ws, cti = [*(ports or []), "0", "0", "0"][:3]  # fixed ports for a restart on the same ones
     cmd = cli("serve", "--config", str(config), "--database-url", str(db))
     cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", cti, "--sip-port", "0"]
-    out_path, err_path = tmp / "server.out", tmp / "server.err"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # files, not pipes: an unread pipe stalls a busy server
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        m = READY.search(out_path.read_text(errors="replace"))
-        if m:
-            return proc, int(m.group(2)), int(m.group(3)), int(m.group(1))
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(f"server did not start:\n{err_path.read_text(errors='replace')[-3000:]}")
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    proc, m = start(tmp, cmd, READY.search, timeout)
+    return proc, int(m.group(2)), int(m.group(3)), int(m.group(1))
 
 
 def cpu_seconds(pid: int) -> float:

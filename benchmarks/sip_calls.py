@@ -65,7 +65,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -79,7 +78,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import REPO, start, stop
+
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
     r"contactcentre serve: (http://127\.0\.0\.1:(\d+)/) · smtp://127\.0\.0\.1:(\d+) · "
@@ -220,18 +221,6 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stop(proc: subprocess.Popen[Any], timeout: float = 15) -> int | None:
-    """SIGTERM to this process (by its PID), then SIGKILL if it has not exited within ``timeout``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
 def _fmt(x: float, spec: str = ".0f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -311,22 +300,13 @@ def make_token(db: Path) -> str:
 def start_server(tmp: Path, config: Path, db: Path, token: str, timeout: float = 30) -> Server:
     cmd = [sys.executable, "-m", "contactcentre.cli", "serve", "--config", str(config), "--database-url", str(db)]
     cmd += ["--http-port", "0", "--smtp-port", "0", "--ws-port", "0", "--cti-port", "0", "--sip-port", "0"]
-    out_path, err_path = tmp / "server.out", tmp / "server.err"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        text = out_path.read_text(errors="replace")
+
+    def ready(text: str) -> tuple[str, int] | None:
         m, s = READY.search(text), SIP_LINE.search(text)
-        if m and s:
-            return Server(proc, m.group(1), int(s.group(1)), token, out_path, err_path)
-        time.sleep(0.05)
-    stop(proc)
-    raise RuntimeError(
-        f"server did not start within {timeout} s:\n{out_path.read_text(errors='replace')}\n"
-        f"{err_path.read_text(errors='replace')[-3000:]}"
-    )
+        return (m.group(1), int(s.group(1))) if m and s else None
+
+    proc, (url, sip_port) = start(tmp, cmd, ready, timeout)
+    return Server(proc, url, sip_port, token, tmp / "server.out", tmp / "server.err")
 
 
 def server_log_findings(err_path: Path) -> tuple[Counter[str], int]:

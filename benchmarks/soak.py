@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_latency import REPO, cli, start_server, stop, write_config
+from live_latency import start_server, write_config
+from serving import REPO, cli, stop
 
 SCENARIO = """\
 [simulation]

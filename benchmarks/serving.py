@@ -1,0 +1,56 @@
+"""Starting and stopping processes for the benchmarks: ``contactcentre serve`` (or anything that prints a
+line when it is ready) with its output in files, and a stop that escalates from SIGTERM to SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "contactcentre.cli", *args]
+
+
+def start(
+    tmp: Path, cmd: list[str], ready: Callable[[str], T | None], timeout: float
+) -> tuple[subprocess.Popen[bytes], T]:
+    """Run ``cmd`` from the repository with stdout and stderr in ``tmp/server.out`` and ``tmp/server.err``
+    (files, not pipes: an unread pipe stalls a busy server) until ``ready(stdout so far)`` returns something,
+    which is returned with the process. A process that exits or is not ready within ``timeout`` is stopped and
+    raises ``RuntimeError`` with the end of its output."""
+    out_path, err_path = tmp / "server.out", tmp / "server.err"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = ready(out_path.read_text(errors="replace"))
+        if found is not None:
+            return proc, found
+        time.sleep(0.05)  # polling another process's output file, bounded by the deadline
+    stop(proc)
+    raise RuntimeError(
+        f"server did not start within {timeout} s:\n{out_path.read_text(errors='replace')}\n"
+        f"{err_path.read_text(errors='replace')[-3000:]}"
+    )
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> int | None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout``; returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
