@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import REPO, cli, start, stop
+from serving import REPO, cli, cpu_seconds, start, stop
 
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
@@ -88,14 +88,6 @@ def start_server(
     cmd += ["--http-port", "0", "--smtp-port", smtp, "--ws-port", ws, "--cti-port", cti, "--sip-port", "0"]
     proc, m = start(tmp, cmd, READY.search, timeout)
     return proc, int(m.group(2)), int(m.group(3)), int(m.group(1))
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_step(

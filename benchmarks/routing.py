@@ -48,7 +48,6 @@ import cProfile
 import gc
 import io
 import math
-import os
 import pstats
 import random
 import sys
@@ -56,7 +55,11 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import load_average, pct
 
 from contactcentre import events as E
 from contactcentre.acd import Router
@@ -225,10 +228,7 @@ class Samples:
 
     def pct(self, p: float) -> float:
         """Nearest-rank percentile, in microseconds."""
-        if not self.ns:
-            return math.nan
-        s = sorted(self.ns)
-        return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))] / 1000
+        return pct(sorted(self.ns), p) / 1000
 
     def summary(self) -> dict[str, float]:
         return {
@@ -242,13 +242,6 @@ class Samples:
             "mean_pool": _mean(self.pool),
             "no_offer": self.no_offer,
         }
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def _mean(xs: list[int]) -> float:
@@ -659,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"routing benchmark — Python {sys.version.split()[0]}, seed {args.seed}{' (quick)' if quick else ''},"
-        f" demand by {args.demand}; load average {_load()} at start (other processes skew the tails)"
+        f" demand by {args.demand}; load average {load_average()} at start (other processes skew the tails)"
     )
     print(
         f"centre: {N_SKILLS} skills (Zipf s={ZIPF_S}), {N_QUEUES} queues ({TWO_SKILL_SHARE:.0%} need two "
@@ -800,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         f"and k ≤ {SUBLINEAR_EXPONENT}, k = exponent of p99 ∝ N^k over the last decade of sizes)"
         + (": " + "; ".join(detail) if detail else "")
     )
-    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {_load()} at the end")
+    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {load_average()} at the end")
     for label, p in profiles:
         print_profile(label, p, args.top)
     return 0

@@ -1,14 +1,17 @@
-"""Starting and stopping processes for the benchmarks: ``contactcentre serve`` (or anything that prints a
-line when it is ready) with its output in files, and a stop that escalates from SIGTERM to SIGKILL."""
+"""What the benchmarks share: starting and stopping processes (``contactcentre serve``, or anything that prints
+a line when it is ready, with its output in files; a stop that escalates from SIGTERM to SIGKILL), and facts
+about the machine they measure on (load average, CPU model, a process's CPU time)."""
 
 from __future__ import annotations
 
+import math
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,3 +57,37 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 20) -> int | None:
             proc.kill()
             proc.wait(10)
     return proc.returncode
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (its threads included), from /proc; NaN when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def pct(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN for none)."""
+    if not sorted_values:
+        return math.nan
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))]

@@ -73,13 +73,12 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import REPO, start, stop
+from serving import REPO, cpu_model, cpu_seconds, load_average, pct, start, stop
 
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
@@ -90,7 +89,6 @@ SIP_LINE = re.compile(r"SIP front door \(docs/sip\.md\): sip:\S+@127\.0\.0\.1:(\
 QUEUE_NUMBER = "2001"
 QUEUE_NAME = "support"
 MIN_CALLS = 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -160,40 +158,6 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def pct(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return math.nan
-    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))]
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (its threads included), from /proc; NaN when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return math.nan
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of the line)
 
 
 def rss_mb(pid: int) -> float:
@@ -548,11 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"SIP calls benchmark{' (quick)' if quick else ''}: rates {', '.join(f'{r:g}' for r in rates)} calls/s, "
         f"{step_s:g} s of calls per step (at least {MIN_CALLS}), hold {args.hold_ms} ms, number {QUEUE_NUMBER} "
-        f"(queue {QUEUE_NAME}, no agents); load average {_load()} at start"
+        f"(queue {QUEUE_NAME}, no agents); load average {load_average()} at start"
     )
     print(
         f"  machine: Python {sys.version.split()[0]} on {platform.platform()}, {os.cpu_count()} CPUs "
-        f"({_cpu_model()}); {sipp_version}"
+        f"({cpu_model()}); {sipp_version}"
     )
 
     if args.keep is not None:
@@ -630,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                     if len(steps) >= 2 and steps[-2].target != "server"
                     else ""
                 )
-                + f"; load {_load()}",
+                + f"; load {load_average()}",
                 flush=True,
             )
         if server.alive():
@@ -717,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  server CPU at {top.rate:g}/s: {top.cpu_s:.1f} s over {top.wall_s:.1f} s of step "
             f"({100 * top.cpu_s / top.wall_s:.0f} % of one core)"
         )
-    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {_load()} at the end")
+    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {load_average()} at the end")
     if tmp_obj is not None:
         tmp_obj.cleanup()
     else:

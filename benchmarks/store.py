@@ -52,7 +52,6 @@ import asyncio
 import bisect
 import gc
 import itertools
-import math
 import os
 import platform
 import random
@@ -71,6 +70,9 @@ import msgspec
 import psycopg
 import sqlalchemy
 from sqlalchemy import Engine, Table, bindparam, create_engine, func, insert, select, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import cpu_model, load_average, pct
 
 from contactcentre import events as E
 from contactcentre.store import projection, screenpop
@@ -94,31 +96,6 @@ HEAVIEST = 50
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def pct(sorted_values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
 
 
 def _mb(path: Path) -> str:
@@ -957,12 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     wall0 = time.perf_counter()
 
     print(
-        f"store benchmark — seed {args.seed}{' (quick)' if quick else ''}; load average {_load()} at start "
+        f"store benchmark — seed {args.seed}{' (quick)' if quick else ''}; load average {load_average()} at start "
         "(other processes skew the tails)"
     )
     print(
         f"  machine: Python {sys.version.split()[0]} on {platform.platform()}, {os.cpu_count()} CPUs "
-        f"({_cpu_model()}); SQLAlchemy {sqlalchemy.__version__}, psycopg "
+        f"({cpu_model()}); SQLAlchemy {sqlalchemy.__version__}, psycopg "
         f"{psycopg.__version__}"
     )
     keep = args.keep
@@ -1049,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
                 else ""
             )
         )
-    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {_load()} at the end")
+    print(f"wall time {time.perf_counter() - wall0:.0f} s; load average {load_average()} at the end")
     return 0
 
 
