@@ -4,6 +4,7 @@ end-to-end tests over real sockets. Waiting is by reading the server's output or
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import selectors
@@ -19,8 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope
+from websockets.asyncio.client import ClientConnection, connect
+
+from contactcentre.config import DEFAULT_CONFIG_PATH
+from contactcentre.store.db import open_store
+from contactcentre.store.users import add_user
 
 REPO = Path(__file__).resolve().parent.parent
+T = 30  # seconds any single step may take on a slow CI machine
 READY = re.compile(
     r"contactcentre serve: (http://127\.0\.0\.1:(\d+)/) · smtp://127\.0\.0\.1:(\d+) · "
     r"ws://127\.0\.0\.1:(\d+)/chat and /agent · store (.+) \(Ctrl-C to stop\)"
@@ -143,3 +150,51 @@ class Sink:
         self._loop.call_soon_threadsafe(shut)
         self._thread.join(10)
         self._loop.close()
+
+
+# ------------------------------------------------------------------------------------ configuration and people
+
+
+def server_config(tmp_path: Path, smarthost_port: int) -> Path:
+    """config/default.toml with replies going to the SMTP sink on ``smarthost_port`` and a known address."""
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    edited = re.sub(r"(?m)^(\s*)smarthost_port = \d+", rf"\g<1>smarthost_port = {smarthost_port}", text)
+    edited = re.sub(r'(?m)^(\s*)address = "[^"]*"', r'\g<1>address = "support@centre.example"', edited)
+    assert edited.count(f"smarthost_port = {smarthost_port}") == 1 and "support@centre.example" in edited
+    text = edited
+    path = tmp_path / "centre.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def add_users(db: Path) -> dict[str, str]:
+    """Agent ``ada`` and supervisor ``boss`` in the store; their API tokens by name."""
+    engine = open_store(db)
+    try:
+        with engine.begin() as conn:
+            return {
+                "ada": add_user(conn, "ada", "agent", 0, agent_id="ada"),
+                "boss": add_user(conn, "boss", "supervisor", 0),
+            }
+    finally:
+        engine.dispose()
+
+
+async def next_frame(ws: ClientConnection, want: str, **match: Any) -> dict[str, Any]:
+    """The next frame of type ``want`` (and matching fields), skipping others; fails after T seconds."""
+
+    async def find() -> dict[str, Any]:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == want and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+    return await asyncio.wait_for(find(), T)
+
+
+async def agent_console(server: Server, token: str) -> ClientConnection:
+    """An agent protocol connection, logged in with ``token`` (the welcome frame read)."""
+    ws = await connect(server.ws("/agent"), proxy=None)
+    await ws.send(json.dumps({"type": "login", "token": token}))
+    await next_frame(ws, "welcome")
+    return ws

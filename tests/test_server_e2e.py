@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import smtplib
 import sqlite3
 import urllib.request
@@ -17,13 +16,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from contactcentre.config import DEFAULT_CONFIG_PATH
 from contactcentre.store.customers import create_customer
 from contactcentre.store.db import open_store
-from contactcentre.store.users import add_user
-from tests.server_proc import Server, Sink, start_server
-
-T = 30  # seconds any single step may take on a slow CI machine
+from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
 
 
 @pytest.fixture
@@ -31,29 +26,6 @@ def sink() -> Any:
     s = Sink()
     yield s
     s.close()
-
-
-def _config(tmp_path: Path, smarthost_port: int) -> Path:
-    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
-    edited = re.sub(r"(?m)^(\s*)smarthost_port = \d+", rf"\g<1>smarthost_port = {smarthost_port}", text)
-    edited = re.sub(r'(?m)^(\s*)address = "[^"]*"', r'\g<1>address = "support@centre.example"', edited)
-    assert edited.count(f"smarthost_port = {smarthost_port}") == 1 and "support@centre.example" in edited
-    text = edited
-    path = tmp_path / "centre.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _users(db: Path) -> dict[str, str]:
-    engine = open_store(db)
-    try:
-        with engine.begin() as conn:
-            return {
-                "ada": add_user(conn, "ada", "agent", 0, agent_id="ada"),
-                "boss": add_user(conn, "boss", "supervisor", 0),
-            }
-    finally:
-        engine.dispose()
 
 
 def _mail(port: int, *, sender: str, subject: str, body: str, message_id: str) -> None:
@@ -74,29 +46,10 @@ def _api(server: Server, path: str, token: str) -> Any:
         return json.loads(resp.read())
 
 
-async def _frame(ws: ClientConnection, want: str, **match: Any) -> dict[str, Any]:
-    """The next frame of type ``want`` (and matching fields), skipping others; fails after T seconds."""
-
-    async def find() -> dict[str, Any]:
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame.get("type") == want and all(frame.get(k) == v for k, v in match.items()):
-                return frame
-
-    return await asyncio.wait_for(find(), T)
-
-
-async def _agent(server: Server, token: str) -> ClientConnection:
-    ws = await connect(server.ws("/agent"), proxy=None)
-    await ws.send(json.dumps({"type": "login", "token": token}))
-    await _frame(ws, "welcome")
-    return ws
-
-
 def test_mail_and_chat_reach_an_agent_and_the_answers_reach_the_customers(tmp_path: Path, sink: Sink) -> None:
     db = tmp_path / "store.sqlite"
-    tokens = _users(db)
-    server = start_server(_config(tmp_path, sink.port), db)
+    tokens = add_users(db)
+    server = start_server(server_config(tmp_path, sink.port), db)
     try:
         asyncio.run(_conversation(server, tokens, sink))
         queues = _api(server, "/api/queues", tokens["boss"])
@@ -119,9 +72,9 @@ def test_mail_and_chat_reach_an_agent_and_the_answers_reach_the_customers(tmp_pa
 
 async def _conversation(server: Server, tokens: dict[str, str], sink: Sink) -> None:
     loop = asyncio.get_running_loop()
-    agent = await _agent(server, tokens["ada"])
+    agent = await agent_console(server, tokens["ada"])
     await agent.send(json.dumps({"type": "state", "state": "available"}))
-    await _frame(agent, "state", state="available")
+    await next_frame(agent, "state", state="available")
 
     # 1. A customer e-mails with a stock client.
     await loop.run_in_executor(
@@ -137,50 +90,50 @@ async def _conversation(server: Server, tokens: dict[str, str], sink: Sink) -> N
     ack = await loop.run_in_executor(None, lambda: sink.wait_for(lambda m: "[#C-" in str(m["Subject"])))
     assert ack["In-Reply-To"] == "<first-mail@example.nl>"
 
-    offer = await _frame(agent, "offer", channel="email")
+    offer = await next_frame(agent, "offer", channel="email")
     assert offer["why"]["strategy"] and offer["why"]["candidates"]
     await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
-    pop = await _frame(agent, "screen_pop", contact_id=offer["contact_id"])
+    pop = await next_frame(agent, "screen_pop", contact_id=offer["contact_id"])
     assert pop["matched"] and pop["customer"]["name"] == "Marieke Jansen"
-    contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+    contact = await next_frame(agent, "contact", contact_id=offer["contact_id"])
     assert any("nothing works" in line["text"] for line in contact["transcript"])
     await agent.send(
         json.dumps({"type": "message", "contact_id": offer["contact_id"], "text": "Please reset the router."})
     )
-    await _frame(agent, "ack", contact_id=offer["contact_id"])
+    await next_frame(agent, "ack", contact_id=offer["contact_id"])
     reply = await loop.run_in_executor(None, lambda: sink.wait_for(lambda m: "reset the router" in m.get_content()))
     assert reply["In-Reply-To"] == "<first-mail@example.nl>"
     assert "<first-mail@example.nl>" in str(reply["References"])
     assert reply["To"] == "m.jansen@example.nl" or "m.jansen@example.nl" in str(reply["To"])
     await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
-    await _frame(agent, "ack", contact_id=offer["contact_id"])
+    await next_frame(agent, "ack", contact_id=offer["contact_id"])
 
     # 2. Another customer opens a chat from a stock WebSocket client.
     customer = await connect(server.ws("/chat"), proxy=None)
     await customer.send(json.dumps({"type": "hello", "name": "Ann", "email": "ann@example.com", "topic": "Router"}))
-    queued = await _frame(customer, "queued")
+    queued = await next_frame(customer, "queued")
     assert queued["position"] >= 1 and queued["token"]
     await customer.send(json.dumps({"type": "message", "text": "my router blinks red", "client_id": "c1"}))
-    await _frame(customer, "ack", client_id="c1")
-    offer = await _frame(agent, "offer", channel="chat")
+    await next_frame(customer, "ack", client_id="c1")
+    offer = await next_frame(agent, "offer", channel="chat")
     await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
-    await _frame(customer, "agent_joined")
+    await next_frame(customer, "agent_joined")
     await agent.send(json.dumps({"type": "message", "contact_id": offer["contact_id"], "text": "Let me look at that."}))
-    line = await _frame(customer, "message", **{"from": "agent"})
+    line = await next_frame(customer, "message", **{"from": "agent"})
     assert line["text"] == "Let me look at that."
     await customer.send(json.dumps({"type": "message", "text": "thanks!", "client_id": "c2"}))
-    heard = await _frame(agent, "message", contact_id=offer["contact_id"])
+    heard = await next_frame(agent, "message", contact_id=offer["contact_id"])
     assert heard["text"] == "thanks!"
     await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
-    await _frame(customer, "closed")
+    await next_frame(customer, "closed")
     await customer.close()
     await agent.close()
 
 
 def test_kill_9_loses_no_accepted_contact(tmp_path: Path, sink: Sink) -> None:
     db = tmp_path / "store.sqlite"
-    tokens = _users(db)
-    config = _config(tmp_path, sink.port)
+    tokens = add_users(db)
+    config = server_config(tmp_path, sink.port)
     server = start_server(config, db)
     try:
         chat_token = asyncio.run(_leave_work_waiting(server, tokens["ada"]))
@@ -202,7 +155,9 @@ def test_kill_9_loses_no_accepted_contact(tmp_path: Path, sink: Sink) -> None:
 async def _leave_work_waiting(server: Server, token: str) -> str:
     """A mail (250 received) and a chat (queued, message acknowledged); the agent is logged in, not ready."""
     loop = asyncio.get_running_loop()
-    agent = await _agent(server, token)  # logged in away ("not_ready"): the chat queues rather than going offline
+    agent = await agent_console(
+        server, token
+    )  # logged in away ("not_ready"): the chat queues rather than going offline
     await loop.run_in_executor(
         None,
         lambda: _mail(
@@ -215,9 +170,9 @@ async def _leave_work_waiting(server: Server, token: str) -> str:
     )
     customer = await connect(server.ws("/chat"), proxy=None)
     await customer.send(json.dumps({"type": "hello", "name": "Kim", "email": "kim@example.org", "topic": "Crash"}))
-    frame = await _frame(customer, "queued")
+    frame = await next_frame(customer, "queued")
     await customer.send(json.dumps({"type": "message", "text": "still there?", "client_id": "k1"}))
-    await _frame(customer, "ack", client_id="k1")
+    await next_frame(customer, "ack", client_id="k1")
     # The sockets go (a dropped chat waits for its customer to resume; the agent is away), then the kill.
     await customer.close()
     await agent.close()
@@ -236,19 +191,19 @@ async def _resume_and_take(server: Server, token: str, chat_token: str) -> None:
     # it is recognised by its client id (the ack before the crash may have been lost), not stored twice.
     customer = await connect(server.ws("/chat"), proxy=None)
     await customer.send(json.dumps({"type": "resume", "token": chat_token}))
-    await _frame(customer, "resumed")
+    await next_frame(customer, "resumed")
     await customer.send(json.dumps({"type": "message", "text": "still there?", "client_id": "k1"}))
-    again = await _frame(customer, "ack", client_id="k1")
+    again = await next_frame(customer, "ack", client_id="k1")
     assert again["message_id"].startswith("cm-")
     await customer.close()
-    agent = await _agent(server, token)
+    agent = await agent_console(server, token)
     await agent.send(json.dumps({"type": "state", "state": "available"}))
     channels = set()
     for _ in range(2):
-        offer = await _frame(agent, "offer")
+        offer = await next_frame(agent, "offer")
         channels.add(offer["channel"])
         await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
-        contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+        contact = await next_frame(agent, "contact", contact_id=offer["contact_id"])
         texts = " ".join(line["text"] for line in contact["transcript"])
         assert "Please keep this." in texts or "still there?" in texts
     assert "email" in channels
@@ -257,8 +212,8 @@ async def _resume_and_take(server: Server, token: str, chat_token: str) -> None:
 
 def test_broken_input_gets_an_error_and_the_server_stays_up(tmp_path: Path, sink: Sink) -> None:
     db = tmp_path / "store.sqlite"
-    _users(db)
-    server = start_server(_config(tmp_path, sink.port), db)
+    add_users(db)
+    server = start_server(server_config(tmp_path, sink.port), db)
     try:
         with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=T) as smtp:
             broken = b"From: <x@example.org>\r\nContent-Type: multipart/mixed\r\n\r\n--no boundary at all\r\n"
@@ -272,9 +227,9 @@ def test_broken_input_gets_an_error_and_the_server_stays_up(tmp_path: Path, sink
         async def chat_abuse() -> None:
             ws = await connect(server.ws("/chat"), proxy=None, max_size=None)
             await ws.send("{not json")
-            assert (await _frame(ws, "error"))["code"] == "bad_request"
+            assert (await next_frame(ws, "error"))["code"] == "bad_request"
             await ws.send(json.dumps({"type": "no_such_thing"}))
-            await _frame(ws, "error")
+            await next_frame(ws, "error")
             await ws.send("x" * 1_000_000)  # far over the frame limit: the server closes this socket
             with pytest.raises(Exception):  # noqa: B017 — ConnectionClosed of some kind
                 await asyncio.wait_for(ws.recv(), T)
@@ -285,7 +240,7 @@ def test_broken_input_gets_an_error_and_the_server_stays_up(tmp_path: Path, sink
             await ws2.close()
             bad = await connect(server.ws("/agent"), proxy=None)
             await bad.send(json.dumps({"type": "login", "token": "cc_wrong"}))
-            assert (await _frame(bad, "error"))["code"] == "unauthorized"
+            assert (await next_frame(bad, "error"))["code"] == "unauthorized"
             await bad.close()
             await ws.close()
 
@@ -302,12 +257,12 @@ def test_a_call_on_the_switch_rings_an_agent_who_answers_and_hangs_up(tmp_path: 
     with the caller's tier, offered over the agent protocol, answered on the phone (the switch's Established
     is what accepts the offer), and hung up: wrap-up follows and the interaction is in the store."""
     db = tmp_path / "store.sqlite"
-    tokens = _users(db)
+    tokens = add_users(db)
     engine = open_store(db)
     with engine.begin() as conn:
         create_customer(conn, 0, name="Gold Caller", tier="gold", identities_=[("phone", "+31 20 555 0101")])
     engine.dispose()
-    server = start_server(_config(tmp_path, sink.port), db)
+    server = start_server(server_config(tmp_path, sink.port), db)
     try:
         asyncio.run(_call(server, tokens["ada"]))
     finally:
@@ -321,9 +276,9 @@ def test_a_call_on_the_switch_rings_an_agent_who_answers_and_hangs_up(tmp_path: 
 
 
 async def _call(server: Server, token: str) -> None:
-    agent = await _agent(server, token)
+    agent = await agent_console(server, token)
     await agent.send(json.dumps({"type": "state", "state": "available"}))
-    await _frame(agent, "state", state="available")
+    await next_frame(agent, "state", state="available")
     reader, writer = await asyncio.open_connection("127.0.0.1", server.cti_port)
     try:
         request = {"request": "SimulateInbound", "invoke_id": 1, "ani": "+31205550101", "dnis": "2001"}  # support
@@ -334,19 +289,19 @@ async def _call(server: Server, token: str) -> None:
             if answer.get("invoke_id") == 1:
                 break
         assert answer["ok"], answer
-        offer = await _frame(agent, "offer", channel="voice")
+        offer = await next_frame(agent, "offer", channel="voice")
         assert offer["contact_id"] == answer["call_id"] and offer["queue"] == "support"
         await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
-        contact = await _frame(agent, "contact", contact_id=offer["contact_id"])
+        contact = await next_frame(agent, "contact", contact_id=offer["contact_id"])
         assert contact["channel"] == "voice" and contact["tier"] == "gold"
-        pop = await _frame(agent, "screen_pop", contact_id=offer["contact_id"])
+        pop = await next_frame(agent, "screen_pop", contact_id=offer["contact_id"])
         assert pop["customer"]["name"] == "Gold Caller"
         await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
-        await _frame(agent, "wrap_up", contact_id=offer["contact_id"])
+        await next_frame(agent, "wrap_up", contact_id=offer["contact_id"])
         await agent.send(json.dumps({"type": "disposition", "contact_id": offer["contact_id"], "code": "resolved"}))
-        await _frame(agent, "ack", contact_id=offer["contact_id"])
+        await next_frame(agent, "ack", contact_id=offer["contact_id"])
         await agent.send(json.dumps({"type": "wrap_up_done", "contact_id": offer["contact_id"]}))
-        await _frame(agent, "contact_closed", contact_id=offer["contact_id"])
+        await next_frame(agent, "contact_closed", contact_id=offer["contact_id"])
     finally:
         writer.close()
         await writer.wait_closed()

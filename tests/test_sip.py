@@ -53,8 +53,7 @@ from contactcentre.channels.sip_transport import SipTransport
 from contactcentre.cti import Switch, SwitchConfig, SwitchEvent
 from contactcentre.cti.driver import SwitchDriver
 from contactcentre.cti.events import DigitsGenerated
-from tests.server_proc import Server, Sink, start_server
-from tests.test_server_e2e import _agent, _config, _frame, _users
+from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
 
 CALLER = ("127.0.0.1", 5062)
 OFFER = (
@@ -613,7 +612,6 @@ def test_closing_hangs_up_every_call() -> None:
 # ----------------------------------------------------------------------------------- SIPp, end to end
 
 SCENARIO = Path(__file__).parent / "sip" / "caller.xml"
-T = 30
 
 
 def _sipp() -> str:
@@ -631,9 +629,9 @@ def test_sipp_calls_in_presses_a_key_waits_in_the_queue_and_the_agent_hangs_up(t
     SIPp's call and SIPp reports success."""
     sipp = _sipp()
     db = tmp_path / "store.sqlite"
-    tokens = _users(db)
+    tokens = add_users(db)
     sink = Sink()
-    config = _config(tmp_path, sink.port)
+    config = server_config(tmp_path, sink.port)
     text = config.read_text(encoding="utf-8")
     menu = (Path(__file__).parent / "sip" / "menu.toml").as_posix()
     text, n = re.subn(r"(?m)^(\s*)ivr = \{.*\}", rf'\g<1>ivr = {{ "3000" = "{menu}" }}', text)
@@ -657,9 +655,9 @@ def test_sipp_calls_in_presses_a_key_waits_in_the_queue_and_the_agent_hangs_up(t
 
 
 async def _call(server: Server, token: str, sipp: str, tmp: Path, number: str) -> tuple[int, str]:
-    agent = await _agent(server, token)
+    agent = await agent_console(server, token)
     await agent.send(json.dumps({"type": "state", "state": "available"}))
-    await _frame(agent, "state", state="available")
+    await next_frame(agent, "state", state="available")
     log_file = tmp / "sipp_logs.log"
     cmd = [sipp, f"127.0.0.1:{server.sip_port}", "-sf", str(SCENARIO), "-m", "1", "-s", number]
     cmd += ["-i", "127.0.0.1", "-p", "0", "-nostdin", "-timeout", f"{3 * T}s", "-timeout_error"]
@@ -667,10 +665,10 @@ async def _call(server: Server, token: str, sipp: str, tmp: Path, number: str) -
     cmd += ["-trace_msg", "-message_file", str(tmp / "sipp_messages.log")]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
-        offer = await _frame(agent, "offer", channel="voice")
+        offer = await next_frame(agent, "offer", channel="voice")
         assert offer["queue"] == "support"
         await agent.send(json.dumps({"type": "accept", "offer_id": offer["offer_id"]}))
-        await _frame(agent, "contact", contact_id=offer["contact_id"])
+        await next_frame(agent, "contact", contact_id=offer["contact_id"])
         # The caller is still busy with its INFO and re-INVITEs: hang up only once it says it is done.
         deadline = asyncio.get_running_loop().time() + T
         while "ready for the agent" not in (log_file.read_text() if log_file.exists() else ""):
@@ -679,11 +677,11 @@ async def _call(server: Server, token: str, sipp: str, tmp: Path, number: str) -
             await asyncio.sleep(0.05)  # polling a file SIPp writes, with a deadline
         assert "a=recvonly then a=sendrecv" in log_file.read_text()
         await agent.send(json.dumps({"type": "end", "contact_id": offer["contact_id"]}))
-        await _frame(agent, "wrap_up", contact_id=offer["contact_id"])
+        await next_frame(agent, "wrap_up", contact_id=offer["contact_id"])
         await agent.send(json.dumps({"type": "disposition", "contact_id": offer["contact_id"], "code": "resolved"}))
-        await _frame(agent, "ack", contact_id=offer["contact_id"])
+        await next_frame(agent, "ack", contact_id=offer["contact_id"])
         await agent.send(json.dumps({"type": "wrap_up_done", "contact_id": offer["contact_id"]}))
-        await _frame(agent, "contact_closed", contact_id=offer["contact_id"])
+        await next_frame(agent, "contact_closed", contact_id=offer["contact_id"])
         out, _ = await asyncio.wait_for(proc.communicate(), T)
     finally:
         if proc.returncode is None:
