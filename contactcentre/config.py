@@ -103,7 +103,7 @@ class QueueConfig(_Strict):
 
 
 class TierConfig(_Strict):
-    """A customer tier (REQUIREMENTS.md R7). Its targets override the queue's for its customers."""
+    """A customer tier (Gold/Silver/Bronze, docs/routing.md). Its targets override the queue's for its customers."""
 
     priority: int = 0
     answer_s: float | None = None

@@ -1,7 +1,7 @@
 """Capacity planning: Erlang B, Erlang C and Erlang A, and the staffing solver.
 
 Pure standard-library Python (``math`` only); every formula is the one written up in
-``QUEUEING.md`` (the project's queueing reference). Units are seconds throughout:
+``docs/queueing.md`` (the project's queueing reference). Units are seconds throughout:
 
 * ``per_hour`` — arrivals per hour; λ = per_hour / 3600 per second.
 * ``aht_s`` — mean handling time (talk + hold + after-call work); μ = 1 / AHT.
@@ -15,7 +15,7 @@ every other quantity is built on it or evaluated in log space (``math.lgamma``, 
 thousands of agents are fine. Erlang C with A ≥ c has no steady state: the result says ``stable=False``
 (P(wait) = 1, service level 0, ASA ``None``) instead of a negative or >1 number.
 
-Service-level variants (QUEUEING.md §1, §3). With infinite patience (Erlang C) every definition coincides:
+Service-level variants (docs/queueing.md). With infinite patience (Erlang C) every definition coincides:
 SL(T) = P(Wq ≤ T). With abandonment (Erlang A) this module reports three, by name:
 
 * ``service_level_offered`` — answered within T / all arrivals (abandons count against it);
@@ -57,7 +57,7 @@ __all__ = [
 SLVariant = Literal["offered", "answered", "virtual", "asterisk2"]
 SL_VARIANTS: tuple[SLVariant, ...] = ("offered", "answered", "virtual", "asterisk2")
 
-#: A chain term below this share of the running sum ends the Erlang A sum (QUEUEING.md §3).
+#: A chain term below this share of the running sum ends the Erlang A sum (docs/queueing.md, Erlang A).
 CHAIN_TOLERANCE = 1e-14
 #: Guard against a chain that would take minutes: only an overloaded centre (A ≥ c) whose callers are
 #: almost infinitely patient gets near it, and that is Erlang C's "unstable" in all but name.
@@ -119,7 +119,7 @@ def erlang_b(load: float, lines: int) -> float:
 
     Computed with the recursion B(0) = 1, B(n) = A·B(n−1) / (n + A·B(n−1)), which is stable for c in the
     thousands (it only ever multiplies and divides numbers in [0, 1] and [1, n + A]). Note the argument
-    order: QUEUEING.md writes B(c, A), e.g. B(14, 10) = ``erlang_b(load=10, lines=14)`` = 0.0568191.
+    order: the literature writes B(c, A), e.g. B(14, 10) = ``erlang_b(load=10, lines=14)`` = 0.0568191.
     """
     a = _non_negative("load", load)
     n = _count("lines", lines, minimum=0)
@@ -410,13 +410,13 @@ def _clip01(v: float) -> float:
 
 
 def erlang_a(per_hour: float, aht_s: float, agents: int, threshold_s: float, patience_s: float) -> ErlangA:
-    """Erlang A (M/M/c+M) by the birth-death chain on n = number in system (QUEUEING.md §3).
+    """Erlang A (M/M/c+M) by the birth-death chain on n = number in system (docs/queueing.md, Erlang A).
 
     Birth rate λ; death rate n·μ for n ≤ c and c·μ + (n − c)·θ above. Relative to π_c, the states below
     c weigh Σ_{n<c} π_n/π_c = 1/B(c, A) − 1 (Erlang B recursion, no factorials) and the queue states
     t_k = π_{c+k}/π_c = Π_{j=1..k} λ / (cμ + jθ); those are summed with a running log scale, so the chain
     is finite and stable for any load (A ≥ c too), and cut when a (decreasing) term falls below 1e-14 of
-    the running sum of the queue states (QUEUEING.md says of the running sum; counting only the queue
+    the running sum of the queue states (docs/queueing.md says of the running sum; counting only the queue
     states is stricter and keeps the *relative* accuracy of P(W>0) and P(Ab) when they are tiny).
 
     Service level: an arrival that finds k callers waiting has the offered wait V_k = Σ_{j=0..k}
@@ -428,7 +428,7 @@ def erlang_a(per_hour: float, aht_s: float, agents: int, threshold_s: float, pat
     wait and the caller's own (independent) patience exceed T: 1 − Σ_k π_{c+k}·x·I_x(r, k+1).
 
     Rows A1 (200/h, 180 s, 14 agents, patience 120 s, T 20 s) and A3 (850/h, 180 s, 50, 180 s, 20 s) of
-    QUEUEING.md are reproduced to the digits given there.
+    docs/queueing.md are reproduced to the digits given there.
     """
     per_hour_v = _non_negative("per_hour", per_hour)
     aht = _positive("aht_s", aht_s)

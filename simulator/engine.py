@@ -7,7 +7,7 @@ overflow, SLA timers — is ``contactcentre.acd.Router`` deciding exactly as it 
 heap of timed events plus the router's own ``next_deadline()``; the same seed gives the same run, to the
 last digit.
 
-Measurement follows QUEUEING.md: the first ``warmup_fraction`` of arrivals is left out; "waited" means a
+Measurement follows docs/queueing.md: the first ``warmup_fraction`` of arrivals is left out; "waited" means a
 queue time above zero; "within T" means answered with a wait of at most the threshold; the queue time of
 an abandoned contact is the time it waited before leaving.
 """

@@ -1,4 +1,4 @@
-"""Planning: Erlang B, C and A and the staffing solver against QUEUEING.md's reference rows, numerical
+"""Planning: Erlang B, C and A and the staffing solver against the reference rows of docs/queueing.md, numerical
 stability at thousands of agents, properties, and the ``contactcentre erlang`` command.
 
 Reference numbers for the incomplete beta and gamma functions were generated once with SciPy 1.17
@@ -41,7 +41,7 @@ def assert_digits(value: float | None, expected: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Reference rows (QUEUEING.md)
+# Reference rows (docs/queueing.md)
 
 ERLANG_C_ROWS = [
     # id, calls/h, AHT, c, T, occupancy, P(wait), SL, ASA
@@ -62,7 +62,7 @@ def test_erlang_c_reference_rows(
     assert_digits(r.p_wait, p_wait)
     assert_digits(r.service_level, sl)
     assert_digits(r.asa_s, asa)
-    # the identities of QUEUEING.md §2
+    # the Erlang C identities of docs/queueing.md
     assert r.mean_wait_if_waiting_s == pytest.approx(aht / (c - r.offered_load_erlangs))
     assert r.asa_s == pytest.approx(r.p_wait * r.mean_wait_if_waiting_s)
     assert r.mean_queue_length == pytest.approx(per_hour / 3600 * r.asa_s)  # Little
@@ -279,7 +279,7 @@ def test_mandelbaum_zeltyn_a_series(x: float, y: float, log_a: float) -> None:
 
 
 def _erlang_a_by_hand(per_hour: float, aht: float, c: int, t: float, patience: float) -> dict[str, float]:
-    """Erlang A straight from QUEUEING.md §3 with plain floats and betainc per state (small c only)."""
+    """Erlang A straight from docs/queueing.md with plain floats and betainc per state (small c only)."""
     lam, mu, theta = per_hour / 3600, 1 / aht, 1 / patience
     a = lam / mu
     pis = [a**n / math.factorial(n) for n in range(c + 1)]

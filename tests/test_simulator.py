@@ -36,7 +36,7 @@ def mmc(per_hour: float, aht: float, agents: int, calls: int, patience: float | 
 
 # --------------------------------------------------------------------------------------------- validation
 #
-# Reference values are QUEUEING.md's closed forms. Tolerances are 4 standard deviations of one run at the
+# Reference values are the closed forms of docs/queueing.md. Tolerances are 4 standard deviations of one run at the
 # call count used: the spread was measured over 20 seeds of 100,000 calls each (the sds below), and scales
 # with sqrt(100,000 / calls). The means over those 20 seeds sat within noise of every closed form.
 

@@ -2,7 +2,7 @@
 
 ``LiveStats`` is a consumer of events: feed it the router's output (or a stored log) and ask for a snapshot.
 It never looks inside the router, so the dashboard, the simulator and a replay of yesterday's log all compute
-the same numbers the same way. Definitions (QUEUEING.md; every variant named):
+the same numbers the same way. Definitions (docs/queueing.md; every variant named):
 
 * ``offered``: contacts that entered the queue (arrivals, transfers in, overflow moves in).
 * ``resolved``: contacts whose wait in this queue ended: ``answered + abandoned + overflowed``.

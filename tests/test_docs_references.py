@@ -1,0 +1,43 @@
+"""The repository stands alone: every Markdown document a file names is one the repository contains.
+
+A comment or page that sends the reader to a document they cannot open is worse than none (the queueing
+reference and the requirements once lived outside the repository and were cited from the code)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MD_NAME = re.compile(r"(?<![\w/.-])((?:\.\./|[\w.-]+/)*[\w.-]+\.md)\b")
+
+
+def tracked_text_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    files = [ROOT / name for name in out.splitlines()]
+    return [f for f in files if f.suffix in {".py", ".md", ".toml", ".html", ".js", ".txt", ".cfg", ""} and f.is_file()]
+
+
+def unresolved(path: Path, text: str) -> list[str]:
+    missing = []
+    for name in MD_NAME.findall(text):
+        candidates = [path.parent / name, ROOT / name, ROOT / "docs" / name]
+        if not any(c.resolve().is_file() and ROOT in c.resolve().parents for c in candidates):
+            missing.append(name)
+    return missing
+
+
+def test_every_cited_document_is_in_the_repository() -> None:
+    missing = {}
+    for f in tracked_text_files():
+        names = unresolved(f, f.read_text(encoding="utf-8", errors="replace"))
+        if names:
+            missing[str(f.relative_to(ROOT))] = names
+    assert missing == {}
+
+
+def test_the_check_sees_a_document_outside_the_repository() -> None:
+    assert unresolved(ROOT / "contactcentre" / "x.py", "see ../shared/QUEUEING.md §2") == ["../shared/QUEUEING.md"]
+    assert unresolved(ROOT / "contactcentre" / "x.py", "see REQUIREMENTS.md R7") == ["REQUIREMENTS.md"]
+    assert unresolved(ROOT / "contactcentre" / "x.py", "see docs/queueing.md") == []
