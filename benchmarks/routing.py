@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/routing.py            # full run: 100, 1,000, 3,000, 10,000 agents
-    .venv/bin/python benchmarks/routing.py --quick    # smoke run: small sizes, few decisions
+    .venv/bin/python benchmarks/routing.py --quick    # smoke run: up to 3,000 agents, few decisions
     .venv/bin/python benchmarks/routing.py --profile  # cProfile of the measured phases at the largest size
 
 It prints figures and asserts nothing about time. Every centre and every input stream comes from a seeded
@@ -617,7 +617,7 @@ def print_profile(title: str, prof: cProfile.Profile, top: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 100 and 1,000 agents, few decisions")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 100, 1,000 and 3,000 agents, few decisions")
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="e.g. 100,1000,10000")
     ap.add_argument("--decisions", type=int, help="measured free-ups per size (scenario A)")
     ap.add_argument("--arrivals", type=int, help="measured arrivals per size and strategy (scenario B)")
@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     GC_OFF = args.gc_off
 
     quick = args.quick
-    sizes = args.sizes or ([100, 1000] if quick else [100, 1000, 3000, 10000])
+    sizes = args.sizes or ([100, 1000, 3000] if quick else [100, 1000, 3000, 10000])
     if args.profile and not args.sizes:
         sizes = sizes[-1:]
     decisions = args.decisions or (200 if quick else 3000)

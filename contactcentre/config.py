@@ -98,7 +98,7 @@ class QueueConfig(_Strict):
     hours: str = ALWAYS_OPEN
     when_closed: str = "accept"
     description: str = ""
-    number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order)
+    number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order; see default_number)
     callback_offer_after_s: float | None = None  # virtual hold: offer a callback when the call's EWT exceeds this
 
 
@@ -121,7 +121,7 @@ class AgentConfig(_Strict):
     skills: dict[str, int] = {}
     capacity: dict[Channel, int] | None = None
     team: str = ""
-    extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ... in order)
+    extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ... in order; see default_number)
 
 
 class CalendarConfig(_Strict):
@@ -260,6 +260,15 @@ class ServerConfig(_Strict):
     metrics_token: str | None = None
 
 
+def default_number(lead: int, index: int, count: int) -> str:
+    """The switch number of the ``index``-th of ``count`` agents (``lead`` 1) or queues (``lead`` 2) that name
+    none: the lead digit, then the place counted from 1, zero-padded to at least three digits and to as many as
+    the largest place needs. Agents' and queues' defaults differ in their first digit, so they never collide
+    at any size (1001…1999 and 2001…2999 up to 999 of each; 1,000 agents give 10001…11000)."""
+    width = max(3, len(str(count)))
+    return f"{lead}{index + 1:0{width}d}"
+
+
 def _default_channels() -> dict[str, ChannelConfig]:
     return {
         "voice": ChannelConfig(exclusive=True, offer_timeout_s=15, wrap_up_s=30, default_aht_s=240),
@@ -329,12 +338,12 @@ class CentreConfig(_Strict):
         return self.channels.get(name) or _default_channels()[name]
 
     def extensions(self) -> dict[str, str]:
-        """Agent id -> extension on the switch."""
-        return {a.id: a.extension or str(1001 + i) for i, a in enumerate(self.agents)}
+        """Agent id -> extension on the switch: its own, else ``1`` and its place in the list (1001, 1002, …)."""
+        return {a.id: a.extension or default_number(1, i, len(self.agents)) for i, a in enumerate(self.agents)}
 
     def queue_numbers(self) -> dict[str, str]:
-        """Queue name -> its number on the switch."""
-        return {q.name: q.number or str(2001 + i) for i, q in enumerate(self.queues)}
+        """Queue name -> its number on the switch: its own, else ``2`` and its place (2001, 2002, …)."""
+        return {q.name: q.number or default_number(2, i, len(self.queues)) for i, q in enumerate(self.queues)}
 
     def first_queue_for(self, channel: str) -> str | None:
         return next((q.name for q in self.queues if channel in q.channels), None)

@@ -112,3 +112,24 @@ def test_unreadable_and_invalid_toml_files_are_named(tmp_path: Path) -> None:
     typo.write_text('[[queues]]\nname = "q"\nskills = { general = 0 }\n')
     with pytest.raises(ConfigError, match=r"typo.toml: queues\[0\].skills.general: level 0 is outside 1-10"):
         load_config(typo)
+
+
+def test_default_numbers_never_collide_at_any_size() -> None:
+    # 10,000 agents and 1,200 queues: before, agent 1,001 took 2001, the first queue's number, and the
+    # configuration was refused.
+    cfg = parse_config(
+        {
+            "agents": [{"id": f"a{i}"} for i in range(10_000)],
+            "queues": [{"name": f"q{i}"} for i in range(1_200)],
+        },
+        "<big>",
+    )
+    extensions, numbers = cfg.extensions(), cfg.queue_numbers()
+    assert len(set(extensions.values()) | set(numbers.values())) == 11_200
+    assert extensions["a0"] == "100001" and extensions["a9999"] == "110000"
+    assert numbers["q0"] == "20001" and numbers["q1199"] == "21200"
+
+
+def test_default_numbers_keep_their_three_digit_form_for_small_centres() -> None:
+    cfg = parse_config({"agents": [{"id": "a"}, {"id": "b"}], "queues": [{"name": "q"}]}, "<small>")
+    assert cfg.extensions() == {"a": "1001", "b": "1002"} and cfg.queue_numbers() == {"q": "2001"}
