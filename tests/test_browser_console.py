@@ -182,3 +182,38 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     box.press("Enter")
     expect(second.locator("#log li.agent .body").last).to_have_text("Yes, Dora.", timeout=T_MS)
     expect(first.locator("#log li.agent")).to_have_count(0)  # each customer hears only their own chat
+
+
+def test_the_state_buttons_wait_until_the_server_has_logged_the_console_in(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    # A click on Available before the server's welcome went nowhere (and made a browser test flaky): the
+    # buttons are disabled until the welcome arrives. The server's frames are held back here to show it.
+    agent = new_page()
+    held: list[Any] = []
+    route: dict[str, Any] = {}
+
+    def hold_frames(ws: Any) -> None:
+        server = ws.connect_to_server()
+        route["ws"] = ws
+
+        def from_server(message: Any) -> None:
+            if route.get("released"):
+                ws.send(message)
+            else:
+                held.append(message)
+
+        server.on_message(from_server)
+
+    agent.route_web_socket("**/agent", hold_frames)
+    login(agent, live_server, "grace")
+    expect(agent.locator("#conn")).to_have_text("connected", timeout=T_MS)  # the socket is open, no welcome yet
+    expect(agent.locator("#go-available")).to_be_disabled()
+    expect(agent.locator("#go-away")).to_be_disabled()
+
+    route["released"] = True
+    for message in held:
+        route["ws"].send(message)
+    expect(agent.locator("#go-available")).to_be_enabled(timeout=T_MS)
+    agent.click("#go-available")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)

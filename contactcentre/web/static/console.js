@@ -94,6 +94,14 @@
     const c = $("conn");
     c.dataset.conn = kind;
     c.textContent = text;
+    // The state buttons work once the server has logged this console in (its welcome): a click before
+    // that would be lost, and an agent would believe they were available.
+    if (kind !== "open") setStateControls(false);
+  }
+
+  function setStateControls(on) {
+    $("go-available").disabled = !on;
+    $("go-away").disabled = !on;
   }
 
   // Sends a command; the promise settles with its ack (resolve) or error frame (reject).
@@ -124,6 +132,7 @@
       refusal = null;
       offset = f.server_ms - Date.now();
       notice("");
+      setStateControls(true);
       for (const id of [...offers.keys()]) removeOffer(id);
       for (const id of [...contacts.keys()]) removeContact(id);
       showState(f);
