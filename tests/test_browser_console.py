@@ -47,6 +47,10 @@ def test_an_agent_takes_a_chat_from_the_widget_and_wraps_it_up(live_server: Live
     expect(offer).to_have_count(1, timeout=T_MS)
     expect(offer.locator(".offer-channel")).to_have_text("chat")
     expect(offer.locator(".countdown")).to_have_text(re.compile(r"\d"))  # counting down to expires_ms
+    # why the router chose this agent, as a sentence (not "longest_idle, support>=1")
+    expect(offer.locator(".offer-why")).to_have_text(
+        re.compile(r"^Why you: you had waited longest for work; it needs \w+ at level \d+ or above\.$")
+    )
     expect(agent.locator("#state")).to_have_attribute("data-state", "reserved")
     agent.keyboard.press("a")  # the keyboard shortcut accepts the oldest offer
     expect(offer).to_have_count(0, timeout=T_MS)

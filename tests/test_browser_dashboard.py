@@ -85,6 +85,10 @@ def test_the_dashboard_shows_a_waiting_chat_and_its_alerts_live(quick_sla_server
     breach.get_by_role("button", name="Acknowledge").click()
     expect(breach).to_contain_text("acknowledged by boss")
     expect(page.locator("#agents li[data-agent='ada'] .state")).to_have_text(re.compile("reserved", re.I))
+    # the decision's candidates in words, with no raw sort key (epoch milliseconds) on the page
+    decision = page.locator("#decisions li.decision").first
+    expect(decision.locator(".candidates li").first).to_have_text(re.compile(r"^ada .*idle \d+ s"))
+    expect(decision).not_to_have_text(re.compile(r"\d{10}"))
 
     go.set()  # ada takes the chat: it leaves the waiting figures
     agent.result(timeout=T_MS / 1000)

@@ -242,6 +242,35 @@
 
   // ---------------------------------------------------------------------------------------- offers
 
+  // The router's explanation of an offer as a sentence an agent reads at a glance.
+  const STRATEGY_WORDS = {
+    longest_idle: "you had waited longest for work",
+    most_skilled: "your skills fit it best",
+    least_occupied: "you were the least busy",
+    round_robin: "it was your turn",
+    fewest_handled: "you had handled the fewest contacts today",
+  };
+
+  function requirementWords(req) {
+    if (req.startsWith("preferred:")) return "you by name";
+    if (req === "any") return "";
+    // "sales>=2+billing>=1 | support>=1": alternatives of skill sets
+    return req
+      .split(" | ")
+      .map((alt) => alt.split("+").map((s) => s.replace(/^(.+)>=(\d+)$/, "$1 at level $2 or above")).join(" and "))
+      .join(", or ");
+  }
+
+  function whyWords(why) {
+    const needs = why.requirement ? requirementWords(why.requirement) : "";
+    if (why.requirement && why.requirement.startsWith("preferred:")) return "Why you: it asked for you by name.";
+    const reason =
+      why.trigger === "agent"
+        ? "you became free and it had waited longest (priority counted)"
+        : STRATEGY_WORDS[why.strategy] || why.strategy.replaceAll("_", " ");
+    return `Why you: ${reason}${needs ? `; it needs ${needs}` : ""}.`;
+  }
+
   function addOffer(f) {
     removeOffer(f.offer_id);
     const card = clone("offer-tpl");
@@ -255,10 +284,7 @@
     card.querySelector(".offer-subject").textContent = preview.subject || "";
     const lines = card.querySelector(".offer-lines");
     for (const line of preview.lines || []) lines.append(el("li", line));
-    if (f.why && f.why.strategy) {
-      const why = [`${f.why.strategy}`, f.why.requirement].filter(Boolean).join(", ");
-      card.querySelector(".offer-why").textContent = `why you: ${why}`;
-    }
+    if (f.why && f.why.strategy) card.querySelector(".offer-why").textContent = whyWords(f.why);
     card.querySelector(".accept").addEventListener("click", () => accept(f.offer_id));
     card.querySelector(".reject").addEventListener("click", () => reject(f.offer_id));
     $("offers").append(card);

@@ -43,6 +43,21 @@
     return parts.length ? parts.join(", ") : "–";
   }
 
+  // Why agents were left out of a decision (the router's filter names), as a supervisor reads it.
+  const FILTER_WORDS = {
+    below_level: (n) => `${n} below the skill level asked`,
+    offered_before: (n) => `${n} already offered this contact`,
+    held_back_for_exclusive: (n) => `${n} kept free for exclusive work`,
+  };
+
+  function filterWords(filters) {
+    const parts = [];
+    for (const [k, n] of Object.entries(filters || {})) {
+      if (n) parts.push(FILTER_WORDS[k] ? FILTER_WORDS[k](n) : `${n} ${words(k)}`);
+    }
+    return parts.join(", ");
+  }
+
   function words(s) {
     return String(s).replaceAll("_", " ");
   }
@@ -200,7 +215,7 @@
         " · overflow step " + (why.step || 0),
         " · " + (why.considered || 0) + " considered",
       ];
-      if (why.filters && Object.keys(why.filters).length) parts.push(" · filtered out: " + counts(why.filters));
+      if (why.filters && Object.keys(why.filters).length) parts.push(" · passed over: " + filterWords(why.filters));
       if (why.tie_break) parts.push(" · tie-break: " + why.tie_break);
       return el(
         "li", { class: "decision outcome-" + d.outcome },
@@ -215,7 +230,8 @@
         el(
           "ol", { class: "candidates" },
           ...why.candidates.map((c) =>
-            el("li", {}, el("b", {}, c.id), " " + c.note + " ", el("code", {}, JSON.stringify(c.score)))),
+            // the note says the sort key in words; the raw key (epoch ms among it) only on hover
+            el("li", { title: "sort key " + JSON.stringify(c.score) }, el("b", {}, c.id), " " + (c.note || ""))),
         ),
       );
     });
