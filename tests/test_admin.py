@@ -186,8 +186,13 @@ def test_only_admins_get_the_page_and_everything_on_it_is_escaped(admin_server: 
     assert XSS not in body and "<script>alert" not in body and "<img src=x" not in body
     assert body.count("&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;") == 2
     for text in ("ada", "boss", "root", "general 8, technical 9", "support", "least_occupied", "wrong_number",
-                 "One moment please", "3000", "main.toml", "priority_weight_s"):  # fmt: skip
+                 "One moment please", "3000", "main.toml", 'title="priority_weight_s"'):  # fmt: skip
         assert text in body, text
+    # routing settings in words, not Python's spelling run together ("away_after_missed_offerTrue")
+    settings = re.sub(r"\s+", " ", body[body.index('id="routing"') : body.index("</dl>", body.index('id="routing"'))])
+    assert '>away after missed offer</dt> <dd>yes</dd>' in settings, settings
+    assert '>priority weight</dt> <dd>60 s</dd>' in settings, settings
+    assert "True" not in settings and "False" not in settings
 
 
 def test_an_admin_disables_and_enables_a_user_in_the_browser(admin_server: LiveServer, new_page: Any) -> None:
