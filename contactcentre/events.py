@@ -566,7 +566,8 @@ class IvrStarted(Event, tag="ivr.started"):
     contact_id: str
     menu: str
     number: str = ""
-    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "number")  # number: the centre's own IVR number, not the caller's
+    # number: the centre's own IVR number, not the caller's
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "number")
 
 
 class IvrNodeEntered(Event, tag="ivr.node_entered"):
@@ -610,7 +611,8 @@ class IvrFinished(Event, tag="ivr.finished"):
     path: str = ""
     queue: str | None = None
     customer_id: str | None = None
-    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "outcome", "node", "path")  # path: menu keys ("node>1"), never digits typed
+    # path: the menu keys chosen ("node>1"), never digits typed in answer to a question
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "outcome", "node", "path")
 
 
 # ------------------------------------------------------------------------------------------- clean text
@@ -667,7 +669,6 @@ def _all_event_types() -> tuple[type[Event], ...]:
 EVENT_TYPES: tuple[type[Event], ...] = _all_event_types()
 INPUT_TYPES: tuple[type[Event], ...] = tuple(t for t in EVENT_TYPES if t.INPUT)
 EVENT_BY_TAG: dict[str, type[Event]] = {t.__struct_config__.tag: t for t in EVENT_TYPES}  # type: ignore[misc]
-
 
 
 def classification_errors(types: Iterable[type[Event]]) -> list[str]:

@@ -251,7 +251,7 @@ def test_a_stream_with_a_bom_tabs_and_windows_1252(store: Engine) -> None:
 
 # A UTF-8 export in which two rows were pasted in from a Latin-1 source: their bytes are not UTF-8.
 MIXED = (
-    "name,email,notes\n".encode()
+    b"name,email,notes\n"
     + "José Müller,jm@example.es,\n".encode()
     + b"Ren\xe9 Dupont,rd@example.fr,\n"
     + b'Ann Smit,ann@example.nl,"two lines,\nthe second caf\xe9"\n'

@@ -140,9 +140,7 @@ def _blanks(cls: type[Event]) -> dict[str, Callable[[Any], Any]]:
 
 
 # Computed at import so that a PERSONAL field erasure could not blank fails at once, not during an erasure.
-BLANKS: dict[type[Event], dict[str, Callable[[Any], Any]]] = {
-    cls: _blanks(cls) for cls in EVENT_TYPES if cls.PERSONAL
-}
+BLANKS: dict[type[Event], dict[str, Callable[[Any], Any]]] = {cls: _blanks(cls) for cls in EVENT_TYPES if cls.PERSONAL}
 
 # Event types that name a customer; their payloads are searched for the customer's ids.
 _CUSTOMER_TAGS = tuple(
