@@ -73,6 +73,7 @@ from contactcentre.events import (
 from contactcentre.store.privacy import record_read
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
+from contactcentre.store.transcripts import BadCursor, Page, contact_page, message_text, parse_cursor
 from contactcentre.store.users import User, user_for_token
 
 if TYPE_CHECKING:
@@ -100,9 +101,9 @@ MAX_REFUSED_IN_A_ROW = 50  # rate-limited frames in a row before the connection 
 MAX_BACKLOG = 2_000  # frames queued for a console that does not read them
 MAX_TEXT = 100_000  # characters in one agent message (an e-mail reply may be long)
 MAX_SHORT = 128  # ids, reasons, disposition codes, refs
+MAX_MESSAGE_ID = messages.c.message_id.type.length  # the longest a stored Message-ID can be
 PREVIEW_LINES = 5
 PREVIEW_CHARS = 500
-TRANSCRIPT_LIMIT = 200  # the newest messages of the interaction and its case
 MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for previews (oldest forgotten first)
 
 _IDENTITY_KIND = {"voice": "phone", "callback": "phone", "outbound": "phone", "email": "email", "chat": "chat"}
@@ -298,6 +299,7 @@ class AgentGateway:
         self.web_auth = web_auth  # None: API tokens only (no web site, e.g. a load-generator's test server)
         # The controlled list agents pick a wrap-up outcome from; empty: any code is taken.
         self.dispositions = frozenset(centre.config.dispositions.codes)
+        self.transcripts = centre.config.server.transcripts  # how much of a conversation one frame carries
         self.login_timeout_s = login_timeout_s
         self.rate_per_s = rate_per_s
         self.burst = burst
@@ -330,6 +332,8 @@ class AgentGateway:
             "wrap_up_done": self._cmd_wrap_up_done,
             "typing": self._cmd_typing,
             "note": self._cmd_note,
+            "transcript": self._cmd_transcript,
+            "message_text": self._cmd_message_text,
         }
         self.actions = ContactActions(centre)
         self._unsubscribe = centre.subscribe(self._on_events)
@@ -890,6 +894,7 @@ class AgentGateway:
             "type": "message",
             **_message_fields(ev.contact_id, ev.message_id, ev.body, ev.at_ms, ev.subject, inbound),
         }
+        _cut(frame, self.transcripts.body_chars)
         if not inbound:
             frame["agent_id"] = ev.agent_id
         s.push(_Dedupe(ev.contact_id, ev.message_id, frame) if ev.message_id else frame)
@@ -930,17 +935,60 @@ class AgentGateway:
         frame: Frame = {"type": "contact", **entry}
         try:
             await self.centre.commit()  # the lines logged so far are in the store before it is read
-            case_id, subject, transcript = await self.centre.read(_load_transcript, contact_id, TRANSCRIPT_LIMIT)
+            page, transcript = await self._transcript_page(contact_id, None)
         except Exception:
             log.exception("transcript of %s", contact_id)
             frame.update(case_id=None, subject=None, transcript=[], transcript_error="the store is unavailable")
             return frame
         s.seen[contact_id] = {m["message_id"] for m in transcript if m.get("message_id")}
-        frame.update(case_id=case_id, subject=subject, transcript=transcript)
+        frame.update(case_id=page.case_id, subject=page.subject, transcript=transcript, transcript_before=page.before)
         customer_id = entry.get("customer_id")
         if customer_id and transcript:
             self._audit(customer_id, s.user.id, f"interaction:{contact_id}")
         return frame
+
+    # ------------------------------------------------------------------------- transcripts in parts
+
+    async def _transcript_page(self, contact_id: str, before: str | None) -> tuple[Page, list[Frame]]:
+        """A page of the contact's transcript (``server.transcripts``: the newest N, bodies cut) and its lines
+        as frames carry them."""
+        t = self.transcripts
+        read = functools.partial(contact_page, limit=t.messages, body_chars=t.body_chars, before=before)
+        page = await self.centre.read(read, contact_id)
+        return page, [_transcript_line(m) for m in page.messages]
+
+    async def _cmd_transcript(self, s: _Session, frame: Frame) -> Frame | None:
+        """The page of the transcript before ``before`` (the cursor a ``contact`` frame or a page gave)."""
+        c = self._own(s, frame)
+        before = _text(frame, "before")
+        try:
+            parse_cursor(before)
+        except BadCursor as exc:
+            raise ProtocolError("bad_field", f"before: {exc}") from None
+        page, lines = await self._transcript_page(c.id, before)
+        if c.customer_id and lines:
+            self._audit(c.customer_id, s.user.id, f"interaction:{c.id}")
+        return {"contact_id": c.id, "transcript": lines, "transcript_before": page.before}
+
+    async def _cmd_message_text(self, s: _Session, frame: Frame) -> Frame | None:
+        """One message of the contact's transcript whole, by its ``id`` (a transcript line's) or its
+        ``message_id`` (a live ``message`` frame's): the text a ``truncated`` line was cut from."""
+        c = self._own(s, frame)
+        row_id, message_id = frame.get("id"), frame.get("message_id")
+        if (row_id is None) == (message_id is None):
+            raise ProtocolError("bad_field", "give exactly one of id (a transcript line's) and message_id")
+        if row_id is not None and (type(row_id) is not int or not 0 < row_id < 2**63):
+            raise ProtocolError("bad_field", "id: a transcript line's id (a positive integer)")
+        if message_id is not None:
+            message_id = _text(frame, "message_id", max_len=MAX_MESSAGE_ID)
+        await self.centre.commit()  # a line that came just now is in the store before it is read
+        read = functools.partial(message_text, contact_id=c.id, row_id=row_id, message_id=message_id)
+        row = await self.centre.read(read)
+        if row is None:
+            raise ProtocolError("not_found", "no such message in this contact's transcript")
+        if c.customer_id:
+            self._audit(c.customer_id, s.user.id, f"interaction:{c.id}")
+        return {"contact_id": c.id, "id": row["id"], "message_id": row["message_id"], "text": row["body"] or ""}
 
     async def _screen_pop(self, s: _Session, contact_id: str, offer_id: str | None, logged: int | None = None) -> None:
         c = self.centre.router.contacts.get(contact_id)
@@ -1157,42 +1205,24 @@ def _load_preview(conn: Connection, contact_id: str) -> _Known:
     return known
 
 
-def _load_transcript(conn: Connection, contact_id: str, limit: int) -> tuple[str | None, str | None, list[Frame]]:
-    """The interaction's case and subject, and the newest ``limit`` messages of the interaction and of its
-    case (an e-mail thread spans interactions), oldest first."""
-    row = conn.execute(
-        select(interactions.c.case_id, interactions.c.subject).where(interactions.c.id == contact_id)
-    ).one_or_none()
-    case_id, subject = (row.case_id, row.subject) if row is not None else (None, None)
-    cols = (
-        messages.c.id,
-        messages.c.interaction_id,
-        messages.c.direction,
-        messages.c.author,
-        messages.c.at_ms,
-        messages.c.message_id,
-        messages.c.subject,
-        messages.c.body,
-    )
-    newest = (messages.c.at_ms.desc(), messages.c.id.desc())
-    found = {
-        r.id: r
-        for r in conn.execute(
-            select(*cols).where(messages.c.interaction_id == contact_id).order_by(*newest).limit(limit)
-        )
-    }
-    if case_id is not None:  # two indexed probes rather than an OR the planner may scan for
-        for r in conn.execute(select(*cols).where(messages.c.case_id == case_id).order_by(*newest).limit(limit)):
-            found.setdefault(r.id, r)
-    rows = sorted(found.values(), key=lambda r: (r.at_ms, r.id))[-limit:]
-    out = []
-    for r in rows:
-        inbound = r.direction == "inbound"
-        m = _message_fields(r.interaction_id, r.message_id, r.body or "", r.at_ms, r.subject, inbound)
-        if not inbound:
-            m["agent_id"] = r.author
-        out.append(m)
-    return case_id, subject, out
+def _transcript_line(m: dict[str, Any]) -> Frame:
+    """A stored message (``store.transcripts``) as a transcript line: ``id`` to ask for it whole, and
+    ``truncated`` with the full ``length`` when its text was cut."""
+    inbound = m["direction"] == "inbound"
+    line = _message_fields(m["interaction_id"], m["message_id"], m["body"] or "", m["at_ms"], m["subject"], inbound)
+    if not inbound:
+        line["agent_id"] = m["author"]
+    line["id"] = m["id"]
+    if m["truncated"]:
+        line.update(truncated=True, length=m["length"])
+    return line
+
+
+def _cut(frame: Frame, body_chars: int) -> None:
+    """A live line's text cut as a transcript's would be (its ``message_id`` fetches it whole)."""
+    text = frame["text"]
+    if len(text) > body_chars:
+        frame.update(text=text[:body_chars], truncated=True, length=len(text))
 
 
 def _case_of(conn: Connection, contact_id: str) -> str | None:

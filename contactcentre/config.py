@@ -238,6 +238,18 @@ class AuthConfig(_Strict):
     origins: list[str] = []
 
 
+class TranscriptConfig(_Strict):
+    """How much of a conversation one agent-protocol frame or REST answer carries (``docs/protocol.md``,
+    ``docs/web.md``), so that a case of many large e-mails cannot make a frame or a response of hundreds of
+    megabytes. ``body_chars``: each message body is cut to this many characters, flagged ``truncated`` (the
+    whole text on request). ``messages``: a transcript carries the newest this many messages, with a cursor
+    to page older ones. ``max_page``: the most messages a REST client may ask for in one page (``?limit=``)."""
+
+    body_chars: int = 64 * 1024
+    messages: int = 50
+    max_page: int = 500
+
+
 class ServerConfig(_Strict):
     """Where ``contactcentre serve`` listens (127.0.0.1 unless told otherwise; 0 picks a free port).
 
@@ -256,6 +268,7 @@ class ServerConfig(_Strict):
     chat: ChatServerConfig = msgspec.field(default_factory=ChatServerConfig)
     secure_cookies: bool = False
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    transcripts: TranscriptConfig = msgspec.field(default_factory=TranscriptConfig)
     # Bearer token for GET /metrics; unset, only loopback clients may scrape (docs/metrics.md).
     metrics_token: str | None = None
 
@@ -443,6 +456,13 @@ def _check_dispositions_and_canned(cfg: CentreConfig, fail: Any) -> None:
             fail(f"{key}.name", f"{c.name!r} is defined more than once")
 
 
+def _check_transcripts(cfg: CentreConfig, fail: Any) -> None:
+    t = cfg.server.transcripts
+    for key in ("body_chars", "messages", "max_page"):
+        if getattr(t, key) < 1:
+            fail(f"server.transcripts.{key}", "must be at least 1")
+
+
 def _check(cfg: CentreConfig, source: str) -> None:
     def fail(key: str, problem: str) -> None:
         raise ConfigError(source, key, problem)
@@ -605,6 +625,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"{key}.capacity.{ch}", "must be >= 0")
 
     _check_dispositions_and_canned(cfg, fail)
+    _check_transcripts(cfg, fail)
 
     if cfg.demo:
         for i, t in enumerate(cfg.demo.traffic):

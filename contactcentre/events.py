@@ -36,8 +36,37 @@ class Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, g
 
     at_ms: int
     INPUT: ClassVar[bool] = False
-    # Fields that can hold personal data; erasure of a customer blanks them in the logged payloads.
+    # Every field of every event is classified, so that erasure cannot miss one (``classification_errors``
+    # and its test): PERSONAL fields can hold a customer's personal data (an address, a number, free text)
+    # and erasure blanks them in the logged payloads; NOT_PERSONAL fields, and the COMMON_FIELDS every event
+    # shares, cannot, and erasure keeps them for the statistics.
     PERSONAL: ClassVar[tuple[str, ...]] = ()
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ()
+    # Optional PERSONAL fields whose being set is itself a fact others read (a transfer to an outside number
+    # ended the contact): erasure empties a set one to "" rather than removing it.
+    PRESENCE_KEPT: ClassVar[tuple[str, ...]] = ()
+
+
+# Fields that mean the same in every event and hold no personal data: ids the centre mints or configures,
+# times, durations and routing vocabulary. ``customer_id`` and ``case_id`` are pseudonyms that erasure keeps
+# on purpose (the anonymised customer row keeps its id, and statistics per tier and case need them).
+COMMON_FIELDS: frozenset[str] = frozenset(
+    {
+        "at_ms",
+        "contact_id",
+        "agent_id",
+        "offer_id",
+        "customer_id",
+        "case_id",
+        "queue",
+        "channel",
+        "tier",
+        "priority",
+        "wait_ms",
+        "talk_ms",
+        "attempt",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------- explanations
@@ -93,6 +122,7 @@ class ContactArrived(Event, tag="contact.arrived"):
     subject: str | None = None
     INPUT: ClassVar[bool] = True
     PERSONAL: ClassVar[tuple[str, ...]] = ("attributes", "address", "subject")
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("preferred_agent_id", "skills")
 
 
 class CustomerLeft(Event, tag="contact.customer_left"):
@@ -110,6 +140,7 @@ class AgentLoggedIn(Event, tag="agent.logged_in"):
     skills: dict[str, int] | None = None
     capacity: dict[str, int] | None = None
     INPUT: ClassVar[bool] = True
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("away_reason", "skills", "capacity")
 
 
 class AgentLoggedOut(Event, tag="agent.logged_out"):
@@ -126,6 +157,7 @@ class AgentAway(Event, tag="agent.away"):
     agent_id: str
     reason: str = "break"
     INPUT: ClassVar[bool] = True
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)
 
 
 class AgentSkillsChanged(Event, tag="agent.skills_changed"):
@@ -135,6 +167,7 @@ class AgentSkillsChanged(Event, tag="agent.skills_changed"):
     skills: dict[str, int] | None = None
     capacity: dict[str, int] | None = None
     INPUT: ClassVar[bool] = True
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("skills", "capacity")
 
 
 class OfferAccepted(Event, tag="offer.accepted"):
@@ -150,6 +183,7 @@ class OfferRejected(Event, tag="offer.rejected"):
     agent_id: str
     reason: str = ""
     INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)  # free text the agent typed about the contact
 
 
 class ContactHeld(Event, tag="contact.held"):
@@ -182,6 +216,9 @@ class TransferRequested(Event, tag="contact.transfer_requested"):
     to_agent_id: str | None = None
     to_external: str | None = None
     INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("to_external",)  # an outside number: a person's phone
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("to_queue", "to_agent_id")
+    PRESENCE_KEPT: ClassVar[tuple[str, ...]] = ("to_external",)
 
 
 class WrapUpEnded(Event, tag="wrap_up.ended"):
@@ -197,6 +234,7 @@ class DispositionSet(Event, tag="disposition.set"):
     agent_id: str
     code: str
     INPUT: ClassVar[bool] = True
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("code",)
 
 
 class CallbackRequested(Event, tag="callback.requested"):
@@ -224,6 +262,7 @@ class CallbackScheduled(Event, tag="callback.scheduled"):
     attributes: dict[str, str] = {}
     INPUT: ClassVar[bool] = True
     PERSONAL: ClassVar[tuple[str, ...]] = ("number", "attributes")
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("due_ms",)
 
 
 class CallbackCancelled(Event, tag="callback.cancelled"):
@@ -232,6 +271,7 @@ class CallbackCancelled(Event, tag="callback.cancelled"):
     contact_id: str
     reason: str = ""
     INPUT: ClassVar[bool] = True
+    PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)  # free text from whoever cancelled
 
 
 # ---------------------------------------------------------------------------------------- derived (router)
@@ -253,6 +293,7 @@ class ContactQueued(Event, tag="contact.queued"):
     sla_deadline_ms: int | None = None
     via: str | None = None
     waiting_since_ms: int | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("position", "ewt_ms", "sla_deadline_ms", "via", "waiting_since_ms")
 
 
 class ContactFailed(Event, tag="contact.failed"):
@@ -263,6 +304,7 @@ class ContactFailed(Event, tag="contact.failed"):
     channel: Channel
     reason: str
     tier: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)
 
 
 class OfferMade(Event, tag="offer.made"):
@@ -273,6 +315,7 @@ class OfferMade(Event, tag="offer.made"):
     channel: Channel
     expires_ms: int
     why: Explanation
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("expires_ms", "why")
 
 
 class OfferExpired(Event, tag="offer.expired"):
@@ -290,6 +333,7 @@ class OfferCancelled(Event, tag="offer.cancelled"):
     contact_id: str
     agent_id: str
     reason: str
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)
 
 
 class ContactConnected(Event, tag="contact.connected"):
@@ -323,6 +367,7 @@ class ContactOverflowed(Event, tag="contact.overflowed"):
     wait_ms: int = 0
     channel: Channel = "voice"
     tier: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("step", "actions", "to_queue", "left")
 
 
 class ContactTransferred(Event, tag="contact.transferred"):
@@ -337,6 +382,9 @@ class ContactTransferred(Event, tag="contact.transferred"):
     channel: Channel = "voice"
     tier: str | None = None
     talk_ms: int = 0
+    PERSONAL: ClassVar[tuple[str, ...]] = ("to_external",)  # an outside number: a person's phone
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("to_queue", "to_agent_id")
+    PRESENCE_KEPT: ClassVar[tuple[str, ...]] = ("to_external",)
 
 
 class ContactConferenced(Event, tag="contact.conferenced"):
@@ -357,6 +405,7 @@ class WrapUpStarted(Event, tag="wrap_up.started"):
     agent_id: str
     by: Literal["agent", "customer"]
     ends_ms: int | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("by", "ends_ms")
 
 
 class WrapUpExpired(Event, tag="wrap_up.expired"):
@@ -377,6 +426,7 @@ class ContactClosed(Event, tag="contact.closed"):
     wrap_ms: int
     tier: str | None = None
     disposition: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("hold_ms", "wrap_ms", "disposition")
 
 
 class SlaWarned(Event, tag="sla.warned"):
@@ -385,6 +435,7 @@ class SlaWarned(Event, tag="sla.warned"):
     channel: Channel
     deadline_ms: int
     tier: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("deadline_ms",)
 
 
 class SlaBreached(Event, tag="sla.breached"):
@@ -393,6 +444,7 @@ class SlaBreached(Event, tag="sla.breached"):
     channel: Channel
     deadline_ms: int
     tier: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("deadline_ms",)
 
 
 class ContactCallbackQueued(Event, tag="contact.callback_queued"):
@@ -407,6 +459,7 @@ class ContactCallbackQueued(Event, tag="contact.callback_queued"):
     attempt: int = 1
     customer_id: str | None = None
     tier: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("via", "waiting_since_ms")
 
 
 class ContactWithdrawn(Event, tag="contact.withdrawn"):
@@ -418,6 +471,7 @@ class ContactWithdrawn(Event, tag="contact.withdrawn"):
     wait_ms: int
     reason: str = ""
     tier: str | None = None
+    PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)  # the cancelling callback's free text, copied
 
 
 class CallbackAttemptEnded(Event, tag="callback.attempt_ended"):
@@ -431,6 +485,7 @@ class CallbackAttemptEnded(Event, tag="callback.attempt_ended"):
     outcome: str
     retry_contact_id: str | None = None
     retry_ms: int | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("outcome", "retry_contact_id", "retry_ms")
 
 
 class AgentStateChanged(Event, tag="agent.state_changed"):
@@ -438,6 +493,7 @@ class AgentStateChanged(Event, tag="agent.state_changed"):
     state: AgentState
     previous: AgentState
     reason: str | None = None
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("state", "previous", "reason")
 
 
 # ------------------------------------------------------------------------------------ derived (channels)
@@ -510,12 +566,15 @@ class IvrStarted(Event, tag="ivr.started"):
     contact_id: str
     menu: str
     number: str = ""
+    # number: the centre's own IVR number, not the caller's
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "number")
 
 
 class IvrNodeEntered(Event, tag="ivr.node_entered"):
     contact_id: str
     menu: str
     node: str
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "node")
 
 
 class IvrInputFailed(Event, tag="ivr.input_failed"):
@@ -526,6 +585,7 @@ class IvrInputFailed(Event, tag="ivr.input_failed"):
     node: str
     cause: Literal["timeout", "invalid"]
     attempt: int
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "node", "cause")
 
 
 class IvrNodeExited(Event, tag="ivr.node_exited"):
@@ -536,6 +596,7 @@ class IvrNodeExited(Event, tag="ivr.node_exited"):
     menu: str
     node: str
     cause: str
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "node", "cause")
 
 
 class IvrFinished(Event, tag="ivr.finished"):
@@ -550,6 +611,8 @@ class IvrFinished(Event, tag="ivr.finished"):
     path: str = ""
     queue: str | None = None
     customer_id: str | None = None
+    # path: the menu keys chosen ("node>1"), never digits typed in answer to a question
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("menu", "outcome", "node", "path")
 
 
 # ------------------------------------------------------------------------------------------- clean text
@@ -606,6 +669,22 @@ def _all_event_types() -> tuple[type[Event], ...]:
 EVENT_TYPES: tuple[type[Event], ...] = _all_event_types()
 INPUT_TYPES: tuple[type[Event], ...] = tuple(t for t in EVENT_TYPES if t.INPUT)
 EVENT_BY_TAG: dict[str, type[Event]] = {t.__struct_config__.tag: t for t in EVENT_TYPES}  # type: ignore[misc]
+
+
+def classification_errors(types: Iterable[type[Event]]) -> list[str]:
+    """What is wrong with the personal-data classification of ``types``: a field that is neither PERSONAL nor
+    NOT_PERSONAL nor one of the COMMON_FIELDS (a new field must be classified before erasure can be trusted),
+    one marked both ways, or a name that is no field. Empty when every field is classified once."""
+    errors: list[str] = []
+    for cls in types:
+        fields = set(cls.__struct_fields__)
+        personal, kept = set(cls.PERSONAL), set(cls.NOT_PERSONAL) | (COMMON_FIELDS & fields)
+        unmarked = sorted(fields - personal - kept)
+        errors += [f"{cls.__name__}.{f}: not classified (PERSONAL or NOT_PERSONAL)" for f in unmarked]
+        errors += [f"{cls.__name__}.{f}: both PERSONAL and not" for f in sorted(personal & kept)]
+        errors += [f"{cls.__name__}.{f}: classified but no field" for f in sorted((personal | kept) - fields)]
+    return errors
+
 
 AnyEvent = functools.reduce(operator.or_, EVENT_TYPES)  # the tagged union, for msgspec
 

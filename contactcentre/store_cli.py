@@ -207,9 +207,10 @@ def _customers(engine: Any, args: argparse.Namespace, actor: str) -> int:
         if not args.file.is_file():
             print(f"contactcentre customers import: {args.file}: no such file", file=sys.stderr)
             return 2
-        with engine.begin() as conn, args.file.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        # The importer reads the bytes itself, so that a row that is not UTF-8 is reported, not patched.
+        with engine.begin() as conn:
             report = import_customers_csv(
-                conn, f, now, region=args.region, source_name=str(args.file), dry_run=args.dry_run
+                conn, args.file, now, region=args.region, source_name=str(args.file), dry_run=args.dry_run
             )
         print(report.text())
         return 0 if not report.errors else 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -20,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 import contactcentre.events as E
 from contactcentre.agent_gateway import AgentGateway
 from contactcentre.centre import Centre
-from contactcentre.config import parse_config
+from contactcentre.config import TranscriptConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store import customers, users
 from contactcentre.store.privacy import audit_trail
@@ -588,6 +589,69 @@ def test_email_reply_and_preview(tmp_path: Path) -> None:
         assert closed["contact_id"] == "mail-1"
 
     run(tmp_path, body)
+
+
+# ------------------------------------------------------------------------------------- long transcripts
+
+SMALL_TRANSCRIPTS = msgspec.structs.replace(
+    CONFIG,
+    server=msgspec.structs.replace(CONFIG.server, transcripts=TranscriptConfig(body_chars=100, messages=3)),
+)
+
+
+def test_transcripts_cut_long_bodies_and_page_older_messages(tmp_path: Path) -> None:
+    mails = [f"mail {i} " + "x" * 1000 for i in range(5)]
+
+    async def body(env: Env) -> None:
+        ann = await env.ready("a1")
+        bob = await env.ready("a2")
+        env.arrive("mail-1", channel="email", subject="Big attachments", case_id="case-1")
+        for i, text in enumerate(mails):
+            env.customer_says("mail-1", text, f"<m{i}@x>", "email")
+        offer = await ann.expect("offer", contact_id="mail-1")
+        await ann.send(type="accept", offer_id=offer["offer_id"])
+        contact = await ann.expect("contact", contact_id="mail-1")
+        # The newest three, each cut to 100 characters with its full length, and a cursor to the older ones.
+        lines = contact["transcript"]
+        assert [m["message_id"] for m in lines] == ["<m2@x>", "<m3@x>", "<m4@x>"]
+        assert all(
+            m["text"] == mails[i + 2][:100] and m["truncated"] and m["length"] == 1007 for i, m in enumerate(lines)
+        )
+        assert contact["transcript_before"]
+        await ann.send(type="transcript", contact_id="mail-1", before=contact["transcript_before"])
+        older = await ann.expect("ack", **{"for": "transcript"})
+        assert [m["message_id"] for m in older["transcript"]] == ["<m0@x>", "<m1@x>"]
+        assert older["transcript_before"] is None
+
+        # The whole text on request, by a transcript line's id or a live line's message_id.
+        await ann.send(type="message_text", contact_id="mail-1", id=lines[0]["id"])
+        whole = await ann.expect("ack", **{"for": "message_text"})
+        assert (whole["text"], whole["message_id"]) == (mails[2], "<m2@x>")
+        env.customer_says("mail-1", "late " + "y" * 500, "<m5@x>", "email")
+        live = await ann.expect("message", message_id="<m5@x>")
+        assert (len(live["text"]), live["truncated"], live["length"]) == (100, True, 505)
+        await ann.send(type="message_text", contact_id="mail-1", message_id="<m5@x>")
+        assert (await ann.expect("ack", **{"for": "message_text"}))["text"] == "late " + "y" * 500
+
+        # Only the agent handling the contact, and only messages of its conversation.
+        await bob.send(type="message_text", contact_id="mail-1", id=lines[0]["id"])
+        assert (await bob.expect("error"))["code"] == "not_your_contact"
+        await bob.send(type="transcript", contact_id="mail-1", before=contact["transcript_before"])
+        assert (await bob.expect("error"))["code"] == "not_your_contact"
+        env.arrive("mail-2", channel="email", subject="Other", case_id="case-2")
+        env.customer_says("mail-2", "someone else's mail", "<other@x>", "email")
+        offer = await bob.expect("offer", contact_id="mail-2")
+        await env.centre.commit()
+        await ann.send(type="message_text", contact_id="mail-1", message_id="<other@x>")
+        assert (await ann.expect("error"))["code"] == "not_found"
+        for bad in ({"before": "yesterday"}, {"before": ""}):
+            await ann.send(type="transcript", contact_id="mail-1", **bad)
+            assert (await ann.expect("error", **{"for": "transcript"}))["code"] == "bad_field"
+        for bad in ({}, {"id": "7"}, {"id": True}, {"id": 2**70}, {"id": 1, "message_id": "<m0@x>"}):
+            await ann.send(type="message_text", contact_id="mail-1", **bad)
+            assert (await ann.expect("error", **{"for": "message_text"}))["code"] == "bad_field"
+
+    run(tmp_path, body, config=SMALL_TRANSCRIPTS)
 
 
 # -------------------------------------------------------------------------------------------------- errors

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import select
 
 import contactcentre.events as E
 from contactcentre.centre import Centre
-from contactcentre.config import parse_config
+from contactcentre.config import TranscriptConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store.cases import open_case
 from contactcentre.store.customers import create_customer
@@ -355,12 +356,61 @@ def test_case_with_its_transcript_is_audited(server: Server) -> None:
     assert got["case"]["id"] == server.case_id and got["case"]["subject"] == "Invoice"
     assert [i["id"] for i in got["interactions"]] == ["mail-1"]
     assert [(m["direction"], m["body"]) for m in got["messages"]] == [("inbound", "Where is my invoice?")]
-    assert got["messages_truncated"] is False
+    assert got["messages_before"] is None and got["messages"][0]["truncated"] is False
     audit = server.audit()
     assert [(a["actor"], a["customer_id"], json.loads(a["detail"])) for a in audit] == [
         ("bob", "cus-ann", {"what": f"case:{server.case_id}"})
     ]
     assert server.call("GET", "/api/cases/case-nope", "bob").status == 404
+
+
+def test_a_case_transcript_comes_in_pages_with_long_bodies_cut(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = server.centre
+    small = TranscriptConfig(body_chars=100, messages=2, max_page=3)
+    monkeypatch.setattr(
+        c,
+        "config",
+        msgspec.structs.replace(c.config, server=msgspec.structs.replace(c.config.server, transcripts=small)),
+    )
+    mails = [f"mail {i} " + "x" * 300 for i in range(4)]
+    now = c.now_ms()
+    c.publish(
+        [
+            E.MessageReceived(
+                at_ms=now + 1 + i,
+                contact_id="mail-1",
+                message_id=f"m{i}@x",
+                channel="email",
+                body=text,
+                case_id=server.case_id,
+            )
+            for i, text in enumerate(mails)
+        ]
+    )
+    server.run(c.commit())
+    url = f"/api/cases/{server.case_id}"
+    first = server.call("GET", url, "bob").json
+    assert [m["body"] for m in first["messages"]] == [mails[2][:100], mails[3][:100]]  # the newest, oldest first
+    assert all(m["truncated"] and m["length"] == 307 for m in first["messages"])
+    second = server.call("GET", f"{url}?before={first['messages_before']}", "bob").json
+    assert [m["message_id"] for m in second["messages"]] == ["m0@x", "m1@x"]
+    last = server.call("GET", f"{url}?before={second['messages_before']}", "bob").json
+    assert [(m["body"], m["truncated"]) for m in last["messages"]] == [("Where is my invoice?", False)]
+    assert last["messages_before"] is None
+    assert len(server.call("GET", f"{url}?limit=3", "bob").json["messages"]) == 3
+    for bad in ("limit=4", "limit=0", "before=yesterday", "before=1.2.3"):
+        r = server.call("GET", f"{url}?{bad}", "bob")
+        assert r.status == 400 and r.json["error"] == "bad_request", bad
+
+    # The whole text of a cut message, read (and audited) as the case is; only a message of this case.
+    whole = server.call("GET", f"{url}/messages/{first['messages'][0]['id']}", "bob")
+    assert whole.status == 200 and whole.json["body"] == mails[2] and whole.json["truncated"] is False
+    assert json.loads(server.audit()[-1]["detail"]) == {"what": f"case:{server.case_id}"}
+    other = server.run(c.write(lambda conn: open_case(conn, now, customer_id="cus-ann", subject="Other")[0]))
+    assert server.call("GET", f"/api/cases/{other}/messages/{whole.json['id']}", "bob").status == 404
+    for bad in ("x1", "999999", "1" * 40):
+        assert server.call("GET", f"{url}/messages/{bad}", "bob").status == 404
+    assert server.call("GET", f"/api/cases/case-nope/messages/{whole.json['id']}", "bob").status == 404
 
 
 # ------------------------------------------------------------------------------------------ agent state

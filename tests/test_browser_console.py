@@ -8,12 +8,15 @@ import re
 import smtplib
 import sqlite3
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
-from tests.browser import T_MS, LiveServer, login, open_chat, screenshot, watch
+from tests.browser import T_MS, LiveServer, login, open_chat, running_live_server, screenshot, watch
 
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
@@ -146,6 +149,60 @@ def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server:
     pane.locator("button.end").click()
     expect(agent.locator(".pane")).to_have_count(0, timeout=T_MS)
     expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+
+
+def _short_transcripts(text: str) -> str:
+    # Two messages per transcript page, bodies cut at 1,000 characters: the console's buttons show at once.
+    for old, new in (("body_chars = 65536", "body_chars = 1000"), ("messages = 50 ", "messages = 2 ")):
+        assert text.count(old) == 1, f"config/default.toml: expected the line with {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture
+def short_transcripts_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with running_live_server(tmp_path, edit=_short_transcripts) as live:
+        yield live
+
+
+def test_a_long_mail_shows_cut_with_its_full_text_and_older_messages_on_request(
+    short_transcripts_server: LiveServer, new_page: Any
+) -> None:
+    live = short_transcripts_server
+    agent = new_page()
+    login(agent, live, "grace")
+    agent.click("#go-available")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    msg = EmailMessage()
+    msg["From"] = "marieke@example.org"
+    msg["To"] = "support@centre.example"
+    msg["Subject"] = "The log you asked for"
+    msg.set_content("Here it is:\n" + "0123456789" * 300 + "\nEND OF THE LOG\n")
+    with smtplib.SMTP("127.0.0.1", live.server.smtp_port, timeout=T_MS / 1000) as smtp:
+        smtp.send_message(msg)
+    agent.locator("#offers .offer button.accept").click(timeout=T_MS)
+
+    pane = agent.locator(".pane[data-channel='email']")
+    line = pane.locator(".transcript .from-customer")
+    expect(line.locator(".text")).to_contain_text("Here it is:", timeout=T_MS)
+    expect(line.locator(".text")).not_to_contain_text("END OF THE LOG")
+    line.locator("button.full-text").click()
+    expect(line.locator(".text")).to_contain_text("END OF THE LOG", timeout=T_MS)
+    expect(line.locator("button.full-text")).to_have_count(0)
+
+    box = pane.locator("textarea.compose-text")
+    box.fill("Thanks, we are looking at it.")
+    box.press("Control+Enter")
+    expect(box).to_have_value("", timeout=T_MS)
+    # After a reload the transcript is the newest two messages (the centre's acknowledgement and the reply),
+    # the mail one click away.
+    agent.reload()
+    pane = agent.locator(".pane[data-channel='email']")
+    expect(pane.locator(".transcript .text").last).to_have_text("Thanks, we are looking at it.", timeout=T_MS)
+    expect(pane.locator(".transcript .from-customer")).to_have_count(0)
+    pane.locator("button.older-messages").click()
+    expect(pane.locator(".transcript .from-customer .text")).to_contain_text("Here it is:", timeout=T_MS)
+    expect(pane.locator("button.older-messages")).to_have_count(0)
 
 
 def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> None:

@@ -88,6 +88,8 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
         "queues[0].when_closed",
         "does not serve voice, email",
     ),
+    ({"server": {"transcripts": {"body_chars": 0}}}, "server.transcripts.body_chars", "at least 1"),
+    ({"server": {"transcripts": {"messages": 0}}}, "server.transcripts.messages", "at least 1"),
 ]
 
 

@@ -90,3 +90,19 @@ def test_a_bad_database_url_is_one_clear_line(capsys: pytest.CaptureFixture[str]
     assert code == 2 and "no such database" in err and not (tmp_path / "missing.sqlite").exists()
     code, _, err = cc(capsys, "migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
     assert code == 1 and "database error" in err and "Traceback" not in err
+
+
+def test_import_reports_a_row_that_is_not_utf8(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ("--database-url", database_url)
+    assert cc(capsys, "migrate", *db)[0] == 0
+    csv = tmp_path / "mixed.csv"
+    csv.write_bytes("name,email\nJosé Müller,jm@example.es\n".encode() + b"Ren\xe9 Dupont,rd@example.fr\n")
+    code, out, _ = cc(capsys, "customers", "import", str(csv), *db)
+    assert code == 1
+    assert "1 created, 0 updated, 1 skipped" in out
+    assert "row 3, name: not valid UTF-8 (byte 0xE9 at character 4" in out
+    code, out, _ = cc(capsys, "screen-pop", "--email", "jm@example.es", *db)
+    assert code == 0 and "José Müller" in out
+    assert cc(capsys, "screen-pop", "--email", "rd@example.fr", *db)[0] == 1  # nothing of the bad row

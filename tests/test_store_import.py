@@ -249,6 +249,37 @@ def test_a_stream_with_a_bom_tabs_and_windows_1252(store: Engine) -> None:
         assert get_customer(conn, find_customer(conn, "email", "jm@example.es") or "")["name"] == "José Müller"  # type: ignore[index]
 
 
+# A UTF-8 export in which two rows were pasted in from a Latin-1 source: their bytes are not UTF-8.
+MIXED = (
+    b"name,email,notes\n"
+    + "José Müller,jm@example.es,\n".encode()
+    + b"Ren\xe9 Dupont,rd@example.fr,\n"
+    + b'Ann Smit,ann@example.nl,"two lines,\nthe second caf\xe9"\n'
+    + "Zoë Kaya,zk@example.tr,\n".encode()
+)
+
+
+def test_rows_that_are_not_utf8_are_reported_by_row_and_column_and_not_imported(store: Engine) -> None:
+    with store.begin() as conn:
+        report = import_customers_csv(conn, io.BytesIO(MIXED), T0, source_name="mixed.csv")
+        names = set(conn.execute(select(customers.c.name)).scalars())
+    assert names == {"José Müller", "Zoë Kaya"}  # the good rows, not re-read as Windows-1252
+    assert (report.rows_read, report.created, report.skipped, report.warnings) == (4, 2, 2, [])
+    advice = "save the file as CSV UTF-8); the row was not imported"
+    assert report.errors == [
+        (3, "name", f"not valid UTF-8 (byte 0xE9 at character 4; {advice}"),
+        (4, "notes", f"not valid UTF-8 (byte 0xE9 at character 26; {advice}"),  # row 4 spans two lines
+    ]
+
+
+def test_text_already_patched_with_replacement_characters_is_reported(store: Engine) -> None:
+    # What a stream opened with errors="replace" hands over: the loss must not be stored silently.
+    patched = MIXED.decode("utf-8", "replace")
+    report = _import(store, patched)
+    assert report.created == 2 and [(row, col) for row, col, _ in report.errors] == [(3, "name"), (4, "notes")]
+    assert "U+FFFD" in report.errors[0][2]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

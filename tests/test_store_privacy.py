@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -23,9 +23,11 @@ from contactcentre.events import (
     ContactClosed,
     ContactConnected,
     ContactQueued,
+    ContactTransferred,
     Event,
     MessageReceived,
     MessageSent,
+    TransferRequested,
     decode,
     encode,
 )
@@ -43,6 +45,7 @@ from contactcentre.store.privacy import (
     export_customer_json,
     record_read,
 )
+from contactcentre.store.projection import fold_legs
 from contactcentre.store.schema import (
     PERSONAL_COLUMNS,
     audit_log,
@@ -63,6 +66,7 @@ TOKEN = "visitor-tok-8f3e2a91"
 EMAIL = "zebedee.q@example.org"
 PHONE_E164 = "+31612345678"
 MESSAGE_ID = "CAzeb-7781@mail.example.org"
+OUTSIDE = "+31235550147"  # the number an agent transferred Zebedee's call to (his sister's)
 
 # Lower case; a column value matches when it contains one, as it is or with spaces, dots, hyphens and
 # brackets squeezed out (so "06 12345678" and "+31 (6) 123-456-78" are caught by the bare digits).
@@ -83,6 +87,7 @@ NEEDLES = (
     "invoice 2023-884",
     MESSAGE_ID.lower(),
     "acc-99871",
+    OUTSIDE,
 )
 
 
@@ -232,6 +237,15 @@ def build(conn: Connection) -> World:
         attributes={"name": NAME, "account": "ACC-99871"},
     )
     log(conn, arrived)
+    # The agent passes the call to an outside number: a person's phone, in both the request and the outcome.
+    at = start + 60_000
+    log(
+        conn,
+        TransferRequested(at_ms=at, contact_id="z-voice-1", agent_id="agent-1", to_external=OUTSIDE),
+        ContactTransferred(
+            at_ms=at, contact_id="z-voice-1", agent_id="agent-1", queue="billing", to_external=OUTSIDE, talk_ms=40_000
+        ),
+    )
     handled(
         conn,
         "z-voice-1",
@@ -752,7 +766,7 @@ def test_erasure_leaves_no_personal_string_in_any_text_column(store: Engine, wor
         "cases": 3,
         "interactions": 6,  # every row: the orphan has none
         "messages": 6,
-        "events": 9,  # 5 arrivals, 3 messages received, 1 sent
+        "events": 11,  # 5 arrivals, 3 messages received, 1 sent, 2 of a transfer to an outside number
         "audit_redacted": 0,
     }
     assert not report.nothing_left
@@ -877,7 +891,7 @@ def test_export_contains_everything(store: Engine, world: World) -> None:
     assert trail[-1]["detail"] == {
         "requested_id": world.zeb,
         "merged_ids": [world.dup],
-        "counts": {"identities": 4, "cases": 3, "interactions": 6, "messages": 6, "events": 26},
+        "counts": {"identities": 4, "cases": 3, "interactions": 6, "messages": 6, "events": 28},
     }
     assert personal_hits(json.dumps(trail[-1])) == []
 
@@ -975,6 +989,54 @@ def test_every_personal_field_and_table_is_handled() -> None:
 
     assert {cls for cls in EVENT_TYPES if cls.PERSONAL} == set(BLANKS)
     assert set(PERSONAL_COLUMNS) <= HANDLED_TABLES
+
+
+def test_every_field_of_every_event_is_classified_personal_or_not() -> None:
+    # A field added to an event must be marked PERSONAL (erasure blanks it) or NOT_PERSONAL before this passes.
+    from contactcentre.events import EVENT_TYPES, classification_errors
+
+    assert classification_errors(EVENT_TYPES) == []
+
+
+def test_an_unclassified_or_doubly_classified_field_is_reported() -> None:
+    from contactcentre.events import classification_errors
+
+    class Probe(Event, tag="test.probe"):
+        contact_id: str
+        remark: str = ""
+        code: str = ""
+        PERSONAL: ClassVar[tuple[str, ...]] = ("code", "gone")
+        NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("code",)
+
+    assert classification_errors([Probe]) == [
+        "Probe.remark: not classified (PERSONAL or NOT_PERSONAL)",
+        "Probe.code: both PERSONAL and not",
+        "Probe.gone: classified but no field",
+    ]
+
+
+def test_erasure_blanks_a_transfer_to_an_outside_number(store: Engine, world: World) -> None:
+    with store.begin() as conn:
+        erase_customer(conn, world.zeb, ERASE_AT, actor="dpo")
+    with store.connect() as conn:
+        payloads = conn.execute(
+            select(events.c.payload).where(
+                events.c.contact_id == "z-voice-1",
+                events.c.type.in_(["contact.transfer_requested", "contact.transferred"]),
+            )
+        ).scalars()
+        transfers = [decode(p) for p in payloads]
+    assert len(transfers) == 2
+    for ev in transfers:
+        assert isinstance(ev, TransferRequested | ContactTransferred)
+        # The number goes; that the call left the centre stays (the projection and statistics read it).
+        assert ev.to_external == "" and ev.agent_id == "agent-1"
+    connected = ContactConnected(
+        at_ms=T0, contact_id="z-voice-1", agent_id="agent-1", queue="billing", channel="voice", wait_ms=0
+    )
+    legs = fold_legs([connected, transfers[1]])
+    assert (legs[0]["outcome"], legs[0]["to"]) == ("transferred", "external:")
+    assert blank_personal(TransferRequested(at_ms=1, contact_id="c", agent_id="a", to_queue="q")).to_external is None
 
 
 def test_ids_with_like_wildcards_and_non_ascii_are_found_in_the_log(store: Engine) -> None:

@@ -3,7 +3,8 @@
 The whole file is read and every row validated before anything is written, so a file that cannot be read
 to its end imports nothing, and a dry run is the same validation without the writing. A row with any error
 is skipped as a whole; the report names it the way a spreadsheet user sees it (the header is row 1) with the
-column and the reason. Bad input never raises: whatever is wrong with the file ends up in the report.
+column and the reason. Bad input never raises: whatever is wrong with the file ends up in the report. Text
+is never patched: a row holding bytes that are not UTF-8 is such a row (``_decode``, ``_bad_text``).
 
 A row whose ``id`` is an existing customer updates that customer (cells left empty keep what is stored) and
 adds its new identities; any other row creates a customer. An identity that already belongs to someone else
@@ -165,30 +166,55 @@ def _read_text(source: TextIO | str | os.PathLike[str], report: ImportReport) ->
         if b"\x00" in data:  # before decoding, so that a binary file is not first "read as Windows-1252"
             report.error(FILE, "", "contains NUL bytes: it is not a CSV text file (a spreadsheet? export it as CSV)")
             return None
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            # Excel's plain "CSV" on Windows is Windows-1252. Bytes undefined there (and the NUL check below)
-            # still reject what is not text at all.
-            try:
-                data = data.decode("cp1252")
-            except UnicodeDecodeError:
-                report.error(FILE, "", "is not text in UTF-8 or Windows-1252: is it a CSV file?")
-                return None
-            report.warnings.append("the file is not UTF-8; it was read as Windows-1252 (Excel's 'CSV')")
+        decoded = _decode(data, report)
+        if decoded is None:
+            return None
+        data = decoded
     text = data.removeprefix("\ufeff")
     if "\x00" in text:
         report.error(FILE, "", "contains NUL bytes: it is not a CSV text file (a spreadsheet? export it as CSV)")
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from a stream decoded with errors="surrogateescape"
-        report.error(FILE, "", "contains characters that are not valid Unicode")
         return None
     if not text.strip():
         report.error(FILE, "", "is empty")
         return None
     return text
+
+
+def _decode(data: bytes, report: ImportReport) -> str | None:
+    """The file's text. UTF-8 as far as it is valid: bytes that are not stay in the text as surrogate escapes,
+    so that the rows holding them are reported and skipped (``_bad_text``) instead of being patched with
+    U+FFFD or guessed. A file with no valid non-ASCII UTF-8 at all but bytes that are not UTF-8 is a legacy
+    8-bit export: Excel's plain "CSV" on Windows is Windows-1252."""
+    text = data.decode("utf-8-sig", "surrogateescape")
+    if text.isascii() or not _INVALID.search(text) or _VALID_NON_ASCII.search(text):
+        return text
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:  # bytes undefined in Windows-1252 too: not text at all
+        report.error(FILE, "", "is not text in UTF-8 or Windows-1252: is it a CSV file?")
+        return None
+    report.warnings.append("the file is not UTF-8; it was read as Windows-1252 (Excel's 'CSV')")
+    return text
+
+
+# Lone surrogates: the escapes of bytes that are not UTF-8, or (from a stream) text that is not Unicode.
+_INVALID = re.compile("[\ud800-\udfff]")
+_VALID_NON_ASCII = re.compile("[^\x00-\x7f\ud800-\udfff]")
+
+
+def _bad_text(value: str) -> str | None:
+    """Why a cell's text cannot be stored as it is, or None when it can."""
+    found = _INVALID.search(value)
+    if found is not None:
+        char = ord(found.group())
+        if 0xDC80 <= char <= 0xDCFF:  # a surrogate escape: the byte that was not UTF-8
+            byte = char - 0xDC00
+            return f"not valid UTF-8 (byte 0x{byte:02X} at character {found.start() + 1}; save the file as CSV UTF-8)"
+        return f"not valid Unicode (U+{char:04X} at character {found.start() + 1})"
+    if "\ufffd" in value:
+        # U+FFFD is what a decoder puts where text was lost: importing it would store the loss silently.
+        return "contains U+FFFD, the mark of text lost in an earlier decoding (fix the source and export again)"
+    return None
 
 
 def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -476,7 +502,15 @@ def _validate(
             )
             report.skipped += 1
             continue
-        row = validator.row(number, {name: cells[i].strip() for i, name in columns.items() if i < len(cells)})
+        values = {name: cells[i].strip() for i, name in columns.items() if i < len(cells)}
+        bad = [(name, why) for name, value in values.items() if (why := _bad_text(value)) is not None]
+        if bad:
+            # The whole row is skipped: a row with one cell we cannot read may have its others misread too.
+            for name, why in bad:
+                report.error(number, name, f"{why}; the row was not imported")
+            report.skipped += 1
+            continue
+        row = validator.row(number, values)
         if row is None:
             report.skipped += 1
         else:

@@ -110,30 +110,37 @@ class ErasureReport:
 # ------------------------------------------------------------------------------------------- event payloads
 
 
-def _blank_factory(cls: type[Event], name: str, t: msgspec.inspect.Type) -> Callable[[], Any]:
+def _blank_factory(cls: type[Event], name: str, t: msgspec.inspect.Type) -> Callable[[Any], Any]:
+    """How erasure empties ``cls.name``: a function of the field's value to its blank."""
     if isinstance(t, msgspec.inspect.UnionType) and any(isinstance(m, msgspec.inspect.NoneType) for m in t.types):
-        return lambda: None
+        if name in cls.PRESENCE_KEPT:
+            if not any(isinstance(m, msgspec.inspect.StrType) for m in t.types):
+                raise TypeError(f"{cls.__name__}.{name} is in PRESENCE_KEPT but is not an optional string")
+            return lambda value: None if value is None else ""
+        return lambda value: None
     if isinstance(t, msgspec.inspect.StrType):
-        return str
+        return lambda value: ""
     if isinstance(t, msgspec.inspect.DictType):
-        return dict
+        return lambda value: {}
     if isinstance(t, msgspec.inspect.ListType):
-        return list
+        return lambda value: []
     raise TypeError(f"{cls.__name__}.{name} is listed in PERSONAL but its type {t!r} has no empty value")
 
 
-def _blanks(cls: type[Event]) -> dict[str, Callable[[], Any]]:
+def _blanks(cls: type[Event]) -> dict[str, Callable[[Any], Any]]:
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     types = {f.name: f.type for f in info.fields}
     unknown = set(cls.PERSONAL) - set(types)
     if unknown:
         raise TypeError(f"{cls.__name__}.PERSONAL names fields it does not have: {sorted(unknown)}")
+    if set(cls.PRESENCE_KEPT) - set(cls.PERSONAL):
+        raise TypeError(f"{cls.__name__}.PRESENCE_KEPT names fields that are not PERSONAL")
     return {name: _blank_factory(cls, name, types[name]) for name in cls.PERSONAL}
 
 
 # Computed at import so that a PERSONAL field erasure could not blank fails at once, not during an erasure.
-BLANKS: dict[type[Event], dict[str, Callable[[], Any]]] = {cls: _blanks(cls) for cls in EVENT_TYPES if cls.PERSONAL}
+BLANKS: dict[type[Event], dict[str, Callable[[Any], Any]]] = {cls: _blanks(cls) for cls in EVENT_TYPES if cls.PERSONAL}
 
 # Event types that name a customer; their payloads are searched for the customer's ids.
 _CUSTOMER_TAGS = tuple(
@@ -145,11 +152,12 @@ _CUSTOMER_TAGS = tuple(
 
 def blank_personal(ev: Event) -> Event:
     """The event with every ``PERSONAL`` field replaced by the empty value of its type (the same object when
-    it has none), so that the encoded payload omits them and still decodes."""
+    it has none), so that the encoded payload omits them and still decodes; a set ``PRESENCE_KEPT`` field
+    becomes "" so that what its presence means (the contact left the centre) survives."""
     blanks = BLANKS.get(type(ev))
     if not blanks:
         return ev
-    return msgspec.structs.replace(ev, **{name: make() for name, make in blanks.items()})
+    return msgspec.structs.replace(ev, **{name: make(getattr(ev, name)) for name, make in blanks.items()})
 
 
 def _decode_row(row_id: int, payload: str) -> Event:

@@ -6,7 +6,9 @@ Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
     GET  /api/queues                live figures per queue (waiting, longest wait, EWT, …)  agent+
     GET  /api/contacts              live contacts (?state=a,b&queue=&channel=&agent=&limit=) agent: own only
     GET  /api/customers/{id}        screen-pop (?limit=), audited                            agent+
-    GET  /api/cases/{id}            the case, its interactions and its transcript, audited   agent+
+    GET  /api/cases/{id}            the case, its interactions and a page of its transcript  agent+
+                                    (?limit=&before=, bodies cut), audited
+    GET  /api/cases/{id}/messages/{message id}  one message of the case whole, audited      agent+
     GET  /api/agents/{id}/state     the agent's state                                        self or supervisor+
     POST /api/agents/{id}/state     {"state": "available"|"away"|"logged_out", "reason": …}  self or supervisor+
     POST /api/agents/{id}/skills    {"skills": {"billing": 5}, "capacity": {"chat": 3}}      supervisor+
@@ -31,13 +33,14 @@ Reads of live state come straight from the router (no database); store reads go 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, select
 from twisted.internet.defer import CancelledError as DeferredCancelled
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -54,8 +57,9 @@ from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady
 from contactcentre.store.cases import get_case
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs
-from contactcentre.store.schema import interactions, messages
+from contactcentre.store.schema import interactions
 from contactcentre.store.screenpop import screen_pop_customer
+from contactcentre.store.transcripts import BadCursor, Page, case_page, message_text, parse_cursor
 from contactcentre.store.users import User, user_for_token
 from contactcentre.web.auth import AuthError, WebAuth
 
@@ -66,7 +70,6 @@ TOKEN_TTL_S = 5.0
 TOKEN_CACHE_SIZE = 1024
 CONTACTS_LIMIT = 1000
 CONTACTS_LIMIT_MAX = 10_000
-TRANSCRIPT_LIMIT = 2000
 _ID_MAX = 128  # the longest id any table holds; longer ones cannot exist
 
 _REALM = b'Bearer realm="contactcentre"'
@@ -186,7 +189,7 @@ class Api:
             b"queues": _Endpoint(self, GET=("agent", self.queues)),
             b"contacts": _ContactsEndpoint(self, GET=("agent", self.contacts)),
             b"customers": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.customer, cid)))),
-            b"cases": _Collection(self, lambda cid: _Endpoint(self, GET=("agent", self._bind(self.case, cid)))),
+            b"cases": _Collection(self, lambda cid: _CaseNode(self, cid)),
             b"agents": _Collection(self, lambda aid: _AgentNode(self, aid)),
         }
 
@@ -394,13 +397,40 @@ class Api:
     async def case(self, request: Request, user: User, case_id: str) -> Any:
         centre = self.centre
         now = centre.now_ms()
-        found = await centre.read(_case_with_transcript, case_id, TRANSCRIPT_LIMIT)
+        found = await centre.read(_case_with_transcript, case_id, self._transcript_page(request))
         if found is None:
             raise _not_found(f"no case {case_id!r}")
         customer_id = found["case"]["customer_id"]
         if customer_id is not None:  # the audit log is per customer; a case of nobody reveals nobody's data
             await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
         return found
+
+    def _transcript_page(self, request: Request) -> Callable[[Connection, str, list[str]], Page]:
+        """How ``?limit=`` and ``?before=`` ask for a page of a case's messages (``server.transcripts``)."""
+        t = self.centre.config.server.transcripts
+        limit = _arg_int(request, b"limit", t.messages, 1, t.max_page)
+        before = _arg(request, b"before")
+        if before is not None:
+            try:
+                parse_cursor(before)
+            except BadCursor as exc:
+                raise ApiError(400, "bad_request", f"before: {exc}") from None
+        return functools.partial(case_page, limit=limit, body_chars=t.body_chars, before=before)
+
+    async def case_message(self, request: Request, user: User, case_id: str, message: str) -> Any:
+        """``GET /api/cases/{id}/messages/{message id}``: the whole text a page's ``truncated`` message was cut
+        from; read and audited as the case is."""
+        if not (message.isascii() and message.isdigit()) or len(message) > 18:
+            raise _not_found(f"no message {message!r} in case {case_id!r}")
+        centre = self.centre
+        now = centre.now_ms()
+        found = await centre.read(_case_message, case_id, int(message))
+        if found is None:
+            raise _not_found(f"no message {message!r} in case {case_id!r}")
+        customer_id, row = found
+        if customer_id is not None:
+            await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
+        return row
 
     async def contact_action(self, request: Request, user: User, contact_id: str, action: str) -> Any:
         """``POST /api/contacts/{id}/{action}``: an agent on its own contact, a supervisor on any (acting for
@@ -570,6 +600,27 @@ class _ContactNode(Resource):
 
     def render(self, request: Request) -> Any:
         return _NotFound().render(request)
+
+
+class _CaseNode(_Endpoint):
+    """``/api/cases/{id}``, and under it ``/api/cases/{id}/messages/{message id}``."""
+
+    def __init__(self, api: Api, case_id: str) -> None:
+        super().__init__(api, GET=("agent", api._bind(api.case, case_id)))
+        self.case_id = case_id
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path != b"messages":
+            return _NotFound()
+        api, case_id = self.api, self.case_id
+
+        def message(mid: str) -> Resource:
+            async def read(request: Request, user: User) -> Any:
+                return await api.case_message(request, user, case_id, mid)
+
+            return _Endpoint(api, GET=("agent", read))
+
+        return _Collection(api, message)
 
 
 class _NotFound(Resource):
@@ -771,25 +822,15 @@ _INTERACTION_COLUMNS = [
     interactions.c.disposition,
     interactions.c.outcome,
 ]
-_MESSAGE_COLUMNS = [
-    messages.c.id,
-    messages.c.interaction_id,
-    messages.c.channel,
-    messages.c.direction,
-    messages.c.author,
-    messages.c.at_ms,
-    messages.c.subject,
-    messages.c.body,
-    messages.c.recipient,
-    messages.c.delivery,
-]
 
 
 def _interaction_exists(conn: Connection, contact_id: str) -> bool:
     return conn.execute(select(interactions.c.id).where(interactions.c.id == contact_id)).first() is not None
 
 
-def _case_with_transcript(conn: Connection, case_id: str, limit: int) -> dict[str, Any] | None:
+def _case_with_transcript(
+    conn: Connection, case_id: str, page: Callable[[Connection, str, list[str]], Page]
+) -> dict[str, Any] | None:
     case = get_case(conn, case_id)
     if case is None:
         return None
@@ -801,26 +842,21 @@ def _case_with_transcript(conn: Connection, case_id: str, limit: int) -> dict[st
             .order_by(interactions.c.started_ms, interactions.c.id)
         ).mappings()
     ]
-    # A chat line may carry only its contact's id; the contact carries the case.
     ids = [i["id"] for i in inter]
-    where = (
-        or_(messages.c.case_id == case_id, messages.c.interaction_id.in_(ids)) if ids else messages.c.case_id == case_id
-    )
-    rows = [
-        dict(r)
-        for r in conn.execute(
-            select(*_MESSAGE_COLUMNS).where(where).order_by(messages.c.at_ms, messages.c.id).limit(limit + 1)
-        ).mappings()
-    ]
+    found = page(conn, case_id, ids)  # a chat line may carry only its contact's id; the contact carries the case
     legs = contact_legs(conn, ids)
     for i in inter:
         i["legs"] = legs[i["id"]]
-    return {
-        "case": case,
-        "interactions": inter,
-        "messages": rows[:limit],
-        "messages_truncated": len(rows) > limit,
-    }
+    return {"case": case, "interactions": inter, "messages": found.messages, "messages_before": found.before}
+
+
+def _case_message(conn: Connection, case_id: str, row_id: int) -> tuple[str | None, dict[str, Any]] | None:
+    """The case's customer and one message of the case whole, or None (no such case, or not its message)."""
+    case = get_case(conn, case_id)
+    if case is None:
+        return None
+    row = message_text(conn, case_id=case_id, row_id=row_id)
+    return None if row is None else (case["customer_id"], row)
 
 
 __all__ = ["MAX_BODY", "Api", "ApiError", "api_children"]

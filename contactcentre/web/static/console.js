@@ -167,6 +167,7 @@
       const c = upsertContact(f);
       c.transcript.replaceChildren();
       for (const m of f.transcript || []) addLine(c, m);
+      addOlder(c, f.transcript_before);
       if (f.transcript_error) addSystem(c, f.transcript_error);
       if (f.subject) c.title.textContent = `${c.label} — ${f.subject}`;
       if (f.state === "wrap_up") startWrap(c, f.wrap_up_ends_ms === undefined ? null : f.wrap_up_ends_ms);
@@ -559,14 +560,61 @@
     renderPop();
   }
 
-  function addLine(c, m) {
+  function lineItem(c, m) {
     const li = el("li", null, `line from-${m.from === "customer" ? "customer" : "agent"}`);
     const meta = el("span", `${m.from === "customer" ? "customer" : m.agent_id || "you"} · ${clock(m.at_ms)}`, "meta");
     li.append(meta);
     if (m.subject) li.append(el("strong", m.subject, "subject"));
-    li.append(el("span", m.text, "text"));
+    const text = el("span", m.text, "text");
+    li.append(text);
+    if (m.truncated) li.append(fullTextButton(c, m, text));
+    return li;
+  }
+
+  function addLine(c, m) {
+    const li = lineItem(c, m);
     c.transcript.append(li);
     li.scrollIntoView({ block: "nearest" });
+  }
+
+  // A long message comes cut (docs/protocol.md, "Long conversations"): the whole text on request.
+  function fullTextButton(c, m, text) {
+    const b = el("button", `show full text (${m.length} characters)`, "full-text");
+    b.type = "button";
+    const which = m.id !== undefined ? { id: m.id } : { message_id: m.message_id };
+    b.addEventListener("click", () => {
+      b.disabled = true;
+      command({ type: "message_text", contact_id: c.id, ...which })
+        .then((ack) => {
+          text.textContent = ack.text;
+          b.remove();
+        })
+        .catch(() => {
+          b.disabled = false;
+        });
+    });
+    return b;
+  }
+
+  // Older messages than the transcript holds, a page at a time, put in above it.
+  function addOlder(c, before) {
+    if (!before) return;
+    const li = el("li", null, "line system older");
+    const b = el("button", "older messages", "older-messages");
+    b.type = "button";
+    b.addEventListener("click", () => {
+      b.disabled = true;
+      command({ type: "transcript", contact_id: c.id, before })
+        .then((ack) => {
+          li.replaceWith(...(ack.transcript || []).map((m) => lineItem(c, m)));
+          addOlder(c, ack.transcript_before);
+        })
+        .catch(() => {
+          b.disabled = false;
+        });
+    });
+    li.append(b);
+    c.transcript.prepend(li);
   }
 
   function addSystem(c, text) {

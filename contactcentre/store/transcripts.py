@@ -1,0 +1,169 @@
+"""Conversations read back a page at a time, with long bodies cut: the agent protocol's transcripts and the
+REST API's case view.
+
+A case can gather many large e-mails; sent whole, twenty mails of 9 MB made a 180 MB frame. So a page holds
+the newest ``limit`` messages older than a cursor, oldest first, and each body is cut to ``body_chars``
+characters in SQL (``substr``), so a long body never even leaves the database for a page. A cut message says
+so (``truncated``, with the full ``length`` in characters); ``message_text`` reads one message whole.
+
+The cursor is ``"AT_MS.ID"`` of the oldest message of a page (the order is ``at_ms`` then the row id); the
+next page is everything strictly older. It names a position, not a row, so it stays valid while new messages
+arrive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
+
+from contactcentre.store.schema import interactions, messages
+
+_CURSOR = re.compile(r"(\d{1,15})\.(\d{1,18})")
+
+
+class BadCursor(ValueError):
+    """A ``before`` cursor that is not one a page gave out."""
+
+
+@dataclass
+class Page:
+    """One page of a conversation: ``messages`` oldest first; ``before`` is the cursor of the page of older
+    messages, None when there are none."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    before: str | None = None
+    case_id: str | None = None  # the contact's case (``contact_page``)
+    subject: str | None = None  # the contact's subject (``contact_page``)
+
+
+def parse_cursor(text: str) -> tuple[int, int]:
+    found = _CURSOR.fullmatch(text)
+    if found is None:
+        raise BadCursor(f"{text[:40]!r} is not a cursor (AT_MS.ID, as a page's 'before' gives it)")
+    return int(found.group(1)), int(found.group(2))
+
+
+def _cursor(row: dict[str, Any]) -> str:
+    return f"{row['at_ms']}.{row['id']}"
+
+
+def _columns(body_chars: int | None) -> list[Any]:
+    """The message columns; the body cut to ``body_chars`` characters (None: whole) and its full length."""
+    body = messages.c.body if body_chars is None else func.substr(messages.c.body, 1, body_chars).label("body")
+    return [
+        messages.c.id,
+        messages.c.case_id,
+        messages.c.interaction_id,
+        messages.c.channel,
+        messages.c.direction,
+        messages.c.author,
+        messages.c.at_ms,
+        messages.c.message_id,
+        messages.c.subject,
+        body,
+        func.length(messages.c.body).label("length"),
+        messages.c.recipient,
+        messages.c.delivery,
+    ]
+
+
+def _older_than(before: str | None) -> ColumnElement[bool] | None:
+    if before is None:
+        return None
+    at_ms, row_id = parse_cursor(before)
+    return or_(messages.c.at_ms < at_ms, and_(messages.c.at_ms == at_ms, messages.c.id < row_id))
+
+
+def _newest(conn: Connection, where: ColumnElement[bool], limit: int, body_chars: int, before: str | None) -> list[Any]:
+    """Up to ``limit + 1`` rows matching ``where`` older than ``before``, newest first (one more than a page,
+    to know whether there is an older page)."""
+    clauses = [where]
+    older = _older_than(before)
+    if older is not None:
+        clauses.append(older)
+    stmt = select(*_columns(body_chars)).where(*clauses).order_by(messages.c.at_ms.desc(), messages.c.id.desc())
+    return list(conn.execute(stmt.limit(limit + 1)).mappings())
+
+
+def _page(found: dict[int, Any], limit: int, body_chars: int) -> Page:
+    rows = sorted(found.values(), key=lambda r: (r["at_ms"], r["id"]))
+    kept = rows[-limit:]
+    out = []
+    for r in kept:
+        m = dict(r)
+        m["truncated"] = (m["length"] or 0) > body_chars
+        out.append(m)
+    return Page(out, _cursor(out[0]) if len(rows) > len(kept) and out else None)
+
+
+def contact_page(conn: Connection, contact_id: str, *, limit: int, body_chars: int, before: str | None = None) -> Page:
+    """The newest ``limit`` messages (older than ``before``) of the interaction and of its case (an e-mail
+    thread spans interactions), with the interaction's case and subject. Raises ``BadCursor``."""
+    row = conn.execute(
+        select(interactions.c.case_id, interactions.c.subject).where(interactions.c.id == contact_id)
+    ).one_or_none()
+    case_id, subject = (row.case_id, row.subject) if row is not None else (None, None)
+    found = {r["id"]: r for r in _newest(conn, messages.c.interaction_id == contact_id, limit, body_chars, before)}
+    if case_id is not None:  # two indexed probes rather than an OR the planner may scan for
+        for r in _newest(conn, messages.c.case_id == case_id, limit, body_chars, before):
+            found.setdefault(r["id"], r)
+    page = _page(found, limit, body_chars)
+    page.case_id, page.subject = case_id, subject
+    return page
+
+
+def case_page(
+    conn: Connection,
+    case_id: str,
+    interaction_ids: list[str],
+    *,
+    limit: int,
+    body_chars: int,
+    before: str | None = None,
+) -> Page:
+    """The newest ``limit`` messages (older than ``before``) of the case and of its interactions (a chat line
+    may carry only its contact's id). Raises ``BadCursor``."""
+    where = messages.c.case_id == case_id
+    if interaction_ids:
+        where = or_(where, messages.c.interaction_id.in_(interaction_ids))
+    return _page({r["id"]: r for r in _newest(conn, where, limit, body_chars, before)}, limit, body_chars)
+
+
+def message_text(
+    conn: Connection,
+    *,
+    contact_id: str | None = None,
+    case_id: str | None = None,
+    row_id: int | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any] | None:
+    """One message whole (``id``, ``interaction_id``, ``at_ms``, ``body``…), by its row id or its channel
+    ``message_id``, if it belongs to the conversation a page of ``contact_id`` (its interaction and its case)
+    or of ``case_id`` (the case and its interactions) shows; None otherwise, so nobody reads a message of a
+    conversation they may not see by guessing its id."""
+    if contact_id is not None:
+        own_case = select(interactions.c.case_id).where(interactions.c.id == contact_id).scalar_subquery()
+        scope = or_(messages.c.interaction_id == contact_id, messages.c.case_id == own_case)
+    elif case_id is not None:
+        its_contacts = select(interactions.c.id).where(interactions.c.case_id == case_id)
+        scope = or_(messages.c.case_id == case_id, messages.c.interaction_id.in_(its_contacts))
+    else:
+        raise TypeError("message_text needs contact_id or case_id")
+    if row_id is not None:
+        which = messages.c.id == row_id
+    elif message_id is not None:
+        which = messages.c.message_id == message_id
+    else:
+        raise TypeError("message_text needs row_id or message_id")
+    row = (
+        conn.execute(select(*_columns(None)).where(scope, which).order_by(messages.c.id).limit(1))
+        .mappings()
+        .one_or_none()
+    )
+    return None if row is None else {**row, "truncated": False}
+
+
+__all__ = ["BadCursor", "Page", "case_page", "contact_page", "message_text", "parse_cursor"]

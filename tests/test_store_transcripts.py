@@ -1,0 +1,63 @@
+"""Transcripts a page at a time with long bodies cut (store/transcripts.py), on SQLite and PostgreSQL: the cut is
+made in SQL, so both databases must cut by characters, not bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+
+from contactcentre.store.schema import interactions, messages
+from contactcentre.store.transcripts import BadCursor, case_page, contact_page, message_text, parse_cursor
+
+T0 = 1_700_000_000_000
+BODY = "héllo wörld " * 50  # 600 characters, more bytes: a cut by bytes would show
+
+
+def _fill(store: Engine) -> list[int]:
+    """Contact c1 on case k1 with five messages, two of them at the same millisecond; c2 on case k2."""
+    with store.begin() as conn:
+        conn.execute(
+            insert(interactions),
+            [
+                {"id": "c1", "channel": "email", "direction": "inbound", "started_ms": T0, "case_id": "k1"},
+                {"id": "c2", "channel": "email", "direction": "inbound", "started_ms": T0, "case_id": "k2"},
+            ],
+        )
+        rows: list[dict[str, Any]] = [
+            {"at_ms": T0 + at, "interaction_id": "c1", "case_id": "k1", "body": f"{i} {BODY}", "message_id": f"m{i}"}
+            for i, at in enumerate((1, 2, 3, 3, 4))
+        ]
+        rows.append({"at_ms": T0 + 9, "interaction_id": "c2", "case_id": "k2", "body": "not yours", "message_id": "x"})
+        for r in rows:
+            r.update(channel="email", direction="inbound")
+        return list(conn.execute(insert(messages).returning(messages.c.id), rows).scalars())
+
+
+def test_pages_walk_back_through_equal_times_and_cut_by_characters(store: Engine) -> None:
+    ids = _fill(store)
+    with store.connect() as conn:
+        seen: list[str] = []
+        before = None
+        for expected in (["m3", "m4"], ["m1", "m2"], ["m0"]):
+            page = contact_page(conn, "c1", limit=2, body_chars=10, before=before)
+            assert [m["message_id"] for m in page.messages] == expected
+            assert all(m["body"] == m["body"][:2] + "héllo wö" and m["length"] == 602 for m in page.messages)
+            assert all(m["truncated"] for m in page.messages) and page.case_id == "k1"
+            seen += expected
+            before = page.before
+        assert before is None and sorted(seen) == ["m0", "m1", "m2", "m3", "m4"]
+        whole = case_page(conn, "k1", ["c1"], limit=10, body_chars=1000)
+        assert len(whole.messages) == 5 and whole.before is None and not any(m["truncated"] for m in whole.messages)
+        assert message_text(conn, contact_id="c1", row_id=ids[0])["body"] == f"0 {BODY}"  # type: ignore[index]
+        assert message_text(conn, case_id="k1", message_id="m4")["body"] == f"4 {BODY}"  # type: ignore[index]
+        # A message of another conversation is not found through this one.
+        assert message_text(conn, contact_id="c1", row_id=ids[5]) is None
+        assert message_text(conn, case_id="k1", message_id="x") is None
+
+
+@pytest.mark.parametrize("text", ["", "1", "1.", ".1", "a.b", "1.2.3", "-1.2", "1" * 16 + ".1", " 1.2"])
+def test_a_cursor_that_no_page_gave_is_refused(text: str) -> None:
+    with pytest.raises(BadCursor):
+        parse_cursor(text)
