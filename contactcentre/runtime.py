@@ -26,6 +26,7 @@ from contactcentre.centre import ServerInfo
 from contactcentre.clock import LoopClock
 from contactcentre.config import CentreConfig
 from contactcentre.driver import RouterDriver
+from contactcentre.limits import TOO_MANY_CONNECTIONS, PeerCount
 
 __all__ = ["RouterDriver", "ServerInfo", "close_centre", "install_reactor", "open_centre", "run_demo", "serve"]
 
@@ -327,6 +328,31 @@ class ServeSummary:
     refused: int
 
 
+def counted_connection(count: PeerCount) -> type[Any]:
+    """A WebSocket connection class that counts itself against its peer's address from the moment the TCP
+    connection is made (a socket that never finishes its handshake holds a place too) until it is gone.
+    One over the cap is not ``admitted``: the handshake answers it 429."""
+    from websockets.asyncio.server import ServerConnection
+
+    class CountedConnection(ServerConnection):
+        peer_host = ""
+        admitted = False
+
+        def connection_made(self, transport: Any) -> None:
+            peer = transport.get_extra_info("peername")
+            self.peer_host = str(peer[0]) if peer else ""
+            self.admitted = count.acquire(self.peer_host)
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.admitted:
+                self.admitted = False
+                count.release(self.peer_host)
+            super().connection_lost(exc)
+
+    return CountedConnection
+
+
 AGENT_MAX_FRAME = 256 * 1024  # an agent's e-mail reply can be long; a customer's chat line cannot
 
 
@@ -451,6 +477,8 @@ async def serve(
                 await agents.handle(ws)
 
         def only_known_paths(conn: Any, request: Any) -> Any:
+            if not getattr(conn, "admitted", True):
+                return conn.respond(429, TOO_MANY_CONNECTIONS + "\n")
             path = request.path.split("?", 1)[0]
             if path in ("/agent", "/live") or (path == "/chat" and chat is not None):
                 return None
@@ -460,7 +488,14 @@ async def serve(
             # No permessage-deflate: chat and console frames are a few hundred bytes, where compressing costs
             # more CPU per frame than it saves, and each compressed socket keeps ~100 KiB of zlib state.
             wss = await ws_server.serve(
-                route, host, ws_port, max_size=AGENT_MAX_FRAME, process_request=only_known_paths, compression=None
+                route,
+                host,
+                ws_port,
+                max_size=AGENT_MAX_FRAME,
+                process_request=only_known_paths,
+                compression=None,
+                open_timeout=srv.limits.handshake_timeout_s,
+                create_connection=counted_connection(PeerCount(srv.limits.max_connections_per_address)),
             )
         except OSError as exc:
             raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None

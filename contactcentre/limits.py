@@ -1,0 +1,93 @@
+"""Per-client caps shared by the front doors (``[server.limits]``, ``docs/security.md``): a token bucket, the
+same per address, and a count of open connections per address. Pure bookkeeping: the caller passes the time
+and says what to refuse; nothing here touches a socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Buckets of addresses that have gone quiet are dropped once this many are kept, so a spread of addresses
+# cannot grow the table without bound.
+MAX_TRACKED_ADDRESSES = 10_000
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` takes a second on average, ``burst`` at once."""
+
+    rate: float
+    burst: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def full(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= self.burst
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+
+class AddressBuckets:
+    """One token bucket per address, e.g. chat hellos: ``take(address, now)`` is False when that address has
+    used up its burst and not yet earned another."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, address: str, now: float) -> bool:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
+                self._prune(now)
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, self.burst, now)
+        return bucket.take(now)
+
+    def _prune(self, now: float) -> None:
+        # A full bucket is what a new address gets anyway: forgetting it changes nothing.
+        for address in [a for a, b in self._buckets.items() if b.full(now)]:
+            del self._buckets[address]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class PeerCount:
+    """Open connections per address on one port: ``acquire`` is False (and counts nothing) when the address
+    already has ``limit`` open; every successful ``acquire`` is matched by one ``release``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, address: str) -> bool:
+        n = self._open.get(address, 0)
+        if n >= self.limit:
+            return False
+        self._open[address] = n + 1
+        return True
+
+    def release(self, address: str) -> None:
+        n = self._open.get(address, 0) - 1
+        if n > 0:
+            self._open[address] = n
+        else:
+            self._open.pop(address, None)
+
+    def open(self, address: str) -> int:
+        return self._open.get(address, 0)
+
+
+TOO_MANY_CONNECTIONS = "too many connections from your address; close some and try again"
+
+__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket"]
