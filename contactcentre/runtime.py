@@ -505,7 +505,15 @@ async def serve(
         # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
         pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
         api = Api(centre, web_auth=web_auth)
-        site = DashboardSite(centre.driver, auth=web_auth, api=api.children(), pages_=pages_, ws_port=real_ws_port)
+        site = DashboardSite(
+            centre.driver,
+            auth=web_auth,
+            api=api.children(),
+            pages_=pages_,
+            ws_port=real_ws_port,
+            max_connections_per_address=srv.limits.max_connections_per_address,
+            header_timeout_s=srv.limits.handshake_timeout_s,
+        )
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)
         except CannotListenError as exc:

@@ -4,6 +4,7 @@ take every socket, hold a connection open by trickling headers, or fill a queue 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,5 +47,57 @@ def test_one_address_gets_at_most_its_websocket_connections_and_a_clear_429(capp
         assert json.loads(await asyncio.wait_for(held[-1].recv(), T)) == {"type": "pong"}
         for ws in held:
             await ws.close()
+
+    asyncio.run(main())
+
+
+def _http_get(port: int) -> bytes:
+    return f"GET /static/none HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), T)  # until the server closes
+
+
+def test_one_address_gets_at_most_its_web_connections_and_a_clear_429(capped: Server) -> None:
+    async def main() -> None:
+        port = capped.http_port
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await _read_all(reader)
+        assert answer.startswith(b"HTTP/1.1 429 ") and b"too many connections" in answer
+        writer.close()
+        _, w = held.pop()  # a closed connection gives its place back
+        w.close()
+        await w.wait_closed()
+        for _ in range(100):  # the server sees the close a moment later: poll, with a bound
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_http_get(port))
+            status = (await asyncio.wait_for(reader.readline(), T)).split()[1]
+            writer.close()
+            if status != b"429":
+                break
+        assert status == b"404"
+        for _, w in held:
+            w.close()
+
+    asyncio.run(main())
+
+
+def test_request_headers_trickling_in_are_cut_off_at_the_deadline(capped: Server) -> None:
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", capped.http_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = b""
+        # A header line whenever the last one was written: Twisted's idle timeout would restart each time.
+        while not reader.at_eof() and loop.time() - started < T:
+            writer.write(b"X-Slow: 1\r\n")
+            with contextlib.suppress(TimeoutError):
+                answer += await asyncio.wait_for(reader.read(4096), 0.2)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert loop.time() - started < 5  # handshake_timeout_s is 1 s
+        writer.close()
 
     asyncio.run(main())
