@@ -29,7 +29,7 @@ from contactcentre.store.schema import cases, interactions, messages
 TIMEOUT = 10.0
 
 
-def make_config(name: str = "Test Centre", **chat: Any) -> CentreConfig:
+def make_config(name: str = "Test Centre", limits: dict[str, Any] | None = None, **chat: Any) -> CentreConfig:
     return parse_config(
         {
             "name": name,
@@ -44,7 +44,7 @@ def make_config(name: str = "Test Centre", **chat: Any) -> CentreConfig:
                 {"id": "a2", "name": "Alan Turing", "skills": {"general": 5}, "capacity": {"chat": 1, "email": 1}},
             ],
             "channels": {"chat": {"wrap_up_s": 0}},  # a freed agent takes the next chat at once
-            "server": {"chat": chat},
+            "server": {"chat": chat, "limits": limits or {}},
         },
         "<test>",
     )
@@ -525,6 +525,52 @@ def test_a_customer_not_back_within_the_window_has_left(tmp_path: Path) -> None:
             ws = await client(env)
             await send(ws, type="resume", token=q["token"])
             assert (await expect(ws, "error"))["code"] == "unknown_session"
+            await ws.close()
+
+    run(main())
+
+
+def test_a_silent_chat_whose_socket_went_away_leaves_after_the_grace_not_the_window(tmp_path: Path) -> None:
+    config = make_config(resume_window_s=300, limits={"silent_chat_grace_s": 0.2})
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", config) as env:
+            env.login("a1", away="break")  # nobody takes them: both wait
+            talker, t = await hello(env, text="my invoice is wrong", client_id="c1")
+            assert (await expect(talker, "ack"))["client_id"] == "c1"
+            silent, q = await hello(env)
+            await talker.close()
+            await silent.close()
+            cid = q["contact_id"]
+            await env.event(lambda ev: isinstance(ev, E.ContactAbandoned) and ev.contact_id == cid)
+            assert env.centre.router.contacts[t["contact_id"]].state == "queued"  # it keeps its place
+            assert env.chat.sessions()[t["contact_id"]] == "waiting"
+            ws = await client(env)
+            await send(ws, type="resume", token=t["token"])
+            assert (await expect(ws, "resumed"))["state"] == "waiting"
+            await ws.close()
+
+    run(main())
+
+
+def test_a_flood_of_hellos_from_one_address_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    config = make_config(limits={"new_chats_burst": 2, "new_chats_per_minute": 0.01})
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", config) as env:
+            env.login("a1", away="break")
+            first = [await hello(env) for _ in range(2)]
+            assert [q["type"] for _, q in first] == ["queued", "queued"]
+            ws, refused = await hello(env, client_id="h3")
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert refused["client_id"] == "h3"
+            await send(ws, type="ping")  # the socket stays
+            await expect(ws, "pong")
+            assert len(env.centre.router.contacts) == 2
+            await env.centre.commit()
+            assert len(await env.rows(cases)) == 2 and len(await env.rows(interactions)) == 2
+            for w, _ in first:
+                await w.close()
             await ws.close()
 
     run(main())
