@@ -69,7 +69,7 @@ from contactcentre.events import (
     WrapUpStarted,
     clean_text,
 )
-from contactcentre.limits import TokenBucket
+from contactcentre.limits import TokenBucket, decode_json
 from contactcentre.store.privacy import record_read
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
@@ -107,7 +107,6 @@ MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for 
 
 _IDENTITY_KIND = {"voice": "phone", "callback": "phone", "outbound": "phone", "email": "email", "chat": "chat"}
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 Frame = dict[str, Any]
 
@@ -986,7 +985,7 @@ def _parse(raw: str | bytes) -> Frame:
     if isinstance(raw, bytes):
         raise ProtocolError("bad_frame", "send JSON in text frames")
     try:
-        frame = _decode(raw)
+        frame = decode_json(raw)
     except msgspec.DecodeError as exc:
         raise ProtocolError("bad_json", f"not JSON: {exc}") from None
     if not isinstance(frame, dict):

@@ -1,10 +1,14 @@
 """Per-client caps shared by the front doors (``[server.limits]``, ``docs/security.md``): a token bucket, the
-same per address, and a count of open connections per address. Pure bookkeeping: the caller passes the time
-and says what to refuse; nothing here touches a socket."""
+same per address, a count of open connections per address, and the decoding of a client's JSON frame that
+survives any depth. Pure bookkeeping: the caller passes the time and says what to refuse; nothing here touches
+a socket."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 # Buckets of addresses that have gone quiet are dropped once this many are kept, so a spread of addresses
 # cannot grow the table without bound.
@@ -88,6 +92,19 @@ class PeerCount:
         return self._open.get(address, 0)
 
 
+_decode = msgspec.json.Decoder().decode
+
+
+def decode_json(raw: str | bytes) -> Any:
+    """A client's JSON frame. JSON nested deeper than the decoder's stack (``[[[[…``, 100,000 deep) raises
+    ``RecursionError``, which is the client's malformed input, not a bug: it becomes ``msgspec.DecodeError``
+    like any other bad JSON, for the front door to answer as such."""
+    try:
+        return _decode(raw)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
+
+
 TOO_MANY_CONNECTIONS = "too many connections from your address; close some and try again"
 
-__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket"]
+__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket", "decode_json"]

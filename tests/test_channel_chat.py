@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -658,6 +659,46 @@ def test_an_oversized_frame_closes_with_1009_and_the_server_carries_on(tmp_path:
             assert await closed_code(ws) == 1009
             ws, q = await hello(env)
             assert q["type"] == "queued"
+            await ws.close()
+
+    run(main())
+
+
+def test_json_nested_too_deeply_is_a_bad_request(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            ws = await client(env)
+            await ws.send("[" * 5000 + "]" * 5000)  # deeper than the decoder's stack, within max_frame_bytes
+            err = await expect(ws, "error")
+            assert (err["code"], err["detail"]) == ("bad_request", "not JSON: JSON nested too deeply")
+            await send(ws, type="ping")
+            await expect(ws, "pong")
+            await ws.close()
+
+    run(main())
+
+
+def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_internal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contactcentre.channels.chat as chat_module
+
+    stored_at = chat_module._stored_at
+
+    def outage(conn: Any, message_id: str) -> int | None:
+        raise OperationalError("SELECT at_ms FROM messages", {}, Exception("database is locked"))
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws, _ = await hello(env)
+            monkeypatch.setattr(chat_module, "_stored_at", outage)
+            await send(ws, type="message", text="hello?", client_id="c1")
+            err = await expect(ws, "error")
+            assert (err["code"], err["client_id"]) == ("unavailable", "c1")
+            monkeypatch.setattr(chat_module, "_stored_at", stored_at)  # the database is back: the resend is kept
+            await send(ws, type="message", text="hello?", client_id="c1")
+            assert (await expect(ws, "ack"))["client_id"] == "c1"
             await ws.close()
 
     run(main())

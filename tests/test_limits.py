@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.server_proc import T, Server, server_config, start_server
+from tests.server_proc import Server, T, server_config, start_server
 
 
 def limited_server(tmp_path: Path, **limits: object) -> Server:

@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -50,7 +52,7 @@ from contactcentre.events import (
     WrapUpStarted,
     clean_text,
 )
-from contactcentre.limits import AddressBuckets
+from contactcentre.limits import AddressBuckets, decode_json
 from contactcentre.store.cases import open_case
 from contactcentre.store.customers import (
     IdentityTaken,
@@ -577,9 +579,9 @@ class ChatChannel:
         if not isinstance(raw, str):
             raise _BadRequest("send text frames holding JSON objects")
         try:
-            frame = json.loads(raw)
-        except ValueError:
-            raise _BadRequest("not JSON") from None
+            frame = decode_json(raw)
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(f"not JSON: {exc}") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise _BadRequest('a frame is a JSON object with a "type"')
         return frame
@@ -835,7 +837,12 @@ class ChatChannel:
         if client_id is not None:
             # The ack may have been lost to a restart (the in-memory ``acked`` with it): a line is known by
             # an id derived from the session and the client's id, so the store answers for it.
-            stored = await centre.read(_stored_at, message_id)
+            try:
+                stored = await centre.read(_stored_at, message_id)
+            except DBAPIError as exc:  # the database is failing (an outage, a lock): not a bug of ours
+                log.warning("chat: looking up a resent line failed: %s", exc.orig)
+                conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
+                return
             if stored is not None:
                 s.acked[client_id] = (message_id, stored)
                 conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": stored})
