@@ -353,6 +353,20 @@ def counted_connection(count: PeerCount) -> type[Any]:
     return CountedConnection
 
 
+def _lock_database(database_url: str | Path | None) -> Any:
+    """The server's lock on its database, taken before the log is replayed: a second server on the same store
+    would route the same contacts beside the first (``store/instance.py``)."""
+    from contactcentre.store.db import DatabaseError
+    from contactcentre.store.instance import lock_database
+
+    try:
+        return lock_database(database_url)
+    except DatabaseError as exc:
+        raise ServeError(str(exc)) from None
+    except Exception as exc:  # the database cannot be reached: open_centre would say the same
+        raise ServeError(f"database: {exc}") from None
+
+
 AGENT_MAX_FRAME = 256 * 1024  # an agent's e-mail reply can be long; a customer's chat line cannot
 
 
@@ -408,7 +422,12 @@ async def serve(
     cti_port = srv.cti_port if cti_port is None else cti_port
     sip_port = srv.sip_port if sip_port is None else sip_port
     _route_twisted_logging()
-    centre = await open_centre(config, database_url, loop=loop)
+    instance = _lock_database(database_url)
+    try:
+        centre = await open_centre(config, database_url, loop=loop)
+    except BaseException:
+        instance.release()
+        raise
     stop = stop or asyncio.Event()
     signals: list[int] = []
     listening = None
@@ -542,6 +561,7 @@ async def serve(
             cti_port=cti_listening.getHost().port if cti_listening is not None else None,
             sip_port=sip_listening.getHost().port if sip_listening is not None else None,
         )
+        instance.describe(http_port=real_http, ws_port=real_ws_port, smtp_port=real_smtp, cti_port=info.cti_port)
         # The agent WebSocket (another port) accepts the console's session only from the site's own pages.
         web_auth.add_origin(info.url)
         if host in ("127.0.0.1", "::1"):
@@ -601,5 +621,8 @@ async def serve(
         finally:
             router = centre.driver.router
             summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
-            await close_centre(centre)
+            try:
+                await close_centre(centre)
+            finally:
+                instance.release()  # only now may another server take the database
     return ServeSummary(summary.arrived, centre.writer.committed, summary.refused)
