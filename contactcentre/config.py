@@ -250,16 +250,13 @@ class LimitsConfig(_Strict):
     ``new_chats_per_minute`` and ``new_chats_burst``: a token bucket of chat hellos per address (the burst at
     once, then this many a minute); a hello beyond it is answered ``rate_limited`` and stores nothing.
     ``silent_chat_grace_s``: a waiting chat whose customer never sent a line and whose socket went away has
-    left after this long, instead of holding its queue place for the whole ``chat.resume_window_s``.
-    ``accept_pause_s``: when the process is out of file descriptors, the ports stop accepting for this
-    long (one log line per pause) rather than retry at once."""
+    left after this long, instead of holding its queue place for the whole ``chat.resume_window_s``."""
 
     max_connections_per_address: int = 100
     handshake_timeout_s: float = 10.0
     new_chats_per_minute: float = 12.0
     new_chats_burst: int = 10
     silent_chat_grace_s: float = 30.0
-    accept_pause_s: float = 1.0
 
 
 class ServerConfig(_Strict):
@@ -464,7 +461,7 @@ def _check_limits(limits: LimitsConfig, fail: Any) -> None:
         fail("server.limits.max_connections_per_address", "must be at least 1")
     if limits.new_chats_burst < 1 or limits.new_chats_per_minute <= 0:
         fail("server.limits", "new_chats_burst must be at least 1 and new_chats_per_minute > 0")
-    for key in ("handshake_timeout_s", "silent_chat_grace_s", "accept_pause_s"):
+    for key in ("handshake_timeout_s", "silent_chat_grace_s"):
         if getattr(limits, key) <= 0:
             fail(f"server.limits.{key}", "must be > 0")
 

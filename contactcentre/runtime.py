@@ -28,7 +28,17 @@ from contactcentre.config import CentreConfig
 from contactcentre.driver import RouterDriver
 from contactcentre.limits import TOO_MANY_CONNECTIONS, PeerCount
 
-__all__ = ["RouterDriver", "ServerInfo", "close_centre", "install_reactor", "open_centre", "run_demo", "serve"]
+__all__ = [
+    "CentreLoop",
+    "RouterDriver",
+    "ServerInfo",
+    "close_centre",
+    "install_reactor",
+    "open_centre",
+    "run",
+    "run_demo",
+    "serve",
+]
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
@@ -69,6 +79,66 @@ def _route_twisted_logging() -> None:
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
     _twisted_logging_started = True
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+ACCEPT_WARNING_EVERY_S = 60.0
+_OUT_OF_FDS = "socket.accept() out of system resource"
+
+
+class CentreLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, except when the process runs out of file descriptors (EMFILE) while accepting.
+
+    asyncio then tries ``backlog`` (100) accepts in one go, logs a traceback for each and schedules a restart
+    of the port for each, so every restart that finds the process still full makes a hundred more: a spin
+    that wrote 240,000 tracebacks in 45 s. Here, once out of descriptors, a port tries one accept per wake-up
+    (asyncio's own retry then comes once a second) and the condition is logged as one line a minute with
+    how often it recurred, until the port accepts again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._short_of_fds_until = 0.0  # loop time until which ports accept one connection at a time
+        self._fd_warned_at: float | None = None
+        self._fd_refusals = 0
+
+    def _accept_connection(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *rest: Any,
+    ) -> None:
+        if self.time() < self._short_of_fds_until:
+            backlog = 1
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, backlog, *rest)  # type: ignore[misc]
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        if context.get("message") != _OUT_OF_FDS:
+            super().call_exception_handler(context)
+            return
+        now = self.time()
+        self._short_of_fds_until = now + ACCEPT_WARNING_EVERY_S
+        self._fd_refusals += 1
+        if self._fd_warned_at is None or now - self._fd_warned_at >= ACCEPT_WARNING_EVERY_S:
+            sock = context.get("socket")
+            port = sock.getsockname()[1] if sock is not None else "?"
+            log.warning(
+                "out of file descriptors (%s): port %s accepts again once some close (%d refusals since the"
+                " last warning; raise the process's limit, ulimit -n, or lower [server.limits])",
+                context.get("exception"),
+                port,
+                self._fd_refusals,
+            )
+            self._fd_warned_at, self._fd_refusals = now, 0
+
+
+def run(main: Any) -> Any:
+    """``asyncio.run`` on a ``CentreLoop``: how the command line runs the server and the demo."""
+    with asyncio.Runner(loop_factory=CentreLoop) as runner:
+        return runner.run(main)
 
 
 # --------------------------------------------------------------------------------------------------- demo

@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import selectors
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +106,62 @@ def test_request_headers_trickling_in_are_cut_off_at_the_deadline(capped: Server
         writer.close()
 
     asyncio.run(main())
+
+
+FD_LIMIT = 128  # file descriptors the server process may have: enough to start, soon used up by clients
+
+LOW_FD_LAUNCHER = [
+    sys.executable,
+    "-c",
+    "import resource, runpy, sys; "
+    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FD_LIMIT}, {FD_LIMIT})); "
+    "runpy.run_module('contactcentre.cli', run_name='__main__', alter_sys=True)",
+]
+
+
+def _stderr_so_far(server: Server, wait_s: float = 0.0) -> str:
+    """What the server has written to stderr up to now (waiting at most ``wait_s`` for more)."""
+    assert server.proc.stderr is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(server.proc.stderr, selectors.EVENT_READ)
+        while sel.select(timeout=wait_s):
+            chunk = os.read(server.proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            server.stderr.append(chunk)
+            wait_s = 0.0
+    return b"".join(server.stderr).decode(errors="replace")
+
+
+def test_out_of_file_descriptors_the_server_backs_off_quietly_and_serves_again(tmp_path: Path) -> None:
+    config = server_config(tmp_path, 9)
+    limits = "\n[server.limits]\nmax_connections_per_address = 100000\nhandshake_timeout_s = 300\n"
+    config.write_text(config.read_text(encoding="utf-8") + limits, encoding="utf-8")
+    server = start_server(config, tmp_path / "s.sqlite", launcher=LOW_FD_LAUNCHER)
+    clients: list[socket.socket] = []
+    try:
+        # Idle sockets (no handshake) until the server has no descriptor left to accept with.
+        for _ in range(3 * FD_LIMIT):
+            clients.append(socket.create_connection(("127.0.0.1", server.ws_port), timeout=T))
+            if "out of file descriptors" in (err := _stderr_so_far(server)) or "out of system resource" in err:
+                break
+        deadline = time.monotonic() + T
+        while "out of file descriptors" not in err and "out of system resource" not in err:
+            assert time.monotonic() < deadline, err[-2000:]
+            err = _stderr_so_far(server, wait_s=0.5)
+        for c in clients:
+            c.close()
+
+        async def chat_again() -> dict[str, object]:
+            async with connect(server.ws("/chat"), proxy=None, open_timeout=T) as ws:
+                await ws.send(json.dumps({"type": "ping"}))
+                return json.loads(await asyncio.wait_for(ws.recv(), T))
+
+        assert asyncio.run(chat_again()) == {"type": "pong"}  # accepting again once sockets closed
+    finally:
+        for c in clients:
+            c.close()
+        code, err = server.stop()
+    assert code == 0
+    assert err.count("out of file descriptors") == 1, err[-3000:]  # one line, not one per failed accept
+    assert "Traceback" not in err and "out of system resource" not in err
