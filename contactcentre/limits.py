@@ -1,10 +1,12 @@
 """Per-client caps shared by the front doors (``[server.limits]``, ``docs/security.md``): a token bucket, the
 same per address, a count of open connections per address, and the decoding of a client's JSON frame that
-survives any depth. Pure bookkeeping: the caller passes the time and says what to refuse; nothing here touches
-a socket."""
+survives any depth; and a connection cap for a plain asyncio port (``capped``). Apart from that last one, pure
+bookkeeping: the caller passes the time and says what to refuse."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,4 +109,54 @@ def decode_json(raw: str | bytes) -> Any:
 
 TOO_MANY_CONNECTIONS = "too many connections from your address; close some and try again"
 
-__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket", "decode_json"]
+
+class _CappedProtocol(asyncio.Protocol):
+    """Stands in front of an asyncio protocol: a connection within its address's cap is handed to a protocol
+    made for it, one over the cap gets ``refusal`` and is closed before any protocol is made for it."""
+
+    def __init__(self, factory: Callable[[], Any], peers: PeerCount, refusal: bytes) -> None:
+        self._factory = factory
+        self._peers = peers
+        self._refusal = refusal
+        self._host = ""
+        self._inner: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        self._host = str(peer[0]) if peer else ""
+        if not self._peers.acquire(self._host):
+            transport.write(self._refusal)
+            transport.close()
+            return
+        self._inner = self._factory()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._peers.release(self._host)
+            self._inner.connection_lost(exc)
+
+
+def capped(factory: Callable[[], Any], limit: int, refusal: bytes) -> Callable[[], asyncio.Protocol]:
+    """A protocol factory for ``loop.create_server`` that allows at most ``limit`` open connections per
+    address; one more is sent ``refusal`` and closed."""
+    peers = PeerCount(limit)
+    return lambda: _CappedProtocol(factory, peers, refusal)
+
+
+__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket", "capped", "decode_json"]

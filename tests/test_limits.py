@@ -165,3 +165,32 @@ def test_out_of_file_descriptors_the_server_backs_off_quietly_and_serves_again(t
     assert code == 0
     assert err.count("out of file descriptors") == 1, err[-3000:]  # one line, not one per failed accept
     assert "Traceback" not in err and "out of system resource" not in err
+
+
+def test_one_address_gets_at_most_its_smtp_sessions_and_a_421(capped: Server) -> None:
+    async def main() -> None:
+        port = capped.smtp_port
+        held = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert (await asyncio.wait_for(reader.readline(), T)).startswith(b"220 ")
+            held.append((reader, writer))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await _read_all(reader)
+        assert answer.startswith(b"421 ") and b"too many connections" in answer, answer
+        writer.close()
+        _, w = held.pop()
+        w.write(b"QUIT\r\n")  # a session that ends gives its place back
+        await w.drain()
+        w.close()
+        for _ in range(100):  # the server sees the end a moment later: poll, with a bound
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            greeting = await asyncio.wait_for(reader.readline(), T)
+            writer.close()
+            if not greeting.startswith(b"421 "):
+                break
+        assert greeting.startswith(b"220 ")
+        for _, w in held:
+            w.close()
+
+    asyncio.run(main())
