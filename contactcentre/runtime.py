@@ -260,7 +260,13 @@ async def run_demo(
     sink = await loop.create_server(lambda: SMTP(mailbox), "127.0.0.1", 0)
     sink_port = sink.sockets[0].getsockname()[1]
     email_cfg = msgspec.structs.replace(config.server.email, smarthost="127.0.0.1", smarthost_port=sink_port)
-    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, email=email_cfg))
+    # The simulated customers and agents all come from 127.0.0.1: one address standing for everyone, which the
+    # per-address caps would turn away at a raised --rate-scale.
+    limits = msgspec.structs.replace(
+        config.server.limits, max_connections_per_address=100_000, new_chats_per_minute=1e6, new_chats_burst=100_000
+    )
+    server_cfg = msgspec.structs.replace(config.server, email=email_cfg, limits=limits)
+    config = msgspec.structs.replace(config, server=server_cfg)
     timeout = loop.call_later(duration_s, stop.set) if duration_s is not None else None
     demo_seed = config.demo.seed if seed is None else seed
 

@@ -194,3 +194,19 @@ def test_one_address_gets_at_most_its_smtp_sessions_and_a_421(capped: Server) ->
             w.close()
 
     asyncio.run(main())
+
+
+def test_the_benchmarks_servers_lift_the_caps_for_the_load_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load generator is one address standing for thousands of people (docs/loadgen.md)."""
+    from contactcentre.config import load_config
+    from tests.server_proc import REPO
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import live_latency
+    import sip_calls
+
+    for config in (live_latency.write_config(tmp_path, 2, 3), sip_calls.write_config(tmp_path, 10)):
+        limits = load_config(config).server.limits
+        assert limits.max_connections_per_address >= 10_000 and limits.new_chats_burst >= 10_000
