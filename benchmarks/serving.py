@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 # The load generator is one address (127.0.0.1) standing for thousands of customers and agents: the server's
-# per-address caps (docs/security.md) would refuse most of them, so the benchmarks' servers lift them.
+# per-address caps (``[server.limits]``) would refuse most of them, so the benchmarks' servers lift them.
 LOADGEN_LIMITS = """
 [server.limits]
 max_connections_per_address = 100000

@@ -239,7 +239,7 @@ class AuthConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-client caps (``docs/security.md``), so one address cannot starve everyone else of sockets, queue
+    """Per-client caps, so one address cannot starve everyone else of sockets, queue
     places or store rows. An "address" is the peer's IP address as the server sees it: behind a reverse proxy
     or one office NAT every client has the same one, so raise the caps there.
 

@@ -1,7 +1,7 @@
-"""Per-client caps shared by the front doors (``[server.limits]``, ``docs/security.md``): a token bucket, the
-same per address, a count of open connections per address, and the decoding of a client's JSON frame that
-survives any depth; and a connection cap for a plain asyncio port (``capped``). Apart from that last one, pure
-bookkeeping: the caller passes the time and says what to refuse."""
+"""Per-client caps shared by the front doors (``[server.limits]``, ``LimitsConfig`` in ``config.py``): a token
+bucket, the same per address, a count of open connections per address, the decoding of a client's JSON frame
+that survives any depth, and a connection cap for a plain asyncio port (``capped``). Apart from that last one,
+pure bookkeeping: the caller passes the time and says what to refuse."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-client caps (``[server.limits]``, docs/security.md) on a real ``contactcentre serve``: one address cannot
+"""Per-client caps (``[server.limits]``) on a real ``contactcentre serve``: one address cannot
 take every socket, hold a connection open by trickling headers, or fill a queue with silent chats."""
 
 from __future__ import annotations
