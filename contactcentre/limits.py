@@ -6,6 +6,7 @@ pure bookkeeping: the caller passes the time and says what to refuse."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,20 @@ import msgspec
 # Buckets of addresses that have gone quiet are dropped once this many are kept, so a spread of addresses
 # cannot grow the table without bound.
 MAX_TRACKED_ADDRESSES = 10_000
+
+
+def address_key(host: str) -> str:
+    """The unit the caps count by: an IPv4 address, or an IPv6 address's /64 network, since one subscriber
+    is given a whole /64 and could otherwise take a fresh address for every connection."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host  # not an IP address (a Unix socket, a test double): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -52,17 +67,21 @@ class AddressBuckets:
         self._buckets: dict[str, TokenBucket] = {}
 
     def take(self, address: str, now: float) -> bool:
-        bucket = self._buckets.get(address)
+        key = address_key(address)
+        bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
                 self._prune(now)
-            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, self.burst, now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
         return bucket.take(now)
 
     def _prune(self, now: float) -> None:
         # A full bucket is what a new address gets anyway: forgetting it changes nothing.
-        for address in [a for a, b in self._buckets.items() if b.full(now)]:
-            del self._buckets[address]
+        for key in [k for k, b in self._buckets.items() if b.full(now)]:
+            del self._buckets[key]
+        # Still too many (a spread of addresses, all busy): the oldest go, so memory stays bounded.
+        while len(self._buckets) >= MAX_TRACKED_ADDRESSES:
+            del self._buckets[next(iter(self._buckets))]
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -77,21 +96,23 @@ class PeerCount:
         self._open: dict[str, int] = {}
 
     def acquire(self, address: str) -> bool:
-        n = self._open.get(address, 0)
+        key = address_key(address)
+        n = self._open.get(key, 0)
         if n >= self.limit:
             return False
-        self._open[address] = n + 1
+        self._open[key] = n + 1
         return True
 
     def release(self, address: str) -> None:
-        n = self._open.get(address, 0) - 1
+        key = address_key(address)
+        n = self._open.get(key, 0) - 1
         if n > 0:
-            self._open[address] = n
+            self._open[key] = n
         else:
-            self._open.pop(address, None)
+            self._open.pop(key, None)
 
     def open(self, address: str) -> int:
-        return self._open.get(address, 0)
+        return self._open.get(address_key(address), 0)
 
 
 _decode = msgspec.json.Decoder().decode
@@ -159,4 +180,12 @@ def capped(factory: Callable[[], Any], limit: int, refusal: bytes) -> Callable[[
     return lambda: _CappedProtocol(factory, peers, refusal)
 
 
-__all__ = ["TOO_MANY_CONNECTIONS", "AddressBuckets", "PeerCount", "TokenBucket", "capped", "decode_json"]
+__all__ = [
+    "TOO_MANY_CONNECTIONS",
+    "AddressBuckets",
+    "PeerCount",
+    "TokenBucket",
+    "address_key",
+    "capped",
+    "decode_json",
+]
