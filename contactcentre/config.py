@@ -239,9 +239,9 @@ class AuthConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """Per-client caps, so one address cannot starve everyone else of sockets, queue
-    places or store rows. An "address" is the peer's IP address as the server sees it: behind a reverse proxy
-    or one office NAT every client has the same one, so raise the caps there.
+    """Per-client caps, so one address cannot starve everyone else of sockets, queue places or store rows. An
+    "address" is the peer's IPv4 address, or its IPv6 /64 network: behind a reverse proxy or one office NAT
+    every client has the same one, so raise the caps there.
 
     ``max_connections_per_address``: open connections from one address, counted on each port separately
     (WebSocket, web, SMTP); one more is refused (WebSocket and web: HTTP 429; SMTP: 421).
