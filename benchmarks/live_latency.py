@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import REPO, cli, cpu_seconds, start, stop
+from serving import LOADGEN_LIMITS, REPO, cli, cpu_seconds, start, stop
 
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
@@ -73,7 +73,7 @@ def write_config(tmp: Path, agents: int, capacity: int, email: int = 0) -> Path:
         for i in range(agents)
     )
     at = text.index("[server]")
-    text = text[:at] + extra + text[at:]
+    text = text[:at] + extra + text[at:] + LOADGEN_LIMITS
     path = tmp / "centre.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -1,6 +1,7 @@
 """What the benchmarks share: starting and stopping processes (``contactcentre serve``, or anything that prints
-a line when it is ready, with its output in files; a stop that escalates from SIGTERM to SIGKILL), and facts
-about the machine they measure on (load average, CPU model, a process's CPU time)."""
+a line when it is ready, with its output in files; a stop that escalates from SIGTERM to SIGKILL), the limits a
+server under the load generator needs, and facts about the machine they measure on (load average, CPU model, a
+process's CPU time)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+# The load generator is one address (127.0.0.1) standing for thousands of customers and agents: the server's
+# per-address caps (``[server.limits]``) would refuse most of them, so the benchmarks' servers lift them.
+LOADGEN_LIMITS = """
+[server.limits]
+max_connections_per_address = 100000
+new_chats_per_minute = 1000000
+new_chats_burst = 100000
+"""
 
 
 def cli(*args: str) -> list[str]:

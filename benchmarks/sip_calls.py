@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import REPO, cpu_model, cpu_seconds, load_average, pct, start, stop
+from serving import LOADGEN_LIMITS, REPO, cpu_model, cpu_seconds, load_average, pct, start, stop
 
 DEFAULT_CONFIG = REPO / "config" / "default.toml"
 READY = re.compile(
@@ -245,7 +245,7 @@ def write_config(tmp: Path, trunks: int) -> Path:
     if n != 1 or m != 1:
         raise SystemExit("config/default.toml no longer has [server.voice] trunks and ivr as this script expects")
     path = tmp / "centre.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text + LOADGEN_LIMITS, encoding="utf-8")
     return path
 
 

@@ -30,7 +30,6 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -70,6 +69,7 @@ from contactcentre.events import (
     WrapUpStarted,
     clean_text,
 )
+from contactcentre.limits import TokenBucket, decode_json
 from contactcentre.store.privacy import record_read
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
@@ -108,7 +108,6 @@ MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for 
 
 _IDENTITY_KIND = {"voice": "phone", "callback": "phone", "outbound": "phone", "email": "email", "chat": "chat"}
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 
 Frame = dict[str, Any]
 
@@ -171,28 +170,10 @@ class _Close(NamedTuple):
 _Item = Frame | _Dedupe | _Close | asyncio.Task
 
 
-@dataclass
-class _Bucket:
-    """Token bucket: ``rate`` frames a second on average, ``burst`` at once."""
-
-    rate: float
-    burst: float
-    tokens: float
-    at: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
 class _Session:
     """One logged-in console."""
 
-    def __init__(self, gateway: AgentGateway, ws: Any, user: User, agent_id: str, bucket: _Bucket) -> None:
+    def __init__(self, gateway: AgentGateway, ws: Any, user: User, agent_id: str, bucket: TokenBucket) -> None:
         self.gateway = gateway
         self.ws = ws
         self.user = user
@@ -482,7 +463,7 @@ class AgentGateway:
             # Logged in but not ready: the agent chooses when work may come (an offer to someone still
             # putting a headset on would ring out and put them away as missed).
             self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
-        bucket = _Bucket(self.rate_per_s, float(self.burst), float(self.burst), centre.loop.time())
+        bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), centre.loop.time())
         s = _Session(self, ws, user, agent_id, bucket)
         self._sessions[agent_id] = s
         s.last_state = _state_key(agent)
@@ -1052,7 +1033,7 @@ def _parse(raw: str | bytes) -> Frame:
     if isinstance(raw, bytes):
         raise ProtocolError("bad_frame", "send JSON in text frames")
     try:
-        frame = _decode(raw)
+        frame = decode_json(raw)
     except msgspec.DecodeError as exc:
         raise ProtocolError("bad_json", f"not JSON: {exc}") from None
     if not isinstance(frame, dict):

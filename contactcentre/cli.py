@@ -21,7 +21,6 @@ Exit codes: 0 done, 1 could not run (e.g. the port is taken), 2 bad configuratio
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -158,7 +157,7 @@ def _log_to_stderr(verbose: bool) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from contactcentre.runtime import ServeError, ServerInfo, serve
+    from contactcentre.runtime import ServeError, ServerInfo, run, serve
 
     _log_to_stderr(args.verbose)
     cfg = _load(args.config)
@@ -178,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  SIP front door (docs/sip.md): sip:2001@{info.host}:{info.sip_port} (UDP)", flush=True)
 
     try:
-        summary = asyncio.run(
+        summary = run(
             serve(
                 cfg,
                 args.database_url,
@@ -201,7 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from contactcentre.runtime import DemoError, DemoInfo, run_demo
+    from contactcentre.runtime import DemoError, DemoInfo, run, run_demo
 
     _log_to_stderr(args.verbose)
     cfg = _load(args.config)
@@ -232,7 +231,7 @@ def _demo(args: argparse.Namespace) -> int:
         print("\n".join(lines), flush=True)
 
     try:
-        summary = asyncio.run(
+        summary = run(
             run_demo(
                 cfg,
                 host=args.host,

@@ -248,6 +248,25 @@ class TranscriptConfig(_Strict):
     body_chars: int = 64 * 1024
     messages: int = 50
     max_page: int = 500
+class LimitsConfig(_Strict):
+    """Per-client caps, so one address cannot starve everyone else of sockets, queue places or store rows. An
+    "address" is the peer's IPv4 address, or its IPv6 /64 network: behind a reverse proxy or one office NAT
+    every client has the same one, so raise the caps there.
+
+    ``max_connections_per_address``: open connections from one address, counted on each port separately
+    (WebSocket, web, SMTP); one more is refused (WebSocket and web: HTTP 429; SMTP: 421).
+    ``handshake_timeout_s``: an HTTP request's headers, and a WebSocket's opening handshake, must arrive
+    within this long, or the connection is closed.
+    ``new_chats_per_minute`` and ``new_chats_burst``: a token bucket of chat hellos per address (the burst at
+    once, then this many a minute); a hello beyond it is answered ``rate_limited`` and stores nothing.
+    ``silent_chat_grace_s``: a waiting chat whose customer never sent a line and whose socket went away has
+    left after this long, instead of holding its queue place for the whole ``chat.resume_window_s``."""
+
+    max_connections_per_address: int = 100
+    handshake_timeout_s: float = 10.0
+    new_chats_per_minute: float = 12.0
+    new_chats_burst: int = 10
+    silent_chat_grace_s: float = 30.0
 
 
 class ServerConfig(_Strict):
@@ -269,6 +288,7 @@ class ServerConfig(_Strict):
     secure_cookies: bool = False
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     transcripts: TranscriptConfig = msgspec.field(default_factory=TranscriptConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     # Bearer token for GET /metrics; unset, only loopback clients may scrape (docs/metrics.md).
     metrics_token: str | None = None
 
@@ -461,6 +481,14 @@ def _check_transcripts(cfg: CentreConfig, fail: Any) -> None:
     for key in ("body_chars", "messages", "max_page"):
         if getattr(t, key) < 1:
             fail(f"server.transcripts.{key}", "must be at least 1")
+def _check_limits(limits: LimitsConfig, fail: Any) -> None:
+    if limits.max_connections_per_address < 1:
+        fail("server.limits.max_connections_per_address", "must be at least 1")
+    if limits.new_chats_burst < 1 or limits.new_chats_per_minute <= 0:
+        fail("server.limits", "new_chats_burst must be at least 1 and new_chats_per_minute > 0")
+    for key in ("handshake_timeout_s", "silent_chat_grace_s"):
+        if getattr(limits, key) <= 0:
+            fail(f"server.limits.{key}", "must be > 0")
 
 
 def _check(cfg: CentreConfig, source: str) -> None:
@@ -660,6 +688,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
     for i, origin in enumerate(auth.origins):
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             fail(f"server.auth.origins[{i}]", f"{origin!r} is not an origin like https://console.example.com")
+    _check_limits(srv.limits, fail)
     for key in ("http_port", "smtp_port", "ws_port", "cti_port"):
         if not 0 <= getattr(srv, key) <= 65535:
             fail(f"server.{key}", f"{getattr(srv, key)} is not a port (0-65535; 0 picks a free one)")

@@ -26,8 +26,19 @@ from contactcentre.centre import ServerInfo
 from contactcentre.clock import LoopClock
 from contactcentre.config import CentreConfig
 from contactcentre.driver import RouterDriver
+from contactcentre.limits import TOO_MANY_CONNECTIONS, PeerCount
 
-__all__ = ["RouterDriver", "ServerInfo", "close_centre", "install_reactor", "open_centre", "run_demo", "serve"]
+__all__ = [
+    "CentreLoop",
+    "RouterDriver",
+    "ServerInfo",
+    "close_centre",
+    "install_reactor",
+    "open_centre",
+    "run",
+    "run_demo",
+    "serve",
+]
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
@@ -68,6 +79,66 @@ def _route_twisted_logging() -> None:
 
     globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
     _twisted_logging_started = True
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+ACCEPT_WARNING_EVERY_S = 60.0
+_OUT_OF_FDS = "socket.accept() out of system resource"
+
+
+class CentreLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, except when the process runs out of file descriptors (EMFILE) while accepting.
+
+    asyncio then tries ``backlog`` (100) accepts in one go, logs a traceback for each and schedules a restart
+    of the port for each, so every restart that finds the process still full makes a hundred more: a spin
+    that wrote 240,000 tracebacks in 45 s. Here, once out of descriptors, a port tries one accept per wake-up
+    (asyncio's own retry then comes once a second) and the condition is logged as one line a minute with
+    how often it recurred, until the port accepts again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._short_of_fds_until = 0.0  # loop time until which ports accept one connection at a time
+        self._fd_warned_at: float | None = None
+        self._fd_refusals = 0
+
+    def _accept_connection(
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *rest: Any,
+    ) -> None:
+        if self.time() < self._short_of_fds_until:
+            backlog = 1
+        super()._accept_connection(protocol_factory, sock, sslcontext, server, backlog, *rest)  # type: ignore[misc]
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        if context.get("message") != _OUT_OF_FDS:
+            super().call_exception_handler(context)
+            return
+        now = self.time()
+        self._short_of_fds_until = now + ACCEPT_WARNING_EVERY_S
+        self._fd_refusals += 1
+        if self._fd_warned_at is None or now - self._fd_warned_at >= ACCEPT_WARNING_EVERY_S:
+            sock = context.get("socket")
+            port = sock.getsockname()[1] if sock is not None else "?"
+            log.warning(
+                "out of file descriptors (%s): port %s accepts again once some close (%d refusals since the"
+                " last warning; raise the process's limit, ulimit -n, or lower [server.limits])",
+                context.get("exception"),
+                port,
+                self._fd_refusals,
+            )
+            self._fd_warned_at, self._fd_refusals = now, 0
+
+
+def run(main: Any) -> Any:
+    """``asyncio.run`` on a ``CentreLoop``: how the command line runs the server and the demo."""
+    with asyncio.Runner(loop_factory=CentreLoop) as runner:
+        return runner.run(main)
 
 
 # --------------------------------------------------------------------------------------------------- demo
@@ -189,7 +260,13 @@ async def run_demo(
     sink = await loop.create_server(lambda: SMTP(mailbox), "127.0.0.1", 0)
     sink_port = sink.sockets[0].getsockname()[1]
     email_cfg = msgspec.structs.replace(config.server.email, smarthost="127.0.0.1", smarthost_port=sink_port)
-    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, email=email_cfg))
+    # The simulated customers and agents all come from 127.0.0.1: one address standing for everyone, which the
+    # per-address caps would turn away at a raised --rate-scale.
+    limits = msgspec.structs.replace(
+        config.server.limits, max_connections_per_address=100_000, new_chats_per_minute=1e6, new_chats_burst=100_000
+    )
+    server_cfg = msgspec.structs.replace(config.server, email=email_cfg, limits=limits)
+    config = msgspec.structs.replace(config, server=server_cfg)
     timeout = loop.call_later(duration_s, stop.set) if duration_s is not None else None
     demo_seed = config.demo.seed if seed is None else seed
 
@@ -327,6 +404,45 @@ class ServeSummary:
     refused: int
 
 
+def counted_connection(count: PeerCount) -> type[Any]:
+    """A WebSocket connection class that counts itself against its peer's address from the moment the TCP
+    connection is made (a socket that never finishes its handshake holds a place too) until it is gone.
+    One over the cap is not ``admitted``: the handshake answers it 429."""
+    from websockets.asyncio.server import ServerConnection
+
+    class CountedConnection(ServerConnection):
+        peer_host = ""
+        admitted = False
+
+        def connection_made(self, transport: Any) -> None:
+            peer = transport.get_extra_info("peername")
+            self.peer_host = str(peer[0]) if peer else ""
+            self.admitted = count.acquire(self.peer_host)
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.admitted:
+                self.admitted = False
+                count.release(self.peer_host)
+            super().connection_lost(exc)
+
+    return CountedConnection
+
+
+def _lock_database(database_url: str | Path | None) -> Any:
+    """The server's lock on its database, taken before the log is replayed: a second server on the same store
+    would route the same contacts beside the first (``store/instance.py``)."""
+    from contactcentre.store.db import DatabaseError
+    from contactcentre.store.instance import lock_database
+
+    try:
+        return lock_database(database_url)
+    except DatabaseError as exc:
+        raise ServeError(str(exc)) from None
+    except Exception as exc:  # the database cannot be reached: open_centre would say the same
+        raise ServeError(f"database: {exc}") from None
+
+
 AGENT_MAX_FRAME = 256 * 1024  # an agent's e-mail reply can be long; a customer's chat line cannot
 
 
@@ -382,7 +498,12 @@ async def serve(
     cti_port = srv.cti_port if cti_port is None else cti_port
     sip_port = srv.sip_port if sip_port is None else sip_port
     _route_twisted_logging()
-    centre = await open_centre(config, database_url, loop=loop)
+    instance = _lock_database(database_url)
+    try:
+        centre = await open_centre(config, database_url, loop=loop)
+    except BaseException:
+        instance.release()
+        raise
     stop = stop or asyncio.Event()
     signals: list[int] = []
     listening = None
@@ -451,6 +572,8 @@ async def serve(
                 await agents.handle(ws)
 
         def only_known_paths(conn: Any, request: Any) -> Any:
+            if not getattr(conn, "admitted", True):
+                return conn.respond(429, TOO_MANY_CONNECTIONS + "\n")
             path = request.path.split("?", 1)[0]
             if path in ("/agent", "/live") or (path == "/chat" and chat is not None):
                 return None
@@ -460,7 +583,14 @@ async def serve(
             # No permessage-deflate: chat and console frames are a few hundred bytes, where compressing costs
             # more CPU per frame than it saves, and each compressed socket keeps ~100 KiB of zlib state.
             wss = await ws_server.serve(
-                route, host, ws_port, max_size=AGENT_MAX_FRAME, process_request=only_known_paths, compression=None
+                route,
+                host,
+                ws_port,
+                max_size=AGENT_MAX_FRAME,
+                process_request=only_known_paths,
+                compression=None,
+                open_timeout=srv.limits.handshake_timeout_s,
+                create_connection=counted_connection(PeerCount(srv.limits.max_connections_per_address)),
             )
         except OSError as exc:
             raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None
@@ -470,7 +600,15 @@ async def serve(
         # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
         pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
         api = Api(centre, web_auth=web_auth)
-        site = DashboardSite(centre.driver, auth=web_auth, api=api.children(), pages_=pages_, ws_port=real_ws_port)
+        site = DashboardSite(
+            centre.driver,
+            auth=web_auth,
+            api=api.children(),
+            pages_=pages_,
+            ws_port=real_ws_port,
+            max_connections_per_address=srv.limits.max_connections_per_address,
+            header_timeout_s=srv.limits.handshake_timeout_s,
+        )
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)
         except CannotListenError as exc:
@@ -499,6 +637,7 @@ async def serve(
             cti_port=cti_listening.getHost().port if cti_listening is not None else None,
             sip_port=sip_listening.getHost().port if sip_listening is not None else None,
         )
+        instance.describe(http_port=real_http, ws_port=real_ws_port, smtp_port=real_smtp, cti_port=info.cti_port)
         # The agent WebSocket (another port) accepts the console's session only from the site's own pages.
         web_auth.add_origin(info.url)
         if host in ("127.0.0.1", "::1"):
@@ -558,5 +697,8 @@ async def serve(
         finally:
             router = centre.driver.router
             summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
-            await close_centre(centre)
+            try:
+                await close_centre(centre)
+            finally:
+                instance.release()  # only now may another server take the database
     return ServeSummary(summary.arrived, centre.writer.committed, summary.refused)

@@ -61,8 +61,10 @@ class Server:
         self.proc.communicate(timeout=30)
 
 
-def start_server(config: Path, database: Path, *, timeout: float = 30) -> Server:
-    cmd = [sys.executable, "-m", "contactcentre.cli", "serve", "--config", str(config)]
+def start_server(config: Path, database: Path, *, timeout: float = 30, launcher: list[str] | None = None) -> Server:
+    """``contactcentre serve`` on free ports; ``launcher`` runs the command line instead of ``python -m
+    contactcentre.cli`` (it gets ``serve …`` as its arguments)."""
+    cmd = [*(launcher or [sys.executable, "-m", "contactcentre.cli"]), "serve", "--config", str(config)]
     cmd += ["--database-url", str(database), "--http-port", "0", "--smtp-port", "0", "--ws-port", "0"]
     cmd += ["--cti-port", "0", "--sip-port", "0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

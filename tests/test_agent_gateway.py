@@ -671,6 +671,9 @@ def test_bad_frames_are_answered_and_the_connection_stays(tmp_path: Path) -> Non
 
         await ann.ws.send("{not json")
         assert (await ann.expect("error"))["code"] == "bad_json"
+        await ann.ws.send("[" * 100_000 + "]" * 100_000)  # deeper than any decoder's stack: bad input, not a bug
+        err = await ann.expect("error")
+        assert (err["code"], err["detail"]) == ("bad_json", "not JSON: JSON nested too deeply")
         await ann.ws.send("[1, 2]")
         assert (await ann.expect("error"))["code"] == "bad_frame"
         await ann.ws.send(b'{"type": "ping"}')

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -29,7 +30,7 @@ from contactcentre.store.schema import cases, interactions, messages
 TIMEOUT = 10.0
 
 
-def make_config(name: str = "Test Centre", **chat: Any) -> CentreConfig:
+def make_config(name: str = "Test Centre", limits: dict[str, Any] | None = None, **chat: Any) -> CentreConfig:
     return parse_config(
         {
             "name": name,
@@ -44,7 +45,7 @@ def make_config(name: str = "Test Centre", **chat: Any) -> CentreConfig:
                 {"id": "a2", "name": "Alan Turing", "skills": {"general": 5}, "capacity": {"chat": 1, "email": 1}},
             ],
             "channels": {"chat": {"wrap_up_s": 0}},  # a freed agent takes the next chat at once
-            "server": {"chat": chat},
+            "server": {"chat": chat, "limits": limits or {}},
         },
         "<test>",
     )
@@ -530,6 +531,52 @@ def test_a_customer_not_back_within_the_window_has_left(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_silent_chat_whose_socket_went_away_leaves_after_the_grace_not_the_window(tmp_path: Path) -> None:
+    config = make_config(resume_window_s=300, limits={"silent_chat_grace_s": 0.2})
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", config) as env:
+            env.login("a1", away="break")  # nobody takes them: both wait
+            talker, t = await hello(env, text="my invoice is wrong", client_id="c1")
+            assert (await expect(talker, "ack"))["client_id"] == "c1"
+            silent, q = await hello(env)
+            await talker.close()
+            await silent.close()
+            cid = q["contact_id"]
+            await env.event(lambda ev: isinstance(ev, E.ContactAbandoned) and ev.contact_id == cid)
+            assert env.centre.router.contacts[t["contact_id"]].state == "queued"  # it keeps its place
+            assert env.chat.sessions()[t["contact_id"]] == "waiting"
+            ws = await client(env)
+            await send(ws, type="resume", token=t["token"])
+            assert (await expect(ws, "resumed"))["state"] == "waiting"
+            await ws.close()
+
+    run(main())
+
+
+def test_a_flood_of_hellos_from_one_address_is_refused_before_anything_is_stored(tmp_path: Path) -> None:
+    config = make_config(limits={"new_chats_burst": 2, "new_chats_per_minute": 0.01})
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite", config) as env:
+            env.login("a1", away="break")
+            first = [await hello(env) for _ in range(2)]
+            assert [q["type"] for _, q in first] == ["queued", "queued"]
+            ws, refused = await hello(env, client_id="h3")
+            assert refused["type"] == "error" and refused["code"] == "rate_limited", refused
+            assert refused["client_id"] == "h3"
+            await send(ws, type="ping")  # the socket stays
+            await expect(ws, "pong")
+            assert len(env.centre.router.contacts) == 2
+            await env.centre.commit()
+            assert len(await env.rows(cases)) == 2 and len(await env.rows(interactions)) == 2
+            for w, _ in first:
+                await w.close()
+            await ws.close()
+
+    run(main())
+
+
 def q_arrival(env: Env, cid: str) -> E.ContactArrived:
     return next(ev for ev in env.events if isinstance(ev, E.ContactArrived) and ev.contact_id == cid)
 
@@ -612,6 +659,46 @@ def test_an_oversized_frame_closes_with_1009_and_the_server_carries_on(tmp_path:
             assert await closed_code(ws) == 1009
             ws, q = await hello(env)
             assert q["type"] == "queued"
+            await ws.close()
+
+    run(main())
+
+
+def test_json_nested_too_deeply_is_a_bad_request(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            ws = await client(env)
+            await ws.send("[" * 5000 + "]" * 5000)  # deeper than the decoder's stack, within max_frame_bytes
+            err = await expect(ws, "error")
+            assert (err["code"], err["detail"]) == ("bad_request", "not JSON: JSON nested too deeply")
+            await send(ws, type="ping")
+            await expect(ws, "pong")
+            await ws.close()
+
+    run(main())
+
+
+def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_internal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contactcentre.channels.chat as chat_module
+
+    stored_at = chat_module._stored_at
+
+    def outage(conn: Any, message_id: str) -> int | None:
+        raise OperationalError("SELECT at_ms FROM messages", {}, Exception("database is locked"))
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws, _ = await hello(env)
+            monkeypatch.setattr(chat_module, "_stored_at", outage)
+            await send(ws, type="message", text="hello?", client_id="c1")
+            err = await expect(ws, "error")
+            assert (err["code"], err["client_id"]) == ("unavailable", "c1")
+            monkeypatch.setattr(chat_module, "_stored_at", stored_at)  # the database is back: the resend is kept
+            await send(ws, type="message", text="hello?", client_id="c1")
+            assert (await expect(ws, "ack"))["client_id"] == "c1"
             await ws.close()
 
     run(main())

@@ -197,6 +197,8 @@ def test_the_websocket_refuses_strangers_and_pushes_supervisors_live_figures(
                     assert update["at_ms"] - first["at_ms"] < 1000 + TIMEOUT * 1000
                     await ws.send("not json")
                     assert (await _frame(ws, lambda f: f["type"] == "error"))["code"] == "bad_frame"
+                    await ws.send("[" * 5000 + "]" * 5000)  # nested too deeply: bad input, not a bug
+                    assert (await _frame(ws, lambda f: f["type"] == "error"))["code"] == "bad_frame"
                     await ws.send(json.dumps({"type": "ack", "id": 7}))
                     assert (await _frame(ws, lambda f: f["type"] == "error"))["code"] == "unknown_alert"
                 hub.stop()

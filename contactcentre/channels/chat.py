@@ -29,7 +29,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -50,6 +52,7 @@ from contactcentre.events import (
     WrapUpStarted,
     clean_text,
 )
+from contactcentre.limits import AddressBuckets, decode_json
 from contactcentre.store.cases import open_case
 from contactcentre.store.customers import (
     IdentityTaken,
@@ -138,6 +141,8 @@ class _Conn:
 
     def __init__(self, ws: ServerConnection, loop: asyncio.AbstractEventLoop, rate: int) -> None:
         self.ws = ws
+        peer = getattr(ws, "remote_address", None)
+        self.address = str(peer[0]) if peer else ""  # the peer's IP address: the unit of the per-address caps
         self.loop = loop
         self.rate = rate
         self.session: _Session | None = None
@@ -262,6 +267,7 @@ class _Session:
     hello_reply: dict[str, Any] | None = None  # the queued reply, built when the router queues the contact
     hello_frame: dict[str, Any] | None = None  # that reply, held in the outbox until the hello is committed
     failed: str | None = None  # the router refused to queue it (queue closed or full)
+    said: bool = False  # the customer has sent a line: a dropped socket gets the whole resume window
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (message_id, at_ms)
 
     def send(self, frame: dict[str, Any]) -> None:
@@ -413,6 +419,10 @@ class ChatChannel:
         self.queue: str | None = self.config.queue or cfg.first_queue_for("chat")
         self.offline_queue: str | None = self.config.offline_queue or cfg.first_queue_for("email")
         self.window_s = self.config.resume_window_s
+        limits = centre.config.server.limits
+        # A silent chat's queue place is not kept longer than its resume window either.
+        self.silent_grace_s = min(limits.silent_chat_grace_s, self.window_s)
+        self._hellos = AddressBuckets(limits.new_chats_per_minute / 60, limits.new_chats_burst)
         self.loop = centre.loop
         self.on_typing: list[TypingCallback] = []
         self.on_presence: list[PresenceCallback] = []
@@ -460,6 +470,7 @@ class ChatChannel:
                 contact_id=c.id,
                 state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
                 agent_id=c.agent_id if c.state in ("connected", "held") else None,
+                said=True,  # not known after a restart: it keeps the whole window
             )
             self._register(s)
             self._arm(s, self._gone)
@@ -568,9 +579,9 @@ class ChatChannel:
         if not isinstance(raw, str):
             raise _BadRequest("send text frames holding JSON objects")
         try:
-            frame = json.loads(raw)
-        except ValueError:
-            raise _BadRequest("not JSON") from None
+            frame = decode_json(raw)
+        except msgspec.DecodeError as exc:
+            raise _BadRequest(f"not JSON: {exc}") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise _BadRequest('a frame is a JSON object with a "type"')
         return frame
@@ -594,6 +605,16 @@ class ChatChannel:
                 email = normalise_email(email)
             except IdentityError as exc:
                 raise _BadRequest(f"email: {exc}") from None
+        if not self._hellos.take(conn.address, self.loop.time()):
+            # Before anything is stored or queued: a flood of hellos from one address makes no customers,
+            # cases or queue places.
+            per_minute = self.centre.config.server.limits.new_chats_per_minute
+            conn.send(
+                _error(
+                    "rate_limited", f"too many new chats from your address (at most {per_minute:g} a minute)", client_id
+                )
+            )
+            return
         await self.centre.room()
         centre = self.centre
         visitor = "v-" + secrets.token_urlsafe(18)
@@ -816,12 +837,18 @@ class ChatChannel:
         if client_id is not None:
             # The ack may have been lost to a restart (the in-memory ``acked`` with it): a line is known by
             # an id derived from the session and the client's id, so the store answers for it.
-            stored = await centre.read(_stored_at, message_id)
+            try:
+                stored = await centre.read(_stored_at, message_id)
+            except DBAPIError as exc:  # the database is failing (an outage, a lock): not a bug of ours
+                log.warning("chat: looking up a resent line failed: %s", exc.orig)
+                conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
+                return
             if stored is not None:
                 s.acked[client_id] = (message_id, stored)
                 conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": stored})
                 return
         at_ms = centre.now_ms()
+        s.said = True
         if s.state == OFFLINE:
             self._offline_line(s, text, message_id, at_ms)
         else:
@@ -1139,12 +1166,15 @@ class ChatChannel:
             if s.timer is None:
                 self._arm(s, self._forget)
             return
-        self._arm(s, self._gone)
+        # A chat that never said a line and has nobody yet is let go after a short grace: held for the whole
+        # window, silent hellos from one place would fill the queue ahead of real customers.
+        silent = not s.said and s.state in (NEW, WAITING)
+        self._arm(s, self._gone, self.silent_grace_s if silent else None)
         self._presence(s, False)
 
-    def _arm(self, s: _Session, then: Callable[[_Session], None]) -> None:
+    def _arm(self, s: _Session, then: Callable[[_Session], None], after_s: float | None = None) -> None:
         self._disarm(s)
-        s.timer = self.loop.call_later(self.window_s, then, s)
+        s.timer = self.loop.call_later(self.window_s if after_s is None else after_s, then, s)
 
     @staticmethod
     def _disarm(s: _Session) -> None:

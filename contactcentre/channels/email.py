@@ -53,6 +53,7 @@ from contactcentre.events import (
     MessageSent,
     clean_text,
 )
+from contactcentre.limits import TOO_MANY_CONNECTIONS, capped
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, normalise_email
@@ -709,7 +710,7 @@ class EmailChannel:
 
         if self._stopping:
             raise RuntimeError("this e-mail channel was stopped; make a new one")
-        self._server = await loop.create_server(session, host, port)
+        self._server = await loop.create_server(self._capped(session), host, port)
         bound = self._server.sockets[0].getsockname()[1]
         try:
             leftover = await self.centre.read(_queued)
@@ -735,6 +736,12 @@ class EmailChannel:
             log.info("e-mail: %d messages left queued by a previous run are being sent", len(leftover))
         log.info("e-mail: SMTP on %s:%d", host, bound)
         return bound
+
+    def _capped(self, session: Callable[[], SMTP]) -> Callable[[], asyncio.Protocol]:
+        """At most ``[server.limits] max_connections_per_address`` SMTP sessions from one address: one more is
+        told 421 (try later, as RFC 5321 has it) and closed before a session is made for it."""
+        limit = self.centre.config.server.limits.max_connections_per_address
+        return capped(session, limit, f"421 {self.domain} {TOO_MANY_CONNECTIONS}\r\n".encode())
 
     async def stop(self) -> None:
         """Stop accepting mail, let messages being stored and sent finish (bounded by ``stop_timeout_s``),

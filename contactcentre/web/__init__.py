@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import WrappingFactory
 from twisted.web import pages
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from contactcentre.limits import TOO_MANY_CONNECTIONS, PeerCount
 
 if TYPE_CHECKING:
     from contactcentre.driver import RouterDriver
@@ -191,8 +195,62 @@ def build_root(
     return root
 
 
+class _HeaderDeadlineChannel(HTTPChannel):
+    """HTTP whose request headers must all arrive within ``header_timeout_s`` of the connection (or of the
+    request's first line), however slowly they trickle in: Twisted's own timeout restarts with every byte,
+    so one header line every few seconds would hold the connection for ever. Too slow: 408, then close."""
+
+    header_timeout_s = 10.0
+    _header_deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._await_headers()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._header_deadline is None:  # the first line of the next request on a kept-alive connection
+            self._await_headers()
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._headers_in()
+        super().allHeadersReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._headers_in()
+        super().connectionLost(reason)
+
+    def _await_headers(self) -> None:
+        self._header_deadline = self.callLater(self.header_timeout_s, self._headers_too_slow)
+
+    def _headers_in(self) -> None:
+        if self._header_deadline is not None:
+            if self._header_deadline.active():
+                self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.transport.loseConnection()
+
+
+class _TooManyConnections(Protocol):
+    """The answer to one connection over an address's cap: a 429 and the connection closed."""
+
+    def connectionMade(self) -> None:
+        body = (TOO_MANY_CONNECTIONS + "\n").encode()
+        head = (
+            "HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.loseConnection()
+
+
 class DashboardSite(WrappingFactory):
-    """The site, wrapped so that open connections (browsers keep them alive) can be closed at shutdown."""
+    """The site, wrapped so that open connections (browsers keep them alive) can be closed at shutdown, with
+    at most ``max_connections_per_address`` open from one address and a deadline for request headers."""
 
     def __init__(
         self,
@@ -202,14 +260,31 @@ class DashboardSite(WrappingFactory):
         api: dict[bytes, Resource] | None = None,
         pages_: dict[bytes, Resource] | None = None,
         ws_port: int | None = None,
+        max_connections_per_address: int = 100,
+        header_timeout_s: float = 10.0,
     ) -> None:
         site = Site(build_root(driver, auth=auth, api=api, pages_=pages_, ws_port=ws_port), logPath=None)
         site.displayTracebacks = False
+        # Plain HTTP only (no TLS, so no HTTP/2 to negotiate): the channel is HTTP/1.1's, with its deadline.
+        site.protocol = type("HTTPChannel", (_HeaderDeadlineChannel,), {"header_timeout_s": header_timeout_s})
         super().__init__(site)
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._peers = PeerCount(max_connections_per_address)
+        self._peer_of: dict[Any, str] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:
+        host = str(getattr(addr, "host", ""))
+        if not self._peers.acquire(host):
+            return _TooManyConnections()
+        p = super().buildProtocol(addr)
+        self._peer_of[p] = host
+        return p
 
     def unregisterProtocol(self, p: Any) -> None:
         super().unregisterProtocol(p)
+        host = self._peer_of.pop(p, None)
+        if host is not None:
+            self._peers.release(host)
         if not self.protocols:
             for fut in self._idle_waiters:
                 if not fut.done():

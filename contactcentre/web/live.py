@@ -40,6 +40,7 @@ from contactcentre.events import (
     decode,
     encode,
 )
+from contactcentre.limits import decode_json
 from contactcentre.planning import staff
 from contactcentre.store.schema import events as events_table
 
@@ -447,7 +448,7 @@ class LiveHub:
     def _on_message(self, message: str | bytes, user_id: str) -> dict[str, Any] | None:
         """The page sends one kind of frame: ``{"type": "ack", "id": N}`` to acknowledge an alert."""
         try:
-            frame = msgspec.json.decode(message)
+            frame = decode_json(message)
         except msgspec.DecodeError:
             return {"type": "error", "code": "bad_frame", "message": "not JSON"}
         if not isinstance(frame, dict) or frame.get("type") != "ack" or not isinstance(frame.get("id"), int):
