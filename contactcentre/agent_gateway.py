@@ -827,7 +827,8 @@ class AgentGateway:
             case WrapUpStarted():
                 if ev.by == "customer":
                     s.push({"type": "customer_left", "contact_id": ev.contact_id})
-                s.push({"type": "wrap_up", "contact_id": ev.contact_id, "ends_ms": ev.ends_ms, "by": ev.by})
+                if not _no_wrap_up(ev):
+                    s.push({"type": "wrap_up", "contact_id": ev.contact_id, "ends_ms": ev.ends_ms, "by": ev.by})
             case ContactClosed():
                 s.seen.pop(ev.contact_id, None)
                 s.push(
@@ -1094,6 +1095,12 @@ def _offer_fields(offer_id: str, c: Contact | None, expires_ms: int, ev: OfferMa
         "expires_ms": expires_ms,
         "why": explain(ev) if ev is not None else None,
     }
+
+
+def _no_wrap_up(ev: WrapUpStarted) -> bool:
+    """A wrap-up that ends the moment it starts: the channel has none (``wrap_up_s = 0``), and the router closes
+    the contact in the same step. The console is told ``contact_closed`` only (docs/protocol.md)."""
+    return ev.ends_ms == ev.at_ms
 
 
 def _offer_gone(offer_id: str, contact_id: str, reason: str) -> Frame:

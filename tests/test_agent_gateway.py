@@ -586,6 +586,9 @@ def test_email_reply_and_preview(tmp_path: Path) -> None:
         await console.send(type="end", contact_id="mail-1")
         closed = await console.expect("contact_closed")  # e-mail has no wrap-up here
         assert closed["contact_id"] == "mail-1"
+        await console.expect("ack", **{"for": "end"})
+        # wrap_up_s = 0: straight to contact_closed, no wrap_up frame that the console would show for nothing
+        assert [f for f in console.frames if f["type"] == "wrap_up"] == []
 
     run(tmp_path, body)
 
