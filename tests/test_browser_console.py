@@ -157,19 +157,35 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     first, second = new_page(), new_page()
     open_chat(first, live_server, name="Cleo One", topic="First", email="cleo@example.com", text="first chat")
     expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
+    # no tab open yet: the side panel shows the ringing offer's customer, headed as the offer
+    expect(agent.locator("#pop-heading")).to_have_text("Offered chat: not yet accepted")
+    expect(agent.locator("#pop-name")).to_have_text("Cleo One", timeout=T_MS)
     agent.keyboard.press("a")
     expect(agent.locator(".tab")).to_have_count(1, timeout=T_MS)
     expect(agent.locator("#offers .offer")).to_have_count(0, timeout=T_MS)
+    expect(agent.locator("#pop-heading")).to_have_text("Customer")
     open_chat(second, live_server, name="Dora Two", topic="Second", email="dora@example.com", text="second chat")
     # busy with one chat and capacity for more: the second is offered too; R would reject it, A takes it
     expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
-    expect(agent.locator("#pop-name")).to_have_text("Dora Two", timeout=T_MS)  # the ringing offer's customer
+    # the side panel stays with the chat shown (tab 1) while the second rings: it never describes someone else
+    expect(agent.locator("#pop-heading")).to_have_text("Customer")
+    expect(agent.locator("#pop-name")).to_have_text("Cleo One")
     agent.locator("#offers .offer button.accept").click()
     expect(agent.locator(".tab")).to_have_count(2, timeout=T_MS)
     expect(agent.locator(".tab .tab-key")).to_have_text(["1", "2"])
 
+    # Only the selected tab's conversation shows, with its one message box: the chat just accepted, and the
+    # side panel follows it. (Both were shown stacked, tab 1 still marked selected and its customer beside.)
     panes = agent.locator(".pane")
+    expect(agent.locator(".pane:visible")).to_have_count(1, timeout=T_MS)
+    expect(agent.locator("textarea.compose-text:visible")).to_have_count(1)
+    expect(panes.nth(0)).to_be_hidden()
+    expect(panes.nth(1)).to_be_visible()
+    expect(agent.locator(".tab").nth(1)).to_have_attribute("aria-selected", "true")
+    expect(agent.locator(".tab").nth(0)).to_have_attribute("aria-selected", "false")
+    expect(agent.locator("#pop-name")).to_have_text("Dora Two", timeout=T_MS)
     agent.keyboard.press("1")
+    expect(agent.locator(".pane:visible")).to_have_count(1)
     expect(panes.nth(0)).to_be_visible()
     expect(panes.nth(1)).to_be_hidden()
     expect(agent.locator("#pop-name")).to_have_text("Cleo One", timeout=T_MS)

@@ -303,7 +303,10 @@
 
   function accept(id) {
     command({ type: "accept", offer_id: id })
-      .then(() => removeOffer(id))
+      .then((ack) => {
+        removeOffer(id);
+        select(ack.contact_id); // the agent chose this contact now: show it (its contact frame came first)
+      })
       .catch(() => removeOffer(id));
   }
 
@@ -351,6 +354,8 @@
       wrapping: false,
     };
     pane.id = `pane-${contacts.size}-${Date.now()}`;
+    pane.hidden = true; // only the selected contact's pane shows (select); two open boxes invite the wrong one
+    tab.setAttribute("aria-selected", "false");
     pane.dataset.contactId = f.contact_id;
     pane.dataset.channel = f.channel;
     tab.dataset.contactId = f.contact_id;
@@ -576,10 +581,13 @@
   // ------------------------------------------------------------------------------------ screen-pop
 
   function renderPop() {
-    // While an offer rings, its customer: that is what the agent decides on. Otherwise the contact shown.
+    // The customer of the tab shown, so the panel never describes someone else than the chat being typed
+    // in. With no tab open, a ringing offer's customer, headed as the offer (its card names them too).
     const last = [...offers.values()].pop();
-    let pop = last ? pops.get(last.frame.contact_id) : undefined;
-    if (pop === undefined && selected !== null) pop = pops.get(selected);
+    const forOffer = selected === null && last !== undefined;
+    const pop = selected !== null ? pops.get(selected) : last ? pops.get(last.frame.contact_id) : undefined;
+    $("pop").dataset.for = forOffer ? "offer" : "contact";
+    $("pop-heading").textContent = forOffer ? `Offered ${last.frame.channel || "contact"}: not yet accepted` : "Customer";
     const empty = !pop || !pop.matched || !pop.customer;
     $("pop-body").hidden = empty;
     $("pop-empty").hidden = !empty;
