@@ -1092,6 +1092,7 @@ def _offer_fields(offer_id: str, c: Contact | None, expires_ms: int, ev: OfferMa
         "queue": c.queue if c is not None else None,
         "customer_id": c.customer_id if c is not None else None,
         "tier": c.tier if c is not None else None,
+        "waiting_since_ms": _waiting_since(c),
         "expires_ms": expires_ms,
         "why": explain(ev) if ev is not None else None,
     }
@@ -1101,6 +1102,11 @@ def _no_wrap_up(ev: WrapUpStarted) -> bool:
     """A wrap-up that ends the moment it starts: the channel has none (``wrap_up_s = 0``), and the router closes
     the contact in the same step. The console is told ``contact_closed`` only (docs/protocol.md)."""
     return ev.ends_ms == ev.at_ms
+
+
+def _waiting_since(c: Contact | None) -> int | None:
+    """Since when the customer has waited in the queue (the console's offer card counts it up)."""
+    return c.waiting_since_ms if c is not None else None
 
 
 def _offer_gone(offer_id: str, contact_id: str, reason: str) -> Frame:

@@ -339,6 +339,8 @@ def test_offer_carries_why_preview_and_screen_pop_and_the_read_is_audited(tmp_pa
         offer = await console.expect("offer")
         assert offer["contact_id"] == "chat-1" and offer["channel"] == "chat" and offer["queue"] == "support"
         assert offer["customer_id"] == jo
+        # since when the customer has waited: the console's offer card counts it up
+        assert offer["waiting_since_ms"] == env.centre.router.contacts["chat-1"].waiting_since_ms > 0
         assert offer["expires_ms"] == env.agent("a1").offers[offer["offer_id"]].expires_ms
         assert offer["why"]["trigger"] == "contact" and offer["why"]["strategy"] == "longest_idle"
         assert offer["why"]["candidates"][0]["id"] == "a1"

@@ -204,6 +204,39 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     expect(first.locator("#log li.agent")).to_have_count(0)  # each customer hears only their own chat
 
 
+def test_the_tab_the_heading_the_transcript_and_the_offer_card_name_the_customer(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    # The tab and the heading said "chat chat-0897…", the transcript "customer": an agent with two chats could
+    # not tell them apart. Now the customer's name and the channel, and the offer card says who and how long.
+    agent = new_page()
+    login(agent, live_server, "ada")
+    agent.click("#go-available")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    customer = new_page()
+    open_chat(customer, live_server, name="Cleo Customer", topic="Router", text="It blinks red")
+
+    offer = agent.locator("#offers .offer")
+    expect(offer.locator(".offer-customer")).to_have_text("Cleo Customer", timeout=T_MS)
+    expect(offer.locator(".offer-channel")).to_have_text("chat")
+    expect(offer.locator(".offer-waited")).to_have_text(re.compile(r"^waited (\d+ s|\d+:\d\d)$"))
+    offer.locator("button.accept").click()
+
+    tab = agent.locator(".tab")
+    expect(tab.locator(".tab-label")).to_have_text("Cleo Customer · chat", timeout=T_MS)
+    contact_id = tab.get_attribute("data-contact-id")
+    assert contact_id and contact_id not in tab.inner_text()
+    expect(tab).to_have_attribute("title", contact_id)  # the id is still there for colleagues, on hover
+    pane = agent.locator(".pane")
+    expect(pane.locator(".pane-title")).to_have_text(re.compile(r"^Cleo Customer · chat"))
+    expect(pane.locator(".transcript .from-customer .who").first).to_have_text("Cleo Customer", timeout=T_MS)
+    customer.fill("#text", "Still there?")
+    customer.keyboard.press("Enter")
+    line = pane.locator(".transcript .from-customer").last
+    expect(line.locator(".text")).to_have_text("Still there?", timeout=T_MS)
+    expect(line.locator(".who")).to_have_text("Cleo Customer")
+
+
 def test_the_state_buttons_wait_until_the_server_has_logged_the_console_in(
     live_server: LiveServer, new_page: Any
 ) -> None:

@@ -45,6 +45,17 @@
     return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
+  const CHANNEL_WORDS = { chat: "chat", email: "e-mail", voice: "call", callback: "callback", outbound: "call" };
+  const channelWord = (ch) => CHANNEL_WORDS[ch] || ch || "contact";
+
+  // Who the customer is, in the words an agent uses: the name the store knows, else the address they came
+  // from (an e-mail address, a phone number; a chat's token means nothing to a person). Null: not known yet.
+  function whoOf(pop) {
+    if (!pop) return null;
+    if (pop.matched && pop.customer) return pop.customer.name || pop.value || null;
+    return pop.kind === "email" || pop.kind === "phone" ? pop.value || null : null;
+  }
+
   function notice(text) {
     const n = $("notice");
     n.textContent = text || "";
@@ -161,6 +172,9 @@
     },
     screen_pop(f) {
       pops.set(f.contact_id, f);
+      const c = contacts.get(f.contact_id);
+      if (c) nameContact(c);
+      for (const o of offers.values()) if (o.frame.contact_id === f.contact_id) nameOffer(o);
       renderPop();
     },
     contact(f) {
@@ -168,7 +182,8 @@
       c.transcript.replaceChildren();
       for (const m of f.transcript || []) addLine(c, m);
       if (f.transcript_error) addSystem(c, f.transcript_error);
-      if (f.subject) c.title.textContent = `${c.label} — ${f.subject}`;
+      c.subject = f.subject || null;
+      nameContact(c);
       if (f.state === "wrap_up") startWrap(c, f.wrap_up_ends_ms === undefined ? null : f.wrap_up_ends_ms);
       if (selected === null) select(f.contact_id);
     },
@@ -276,7 +291,7 @@
     const card = clone("offer-tpl");
     card.dataset.offerId = f.offer_id;
     card.dataset.contactId = f.contact_id || "";
-    card.querySelector(".offer-channel").textContent = f.channel || "contact";
+    card.querySelector(".offer-channel").textContent = channelWord(f.channel);
     card.querySelector(".offer-queue").textContent = f.queue ? `in ${f.queue}` : "";
     card.querySelector(".offer-tier").textContent = f.tier || "";
     card.querySelector(".offer-tier").dataset.tier = f.tier || "";
@@ -288,9 +303,16 @@
     card.querySelector(".accept").addEventListener("click", () => accept(f.offer_id));
     card.querySelector(".reject").addEventListener("click", () => reject(f.offer_id));
     $("offers").append(card);
-    offers.set(f.offer_id, { frame: f, el: card });
+    const o = { frame: f, el: card };
+    offers.set(f.offer_id, o);
+    nameOffer(o);
     tickOffers();
     renderPop();
+  }
+
+  function nameOffer(o) {
+    const who = whoOf(pops.get(o.frame.contact_id));
+    o.el.querySelector(".offer-customer").textContent = who || "a customer";
   }
 
   function removeOffer(id) {
@@ -321,6 +343,8 @@
       const left = o.frame.expires_ms - serverNow();
       const cd = o.el.querySelector(".countdown");
       cd.textContent = left > 0 ? secs(left) : "expiring";
+      const since = o.frame.waiting_since_ms;
+      o.el.querySelector(".offer-waited").textContent = since ? `waited ${secs(serverNow() - since)}` : "";
       o.el.classList.toggle("urgent", left < 10000);
     }
   }
@@ -337,11 +361,10 @@
   function makeContact(f) {
     const pane = clone("pane-tpl");
     const tab = clone("tab-tpl");
-    const label = `${f.channel} ${f.contact_id}`;
     const c = {
       id: f.contact_id,
       channel: f.channel,
-      label,
+      subject: null,
       pane,
       tab,
       title: pane.querySelector(".pane-title"),
@@ -360,8 +383,7 @@
     pane.dataset.channel = f.channel;
     tab.dataset.contactId = f.contact_id;
     tab.setAttribute("aria-controls", pane.id);
-    tab.querySelector(".tab-label").textContent = label;
-    c.title.textContent = label;
+    nameContact(c);
     tab.addEventListener("click", () => select(f.contact_id));
 
     const text = pane.querySelector(".compose-text");
@@ -476,6 +498,20 @@
     return c;
   }
 
+  // The tab and the heading name the customer and the channel (the contact id is on hover, for colleagues and
+  // logs); the transcript's customer lines carry the name too. Called again when the screen-pop names them.
+  function nameContact(c) {
+    const who = whoOf(pops.get(c.id));
+    c.who = who || "Customer";
+    const label = `${who || "A customer"} · ${channelWord(c.channel)}`;
+    const tabLabel = c.tab.querySelector(".tab-label");
+    tabLabel.textContent = label;
+    c.tab.title = c.id;
+    c.title.textContent = c.subject ? `${label} — ${c.subject}` : label;
+    c.title.title = c.id;
+    for (const w of c.transcript.querySelectorAll(".from-customer .who")) w.textContent = c.who;
+  }
+
   function typingSignal(c) {
     const now = Date.now();
     if (c.typingSent && now - c.typingSent < 3000) return; // one signal per few seconds is enough
@@ -566,7 +602,8 @@
 
   function addLine(c, m) {
     const li = el("li", null, `line from-${m.from === "customer" ? "customer" : "agent"}`);
-    const meta = el("span", `${m.from === "customer" ? "customer" : m.agent_id || "you"} · ${clock(m.at_ms)}`, "meta");
+    const meta = el("span", null, "meta");
+    meta.append(el("span", m.from === "customer" ? c.who : m.agent_id || "you", "who"), ` · ${clock(m.at_ms)}`);
     li.append(meta);
     if (m.subject) li.append(el("strong", m.subject, "subject"));
     li.append(el("span", m.text, "text"));
