@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -20,9 +21,9 @@ from websockets.exceptions import ConnectionClosed
 import contactcentre.events as E
 from contactcentre.agent_gateway import AgentGateway
 from contactcentre.centre import Centre
-from contactcentre.config import parse_config
+from contactcentre.config import DispositionsConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
-from contactcentre.store import customers, users
+from contactcentre.store import cases, customers, users
 from contactcentre.store.privacy import audit_trail
 
 TIMEOUT = 5.0
@@ -514,6 +515,38 @@ def test_hold_end_wrap_up_disposition_and_close(tmp_path: Path) -> None:
         assert "chat-1" not in env.centre.router.contacts
 
     run(tmp_path, body)
+
+
+def test_a_wrap_up_closed_with_a_disposition_moves_the_case_as_configured(tmp_path: Path) -> None:
+    # A case stayed "new" after its chat was wrapped up "resolved": [dispositions] case_status maps codes to
+    # the case's status, applied when the wrap-up closes (along the case's transitions: closed stays closed).
+    config = msgspec.structs.replace(
+        CONFIG, dispositions=DispositionsConfig(case_status={"resolved": "solved", "follow_up": "pending"})
+    )
+
+    async def body(env: Env) -> None:
+        centre = env.centre
+        now = centre.now_ms()
+        ids = {}
+        for name in ("solved", "untouched", "closed"):
+            ids[name], _ = await centre.write(lambda c: cases.open_case(c, now, customer_id=None))
+        await centre.write(lambda c: cases.set_status(c, ids["closed"], "closed", now))
+        console = await env.ready("a1")
+        for contact_id, case, code in (
+            ("chat-1", "solved", "resolved"),
+            ("chat-2", "untouched", "sale"),  # not in the map: the case is left as it is
+            ("chat-3", "closed", "follow_up"),  # closed -> pending is no transition: stays closed
+        ):
+            await _handling(env, console, contact_id, case_id=ids[case])
+            await console.send(type="end", contact_id=contact_id)
+            await console.send(type="disposition", contact_id=contact_id, code=code)
+            await console.send(type="wrap_up_done", contact_id=contact_id)
+            await console.expect("contact_closed", contact_id=contact_id)
+        await centre.commit()
+        status = {name: (await centre.read(cases.get_case, case_id))["status"] for name, case_id in ids.items()}
+        assert status == {"solved": "solved", "untouched": "new", "closed": "closed"}
+
+    run(tmp_path, body, config=config)
 
 
 def test_the_customer_leaving_a_connected_chat(tmp_path: Path) -> None:

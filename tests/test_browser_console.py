@@ -18,15 +18,16 @@ from tests.browser import T_MS, LiveServer, login, open_chat, screenshot, watch
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
-def _stored(live: LiveServer, sql: str, *args: Any) -> Any:
-    """One value from the server's store, polled (with a deadline) until the group commit has written it."""
+def _stored(live: LiveServer, sql: str, *args: Any, want: Any = None) -> Any:
+    """One value from the server's store, polled (with a deadline) until the group commit has written it (and,
+    with ``want``, until it is that value)."""
     deadline = time.monotonic() + T_MS / 1000
     while True:
         with sqlite3.connect(f"file:{live.database}?mode=ro", uri=True) as db:
             row = db.execute(sql, args).fetchone()
-        if row is not None and row[0] is not None:
+        if row is not None and row[0] is not None and (want is None or row[0] == want):
             return row[0]
-        assert time.monotonic() < deadline, f"not in the store: {sql} {args}"
+        assert time.monotonic() < deadline, f"not in the store{f' as {want!r}' if want else ''}: {sql} {args}"
         time.sleep(0.05)  # a poll of another process's database, bounded by the deadline
 
 
@@ -235,6 +236,36 @@ def test_the_tab_the_heading_the_transcript_and_the_offer_card_name_the_customer
     line = pane.locator(".transcript .from-customer").last
     expect(line.locator(".text")).to_have_text("Still there?", timeout=T_MS)
     expect(line.locator(".who")).to_have_text("Cleo Customer")
+
+
+def test_the_disposition_moves_the_case_and_the_next_screen_pop_shows_it(live_server: LiveServer, new_page: Any) -> None:
+    # A case stayed "new" after its chat was wrapped up: the configuration's [dispositions.case_status] says
+    # what each code does (follow_up: pending), and the customer's next contact shows the case so.
+    agent = new_page()
+    login(agent, live_server, "ada")
+    agent.click("#go-available")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    customer = new_page()
+    open_chat(customer, live_server, name="Cleo Customer", topic="Refund", text="Where is my refund?")
+    agent.locator("#offers .offer button.accept").click()
+    pane = agent.locator(".pane")
+    expect(agent.locator("#pop-cases li")).to_have_text([re.compile(r"Refund · new$")], timeout=T_MS)
+    contact_id = pane.get_attribute("data-contact-id")
+    case_status = "select c.status from cases c join interactions i on i.case_id = c.id where i.id = ?"
+    assert _stored(live_server, case_status, contact_id) == "new"
+
+    pane.locator("button.end").click()
+    wrap = pane.locator("form.wrapup")
+    expect(wrap).to_be_visible(timeout=T_MS)
+    wrap.locator("select.disposition").select_option("follow_up")
+    wrap.locator("button.wrap-done").click()
+    expect(agent.locator(".pane")).to_have_count(0, timeout=T_MS)
+    assert _stored(live_server, case_status, contact_id, want="pending") == "pending"
+
+    again = new_page()
+    open_chat(again, live_server, name="Cleo Customer", topic="Refund again", text="Any news?")
+    expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
+    expect(agent.locator("#pop-cases")).to_contain_text("Refund · pending", timeout=T_MS)
 
 
 def test_the_state_buttons_wait_until_the_server_has_logged_the_console_in(
