@@ -152,8 +152,17 @@ def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server:
 def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> None:
     agent = new_page()
     login(agent, live_server, "ada")
+    expect(agent.locator("#state")).to_have_text("Away — not ready", timeout=T_MS)
     agent.click("#go-available")
     expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    expect(agent.locator("#state")).to_have_text("Available")
+    # the buttons are actions, not the state: Go available is not green like the badge, and has nothing to do now
+    expect(agent.locator("#go-available")).to_be_disabled()
+    colours = agent.evaluate(
+        "[getComputedStyle(document.getElementById('state')).backgroundColor,"
+        " getComputedStyle(document.getElementById('go-available')).backgroundColor]"
+    )
+    assert colours[0] != colours[1], colours
 
     first, second = new_page(), new_page()
     open_chat(first, live_server, name="Cleo One", topic="First", email="cleo@example.com", text="first chat")
@@ -171,8 +180,12 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     # the side panel stays with the chat shown (tab 1) while the second rings: it never describes someone else
     expect(agent.locator("#pop-heading")).to_have_text("Customer")
     expect(agent.locator("#pop-name")).to_have_text("Cleo One")
+    # the router says "reserved" (an offer rings); the agent reads what they are doing (it said "Reserved")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "reserved")
+    expect(agent.locator("#state")).to_have_text("Busy — 1 chat · offer ringing")
     agent.locator("#offers .offer button.accept").click()
     expect(agent.locator(".tab")).to_have_count(2, timeout=T_MS)
+    expect(agent.locator("#state")).to_have_text("Busy — 2 chats", timeout=T_MS)
     expect(agent.locator(".tab .tab-key")).to_have_text(["1", "2"])
 
     # Only the selected tab's conversation shows, with its one message box: the chat just accepted, and the

@@ -235,15 +235,54 @@
 
   // ----------------------------------------------------------------------------------------- state
 
+  let lastState = null; // the last state frame (or welcome): the badge is redrawn when the contacts change
+
   function showState(f) {
+    lastState = f;
     const s = $("state");
     s.dataset.state = f.state;
-    let text = f.state.replace("_", " ");
-    if (f.state === "away" && f.reason) text += ` (${f.reason.replace("_", " ")})`;
-    else if (f.presence === "away" && f.away_reason) text += ` → away (${f.away_reason.replace("_", " ")})`;
-    s.textContent = text;
+    s.textContent = stateWords(f);
+    s.title = `router state: ${f.state}`;
+    // Nothing to do when already ready; Go away stays usable to change the reason.
+    if ($("conn").dataset.conn === "open") $("go-available").disabled = f.presence === "ready";
     stateSince = f.since_ms;
     tickState();
+  }
+
+  function redrawState() {
+    if (lastState) showState(lastState);
+  }
+
+  // What the agent holds, in words: "1 chat", "2 chats and 1 e-mail", "1 call".
+  function workWords(states) {
+    const byChannel = new Map();
+    for (const c of contacts.values()) {
+      if (states.includes(c.state)) byChannel.set(c.channel, (byChannel.get(c.channel) || 0) + 1);
+    }
+    const parts = [...byChannel].map(([ch, n]) => `${n} ${channelWord(ch)}${n === 1 ? "" : "s"}`);
+    return parts.join(" and ");
+  }
+
+  const words = (code) => code.replaceAll("_", " ");
+
+  // The router's state as an agent says it (docs/web.md "Console"): the router calls an agent with an offer
+  // ringing "reserved" even mid-chat, which read as if the chat were on hold. Busy with what, wrap-up,
+  // away and why; an offer ringing is said after the work, and an away to come after it.
+  function stateWords(f) {
+    const handling = workWords(["connected", "held"]);
+    const wrapping = workWords(["wrap_up"]);
+    let text;
+    if (f.state === "available") text = "Available";
+    else if (f.state === "away") text = f.reason ? `Away — ${words(f.reason)}` : "Away";
+    else if (f.state === "logged_out") text = "Logged out";
+    else if (handling) text = `Busy — ${handling}`;
+    else if (wrapping) text = `Wrap-up — ${wrapping}`;
+    else if (f.state === "busy") text = "Busy";
+    else if (f.state === "wrap_up") text = "Wrap-up";
+    else text = "";
+    if (f.state === "reserved") text = text ? `${text} · offer ringing` : "Offer ringing";
+    if (f.state !== "away" && f.presence === "away") text += ` · then away${f.away_reason ? ` (${words(f.away_reason)})` : ""}`;
+    return text;
   }
 
   function tickState() {
@@ -535,6 +574,7 @@
 
   function setContactState(c, state) {
     c.state = state;
+    redrawState();
     c.pane.dataset.state = state;
     c.pane.querySelector(".pane-state").textContent = state.replace("_", " ");
     const handling = state === "connected" || state === "held";
@@ -579,6 +619,7 @@
     }
     renumberTabs();
     renderPop();
+    redrawState();
   }
 
   function renumberTabs() {
