@@ -42,6 +42,7 @@ from contactcentre.acd.contact import CONNECTED, HELD
 from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
 from contactcentre.acd.errors import RouterError
 from contactcentre.acd.strategies import score_words
+from contactcentre.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import (
     AgentAway,
@@ -293,6 +294,7 @@ class AgentGateway:
         burst: int = BURST,
         max_backlog: int = MAX_BACKLOG,
         web_auth: WebAuth | None = None,
+        queues_every_s: float = QUEUES_EVERY_S,
     ) -> None:
         self.centre = centre
         self.web_auth = web_auth  # None: API tokens only (no web site, e.g. a load-generator's test server)
@@ -332,6 +334,7 @@ class AgentGateway:
             "note": self._cmd_note,
         }
         self.actions = ContactActions(centre)
+        self.queue_figures = QueueFigures(centre, lambda: self._sessions, queues_every_s)
         self._unsubscribe = centre.subscribe(self._on_events)
 
     # ----------------------------------------------------------------------------------------- public
@@ -386,6 +389,7 @@ class AgentGateway:
         """Close every console (1001) and wait for their handlers to finish."""
         self._stopping = True
         self._unsubscribe()
+        self.queue_figures.stop()
         for s in list(self._sessions.values()):
             s.drop()
         closing = [self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in list(self._connections)]
@@ -507,6 +511,7 @@ class AgentGateway:
         for c in [*work, *(o.contact for o in agent.offers.values())]:
             self._spawn(self._screen_pop(s, c.id, c.offer.id if c.offer is not None else None))
         s.writer = self._task(s.write())
+        self.queue_figures.welcome(agent_id)
         log.info("agent %s: console connected (user %s)", agent_id, user.id)
         return s
 
@@ -767,6 +772,7 @@ class AgentGateway:
     def _on_events(self, batch: list[Event]) -> None:
         """Everything the centre logs passes here, in order; the frames for connected agents are queued."""
         touched: dict[str, _Session] = {}
+        self.queue_figures.changed()
         for ev in batch:
             if isinstance(ev, ContactArrived):
                 self._remember(ev)

@@ -95,9 +95,13 @@ class Console:
         await self.ws.send(json.dumps(frame))
 
     async def recv(self) -> dict[str, Any]:
-        frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
-        self.frames.append(frame)
-        return frame
+        """The next frame but ``queues`` frames (kept in ``frames``): those come on a timer of their own, between
+        any two frames, so tests that read frames in order look at them with ``expect`` only."""
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            self.frames.append(frame)
+            if frame["type"] != "queues":
+                return frame
 
     async def expect(self, type_: str, **match: Any) -> dict[str, Any]:
         """The next frame of ``type_`` whose fields equal ``match`` (frames in between are kept in ``frames``)."""
@@ -547,6 +551,35 @@ def test_a_wrap_up_closed_with_a_disposition_moves_the_case_as_configured(tmp_pa
         assert status == {"solved": "solved", "untouched": "new", "closed": "closed"}
 
     run(tmp_path, body, config=config)
+
+
+def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> None:
+    # An agent could not see its queues: the gateway pushes per queue the agent serves how many wait and since
+    # when the oldest has, on change and at most every queues_every_s; not for queues it does not serve.
+    async def body(env: Env) -> None:
+        ann, _ = await env.login("a1")  # general: serves support, not sales (logged in away: nothing offered)
+        first = await ann.expect("queues")
+        assert first == {"type": "queues", "queues": [{"queue": "support", "waiting": 0, "oldest_since_ms": None}]}
+        cat, _ = await env.login("a3")  # sales only
+        assert (await cat.expect("queues"))["queues"] == [{"queue": "sales", "waiting": 0, "oldest_since_ms": None}]
+
+        env.arrive("chat-1")
+        env.arrive("chat-2", queue="sales")
+        env.arrive("chat-3")
+        since = env.centre.router.contacts["chat-1"].waiting_since_ms
+        frame = await ann.expect("queues")
+        assert frame["queues"] == [{"queue": "support", "waiting": 2, "oldest_since_ms": since}]
+        assert (await cat.expect("queues"))["queues"][0]["waiting"] == 1
+        # the sales contact goes: Ann's figures did not change, so she is sent nothing; Cat is
+        env.centre.submit(E.CustomerLeft(at_ms=env.centre.now_ms(), contact_id="chat-2"))
+        assert (await cat.expect("queues"))["queues"][0]["waiting"] == 0
+        await ann.send(type="state", state="available")  # takes chat-1: one waits, since chat-3 came
+        frame = await ann.expect("queues")
+        later = env.centre.router.contacts["chat-3"].waiting_since_ms
+        assert frame["queues"] == [{"queue": "support", "waiting": 1, "oldest_since_ms": later}]
+        assert sum(f["type"] == "queues" for f in ann.frames) == 3
+
+    run(tmp_path, body, queues_every_s=0.02)
 
 
 def test_the_customer_leaving_a_connected_chat(tmp_path: Path) -> None:

@@ -218,22 +218,27 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     expect(first.locator("#log li.agent")).to_have_count(0)  # each customer hears only their own chat
 
 
-def test_the_tab_the_heading_the_transcript_and_the_offer_card_name_the_customer(
+def test_own_queues_and_the_tab_heading_transcript_and_offer_card_naming_the_customer(
     live_server: LiveServer, new_page: Any
 ) -> None:
     # The tab and the heading said "chat chat-0897…", the transcript "customer": an agent with two chats could
     # not tell them apart. Now the customer's name and the channel, and the offer card says who and how long.
     agent = new_page()
     login(agent, live_server, "ada")
-    agent.click("#go-available")
-    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    # the agent's own queues (ada serves support and technical): how many wait and the longest wait
+    support = agent.locator("#my-queues li[data-queue='support']")
+    expect(agent.locator("#my-queues li")).to_have_count(2, timeout=T_MS)
+    expect(support).to_have_text("support none waiting")
     customer = new_page()
     open_chat(customer, live_server, name="Cleo Customer", topic="Router", text="It blinks red")
+    expect(support).to_have_text(re.compile(r"^support 1 waiting · longest \d+ s$"), timeout=T_MS)
+    agent.click("#go-available")
 
     offer = agent.locator("#offers .offer")
     expect(offer.locator(".offer-customer")).to_have_text("Cleo Customer", timeout=T_MS)
     expect(offer.locator(".offer-channel")).to_have_text("chat")
     expect(offer.locator(".offer-waited")).to_have_text(re.compile(r"^waited (\d+ s|\d+:\d\d)$"))
+    expect(support).to_have_text("support none waiting", timeout=T_MS)  # offered: no longer waiting
     offer.locator("button.accept").click()
 
     tab = agent.locator(".tab")

@@ -223,6 +223,9 @@
     transferred(f) {
       removeContact(f.contact_id);
     },
+    queues(f) {
+      showQueues(f.queues);
+    },
   };
 
   function settle(f, ok) {
@@ -293,6 +296,35 @@
   $("go-away").addEventListener("click", () =>
     command({ type: "state", state: "away", reason: $("away-reason").value }).catch(() => {})
   );
+
+  // ------------------------------------------------------------------------------------ own queues
+
+  // The queues this agent serves (the server's queues frame): how many wait, and the longest wait counted up
+  // here from since when the oldest has waited, so the server sends nothing while the queues stand still.
+  let myQueues = [];
+
+  function showQueues(rows) {
+    myQueues = rows.map((q) => {
+      const li = el("li");
+      li.dataset.queue = q.queue;
+      li.dataset.waiting = String(q.waiting);
+      li.append(el("span", q.queue, "queue-name"), " ", el("span", null, "queue-figures"));
+      return { ...q, li };
+    });
+    $("queue-list").replaceChildren(...myQueues.map((q) => q.li));
+    $("my-queues").hidden = myQueues.length === 0;
+    tickQueues();
+  }
+
+  function tickQueues() {
+    for (const q of myQueues) {
+      const text =
+        q.waiting === 0
+          ? "none waiting"
+          : `${q.waiting} waiting · longest ${secs(serverNow() - q.oldest_since_ms)}`;
+      q.li.querySelector(".queue-figures").textContent = text;
+    }
+  }
 
   // ---------------------------------------------------------------------------------------- offers
 
@@ -743,6 +775,7 @@
     tickState();
     tickOffers();
     tickWrap();
+    tickQueues();
   }, 250);
 
   if (body.dataset.wsUrl) connect();
