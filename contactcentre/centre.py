@@ -109,9 +109,11 @@ class Centre:
         for ev in batch:
             if isinstance(ev, ContactClosed) and ev.disposition in self._case_status:
                 status = self._case_status[ev.disposition]
-                self.stage(functools.partial(
-                    status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
-                ))
+                self.stage(
+                    functools.partial(
+                        status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
+                    )
+                )
 
     # ---------------------------------------------------------------------------------------------- store
 

@@ -256,7 +256,9 @@ def test_own_queues_and_the_tab_heading_transcript_and_offer_card_naming_the_cus
     expect(line.locator(".who")).to_have_text("Cleo Customer")
 
 
-def test_the_disposition_moves_the_case_and_the_next_screen_pop_shows_it(live_server: LiveServer, new_page: Any) -> None:
+def test_the_disposition_moves_the_case_and_the_next_screen_pop_shows_it(
+    live_server: LiveServer, new_page: Any
+) -> None:
     # A case stayed "new" after its chat was wrapped up: the configuration's [dispositions.case_status] says
     # what each code does (follow_up: pending), and the customer's next contact shows the case so.
     agent = new_page()
