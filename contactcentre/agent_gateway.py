@@ -41,6 +41,7 @@ from contactcentre.acd.contact import CONNECTED, HELD
 from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
 from contactcentre.acd.errors import RouterError
 from contactcentre.acd.strategies import score_words
+from contactcentre.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import (
     AgentAway,
@@ -275,6 +276,7 @@ class AgentGateway:
         burst: int = BURST,
         max_backlog: int = MAX_BACKLOG,
         web_auth: WebAuth | None = None,
+        queues_every_s: float = QUEUES_EVERY_S,
     ) -> None:
         self.centre = centre
         self.web_auth = web_auth  # None: API tokens only (no web site, e.g. a load-generator's test server)
@@ -317,6 +319,7 @@ class AgentGateway:
             "message_text": self._cmd_message_text,
         }
         self.actions = ContactActions(centre)
+        self.queue_figures = QueueFigures(centre, lambda: self._sessions, queues_every_s)
         self._unsubscribe = centre.subscribe(self._on_events)
 
     # ----------------------------------------------------------------------------------------- public
@@ -371,6 +374,7 @@ class AgentGateway:
         """Close every console (1001) and wait for their handlers to finish."""
         self._stopping = True
         self._unsubscribe()
+        self.queue_figures.stop()
         for s in list(self._sessions.values()):
             s.drop()
         closing = [self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in list(self._connections)]
@@ -492,6 +496,7 @@ class AgentGateway:
         for c in [*work, *(o.contact for o in agent.offers.values())]:
             self._spawn(self._screen_pop(s, c.id, c.offer.id if c.offer is not None else None))
         s.writer = self._task(s.write())
+        self.queue_figures.welcome(agent_id)
         log.info("agent %s: console connected (user %s)", agent_id, user.id)
         return s
 
@@ -752,6 +757,7 @@ class AgentGateway:
     def _on_events(self, batch: list[Event]) -> None:
         """Everything the centre logs passes here, in order; the frames for connected agents are queued."""
         touched: dict[str, _Session] = {}
+        self.queue_figures.changed()
         for ev in batch:
             if isinstance(ev, ContactArrived):
                 self._remember(ev)
@@ -812,7 +818,8 @@ class AgentGateway:
             case WrapUpStarted():
                 if ev.by == "customer":
                     s.push({"type": "customer_left", "contact_id": ev.contact_id})
-                s.push({"type": "wrap_up", "contact_id": ev.contact_id, "ends_ms": ev.ends_ms, "by": ev.by})
+                if not _no_wrap_up(ev):
+                    s.push({"type": "wrap_up", "contact_id": ev.contact_id, "ends_ms": ev.ends_ms, "by": ev.by})
             case ContactClosed():
                 s.seen.pop(ev.contact_id, None)
                 s.push(
@@ -1120,9 +1127,21 @@ def _offer_fields(offer_id: str, c: Contact | None, expires_ms: int, ev: OfferMa
         "queue": c.queue if c is not None else None,
         "customer_id": c.customer_id if c is not None else None,
         "tier": c.tier if c is not None else None,
+        "waiting_since_ms": _waiting_since(c),
         "expires_ms": expires_ms,
         "why": explain(ev) if ev is not None else None,
     }
+
+
+def _no_wrap_up(ev: WrapUpStarted) -> bool:
+    """A wrap-up that ends the moment it starts: the channel has none (``wrap_up_s = 0``), and the router closes
+    the contact in the same step. The console is told ``contact_closed`` only (docs/protocol.md)."""
+    return ev.ends_ms == ev.at_ms
+
+
+def _waiting_since(c: Contact | None) -> int | None:
+    """Since when the customer has waited in the queue (the console's offer card counts it up)."""
+    return c.waiting_since_ms if c is not None else None
 
 
 def _offer_gone(offer_id: str, contact_id: str, reason: str) -> Frame:

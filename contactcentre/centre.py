@@ -17,6 +17,7 @@ the router or the database directly; they
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,8 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from contactcentre.config import CentreConfig
-from contactcentre.events import AgentAway, Event, decode, is_input
+from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
+from contactcentre.store.cases import status_from_disposition
 from contactcentre.store.db import reader, write_transaction
 from contactcentre.store.schema import events as events_table
 
@@ -77,6 +79,9 @@ class Centre:
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
+        self._case_status = dict(config.dispositions.case_status)
+        if self._case_status:
+            driver.subscribe(self._dispositions_move_cases)
 
     # --------------------------------------------------------------------------------------------- router
 
@@ -97,6 +102,18 @@ class Centre:
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         return self.driver.subscribe(fn)
+
+    def _dispositions_move_cases(self, batch: list[Event]) -> None:
+        """A wrap-up closed with a code of ``[dispositions] case_status``: its case moves to that status, in
+        the commit after the closing event (whose interaction row names the case)."""
+        for ev in batch:
+            if isinstance(ev, ContactClosed) and ev.disposition in self._case_status:
+                status = self._case_status[ev.disposition]
+                self.stage(
+                    functools.partial(
+                        status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
+                    )
+                )
 
     # ---------------------------------------------------------------------------------------------- store
 

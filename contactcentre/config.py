@@ -328,9 +328,12 @@ class CallbacksConfig(_Strict):
 
 
 class DispositionsConfig(_Strict):
-    """The controlled list of wrap-up disposition codes agents choose from (``docs/web.md``)."""
+    """The controlled list of wrap-up disposition codes agents choose from (``docs/web.md``), and what a code
+    does to the contact's case when the wrap-up closes with it (``case_status``: code -> the case's new status,
+    e.g. ``{ resolved = "solved" }``). Default: no code moves a case, which then stays as it was (``new``)."""
 
     codes: list[str] = []
+    case_status: dict[str, Literal["open", "pending", "solved", "closed"]] = {}
 
 
 class CannedResponse(_Strict):
@@ -463,6 +466,11 @@ def _check_dispositions_and_canned(cfg: CentreConfig, fail: Any) -> None:
             fail(f"dispositions.codes[{i}]", f"{code!r}: lower-case letters, digits and _ . - (at most 64)")
         if codes.index(code) != i:
             fail(f"dispositions.codes[{i}]", f"{code!r} is listed more than once")
+    for code in cfg.dispositions.case_status:
+        if codes and code not in codes:  # a typo would silently never move a case
+            fail(f"dispositions.case_status.{code}", f"{code!r} is not one of dispositions.codes")
+        elif not CODE.fullmatch(code):
+            fail(f"dispositions.case_status.{code}", f"{code!r}: lower-case letters, digits and _ . - (at most 64)")
     names = [c.name for c in cfg.canned]
     for i, c in enumerate(cfg.canned):
         key = f"canned[{i}]"

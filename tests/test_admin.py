@@ -42,6 +42,17 @@ def _parse(extra: dict[str, Any]) -> Any:
         ({"dispositions": {"codes": [""]}}, "dispositions.codes[0]", "lower-case letters"),
         ({"dispositions": {"codes": ["x" * 65]}}, "dispositions.codes[0]", "at most 64"),
         ({"dispositions": {"code": ["ok"]}}, "dispositions", "unknown field 'code'"),
+        (
+            {"dispositions": {"codes": ["resolved"], "case_status": {"resolvd": "solved"}}},
+            "dispositions.case_status.resolvd",
+            "not one of dispositions.codes",
+        ),
+        ({"dispositions": {"case_status": {"Done": "solved"}}}, "dispositions.case_status.Done", "lower-case"),
+        (
+            {"dispositions": {"case_status": {"done": "new"}}},  # a case never goes back to new
+            "dispositions.case_status[...]",
+            "Invalid enum value 'new'",
+        ),
         ({"canned": [{"name": "hi", "text": " "}]}, "canned[0].text", "must not be empty"),
         ({"canned": [{"name": "", "text": "Hello"}]}, "canned[0].name", "1-64 characters"),
         ({"canned": [{"name": "hi", "text": "x" * 4001}]}, "canned[0].text", "at most 4000"),
@@ -66,6 +77,10 @@ def test_the_demo_configuration_has_codes_and_canned_responses() -> None:
     assert {c.channel for c in cfg.canned} == {"chat", "email", None}
     empty = _parse({})
     assert empty.dispositions.codes == [] and empty.canned == []  # both optional
+    # every code of the demo says what it does to the case; by default no code moves a case
+    assert set(cfg.dispositions.case_status) == set(cfg.dispositions.codes)
+    assert cfg.dispositions.case_status["resolved"] == "solved"
+    assert empty.dispositions.case_status == {}
 
 
 # ------------------------------------------------------------------------------------------ the CLI

@@ -21,9 +21,9 @@ from websockets.exceptions import ConnectionClosed
 import contactcentre.events as E
 from contactcentre.agent_gateway import AgentGateway
 from contactcentre.centre import Centre
-from contactcentre.config import TranscriptConfig, parse_config
+from contactcentre.config import DispositionsConfig, TranscriptConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
-from contactcentre.store import customers, users
+from contactcentre.store import cases, customers, users
 from contactcentre.store.privacy import audit_trail
 
 TIMEOUT = 5.0
@@ -95,9 +95,13 @@ class Console:
         await self.ws.send(json.dumps(frame))
 
     async def recv(self) -> dict[str, Any]:
-        frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
-        self.frames.append(frame)
-        return frame
+        """The next frame but ``queues`` frames (kept in ``frames``): those come on a timer of their own, between
+        any two frames, so tests that read frames in order look at them with ``expect`` only."""
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
+            self.frames.append(frame)
+            if frame["type"] != "queues":
+                return frame
 
     async def expect(self, type_: str, **match: Any) -> dict[str, Any]:
         """The next frame of ``type_`` whose fields equal ``match`` (frames in between are kept in ``frames``)."""
@@ -340,6 +344,8 @@ def test_offer_carries_why_preview_and_screen_pop_and_the_read_is_audited(tmp_pa
         offer = await console.expect("offer")
         assert offer["contact_id"] == "chat-1" and offer["channel"] == "chat" and offer["queue"] == "support"
         assert offer["customer_id"] == jo
+        # since when the customer has waited: the console's offer card counts it up
+        assert offer["waiting_since_ms"] == env.centre.router.contacts["chat-1"].waiting_since_ms > 0
         assert offer["expires_ms"] == env.agent("a1").offers[offer["offer_id"]].expires_ms
         assert offer["why"]["trigger"] == "contact" and offer["why"]["strategy"] == "longest_idle"
         assert offer["why"]["candidates"][0]["id"] == "a1"
@@ -515,6 +521,67 @@ def test_hold_end_wrap_up_disposition_and_close(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_a_wrap_up_closed_with_a_disposition_moves_the_case_as_configured(tmp_path: Path) -> None:
+    # A case stayed "new" after its chat was wrapped up "resolved": [dispositions] case_status maps codes to
+    # the case's status, applied when the wrap-up closes (along the case's transitions: closed stays closed).
+    config = msgspec.structs.replace(
+        CONFIG, dispositions=DispositionsConfig(case_status={"resolved": "solved", "follow_up": "pending"})
+    )
+
+    async def body(env: Env) -> None:
+        centre = env.centre
+        now = centre.now_ms()
+        ids = {}
+        for name in ("solved", "untouched", "closed"):
+            ids[name], _ = await centre.write(lambda c: cases.open_case(c, now, customer_id=None))
+        await centre.write(lambda c: cases.set_status(c, ids["closed"], "closed", now))
+        console = await env.ready("a1")
+        for contact_id, case, code in (
+            ("chat-1", "solved", "resolved"),
+            ("chat-2", "untouched", "sale"),  # not in the map: the case is left as it is
+            ("chat-3", "closed", "follow_up"),  # closed -> pending is no transition: stays closed
+        ):
+            await _handling(env, console, contact_id, case_id=ids[case])
+            await console.send(type="end", contact_id=contact_id)
+            await console.send(type="disposition", contact_id=contact_id, code=code)
+            await console.send(type="wrap_up_done", contact_id=contact_id)
+            await console.expect("contact_closed", contact_id=contact_id)
+        await centre.commit()
+        status = {name: (await centre.read(cases.get_case, case_id))["status"] for name, case_id in ids.items()}
+        assert status == {"solved": "solved", "untouched": "new", "closed": "closed"}
+
+    run(tmp_path, body, config=config)
+
+
+def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> None:
+    # An agent could not see its queues: the gateway pushes per queue the agent serves how many wait and since
+    # when the oldest has, on change and at most every queues_every_s; not for queues it does not serve.
+    async def body(env: Env) -> None:
+        ann, _ = await env.login("a1")  # general: serves support, not sales (logged in away: nothing offered)
+        first = await ann.expect("queues")
+        assert first == {"type": "queues", "queues": [{"queue": "support", "waiting": 0, "oldest_since_ms": None}]}
+        cat, _ = await env.login("a3")  # sales only
+        assert (await cat.expect("queues"))["queues"] == [{"queue": "sales", "waiting": 0, "oldest_since_ms": None}]
+
+        env.arrive("chat-1")
+        env.arrive("chat-2", queue="sales")
+        env.arrive("chat-3")
+        since = env.centre.router.contacts["chat-1"].waiting_since_ms
+        frame = await ann.expect("queues")
+        assert frame["queues"] == [{"queue": "support", "waiting": 2, "oldest_since_ms": since}]
+        assert (await cat.expect("queues"))["queues"][0]["waiting"] == 1
+        # the sales contact goes: Ann's figures did not change, so she is sent nothing; Cat is
+        env.centre.submit(E.CustomerLeft(at_ms=env.centre.now_ms(), contact_id="chat-2"))
+        assert (await cat.expect("queues"))["queues"][0]["waiting"] == 0
+        await ann.send(type="state", state="available")  # takes chat-1: one waits, since chat-3 came
+        frame = await ann.expect("queues")
+        later = env.centre.router.contacts["chat-3"].waiting_since_ms
+        assert frame["queues"] == [{"queue": "support", "waiting": 1, "oldest_since_ms": later}]
+        assert sum(f["type"] == "queues" for f in ann.frames) == 3
+
+    run(tmp_path, body, queues_every_s=0.02)
+
+
 def test_the_customer_leaving_a_connected_chat(tmp_path: Path) -> None:
     async def body(env: Env) -> None:
         console = await env.ready("a1")
@@ -587,6 +654,9 @@ def test_email_reply_and_preview(tmp_path: Path) -> None:
         await console.send(type="end", contact_id="mail-1")
         closed = await console.expect("contact_closed")  # e-mail has no wrap-up here
         assert closed["contact_id"] == "mail-1"
+        await console.expect("ack", **{"for": "end"})
+        # wrap_up_s = 0: straight to contact_closed, no wrap_up frame that the console would show for nothing
+        assert [f for f in console.frames if f["type"] == "wrap_up"] == []
 
     run(tmp_path, body)
 

@@ -21,15 +21,16 @@ from tests.browser import T_MS, LiveServer, login, open_chat, running_live_serve
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 
 
-def _stored(live: LiveServer, sql: str, *args: Any) -> Any:
-    """One value from the server's store, polled (with a deadline) until the group commit has written it."""
+def _stored(live: LiveServer, sql: str, *args: Any, want: Any = None) -> Any:
+    """One value from the server's store, polled (with a deadline) until the group commit has written it (and,
+    with ``want``, until it is that value)."""
     deadline = time.monotonic() + T_MS / 1000
     while True:
         with sqlite3.connect(f"file:{live.database}?mode=ro", uri=True) as db:
             row = db.execute(sql, args).fetchone()
-        if row is not None and row[0] is not None:
+        if row is not None and row[0] is not None and (want is None or row[0] == want):
             return row[0]
-        assert time.monotonic() < deadline, f"not in the store: {sql} {args}"
+        assert time.monotonic() < deadline, f"not in the store{f' as {want!r}' if want else ''}: {sql} {args}"
         time.sleep(0.05)  # a poll of another process's database, bounded by the deadline
 
 
@@ -208,25 +209,54 @@ def test_a_long_mail_shows_cut_with_its_full_text_and_older_messages_on_request(
 def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> None:
     agent = new_page()
     login(agent, live_server, "ada")
+    expect(agent.locator("#state")).to_have_text("Away — not ready", timeout=T_MS)
     agent.click("#go-available")
     expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    expect(agent.locator("#state")).to_have_text("Available")
+    # the buttons are actions, not the state: Go available is not green like the badge, and has nothing to do now
+    expect(agent.locator("#go-available")).to_be_disabled()
+    colours = agent.evaluate(
+        "[getComputedStyle(document.getElementById('state')).backgroundColor,"
+        " getComputedStyle(document.getElementById('go-available')).backgroundColor]"
+    )
+    assert colours[0] != colours[1], colours
 
     first, second = new_page(), new_page()
     open_chat(first, live_server, name="Cleo One", topic="First", email="cleo@example.com", text="first chat")
     expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
+    # no tab open yet: the side panel shows the ringing offer's customer, headed as the offer
+    expect(agent.locator("#pop-heading")).to_have_text("Offered chat: not yet accepted")
+    expect(agent.locator("#pop-name")).to_have_text("Cleo One", timeout=T_MS)
     agent.keyboard.press("a")
     expect(agent.locator(".tab")).to_have_count(1, timeout=T_MS)
     expect(agent.locator("#offers .offer")).to_have_count(0, timeout=T_MS)
+    expect(agent.locator("#pop-heading")).to_have_text("Customer")
     open_chat(second, live_server, name="Dora Two", topic="Second", email="dora@example.com", text="second chat")
     # busy with one chat and capacity for more: the second is offered too; R would reject it, A takes it
     expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
-    expect(agent.locator("#pop-name")).to_have_text("Dora Two", timeout=T_MS)  # the ringing offer's customer
+    # the side panel stays with the chat shown (tab 1) while the second rings: it never describes someone else
+    expect(agent.locator("#pop-heading")).to_have_text("Customer")
+    expect(agent.locator("#pop-name")).to_have_text("Cleo One")
+    # the router says "reserved" (an offer rings); the agent reads what they are doing (it said "Reserved")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "reserved")
+    expect(agent.locator("#state")).to_have_text("Busy — 1 chat · offer ringing")
     agent.locator("#offers .offer button.accept").click()
     expect(agent.locator(".tab")).to_have_count(2, timeout=T_MS)
+    expect(agent.locator("#state")).to_have_text("Busy — 2 chats", timeout=T_MS)
     expect(agent.locator(".tab .tab-key")).to_have_text(["1", "2"])
 
+    # Only the selected tab's conversation shows, with its one message box: the chat just accepted, and the
+    # side panel follows it. (Both were shown stacked, tab 1 still marked selected and its customer beside.)
     panes = agent.locator(".pane")
+    expect(agent.locator(".pane:visible")).to_have_count(1, timeout=T_MS)
+    expect(agent.locator("textarea.compose-text:visible")).to_have_count(1)
+    expect(panes.nth(0)).to_be_hidden()
+    expect(panes.nth(1)).to_be_visible()
+    expect(agent.locator(".tab").nth(1)).to_have_attribute("aria-selected", "true")
+    expect(agent.locator(".tab").nth(0)).to_have_attribute("aria-selected", "false")
+    expect(agent.locator("#pop-name")).to_have_text("Dora Two", timeout=T_MS)
     agent.keyboard.press("1")
+    expect(agent.locator(".pane:visible")).to_have_count(1)
     expect(panes.nth(0)).to_be_visible()
     expect(panes.nth(1)).to_be_hidden()
     expect(agent.locator("#pop-name")).to_have_text("Cleo One", timeout=T_MS)
@@ -243,6 +273,76 @@ def test_two_chats_at_once_in_tabs(live_server: LiveServer, new_page: Any) -> No
     box.press("Enter")
     expect(second.locator("#log li.agent .body").last).to_have_text("Yes, Dora.", timeout=T_MS)
     expect(first.locator("#log li.agent")).to_have_count(0)  # each customer hears only their own chat
+
+
+def test_own_queues_and_the_tab_heading_transcript_and_offer_card_naming_the_customer(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    # The tab and the heading said "chat chat-0897…", the transcript "customer": an agent with two chats could
+    # not tell them apart. Now the customer's name and the channel, and the offer card says who and how long.
+    agent = new_page()
+    login(agent, live_server, "ada")
+    # the agent's own queues (ada serves support and technical): how many wait and the longest wait
+    support = agent.locator("#my-queues li[data-queue='support']")
+    expect(agent.locator("#my-queues li")).to_have_count(2, timeout=T_MS)
+    expect(support).to_have_text("support none waiting")
+    customer = new_page()
+    open_chat(customer, live_server, name="Cleo Customer", topic="Router", text="It blinks red")
+    expect(support).to_have_text(re.compile(r"^support 1 waiting · longest \d+ s$"), timeout=T_MS)
+    agent.click("#go-available")
+
+    offer = agent.locator("#offers .offer")
+    expect(offer.locator(".offer-customer")).to_have_text("Cleo Customer", timeout=T_MS)
+    expect(offer.locator(".offer-channel")).to_have_text("chat")
+    expect(offer.locator(".offer-waited")).to_have_text(re.compile(r"^waited (\d+ s|\d+:\d\d)$"))
+    expect(support).to_have_text("support none waiting", timeout=T_MS)  # offered: no longer waiting
+    offer.locator("button.accept").click()
+
+    tab = agent.locator(".tab")
+    expect(tab.locator(".tab-label")).to_have_text("Cleo Customer · chat", timeout=T_MS)
+    contact_id = tab.get_attribute("data-contact-id")
+    assert contact_id and contact_id not in tab.inner_text()
+    expect(tab).to_have_attribute("title", contact_id)  # the id is still there for colleagues, on hover
+    pane = agent.locator(".pane")
+    expect(pane.locator(".pane-title")).to_have_text(re.compile(r"^Cleo Customer · chat"))
+    expect(pane.locator(".transcript .from-customer .who").first).to_have_text("Cleo Customer", timeout=T_MS)
+    customer.fill("#text", "Still there?")
+    customer.keyboard.press("Enter")
+    line = pane.locator(".transcript .from-customer").last
+    expect(line.locator(".text")).to_have_text("Still there?", timeout=T_MS)
+    expect(line.locator(".who")).to_have_text("Cleo Customer")
+
+
+def test_the_disposition_moves_the_case_and_the_next_screen_pop_shows_it(
+    live_server: LiveServer, new_page: Any
+) -> None:
+    # A case stayed "new" after its chat was wrapped up: the configuration's [dispositions.case_status] says
+    # what each code does (follow_up: pending), and the customer's next contact shows the case so.
+    agent = new_page()
+    login(agent, live_server, "ada")
+    agent.click("#go-available")
+    expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    customer = new_page()
+    open_chat(customer, live_server, name="Cleo Customer", topic="Refund", text="Where is my refund?")
+    agent.locator("#offers .offer button.accept").click()
+    pane = agent.locator(".pane")
+    expect(agent.locator("#pop-cases li")).to_have_text([re.compile(r"Refund · new$")], timeout=T_MS)
+    contact_id = pane.get_attribute("data-contact-id")
+    case_status = "select c.status from cases c join interactions i on i.case_id = c.id where i.id = ?"
+    assert _stored(live_server, case_status, contact_id) == "new"
+
+    pane.locator("button.end").click()
+    wrap = pane.locator("form.wrapup")
+    expect(wrap).to_be_visible(timeout=T_MS)
+    wrap.locator("select.disposition").select_option("follow_up")
+    wrap.locator("button.wrap-done").click()
+    expect(agent.locator(".pane")).to_have_count(0, timeout=T_MS)
+    assert _stored(live_server, case_status, contact_id, want="pending") == "pending"
+
+    again = new_page()
+    open_chat(again, live_server, name="Cleo Customer", topic="Refund again", text="Any news?")
+    expect(agent.locator("#offers .offer")).to_have_count(1, timeout=T_MS)
+    expect(agent.locator("#pop-cases")).to_contain_text("Refund · pending", timeout=T_MS)
 
 
 def test_the_state_buttons_wait_until_the_server_has_logged_the_console_in(

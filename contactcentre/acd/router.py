@@ -261,6 +261,12 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
         reqs = self.queues[queue].reqs
         return [a.id for a in self.agents.values() if any(a.meets(r) for r in reqs)]
 
+    def queues_served_by(self, agent_id: str) -> list[str]:
+        """Queues whose base requirement the agent's skills meet, in configuration order (``agents_serving``
+        seen from the agent: the console's own queues)."""
+        a = self.agents[agent_id]
+        return [name for name, plan in self.queues.items() if any(a.meets(r) for r in plan.reqs)]
+
     # -------------------------------------------------------------------------------------------- timers
 
     def _fire_due(self, now_ms: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from contactcentre.store.customers import new_id
-from contactcentre.store.schema import cases
+from contactcentre.store.schema import cases, interactions
 
 CASE_TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"open", "pending", "solved", "closed"}),
@@ -93,6 +93,21 @@ def set_status(conn: Connection, case_id: str, status: str, now_ms: int) -> None
     if status == "closed":
         values["closed_ms"] = now_ms
     conn.execute(update(cases).where(cases.c.id == case_id).values(values))
+
+
+def status_from_disposition(conn: Connection, interaction_id: str, status: str, now_ms: int) -> None:
+    """Move the case of an interaction to ``status`` because its wrap-up closed with a disposition that says so
+    (``[dispositions] case_status``). Only along ``CASE_TRANSITIONS``: a closed case stays closed, and a
+    status the case cannot go to from where it is leaves it alone. A guarded UPDATE rather than ``set_status``,
+    which raises: this runs in the store writer's shared transaction, where a refusal is not an error."""
+    case_id = conn.execute(select(interactions.c.case_id).where(interactions.c.id == interaction_id)).scalar()
+    if case_id is None:
+        return
+    from_statuses = [old for old, to in CASE_TRANSITIONS.items() if status in to]
+    values: dict[str, Any] = {"status": status, "updated_ms": now_ms}
+    if status == "closed":
+        values["closed_ms"] = now_ms
+    conn.execute(update(cases).where(cases.c.id == case_id, cases.c.status.in_(from_statuses)).values(values))
 
 
 def case_by_token(conn: Connection, subject: str) -> str | None:

@@ -45,6 +45,17 @@
     return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
+  const CHANNEL_WORDS = { chat: "chat", email: "e-mail", voice: "call", callback: "callback", outbound: "call" };
+  const channelWord = (ch) => CHANNEL_WORDS[ch] || ch || "contact";
+
+  // Who the customer is, in the words an agent uses: the name the store knows, else the address they came
+  // from (an e-mail address, a phone number; a chat's token means nothing to a person). Null: not known yet.
+  function whoOf(pop) {
+    if (!pop) return null;
+    if (pop.matched && pop.customer) return pop.customer.name || pop.value || null;
+    return pop.kind === "email" || pop.kind === "phone" ? pop.value || null : null;
+  }
+
   function notice(text) {
     const n = $("notice");
     n.textContent = text || "";
@@ -161,6 +172,9 @@
     },
     screen_pop(f) {
       pops.set(f.contact_id, f);
+      const c = contacts.get(f.contact_id);
+      if (c) nameContact(c);
+      for (const o of offers.values()) if (o.frame.contact_id === f.contact_id) nameOffer(o);
       renderPop();
     },
     contact(f) {
@@ -169,7 +183,8 @@
       for (const m of f.transcript || []) addLine(c, m);
       addOlder(c, f.transcript_before);
       if (f.transcript_error) addSystem(c, f.transcript_error);
-      if (f.subject) c.title.textContent = `${c.label} — ${f.subject}`;
+      c.subject = f.subject || null;
+      nameContact(c);
       if (f.state === "wrap_up") startWrap(c, f.wrap_up_ends_ms === undefined ? null : f.wrap_up_ends_ms);
       if (selected === null) select(f.contact_id);
     },
@@ -209,6 +224,9 @@
     transferred(f) {
       removeContact(f.contact_id);
     },
+    queues(f) {
+      showQueues(f.queues);
+    },
   };
 
   function settle(f, ok) {
@@ -221,15 +239,54 @@
 
   // ----------------------------------------------------------------------------------------- state
 
+  let lastState = null; // the last state frame (or welcome): the badge is redrawn when the contacts change
+
   function showState(f) {
+    lastState = f;
     const s = $("state");
     s.dataset.state = f.state;
-    let text = f.state.replace("_", " ");
-    if (f.state === "away" && f.reason) text += ` (${f.reason.replace("_", " ")})`;
-    else if (f.presence === "away" && f.away_reason) text += ` → away (${f.away_reason.replace("_", " ")})`;
-    s.textContent = text;
+    s.textContent = stateWords(f);
+    s.title = `router state: ${f.state}`;
+    // Nothing to do when already ready; Go away stays usable to change the reason.
+    if ($("conn").dataset.conn === "open") $("go-available").disabled = f.presence === "ready";
     stateSince = f.since_ms;
     tickState();
+  }
+
+  function redrawState() {
+    if (lastState) showState(lastState);
+  }
+
+  // What the agent holds, in words: "1 chat", "2 chats and 1 e-mail", "1 call".
+  function workWords(states) {
+    const byChannel = new Map();
+    for (const c of contacts.values()) {
+      if (states.includes(c.state)) byChannel.set(c.channel, (byChannel.get(c.channel) || 0) + 1);
+    }
+    const parts = [...byChannel].map(([ch, n]) => `${n} ${channelWord(ch)}${n === 1 ? "" : "s"}`);
+    return parts.join(" and ");
+  }
+
+  const words = (code) => code.replaceAll("_", " ");
+
+  // The router's state as an agent says it (docs/web.md "Console"): the router calls an agent with an offer
+  // ringing "reserved" even mid-chat, which read as if the chat were on hold. Busy with what, wrap-up,
+  // away and why; an offer ringing is said after the work, and an away to come after it.
+  function stateWords(f) {
+    const handling = workWords(["connected", "held"]);
+    const wrapping = workWords(["wrap_up"]);
+    let text;
+    if (f.state === "available") text = "Available";
+    else if (f.state === "away") text = f.reason ? `Away — ${words(f.reason)}` : "Away";
+    else if (f.state === "logged_out") text = "Logged out";
+    else if (handling) text = `Busy — ${handling}`;
+    else if (wrapping) text = `Wrap-up — ${wrapping}`;
+    else if (f.state === "busy") text = "Busy";
+    else if (f.state === "wrap_up") text = "Wrap-up";
+    else text = "";
+    if (f.state === "reserved") text = text ? `${text} · offer ringing` : "Offer ringing";
+    if (f.state !== "away" && f.presence === "away") text += ` · then away${f.away_reason ? ` (${words(f.away_reason)})` : ""}`;
+    return text;
   }
 
   function tickState() {
@@ -240,6 +297,35 @@
   $("go-away").addEventListener("click", () =>
     command({ type: "state", state: "away", reason: $("away-reason").value }).catch(() => {})
   );
+
+  // ------------------------------------------------------------------------------------ own queues
+
+  // The queues this agent serves (the server's queues frame): how many wait, and the longest wait counted up
+  // here from since when the oldest has waited, so the server sends nothing while the queues stand still.
+  let myQueues = [];
+
+  function showQueues(rows) {
+    myQueues = rows.map((q) => {
+      const li = el("li");
+      li.dataset.queue = q.queue;
+      li.dataset.waiting = String(q.waiting);
+      li.append(el("span", q.queue, "queue-name"), " ", el("span", null, "queue-figures"));
+      return { ...q, li };
+    });
+    $("queue-list").replaceChildren(...myQueues.map((q) => q.li));
+    $("my-queues").hidden = myQueues.length === 0;
+    tickQueues();
+  }
+
+  function tickQueues() {
+    for (const q of myQueues) {
+      const text =
+        q.waiting === 0
+          ? "none waiting"
+          : `${q.waiting} waiting · longest ${secs(serverNow() - q.oldest_since_ms)}`;
+      q.li.querySelector(".queue-figures").textContent = text;
+    }
+  }
 
   // ---------------------------------------------------------------------------------------- offers
 
@@ -277,7 +363,7 @@
     const card = clone("offer-tpl");
     card.dataset.offerId = f.offer_id;
     card.dataset.contactId = f.contact_id || "";
-    card.querySelector(".offer-channel").textContent = f.channel || "contact";
+    card.querySelector(".offer-channel").textContent = channelWord(f.channel);
     card.querySelector(".offer-queue").textContent = f.queue ? `in ${f.queue}` : "";
     card.querySelector(".offer-tier").textContent = f.tier || "";
     card.querySelector(".offer-tier").dataset.tier = f.tier || "";
@@ -289,9 +375,16 @@
     card.querySelector(".accept").addEventListener("click", () => accept(f.offer_id));
     card.querySelector(".reject").addEventListener("click", () => reject(f.offer_id));
     $("offers").append(card);
-    offers.set(f.offer_id, { frame: f, el: card });
+    const o = { frame: f, el: card };
+    offers.set(f.offer_id, o);
+    nameOffer(o);
     tickOffers();
     renderPop();
+  }
+
+  function nameOffer(o) {
+    const who = whoOf(pops.get(o.frame.contact_id));
+    o.el.querySelector(".offer-customer").textContent = who || "a customer";
   }
 
   function removeOffer(id) {
@@ -304,7 +397,10 @@
 
   function accept(id) {
     command({ type: "accept", offer_id: id })
-      .then(() => removeOffer(id))
+      .then((ack) => {
+        removeOffer(id);
+        select(ack.contact_id); // the agent chose this contact now: show it (its contact frame came first)
+      })
       .catch(() => removeOffer(id));
   }
 
@@ -319,6 +415,8 @@
       const left = o.frame.expires_ms - serverNow();
       const cd = o.el.querySelector(".countdown");
       cd.textContent = left > 0 ? secs(left) : "expiring";
+      const since = o.frame.waiting_since_ms;
+      o.el.querySelector(".offer-waited").textContent = since ? `waited ${secs(serverNow() - since)}` : "";
       o.el.classList.toggle("urgent", left < 10000);
     }
   }
@@ -335,11 +433,10 @@
   function makeContact(f) {
     const pane = clone("pane-tpl");
     const tab = clone("tab-tpl");
-    const label = `${f.channel} ${f.contact_id}`;
     const c = {
       id: f.contact_id,
       channel: f.channel,
-      label,
+      subject: null,
       pane,
       tab,
       title: pane.querySelector(".pane-title"),
@@ -352,12 +449,13 @@
       wrapping: false,
     };
     pane.id = `pane-${contacts.size}-${Date.now()}`;
+    pane.hidden = true; // only the selected contact's pane shows (select); two open boxes invite the wrong one
+    tab.setAttribute("aria-selected", "false");
     pane.dataset.contactId = f.contact_id;
     pane.dataset.channel = f.channel;
     tab.dataset.contactId = f.contact_id;
     tab.setAttribute("aria-controls", pane.id);
-    tab.querySelector(".tab-label").textContent = label;
-    c.title.textContent = label;
+    nameContact(c);
     tab.addEventListener("click", () => select(f.contact_id));
 
     const text = pane.querySelector(".compose-text");
@@ -472,6 +570,20 @@
     return c;
   }
 
+  // The tab and the heading name the customer and the channel (the contact id is on hover, for colleagues and
+  // logs); the transcript's customer lines carry the name too. Called again when the screen-pop names them.
+  function nameContact(c) {
+    const who = whoOf(pops.get(c.id));
+    c.who = who || "Customer";
+    const label = `${who || "A customer"} · ${channelWord(c.channel)}`;
+    const tabLabel = c.tab.querySelector(".tab-label");
+    tabLabel.textContent = label;
+    c.tab.title = c.id;
+    c.title.textContent = c.subject ? `${label} — ${c.subject}` : label;
+    c.title.title = c.id;
+    for (const w of c.transcript.querySelectorAll(".from-customer .who")) w.textContent = c.who;
+  }
+
   function typingSignal(c) {
     const now = Date.now();
     if (c.typingSent && now - c.typingSent < 3000) return; // one signal per few seconds is enough
@@ -495,6 +607,7 @@
 
   function setContactState(c, state) {
     c.state = state;
+    redrawState();
     c.pane.dataset.state = state;
     c.pane.querySelector(".pane-state").textContent = state.replace("_", " ");
     const handling = state === "connected" || state === "held";
@@ -539,6 +652,7 @@
     }
     renumberTabs();
     renderPop();
+    redrawState();
   }
 
   function renumberTabs() {
@@ -562,7 +676,8 @@
 
   function lineItem(c, m) {
     const li = el("li", null, `line from-${m.from === "customer" ? "customer" : "agent"}`);
-    const meta = el("span", `${m.from === "customer" ? "customer" : m.agent_id || "you"} · ${clock(m.at_ms)}`, "meta");
+    const meta = el("span", null, "meta");
+    meta.append(el("span", m.from === "customer" ? c.who : m.agent_id || "you", "who"), ` · ${clock(m.at_ms)}`);
     li.append(meta);
     if (m.subject) li.append(el("strong", m.subject, "subject"));
     const text = el("span", m.text, "text");
@@ -624,10 +739,13 @@
   // ------------------------------------------------------------------------------------ screen-pop
 
   function renderPop() {
-    // While an offer rings, its customer: that is what the agent decides on. Otherwise the contact shown.
+    // The customer of the tab shown, so the panel never describes someone else than the chat being typed
+    // in. With no tab open, a ringing offer's customer, headed as the offer (its card names them too).
     const last = [...offers.values()].pop();
-    let pop = last ? pops.get(last.frame.contact_id) : undefined;
-    if (pop === undefined && selected !== null) pop = pops.get(selected);
+    const forOffer = selected === null && last !== undefined;
+    const pop = selected !== null ? pops.get(selected) : last ? pops.get(last.frame.contact_id) : undefined;
+    $("pop").dataset.for = forOffer ? "offer" : "contact";
+    $("pop-heading").textContent = forOffer ? `Offered ${last.frame.channel || "contact"}: not yet accepted` : "Customer";
     const empty = !pop || !pop.matched || !pop.customer;
     $("pop-body").hidden = empty;
     $("pop-empty").hidden = !empty;
@@ -705,6 +823,7 @@
     tickState();
     tickOffers();
     tickWrap();
+    tickQueues();
   }, 250);
 
   if (body.dataset.wsUrl) connect();
