@@ -149,7 +149,10 @@ GARBAGE = [
     (b"hello world\r\n\r\n", "not a SIP request or status line", False),
     (b"\xff\xfe\x00INVITE", "not UTF-8", False),
     (sip("INVITE").replace(b"Call-ID: call-1@caller\r\n", b""), "no Call-ID", False),  # a response must echo it
-    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"), "CSeq", False),
+    # A bad CSeq is the request's fault, not its address's: it is answered 400 (echoing the CSeq as it came).
+    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"), "CSeq", True),
+    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 4294967296 INVITE"), "below 2\\*\\*31", True),
+    (sip("INVITE").replace(b"CSeq: 1 INVITE\r\n", b""), "no CSeq", True),
     (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"), "is not the request's", True),
     (sip("INVITE").replace(b"Max-Forwards: 70", b"this is no header"), "not a header line", True),
     (sip("INVITE").replace(b"Content-Length: 0", b"Content-Length: 99"), "Content-Length", True),
@@ -472,6 +475,16 @@ def test_what_other_requests_get(raw: bytes, status: int) -> None:
     assert statuses(out) == [status] and others(out) == []
     if status in (405, 501, 200):
         assert "BYE" in (sent(out)[0].get("Allow") or "")
+
+
+@pytest.mark.parametrize("cseq", [b"CSeq: x INVITE\r\n", b"CSeq: 99999999999 INVITE\r\n", b"CSeq: 2147483648 INVITE\r\n", b""])
+def test_an_invite_with_a_bad_cseq_is_400_echoing_it_as_it_came(cseq: bytes) -> None:
+    """docs/sip.md: a malformed request that can be addressed is answered 400; a bad CSeq does not stop that."""
+    uas = SipUas("127.0.0.1", 5070)
+    [out] = uas.receive(sip("INVITE").replace(b"CSeq: 1 INVITE\r\n", cseq), CALLER, 0)
+    assert isinstance(out, Send) and out.addr == CALLER and out.data.startswith(b"SIP/2.0 400 ")
+    assert (cseq in out.data) if cseq else (b"\r\nCSeq:" not in out.data)  # a UAC matches it by what it sent
+    assert b"Warning: 399" in out.data and uas.dialogs == {} and uas.next_deadline() is None  # nothing kept
 
 
 def test_unaddressable_garbage_and_oversize_datagrams_are_dropped() -> None:
