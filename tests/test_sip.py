@@ -477,7 +477,9 @@ def test_what_other_requests_get(raw: bytes, status: int) -> None:
         assert "BYE" in (sent(out)[0].get("Allow") or "")
 
 
-@pytest.mark.parametrize("cseq", [b"CSeq: x INVITE\r\n", b"CSeq: 99999999999 INVITE\r\n", b"CSeq: 2147483648 INVITE\r\n", b""])
+@pytest.mark.parametrize(
+    "cseq", [b"CSeq: x INVITE\r\n", b"CSeq: 99999999999 INVITE\r\n", b"CSeq: 2147483648 INVITE\r\n", b""]
+)
 def test_an_invite_with_a_bad_cseq_is_400_echoing_it_as_it_came(cseq: bytes) -> None:
     """docs/sip.md: a malformed request that can be addressed is answered 400; a bad CSeq does not stop that."""
     uas = SipUas("127.0.0.1", 5070)
