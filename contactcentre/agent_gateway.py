@@ -30,7 +30,6 @@ import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
@@ -70,6 +69,7 @@ from contactcentre.events import (
     WrapUpStarted,
     clean_text,
 )
+from contactcentre.ratelimit import TokenBucket as _Bucket  # frames a second per console
 from contactcentre.store.privacy import record_read
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
@@ -168,24 +168,6 @@ class _Close(NamedTuple):
 
 # A frame, or a task that makes one (None: nothing to send after all), or one of the two above.
 _Item = Frame | _Dedupe | _Close | asyncio.Task
-
-
-@dataclass
-class _Bucket:
-    """Token bucket: ``rate`` frames a second on average, ``burst`` at once."""
-
-    rate: float
-    burst: float
-    tokens: float
-    at: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class _Session:

@@ -8,6 +8,7 @@ Every problem is reported as one ``ConfigError`` that names the file, the key an
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import tomllib
 import typing
@@ -224,6 +225,14 @@ class VoiceServerConfig(_Strict):
     # start, printed with the CTI port. At least 16 characters.
     cti_token: str | None = None
     cti_login_timeout_s: float = 10.0  # a CTI connection that has not authenticated by then is closed
+    # SIP flood limits per source address (docs/sip.md): new calls a second on average and at once, calls held
+    # at a time. Past them: one 503 with Retry-After (never resent), then silence for sip_retry_after_s.
+    # sip_trusted: addresses exempt, e.g. a SIP proxy or a carrier's trunk that brings every call.
+    sip_invites_per_s: float = 1.0
+    sip_invite_burst: int = 10
+    sip_calls_per_source: int = 10
+    sip_retry_after_s: int = 10
+    sip_trusted: list[str] = []
 
 
 class AuthConfig(_Strict):
@@ -404,6 +413,19 @@ def _menu_path(source: str, name: str) -> Path:
     first = here / name
     shipped = DEFAULT_CONFIG_PATH.parent / name
     return shipped if not first.exists() and shipped.exists() else first
+
+
+def _check_sip_limits(voice: VoiceServerConfig, fail: Any) -> None:
+    if voice.sip_invites_per_s <= 0:
+        fail("server.voice.sip_invites_per_s", "must be > 0")
+    for key in ("sip_invite_burst", "sip_calls_per_source", "sip_retry_after_s"):
+        if getattr(voice, key) < 1:
+            fail(f"server.voice.{key}", "must be at least 1")
+    for i, address in enumerate(voice.sip_trusted):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail(f"server.voice.sip_trusted[{i}]", f"{address!r} is not an IP address")
 
 
 def _check_ivr(cfg: CentreConfig, fail: Any) -> None:
@@ -633,6 +655,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
         fail("server.voice.cti_token", "must be at least 16 printable characters without spaces")
     if srv.voice.cti_login_timeout_s <= 0:
         fail("server.voice.cti_login_timeout_s", "must be > 0")
+    _check_sip_limits(srv.voice, fail)
     _check_ivr(cfg, fail)
     auth = srv.auth
     if not 60 <= auth.session_idle_s <= auth.session_max_s:

@@ -438,9 +438,11 @@ async def serve(
             if srv.voice.sip:  # the SIP front door (docs/sip.md): SIP phones' calls arrive on the switch's trunks
                 from twisted.internet.defer import maybeDeferred
 
-                from contactcentre.channels.sip_transport import SipTransport
+                from contactcentre.channels.sip import SipUas
+                from contactcentre.channels.sip_transport import SipTransport, source_limits
 
-                sip = SipTransport(cti.driver, reactor, host=sip_host)
+                uas = SipUas(sip_host, 0, limits=source_limits(srv.voice))  # the port: once it listens
+                sip = SipTransport(cti.driver, reactor, host=sip_host, uas=uas)
                 try:
                     sip_listening = reactor.listenUDP(sip_port, sip, interface=sip_host)
                 except CannotListenError as exc:
