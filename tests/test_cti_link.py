@@ -400,6 +400,7 @@ def test_a_first_line_that_is_not_a_login_with_the_token_is_refused_and_closed(
 
 def test_a_connection_that_does_not_log_in_in_time_is_closed(server: CtiServer, clock: task.Clock) -> None:
     quiet, prompt = Peer(server, login=False), Peer(server, login=False)
+    assert quiet.send_raw(b"\r\n\n") == [] and not closed(quiet)  # blank lines are nothing, before or after
     clock.advance(server.login_timeout_s - 1)
     prompt.send("Authenticate", token=TOKEN)
     assert not closed(quiet)

@@ -292,10 +292,10 @@ class CtiProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
+        if not line.strip():
+            return
         if not self.authenticated:
             self._login(line)
-            return
-        if not line.strip():
             return
         name: Any = None
         invoke_id: Any = None
