@@ -41,6 +41,7 @@ from contactcentre.channels.sip import (
     SipUas,
     SourceLimits,
     dialog_step,
+    source_key,
 )
 from contactcentre.channels.sip_message import (
     Request,
@@ -545,6 +546,15 @@ def test_other_sources_and_trusted_ones_are_served_during_a_flood() -> None:
         uas.receive(nth_invite(n), CALLER, 0)
     assert statuses(uas.receive(nth_invite(10), ("127.0.0.2", 5062), 0)) == [100]
     assert [statuses(uas.receive(nth_invite(n), ("10.0.0.9", 5060), 0)) for n in range(20, 40)] == [[100]] * 20
+
+
+def test_an_ipv6_source_is_its_slash_64_and_a_mapped_ipv4_address_is_itself() -> None:
+    assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7" and source_key("192.0.2.7") == "192.0.2.7"
+    uas = SipUas("127.0.0.1", 5070, limits=LIMITS)
+    out = [uas.receive(nth_invite(n), (f"2001:db8:1:2::{n + 1:x}", 5060), 0) for n in range(5)]
+    assert [statuses(o) for o in out] == [[100], [100], [100], [503], []]  # new addresses, the same /64
 
 
 def test_one_source_holds_at_most_its_calls_and_a_call_that_ends_frees_its_place() -> None:

@@ -13,6 +13,7 @@ Signalling only: the SDP answer names a port but no RTP ever flows. What a dialo
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import logging
 import random
 import re
@@ -59,11 +60,12 @@ KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER"
 
 @dataclass(frozen=True)
 class SourceLimits:
-    """What one source address (its IP, whatever the port) may do: start ``invites_per_s`` calls a second on
-    average and ``invite_burst`` at once, and hold ``calls`` at a time. Past either it gets one 503 with
-    ``Retry-After: retry_after_s``, sent once and kept nowhere (an INVITE's final response is otherwise resent
-    until the ACK, which a spoofed source never sends: a reflector), and nothing more until that time is up.
-    ``trusted`` addresses (a SIP proxy or a carrier's trunk in front, every call from one address) are exempt.
+    """What one source (its IP whatever the port; an IPv6 address's /64: ``source_key``) may do: start
+    ``invites_per_s`` calls a second on average and ``invite_burst`` at once, and hold ``calls`` at a time.
+    Past either it gets one 503 with ``Retry-After: retry_after_s``, sent once and kept nowhere (an INVITE's
+    final response is otherwise resent until the ACK, which a spoofed source never sends: a reflector), and
+    nothing more until that time is up. ``trusted`` addresses (a SIP proxy or a carrier's trunk in front,
+    every call from one address) are exempt.
     """
 
     invites_per_s: float
@@ -80,6 +82,20 @@ class _Source:
     bucket: TokenBucket
     quiet_until_ms: int = 0  # no further 503 to it before then
     calls: set[str] = field(default_factory=set)  # its dialogs that may hold a trunk (pruned when looked at)
+
+
+def source_key(ip: str) -> str:
+    """What the flood limits count as one source: an IPv4 address (also when mapped into IPv6), or an IPv6
+    address's /64, since one host can take any address of its /64 at will."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return ip
 
 
 class SipStateError(Exception):
@@ -420,7 +436,7 @@ class SipUas:
         if tag_of(req.get("To")):
             return self._on_reinvite(req, key, addr)
         if self.limits is not None and addr[0] not in self.limits.trusted:
-            refused = self._over_limit(addr[0])
+            refused = self._over_limit(source_key(addr[0]))
             if refused:
                 return self._shed(req, addr, refused)
         call_id, from_tag = req.get("Call-ID") or "", tag_of(req.get("From"))
@@ -454,7 +470,7 @@ class SipUas:
             held=offer.held if offer is not None else False,
         )
         self.dialogs[d.id] = d
-        if (source := self._sources.get(addr[0])) is not None:
+        if self._sources and (source := self._sources.get(source_key(addr[0]))) is not None:
             source.calls.add(d.id)
         self._by_remote[(call_id, from_tag)] = d
         self._invites[key] = d
@@ -487,7 +503,7 @@ class SipUas:
         smaller than each INVITE that caused it. The rest of the flood is dropped unanswered."""
         assert self.limits is not None
         self.shed += 1
-        source = self._sources[addr[0]]
+        source = self._sources[source_key(addr[0])]
         if self.now_ms < source.quiet_until_ms:
             return []
         wait = self.limits.retry_after_s
