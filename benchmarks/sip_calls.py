@@ -240,12 +240,13 @@ class Server:
 
 def write_config(tmp: Path, trunks: int) -> Path:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    text, n = re.subn(r"(?m)^(\s*)trunks = \d+", rf"\g<1>trunks = {trunks}", text)
     # SIPp calls from one address: trusted, or the per-source flood limits (docs/sip.md) would be measured
-    text, n = re.subn(r"(?m)^(\s*)trunks = \d+", rf'\g<1>trunks = {trunks}\n\g<1>sip_trusted = ["127.0.0.1"]', text)
+    text, t = re.subn(r"(?m)^(\s*)sip_trusted = \[\]", r'\g<1>sip_trusted = ["127.0.0.1"]', text)
     ivr_dir = (DEFAULT_CONFIG.parent / "ivr").as_posix()
     text, m = re.subn(r'(?m)^(\s*ivr = \{[^}]*")ivr/', rf"\g<1>{ivr_dir}/", text)  # menus stay where they are
-    if n != 1 or m != 1:
-        raise SystemExit("config/default.toml no longer has [server.voice] trunks and ivr as this script expects")
+    if n != 1 or m != 1 or t != 1:
+        raise SystemExit("config/default.toml no longer has [server.voice] trunks, sip_trusted and ivr as expected")
     path = tmp / "centre.toml"
     path.write_text(text, encoding="utf-8")
     return path
