@@ -396,6 +396,8 @@ def test_a_first_line_that_is_not_a_login_with_the_token_is_refused_and_closed(
         }
     ]
     assert closed(p) and server.switch.calls == {}
+    assert p.send("Authenticate", token=TOKEN) == [] and p.send("MakeCall", to="1002", **{"from": "1001"}) == []
+    assert server.switch.calls == {}  # a refused connection reads nothing more, not even a second try
 
 
 def test_a_connection_that_does_not_log_in_in_time_is_closed(server: CtiServer, clock: task.Clock) -> None:

@@ -212,6 +212,7 @@ class CtiProtocol(LineReceiver):
         self._discarding = False  # inside an oversized line: drop bytes up to its end
         self._replay: bytes | None = None
         self.authenticated = False
+        self._refused = False  # closing after a refused login: read nothing more
         self._login_timer: IDelayedCall | None = None
 
     # --------------------------------------------------------------------------------------- transport
@@ -233,21 +234,24 @@ class CtiProtocol(LineReceiver):
     def _login_timed_out(self) -> None:
         self._login_timer = None
         log.info("CTI: %s did not authenticate within %g s; closed", self._peer(), self.server.login_timeout_s)
-        self._refuse("no Authenticate in time")
+        self._refuse("no Authenticate in time", None)
 
     def _peer(self) -> str:
         peer = self.transport.getPeer() if self.transport is not None else None
         return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
 
-    def _refuse(self, message: str, *, answer: bool = True, invoke_id: int | str | None = None) -> None:
-        """Close the connection, with an ``unauthorized`` error line first unless the peer does not speak
-        the protocol (an HTTP request) and gets nothing back at all."""
-        if answer:
+    def _refuse(self, message: str | None, invoke_id: int | str | None) -> None:
+        """Close the connection, with an ``unauthorized`` error line saying ``message`` first; without one
+        when the peer does not speak the protocol (an HTTP request) and gets nothing back at all."""
+        self._refused = True
+        if message is not None:
             self.send({"response": LOGIN, "invoke_id": invoke_id, "ok": False, **_error("unauthorized", message)})
         if self.transport is not None:
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         while True:
             if self._discarding:
                 end = data.find(self.delimiter)
@@ -263,7 +267,7 @@ class CtiProtocol(LineReceiver):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if not self.authenticated:
-            self._refuse("the first line is an Authenticate request", answer=False)
+            self._refuse(None, None)
             return
         # LineReceiver hands over the oversized line together with everything buffered behind it, and would
         # drop the connection. Drop only the line: if its end is not here yet, skip up to it when it comes.
@@ -355,7 +359,7 @@ class CtiProtocol(LineReceiver):
             obj = None
         if not isinstance(obj, dict):
             log.info("CTI: %s sent a first line that is not JSON (%.20r); closed", self._peer(), line)
-            self._refuse("not JSON", answer=False)
+            self._refuse(None, None)
             return
         invoke_id = obj.get("invoke_id")
         if isinstance(invoke_id, bool) or not isinstance(invoke_id, str | int):
@@ -363,7 +367,7 @@ class CtiProtocol(LineReceiver):
         token = obj.get("token")
         if obj.get("request") != LOGIN or not isinstance(token, str) or not self.server.token_matches(token):
             log.warning("CTI: %s failed to authenticate; closed", self._peer())
-            self._refuse(f"the first line must be {LOGIN} with the server's token", invoke_id=invoke_id)
+            self._refuse(f"the first line must be {LOGIN} with the server's token", invoke_id)
             return
         self._cancel_login_timer()
         self.authenticated = True
