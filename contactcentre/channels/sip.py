@@ -53,8 +53,8 @@ GIVE_UP_MS = 64 * T1_MS  # timers B/F/H: the far end is gone
 KEEP_MS = 64 * T1_MS  # timer J: a finished transaction keeps answering retransmissions this long
 COOKIE = "z9hG4bK"  # RFC 3261 branch prefix
 ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS"
-# Methods we know and refuse (405, with Allow) rather than do not know (501).
 PRUNE_SOURCES = 1024  # look for forgettable sources once this many are remembered (then at twice as many)
+# Methods we know and refuse (405, with Allow) rather than do not know (501).
 KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "UPDATE", "PRACK", "PUBLISH"})
 
 
@@ -435,10 +435,12 @@ class SipUas:
     def _on_invite(self, req: Request, key: str, addr: Addr) -> list[Output]:
         if tag_of(req.get("To")):
             return self._on_reinvite(req, key, addr)
+        source: _Source | None = None
         if self.limits is not None and addr[0] not in self.limits.trusted:
-            refused = self._over_limit(source_key(addr[0]))
+            source = self._source(addr[0])
+            refused = self._over_limit(source)
             if refused:
-                return self._shed(req, addr, refused)
+                return self._shed(req, addr, source, refused)
         call_id, from_tag = req.get("Call-ID") or "", tag_of(req.get("From"))
         if (call_id, from_tag) in self._by_remote:
             return self._reply(req, key, addr, 482)  # the same call again on another branch: a loop
@@ -470,7 +472,7 @@ class SipUas:
             held=offer.held if offer is not None else False,
         )
         self.dialogs[d.id] = d
-        if self._sources and (source := self._sources.get(source_key(addr[0]))) is not None:
+        if source is not None:
             source.calls.add(d.id)
         self._by_remote[(call_id, from_tag)] = d
         self._invites[key] = d
@@ -481,29 +483,35 @@ class SipUas:
 
     # ---------------------------------------------------------------------------------- flood limits
 
-    def _over_limit(self, ip: str) -> str:
-        """Why a new INVITE from ``ip`` is refused ("" if it is not); takes a token from its bucket."""
+    def _source(self, ip: str) -> _Source:
         assert self.limits is not None
-        now_s = self.now_ms / 1000
-        source = self._sources.get(ip)
+        key = source_key(ip)
+        source = self._sources.get(key)
         if source is None:
             self._prune()
-            limits = self.limits
-            source = self._sources[ip] = _Source(TokenBucket.full(limits.invites_per_s, limits.invite_burst, now_s))
-        source.calls = {c for c in source.calls if (d := self.dialogs.get(c)) is not None and d.state in LIVE}
+            bucket = TokenBucket.full(self.limits.invites_per_s, self.limits.invite_burst, self.now_ms / 1000)
+            source = self._sources[key] = _Source(bucket)
+        return source
+
+    def _live(self, source: _Source) -> set[str]:
+        return {c for c in source.calls if (d := self.dialogs.get(c)) is not None and d.state in LIVE}
+
+    def _over_limit(self, source: _Source) -> str:
+        """Why a new INVITE from ``source`` is refused ("" if it is not); takes a token from its bucket."""
+        assert self.limits is not None
+        source.calls = self._live(source)
         if len(source.calls) >= self.limits.calls:
             return f"{len(source.calls)} calls at once"
-        if not source.bucket.take(now_s):
+        if not source.bucket.take(self.now_ms / 1000):
             return f"more than {self.limits.invites_per_s:g} new calls a second"
         return ""
 
-    def _shed(self, req: Request, addr: Addr, why: str) -> list[Output]:
+    def _shed(self, req: Request, addr: Addr, source: _Source, why: str) -> list[Output]:
         """One 503 with Retry-After per source and quiet period, never resent and never remembered (no
         transaction, no dialog): a flood from a forged address reflects at most that towards its victim,
         smaller than each INVITE that caused it. The rest of the flood is dropped unanswered."""
         assert self.limits is not None
         self.shed += 1
-        source = self._sources[source_key(addr[0])]
         if self.now_ms < source.quiet_until_ms:
             return []
         wait = self.limits.retry_after_s
@@ -518,10 +526,10 @@ class SipUas:
         if len(self._sources) < self._prune_at:
             return
         now_s = self.now_ms / 1000
-        for ip, src in list(self._sources.items()):
-            idle = not any((d := self.dialogs.get(c)) is not None and d.state in LIVE for c in src.calls)
-            if idle and self.now_ms >= src.quiet_until_ms and src.bucket.level(now_s) >= src.bucket.burst:
-                del self._sources[ip]
+        for key, src in list(self._sources.items()):
+            full = src.bucket.level(now_s) >= src.bucket.burst
+            if full and self.now_ms >= src.quiet_until_ms and not self._live(src):
+                del self._sources[key]
         self._prune_at = max(PRUNE_SOURCES, 2 * len(self._sources))
 
     def _on_reinvite(self, req: Request, key: str, addr: Addr) -> list[Output]:
