@@ -224,15 +224,29 @@ def parse(data: bytes) -> Request | Response:
         else:
             msg.body = rest[: int(length)]  # over UDP, bytes past Content-Length are discarded
     if problem:
-        raise SipError(problem, msg if isinstance(msg, Request) and _addressable(msg, text) else None)
+        partial = msg if isinstance(msg, Request) and _addressable(msg, text) else None
+        raise SipError(problem, partial and _with_usable_cseq(partial))
     return msg
 
 
 def _addressable(msg: Request, text: str) -> bool:
     """Can a broken request still be answered: are the headers that carry a response back (``response``)
-    well-formed? The CSeq is not one of them: a bad one is echoed as it came, in a 400 saying what is wrong."""
+    well-formed? The CSeq is not one of them (``_with_usable_cseq``)."""
     echoed = [(n, v) for n, v in msg.headers if n.lower() in _ECHOED]
     return "\x00" not in text and not _check_route(Response(headers=echoed))
+
+
+def _with_usable_cseq(req: Request) -> Request:
+    """``req`` with a CSeq a response can carry: a missing or unreadable one (or one over 2**31) becomes
+    ``N METHOD`` (N its number if it has a usable one, else 0), so the 400 is well-formed SIP and the caller's
+    transaction still matches it (RFC 3261 17.1.3: by the top Via's branch and the CSeq method)."""
+    value = req.get("CSeq")
+    if value is not None and not _check_cseq(Response(headers=[("CSeq", value)])):
+        return req  # readable (a method other than the request's is echoed as it came)
+    number = m.group(1) if value and (m := re.match(r"\s*([0-9]{1,10})\b", value)) else "0"
+    cseq = f"{number if int(number) < 2**31 else 0} {req.method}"
+    headers = [(n, v) for n, v in req.headers if n.lower() != "cseq"] + [("CSeq", cseq)]
+    return Request(headers=headers, body=req.body, method=req.method, uri=req.uri)
 
 
 def _check(msg: Message) -> str:
