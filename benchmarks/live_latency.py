@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -73,7 +74,12 @@ def write_config(tmp: Path, agents: int, capacity: int, email: int = 0) -> Path:
         for i in range(agents)
     )
     at = text.index("[server]")
-    text = text[:at] + extra + text[at:] + LOADGEN_LIMITS
+    text = text[:at] + extra + text[at:]
+    # a fixed CTI token: the load generator reads it from this file (--config), and it survives a restart
+    text, n = re.subn(r"(?m)^(\s*)\[server\.voice\]\n", rf'\g<0>\g<1>cti_token = "{secrets.token_urlsafe(24)}"\n', text)
+    if n != 1:
+        raise SystemExit("config/default.toml no longer has a [server.voice] table as this script expects")
+    text += LOADGEN_LIMITS
     path = tmp / "centre.toml"
     path.write_text(text, encoding="utf-8")
     return path

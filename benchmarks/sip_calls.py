@@ -13,7 +13,8 @@ SIPp cannot be started at all). Needs the SIPp binary (Debian's ``sip-tester``; 
 The server is ``contactcentre serve`` in a subprocess (``sys.executable -m contactcentre.cli serve``) on a fresh
 SQLite file in a temporary directory, with every port ephemeral (``--http-port 0`` ... ``--sip-port 0``), on
 ``config/default.toml`` copied with ``[server.voice] trunks`` raised (``--trunks``, default 1,000: the default
-30 trunks would turn the benchmark into a test of the trunk limit, every call past 30 at once getting 503). The
+30 trunks would turn the benchmark into a test of the trunk limit, every call past 30 at once getting 503) and
+``sip_trusted = ["127.0.0.1"]`` (SIPp's address; else the per-source flood limits would be measured). The
 support queue (number 2001, ``max_depth`` 200, ``when_full = "refuse"``) keeps its configuration; no agent logs
 in, so every call waits in the queue until the caller hangs up. Its output goes to files (not pipes, which
 would fill and stall it); its stderr is scanned for warnings and tracebacks at the end.
@@ -240,10 +241,12 @@ class Server:
 def write_config(tmp: Path, trunks: int) -> Path:
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     text, n = re.subn(r"(?m)^(\s*)trunks = \d+", rf"\g<1>trunks = {trunks}", text)
+    # SIPp calls from one address: trusted, or the per-source flood limits (docs/sip.md) would be measured
+    text, t = re.subn(r"(?m)^(\s*)sip_trusted = \[\]", r'\g<1>sip_trusted = ["127.0.0.1"]', text)
     ivr_dir = (DEFAULT_CONFIG.parent / "ivr").as_posix()
     text, m = re.subn(r'(?m)^(\s*ivr = \{[^}]*")ivr/', rf"\g<1>{ivr_dir}/", text)  # menus stay where they are
-    if n != 1 or m != 1:
-        raise SystemExit("config/default.toml no longer has [server.voice] trunks and ivr as this script expects")
+    if n != 1 or m != 1 or t != 1:
+        raise SystemExit("config/default.toml no longer has [server.voice] trunks, sip_trusted and ivr as expected")
     path = tmp / "centre.toml"
     path.write_text(text + LOADGEN_LIMITS, encoding="utf-8")
     return path

@@ -467,7 +467,7 @@ class AgentGateway:
             # Logged in but not ready: the agent chooses when work may come (an offer to someone still
             # putting a headset on would ring out and put them away as missed).
             self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
-        bucket = TokenBucket(self.rate_per_s, float(self.burst), float(self.burst), centre.loop.time())
+        bucket = TokenBucket.new(self.rate_per_s, float(self.burst), centre.loop.time())
         s = _Session(self, ws, user, agent_id, bucket)
         self._sessions[agent_id] = s
         s.last_state = _state_key(agent)

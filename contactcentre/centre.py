@@ -58,6 +58,9 @@ class ServerInfo:
     database: str
     cti_port: int | None = None  # the simulated switch's CTI link, when calls are taken
     sip_port: int | None = None  # the SIP front door (UDP), when calls are taken and it is on
+    cti_host: str | None = None  # where the CTI link listens ([server] cti_host, default host)
+    sip_host: str | None = None
+    cti_token: str | None = None  # the CTI link's secret (configured, or this run's random one)
 
 
 class Centre:

@@ -172,9 +172,13 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         if info.cti_port is not None:
-            print(f"  CTI link (simulated switch, docs/cti.md): tcp://{info.host}:{info.cti_port}", flush=True)
+            # a configured token is not echoed into logs; this run's random one must be, or nobody could connect
+            token = "[server.voice] cti_token" if cfg.server.voice.cti_token else info.cti_token
+            where = f"tcp://{info.cti_host or info.host}:{info.cti_port}"
+            print(f"  CTI link (simulated switch, docs/cti.md): {where} token {token}", flush=True)
         if info.sip_port is not None:
-            print(f"  SIP front door (docs/sip.md): sip:2001@{info.host}:{info.sip_port} (UDP)", flush=True)
+            where = f"{info.sip_host or info.host}:{info.sip_port}"
+            print(f"  SIP front door (docs/sip.md): sip:2001@{where} (UDP)", flush=True)
 
     try:
         summary = run(
@@ -223,6 +227,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"  chat:    {info.url}chat  (the customer widget; ws://{info.host}:{info.ws_port}/chat)",
             f"  agents:  ws://{info.host}:{info.ws_port}/agent  (docs/protocol.md); REST API under {info.url}api/",
             *([f"  phones:  sip:2001@{info.host}:{info.sip_port} over UDP (docs/sip.md)"] if info.sip_port else []),
+            *(
+                [f"  CTI:     tcp://{info.cti_host}:{info.cti_port}  token {info.cti_token}  (docs/cti.md)"]
+                if info.cti_port
+                else []
+            ),
             f"  console: {info.url}login  (supervisor or admin: the dashboard; an agent: {info.url}agent)",
             "  demo users (token for the API and agent protocol, password for the console login):",
         ]

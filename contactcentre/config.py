@@ -8,6 +8,7 @@ Every problem is reported as one ``ConfigError`` that names the file, the key an
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import tomllib
 import typing
@@ -219,6 +220,19 @@ class VoiceServerConfig(_Strict):
     ivr: dict[str, str] = {}  # IVR number -> menu file (docs/ivr.md), relative to this configuration file
     ivr_ms_per_word: int = 400  # no media: a prompt counts as played after this many ms per word
     sip: bool = True  # the SIP front door on ``server.sip_port``: calls from SIP phones onto the switch's trunks
+    # The CTI link's secret: every connection's first line is {"request": "Authenticate", "token": ...}
+    # (docs/cti.md), else it is closed. It gives full control of the switch. Unset: a random token for each
+    # start, printed with the CTI port. At least 16 characters.
+    cti_token: str | None = None
+    cti_login_timeout_s: float = 10.0  # a CTI connection that has not authenticated by then is closed
+    # SIP flood limits per source address (docs/sip.md): new calls a second on average and at once, calls held
+    # at a time. Past them: one 503 with Retry-After (never resent), then silence for sip_retry_after_s.
+    # sip_trusted: addresses exempt, e.g. a SIP proxy or a carrier's trunk that brings every call.
+    sip_invites_per_s: float = 1.0
+    sip_invite_burst: int = 10
+    sip_calls_per_source: int = 10
+    sip_retry_after_s: int = 10
+    sip_trusted: list[str] = []
 
 
 class AuthConfig(_Strict):
@@ -282,6 +296,10 @@ class ServerConfig(_Strict):
     ws_port: int = 8081
     cti_port: int = 8082
     sip_port: int = 5070  # the SIP front door (UDP, docs/sip.md); not 5060, to keep clear of a real PBX
+    # The CTI link and the SIP front door listen on these addresses (default: ``host``): e.g. the web site on
+    # a public address and the CTI link on the call-control network only.
+    cti_host: str | None = None
+    sip_host: str | None = None
     email: EmailServerConfig = msgspec.field(default_factory=EmailServerConfig)
     voice: VoiceServerConfig = msgspec.field(default_factory=VoiceServerConfig)
     chat: ChatServerConfig = msgspec.field(default_factory=ChatServerConfig)
@@ -440,6 +458,19 @@ def _menu_path(source: str, name: str) -> Path:
     first = here / name
     shipped = DEFAULT_CONFIG_PATH.parent / name
     return shipped if not first.exists() and shipped.exists() else first
+
+
+def _check_sip_limits(voice: VoiceServerConfig, fail: Any) -> None:
+    if voice.sip_invites_per_s <= 0:
+        fail("server.voice.sip_invites_per_s", "must be > 0")
+    for key in ("sip_invite_burst", "sip_calls_per_source", "sip_retry_after_s"):
+        if getattr(voice, key) < 1:
+            fail(f"server.voice.{key}", "must be at least 1")
+    for i, address in enumerate(voice.sip_trusted):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            fail(f"server.voice.sip_trusted[{i}]", f"{address!r} is not an IP address")
 
 
 def _check_ivr(cfg: CentreConfig, fail: Any) -> None:
@@ -685,6 +716,12 @@ def _check(cfg: CentreConfig, source: str) -> None:
         seen_numbers[number] = key
     if srv.voice.trunks < 1:
         fail("server.voice.trunks", "must be at least 1")
+    token = srv.voice.cti_token
+    if token is not None and (len(token) < 16 or not token.isprintable() or any(c.isspace() for c in token)):
+        fail("server.voice.cti_token", "must be at least 16 printable characters without spaces")
+    if srv.voice.cti_login_timeout_s <= 0:
+        fail("server.voice.cti_login_timeout_s", "must be > 0")
+    _check_sip_limits(srv.voice, fail)
     _check_ivr(cfg, fail)
     auth = srv.auth
     if not 60 <= auth.session_idle_s <= auth.session_max_s:

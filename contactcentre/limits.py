@@ -34,27 +34,35 @@ def address_key(host: str) -> str:
 
 @dataclass
 class TokenBucket:
-    """``rate`` takes a second on average, ``burst`` at once."""
+    """``rate`` takes a second on average, ``burst`` at once; ``tokens`` and ``at`` are its state. Time is
+    whatever the caller passes in (seconds, any origin), so tests drive it with a fake clock. The one rate
+    limit of the front doors: agents' frames, chat hellos per address, SIP INVITEs per source."""
 
     rate: float
     burst: float
     tokens: float
     at: float
 
+    @classmethod
+    def new(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        """A bucket that starts full."""
+        return cls(rate, burst, burst, now)
+
+    def level(self, now: float) -> float:
+        """The tokens there would be at ``now`` (without taking one)."""
+        return min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
+
+    def is_full(self, now: float) -> bool:
+        """As good as new: forgetting this bucket and making a new one later changes nothing."""
+        return self.level(now) >= self.burst
+
     def take(self, now: float) -> bool:
-        self._refill(now)
+        self.tokens = self.level(now)
+        self.at = max(self.at, now)  # a clock that steps back never mints tokens
         if self.tokens >= 1:
             self.tokens -= 1
             return True
         return False
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.burst
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
 
 
 class AddressBuckets:
@@ -72,12 +80,12 @@ class AddressBuckets:
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
                 self._prune(now)
-            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
+            bucket = self._buckets[key] = TokenBucket.new(self.rate, self.burst, now)
         return bucket.take(now)
 
     def _prune(self, now: float) -> None:
         # A full bucket is what a new address gets anyway: forgetting it changes nothing.
-        for key in [k for k, b in self._buckets.items() if b.full(now)]:
+        for key in [k for k, b in self._buckets.items() if b.is_full(now)]:
             del self._buckets[key]
         # Still too many (a spread of addresses, all busy): the oldest go, so memory stays bounded.
         while len(self._buckets) >= MAX_TRACKED_ADDRESSES:

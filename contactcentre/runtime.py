@@ -166,6 +166,9 @@ class DemoInfo:
     ws_port: int | None = None
     users: tuple[DemoUser, ...] = ()
     sip_port: int | None = None
+    cti_port: int | None = None
+    cti_token: str | None = None
+    cti_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,8 @@ async def run_demo(
     def on_ready(info: ServerInfo) -> None:
         if ready is not None:
             ports = (info.smtp_port, info.ws_port, tuple(users))
-            ready(DemoInfo(info.url, info.host, info.http_port, db, *ports, sip_port=info.sip_port))
+            cti = {"cti_port": info.cti_port, "cti_token": info.cti_token, "cti_host": info.cti_host}
+            ready(DemoInfo(info.url, info.host, info.http_port, db, *ports, sip_port=info.sip_port, **cti))
 
     try:
         summary = await serve(
@@ -497,6 +501,7 @@ async def serve(
     ws_port = srv.ws_port if ws_port is None else ws_port
     cti_port = srv.cti_port if cti_port is None else cti_port
     sip_port = srv.sip_port if sip_port is None else sip_port
+    cti_host, sip_host = srv.cti_host or host, srv.sip_host or host
     _route_twisted_logging()
     instance = _lock_database(database_url)
     try:
@@ -517,6 +522,7 @@ async def serve(
     extra: Any = None
     api: Any = None
     cti: CtiServer | None = None
+    cti_token: str | None = None
     cti_listening = None
     voice: VoiceChannel | None = None
     ivr: IvrRunner | None = None
@@ -530,7 +536,15 @@ async def serve(
             # The simulated switch shares the centre's clock, so its events and the router's agree on time.
             run = f"{centre.now_ms():x}"[-8:]  # call ids are contact ids: unique to this run of the server
             switch = Switch(switch_config(config), start_ms=centre.now_ms(), call_prefix=f"call-{run}-")
-            cti = CtiServer(switch, reactor, now_ms=centre.now_ms, allow_simulation=srv.voice.simulate_inbound)
+            cti_token = srv.voice.cti_token or secrets.token_urlsafe(24)  # unset: this run's own, printed
+            cti = CtiServer(
+                switch,
+                reactor,
+                token=cti_token,
+                login_timeout_s=srv.voice.cti_login_timeout_s,
+                now_ms=centre.now_ms,
+                allow_simulation=srv.voice.simulate_inbound,
+            )
             voice = VoiceChannel.for_config(centre, cti.driver)
             voice.restore()
             if srv.voice.ivr:  # IVR numbers answer calls and queue them with the caller's choices (docs/ivr.md)
@@ -539,19 +553,21 @@ async def serve(
                 callbacks = CallbackChannel(centre, voice)  # dials through the voice channel's switch
                 callbacks.restore()
             try:
-                cti_listening = reactor.listenTCP(cti_port, cti, interface=host)
+                cti_listening = reactor.listenTCP(cti_port, cti, interface=cti_host)
             except CannotListenError as exc:
-                raise ServeError(f"cannot listen for CTI on {host}:{cti_port}: {exc.socketError}") from None
+                raise ServeError(f"cannot listen for CTI on {cti_host}:{cti_port}: {exc.socketError}") from None
             if srv.voice.sip:  # the SIP front door (docs/sip.md): SIP phones' calls arrive on the switch's trunks
                 from twisted.internet.defer import maybeDeferred
 
-                from contactcentre.channels.sip_transport import SipTransport
+                from contactcentre.channels.sip import SipUas
+                from contactcentre.channels.sip_transport import SipTransport, source_limits
 
-                sip = SipTransport(cti.driver, reactor, host=host)
+                uas = SipUas(sip_host, 0, limits=source_limits(srv.voice))  # the port: once it listens
+                sip = SipTransport(cti.driver, reactor, host=sip_host, uas=uas)
                 try:
-                    sip_listening = reactor.listenUDP(sip_port, sip, interface=host)
+                    sip_listening = reactor.listenUDP(sip_port, sip, interface=sip_host)
                 except CannotListenError as exc:
-                    raise ServeError(f"cannot listen for SIP on {host}:{sip_port}: {exc.socketError}") from None
+                    raise ServeError(f"cannot listen for SIP on {sip_host}:{sip_port}: {exc.socketError}") from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
             chat.restore()
@@ -636,6 +652,9 @@ async def serve(
             database=centre.engine.url.render_as_string(hide_password=True),
             cti_port=cti_listening.getHost().port if cti_listening is not None else None,
             sip_port=sip_listening.getHost().port if sip_listening is not None else None,
+            cti_host=cti_host if cti is not None else None,
+            sip_host=sip_host if sip is not None else None,
+            cti_token=cti_token,
         )
         instance.describe(http_port=real_http, ws_port=real_ws_port, smtp_port=real_smtp, cti_port=info.cti_port)
         # The agent WebSocket (another port) accepts the console's session only from the site's own pages.

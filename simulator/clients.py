@@ -90,11 +90,14 @@ class CtiError(RuntimeError):
 
 
 class CtiClient:
-    """One CTI link connection (JSON lines over TCP): ``request`` sends a request and returns its response.
-    Events (only for devices it monitors) go to ``on_event``; ``closed`` is set when the server goes away."""
+    """One CTI link connection (JSON lines over TCP): ``open`` connects and authenticates with ``token``,
+    ``request`` sends a request and returns its response. Events (only for devices it monitors) go to
+    ``on_event``; ``closed`` is set when the server goes away."""
 
-    def __init__(self, host: str, port: int, on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.host, self.port = host, port
+    def __init__(
+        self, host: str, port: int, token: str, on_event: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.host, self.port, self.token = host, port, token
         self.on_event = on_event
         self.closed = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
@@ -105,6 +108,7 @@ class CtiClient:
     async def open(self) -> None:
         reader, self._writer = await asyncio.open_connection(self.host, self.port)
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader), name="cti-read")
+        await self.request("Authenticate", token=self.token)  # the server closes a link that does not
 
     async def request(self, name: str, **fields: Any) -> dict[str, Any]:
         if self._writer is None or self.closed.is_set():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from contactcentre.config import ConfigError
+from contactcentre.config import ConfigError, load_config
 from simulator.clients import CtiClient, CtiError, JsonSocket, send_email
 from simulator.engine import sampler
 from simulator.scenario import Arrivals, LoadedScenario, load_scenario
@@ -128,6 +128,7 @@ class LoadGen:
         max_concurrency: int = 2_000,
         email_to: dict[str, str] | None = None,
         cti_port: int | None = None,
+        cti_token: str = "",
         dial: dict[str, str] | None = None,
         http_port: int | None = None,
         progress: TextIO | None = None,
@@ -144,6 +145,7 @@ class LoadGen:
         self.slots = asyncio.Semaphore(max_concurrency)
         self.email_to = email_to or {}
         self.cti_port = cti_port
+        self.cti_token = cti_token
         self.http_port = http_port
         self.server_figures: dict[str, Any] | None = None  # the server's own, read at the end (--http-port)
         self.dial = dial or {}  # queue -> its number on the switch
@@ -458,7 +460,7 @@ class LoadGen:
 
     async def _cti_connect(self) -> None:
         assert self.cti_port is not None
-        cti = CtiClient(self.host, self.cti_port, on_event=self._cti_event)
+        cti = CtiClient(self.host, self.cti_port, self.cti_token, on_event=self._cti_event)
         await cti.open()
         # The queues' numbers are watched so a call the server clears unanswered (queue full or closed, sent
         # out of the centre) is known; once an agent's phone takes a call it leaves the queue and the watch.
@@ -701,8 +703,6 @@ def queue_numbers(loaded: LoadedScenario, config_path: Path | None, dial: list[s
     its configuration lists the same queues in the same order)."""
     numbers: dict[str, str] = {}
     if config_path is not None:
-        from contactcentre.config import load_config
-
         numbers.update(load_config(config_path).queue_numbers())
     else:
         numbers.update({q["name"]: str(2001 + i) for i, q in enumerate(loaded.scenario.queues)})
@@ -720,7 +720,6 @@ def queue_numbers(loaded: LoadedScenario, config_path: Path | None, dial: list[s
 def prepare(config_path: Path, database_url: str, tokens_path: Path) -> int:
     """Create an agent user with a token for every agent of the centre configuration, in the server's store
     (before the server starts, or beside it), and write ``{agent_id: token}`` to ``tokens_path``."""
-    from contactcentre.config import load_config
     from contactcentre.store.db import open_store
     from contactcentre.store.users import add_user
 
@@ -761,6 +760,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-concurrency", type=int, default=2_000, help="open customer connections at most")
     p.add_argument("--email-to", action="append", default=[], metavar="QUEUE=ADDRESS")
     p.add_argument("--cti-port", type=int, default=None, help="place the scenario's calls on this CTI link")
+    p.add_argument(
+        "--cti-token", default=None, help="the CTI link's token (default: [server.voice] cti_token of --config)"
+    )
     p.add_argument(
         "--http-port", type=int, default=None, help="read the server's own SL/ASA/abandon from its /api/queues"
     )
@@ -825,6 +827,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except ConfigError as exc:
         print(f"loadgen: {exc}", file=err)
         return 2
+    cti_token = args.cti_token or (load_config(args.config).server.voice.cti_token if args.config else None)
+    if args.cti_port is not None and not cti_token:
+        print("loadgen: --cti-port needs --cti-token (or [server.voice] cti_token in --config)", file=err)
+        return 2
     seed = args.seed if args.seed is not None else loaded.scenario.simulation.seed
     try:
         socket.getaddrinfo(args.target, args.ws_port)
@@ -846,6 +852,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         max_concurrency=args.max_concurrency,
         email_to=email_to,
         cti_port=args.cti_port,
+        cti_token=cti_token,
         dial=dial,
         http_port=args.http_port,
         progress=None if args.quiet else err,

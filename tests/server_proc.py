@@ -32,7 +32,7 @@ READY = re.compile(
     r"contactcentre serve: (http://127\.0\.0\.1:(\d+)/) · smtp://127\.0\.0\.1:(\d+) · "
     r"ws://127\.0\.0\.1:(\d+)/chat and /agent · store (.+) \(Ctrl-C to stop\)"
 )
-CTI = re.compile(r"CTI link \(simulated switch, docs/cti\.md\): tcp://127\.0\.0\.1:(\d+)")
+CTI = re.compile(r"CTI link \(simulated switch, docs/cti\.md\): tcp://127\.0\.0\.1:(\d+) token (\S+)")
 SIP = re.compile(r"SIP front door \(docs/sip\.md\): sip:\S+@127\.0\.0\.1:(\d+) \(UDP\)")
 
 
@@ -45,6 +45,7 @@ class Server:
     ws_port: int
     cti_port: int
     sip_port: int
+    cti_token: str
     stderr: list[bytes] = field(default_factory=list)
 
     def ws(self, path: str) -> str:
@@ -88,7 +89,7 @@ def start_server(config: Path, database: Path, *, timeout: float = 30, launcher:
             if m and c and s:
                 sel.close()
                 ports = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(c.group(1)), int(s.group(1))
-                return Server(proc, m.group(1), *ports, errs)
+                return Server(proc, m.group(1), *ports, c.group(2), errs)
         if proc.poll() is not None:
             break
     proc.kill()

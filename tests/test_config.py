@@ -83,6 +83,12 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"agents": [{"id": "a", "extension": "T5"}]}, "agents[0].extension", "trunks"),
     ({"server": {"cti_port": 70000}}, "server.cti_port", "not a port"),
+    ({"server": {"voice": {"cti_token": "too-short"}}}, "server.voice.cti_token", "at least 16"),
+    ({"server": {"voice": {"cti_token": "has a space in it ok"}}}, "server.voice.cti_token", "without spaces"),
+    ({"server": {"voice": {"cti_login_timeout_s": 0}}}, "server.voice.cti_login_timeout_s", "> 0"),
+    ({"server": {"voice": {"sip_invites_per_s": 0}}}, "server.voice.sip_invites_per_s", "> 0"),
+    ({"server": {"voice": {"sip_calls_per_source": 0}}}, "server.voice.sip_calls_per_source", "at least 1"),
+    ({"server": {"voice": {"sip_trusted": ["proxy"]}}}, "server.voice.sip_trusted[0]", "not an IP address"),
     (
         {"queues": [{"name": "q", "when_closed": "chat"}, {"name": "chat", "channels": ["chat"]}]},
         "queues[0].when_closed",

@@ -3,6 +3,10 @@ monitored events, errors that keep the connection, the ring timer driven by the 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -10,20 +14,25 @@ import pytest
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
+from contactcentre.config import parse_config
 from contactcentre.cti import Switch, SwitchConfig
 from contactcentre.cti.link import CtiClient, CtiProtocol, CtiRequestError, CtiServer
 
 RING_S = 20
 CUSTOMER = "+31201234567"
+TOKEN = "cti-test-token-0123456789"
 
 
 class Peer:
     """One client connection: write lines, read what the server sent since last time."""
 
-    def __init__(self, server: CtiServer) -> None:
+    def __init__(self, server: CtiServer, *, login: bool = True) -> None:
         self.proto: CtiProtocol = server.buildProtocol(None)  # type: ignore[arg-type]
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
+        if login:
+            [ok] = self.send("Authenticate", invoke_id=0, token=TOKEN)
+            assert ok == {"response": "Authenticate", "invoke_id": 0, "ok": True, "protocol": 1}
 
     def send_raw(self, data: bytes) -> list[dict[str, Any]]:
         self.proto.dataReceived(data)
@@ -52,7 +61,7 @@ def server(clock: task.Clock) -> CtiServer:
         SwitchConfig(extensions=("1001", "1002", "1003"), queues=("5000",), trunks=2, ring_timeout_ms=RING_S * 1000),
         start_ms=round(clock.seconds() * 1000),
     )
-    return CtiServer(sw, clock, max_line=4096)
+    return CtiServer(sw, clock, token=TOKEN, max_line=4096)
 
 
 def names(lines: list[dict[str, Any]]) -> list[str]:
@@ -246,7 +255,7 @@ def test_timer_events_reach_monitors_even_when_the_request_is_refused(clock: tas
     callLater has run; the timer fires first and its events go out even though the request is refused."""
     now = [1_000_000]
     sw = Switch(SwitchConfig(extensions=("1001",), ring_timeout_ms=RING_S * 1000), start_ms=now[0])
-    server = CtiServer(sw, clock, now_ms=lambda: now[0])
+    server = CtiServer(sw, clock, token=TOKEN, now_ms=lambda: now[0])
     p = Peer(server)
     p.send("MonitorStart", device="1001")
     cid = server.simulate_inbound(CUSTOMER, "1001")
@@ -260,12 +269,12 @@ def test_timer_events_reach_monitors_even_when_the_request_is_refused(clock: tas
 
 def test_simulate_inbound_on_the_wire_and_when_switched_off(clock: task.Clock) -> None:
     sw = Switch(SwitchConfig(extensions=("1001",), queues=("5000",), trunks=1), start_ms=1_000_000)
-    p = Peer(CtiServer(sw, clock))
+    p = Peer(CtiServer(sw, clock, token=TOKEN))
     [resp] = p.send("SimulateInbound", ani=CUSTOMER, dnis="5000", attached_data={"lang": "nl"})
     assert resp["ok"] and sw.calls[resp["call_id"]].state == "queued"
     [err] = p.send("SimulateInbound", ani=CUSTOMER, dnis="5000")
     assert err["error"]["code"] == "no_trunk"
-    p2 = Peer(CtiServer(Switch(SwitchConfig(extensions=("1001",))), clock, allow_simulation=False))
+    p2 = Peer(CtiServer(Switch(SwitchConfig(extensions=("1001",))), clock, token=TOKEN, allow_simulation=False))
     [err] = p2.send("SimulateInbound", ani=CUSTOMER, dnis="1001")
     assert err["error"]["code"] == "not_allowed"
 
@@ -294,7 +303,7 @@ def test_client_helper_round_trip(server: CtiServer) -> None:
     client = CtiClient(on_event=got.append)
     ct = StringTransport()
     client.makeConnection(ct)
-    peer = Peer(server)
+    peer = Peer(server, login=False)
 
     def pump() -> None:
         while ct.value() or peer.transport.value():
@@ -308,13 +317,14 @@ def test_client_helper_round_trip(server: CtiServer) -> None:
                 client.dataReceived(ct_data)
 
     results: list[Any] = []
+    client.authenticate(TOKEN).addCallback(results.append)
     client.request("MonitorStart", device="1001").addCallback(results.append)
     client.request("MakeCall", from_="1001", to="1002").addCallback(results.append)
     failures: list[Any] = []
     client.request("AnswerCall", call_id="nope", device="1001").addErrback(failures.append)
     pump()
-    assert [r["response"] for r in results] == ["MonitorStart", "MakeCall"]
-    assert results[1]["call_id"] == "call-1"
+    assert [r["response"] for r in results] == ["Authenticate", "MonitorStart", "MakeCall"]
+    assert results[2]["call_id"] == "call-1"
     assert [e["event"] for e in got] == ["Originated", "Delivered"] and client.events == got
     [f] = failures
     assert isinstance(f.value, CtiRequestError) and f.value.code == "unknown_call"
@@ -323,7 +333,7 @@ def test_client_helper_round_trip(server: CtiServer) -> None:
 def test_generate_digits_on_the_wire(clock: task.Clock) -> None:
     """The caller's trunk presses keys in an IVR call: a monitor on the IVR number sees ``DigitsGenerated``."""
     sw = Switch(SwitchConfig(extensions=("1001",), queues=("5000",), ivrs=("3000",), trunks=2), start_ms=1_000_000)
-    p = Peer(CtiServer(sw, clock))
+    p = Peer(CtiServer(sw, clock, token=TOKEN))
     p.send("MonitorStart", device="3000")
     lines = p.send("SimulateInbound", ani=CUSTOMER, dnis="3000")
     assert names(lines) == ["Delivered", "Established", "response:SimulateInbound"]  # Originated: before it joined
@@ -341,3 +351,131 @@ def test_generate_digits_on_the_wire(clock: task.Clock) -> None:
     ):
         [err] = p.send("GenerateDigits", **fields)
         assert err["error"]["code"] == code, fields
+
+
+# ------------------------------------------------------------------------------------- authentication
+
+
+def closed(p: Peer) -> bool:
+    return bool(p.transport.disconnecting)
+
+
+def test_a_browsers_cross_origin_post_is_closed_unread_and_dials_nothing(server: CtiServer) -> None:
+    """A web page's ``fetch(POST)`` to the CTI port: the request line is not JSON, so the connection closes
+    without a byte back and the JSON line in the body is never executed."""
+    body = b'{"request": "MakeCall", "invoke_id": 1, "from": "1001", "to": "+31209999999"}\n'
+    post = b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8082\r\nContent-Type: text/plain\r\nOrigin: http://evil.example\r\n"
+    p = Peer(server, login=False)
+    p.proto.dataReceived(post + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert closed(p) and p.transport.value() == b""
+    assert server.switch.calls == {} and server.driver.switch.connections_of("1001") == []
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"request": "MakeCall", "from": "1001", "to": "1002"},  # no login at all
+        {"request": "Authenticate", "token": "wrong-token-0123456789"},
+        {"request": "Authenticate", "token": TOKEN[:-1]},
+        {"request": "Authenticate"},
+        {"request": "Authenticate", "token": 5},
+    ],
+)
+def test_a_first_line_that_is_not_a_login_with_the_token_is_refused_and_closed(
+    server: CtiServer, first: dict[str, Any]
+) -> None:
+    p = Peer(server, login=False)
+    then = {"request": "MakeCall", "invoke_id": 2, "from": "1001", "to": "1002"}  # pipelined behind it
+    lines = p.send_raw(msgspec.json.encode({**first, "invoke_id": 1}) + b"\n" + msgspec.json.encode(then) + b"\n")
+    assert lines == [
+        {
+            "response": "Authenticate",
+            "invoke_id": 1,
+            "ok": False,
+            "error": {"code": "unauthorized", "message": "the first line must be Authenticate with the server's token"},
+        }
+    ]
+    assert closed(p) and server.switch.calls == {}
+    assert p.send("Authenticate", token=TOKEN) == [] and p.send("MakeCall", to="1002", **{"from": "1001"}) == []
+    assert server.switch.calls == {}  # a refused connection reads nothing more, not even a second try
+
+
+def test_a_connection_that_does_not_log_in_in_time_is_closed(server: CtiServer, clock: task.Clock) -> None:
+    quiet, prompt = Peer(server, login=False), Peer(server, login=False)
+    assert quiet.send_raw(b"\r\n\n") == [] and not closed(quiet)  # blank lines are nothing, before or after
+    clock.advance(server.login_timeout_s - 1)
+    prompt.send("Authenticate", token=TOKEN)
+    assert not closed(quiet)
+    clock.advance(1)
+    assert closed(quiet) and quiet.read()[0]["error"]["code"] == "unauthorized"
+    assert not closed(prompt) and clock.getDelayedCalls() == []  # the login cancelled its timer
+    assert prompt.send("MakeCall", to="1002", **{"from": "1001"})[-1]["ok"] is True
+
+
+def test_an_oversized_first_line_closes_the_connection(server: CtiServer) -> None:
+    p = Peer(server, login=False)
+    p.proto.dataReceived(b'{"request": "Authenticate", "token": "' + b"x" * 5000)
+    assert closed(p) and p.transport.value() == b""
+
+
+def test_the_server_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="token"):
+        CtiServer(Switch(SwitchConfig(extensions=("1001",))), task.Clock(), token="")
+
+
+def test_serve_puts_the_cti_link_and_sip_on_addresses_of_their_own(
+    reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    """``[server] cti_host`` / ``sip_host``: the web site on one address, call control on another."""
+    from contactcentre.runtime import serve
+
+    server = {"host": "127.0.0.1", "cti_host": "127.0.0.2", "sip_host": "127.0.0.3", "email": {"enabled": False}}
+    server["voice"] = {"cti_token": TOKEN}
+    queues = [{"name": "support", "channels": ["voice"]}]
+    cfg = parse_config({"queues": queues, "agents": [{"id": "a1"}], "server": server}, "<test>")
+    loop = reactor_loop
+
+    async def login(host: str, port: int) -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(json.dumps({"request": "Authenticate", "invoke_id": 1, "token": TOKEN}).encode() + b"\n")
+        try:
+            return json.loads(await asyncio.wait_for(reader.readline(), 30))
+        finally:
+            writer.close()
+
+    def options(host: str, port: int) -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(30)
+            udp.bind(("127.0.0.1", 0))
+            me = udp.getsockname()[1]
+            udp.sendto(
+                f"OPTIONS sip:{host} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-o\r\n"
+                f"From: <sip:t@127.0.0.1>;tag=t\r\nTo: <sip:{host}>\r\nCall-ID: o@t\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n".encode(),
+                (host, port),
+            )
+            return udp.recv(4096)
+
+    async def main() -> tuple[Any, dict[str, Any], bytes, BaseException | None]:
+        stop = asyncio.Event()
+        ready: asyncio.Future[Any] = loop.create_future()
+        ports = {"http_port": 0, "ws_port": 0, "cti_port": 0, "sip_port": 0}
+        task = loop.create_task(serve(cfg, tmp_path / "s.sqlite", **ports, ready=ready.set_result, stop=stop))
+        try:
+            info = await asyncio.wait_for(ready, 30)
+            ok = await login("127.0.0.2", info.cti_port)
+            answer = await loop.run_in_executor(None, options, "127.0.0.3", info.sip_port)
+            refused: BaseException | None = None
+            try:
+                await login("127.0.0.1", info.cti_port)
+            except OSError as exc:
+                refused = exc
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return info, ok, answer, refused
+
+    info, ok, answer, refused = loop.run_until_complete(main())
+    assert (info.host, info.cti_host, info.sip_host, info.cti_token) == ("127.0.0.1", "127.0.0.2", "127.0.0.3", TOKEN)
+    assert ok["ok"] is True and answer.startswith(b"SIP/2.0 200 ")
+    assert isinstance(refused, ConnectionRefusedError)  # not on the web site's address

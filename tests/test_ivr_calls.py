@@ -128,6 +128,9 @@ MENU: dict[str, Any] = {
 }
 
 
+CTI_TOKEN = "ivr-test-token-0123"
+
+
 class Wire:
     """A CTI client connection, as docs/cti.md describes it: one JSON object per line each way."""
 
@@ -137,6 +140,7 @@ class Wire:
         self.proto.makeConnection(self.transport)
         self.events: list[dict[str, Any]] = []
         self._id = 0
+        assert self.request("Authenticate", token=CTI_TOKEN)["ok"]  # every connection's first line
 
     def request(self, name: str, **fields: Any) -> dict[str, Any]:
         self._id += 1
@@ -217,7 +221,7 @@ def run(
             timers.advance(clock.now_ms() / 1000)
             cfg = switch_config(CONFIG)
             switch = Switch(dataclasses.replace(cfg, ivrs=(IVR,)), start_ms=clock.now_ms())
-            cti = CtiServer(switch, timers, now_ms=clock.now_ms)
+            cti = CtiServer(switch, timers, token=CTI_TOKEN, now_ms=clock.now_ms)
             voice = VoiceChannel.for_config(centre, cti.driver)
             callback = CallbackChannel(centre, voice) if callbacks else None
             numbers = CONFIG.queue_numbers()

@@ -135,7 +135,8 @@ def test_a_short_run_against_a_real_server_accounts_for_every_contact(tmp_path: 
         report = tmp_path / "report.json"
         run = [*cli, "--scenario", str(scenario), "--tokens", str(tokens), "--ws-port", str(server.ws_port)]
         run += ["--smtp-port", str(server.smtp_port), "--rate", "8", "--duration", "2", "--seed", "7"]
-        run += ["--cti-port", str(server.cti_port), "--config", str(DEFAULT_CONFIG_PATH), "--report", str(report)]
+        run += ["--cti-port", str(server.cti_port), "--cti-token", server.cti_token]
+        run += ["--config", str(DEFAULT_CONFIG_PATH), "--report", str(report)]
         run += ["--http-port", str(server.http_port)]
         done = subprocess.run(run, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

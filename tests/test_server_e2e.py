@@ -271,18 +271,31 @@ def test_a_call_on_the_switch_rings_an_agent_who_answers_and_hangs_up(tmp_path: 
     with sqlite3.connect(db) as conn:
         row = conn.execute(
             "select address, tier, outcome, answered_ms is not null, agent_id from interactions where channel='voice'"
-        ).fetchone()
-    assert row == ("+31205550101", "gold", "handled", 1, "ada")
+        ).fetchall()
+    assert row == [("+31205550101", "gold", "handled", 1, "ada")]  # and no call from the web page
+
+
+async def _cti_refuses_a_web_page(server: Server) -> None:
+    """What a cross-origin ``fetch(POST)`` from a page in the agent's browser sends to the CTI port: the
+    connection is closed without an answer and the JSON line in the body is not executed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.cti_port)
+    body = json.dumps({"request": "SimulateInbound", "invoke_id": 1, "ani": "+31209999999", "dnis": "2001"})
+    head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Length: {len(body) + 1}"
+    writer.write(f"{head}\r\n\r\n{body}\n".encode())
+    assert await asyncio.wait_for(reader.read(), T) == b""  # closed by the server, nothing said
+    writer.close()
 
 
 async def _call(server: Server, token: str) -> None:
     agent = await agent_console(server, token)
     await agent.send(json.dumps({"type": "state", "state": "available"}))
     await next_frame(agent, "state", state="available")
+    await _cti_refuses_a_web_page(server)  # had it dialled, its call would be the agent's first offer
     reader, writer = await asyncio.open_connection("127.0.0.1", server.cti_port)
     try:
+        login = {"request": "Authenticate", "invoke_id": 0, "token": server.cti_token}
         request = {"request": "SimulateInbound", "invoke_id": 1, "ani": "+31205550101", "dnis": "2001"}  # support
-        writer.write(json.dumps(request).encode() + b"\n")
+        writer.write(json.dumps(login).encode() + b"\n" + json.dumps(request).encode() + b"\n")
         await writer.drain()
         while True:
             answer = json.loads(await asyncio.wait_for(reader.readline(), T))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import re
@@ -28,6 +29,7 @@ from contactcentre.channels.sip import (
     ENDED,
     GIVE_UP_MS,
     KEEP_MS,
+    PRUNE_SOURCES,
     TRYING,
     CallEnded,
     DigitReceived,
@@ -37,7 +39,9 @@ from contactcentre.channels.sip import (
     Send,
     SipStateError,
     SipUas,
+    SourceLimits,
     dialog_step,
+    source_key,
 )
 from contactcentre.channels.sip_message import (
     Request,
@@ -49,7 +53,8 @@ from contactcentre.channels.sip_message import (
     serialise,
     tag_of,
 )
-from contactcentre.channels.sip_transport import SipTransport
+from contactcentre.channels.sip_transport import SipTransport, source_limits
+from contactcentre.config import parse_config
 from contactcentre.cti import Switch, SwitchConfig, SwitchEvent
 from contactcentre.cti.driver import SwitchDriver
 from contactcentre.cti.events import DigitsGenerated
@@ -149,7 +154,10 @@ GARBAGE = [
     (b"hello world\r\n\r\n", "not a SIP request or status line", False),
     (b"\xff\xfe\x00INVITE", "not UTF-8", False),
     (sip("INVITE").replace(b"Call-ID: call-1@caller\r\n", b""), "no Call-ID", False),  # a response must echo it
-    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"), "CSeq", False),
+    # A bad CSeq is the request's fault, not its address's: it is answered 400 (echoing the CSeq as it came).
+    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"), "CSeq", True),
+    (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 4294967296 INVITE"), "below 2\\*\\*31", True),
+    (sip("INVITE").replace(b"CSeq: 1 INVITE\r\n", b""), "no CSeq", True),
     (sip("INVITE").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"), "is not the request's", True),
     (sip("INVITE").replace(b"Max-Forwards: 70", b"this is no header"), "not a header line", True),
     (sip("INVITE").replace(b"Content-Length: 0", b"Content-Length: 99"), "Content-Length", True),
@@ -474,6 +482,29 @@ def test_what_other_requests_get(raw: bytes, status: int) -> None:
         assert "BYE" in (sent(out)[0].get("Allow") or "")
 
 
+@pytest.mark.parametrize(
+    ("cseq", "answered"),
+    [
+        (b"CSeq: x INVITE\r\n", b"CSeq: 0 INVITE"),
+        (b"CSeq: 99999999999 INVITE\r\n", b"CSeq: 0 INVITE"),
+        (b"CSeq: 2147483648 INVITE\r\n", b"CSeq: 0 INVITE"),
+        (b"CSeq: 7\r\n", b"CSeq: 7 INVITE"),
+        (b"", b"CSeq: 0 INVITE"),
+        (b"CSeq: 1 BYE\r\n", b"CSeq: 1 BYE"),  # readable: echoed as it came
+    ],
+)
+def test_an_invite_with_a_bad_cseq_is_400_and_the_400_is_well_formed(cseq: bytes, answered: bytes) -> None:
+    """docs/sip.md: a malformed request that can be addressed is answered 400; a bad CSeq does not stop that,
+    and the 400 carries one the caller can match (its Via branch and method) and parse."""
+    uas = SipUas("127.0.0.1", 5070)
+    [out] = uas.receive(sip("INVITE").replace(b"CSeq: 1 INVITE\r\n", cseq), CALLER, 0)
+    assert isinstance(out, Send) and out.addr == CALLER
+    resp = parse(out.data)
+    assert isinstance(resp, Response) and resp.status == 400 and f"CSeq: {resp.get('CSeq')}".encode() == answered
+    assert resp.get("Via") == "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-1" and "399" in (resp.get("Warning") or "")
+    assert uas.dialogs == {} and uas.next_deadline() is None  # nothing kept
+
+
 def test_unaddressable_garbage_and_oversize_datagrams_are_dropped() -> None:
     uas = SipUas("127.0.0.1", 5070)
     assert uas.receive(b"\x00" * 50, CALLER, 0) == []
@@ -482,6 +513,88 @@ def test_unaddressable_garbage_and_oversize_datagrams_are_dropped() -> None:
     assert uas.receive(sip("ACK").replace(b"CSeq: 1 ACK", b"CSeq: x"), CALLER, 0) == []  # never answer an ACK
     assert uas.receive(b"\r\n\r\n", CALLER, 0) == []  # keep-alive
     assert uas.dialogs == {}
+
+
+# ------------------------------------------------------------------------------------- flood limits
+
+LIMITS = SourceLimits(invites_per_s=1, invite_burst=3, calls=10, retry_after_s=5)
+
+
+def nth_invite(n: int) -> bytes:
+    return invite(call_id=f"flood-{n}@caller", branch=f"z9hG4bK-f{n}")
+
+
+def test_an_invite_flood_from_one_source_gets_one_unrepeated_503_then_silence() -> None:
+    uas = SipUas("127.0.0.1", 5070, limits=LIMITS)
+    out = [uas.receive(nth_invite(n), CALLER, 0) for n in range(20)]
+    assert [statuses(o) for o in out[:4]] == [[100], [100], [100], [503]]
+    assert sum(isinstance(x, IncomingCall) for o in out for x in o) == 3  # the burst: three calls, no more
+    assert out[4:] == [[]] * 16 and uas.shed == 17  # the rest of the flood: dropped unanswered
+    [busy] = sent(out[3])
+    assert busy.get("Retry-After") == "5" and busy.get("CSeq") == "1 INVITE"
+    [datagram] = out[3]
+    assert isinstance(datagram, Send) and len(datagram.data) < len(nth_invite(3))  # smaller than its cause
+    assert all(not isinstance(x, Send) or b" 503 " not in x.data for x in uas.advance(60_000))  # never resent
+    later = uas.receive(nth_invite(3), CALLER, 60_000)  # tokens refilled, the quiet over: it may call again
+    assert statuses(later) == [100] and isinstance(later[1], IncomingCall)
+
+
+def test_the_quiet_period_ends_and_a_retransmitted_shed_invite_is_not_a_call() -> None:
+    uas = SipUas("127.0.0.1", 5070, limits=LIMITS)
+    for n in range(3):
+        uas.receive(nth_invite(n), CALLER, 0)
+    assert statuses(uas.receive(nth_invite(3), CALLER, 0)) == [503]
+    assert uas.receive(nth_invite(3), CALLER, 500) == []  # its retransmission: still quiet, no dialog
+    # The bucket has refilled meanwhile (3 at once); the next refusal is still quiet until 5 s have passed.
+    assert [statuses(uas.receive(nth_invite(n), CALLER, 4_999)) for n in range(4, 8)] == [[100]] * 3 + [[]]
+    assert statuses(uas.receive(nth_invite(8), CALLER, 5_000)) == [503]
+    assert len(uas.dialogs) == 6
+
+
+def test_other_sources_and_trusted_ones_are_served_during_a_flood() -> None:
+    uas = SipUas("127.0.0.1", 5070, limits=dataclasses.replace(LIMITS, trusted=frozenset({"10.0.0.9"})))
+    for n in range(10):
+        uas.receive(nth_invite(n), CALLER, 0)
+    assert statuses(uas.receive(nth_invite(10), ("127.0.0.2", 5062), 0)) == [100]
+    assert [statuses(uas.receive(nth_invite(n), ("10.0.0.9", 5060), 0)) for n in range(20, 40)] == [[100]] * 20
+
+
+def test_an_ipv6_source_is_its_slash_64_and_a_mapped_ipv4_address_is_itself() -> None:
+    assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert source_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7" and source_key("192.0.2.7") == "192.0.2.7"
+    uas = SipUas("127.0.0.1", 5070, limits=LIMITS)
+    out = [uas.receive(nth_invite(n), (f"2001:db8:1:2::{n + 1:x}", 5060), 0) for n in range(5)]
+    assert [statuses(o) for o in out] == [[100], [100], [100], [503], []]  # new addresses, the same /64
+
+
+def test_one_source_holds_at_most_its_calls_and_a_call_that_ends_frees_its_place() -> None:
+    uas = SipUas("127.0.0.1", 5070, limits=dataclasses.replace(LIMITS, invites_per_s=1000, calls=2))
+    dialogs = [o.dialog for n in range(2) for o in uas.receive(nth_invite(n), CALLER, 0) if isinstance(o, IncomingCall)]
+    assert statuses(uas.receive(nth_invite(2), CALLER, 100)) == [503]
+    uas.reject(dialogs[0], 486, 200)  # the switch refused it: no trunk held any more
+    assert statuses(uas.receive(nth_invite(3), CALLER, 300)) == [100]
+    assert uas.receive(nth_invite(4), CALLER, 400) == []  # two calls again, and 503 was said
+
+
+def test_sources_that_are_as_good_as_new_are_forgotten() -> None:
+    """A flood from many (forged) addresses costs memory only while their buckets refill."""
+    uas = SipUas("127.0.0.1", 5070, limits=dataclasses.replace(LIMITS, invites_per_s=10))
+    for n in range(PRUNE_SOURCES):
+        for o in uas.receive(nth_invite(n), (f"10.{n // 250}.{n % 250}.1", 5060), 0):
+            if isinstance(o, IncomingCall) and n % 2:
+                uas.reject(o.dialog, 486, 0)  # the odd ones end; the even ones still ring
+    assert len(uas._sources) == PRUNE_SOURCES
+    uas.receive(nth_invite(5_000), ("192.0.2.1", 5060), 1_000)  # a second later every bucket is full again
+    assert len(uas._sources) == PRUNE_SOURCES // 2 + 1  # those with a call in progress, and the newcomer
+
+
+def test_the_limits_come_from_server_voice() -> None:
+    voice = parse_config({"server": {"voice": {"sip_calls_per_source": 3, "sip_trusted": ["10.1.1.1"]}}}, "<t>")
+    limits = source_limits(voice.server.voice)
+    assert limits == SourceLimits(
+        invites_per_s=1.0, invite_burst=10, calls=3, retry_after_s=10, trusted=frozenset({"10.1.1.1"})
+    )
 
 
 # ---------------------------------------------------------------------------- the transport and the switch
@@ -493,19 +606,19 @@ class _Udp(FakeDatagramTransport):
 
 
 class Rig:
-    def __init__(self, trunks: int = 2) -> None:
+    def __init__(self, trunks: int = 2, limits: SourceLimits | None = None) -> None:
         self.clock = task.Clock()
         self.switch = Switch(SwitchConfig(extensions=("1001", "1002"), queues=("2001",), trunks=trunks))
         self.driver = SwitchDriver(self.switch, self.clock)
         self.events: list[SwitchEvent] = []
         self.driver.subscribe(self.events.extend)
-        self.sip = SipTransport(self.driver, self.clock)
+        self.sip = SipTransport(self.driver, self.clock, uas=SipUas("127.0.0.1", 0, limits=limits))
         self.udp = _Udp()
         self.sip.makeConnection(self.udp)
 
-    def send(self, data: bytes) -> list[Request | Response]:
+    def send(self, data: bytes, addr: tuple[str, int] = CALLER) -> list[Request | Response]:
         before = len(self.udp.written)
-        self.sip.datagramReceived(data, CALLER)
+        self.sip.datagramReceived(data, addr)
         return self.written(before)
 
     def written(self, since: int = 0) -> list[Request | Response]:
@@ -598,6 +711,17 @@ def test_garbage_gets_400_over_the_wire_and_the_transport_carries_on() -> None:
     (resp,) = rig.send(bad)
     assert isinstance(resp, Response) and resp.status == 400 and "CSeq" in (resp.get("Warning") or "")
     assert codes(rig.send(invite())) == [100, 180, 200]
+
+
+def test_a_flood_over_udp_leaves_trunks_for_others_and_its_503_is_sent_once() -> None:
+    rig = Rig(trunks=4, limits=dataclasses.replace(LIMITS, invite_burst=100, invites_per_s=100, calls=2))
+    flood = [codes(rig.send(nth_invite(n))) for n in range(50)]
+    assert flood[:3] == [[100, 180, 200], [100, 180, 200], [503]] and flood[3:] == [[]] * 47
+    assert len(rig.switch.calls) == 2  # two trunks of four: the rest are free for everyone else
+    before = len(rig.udp.written)
+    rig.clock.advance(GIVE_UP_MS / 1000)
+    assert 503 not in codes(rig.written(before))  # the 200s are resent until ACKed (then given up); the 503 never
+    assert codes(rig.send(invite(), ("127.0.0.2", 5062))) == [100, 180, 200]
 
 
 def test_closing_hangs_up_every_call() -> None:

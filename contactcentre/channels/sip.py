@@ -37,6 +37,7 @@ from contactcentre.channels.sip_message import (
     uri_user,
     via_branch,
 )
+from contactcentre.limits import TokenBucket, address_key
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,41 @@ GIVE_UP_MS = 64 * T1_MS  # timers B/F/H: the far end is gone
 KEEP_MS = 64 * T1_MS  # timer J: a finished transaction keeps answering retransmissions this long
 COOKIE = "z9hG4bK"  # RFC 3261 branch prefix
 ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS"
+PRUNE_SOURCES = 1024  # look for forgettable sources once this many are remembered (then at twice as many)
 # Methods we know and refuse (405, with Allow) rather than do not know (501).
 KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "UPDATE", "PRACK", "PUBLISH"})
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """What one source (its IP whatever the port; an IPv6 address's /64: ``source_key``) may do: start
+    ``invites_per_s`` calls a second on average and ``invite_burst`` at once, and hold ``calls`` at a time.
+    Past either it gets one 503 with ``Retry-After: retry_after_s``, sent once and kept nowhere (an INVITE's
+    final response is otherwise resent until the ACK, which a spoofed source never sends: a reflector), and
+    nothing more until that time is up. ``trusted`` addresses (a SIP proxy or a carrier's trunk in front,
+    every call from one address) are exempt.
+    """
+
+    invites_per_s: float
+    invite_burst: int
+    calls: int
+    retry_after_s: int
+    trusted: frozenset[str] = frozenset()
+
+
+@dataclass
+class _Source:
+    """What the limits remember of one address: dropped once it is as if it had never been seen."""
+
+    bucket: TokenBucket
+    quiet_until_ms: int = 0  # no further 503 to it before then
+    calls: set[str] = field(default_factory=set)  # its dialogs that may hold a trunk (pruned when looked at)
+
+
+def source_key(ip: str) -> str:
+    """What the flood limits count as one source: the unit every per-address cap counts by (an IPv4 address,
+    also when mapped into IPv6, or an IPv6 address's /64, since one host can take any address of its /64)."""
+    return address_key(ip)
 
 
 class SipStateError(Exception):
@@ -121,6 +155,7 @@ REJECTED = "rejected"  # a final error (or 487) sent, retransmitted until the AC
 HANGING_UP = "hanging_up"  # our BYE sent, retransmitted until answered
 ENDED = "ended"
 DIALOG_STATES = (TRYING, RINGING, ANSWERED, BYE_PENDING, CONFIRMED, REJECTED, HANGING_UP, ENDED)
+LIVE = frozenset({TRYING, RINGING, ANSWERED, BYE_PENDING, CONFIRMED})  # a dialog that may hold a trunk
 
 # (state, event) -> next state. Events from the caller: invite (a re-INVITE), ack, cancel, bye, info; from the
 # owner: ring, answer, reject, hangup; from timers: no_ack, bye_answered, bye_timeout. A request in a state
@@ -222,7 +257,15 @@ class SipUas:
     """A SIP user-agent server for inbound calls; every method returns the ``Output`` it caused, timers
     due by ``now_ms`` first."""
 
-    def __init__(self, host: str, port: int, *, media_port: int = 4000, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        media_port: int = 4000,
+        rng: random.Random | None = None,
+        limits: SourceLimits | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.media_port = media_port
@@ -234,6 +277,10 @@ class SipUas:
         self._answered: dict[str, tuple[bytes, _Timer | None]] = {}  # transaction key -> last response sent
         self._heap: list[tuple[int, int, _Timer]] = []
         self._seq = 0
+        self.limits = limits  # None: no per-source limits (the switch's trunks are the only cap)
+        self._sources: dict[str, _Source] = {}
+        self._prune_at = PRUNE_SOURCES
+        self.shed = 0  # new INVITEs refused by the per-source limits (503 or dropped)
 
     # --------------------------------------------------------------------------------------- timers
 
@@ -379,6 +426,12 @@ class SipUas:
     def _on_invite(self, req: Request, key: str, addr: Addr) -> list[Output]:
         if tag_of(req.get("To")):
             return self._on_reinvite(req, key, addr)
+        source: _Source | None = None
+        if self.limits is not None and addr[0] not in self.limits.trusted:
+            source = self._source(addr[0])
+            refused = self._over_limit(source)
+            if refused:
+                return self._shed(req, addr, source, refused)
         call_id, from_tag = req.get("Call-ID") or "", tag_of(req.get("From"))
         if (call_id, from_tag) in self._by_remote:
             return self._reply(req, key, addr, 482)  # the same call again on another branch: a loop
@@ -410,12 +463,64 @@ class SipUas:
             held=offer.held if offer is not None else False,
         )
         self.dialogs[d.id] = d
+        if source is not None:
+            source.calls.add(d.id)
         self._by_remote[(call_id, from_tag)] = d
         self._invites[key] = d
         trying = serialise(response(req, 100))
         self._remember(key, trying, keep=False)
         ani = uri_user(name_addr(req.get("From") or "")[0]) or "anonymous"
         return [Send(trying, addr), IncomingCall(d.id, ani, uri_user(req.uri), addr, call_id)]
+
+    # ---------------------------------------------------------------------------------- flood limits
+
+    def _source(self, ip: str) -> _Source:
+        assert self.limits is not None
+        key = source_key(ip)
+        source = self._sources.get(key)
+        if source is None:
+            self._prune()
+            bucket = TokenBucket.new(self.limits.invites_per_s, self.limits.invite_burst, self.now_ms / 1000)
+            source = self._sources[key] = _Source(bucket)
+        return source
+
+    def _live(self, source: _Source) -> set[str]:
+        return {c for c in source.calls if (d := self.dialogs.get(c)) is not None and d.state in LIVE}
+
+    def _over_limit(self, source: _Source) -> str:
+        """Why a new INVITE from ``source`` is refused ("" if it is not); takes a token from its bucket."""
+        assert self.limits is not None
+        source.calls = self._live(source)
+        if len(source.calls) >= self.limits.calls:
+            return f"{len(source.calls)} calls at once"
+        if not source.bucket.take(self.now_ms / 1000):
+            return f"more than {self.limits.invites_per_s:g} new calls a second"
+        return ""
+
+    def _shed(self, req: Request, addr: Addr, source: _Source, why: str) -> list[Output]:
+        """One 503 with Retry-After per source and quiet period, never resent and never remembered (no
+        transaction, no dialog): a flood from a forged address reflects at most that towards its victim,
+        smaller than each INVITE that caused it. The rest of the flood is dropped unanswered."""
+        assert self.limits is not None
+        self.shed += 1
+        if self.now_ms < source.quiet_until_ms:
+            return []
+        wait = self.limits.retry_after_s
+        source.quiet_until_ms = self.now_ms + wait * 1000
+        log.warning("sip: %s from %s: 503, then silence for %d s", why, addr[0], wait)
+        data = serialise(response(req, 503, to_tag=self._tag(), extra=[("Retry-After", str(wait))]))
+        return [Send(data, addr)]
+
+    def _prune(self) -> None:
+        """Forget sources that are as good as new (full bucket, no quiet period, no calls), so a flood from
+        many forged addresses costs memory for as long as their buckets take to refill, not for ever."""
+        if len(self._sources) < self._prune_at:
+            return
+        now_s = self.now_ms / 1000
+        for key, src in list(self._sources.items()):
+            if src.bucket.is_full(now_s) and self.now_ms >= src.quiet_until_ms and not self._live(src):
+                del self._sources[key]
+        self._prune_at = max(PRUNE_SOURCES, 2 * len(self._sources))
 
     def _on_reinvite(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._find(req)

@@ -61,7 +61,7 @@ _CSEQ = re.compile(rf"([0-9]{{1,10}})\s+({_TOKEN})")
 _VIA = re.compile(r"SIP\s*/\s*2\.0\s*/\s*[A-Za-z]+\s+[^\s;]+.*", re.S)
 _DIGITS = re.compile(r"[0-9]{1,9}")
 _ECHOED = frozenset({"via", "from", "to", "call-id", "cseq"})
-_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+_ROUTE = ("Via", "From", "To", "Call-ID")
 
 
 class SipError(ValueError):
@@ -224,35 +224,64 @@ def parse(data: bytes) -> Request | Response:
         else:
             msg.body = rest[: int(length)]  # over UDP, bytes past Content-Length are discarded
     if problem:
-        raise SipError(problem, msg if isinstance(msg, Request) and _addressable(msg, text) else None)
+        partial = msg if isinstance(msg, Request) and _addressable(msg, text) else None
+        raise SipError(problem, partial and _with_usable_cseq(partial))
     return msg
 
 
 def _addressable(msg: Request, text: str) -> bool:
-    """Can a broken request still be answered: are the headers a response echoes (``response``) well-formed?"""
+    """Can a broken request still be answered: are the headers that carry a response back (``response``)
+    well-formed? The CSeq is not one of them (``_with_usable_cseq``)."""
     echoed = [(n, v) for n, v in msg.headers if n.lower() in _ECHOED]
-    return "\x00" not in text and not _check(Response(headers=echoed))
+    return "\x00" not in text and not _check_route(Response(headers=echoed))
+
+
+def _with_usable_cseq(req: Request) -> Request:
+    """``req`` with a CSeq a response can carry: a missing or unreadable one (or one over 2**31) becomes
+    ``N METHOD`` (N its number if it has a usable one, else 0), so the 400 is well-formed SIP and the caller's
+    transaction still matches it (RFC 3261 17.1.3: by the top Via's branch and the CSeq method)."""
+    value = req.get("CSeq")
+    if value is not None and not _check_cseq(Response(headers=[("CSeq", value)])):
+        return req  # readable (a method other than the request's is echoed as it came)
+    number = m.group(1) if value and (m := re.match(r"\s*([0-9]{1,10})\b", value)) else "0"
+    cseq = f"{number if int(number) < 2**31 else 0} {req.method}"
+    headers = [(n, v) for n, v in req.headers if n.lower() != "cseq"] + [("CSeq", cseq)]
+    return Request(headers=headers, body=req.body, method=req.method, uri=req.uri)
 
 
 def _check(msg: Message) -> str:
-    for name in _MANDATORY:
+    return _check_route(msg) or _check_cseq(msg)
+
+
+def _check_route(msg: Message) -> str:
+    """Via, From, To and Call-ID: what a response is addressed and matched by."""
+    for name in _ROUTE:
         if msg.get(name) is None:
             return f"no {name} header"
     try:
-        number, method = msg.cseq()
         for name in ("From", "To"):
             name_addr(msg.get(name) or "")
+    except SipError as exc:
+        return exc.reason
+    vias = msg.vias()
+    if not vias or not _VIA.fullmatch(vias[0]):
+        return "the top Via is not SIP/2.0/<transport> <host>"
+    if not (msg.get("Call-ID") or "").strip():
+        return "empty Call-ID"
+    return ""
+
+
+def _check_cseq(msg: Message) -> str:
+    if msg.get("CSeq") is None:
+        return "no CSeq header"
+    try:
+        number, method = msg.cseq()
     except SipError as exc:
         return exc.reason
     if isinstance(msg, Request) and method != msg.method:
         return f"the CSeq method {method!r} is not the request's {msg.method!r}"
     if number >= 2**31:
         return "the CSeq number must be below 2**31"
-    vias = msg.vias()
-    if not vias or not _VIA.fullmatch(vias[0]):
-        return "the top Via is not SIP/2.0/<transport> <host>"
-    if not (msg.get("Call-ID") or "").strip():
-        return "empty Call-ID"
     return ""
 
 

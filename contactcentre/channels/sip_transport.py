@@ -34,6 +34,7 @@ from contactcentre.channels.sip import (
     Output,
     Send,
     SipUas,
+    SourceLimits,
 )
 from contactcentre.cti.events import ConnectionCleared, Delivered, Established, Failed, Originated, Queued, SwitchEvent
 from contactcentre.cti.switch import TRUNK, SwitchError
@@ -42,12 +43,24 @@ from contactcentre.cti.timer import DeadlineTimer
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
+    from contactcentre.config import VoiceServerConfig
     from contactcentre.cti.driver import SwitchDriver
 
 log = logging.getLogger(__name__)
 
 # The switch's refusal codes (docs/cti.md) as SIP final responses.
 REFUSAL_STATUS = {"invalid_number": 404, "unknown_device": 404, "busy": 486, "no_trunk": 503, "closed": 503}
+
+
+def source_limits(voice: VoiceServerConfig) -> SourceLimits:
+    """The per-source flood limits of ``[server.voice]`` (``sip_*``)."""
+    return SourceLimits(
+        invites_per_s=voice.sip_invites_per_s,
+        invite_burst=voice.sip_invite_burst,
+        calls=voice.sip_calls_per_source,
+        retry_after_s=voice.sip_retry_after_s,
+        trusted=frozenset(voice.sip_trusted),
+    )
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """The CTI link: a line-based JSON protocol over TCP in front of the simulated switch (``docs/cti.md``).
 
-One JSON object per line, both ways. A client sends CSTA-style requests (``MakeCall``, ``AnswerCall``,
+One JSON object per line, both ways. A client's first line authenticates it (``Authenticate`` with the
+server's token); a first line that is anything else (an HTTP request from a web page, a wrong token) closes
+the connection without executing anything. Then it sends CSTA-style requests (``MakeCall``, ``AnswerCall``,
 ``TransferCall``…) each with an ``invoke_id``; the server answers every request with exactly one response that
 echoes it, after pushing the events the request caused to every connection monitoring a device involved.
-Nothing a client sends can stop the server: bad JSON, an unknown request, an oversized line or a refused
-operation is answered with an error response and the connection carries on.
+Nothing an authenticated client sends can stop the server: bad JSON, an unknown request, an oversized line
+or a refused operation is answered with an error response and the connection carries on.
 
 The link is an adapter: it translates lines into switch operations and events into lines, and holds no call
 state of its own (that is the switch's). ``CtiServer`` is the Twisted factory; it owns a ``SwitchDriver``.
@@ -13,6 +15,7 @@ state of its own (that is the switch's). ``CtiServer`` is the Twisted factory; i
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,7 +30,7 @@ from contactcentre.cti.events import SwitchEvent
 from contactcentre.cti.switch import Switch, SwitchError
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IReactorTime
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
     from twisted.python.failure import Failure
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024
 ALL = "*"  # MonitorStart without a device, or with this one: every event of the switch
+LOGIN = "Authenticate"  # the first line's request: {"request": "Authenticate", "token": "..."}
+LOGIN_TIMEOUT_S = 10.0
 
 # ------------------------------------------------------------------------------------------------ requests
 
@@ -206,16 +211,47 @@ class CtiProtocol(LineReceiver):
         self.monitors: set[str] = set()
         self._discarding = False  # inside an oversized line: drop bytes up to its end
         self._replay: bytes | None = None
+        self.authenticated = False
+        self._refused = False  # closing after a refused login: read nothing more
+        self._login_timer: IDelayedCall | None = None
 
     # --------------------------------------------------------------------------------------- transport
 
     def connectionMade(self) -> None:
         self.server.connections.add(self)
+        # A connection that never logs in must not keep its socket: it is closed after the login timeout.
+        self._login_timer = self.server.clock.callLater(self.server.login_timeout_s, self._login_timed_out)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.server.connections.discard(self)
+        self._cancel_login_timer()
+
+    def _cancel_login_timer(self) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        log.info("CTI: %s did not authenticate within %g s; closed", self._peer(), self.server.login_timeout_s)
+        self._refuse("no Authenticate in time", None)
+
+    def _peer(self) -> str:
+        peer = self.transport.getPeer() if self.transport is not None else None
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+    def _refuse(self, message: str | None, invoke_id: int | str | None) -> None:
+        """Close the connection, with an ``unauthorized`` error line saying ``message`` first; without one
+        when the peer does not speak the protocol (an HTTP request) and gets nothing back at all."""
+        self._refused = True
+        if message is not None:
+            self.send({"response": LOGIN, "invoke_id": invoke_id, "ok": False, **_error("unauthorized", message)})
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
         while True:
             if self._discarding:
                 end = data.find(self.delimiter)
@@ -230,6 +266,9 @@ class CtiProtocol(LineReceiver):
             data, self._replay = self._replay, None
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        if not self.authenticated:
+            self._refuse(None, None)
+            return
         # LineReceiver hands over the oversized line together with everything buffered behind it, and would
         # drop the connection. Drop only the line: if its end is not here yet, skip up to it when it comes.
         self.send({"response": "error", "invoke_id": None, "ok": False, **_error("line_too_long", self._too_long())})
@@ -258,6 +297,9 @@ class CtiProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
         if not line.strip():
+            return
+        if not self.authenticated:
+            self._login(line)
             return
         name: Any = None
         invoke_id: Any = None
@@ -307,6 +349,30 @@ class CtiProtocol(LineReceiver):
             return
         self.send({"response": name, "invoke_id": invoke_id, "ok": True, **result})
 
+    def _login(self, line: bytes) -> None:
+        """The first line: ``Authenticate`` with the server's token, or the connection is closed. Anything that
+        is not a JSON object (``POST / HTTP/1.1`` from a browser's fetch) is closed without a word, so that no
+        line of a web page's request body is ever read, let alone executed."""
+        try:
+            obj = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            log.info("CTI: %s sent a first line that is not JSON (%.20r); closed", self._peer(), line)
+            self._refuse(None, None)
+            return
+        invoke_id = obj.get("invoke_id")
+        if isinstance(invoke_id, bool) or not isinstance(invoke_id, str | int):
+            invoke_id = None
+        token = obj.get("token")
+        if obj.get("request") != LOGIN or not isinstance(token, str) or not self.server.token_matches(token):
+            log.warning("CTI: %s failed to authenticate; closed", self._peer())
+            self._refuse(f"the first line must be {LOGIN} with the server's token", invoke_id)
+            return
+        self._cancel_login_timer()
+        self.authenticated = True
+        self.send({"response": LOGIN, "invoke_id": invoke_id, "ok": True, "protocol": PROTOCOL_VERSION})
+
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
@@ -320,7 +386,8 @@ class CtiServer(Factory):
     """The CTI link's factory: one switch, one driver, every client connection.
 
     ``clock`` is an ``IReactorTime`` (the reactor, or ``task.Clock`` in tests); ``now_ms`` optionally replaces
-    the clock's seconds as the switch's time (the centre's clock, in epoch milliseconds).
+    the clock's seconds as the switch's time (the centre's clock, in epoch milliseconds). ``token`` is the
+    secret every connection must send in its first line (``Authenticate``) within ``login_timeout_s``.
     """
 
     protocol = CtiProtocol
@@ -330,11 +397,18 @@ class CtiServer(Factory):
         switch: Switch,
         clock: IReactorTime,
         *,
+        token: str,
+        login_timeout_s: float = LOGIN_TIMEOUT_S,
         now_ms: Callable[[], int] | None = None,
         max_line: int = MAX_LINE,
         allow_simulation: bool = True,
     ) -> None:
+        if not token:
+            raise ValueError("the CTI link needs a token")
         self.switch = switch
+        self.clock = clock
+        self._token = token.encode()
+        self.login_timeout_s = login_timeout_s
         self.driver = SwitchDriver(switch, clock, now_ms=now_ms)
         self.max_line = max_line
         self.allow_simulation = allow_simulation
@@ -343,6 +417,9 @@ class CtiServer(Factory):
 
     def buildProtocol(self, addr: IAddress) -> CtiProtocol:
         return CtiProtocol(self)
+
+    def token_matches(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self._token)  # constant time: no guessing it byte by byte
 
     def _fan_out(self, events: list[SwitchEvent]) -> None:
         for conn in list(self.connections):
@@ -460,6 +537,10 @@ class CtiClient(LineReceiver):
         self._pending[self._next] = d
         self.sendLine(msgspec.json.encode({"request": name, "invoke_id": self._next, **fields}))
         return d
+
+    def authenticate(self, token: str) -> defer.Deferred[dict[str, Any]]:
+        """The first request on a connection: without it the server closes the link."""
+        return self.request(LOGIN, token=token)
 
     def lineReceived(self, line: bytes) -> None:
         msg = msgspec.json.decode(line)
