@@ -568,6 +568,35 @@ def test_failed_logins_lock_the_address_out(sqlite_site: Any) -> None:
     assert b.login("sue").status == 429
 
 
+def test_successful_logins_do_not_lock_the_address_out(sqlite_site: Any) -> None:
+    """An office behind one NAT address: more good logins than the address's failure limit all get in, and
+    failures between them still count towards it."""
+    s: Site = sqlite_site(max_failures_per_address=3)
+    b = s.browser()
+    for _ in range(5):
+        assert b.login("sue").status == 303
+    assert b.login("x", "guess").status == 200
+    assert b.login("y", "guess").status == 200
+    assert b.login("ann").status == 303  # 2 failures, then a success that does not make it 3
+    assert b.login("z", "guess").status == 200
+    assert b.login("sue").status == 429  # the third failure locked the address
+
+
+def test_a_right_password_takes_back_a_lockout_its_own_strike_completed() -> None:
+    """Attempts are struck before the check (parallel guesses cannot overtake the limit); ``forgive`` undoes
+    one strike, lifting the lockout it completed, so the next failure is the one that locks."""
+    t = Throttle(2, 1_000, 8_000)
+    t.strike("k", 0)
+    t.strike("k", 1)  # an attempt in flight, struck before its check: locked
+    assert t.retry_after_ms("k", 1) == 1_000
+    t.forgive("k")  # it was right
+    assert t.retry_after_ms("k", 2) == 0
+    t.strike("k", 3)  # the next failure locks, for the first lockout's time, not the doubled one
+    assert t.retry_after_ms("k", 3) == 1_000
+    t.forgive("unknown")  # nothing to take back
+    assert t.retry_after_ms("unknown", 3) == 0
+
+
 THROTTLE_STEPS = [
     # (ms since start, action, retry_after_ms afterwards)
     (0, "strike", 0),

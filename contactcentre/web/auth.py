@@ -152,6 +152,21 @@ class Throttle:
                 break  # everyone kept is locked: better too much memory than unlocking an attacker
             del self._keys[oldest]
 
+    def forgive(self, key: str) -> None:
+        """Take back one strike: an attempt struck before its check that turned out right. Only failures may
+        lock a key, so a lockout that this strike completed is lifted, one strike short of it again."""
+        s = self._keys.get(key)
+        if s is None:
+            return
+        if s.failures > 0:
+            s.failures -= 1
+        elif s.lockouts > 0:
+            # Struck while the key was open (a locked key is refused before striking), so this strike was the
+            # one that locked it, or one of the strikes that did: undo that lockout.
+            s.lockouts -= 1
+            s.locked_until_ms = 0
+            s.failures = self.max_failures - 1
+
     def clear(self, key: str) -> None:
         self._keys.pop(key, None)
 
@@ -554,8 +569,9 @@ class WebAuth:
         if wait:
             await self.centre.write(_audit, now, name, "login.failure", {"reason": "locked", "address": address})
             return self._locked_page(request, wait, next_path)
-        # Struck before checking, so that parallel guesses cannot all slip in before the first one fails;
-        # a success clears the user's strikes.
+        # Struck before checking, so that parallel guesses cannot all slip in before the first one fails; a
+        # right password takes its strikes back, so only failures count (an office behind one NAT address
+        # logging in at the start of a shift is not locked out).
         self.by_user.strike(name.lower(), now)
         self.by_address.strike(address, now)
         creds = await self.centre.read(_check_login, name, password, self._dummy_hash) if name and password else None
@@ -564,6 +580,8 @@ class WebAuth:
             return self._login_page(
                 request, error="Unknown user or wrong password.", next_path=next_path, username=name
             )
+        self.by_user.forgive(name.lower())
+        self.by_address.forgive(address)
         user = creds.user
         needs_totp = creds.totp_secret is not None or (self.config.require_totp and user.may("supervisor"))
         if not needs_totp:
