@@ -336,6 +336,16 @@ def test_disabling_a_user_ends_their_sessions(site: Site) -> None:
     assert b.get("/").status == 303
 
 
+def test_enabling_a_user_again_brings_no_old_session_back(site: Site) -> None:
+    """Disabling revokes the sessions in the store (not just hides them behind the user's flag)."""
+    b = site.browser()
+    b.login("sue")
+    site.write(set_disabled, "sue", True, site.now())
+    site.write(set_disabled, "sue", False, site.now())
+    assert b.get("/").status == 303
+    assert b.login("sue").status == 303 and b.get("/").status == 200  # a new login works
+
+
 def test_login_rotates_the_session_id(site: Site) -> None:
     b = site.browser()
     b.login("sue")

@@ -175,10 +175,13 @@ class Api:
         self.token_cache_size = token_cache_size
         self.max_body = max_body
         # sha256(token) -> (valid until, loop time; user). Only tokens that were valid are kept, so a flood of
-        # bad tokens cannot push good ones out; a revoked or disabled user's token lives on for token_ttl_s.
+        # bad tokens cannot push good ones out; a token revoked in another process (the CLI) lives on for
+        # token_ttl_s, one disabled on this server's /admin not at all (the cache is dropped).
         self._tokens: dict[bytes, tuple[float, User]] = {}
         self._pending: set[asyncio.Future[Any]] = set()
         self.actions = ContactActions(centre)
+        if web_auth is not None:  # a user disabled on this server loses the API at once, not after the cache
+            web_auth.sockets.on_user_ended.append(lambda _user_id: self.forget_tokens())
 
     def children(self) -> dict[bytes, Resource]:
         return {

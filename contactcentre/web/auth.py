@@ -61,6 +61,7 @@ from contactcentre.store.users import (
     use_totp_step,
     user_for_token,
 )
+from contactcentre.web.sockets import LiveSockets
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
@@ -326,6 +327,8 @@ class WebAuth:
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self._pending: dict[str, _Pending] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        # The WebSockets opened with these logins (agent consoles, dashboards), closed when a login ends.
+        self.sockets = LiveSockets(centre, self.config.socket_recheck_s, self.now_ms)
 
     # ------------------------------------------------------------------------------------ the public hooks
 
@@ -429,7 +432,8 @@ class WebAuth:
         return _Guarded(self, resource, role, api)
 
     async def drain(self) -> None:
-        """Wait for the requests in flight (before closing the centre under them)."""
+        """Wait for the requests in flight (before closing the centre under them); stop rechecking sockets."""
+        self.sockets.stop()
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
@@ -673,6 +677,8 @@ class WebAuth:
             return session_id
 
         session_id = await self.centre.write(login)
+        if old:
+            self.sockets.end_session(old, "this browser logged in again")
         self.by_user.clear(user.id.lower())
         target = next_path or HOME[user.role]
         page = _Page(303, b"", {b"location": target.encode()})
@@ -692,6 +698,7 @@ class WebAuth:
                     _audit(conn, now, user_id, "logout", {"address": _address(request)})
 
             await self.centre.write(logout)
+            self.sockets.end_session(session_id, "logged out")
         page = _Page(303, b"", {b"location": b"/login"})
         page.cookies.append(self._cookie_args(request, SESSION_COOKIE, "", max_age=0))
         return page
