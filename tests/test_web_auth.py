@@ -24,7 +24,7 @@ from contactcentre.config import AuthConfig, ServerConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store.db import connect, current_revision, head_revision, migrate, open_store
 from contactcentre.store.schema import audit_log, users, web_sessions
-from contactcentre.store.users import add_user, set_disabled, set_totp_secret
+from contactcentre.store.users import add_user, new_token, revoke_tokens, set_disabled, set_totp_secret
 from contactcentre.web.auth import Throttle, WebAuth, csrf_token, origin_of, safe_next, session_cookie
 
 CONFIG = parse_config(
@@ -344,6 +344,31 @@ def test_enabling_a_user_again_brings_no_old_session_back(site: Site) -> None:
     site.write(set_disabled, "sue", False, site.now())
     assert b.get("/").status == 303
     assert b.login("sue").status == 303 and b.get("/").status == 200  # a new login works
+
+
+def test_the_recheck_closes_sockets_whose_login_ended_outside_the_server(site: Site) -> None:
+    """What another process changes (a token revoked, a user disabled) and a session's absolute expiry are
+    found by ``LiveSockets.recheck``; idle time does not end a socket's session, and live logins stay."""
+    assert site.auth is not None and site.centre is not None
+    sockets, closed = site.auth.sockets, []
+    b = site.browser()
+    b.login("sue")
+    tokens = {name: site.write(new_token, name, site.now()) for name in ("tok", "ann")}
+    sockets.add("sue", lambda why: closed.append(("sue", why)), session_id=b.session())
+    sockets.add("tok", lambda why: closed.append(("tok", why)), token=tokens["tok"])
+    sockets.add("ann", lambda why: closed.append(("ann", why)), token=tokens["ann"])
+
+    def recheck() -> int:
+        return site.loop.run_until_complete(sockets.recheck())
+
+    site.advance(3 * 3600)  # idle for hours: an open socket is its user at work
+    assert recheck() == 0 and closed == []
+    site.write(revoke_tokens, "tok", site.now())
+    assert recheck() == 1 and [c[0] for c in closed] == ["tok"]
+    site.advance(12 * 3600)  # past the session's absolute limit
+    assert recheck() == 1 and [c[0] for c in closed] == ["tok", "sue"]
+    assert recheck() == 0  # closed once; ann's token is live
+    sockets.stop()
 
 
 def test_login_rotates_the_session_id(site: Site) -> None:
