@@ -349,7 +349,7 @@ def test_customer_screen_pop_is_audited(server: Server) -> None:
 
 
 def test_case_with_its_transcript_is_audited(server: Server) -> None:
-    r = server.call("GET", f"/api/cases/{server.case_id}", "bob")
+    r = server.call("GET", f"/api/cases/{server.case_id}", "sue")
     assert r.status == 200
     got = r.json
     assert got["case"]["id"] == server.case_id and got["case"]["subject"] == "Invoice"
@@ -358,9 +358,34 @@ def test_case_with_its_transcript_is_audited(server: Server) -> None:
     assert got["messages_truncated"] is False
     audit = server.audit()
     assert [(a["actor"], a["customer_id"], json.loads(a["detail"])) for a in audit] == [
-        ("bob", "cus-ann", {"what": f"case:{server.case_id}"})
+        ("sue", "cus-ann", {"what": f"case:{server.case_id}"})
     ]
-    assert server.call("GET", "/api/cases/case-nope", "bob").status == 404
+    assert server.call("GET", "/api/cases/case-nope", "sue").status == 404
+
+
+def test_agents_read_cases_and_legs_of_contacts_they_hold_or_answered_only(server: Server) -> None:
+    """One rule for a case (transcript, internal notes) and a contact's legs: supervisors read all; an agent
+    what is offered to them or in their hands now, or what they answered once; a turned-down offer is not."""
+    c = server.centre
+    case, legs = f"/api/cases/{server.case_id}", "/api/contacts/mail-1/legs"
+
+    def status(path: str, who: str) -> int:
+        return server.call("GET", path, who).status
+
+    assert (status(case, "bob"), status(legs, "bob")) == (403, 403)  # never had mail-1
+    assert server.call("GET", case, "bob").json["error"] == "forbidden"
+    assert server.audit() == []  # refused before anything was shown, so nothing is logged as read
+    c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2"))
+    offer = next(iter(c.router.agents["a2"].offers.values()))
+    assert offer.contact.id == "mail-1"
+    assert (status(case, "bob"), status(legs, "bob")) == (200, 200)  # offered to him now
+    c.submit(E.OfferRejected(at_ms=c.now_ms(), offer_id=offer.id, contact_id="mail-1", agent_id="a2"))
+    c.submit(E.AgentAway(at_ms=c.now_ms(), agent_id="a2", reason="break"))
+    assert (status(case, "bob"), status(legs, "bob")) == (403, 403)  # turned down: not his
+    _connect_a1(server)
+    assert (status(case, "alice"), status(legs, "alice")) == (200, 200)  # in her hands
+    assert (status(case, "sue"), status(legs, "root")) == (200, 200)
+    assert status("/api/contacts/chat-1/legs", "alice") == 403  # waiting in the queue: nobody's yet
 
 
 # ------------------------------------------------------------------------------------------ agent state
