@@ -6,6 +6,7 @@ around them:
 
 * **who**: the browser console's web session (the ``cc_session`` cookie sent with the handshake, from the site's
   own pages only) or else a first frame with an API token; a second console of the same agent replaces the first;
+  the console lasts only as long as that login (logout, a disabled user, a revoked token close it: web/sockets.py);
 * **checking before submitting**: the driver drops a refused input with a log line, so every command is
   checked against the router's state first and answered with an ``error`` frame the agent can act on (a
   refusal the checks missed is still caught, from the driver's refusal count);
@@ -187,6 +188,7 @@ class _Session:
         self.seen: dict[str, set[str]] = {}  # contact id -> message ids its transcript frame carried
         self.limited_in_a_row = 0
         self.writer: asyncio.Task[None] | None = None
+        self.unregister: Callable[[], None] = lambda: None  # from the gateway's LiveSockets, when it has one
 
     def push(self, item: _Item) -> None:
         if self.closed:
@@ -398,11 +400,12 @@ class AgentGateway:
             from contactcentre.web.auth import session_cookie
 
             session_id = session_cookie(_header(ws, "Cookie"))
+        token = None
         if session_id is not None:
             user = await self._session_login(ws, session_id)
         else:
-            user = await self._token_login(ws)
-        return None if user is None else await self._start(ws, user)
+            user, token = await self._token_login(ws)
+        return None if user is None else await self._start(ws, user, session_id=session_id, token=token)
 
     async def _session_login(self, ws: Any, session_id: str) -> User | None:
         """The browser console: the page's web session, sent as a cookie with the handshake. No login frame."""
@@ -418,32 +421,35 @@ class AgentGateway:
             return None
         return user
 
-    async def _token_login(self, ws: Any) -> User | None:
+    async def _token_login(self, ws: Any) -> tuple[User | None, str | None]:
+        """The user of the login frame's API token, and the token."""
         centre = self.centre
         try:
             raw = await asyncio.wait_for(ws.recv(), self.login_timeout_s)
         except TimeoutError:
             await self._refuse(ws, "login_timeout", f"no login frame within {self.login_timeout_s:g} s")
-            return None
+            return None, None
         try:
             frame = _parse(raw)
         except ProtocolError as exc:
             await self._refuse(ws, exc.code, exc.detail)
-            return None
+            return None, None
         if frame.get("type") != "login":
             await self._refuse(ws, "login_required", 'the first frame must be {"type": "login", "token": ...}')
-            return None
+            return None, None
         token = frame.get("token")
         if not isinstance(token, str) or not token:
             await self._refuse(ws, "unauthorized", "a login needs an API token")
-            return None
+            return None, None
         user = await centre.read(user_for_token, token)
         if user is None:
             await self._refuse(ws, "unauthorized", "unknown, revoked or disabled token")
-            return None
-        return user
+            return None, None
+        return user, token
 
-    async def _start(self, ws: Any, user: User) -> _Session | None:
+    async def _start(
+        self, ws: Any, user: User, *, session_id: str | None = None, token: str | None = None
+    ) -> _Session | None:
         centre = self.centre
         agent_id = user.agent_id
         if not agent_id:
@@ -470,6 +476,10 @@ class AgentGateway:
         bucket = TokenBucket.new(self.rate_per_s, float(self.burst), centre.loop.time())
         s = _Session(self, ws, user, agent_id, bucket)
         self._sessions[agent_id] = s
+        if self.web_auth is not None:  # ending the login (disabled, logged out) ends this console at once
+            s.unregister = self.web_auth.sockets.add(
+                user.id, functools.partial(self._revoked, s), session_id=session_id, token=token
+            )
         s.last_state = _state_key(agent)
         work = list(agent.work.values())
         s.push(
@@ -515,14 +525,28 @@ class AgentGateway:
         if s.writer is not None:
             s.writer.cancel()
             await asyncio.wait([s.writer])
+        self._detach(s)
+
+    def _detach(self, s: _Session) -> None:
+        """The console is gone: if it was the agent's current one, nothing more is offered to the agent."""
+        s.unregister()
         if self._sessions.get(s.agent_id) is not s:
-            return  # replaced by a newer console, which carries on with the agent as it is
+            return  # replaced by a newer console (which carries on with the agent as it is), or detached already
         del self._sessions[s.agent_id]
         agent = self.centre.router.agents.get(s.agent_id)
         if agent is not None and agent.presence == READY and not self.centre.driver.closed:
             # Offers to this agent fall through (contacts keep their place); its work stays its own.
             self.centre.submit(AgentAway(at_ms=self.centre.now_ms(), agent_id=s.agent_id, reason="disconnected"))
         log.info("agent %s: console disconnected", s.agent_id)
+
+    def _revoked(self, s: _Session, why: str) -> None:
+        """The login that opened this console has ended (user disabled, logged out, token revoked): the
+        console goes at once, as a disconnect does, before its closing handshake: nothing more is sent to it,
+        nothing it sends is carried out, and the agent is put away so no offer rings on it meanwhile."""
+        s.drop()
+        self._detach(s)
+        log.info("agent %s: console closed, %s", s.agent_id, why)
+        self._spawn(self._refuse(s.ws, "revoked", why))
 
     # ----------------------------------------------------------------------------------------- commands
 

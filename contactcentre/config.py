@@ -240,7 +240,10 @@ class AuthConfig(_Strict):
 
     ``require_totp``: supervisors and admins must have enrolled a TOTP second factor to log in (those who
     enrolled always need it). ``origins``: extra origins (``https://console.example.com``) accepted on
-    unsafe requests and WebSocket handshakes besides the site's own, e.g. behind a reverse proxy."""
+    unsafe requests and WebSocket handshakes besides the site's own, e.g. behind a reverse proxy.
+    ``socket_recheck_s``: how often the server checks that the credentials of its open WebSockets (agent
+    consoles, dashboards) are still live, for changes made outside it (``contactcentre user disable`` is
+    another process); the server's own logout and ``/admin`` close those sockets at once."""
 
     session_idle_s: float = 30 * 60.0
     session_max_s: float = 12 * 3600.0
@@ -250,6 +253,7 @@ class AuthConfig(_Strict):
     lockout_s: float = 30.0  # doubles with each lockout in a row, up to lockout_max_s
     lockout_max_s: float = 15 * 60.0
     origins: list[str] = []
+    socket_recheck_s: float = 10.0
 
 
 class TranscriptConfig(_Strict):
@@ -730,6 +734,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
         fail("server.auth", "max_failures_per_user and max_failures_per_address must be at least 1")
     if not 0 < auth.lockout_s <= auth.lockout_max_s:
         fail("server.auth", "lockout_s must be > 0 and at most lockout_max_s")
+    if not 0 < auth.socket_recheck_s <= 3600:
+        fail("server.auth", "socket_recheck_s must be > 0 and at most 3600")
     for i, origin in enumerate(auth.origins):
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             fail(f"server.auth.origins[{i}]", f"{origin!r} is not an origin like https://console.example.com")

@@ -2,15 +2,16 @@
 
     contactcentre user add NAME --role {agent,supervisor,admin} [--agent-id ID] [--display-name TEXT]
                                [--password-stdin | --random-password] [--database-url URL]
-    contactcentre user token NAME        a new API token (the old ones stay valid)
+    contactcentre user token NAME [--revoke-old]  a new API token (the old ones stay valid unless revoked)
     contactcentre user list [--json]
-    contactcentre user disable NAME      no more logins; every token revoked
-    contactcentre user enable NAME       logins again (tokens stay revoked: issue one with ``user token``)
+    contactcentre user disable NAME      no more logins; every token and web session revoked
+    contactcentre user enable NAME       logins again (tokens and sessions stay revoked: ``user token``)
     contactcentre user totp NAME [--remove]  enrol a TOTP second factor (prints the otpauth:// URI once)
 
 Tokens and generated passwords are printed once and never stored (only their hashes are). The database must
-be migrated (``contactcentre migrate``). Exit codes: 0 done, 1 refused (exists, unknown, disabled) or a
-database error, 2 bad arguments or an unusable database.
+be migrated (``contactcentre migrate``). A running server closes the WebSockets (consoles, dashboards) of a
+revoked token or a disabled user's logins at its next check, ``[server.auth] socket_recheck_s``. Exit codes:
+0 done, 1 refused (exists, unknown, disabled) or a database error, 2 bad arguments or an unusable database.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def add_parser(sub: Any) -> None:
 
     tok = usub.add_parser("token", help="issue a new API token for a user (printed once)")
     tok.add_argument("name", metavar="NAME")
+    tok.add_argument("--revoke-old", action="store_true", help="revoke the user's other tokens (rotation)")
     add_database_argument(tok)
 
     lst = usub.add_parser("list", help="list users")
     lst.add_argument("--json", action="store_true", help="print JSON")
     add_database_argument(lst)
 
-    dis = usub.add_parser("disable", help="disable a user and revoke all its tokens")
+    dis = usub.add_parser("disable", help="disable a user and revoke all its tokens and web sessions")
     dis.add_argument("name", metavar="NAME")
     add_database_argument(dis)
 
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             if action == "add":
                 _add(conn, args, password)
             elif action == "token":
-                _token(conn, args.name)
+                _token(conn, args.name, args.revoke_old)
             elif action == "list":
                 _list(conn, args.json)
             elif action in ("disable", "enable"):
@@ -172,15 +174,19 @@ def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] 
         print(f"password (shown once): {password[0]}")
 
 
-def _token(conn: Connection, name: str) -> None:
-    from contactcentre.store.users import new_token
+def _token(conn: Connection, name: str, revoke_old: bool) -> None:
+    from contactcentre.store.users import new_token, revoke_tokens
 
     row = _exists(conn, name)
     if row is None:
         raise _Refused(f"no user {name!r}")
     if row.disabled:
         raise _Refused(f"user {name!r} is disabled; `contactcentre user enable {name}` first")
-    print(f"API token for {name} (shown once): {new_token(conn, name, now_ms())}")
+    now = now_ms()
+    revoked = revoke_tokens(conn, name, now) if revoke_old else None  # in the same transaction as the new one
+    print(f"API token for {name} (shown once): {new_token(conn, name, now)}")
+    if revoked is not None:
+        print(f"{revoked} old token{'s' * (revoked != 1)} revoked")
 
 
 def _list(conn: Connection, as_json: bool) -> None:
@@ -219,7 +225,7 @@ def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
     if revoked is None:
         raise _Refused(f"no user {name!r}")
     if disabled:
-        print(f"disabled {name}; {revoked} token{'s' * (revoked != 1)} revoked")
+        print(f"disabled {name}; {revoked} token{'s' * (revoked != 1)} revoked, web sessions ended")
     else:
         print(f"enabled {name}; issue a token with `contactcentre user token {name}`")
 

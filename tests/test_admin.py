@@ -212,6 +212,9 @@ def test_only_admins_get_the_page_and_everything_on_it_is_escaped(admin_server: 
 
 def test_an_admin_disables_and_enables_a_user_in_the_browser(admin_server: LiveServer, new_page: Any) -> None:
     live = admin_server
+    console = new_page()
+    login(console, live, "grace")  # her console is open while she is disabled
+    expect(console.locator("#conn")).to_have_text("connected")
     page = new_page()
     login(page, live, "root")
     page.goto(live.url("/admin"))
@@ -226,6 +229,11 @@ def test_an_admin_disables_and_enables_a_user_in_the_browser(admin_server: LiveS
     expect(page.locator("#notice")).to_have_text("User grace disabled.")
     expect(row.locator(".status")).to_have_text("disabled")
     assert _get(live, "/api/me", live.tokens["grace"])[0] == 401  # her tokens went with it
+    # ... and her open console, at once, saying why
+    expect(console.locator("#notice")).to_have_text(
+        "Not connected: your user was disabled by an administrator. Log in again."
+    )
+    expect(console.locator("#conn")).to_have_text("not connected")
     row.get_by_role("button", name="Enable").click()
     expect(row.locator(".status")).to_have_text("active")
 

@@ -350,7 +350,7 @@ def test_customer_screen_pop_is_audited(server: Server) -> None:
 
 
 def test_case_with_its_transcript_is_audited(server: Server) -> None:
-    r = server.call("GET", f"/api/cases/{server.case_id}", "bob")
+    r = server.call("GET", f"/api/cases/{server.case_id}", "sue")
     assert r.status == 200
     got = r.json
     assert got["case"]["id"] == server.case_id and got["case"]["subject"] == "Invoice"
@@ -359,9 +359,34 @@ def test_case_with_its_transcript_is_audited(server: Server) -> None:
     assert got["messages_before"] is None and got["messages"][0]["truncated"] is False
     audit = server.audit()
     assert [(a["actor"], a["customer_id"], json.loads(a["detail"])) for a in audit] == [
-        ("bob", "cus-ann", {"what": f"case:{server.case_id}"})
+        ("sue", "cus-ann", {"what": f"case:{server.case_id}"})
     ]
-    assert server.call("GET", "/api/cases/case-nope", "bob").status == 404
+    assert server.call("GET", "/api/cases/case-nope", "sue").status == 404
+
+
+def test_agents_read_cases_and_legs_of_contacts_they_hold_or_answered_only(server: Server) -> None:
+    """One rule for a case (transcript, internal notes) and a contact's legs: supervisors read all; an agent
+    what is offered to them or in their hands now, or what they answered once; a turned-down offer is not."""
+    c = server.centre
+    case, legs = f"/api/cases/{server.case_id}", "/api/contacts/mail-1/legs"
+
+    def status(path: str, who: str) -> int:
+        return server.call("GET", path, who).status
+
+    assert (status(case, "bob"), status(legs, "bob")) == (403, 403)  # never had mail-1
+    assert server.call("GET", case, "bob").json["error"] == "forbidden"
+    assert server.audit() == []  # refused before anything was shown, so nothing is logged as read
+    c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2"))
+    offer = next(iter(c.router.agents["a2"].offers.values()))
+    assert offer.contact.id == "mail-1"
+    assert (status(case, "bob"), status(legs, "bob")) == (200, 200)  # offered to him now
+    c.submit(E.OfferRejected(at_ms=c.now_ms(), offer_id=offer.id, contact_id="mail-1", agent_id="a2"))
+    c.submit(E.AgentAway(at_ms=c.now_ms(), agent_id="a2", reason="break"))
+    assert (status(case, "bob"), status(legs, "bob")) == (403, 403)  # turned down: not his
+    _connect_a1(server)
+    assert (status(case, "alice"), status(legs, "alice")) == (200, 200)  # in her hands
+    assert (status(case, "sue"), status(legs, "root")) == (200, 200)
+    assert status("/api/contacts/chat-1/legs", "alice") == 403  # waiting in the queue: nobody's yet
 
 
 def test_a_case_transcript_comes_in_pages_with_long_bodies_cut(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -389,28 +414,30 @@ def test_a_case_transcript_comes_in_pages_with_long_bodies_cut(server: Server, m
     )
     server.run(c.commit())
     url = f"/api/cases/{server.case_id}"
-    first = server.call("GET", url, "bob").json
+    first = server.call("GET", url, "sue").json
     assert [m["body"] for m in first["messages"]] == [mails[2][:100], mails[3][:100]]  # the newest, oldest first
     assert all(m["truncated"] and m["length"] == 307 for m in first["messages"])
-    second = server.call("GET", f"{url}?before={first['messages_before']}", "bob").json
+    second = server.call("GET", f"{url}?before={first['messages_before']}", "sue").json
     assert [m["message_id"] for m in second["messages"]] == ["m0@x", "m1@x"]
-    last = server.call("GET", f"{url}?before={second['messages_before']}", "bob").json
+    last = server.call("GET", f"{url}?before={second['messages_before']}", "sue").json
     assert [(m["body"], m["truncated"]) for m in last["messages"]] == [("Where is my invoice?", False)]
     assert last["messages_before"] is None
-    assert len(server.call("GET", f"{url}?limit=3", "bob").json["messages"]) == 3
+    assert len(server.call("GET", f"{url}?limit=3", "sue").json["messages"]) == 3
     for bad in ("limit=4", "limit=0", "before=yesterday", "before=1.2.3"):
-        r = server.call("GET", f"{url}?{bad}", "bob")
+        r = server.call("GET", f"{url}?{bad}", "sue")
         assert r.status == 400 and r.json["error"] == "bad_request", bad
 
     # The whole text of a cut message, read (and audited) as the case is; only a message of this case.
-    whole = server.call("GET", f"{url}/messages/{first['messages'][0]['id']}", "bob")
+    # an agent who never had a contact of the case reads none of its messages either (one rule, as for the case)
+    assert server.call("GET", f"{url}/messages/{first['messages'][0]['id']}", "bob").status == 403
+    whole = server.call("GET", f"{url}/messages/{first['messages'][0]['id']}", "sue")
     assert whole.status == 200 and whole.json["body"] == mails[2] and whole.json["truncated"] is False
     assert json.loads(server.audit()[-1]["detail"]) == {"what": f"case:{server.case_id}"}
     other = server.run(c.write(lambda conn: open_case(conn, now, customer_id="cus-ann", subject="Other")[0]))
-    assert server.call("GET", f"/api/cases/{other}/messages/{whole.json['id']}", "bob").status == 404
+    assert server.call("GET", f"/api/cases/{other}/messages/{whole.json['id']}", "sue").status == 404
     for bad in ("x1", "999999", "1" * 40):
-        assert server.call("GET", f"{url}/messages/{bad}", "bob").status == 404
-    assert server.call("GET", f"/api/cases/case-nope/messages/{whole.json['id']}", "bob").status == 404
+        assert server.call("GET", f"{url}/messages/{bad}", "sue").status == 404
+    assert server.call("GET", f"/api/cases/case-nope/messages/{whole.json['id']}", "sue").status == 404
 
 
 # ------------------------------------------------------------------------------------------ agent state

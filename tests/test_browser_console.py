@@ -114,6 +114,7 @@ def test_an_agent_takes_a_chat_from_the_widget_and_wraps_it_up(live_server: Live
 def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server: LiveServer, new_page: Any) -> None:
     agent = new_page()
     login(agent, live_server, "grace")
+    expect(agent.locator("#conn")).to_have_text("connected", timeout=T_MS)  # a click before that is dropped
     agent.click("#go-available")
     expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
 

@@ -201,7 +201,7 @@ def test_user_token_list_disable_enable(store: Engine, capsys: pytest.CaptureFix
     assert "no password" in lines[1] and lines[1].endswith("Sue")
 
     code, out, _ = user(capsys, url, "disable", "alice")
-    assert code == 0 and out == "disabled alice; 2 tokens revoked\n"
+    assert code == 0 and out == "disabled alice; 2 tokens revoked, web sessions ended\n"
     with store.connect() as conn:
         assert user_for_token(conn, first) is None and user_for_token(conn, second) is None
         assert user_for_password(conn, "alice", "anything") is None
@@ -220,6 +220,18 @@ def test_user_token_list_disable_enable(store: Engine, capsys: pytest.CaptureFix
     code, out, _ = user(capsys, url, "token", "alice")
     with store.connect() as conn:
         assert code == 0 and user_for_token(conn, _printed("API token", out)) is not None
+
+
+def test_user_token_revoke_old_rotates_the_tokens(store: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    url = _url(store)
+    first = _printed("API token", user(capsys, url, "add", "alice", "--role", "agent")[1])
+    second = _printed("API token for alice", user(capsys, url, "token", "alice")[1])
+    code, out, _ = user(capsys, url, "token", "alice", "--revoke-old")
+    third = _printed("API token for alice", out)
+    assert code == 0 and out.endswith("\n2 old tokens revoked\n")
+    with store.connect() as conn:
+        assert user_for_token(conn, first) is None and user_for_token(conn, second) is None
+        assert user_for_token(conn, third) is not None
 
 
 def test_user_needs_a_migrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ from contactcentre.config import AuthConfig, ServerConfig, parse_config
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store.db import connect, current_revision, head_revision, migrate, open_store
 from contactcentre.store.schema import audit_log, users, web_sessions
-from contactcentre.store.users import add_user, set_disabled, set_totp_secret
+from contactcentre.store.users import add_user, new_token, revoke_tokens, set_disabled, set_totp_secret
 from contactcentre.web.auth import Throttle, WebAuth, csrf_token, origin_of, safe_next, session_cookie
 
 CONFIG = parse_config(
@@ -336,6 +336,41 @@ def test_disabling_a_user_ends_their_sessions(site: Site) -> None:
     assert b.get("/").status == 303
 
 
+def test_enabling_a_user_again_brings_no_old_session_back(site: Site) -> None:
+    """Disabling revokes the sessions in the store (not just hides them behind the user's flag)."""
+    b = site.browser()
+    b.login("sue")
+    site.write(set_disabled, "sue", True, site.now())
+    site.write(set_disabled, "sue", False, site.now())
+    assert b.get("/").status == 303
+    assert b.login("sue").status == 303 and b.get("/").status == 200  # a new login works
+
+
+def test_the_recheck_closes_sockets_whose_login_ended_outside_the_server(site: Site) -> None:
+    """What another process changes (a token revoked, a user disabled) and a session's absolute expiry are
+    found by ``LiveSockets.recheck``; idle time does not end a socket's session, and live logins stay."""
+    assert site.auth is not None and site.centre is not None
+    sockets, closed = site.auth.sockets, []
+    b = site.browser()
+    b.login("sue")
+    tokens = {name: site.write(new_token, name, site.now()) for name in ("tok", "ann")}
+    sockets.add("sue", lambda why: closed.append(("sue", why)), session_id=b.session())
+    sockets.add("tok", lambda why: closed.append(("tok", why)), token=tokens["tok"])
+    sockets.add("ann", lambda why: closed.append(("ann", why)), token=tokens["ann"])
+
+    def recheck() -> int:
+        return site.loop.run_until_complete(sockets.recheck())
+
+    site.advance(3 * 3600)  # idle for hours: an open socket is its user at work
+    assert recheck() == 0 and closed == []
+    site.write(revoke_tokens, "tok", site.now())
+    assert recheck() == 1 and [c[0] for c in closed] == ["tok"]
+    site.advance(12 * 3600)  # past the session's absolute limit
+    assert recheck() == 1 and [c[0] for c in closed] == ["tok", "sue"]
+    assert recheck() == 0  # closed once; ann's token is live
+    sockets.stop()
+
+
 def test_login_rotates_the_session_id(site: Site) -> None:
     b = site.browser()
     b.login("sue")
@@ -566,6 +601,35 @@ def test_failed_logins_lock_the_address_out(sqlite_site: Any) -> None:
     for name in ("a", "b", "c", "d"):
         assert b.login(name, "guess").status == 200
     assert b.login("sue").status == 429
+
+
+def test_successful_logins_do_not_lock_the_address_out(sqlite_site: Any) -> None:
+    """An office behind one NAT address: more good logins than the address's failure limit all get in, and
+    failures between them still count towards it."""
+    s: Site = sqlite_site(max_failures_per_address=3)
+    b = s.browser()
+    for _ in range(5):
+        assert b.login("sue").status == 303
+    assert b.login("x", "guess").status == 200
+    assert b.login("y", "guess").status == 200
+    assert b.login("ann").status == 303  # 2 failures, then a success that does not make it 3
+    assert b.login("z", "guess").status == 200
+    assert b.login("sue").status == 429  # the third failure locked the address
+
+
+def test_a_right_password_takes_back_a_lockout_its_own_strike_completed() -> None:
+    """Attempts are struck before the check (parallel guesses cannot overtake the limit); ``forgive`` undoes
+    one strike, lifting the lockout it completed, so the next failure is the one that locks."""
+    t = Throttle(2, 1_000, 8_000)
+    t.strike("k", 0)
+    t.strike("k", 1)  # an attempt in flight, struck before its check: locked
+    assert t.retry_after_ms("k", 1) == 1_000
+    t.forgive("k")  # it was right
+    assert t.retry_after_ms("k", 2) == 0
+    t.strike("k", 3)  # the next failure locks, for the first lockout's time, not the doubled one
+    assert t.retry_after_ms("k", 3) == 1_000
+    t.forgive("unknown")  # nothing to take back
+    assert t.retry_after_ms("unknown", 3) == 0
 
 
 THROTTLE_STEPS = [

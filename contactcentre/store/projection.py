@@ -364,3 +364,17 @@ def contact_legs(conn: Connection, contact_ids: Iterable[str]) -> dict[str, list
         ).scalars()
         out[cid] = fold_legs(decode(p) for p in payloads)
     return out
+
+
+def handled_any(conn: Connection, agent_id: str, contact_ids: Iterable[str]) -> bool:
+    """Whether ``agent_id`` ever answered (was connected to) one of these contacts, from the logged events:
+    what lets an agent read a contact's legs and its case afterwards (``docs/web.md``, "Who reads what")."""
+    ids = list(dict.fromkeys(contact_ids))
+    if not ids:
+        return False
+    found = conn.execute(
+        select(events.c.id)
+        .where(events.c.agent_id == agent_id, events.c.contact_id.in_(ids), events.c.type == "contact.connected")
+        .limit(1)
+    ).first()
+    return found is not None

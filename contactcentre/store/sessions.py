@@ -2,8 +2,8 @@
 
 A session id is 32 random bytes (256 bits) handed to the browser once, in its cookie; the table keeps only its
 SHA-256 (like API tokens: the id has full entropy, so a slow hash would only slow every request). A session
-ends at the first of: its absolute expiry, ``idle_ms`` without a request, logout or revocation, or its user
-being disabled.
+ends at the first of: its absolute expiry, ``idle_ms`` without a request, logout or revocation (disabling its
+user revokes all of them, so enabling the user again brings none back).
 
 ``last_seen_ms`` is written at most once per ``TOUCH_MS``, so a dashboard polling every second does not turn
 every read into a write; idle expiry is therefore exact to within that interval.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -81,6 +82,25 @@ def find_session(conn: Connection, session_id: str, now_ms: int, idle_ms: int) -
     return session, now_ms - row.last_seen_ms >= TOUCH_MS
 
 
+def live_sessions(conn: Connection, hashes: Iterable[str], now_ms: int) -> set[str]:
+    """Those of the session hashes whose session is live: not revoked, before its absolute expiry, its user
+    enabled. Idle expiry is left out: a session's open WebSocket is its user at work, not idle."""
+    wanted = list(dict.fromkeys(hashes))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(web_sessions.c.session_hash)
+        .select_from(web_sessions.join(users, users.c.id == web_sessions.c.user_id))
+        .where(
+            web_sessions.c.session_hash.in_(wanted),
+            web_sessions.c.revoked_ms.is_(None),
+            web_sessions.c.expires_ms > now_ms,
+            users.c.disabled.is_(False),
+        )
+    )
+    return set(rows.scalars())
+
+
 def touch_session(conn: Connection, session_id: str, now_ms: int) -> None:
     conn.execute(
         update(web_sessions)
@@ -126,6 +146,7 @@ __all__ = [
     "Session",
     "create_session",
     "find_session",
+    "live_sessions",
     "purge_sessions",
     "revoke_session",
     "revoke_user_sessions",

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,8 @@ def check_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(got, want)
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """What the table keeps of a token (and what identifies a token-opened socket, ``web/sockets.py``)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -104,7 +106,7 @@ def add_user(
 
 def new_token(conn: Connection, user_id: str, now_ms: int) -> str:
     token = "cc_" + secrets.token_urlsafe(32)
-    conn.execute(insert(api_tokens), [{"user_id": user_id, "token_hash": _token_hash(token), "created_ms": now_ms}])
+    conn.execute(insert(api_tokens), [{"user_id": user_id, "token_hash": token_hash(token), "created_ms": now_ms}])
     return token
 
 
@@ -128,8 +130,21 @@ def user_for_token(conn: Connection, token: str) -> User | None:
     """The enabled user a live token belongs to, or None."""
     if not token or len(token) > 200:
         return None
-    row = conn.execute(_BY_TOKEN.where(api_tokens.c.token_hash == _token_hash(token))).one_or_none()
+    row = conn.execute(_BY_TOKEN.where(api_tokens.c.token_hash == token_hash(token))).one_or_none()
     return User(*row) if row is not None else None
+
+
+def live_tokens(conn: Connection, hashes: Iterable[str]) -> set[str]:
+    """Those of the token hashes whose token is live (not revoked, its user enabled)."""
+    wanted = list(dict.fromkeys(hashes))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(api_tokens.c.token_hash)
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(api_tokens.c.token_hash.in_(wanted), api_tokens.c.revoked_ms.is_(None), users.c.disabled.is_(False))
+    )
+    return set(rows.scalars())
 
 
 def user_for_password(conn: Connection, name: str, password: str) -> User | None:
@@ -168,11 +183,18 @@ def list_users(conn: Connection) -> list[dict[str, Any]]:
 
 
 def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> int | None:
-    """Disable (revoking every token; returns how many) or enable a user; None if there is no such user."""
+    """Disable (revoking every token, returning how many, and ending every web session) or enable a user; None
+    if there is no such user. Sessions are revoked, not just hidden while the user is disabled, so enabling the
+    user again brings none of them back (a stolen cookie stays worthless)."""
+    from contactcentre.store.sessions import revoke_user_sessions  # sessions.py imports User from here
+
     done = conn.execute(update(users).where(users.c.id == name).values(disabled=disabled))
     if done.rowcount == 0:
         return None
-    return revoke_tokens(conn, name, now_ms) if disabled else 0
+    if not disabled:
+        return 0
+    revoke_user_sessions(conn, name, now_ms)
+    return revoke_tokens(conn, name, now_ms)
 
 
 # ------------------------------------------------------------------------------------ login and second factor

@@ -64,6 +64,8 @@ class AdminPage(Resource):
                 changed = await self.centre.write(_change, name, ACTIONS[action], now, admin.id)
                 if changed is None:
                     error = f"There is no user {name!r}."
+                elif ACTIONS[action]:
+                    self.auth.sockets.end_user(name, "your user was disabled by an administrator")
             if error:
                 return 400, "", await self._body(request, error=error)
             return 303, f"/admin?done={action}d&user={quote(name)}", ""
@@ -98,7 +100,7 @@ class AdminPage(Resource):
 
 
 def _change(conn: Any, name: str, disabled: bool, now_ms: int, actor: str) -> int | None:
-    """Disable (revoking tokens; sessions end as the user is disabled) or enable, audited; None: no such user."""
+    """Disable (revoking tokens and sessions) or enable, audited; None: no such user."""
     done = set_disabled(conn, name, disabled, now_ms)
     if done is not None:
         _audit(conn, now_ms, actor, "user.disable" if disabled else "user.enable", {"user": name, "via": "web"})

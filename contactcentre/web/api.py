@@ -6,9 +6,11 @@ Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
     GET  /api/queues                live figures per queue (waiting, longest wait, EWT, …)  agent+
     GET  /api/contacts              live contacts (?state=a,b&queue=&channel=&agent=&limit=) agent: own only
     GET  /api/customers/{id}        screen-pop (?limit=), audited                            agent+
-    GET  /api/cases/{id}            the case, its interactions and a page of its transcript  agent+
-                                    (?limit=&before=, bodies cut), audited
-    GET  /api/cases/{id}/messages/{message id}  one message of the case whole, audited      agent+
+    GET  /api/cases/{id}            the case, its interactions and a page of its transcript  supervisor+, or an
+                                    (?limit=&before=, bodies cut), audited                   agent who holds or
+                                                                                             answered a contact
+                                                                                             of it (may_read)
+    GET  /api/cases/{id}/messages/{message id}  one message of the case whole, audited      as the case
     GET  /api/agents/{id}/state     the agent's state                                        self or supervisor+
     POST /api/agents/{id}/state     {"state": "available"|"away"|"logged_out", "reason": …}  self or supervisor+
     POST /api/agents/{id}/skills    {"skills": {"billing": 5}, "capacity": {"chat": 3}}      supervisor+
@@ -17,7 +19,9 @@ Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
                                     "to_external": …} | callback {"at_ms"?, "number"?, "queue"?,
                                     "customer_asked"?}                       own contact, or supervisor+ (for
                                                                              the agent who has it)
-    GET  /api/contacts/{id}/legs    each agent's part in the contact, from the log   supervisor+, or an agent in it
+    GET  /api/contacts/{id}/legs    each agent's part in the contact, from the log          supervisor+, or an
+                                                                                             agent who holds or
+                                                                                             answered it (same)
 
 Every answer is JSON; an error is ``{"error": code, "detail": text}`` with its HTTP status (a contact
 action's refusal may add ``reason``, the channel's own code; codes and statuses are ``contact_actions``'s:
@@ -54,10 +58,10 @@ from contactcentre.acd.ewt import WaitSituation
 from contactcentre.centre import Centre
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, AgentSkillsChanged, Channel, Event
-from contactcentre.store.cases import get_case
+from contactcentre.store.cases import case_contact_ids, get_case
 from contactcentre.store.privacy import record_read
-from contactcentre.store.projection import contact_legs
-from contactcentre.store.schema import interactions
+from contactcentre.store.projection import contact_legs, handled_any
+from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import screen_pop_customer
 from contactcentre.store.transcripts import BadCursor, Page, case_page, message_text, parse_cursor
 from contactcentre.store.users import User, user_for_token
@@ -178,10 +182,13 @@ class Api:
         self.token_cache_size = token_cache_size
         self.max_body = max_body
         # sha256(token) -> (valid until, loop time; user). Only tokens that were valid are kept, so a flood of
-        # bad tokens cannot push good ones out; a revoked or disabled user's token lives on for token_ttl_s.
+        # bad tokens cannot push good ones out; a token revoked in another process (the CLI) lives on for
+        # token_ttl_s, one disabled on this server's /admin not at all (the cache is dropped).
         self._tokens: dict[bytes, tuple[float, User]] = {}
         self._pending: set[asyncio.Future[Any]] = set()
         self.actions = ContactActions(centre)
+        if web_auth is not None:  # a user disabled on this server loses the API at once, not after the cache
+            web_auth.sockets.on_user_ended.append(lambda _user_id: self.forget_tokens())
 
     def children(self) -> dict[bytes, Resource]:
         return {
@@ -394,12 +401,31 @@ class Api:
         await centre.write(lambda conn: record_read(conn, survivor, now, actor=user.id, what="api:screen-pop"))
         return pop
 
+    async def may_read(self, user: User, contact_ids: list[str]) -> bool:
+        """The one rule for reading what happened on contacts (``GET /api/contacts/{id}/legs``) and their case
+        (``GET /api/cases/{id}``: transcript, internal notes): supervisors and admins read all of it; an agent
+        reads it when one of the contacts is theirs now (offered to them or in their hands) or was (they
+        answered it once). An offer an agent let ring out or turned down gives no access. Callers commit
+        first, so the log has the contacts' events so far."""
+        if user.may("supervisor"):
+            return True
+        agent_id = user.agent_id
+        if agent_id is None:
+            return False
+        contacts = self.centre.router.contacts
+        if any(c is not None and c.agent_id == agent_id for c in map(contacts.get, contact_ids)):
+            return True
+        return await self.centre.read(handled_any, agent_id, contact_ids)
+
     async def case(self, request: Request, user: User, case_id: str) -> Any:
         centre = self.centre
         now = centre.now_ms()
+        await centre.commit()  # the case's newest contacts and lines are in the store before it is read
         found = await centre.read(_case_with_transcript, case_id, self._transcript_page(request))
         if found is None:
             raise _not_found(f"no case {case_id!r}")
+        if not await self.may_read(user, [i["id"] for i in found["interactions"]]):
+            raise ApiError(403, "forbidden", "agents read the cases of contacts they hold or have answered only")
         customer_id = found["case"]["customer_id"]
         if customer_id is not None:  # the audit log is per customer; a case of nobody reveals nobody's data
             await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
@@ -424,10 +450,13 @@ class Api:
             raise _not_found(f"no message {message!r} in case {case_id!r}")
         centre = self.centre
         now = centre.now_ms()
+        await centre.commit()  # as for the case: its newest contacts are in the store before the rule is checked
         found = await centre.read(_case_message, case_id, int(message))
         if found is None:
             raise _not_found(f"no message {message!r} in case {case_id!r}")
-        customer_id, row = found
+        customer_id, contact_ids, row = found
+        if not await self.may_read(user, contact_ids):
+            raise ApiError(403, "forbidden", "agents read the cases of contacts they hold or have answered only")
         if customer_id is not None:
             await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
         return row
@@ -471,8 +500,8 @@ class Api:
             found = await self.centre.read(_interaction_exists, contact_id)
             if not found:
                 raise _not_found(f"no contact {contact_id!r}")
-        if not user.may("supervisor") and not any(leg["agent_id"] == user.agent_id for leg in legs):
-            raise ApiError(403, "forbidden", "agents see the legs of contacts they had a part in only")
+        if not await self.may_read(user, [contact_id]):
+            raise ApiError(403, "forbidden", "agents read the legs of contacts they hold or have answered only")
         return {"contact_id": contact_id, "legs": legs}
 
     def _agent_for(self, user: User, agent_id: str) -> Agent:
@@ -850,13 +879,16 @@ def _case_with_transcript(
     return {"case": case, "interactions": inter, "messages": found.messages, "messages_before": found.before}
 
 
-def _case_message(conn: Connection, case_id: str, row_id: int) -> tuple[str | None, dict[str, Any]] | None:
-    """The case's customer and one message of the case whole, or None (no such case, or not its message)."""
+def _case_message(
+    conn: Connection, case_id: str, row_id: int
+) -> tuple[str | None, list[str], dict[str, Any]] | None:
+    """The case's customer, its contacts and one message of the case whole, or None (no such case, or not its
+    message)."""
     case = get_case(conn, case_id)
     if case is None:
         return None
     row = message_text(conn, case_id=case_id, row_id=row_id)
-    return None if row is None else (case["customer_id"], row)
+    return None if row is None else (case["customer_id"], case_contact_ids(conn, case_id), row)
 
 
 __all__ = ["MAX_BODY", "Api", "ApiError", "api_children"]

@@ -61,6 +61,7 @@ from contactcentre.store.users import (
     use_totp_step,
     user_for_token,
 )
+from contactcentre.web.sockets import LiveSockets
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
@@ -151,6 +152,21 @@ class Throttle:
             if self._keys[oldest].locked_until_ms > now_ms:
                 break  # everyone kept is locked: better too much memory than unlocking an attacker
             del self._keys[oldest]
+
+    def forgive(self, key: str) -> None:
+        """Take back one strike: an attempt struck before its check that turned out right. Only failures may
+        lock a key, so a lockout that this strike completed is lifted, one strike short of it again."""
+        s = self._keys.get(key)
+        if s is None:
+            return
+        if s.failures > 0:
+            s.failures -= 1
+        elif s.lockouts > 0:
+            # Struck while the key was open (a locked key is refused before striking), so this strike was the
+            # one that locked it, or one of the strikes that did: undo that lockout.
+            s.lockouts -= 1
+            s.locked_until_ms = 0
+            s.failures = self.max_failures - 1
 
     def clear(self, key: str) -> None:
         self._keys.pop(key, None)
@@ -311,6 +327,8 @@ class WebAuth:
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self._pending: dict[str, _Pending] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
+        # The WebSockets opened with these logins (agent consoles, dashboards), closed when a login ends.
+        self.sockets = LiveSockets(centre, self.config.socket_recheck_s, self.now_ms)
 
     # ------------------------------------------------------------------------------------ the public hooks
 
@@ -414,7 +432,8 @@ class WebAuth:
         return _Guarded(self, resource, role, api)
 
     async def drain(self) -> None:
-        """Wait for the requests in flight (before closing the centre under them)."""
+        """Wait for the requests in flight (before closing the centre under them); stop rechecking sockets."""
+        self.sockets.stop()
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
@@ -554,8 +573,9 @@ class WebAuth:
         if wait:
             await self.centre.write(_audit, now, name, "login.failure", {"reason": "locked", "address": address})
             return self._locked_page(request, wait, next_path)
-        # Struck before checking, so that parallel guesses cannot all slip in before the first one fails;
-        # a success clears the user's strikes.
+        # Struck before checking, so that parallel guesses cannot all slip in before the first one fails; a
+        # right password takes its strikes back, so only failures count (an office behind one NAT address
+        # logging in at the start of a shift is not locked out).
         self.by_user.strike(name.lower(), now)
         self.by_address.strike(address, now)
         creds = await self.centre.read(_check_login, name, password, self._dummy_hash) if name and password else None
@@ -564,6 +584,8 @@ class WebAuth:
             return self._login_page(
                 request, error="Unknown user or wrong password.", next_path=next_path, username=name
             )
+        self.by_user.forgive(name.lower())
+        self.by_address.forgive(address)
         user = creds.user
         needs_totp = creds.totp_secret is not None or (self.config.require_totp and user.may("supervisor"))
         if not needs_totp:
@@ -655,6 +677,8 @@ class WebAuth:
             return session_id
 
         session_id = await self.centre.write(login)
+        if old:
+            self.sockets.end_session(old, "this browser logged in again")
         self.by_user.clear(user.id.lower())
         target = next_path or HOME[user.role]
         page = _Page(303, b"", {b"location": target.encode()})
@@ -674,6 +698,7 @@ class WebAuth:
                     _audit(conn, now, user_id, "logout", {"address": _address(request)})
 
             await self.centre.write(logout)
+            self.sockets.end_session(session_id, "logged out")
         page = _Page(303, b"", {b"location": b"/login"})
         page.cookies.append(self._cookie_args(request, SESSION_COOKIE, "", max_age=0))
         return page

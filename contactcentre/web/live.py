@@ -422,7 +422,8 @@ class LiveHub:
         if not self.auth.allowed_origin(headers.get("Origin")):
             await self._refuse(ws, "bad_origin", "this page's origin may not open the dashboard")
             return
-        user = await self.auth.session_user(session_cookie(headers.get("Cookie")))
+        session_id = session_cookie(headers.get("Cookie"))
+        user = await self.auth.session_user(session_id)
         if user is None:
             await self._refuse(ws, "unauthorized", "log in first")
             return
@@ -430,16 +431,21 @@ class LiveHub:
             await self._refuse(ws, "forbidden", f"the dashboard needs the supervisor role; {user.id} is {user.role}")
             return
         self.clients.add(ws)
+        # Ending the login (logged out, user disabled) ends the stream at once.
+        unregister = self.auth.sockets.add(user.id, lambda why: self._revoked(ws, why), session_id=session_id)
         try:
             await ws.send(msgspec.json.encode(self.snapshot()).decode())
             self._arm_tick()
             async for message in ws:
+                if ws not in self.clients:
+                    continue  # revoked: only the closing handshake is left
                 reply = self._on_message(message, user.id)
                 if reply is not None:
                     await ws.send(msgspec.json.encode(reply).decode())
         except Exception as exc:  # a broken connection ends this dashboard only
             log.debug("live dashboard connection ended: %s", exc)
         finally:
+            unregister()
             self.clients.discard(ws)
             if not self.clients and self._tick is not None:
                 self._tick.cancel()
@@ -457,6 +463,10 @@ class LiveHub:
             return {"type": "error", "code": "unknown_alert", "message": f"no open alert {frame['id']}"}
         self._schedule()
         return None
+
+    def _revoked(self, ws: Any, why: str) -> None:
+        self.clients.discard(ws)  # no snapshot more, from now on
+        self._spawn(self._refuse(ws, "revoked", why))
 
     async def _refuse(self, ws: Any, code: str, message: str) -> None:
         with contextlib.suppress(Exception):

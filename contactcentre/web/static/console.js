@@ -91,7 +91,9 @@
         reconnect = false;
         setConn("closed", "not connected");
         const why = refusal ? refusal.detail : e.reason || "refused";
-        notice(`Not connected: ${why}.${refusal && refusal.code !== "unauthorized" ? "" : " Log in again."}`);
+        // Refused or ended logins (unauthorized, revoked) need a new login; other refusals say what is wrong.
+        const relogin = !refusal || refusal.code === "unauthorized" || refusal.code === "revoked";
+        notice(`Not connected: ${why}.${relogin ? " Log in again." : ""}`);
       }
       if (reconnect) {
         setConn("closed", "reconnecting…");

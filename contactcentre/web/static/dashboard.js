@@ -321,7 +321,8 @@
         render(frame);
         setStatus("live", true);
       } else if (frame.type === "error") {
-        if (frame.code === "unauthorized") window.location.assign("/login?next=/");
+        // Not logged in, or the login ended (logged out elsewhere, user disabled): log in again.
+        if (frame.code === "unauthorized" || frame.code === "revoked") window.location.assign("/login?next=/");
         setStatus(frame.message, false);
       }
     });
