@@ -1,7 +1,7 @@
 """The ``contactcentre`` command.
 
-    contactcentre demo [--config FILE] [--host H] [--port P] [--database PATH] [--seed N] [--rate-scale X]
-                       [--duration S]
+    contactcentre demo [--config FILE] [--host H] [--port P] [--cti-port P] [--database PATH] [--seed N]
+                       [--rate-scale X] [--duration S]
     contactcentre serve [--config FILE] [--database-url URL] [--host H] [--http-port P] [--smtp-port P]
                         [--ws-port P]
     contactcentre check-config FILE
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--smtp-port", type=int, default=0, metavar="P", help="SMTP port (default: a free one)")
     demo.add_argument("--ws-port", type=int, default=0, metavar="P", help="WebSocket port (default: a free one)")
+    demo.add_argument(
+        "--cti-port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="CTI link port of the simulated switch, for `contactcentre loadgen` and softphones (default: a free one)",
+    )
     demo.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: [demo] seed)")
     demo.add_argument(
         "--rate-scale",
@@ -83,10 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--database-url", default=None, metavar="URL", help="default $CONTACTCENTRE_DATABASE_URL")
     srv.add_argument("--host", default=None, help="address to listen on (default [server] host)")
-    srv.add_argument("--http-port", type=int, default=None, metavar="P")
-    srv.add_argument("--smtp-port", type=int, default=None, metavar="P")
-    srv.add_argument("--ws-port", type=int, default=None, metavar="P")
-    srv.add_argument("--cti-port", type=int, default=None, metavar="P")
+    srv.add_argument("--http-port", type=int, default=None, metavar="P", help="web and REST API port; 0: a free one")
+    srv.add_argument("--smtp-port", type=int, default=None, metavar="P", help="SMTP port; 0: a free one")
+    srv.add_argument("--ws-port", type=int, default=None, metavar="P", help="WebSocket port (chat, agents)")
+    srv.add_argument("--cti-port", type=int, default=None, metavar="P", help="CTI link port of the switch")
     srv.add_argument("--sip-port", type=int, default=None, metavar="P", help="UDP port of the SIP front door")
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
@@ -224,6 +231,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"  chat:    {info.url}chat  (the customer widget; ws://{info.host}:{info.ws_port}/chat)",
             f"  agents:  ws://{info.host}:{info.ws_port}/agent  (docs/protocol.md); REST API under {info.url}api/",
             *([f"  phones:  sip:2001@{info.host}:{info.sip_port} over UDP (docs/sip.md)"] if info.sip_port else []),
+            *([f"  CTI:     tcp://{info.host}:{info.cti_port}  (the switch, docs/cti.md)"] if info.cti_port else []),
             f"  console: {info.url}login  (supervisor or admin: the dashboard; an agent: {info.url}agent)",
             "  demo users (token for the API and agent protocol, password for the console login):",
         ]
@@ -243,6 +251,7 @@ def _demo(args: argparse.Namespace) -> int:
                 duration_s=args.duration,
                 smtp_port=args.smtp_port,
                 ws_port=args.ws_port,
+                cti_port=args.cti_port,
                 ready=ready,
             )
         )

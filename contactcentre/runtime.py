@@ -95,6 +95,7 @@ class DemoInfo:
     ws_port: int | None = None
     users: tuple[DemoUser, ...] = ()
     sip_port: int | None = None
+    cti_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ async def run_demo(
     *,
     smtp_port: int = 0,
     ws_port: int = 0,
+    cti_port: int = 0,
     ready: Callable[[DemoInfo], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> DemoSummary:
@@ -201,7 +203,11 @@ async def run_demo(
     def on_ready(info: ServerInfo) -> None:
         if ready is not None:
             ports = (info.smtp_port, info.ws_port, tuple(users))
-            ready(DemoInfo(info.url, info.host, info.http_port, db, *ports, sip_port=info.sip_port))
+            ready(
+                DemoInfo(
+                    info.url, info.host, info.http_port, db, *ports, sip_port=info.sip_port, cti_port=info.cti_port
+                )
+            )
 
     try:
         summary = await serve(
@@ -211,7 +217,7 @@ async def run_demo(
             http_port=port,
             smtp_port=smtp_port,
             ws_port=ws_port,
-            cti_port=0,
+            cti_port=cti_port,
             sip_port=0,
             ready=on_ready,
             started=started,

@@ -13,6 +13,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,8 +57,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, bytes]:
 SUPERVISOR_LINE = re.compile(rb"^ +supervisor +supervisor +token (\S+) +password (\S+)\r?$", re.M)
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:
-    """The first line of the child's stdout and the supervisor's API token, waiting at most ``timeout_s``."""
+def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str, str]:
+    """The first line of the child's stdout, the supervisor's API token and the banner up to the supervisor's
+    line, waiting at most ``timeout_s``."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
@@ -74,7 +76,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, st
             buf += chunk
     m = SUPERVISOR_LINE.search(buf)
     assert m is not None
-    return buf.split(b"\n", 1)[0].decode(), m.group(1).decode()
+    return buf.split(b"\n", 1)[0].decode(), m.group(1).decode(), buf.decode()
 
 
 def _wait_for_live(base: str, token: str, timeout_s: float) -> dict[str, Any]:
@@ -95,15 +97,19 @@ def _wait_for_live(base: str, token: str, timeout_s: float) -> dict[str, Any]:
 def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
     db = tmp_path / "demo.sqlite"
     cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--port", "0", "--database", str(db)]
-    cmd += ["--rate-scale", "200", "--duration", "120"]
+    cmd += ["--rate-scale", "200", "--duration", "120", "--cti-port", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line, token = _read_line(proc, 30)
+        line, token, banner = _read_line(proc, 30)
         m = START_LINE.fullmatch(line)
         assert m, line
         base, port, logged_in = m.group(1), int(m.group(2)), m.group(3)
         assert port != 0
         assert logged_in == str(db)
+        # The banner names the CTI link, so `contactcentre loadgen --cti-port` can place calls against the demo.
+        cti = re.search(r"^  CTI: +tcp://127\.0\.0\.1:(\d+) ", banner, re.M)
+        assert cti, banner
+        socket.create_connection(("127.0.0.1", int(cti.group(1))), timeout=5).close()
 
         with pytest.raises(urllib.error.HTTPError) as anonymous:
             _get(base + "api/live")
