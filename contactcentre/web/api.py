@@ -181,7 +181,10 @@ class Api:
         self.actions = ContactActions(centre)
 
     def children(self) -> dict[bytes, Resource]:
+        from contactcentre.web.openapi import OpenApiDocument  # it describes this module: imported once both exist
+
         return {
+            b"openapi.json": OpenApiDocument(),
             b"me": _Endpoint(self, GET=("agent", self.me)),
             b"queues": _Endpoint(self, GET=("agent", self.queues)),
             b"contacts": _ContactsEndpoint(self, GET=("agent", self.contacts)),
