@@ -26,7 +26,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from contactcentre import admin_cli, ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
@@ -77,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply every arrival rate by this (default 1)",
     )
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    demo.add_argument(
+        "--at",
+        type=_clock_time,
+        default=None,
+        metavar="TIME",
+        help="start the centre's clock at HH:MM today (or YYYY-MM-DDTHH:MM) in its time zone instead of now, "
+        "e.g. 21:30 for the IVR's closed hours",
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="log routing refusals and more")
 
     srv = sub.add_parser(
@@ -108,6 +118,23 @@ def _parser() -> argparse.ArgumentParser:
     ivr_cli.add_parser(sub)  # ivr-stats
     admin_cli.add_parser(sub)  # admin show
     return p
+
+
+def _clock_time(text: str) -> time | datetime:
+    """``--at HH:MM`` (today) or ``--at YYYY-MM-DDTHH:MM``."""
+    try:
+        return time.fromisoformat(text) if len(text) <= 8 else datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time of day as HH:MM, or YYYY-MM-DDTHH:MM") from None
+
+
+def _start_ms(config: CentreConfig, at: time | datetime | None) -> int | None:
+    """``--at`` in the centre's time zone as epoch ms (None: now, the wall clock)."""
+    if at is None:
+        return None
+    zone = ZoneInfo(config.timezone)
+    when = at if isinstance(at, datetime) else datetime.combine(datetime.now(zone).date(), at)
+    return int(when.replace(tzinfo=zone).timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,6 +280,7 @@ def _demo(args: argparse.Namespace) -> int:
                 ws_port=args.ws_port,
                 cti_port=args.cti_port,
                 ready=ready,
+                start_ms=_start_ms(cfg, args.at),
             )
         )
     except DemoError as exc:

@@ -143,6 +143,7 @@ async def run_demo(
     cti_port: int = 0,
     ready: Callable[[DemoInfo], None] | None = None,
     stop: asyncio.Event | None = None,
+    start_ms: int | None = None,
 ) -> DemoSummary:
     """The live server (``serve``) on a fresh SQLite file, with demo users and simulated people.
 
@@ -150,6 +151,7 @@ async def run_demo(
     a supervisor and an admin (their tokens and passwords go to ``ready``). Once it listens, ``LiveDemo``
     starts simulated agents on the agent protocol and customers on SMTP, the chat WebSocket and (until
     telephony exists) direct voice arrivals. Runs until SIGINT/SIGTERM, ``duration_s`` or ``stop``.
+    ``start_ms`` starts the centre's clock there instead of now (``demo --at``: the evening at noon).
     """
     from aiosmtpd.smtp import SMTP
 
@@ -167,7 +169,7 @@ async def run_demo(
         engine = open_store(db)  # a fresh file, migrated to the current schema
     except DatabaseError as exc:
         raise DemoError(str(exc)) from None
-    now = LoopClock(asyncio.get_running_loop()).now_ms()
+    now = LoopClock(asyncio.get_running_loop(), start_ms=start_ms).now_ms()
     users: list[DemoUser] = []
     tokens: dict[str, str] = {}
     try:
@@ -222,6 +224,7 @@ async def run_demo(
             ready=on_ready,
             started=started,
             stop=stop,
+            start_ms=start_ms,
         )
     except ServeError as exc:
         raise DemoError(str(exc)) from None
@@ -266,6 +269,7 @@ async def open_centre(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     create_if_empty: bool = True,
+    start_ms: int | None = None,
 ) -> Centre:
     """Open the store, restore the router from its log and return the running centre (no adapters).
 
@@ -297,7 +301,7 @@ async def open_centre(
     except Exception as exc:
         engine.dispose()
         raise ServeError(f"database {engine.url.render_as_string(hide_password=True)}: {exc}") from None
-    clock = LoopClock(loop)
+    clock = LoopClock(loop, start_ms=start_ms)  # start_ms: the demo's --at; None is the wall clock
     router = Router(config, start_ms=first if first is not None else clock.now_ms())
     stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
     replayed = replay_log(engine, router, stats)
@@ -349,6 +353,7 @@ async def serve(
     ready: Callable[[ServerInfo], None] | None = None,
     started: Callable[[Centre, ServerInfo], Any] | None = None,
     stop: asyncio.Event | None = None,
+    start_ms: int | None = None,
 ) -> ServeSummary:
     """Run the live centre until SIGINT/SIGTERM or ``stop``: the store writer, the restored router, the web
     site with the REST API and the chat widget, SMTP for e-mail, one WebSocket port for customers' chats
@@ -388,7 +393,7 @@ async def serve(
     cti_port = srv.cti_port if cti_port is None else cti_port
     sip_port = srv.sip_port if sip_port is None else sip_port
     _route_twisted_logging()
-    centre = await open_centre(config, database_url, loop=loop)
+    centre = await open_centre(config, database_url, loop=loop, start_ms=start_ms)
     stop = stop or asyncio.Event()
     signals: list[int] = []
     listening = None

@@ -402,3 +402,72 @@ def test_dashboard_escapes_everything() -> None:
     assert "&lt;script&gt;alert(&#39;centre&#39;)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "&lt;b onmouseover=alert(2)&gt;c1&lt;/b&gt;" in html
+
+
+def _wait_for_events(db: Path, wanted: dict[str, Any], timeout_s: float) -> list[E.Event]:
+    """Poll the demo's event log until, for every name in ``wanted``, some event satisfies its predicate."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            logged = [E.decode(p) for (p,) in conn.execute("select payload from events order by id")]
+        except sqlite3.OperationalError:  # the schema is being created
+            logged = []
+        finally:
+            conn.close()
+        missing = [name for name, seen in wanted.items() if not any(seen(ev) for ev in logged)]
+        if not missing:
+            return logged
+        if time.monotonic() > deadline:
+            raise AssertionError(f"within {timeout_s} s no {missing}; logged {len(logged)} events")
+        time.sleep(0.2)  # polling with a deadline: the server is another process
+
+
+def _arrived_on(channel: str) -> Any:
+    return lambda ev: isinstance(ev, E.ContactArrived) and ev.channel == channel
+
+
+@pytest.mark.parametrize(
+    ("at", "ivr_outcome"),
+    [("2026-12-07T21:30", "callback"), ("2026-12-07T10:00", "queued")],  # a Monday evening, a Monday morning
+    ids=["evening", "morning"],
+)
+def test_the_demo_shows_every_channel_within_seconds_at_any_hour(tmp_path: Path, at: str, ivr_outcome: str) -> None:
+    """At the demo's own gentle rates, the first chat, e-mail and call come within seconds, and the IVR's
+    caller gets somewhere at any hour: to a queue while the office is open, a callback request when closed
+    (before, evening callers stayed silent in the closed menu until it hung up on them)."""
+    db = tmp_path / "demo.sqlite"
+    cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--port", "0", "--database", str(db)]
+    cmd += ["--duration", "120", "--at", at]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _read_line(proc, 30)
+        wanted = {f"{ch} contact": _arrived_on(ch) for ch in ("chat", "email", "voice")}
+        _wait_for_events(db, wanted, 20)
+        ivr = lambda ev: isinstance(ev, E.IvrFinished) and ev.outcome == ivr_outcome  # noqa: E731
+        logged = _wait_for_events(db, {f"IVR call ending {ivr_outcome}": ivr}, 45)
+        ended = [ev.outcome for ev in logged if isinstance(ev, E.IvrFinished)]
+        assert "ivr_hangup" not in ended, ended  # nobody was hung up on for saying nothing
+        proc.send_signal(signal.SIGINT)
+        _, err_out = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and b"Traceback" not in err_out, err_out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_demo_caller_answers_every_question_of_the_menu() -> None:
+    """The closed menu leads to no queue; the demo's caller asks for a callback there (and confirms its own
+    number, then the first time offered) instead of saying nothing until the IVR gives up on it."""
+    from contactcentre.ivr.menu import key_towards, load_menu
+    from simulator.demo_live import caller_key
+
+    menu = load_menu(REPO / "config" / "ivr" / "main.toml", load_config(DEFAULT_CONFIG_PATH))
+    assert key_towards(menu, "closed", "billing") is None  # no way to billing when closed
+    assert caller_key(menu, "closed", "billing") == "1"  # 1: be called back
+    assert caller_key(menu, "callback", "billing", 0) == "1"  # yes, on the number I am calling from
+    assert caller_key(menu, "callback", "billing", 1) == "1"  # as soon as you open
+    assert caller_key(menu, "main", "billing") == key_towards(menu, "main", "billing") == "1"
