@@ -28,11 +28,15 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from contactcentre import admin_cli, ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
+
+if TYPE_CHECKING:
+    from contactcentre.runtime import DemoUser
 from simulator import cli as simulate_cli
 from simulator import loadgen
 
@@ -118,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     ivr_cli.add_parser(sub)  # ivr-stats
     admin_cli.add_parser(sub)  # admin show
     return p
+
+
+def _whose(user: DemoUser) -> str:
+    """The banner's note on an agent: a simulated console works as it, or it is left for a person."""
+    if user.role != "agent":
+        return ""
+    return "  (simulated)" if user.simulated else "  (free for you)"
 
 
 def _clock_time(text: str) -> time | datetime:
@@ -263,7 +274,13 @@ def _demo(args: argparse.Namespace) -> int:
             "  demo users (token for the API and agent protocol, password for the console login):",
         ]
         for u in info.users:
-            lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}")
+            lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}{_whose(u)}")
+        free = [u.name for u in info.users if u.role == "agent" and not u.simulated]
+        if free:
+            lines.append(
+                f"  log in as {' or '.join(free)} to take calls and chats yourself; the other agents are simulated "
+                "(logging in as one takes over its work)"
+            )
         print("\n".join(lines), flush=True)
 
     try:

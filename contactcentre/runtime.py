@@ -83,6 +83,7 @@ class DemoUser:
     role: str
     token: str
     password: str
+    simulated: bool = False  # an agent a simulated console works as ([demo] agents_for_people: the others)
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,13 @@ async def run_demo(
             for name, role in (("admin", "admin"), ("supervisor", "supervisor")):
                 password = secrets.token_urlsafe(9)
                 users.append(DemoUser(name, role, add_user(conn, name, role, now, password=password), password))
+            simulated = {a.id for a in config.agents[: len(config.agents) - config.demo.agents_for_people]}
             for a in config.agents:
                 password = secrets.token_urlsafe(9)
                 token = add_user(conn, a.id, "agent", now, agent_id=a.id, display_name=a.name, password=password)
-                users.append(DemoUser(a.id, "agent", token, password))
-                tokens[a.id] = token
+                users.append(DemoUser(a.id, "agent", token, password, simulated=a.id in simulated))
+                if a.id in simulated:
+                    tokens[a.id] = token
     finally:
         engine.dispose()
     stop = stop or asyncio.Event()

@@ -30,7 +30,7 @@ from contactcentre import events as E
 from contactcentre.acd import Router
 from contactcentre.cli import main
 from contactcentre.clock import LoopClock, ManualClock
-from contactcentre.config import DEFAULT_CONFIG_PATH, load_config, parse_config
+from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 from contactcentre.driver import RouterDriver
 from contactcentre.store.db import connect, open_store
 from contactcentre.store.schema import interactions, messages
@@ -121,7 +121,18 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
         for key in ("sl_answered", "sl_offered", "sl_offered_excl_short", "asa_s", "abandon_rate"):
             assert key in live["snapshot"]["total"]
         assert {a["id"] for a in live["agents"]} >= {"ada", "grace", "alan"}
-        assert all(a["state"] != "logged_out" for a in live["agents"])
+        # The demo leaves the last agents to people, and says so: a person logging in as one takes over no
+        # simulated agent's work. Nobody has, so they are logged out; every simulated agent is logged in.
+        whose = dict(
+            re.findall(r"^ +(\w+) +agent +token \S+ +password \S+ +\((simulated|free for you)\)$", banner, re.M)
+        )
+        assert whose == {a.id: "simulated" for a in load_config(DEFAULT_CONFIG_PATH).agents[:-2]} | {
+            "margaret": "free for you",
+            "linus": "free for you",
+        }, banner
+        assert "log in as margaret or linus to take calls and chats yourself" in banner
+        states = {a["id"]: a["state"] for a in live["agents"]}
+        assert {i for i, s in states.items() if s == "logged_out"} == {"margaret", "linus"}, states
         explained = next(d for d in live["decisions"] if d["why"]["candidates"])
         assert explained["why"]["strategy"]
         assert explained["agent_id"] == explained["why"]["candidates"][0]["id"] or (
@@ -471,3 +482,10 @@ def test_a_demo_caller_answers_every_question_of_the_menu() -> None:
     assert caller_key(menu, "callback", "billing", 0) == "1"  # yes, on the number I am calling from
     assert caller_key(menu, "callback", "billing", 1) == "1"  # as soon as you open
     assert caller_key(menu, "main", "billing") == key_towards(menu, "main", "billing") == "1"
+
+
+def test_demo_agents_for_people_must_be_agents_there_are() -> None:
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data["demo"]["agents_for_people"] = len(data["agents"]) + 1
+    with pytest.raises(ConfigError, match=r"demo\.agents_for_people: must be between 0 and the 8 agents"):
+        parse_config(data, "centre.toml")
