@@ -98,6 +98,7 @@ class QueueConfig(_Strict):
     hours: str = ALWAYS_OPEN
     when_closed: str = "accept"
     description: str = ""
+    label: str = ""  # what customers see (the chat widget's topic areas); default: the name, capitalised
     number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order; see default_number)
     callback_offer_after_s: float | None = None  # virtual hold: offer a callback when the call's EWT exceeds this
 
