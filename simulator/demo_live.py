@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from contactcentre.events import ContactArrived, CustomerLeft
 from simulator.clients import JsonSocket, send_email
-from simulator.demo_customers import BOOK_SIZE, TIER_SHARES, DemoCustomer, address_for, demo_customer
+from simulator.demo_customers import BOOK_SIZE, REGULAR, TIER_SHARES, DemoCustomer, address_for, demo_customer
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre, ServerInfo
@@ -235,7 +235,8 @@ class LiveDemo:
         self._arrived[i] += 1
         self._schedule_arrival(i, entry)
         rng = self._customer_rng
-        who = demo_customer(rng.randrange(1, BOOK_SIZE + 1), self._book_tiers)
+        drawn = rng.randrange(1, BOOK_SIZE + 1)  # drawn even when unused: the streams stay as seeded
+        who = demo_customer(REGULAR if self._arrived[i] == 1 else drawn, self._book_tiers)
         patience_s = rng.expovariate(1 / PATIENCE_MEAN_S)
         line = rng.choice(CUSTOMER_LINES)
         self.arrivals += 1

@@ -190,6 +190,10 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
             pop = screen_pop(conn, kinds[ev.channel], ev.address, ev.at_ms + 1000)
             assert pop.customer is not None and pop.customer.id == ev.customer_id
             assert ev.contact_id in {i.id for i in pop.recent}
+        # The README's screen-pop: the demo's regular (+31600000042) made the first contact on every stream.
+        regular = screen_pop(conn, "phone", "+31600000042", logged[-1].at_ms + 1)
+        assert regular.customer is not None and regular.customer.name == "Vera Bakker"
+        assert {i.channel for i in regular.recent} >= {"chat", "email"}, regular.recent
         chats = [ev for ev in arrived if ev.channel == "chat"]
         assert chats and all(ev.customer_id and ev.customer_id.startswith("cust") for ev in chats)
         lines = conn.execute(select(messages.c.channel, messages.c.direction)).all()
