@@ -2,6 +2,7 @@
 
 Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
 
+    GET  /api/openapi.json          this API's OpenAPI 3.1 document (web/openapi.py)         anyone
     GET  /api/me                    the caller                                              agent+
     GET  /api/queues                live figures per queue (waiting, longest wait, EWT, …)  agent+
     GET  /api/contacts              live contacts (?state=a,b&queue=&channel=&agent=&limit=) agent: own only

@@ -179,7 +179,7 @@ def _schemas() -> dict[str, Any]:
             ("id", "name", "state", "reason", "presence", "away_reason", "since_ms", "load"),
             id=_S,
             name=_S,
-            state={"enum": sorted({s for (s, _), nxt in AGENT_TRANSITIONS.items() for s in (s, *nxt)})},
+            state={"enum": sorted({st for (frm, _), nxt in AGENT_TRANSITIONS.items() for st in (frm, *nxt)})},
             reason=_nullable(_S),
             presence={**_S, "description": "what the agent chose; away takes effect when open work ends"},
             away_reason=_nullable(_S),
