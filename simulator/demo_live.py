@@ -1,12 +1,15 @@
 """The demo's people, through the server's real front doors.
 
 ``contactcentre demo`` starts the live server (``runtime.serve``) on a fresh database and then this: every
-configured agent becomes a demo user and a simulated console on ``ws://…/agent`` (logs in, goes available,
-accepts offers after ``accept_delay_s`` — now and then rejects one — chats with the customer, ends, sets a
-disposition, finishes wrap-up, takes breaks); customers arrive by ``[[demo.traffic]]`` entry as Poisson
-streams: chat customers open ``ws://…/chat`` with the widget's protocol and talk until the agent closes or their
-patience runs out; e-mail customers send a real mail to the SMTP port; voice callers are submitted to the
-router directly (telephony is not built yet) and hang up when their patience runs out.
+configured agent but the last ``agents_for_people`` (left for people to log in as) gets a simulated console on
+``ws://…/agent`` (logs in, goes available, accepts offers after ``accept_delay_s`` — now and then rejects one —
+chats with the customer, ends, sets a disposition, finishes wrap-up, takes breaks); customers arrive by
+``[[demo.traffic]]`` entry, the first ``WARM_UP_ARRIVALS`` of each within seconds (the first from the regular
+customer), then as Poisson streams: chat customers open ``ws://…/chat`` with the widget's protocol and talk
+until the agent closes or their patience runs out; e-mail customers send a real mail to the SMTP port; voice
+callers ring in on the simulated switch — every other one (the first) through the IVR, answering its questions
+(``caller_key``) — and hang up when their patience runs out (callers the switch has no driver for are submitted
+to the router directly).
 
 Customers come from the demo's book (``demo_customers``), so screen-pop shows history as the demo runs.
 Randomness comes from ``random.Random(seed)`` only (one child generator per stream); wall-clock timing decides
