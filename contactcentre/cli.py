@@ -1,7 +1,7 @@
 """The ``contactcentre`` command.
 
-    contactcentre demo [--config FILE] [--host H] [--port P] [--database PATH] [--seed N] [--rate-scale X]
-                       [--duration S]
+    contactcentre demo [--config FILE] [--host H] [--port P] [--cti-port P] [--database PATH] [--seed N]
+                       [--rate-scale X] [--duration S]
     contactcentre serve [--config FILE] [--database-url URL] [--host H] [--http-port P] [--smtp-port P]
                         [--ws-port P]
     contactcentre check-config FILE
@@ -25,11 +25,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from contactcentre import admin_cli, ivr_cli, store_cli, users_cli
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 from contactcentre.erlang_cli import add_erlang_parser, run_erlang
+
+if TYPE_CHECKING:
+    from contactcentre.runtime import DemoUser
 from simulator import cli as simulate_cli
 from simulator import loadgen
 
@@ -60,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--smtp-port", type=int, default=0, metavar="P", help="SMTP port (default: a free one)")
     demo.add_argument("--ws-port", type=int, default=0, metavar="P", help="WebSocket port (default: a free one)")
+    demo.add_argument(
+        "--cti-port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="CTI link port of the simulated switch, for `contactcentre loadgen` and softphones (default: a free one)",
+    )
     demo.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: [demo] seed)")
     demo.add_argument(
         "--rate-scale",
@@ -69,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply every arrival rate by this (default 1)",
     )
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    demo.add_argument(
+        "--at",
+        type=_clock_time,
+        default=None,
+        metavar="TIME",
+        help="start the centre's clock at HH:MM today (or YYYY-MM-DDTHH:MM) in its time zone instead of now, "
+        "e.g. 21:30 for the IVR's closed hours",
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="log routing refusals and more")
 
     srv = sub.add_parser(
@@ -82,10 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--database-url", default=None, metavar="URL", help="default $CONTACTCENTRE_DATABASE_URL")
     srv.add_argument("--host", default=None, help="address to listen on (default [server] host)")
-    srv.add_argument("--http-port", type=int, default=None, metavar="P")
-    srv.add_argument("--smtp-port", type=int, default=None, metavar="P")
-    srv.add_argument("--ws-port", type=int, default=None, metavar="P")
-    srv.add_argument("--cti-port", type=int, default=None, metavar="P")
+    srv.add_argument("--http-port", type=int, default=None, metavar="P", help="web and REST API port; 0: a free one")
+    srv.add_argument("--smtp-port", type=int, default=None, metavar="P", help="SMTP port; 0: a free one")
+    srv.add_argument("--ws-port", type=int, default=None, metavar="P", help="WebSocket port (chat, agents)")
+    srv.add_argument("--cti-port", type=int, default=None, metavar="P", help="CTI link port of the switch")
     srv.add_argument("--sip-port", type=int, default=None, metavar="P", help="UDP port of the SIP front door")
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
@@ -100,6 +121,30 @@ def _parser() -> argparse.ArgumentParser:
     ivr_cli.add_parser(sub)  # ivr-stats
     admin_cli.add_parser(sub)  # admin show
     return p
+
+
+def _whose(user: DemoUser) -> str:
+    """The banner's note on an agent: a simulated console works as it, or it is left for a person."""
+    if user.role != "agent":
+        return ""
+    return "  (simulated)" if user.simulated else "  (free for you)"
+
+
+def _clock_time(text: str) -> time | datetime:
+    """``--at HH:MM`` (today) or ``--at YYYY-MM-DDTHH:MM``."""
+    try:
+        return time.fromisoformat(text) if len(text) <= 8 else datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time of day as HH:MM, or YYYY-MM-DDTHH:MM") from None
+
+
+def _start_ms(config: CentreConfig, at: time | datetime | None) -> int | None:
+    """``--at`` in the centre's time zone as epoch ms (None: now, the wall clock)."""
+    if at is None:
+        return None
+    zone = ZoneInfo(config.timezone)
+    when = at if isinstance(at, datetime) else datetime.combine(datetime.now(zone).date(), at)
+    return int(when.replace(tzinfo=zone).timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -236,7 +281,13 @@ def _demo(args: argparse.Namespace) -> int:
             "  demo users (token for the API and agent protocol, password for the console login):",
         ]
         for u in info.users:
-            lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}")
+            lines.append(f"    {u.name:<12} {u.role:<10} token {u.token}  password {u.password}{_whose(u)}")
+        free = [u.name for u in info.users if u.role == "agent" and not u.simulated]
+        if free:
+            lines.append(
+                f"  log in as {' or '.join(free)} to take calls and chats yourself; the other agents are simulated "
+                "(logging in as one takes over its work)"
+            )
         print("\n".join(lines), flush=True)
 
     try:
@@ -251,7 +302,9 @@ def _demo(args: argparse.Namespace) -> int:
                 duration_s=args.duration,
                 smtp_port=args.smtp_port,
                 ws_port=args.ws_port,
+                cti_port=args.cti_port,
                 ready=ready,
+                start_ms=_start_ms(cfg, args.at),
             )
         )
     except DemoError as exc:

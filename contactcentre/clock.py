@@ -25,10 +25,13 @@ class LoopClock:
     time, so it agrees with ``loop.call_at`` and cannot go backwards.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, not_before_ms: int | None = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, not_before_ms: int | None = None, start_ms: int | None = None
+    ) -> None:
         self.loop = loop
         self._anchor_loop = loop.time()
-        self._anchor_ms = time.time_ns() // 1_000_000
+        # start_ms: a demo that pretends to run at another hour (``demo --at``); a server runs on wall time.
+        self._anchor_ms = time.time_ns() // 1_000_000 if start_ms is None else start_ms
         if not_before_ms is not None and not_before_ms > self._anchor_ms:
             self._anchor_ms = not_before_ms  # never behind a restored log: the router refuses time going back
 

@@ -99,6 +99,7 @@ class QueueConfig(_Strict):
     hours: str = ALWAYS_OPEN
     when_closed: str = "accept"
     description: str = ""
+    label: str = ""  # what customers see (the chat widget's topic areas); default: the name, capitalised
     number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order; see default_number)
     callback_offer_after_s: float | None = None  # virtual hold: offer a callback when the call's EWT exceeds this
 
@@ -178,6 +179,9 @@ class DemoConfig(_Strict):
     seed: int = 1
     accept_delay_s: float = 2.0
     traffic: list[DemoTraffic] = []
+    # The last this many [[agents]] get a demo user but no simulated console, so a person who logs in as one
+    # does not take over (and disconnect) a simulated agent's work; the banner says which they are.
+    agents_for_people: int = 2
 
 
 class EmailServerConfig(_Strict):
@@ -706,6 +710,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
                 fail(f"demo.traffic[{i}].channel", f"queue {t.queue!r} does not serve {t.channel}")
             if t.per_hour <= 0 or t.handle_s <= 0:
                 fail(f"demo.traffic[{i}]", "per_hour and handle_s must be > 0")
+        if not 0 <= cfg.demo.agents_for_people <= len(cfg.agents):
+            fail("demo.agents_for_people", f"must be between 0 and the {len(cfg.agents)} agents")
 
     srv = cfg.server
     seen_numbers: dict[str, str] = {}

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--menu", default=None, help="only this menu (its name = in the menu file)")
     p.add_argument("--since", type=_when, default=None, metavar="WHEN", help="from this instant (UTC unless zoned)")
     p.add_argument("--until", type=_when, default=None, metavar="WHEN", help="up to this instant (exclusive)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object (its fields: docs/ivr.md)")
     add_database_argument(p)
 
 

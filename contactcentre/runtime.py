@@ -154,6 +154,7 @@ class DemoUser:
     role: str
     token: str
     password: str
+    simulated: bool = False  # an agent a simulated console works as ([demo] agents_for_people: the others)
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,10 @@ async def run_demo(
     *,
     smtp_port: int = 0,
     ws_port: int = 0,
+    cti_port: int = 0,
     ready: Callable[[DemoInfo], None] | None = None,
     stop: asyncio.Event | None = None,
+    start_ms: int | None = None,
 ) -> DemoSummary:
     """The live server (``serve``) on a fresh SQLite file, with demo users and simulated people.
 
@@ -222,6 +225,7 @@ async def run_demo(
     a supervisor and an admin (their tokens and passwords go to ``ready``). Once it listens, ``LiveDemo``
     starts simulated agents on the agent protocol and customers on SMTP, the chat WebSocket and (until
     telephony exists) direct voice arrivals. Runs until SIGINT/SIGTERM, ``duration_s`` or ``stop``.
+    ``start_ms`` starts the centre's clock there instead of now (``demo --at``: the evening at noon).
     """
     from aiosmtpd.smtp import SMTP
 
@@ -239,7 +243,7 @@ async def run_demo(
         engine = open_store(db)  # a fresh file, migrated to the current schema
     except DatabaseError as exc:
         raise DemoError(str(exc)) from None
-    now = LoopClock(asyncio.get_running_loop()).now_ms()
+    now = LoopClock(asyncio.get_running_loop(), start_ms=start_ms).now_ms()
     users: list[DemoUser] = []
     tokens: dict[str, str] = {}
     try:
@@ -248,11 +252,13 @@ async def run_demo(
             for name, role in (("admin", "admin"), ("supervisor", "supervisor")):
                 password = secrets.token_urlsafe(9)
                 users.append(DemoUser(name, role, add_user(conn, name, role, now, password=password), password))
+            simulated = {a.id for a in config.agents[: len(config.agents) - config.demo.agents_for_people]}
             for a in config.agents:
                 password = secrets.token_urlsafe(9)
                 token = add_user(conn, a.id, "agent", now, agent_id=a.id, display_name=a.name, password=password)
-                users.append(DemoUser(a.id, "agent", token, password))
-                tokens[a.id] = token
+                users.append(DemoUser(a.id, "agent", token, password, simulated=a.id in simulated))
+                if a.id in simulated:
+                    tokens[a.id] = token
     finally:
         engine.dispose()
     stop = stop or asyncio.Event()
@@ -292,11 +298,12 @@ async def run_demo(
             http_port=port,
             smtp_port=smtp_port,
             ws_port=ws_port,
-            cti_port=0,
+            cti_port=cti_port,
             sip_port=0,
             ready=on_ready,
             started=started,
             stop=stop,
+            start_ms=start_ms,
         )
     except ServeError as exc:
         raise DemoError(str(exc)) from None
@@ -341,6 +348,7 @@ async def open_centre(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     create_if_empty: bool = True,
+    start_ms: int | None = None,
 ) -> Centre:
     """Open the store, restore the router from its log and return the running centre (no adapters).
 
@@ -372,7 +380,7 @@ async def open_centre(
     except Exception as exc:
         engine.dispose()
         raise ServeError(f"database {engine.url.render_as_string(hide_password=True)}: {exc}") from None
-    clock = LoopClock(loop)
+    clock = LoopClock(loop, start_ms=start_ms)  # start_ms: the demo's --at; None is the wall clock
     router = Router(config, start_ms=first if first is not None else clock.now_ms())
     stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
     replayed = replay_log(engine, router, stats)
@@ -463,6 +471,7 @@ async def serve(
     ready: Callable[[ServerInfo], None] | None = None,
     started: Callable[[Centre, ServerInfo], Any] | None = None,
     stop: asyncio.Event | None = None,
+    start_ms: int | None = None,
 ) -> ServeSummary:
     """Run the live centre until SIGINT/SIGTERM or ``stop``: the store writer, the restored router, the web
     site with the REST API and the chat widget, SMTP for e-mail, one WebSocket port for customers' chats
@@ -505,7 +514,7 @@ async def serve(
     _route_twisted_logging()
     instance = _lock_database(database_url)
     try:
-        centre = await open_centre(config, database_url, loop=loop)
+        centre = await open_centre(config, database_url, loop=loop, start_ms=start_ms)
     except BaseException:
         instance.release()
         raise

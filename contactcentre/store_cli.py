@@ -56,9 +56,9 @@ def add_parsers(sub: Any) -> None:
 
     pop = sub.add_parser("screen-pop", help="what an agent sees for a phone number, e-mail address or chat token")
     who = pop.add_mutually_exclusive_group(required=True)
-    who.add_argument("--phone", metavar="NUMBER")
-    who.add_argument("--email", metavar="ADDRESS")
-    who.add_argument("--chat", metavar="TOKEN")
+    who.add_argument("--phone", metavar="NUMBER", help="the caller's number, e.g. +31600000042")
+    who.add_argument("--email", metavar="ADDRESS", help="the sender's e-mail address")
+    who.add_argument("--chat", metavar="TOKEN", help="a chat visitor's token (identity kind chat)")
     pop.add_argument("--limit", type=int, default=10, help="interactions to show (default 10)")
     pop.add_argument("--region", default=None, help="country for national phone numbers (default NL)")
     pop.add_argument("--json", action="store_true", help="print JSON")

@@ -31,6 +31,11 @@ from contactcentre.store.users import list_users, set_disabled
 from contactcentre.store_cli import add_database_argument, database_reason, now_ms
 
 MIN_PASSWORD = 8
+# What `user add` and `user token` print (store.users.new_token makes them), so scripts know what to expect.
+TOKEN_FORMAT = (
+    "one line, 'cc_' and 43 URL-safe base64 characters (A-Z a-z 0-9 - _), sent as 'Authorization: Bearer "
+    "TOKEN' to the REST API and in the agent protocol's login frame; printed once, only its hash is stored"
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -41,17 +46,25 @@ def add_parser(sub: Any) -> None:
     )
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
 
-    add = usub.add_parser("add", help="create a user and print its first API token")
+    add = usub.add_parser(
+        "add",
+        help="create a user and print its first API token",
+        description=f"Create a user and print its first API token: {TOKEN_FORMAT}.",
+    )
     add.add_argument("name", metavar="NAME", help="login name: letters, digits and . _ @ -")
     add.add_argument("--role", required=True, choices=ROLES, help="agent < supervisor < admin")
     add.add_argument("--agent-id", default=None, metavar="ID", help="the router's agent id (agents: default NAME)")
-    add.add_argument("--display-name", default=None, metavar="TEXT")
+    add.add_argument("--display-name", default=None, metavar="TEXT", help="the name pages show (default NAME)")
     pw = add.add_mutually_exclusive_group()
     pw.add_argument("--password-stdin", action="store_true", help="read a password from standard input")
     pw.add_argument("--random-password", action="store_true", help="generate a password and print it once")
     add_database_argument(add)
 
-    tok = usub.add_parser("token", help="issue a new API token for a user (printed once)")
+    tok = usub.add_parser(
+        "token",
+        help="issue a new API token for a user (printed once)",
+        description=f"Issue a new API token: {TOKEN_FORMAT}. Older tokens stay valid.",
+    )
     tok.add_argument("name", metavar="NAME")
     tok.add_argument("--revoke-old", action="store_true", help="revoke the user's other tokens (rotation)")
     add_database_argument(tok)

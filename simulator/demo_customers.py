@@ -17,6 +17,9 @@ from contactcentre.store.identity import name_key
 from contactcentre.store.schema import customers, identities
 
 BOOK_SIZE = 9_999  # cust0001 .. cust9999
+# The regular: the first contact on every stream of the demo comes from customer 42 (+31600000042), so the
+# README's screen-pop shows a history across channels within seconds of the start.
+REGULAR = 42
 TIER_SHARES = {"gold": 0.10, "silver": 0.30, "bronze": 0.60}
 
 _FIRST = [

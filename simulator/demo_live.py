@@ -1,12 +1,15 @@
 """The demo's people, through the server's real front doors.
 
 ``contactcentre demo`` starts the live server (``runtime.serve``) on a fresh database and then this: every
-configured agent becomes a demo user and a simulated console on ``ws://…/agent`` (logs in, goes available,
-accepts offers after ``accept_delay_s`` — now and then rejects one — chats with the customer, ends, sets a
-disposition, finishes wrap-up, takes breaks); customers arrive by ``[[demo.traffic]]`` entry as Poisson
-streams: chat customers open ``ws://…/chat`` with the widget's protocol and talk until the agent closes or their
-patience runs out; e-mail customers send a real mail to the SMTP port; voice callers are submitted to the
-router directly (telephony is not built yet) and hang up when their patience runs out.
+configured agent but the last ``agents_for_people`` (left for people to log in as) gets a simulated console on
+``ws://…/agent`` (logs in, goes available, accepts offers after ``accept_delay_s`` — now and then rejects one —
+chats with the customer, ends, sets a disposition, finishes wrap-up, takes breaks); customers arrive by
+``[[demo.traffic]]`` entry, the first ``WARM_UP_ARRIVALS`` of each within seconds (the first from the regular
+customer), then as Poisson streams: chat customers open ``ws://…/chat`` with the widget's protocol and talk
+until the agent closes or their patience runs out; e-mail customers send a real mail to the SMTP port; voice
+callers ring in on the simulated switch — every other one (the first) through the IVR, answering its questions
+(``caller_key``) — and hang up when their patience runs out (callers the switch has no driver for are submitted
+to the router directly).
 
 Customers come from the demo's book (``demo_customers``), so screen-pop shows history as the demo runs.
 Randomness comes from ``random.Random(seed)`` only (one child generator per stream); wall-clock timing decides
@@ -25,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from contactcentre.events import ContactArrived, CustomerLeft
 from simulator.clients import JsonSocket, send_email
-from simulator.demo_customers import BOOK_SIZE, TIER_SHARES, DemoCustomer, address_for, demo_customer
+from simulator.demo_customers import BOOK_SIZE, REGULAR, TIER_SHARES, DemoCustomer, address_for, demo_customer
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre, ServerInfo
     from contactcentre.config import CentreConfig
     from contactcentre.config import DemoTraffic as TrafficEntry
+    from contactcentre.ivr.menu import Menu
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,11 @@ BREAK_EVERY_MEAN_S = 15 * 60.0
 BREAK_LENGTH_S = (60.0, 240.0)
 BACK_AFTER_AWAY_S = (5.0, 20.0)
 MIN_HANDLE_S = 5.0
+# The first arrivals of every stream come this soon, one after the other, so that a newcomer sees every
+# channel (and a call through the IVR and one dialled directly) within seconds, not after a Poisson wait of
+# minutes at the demo's gentle rates; the streams are Poisson from then on.
+WARM_UP_ARRIVALS = 2
+WARM_UP_GAP_S = (1.0, 5.0)
 DISPOSITIONS = ("resolved", "resolved", "resolved", "follow_up", "complaint")
 AGENT_LINES = (
     "Hello, thanks for waiting. Let me look into that for you.",
@@ -92,6 +101,8 @@ class LiveDemo:
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._chats: dict[str, JsonSocket] = {}
+        self._arrived = [0] * len(self.demo.traffic)  # per stream, for the warm-up
+        self._calls = 0  # callers alternate: through the IVR (the first), then dialling the queue
         self.running = False
         self.arrivals = 0
 
@@ -216,13 +227,19 @@ class LiveDemo:
     # ----------------------------------------------------------------------------------------- customers
 
     def _schedule_arrival(self, i: int, entry: TrafficEntry) -> None:
-        rate_per_s = entry.per_hour * self.rate_scale / 3600
-        self._later(self._arrival_rng[i].expovariate(rate_per_s), self._arrive, i, entry)
+        rng = self._arrival_rng[i]
+        if self._arrived[i] < WARM_UP_ARRIVALS:
+            gap_s = rng.uniform(*WARM_UP_GAP_S)
+        else:
+            gap_s = rng.expovariate(entry.per_hour * self.rate_scale / 3600)
+        self._later(gap_s, self._arrive, i, entry)
 
     def _arrive(self, i: int, entry: TrafficEntry) -> None:
+        self._arrived[i] += 1
         self._schedule_arrival(i, entry)
         rng = self._customer_rng
-        who = demo_customer(rng.randrange(1, BOOK_SIZE + 1), self._book_tiers)
+        drawn = rng.randrange(1, BOOK_SIZE + 1)  # drawn even when unused: the streams stay as seeded
+        who = demo_customer(REGULAR if self._arrived[i] == 1 else drawn, self._book_tiers)
         patience_s = rng.expovariate(1 / PATIENCE_MEAN_S)
         line = rng.choice(CUSTOMER_LINES)
         self.arrivals += 1
@@ -308,10 +325,11 @@ class LiveDemo:
         self._later(patience_s, hang_up)
 
     def _ivr_caller(self, ivr: Any, voice: Any, call_id: str, number: str, queue: str) -> None:
-        """The caller listens to each question of the IVR's menu and, a moment later, keys the option that
-        leads to ``queue`` (over the switch, as the CTI link's GenerateDigits does); no such option: silence."""
+        """The caller listens to each question of the IVR's menu and, a moment later, keys its answer
+        (``caller_key``) over the switch, as the CTI link's GenerateDigits does."""
         from contactcentre.ivr import CollectDigits
-        from contactcentre.ivr.menu import key_towards
+
+        asked: dict[str, int] = {}  # node -> questions heard there (a callback asks two)
 
         def press(key: str) -> None:
             call = voice.switch.calls.get(call_id)
@@ -324,7 +342,8 @@ class LiveDemo:
 
         def heard(cid: str, action: Any) -> None:
             if cid == call_id and isinstance(action, CollectDigits):
-                key = key_towards(ivr.menus[number], action.node, queue)
+                key = caller_key(ivr.menus[number], action.node, queue, asked.get(action.node, 0))
+                asked[action.node] = asked.get(action.node, 0) + 1
                 if key is not None:
                     self._later(self._customer_rng.uniform(0.5, 2.0), press, key)
             elif cid == call_id and call_id not in ivr.calls and heard in ivr.listeners:
@@ -337,7 +356,8 @@ class LiveDemo:
         agents answer it on their phone through the agent protocol, the caller hangs up when out of patience."""
         number = self.config.queue_numbers()[entry.queue]
         ivr = self.centre.channels.get("ivr")
-        via_ivr = ivr is not None and self._customer_rng.random() < 0.5  # half the callers dial the IVR
+        self._calls += 1
+        via_ivr = ivr is not None and self._calls % 2 == 1  # half the callers dial the IVR, the first of them
         if via_ivr:
             number = next(iter(ivr.menus))
         try:
@@ -357,3 +377,24 @@ class LiveDemo:
                     log.info("demo: hang-up of %s: %s", call_id, exc)
 
         self._later(patience_s, hang_up)
+
+
+def caller_key(menu: Menu, node: str, queue: str, asked_before: int = 0) -> str | None:
+    """The key a demo caller who wants ``queue`` presses at ``node``: the option that leads there; where none
+    does (the menu of a closed centre), the option that asks for a callback, else the first option; at a
+    callback's questions, 1 (call me on this number — the demo's callers never withhold it), then the first
+    time offered. None: the caller says nothing (a node that asks nothing)."""
+    from contactcentre.ivr.menu import CallbackNode, MenuNode, key_towards
+
+    key = key_towards(menu, node, queue)
+    if key is not None:
+        return key
+    here = menu.nodes.get(node)
+    if isinstance(here, MenuNode) and here.options:
+        callback = [k for k, target in sorted(here.options.items()) if isinstance(menu.nodes.get(target), CallbackNode)]
+        return (callback or sorted(here.options))[0]
+    if isinstance(here, CallbackNode):
+        if here.confirm_prompt and asked_before == 0:
+            return "1"
+        return min(here.times) if here.times else None
+    return None

@@ -749,17 +749,29 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="allow this non-loopback host")
     p.add_argument("--scenario", type=Path, help="a scenario file, as for `contactcentre simulate`")
     p.add_argument("--tokens", type=Path, help="JSON {agent_id: token} (written by --prepare)")
-    p.add_argument("--ws-port", type=int, default=8081)
-    p.add_argument("--smtp-port", type=int, default=2525)
+    p.add_argument("--ws-port", type=int, default=8081, help="the server's WebSocket port (default 8081)")
+    p.add_argument("--smtp-port", type=int, default=2525, help="the server's SMTP port (default 2525)")
     p.add_argument("--rate", type=float, default=None, help="contacts per second in all (the scenario's mix)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals (then a bounded drain)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
     p.add_argument("--accept-delay", type=float, default=0.0, metavar="S", help="agents accept after S seconds")
     p.add_argument("--handle-scale", type=float, default=1.0, help="multiply the scenario's handle times")
-    p.add_argument("--max-contacts", type=int, default=100_000)
+    p.add_argument("--max-contacts", type=int, default=100_000, help="stop placing contacts after this many")
     p.add_argument("--max-concurrency", type=int, default=2_000, help="open customer connections at most")
-    p.add_argument("--email-to", action="append", default=[], metavar="QUEUE=ADDRESS")
-    p.add_argument("--cti-port", type=int, default=None, help="place the scenario's calls on this CTI link")
+    p.add_argument(
+        "--email-to",
+        action="append",
+        default=[],
+        metavar="QUEUE=ADDRESS",
+        help="mail a queue's e-mail contacts to this address (repeatable; default QUEUE@example.com)",
+    )
+    p.add_argument(
+        "--cti-port",
+        type=int,
+        default=None,
+        help="place the scenario's calls on this CTI link (the port `serve` and `demo` print); without it, calls "
+        "are skipped",
+    )
     p.add_argument(
         "--cti-token", default=None, help="the CTI link's token (default: [server.voice] cti_token of --config)"
     )

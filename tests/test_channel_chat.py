@@ -38,7 +38,7 @@ def make_config(name: str = "Test Centre", limits: dict[str, Any] | None = None,
             "tiers": {"gold": {"priority": 3}},
             "queues": [
                 {"name": "support", "skills": {"general": 1}, "channels": ["chat", "email"]},
-                {"name": "sales", "skills": {"general": 1}, "channels": ["chat"], "description": "Orders & <offers>"},
+                {"name": "sales", "skills": {"general": 1}, "channels": ["chat"], "label": "Orders & <offers>"},
             ],
             "agents": [
                 {"id": "a1", "name": "Ada Lovelace", "skills": {"general": 5}, "capacity": {"chat": 1, "email": 1}},
@@ -841,7 +841,7 @@ def test_widget_page_has_a_strict_policy_and_escapes_config_text(reactor_loop: o
     assert "connect-src ws://chat.example.com:8123 wss://chat.example.com:8123;" in csp
     assert "script-src 'self';" in csp and "default-src 'none'" in csp and "unsafe" not in csp
     assert "<script>alert" not in body and "Evil &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co" in body
-    assert "Orders &amp; &lt;offers&gt;" in body  # a queue description offered as a topic area
+    assert "Orders &amp; &lt;offers&gt;" in body  # a queue's label offered as a topic area
     assert '<script src="/static/chat.js" defer></script>' in body
     assert body.count("<script") == 1  # no inline script
     assert 'data-ws-port="8123"' in body

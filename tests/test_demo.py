@@ -13,6 +13,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from contactcentre import events as E
 from contactcentre.acd import Router
 from contactcentre.cli import main
 from contactcentre.clock import LoopClock, ManualClock
-from contactcentre.config import DEFAULT_CONFIG_PATH, load_config, parse_config
+from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 from contactcentre.driver import RouterDriver
 from contactcentre.store.db import connect, open_store
 from contactcentre.store.schema import interactions, messages
@@ -56,8 +57,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, str, bytes]:
 SUPERVISOR_LINE = re.compile(rb"^ +supervisor +supervisor +token (\S+) +password (\S+)\r?$", re.M)
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str]:
-    """The first line of the child's stdout and the supervisor's API token, waiting at most ``timeout_s``."""
+def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, str, str]:
+    """The first line of the child's stdout, the supervisor's API token and the banner up to the supervisor's
+    line, waiting at most ``timeout_s``."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
@@ -74,7 +76,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[str, st
             buf += chunk
     m = SUPERVISOR_LINE.search(buf)
     assert m is not None
-    return buf.split(b"\n", 1)[0].decode(), m.group(1).decode()
+    return buf.split(b"\n", 1)[0].decode(), m.group(1).decode(), buf.decode()
 
 
 def _wait_for_live(base: str, token: str, timeout_s: float) -> dict[str, Any]:
@@ -95,15 +97,19 @@ def _wait_for_live(base: str, token: str, timeout_s: float) -> dict[str, Any]:
 def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
     db = tmp_path / "demo.sqlite"
     cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--port", "0", "--database", str(db)]
-    cmd += ["--rate-scale", "200", "--duration", "120"]
+    cmd += ["--rate-scale", "200", "--duration", "120", "--cti-port", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line, token = _read_line(proc, 30)
+        line, token, banner = _read_line(proc, 30)
         m = START_LINE.fullmatch(line)
         assert m, line
         base, port, logged_in = m.group(1), int(m.group(2)), m.group(3)
         assert port != 0
         assert logged_in == str(db)
+        # The banner names the CTI link, so `contactcentre loadgen --cti-port` can place calls against the demo.
+        cti = re.search(r"^  CTI: +tcp://127\.0\.0\.1:(\d+) ", banner, re.M)
+        assert cti, banner
+        socket.create_connection(("127.0.0.1", int(cti.group(1))), timeout=5).close()
 
         with pytest.raises(urllib.error.HTTPError) as anonymous:
             _get(base + "api/live")
@@ -115,7 +121,18 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
         for key in ("sl_answered", "sl_offered", "sl_offered_excl_short", "asa_s", "abandon_rate"):
             assert key in live["snapshot"]["total"]
         assert {a["id"] for a in live["agents"]} >= {"ada", "grace", "alan"}
-        assert all(a["state"] != "logged_out" for a in live["agents"])
+        # The demo leaves the last agents to people, and says so: a person logging in as one takes over no
+        # simulated agent's work. Nobody has, so they are logged out; every simulated agent is logged in.
+        whose = dict(
+            re.findall(r"^ +(\w+) +agent +token \S+ +password \S+ +\((simulated|free for you)\)$", banner, re.M)
+        )
+        assert whose == {a.id: "simulated" for a in load_config(DEFAULT_CONFIG_PATH).agents[:-2]} | {
+            "margaret": "free for you",
+            "linus": "free for you",
+        }, banner
+        assert "log in as margaret or linus to take calls and chats yourself" in banner
+        states = {a["id"]: a["state"] for a in live["agents"]}
+        assert {i for i, s in states.items() if s == "logged_out"} == {"margaret", "linus"}, states
         explained = next(d for d in live["decisions"] if d["why"]["candidates"])
         assert explained["why"]["strategy"]
         assert explained["agent_id"] == explained["why"]["candidates"][0]["id"] or (
@@ -173,6 +190,10 @@ def test_demo_serves_a_live_centre_and_logs_every_event(tmp_path: Path) -> None:
             pop = screen_pop(conn, kinds[ev.channel], ev.address, ev.at_ms + 1000)
             assert pop.customer is not None and pop.customer.id == ev.customer_id
             assert ev.contact_id in {i.id for i in pop.recent}
+        # The README's screen-pop: the demo's regular (+31600000042) made the first contact on every stream.
+        regular = screen_pop(conn, "phone", "+31600000042", logged[-1].at_ms + 1)
+        assert regular.customer is not None and regular.customer.name == "Vera Bakker"
+        assert {i.channel for i in regular.recent} >= {"chat", "email"}, regular.recent
         chats = [ev for ev in arrived if ev.channel == "chat"]
         assert chats and all(ev.customer_id and ev.customer_id.startswith("cust") for ev in chats)
         lines = conn.execute(select(messages.c.channel, messages.c.direction)).all()
@@ -396,3 +417,79 @@ def test_dashboard_escapes_everything() -> None:
     assert "&lt;script&gt;alert(&#39;centre&#39;)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "&lt;b onmouseover=alert(2)&gt;c1&lt;/b&gt;" in html
+
+
+def _wait_for_events(db: Path, wanted: dict[str, Any], timeout_s: float) -> list[E.Event]:
+    """Poll the demo's event log until, for every name in ``wanted``, some event satisfies its predicate."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            logged = [E.decode(p) for (p,) in conn.execute("select payload from events order by id")]
+        except sqlite3.OperationalError:  # the schema is being created
+            logged = []
+        finally:
+            conn.close()
+        missing = [name for name, seen in wanted.items() if not any(seen(ev) for ev in logged)]
+        if not missing:
+            return logged
+        if time.monotonic() > deadline:
+            raise AssertionError(f"within {timeout_s} s no {missing}; logged {len(logged)} events")
+        time.sleep(0.2)  # polling with a deadline: the server is another process
+
+
+def _arrived_on(channel: str) -> Any:
+    return lambda ev: isinstance(ev, E.ContactArrived) and ev.channel == channel
+
+
+@pytest.mark.parametrize(
+    ("at", "ivr_outcome"),
+    [("2026-12-07T21:30", "callback"), ("2026-12-07T10:00", "queued")],  # a Monday evening, a Monday morning
+    ids=["evening", "morning"],
+)
+def test_the_demo_shows_every_channel_within_seconds_at_any_hour(tmp_path: Path, at: str, ivr_outcome: str) -> None:
+    """At the demo's own gentle rates, the first chat, e-mail and call come within seconds, and the IVR's
+    caller gets somewhere at any hour: to a queue while the office is open, a callback request when closed
+    (before, evening callers stayed silent in the closed menu until it hung up on them)."""
+    db = tmp_path / "demo.sqlite"
+    cmd = [sys.executable, "-m", "contactcentre.cli", "demo", "--port", "0", "--database", str(db)]
+    cmd += ["--duration", "120", "--at", at]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _read_line(proc, 30)
+        wanted = {f"{ch} contact": _arrived_on(ch) for ch in ("chat", "email", "voice")}
+        _wait_for_events(db, wanted, 20)
+        ivr = lambda ev: isinstance(ev, E.IvrFinished) and ev.outcome == ivr_outcome  # noqa: E731
+        logged = _wait_for_events(db, {f"IVR call ending {ivr_outcome}": ivr}, 45)
+        ended = [ev.outcome for ev in logged if isinstance(ev, E.IvrFinished)]
+        assert "ivr_hangup" not in ended, ended  # nobody was hung up on for saying nothing
+        proc.send_signal(signal.SIGINT)
+        _, err_out = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and b"Traceback" not in err_out, err_out.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_demo_caller_answers_every_question_of_the_menu() -> None:
+    """The closed menu leads to no queue; the demo's caller asks for a callback there (and confirms its own
+    number, then the first time offered) instead of saying nothing until the IVR gives up on it."""
+    from contactcentre.ivr.menu import key_towards, load_menu
+    from simulator.demo_live import caller_key
+
+    menu = load_menu(REPO / "config" / "ivr" / "main.toml", load_config(DEFAULT_CONFIG_PATH))
+    assert key_towards(menu, "closed", "billing") is None  # no way to billing when closed
+    assert caller_key(menu, "closed", "billing") == "1"  # 1: be called back
+    assert caller_key(menu, "callback", "billing", 0) == "1"  # yes, on the number I am calling from
+    assert caller_key(menu, "callback", "billing", 1) == "1"  # as soon as you open
+    assert caller_key(menu, "main", "billing") == key_towards(menu, "main", "billing") == "1"
+
+
+def test_demo_agents_for_people_must_be_agents_there_are() -> None:
+    data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    data["demo"]["agents_for_people"] = len(data["agents"]) + 1
+    with pytest.raises(ConfigError, match=r"demo\.agents_for_people: must be between 0 and the 8 agents"):
+        parse_config(data, "centre.toml")

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -735,7 +736,8 @@ def test_closing_hangs_up_every_call() -> None:
 
 # ----------------------------------------------------------------------------------- SIPp, end to end
 
-SCENARIO = Path(__file__).parent / "sip" / "caller.xml"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "sip"  # the scenarios docs/sip.md shows
+SCENARIO = EXAMPLES / "caller.xml"
 
 
 def _sipp() -> str:
@@ -815,3 +817,24 @@ async def _call(server: Server, token: str, sipp: str, tmp: Path, number: str) -
     messages = tmp / "sipp_messages.log"
     text = out.decode(errors="replace") + (messages.read_text() if messages.exists() else "")
     return (-1 if proc.returncode is None else proc.returncode), text
+
+
+def test_the_hang_up_example_leaves_an_abandoned_call(tmp_path: Path) -> None:
+    """examples/sip/hang-up.xml, as docs/sip.md runs it (with a shorter -d): no agent is there, the caller
+    waits in the support queue and hangs up; SIPp succeeds and the case store has the abandoned call."""
+    sipp = _sipp()
+    db = tmp_path / "store.sqlite"
+    sink = Sink()
+    server = start_server(server_config(tmp_path, sink.port), db)
+    try:
+        cmd = [sipp, f"127.0.0.1:{server.sip_port}", "-sf", str(EXAMPLES / "hang-up.xml"), "-s", "2001", "-m", "1"]
+        cmd += ["-d", "300", "-i", "127.0.0.1", "-p", "0", "-nostdin", "-timeout", f"{T}s", "-timeout_error"]
+        done = subprocess.run(cmd, capture_output=True, timeout=2 * T, check=False)
+    finally:
+        code, err = server.stop()
+        sink.close()
+    assert done.returncode == 0, done.stdout.decode(errors="replace")[-2000:]
+    assert code == 0 and "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("select address, outcome from interactions where channel = 'voice'").fetchone()
+    assert row == ("+31205550102", "abandoned")

@@ -35,7 +35,7 @@ def test_a_token_authenticates_its_user_until_revoked(store: Engine) -> None:
     with store.begin() as conn:
         token = add_user(conn, "alice", "agent", T0, display_name="Alice")
         sup = add_user(conn, "sue", "supervisor", T0, agent_id="a9")
-    assert token.startswith("cc_") and len(token) > 40
+    assert re.fullmatch(r"cc_[A-Za-z0-9_-]{43}", token), token  # the format `user add --help` states
     with store.connect() as conn:
         assert user_for_token(conn, token) == User("alice", "agent", "alice", "Alice")  # an agent is its agent
         assert user_for_token(conn, sup) == User("sue", "supervisor", "a9", None)

@@ -130,6 +130,6 @@ def read_ivr_events(conn: Connection, since_ms: int | None = None, until_ms: int
 def stats_from_store(
     conn: Connection, menu: str | None = None, since_ms: int | None = None, until_ms: int | None = None
 ) -> IvrStats:
-    """Containment statistics from the log: what ``contactcentre ivr-stats`` prints and ``GET /api/ivr``
-    serves (``centre.read(stats_from_store, menu)``)."""
+    """Containment statistics from the log: what ``contactcentre ivr-stats`` prints (``--json``: ``as_dict``,
+    its shape in docs/ivr.md); a server reads them with ``centre.read(stats_from_store, menu)``."""
     return stats_from_events(read_ivr_events(conn, since_ms, until_ms), menu)

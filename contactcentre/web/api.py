@@ -2,6 +2,7 @@
 
 Mounted by the runtime under ``/api/`` (beside ``/api/live``)::
 
+    GET  /api/openapi.json          this API's OpenAPI 3.1 document (web/openapi.py)         anyone
     GET  /api/me                    the caller                                              agent+
     GET  /api/queues                live figures per queue (waiting, longest wait, EWT, …)  agent+
     GET  /api/contacts              live contacts (?state=a,b&queue=&channel=&agent=&limit=) agent: own only
@@ -191,7 +192,10 @@ class Api:
             web_auth.sockets.on_user_ended.append(lambda _user_id: self.forget_tokens())
 
     def children(self) -> dict[bytes, Resource]:
+        from contactcentre.web.openapi import OpenApiDocument  # it describes this module: imported once both exist
+
         return {
+            b"openapi.json": OpenApiDocument(),
             b"me": _Endpoint(self, GET=("agent", self.me)),
             b"queues": _Endpoint(self, GET=("agent", self.queues)),
             b"contacts": _ContactsEndpoint(self, GET=("agent", self.contacts)),

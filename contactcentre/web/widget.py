@@ -55,8 +55,10 @@ class ChatWidget(_Node):
         env = env or make_environment()
         cfg = config.server.chat
         default_queue = cfg.queue or config.first_queue_for("chat")
+        # Customers see the queue's label (or name), never its description: that is written for the staff
+        # ("First-line support for every channel") and says nothing a customer chooses by.
         queues = [
-            {"name": q.name, "label": q.description or q.name.replace("_", " ").capitalize()}
+            {"name": q.name, "label": q.label or q.name.replace("_", " ").capitalize()}
             for q in config.queues
             if "chat" in q.channels
         ]

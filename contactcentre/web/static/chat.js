@@ -333,13 +333,15 @@
     const name = form.elements.name.value.trim();
     const topic = form.elements.topic.value.trim();
     const email = form.elements.email.value.trim();
-    if (!name || !topic || (email && !form.elements.email.checkValidity())) {
-      els.prechatError.textContent = "Please give your name, a valid e-mail address (or none) and a topic.";
+    if (!name || (email && !form.elements.email.checkValidity())) {
+      els.prechatError.textContent = "Please give your name and a valid e-mail address (or none).";
       els.prechatError.hidden = false;
       return;
     }
     els.prechatError.hidden = true;
-    hello = { type: "hello", name: name, topic: topic };
+    // The topic is optional, as in docs/chat-protocol.md: the first message says what it is about anyway.
+    hello = { type: "hello", name: name };
+    if (topic) hello.topic = topic;
     if (email) hello.email = email;
     const queue = form.elements.queue ? form.elements.queue.value : root.dataset.queue;
     if (queue && form.elements.queue) hello.queue = queue;
