@@ -80,7 +80,9 @@ def server_routes(node: Resource, path: str) -> dict[tuple[str, str], str | None
     elif getattr(node, "isLeaf", False):  # a plain twisted.web leaf (the document itself): its render_ methods
         return {(path, m[7:].lower()): None for m in dir(node) if m.startswith("render_") and m != "render_HEAD"}
     if isinstance(node, api_module._Collection | api_module._ContactsEndpoint):
-        routes |= server_routes(node.getChild(ANY_ID, None), path + "/{id}")
+        # the first id in a path is {id}; one nested under it is named after its collection (messages: {message})
+        name = "{id}" if "{id}" not in path else "{" + path.rsplit("/", 1)[-1].removesuffix("s") + "}"
+        routes |= server_routes(node.getChild(ANY_ID, None), f"{path}/{name}")
     else:
         missing = type(node.getChild(b"\0none\0", None))  # what this node answers for a name it lacks
         for name in sorted(_names_to_try(node)):

@@ -50,23 +50,29 @@ def _cursor(row: dict[str, Any]) -> str:
     return f"{row['at_ms']}.{row['id']}"
 
 
+# What a transcript shows of each message (besides its full ``length`` and whether the body was ``truncated``);
+# the REST API's reference describes the same columns.
+MESSAGE_COLUMNS = [
+    messages.c.id,
+    messages.c.case_id,
+    messages.c.interaction_id,
+    messages.c.channel,
+    messages.c.direction,
+    messages.c.author,
+    messages.c.at_ms,
+    messages.c.message_id,
+    messages.c.subject,
+    messages.c.body,
+    messages.c.recipient,
+    messages.c.delivery,
+]
+
+
 def _columns(body_chars: int | None) -> list[Any]:
     """The message columns; the body cut to ``body_chars`` characters (None: whole) and its full length."""
-    body = messages.c.body if body_chars is None else func.substr(messages.c.body, 1, body_chars).label("body")
-    return [
-        messages.c.id,
-        messages.c.case_id,
-        messages.c.interaction_id,
-        messages.c.channel,
-        messages.c.direction,
-        messages.c.author,
-        messages.c.at_ms,
-        messages.c.message_id,
-        messages.c.subject,
-        body,
-        func.length(messages.c.body).label("length"),
-        messages.c.recipient,
-        messages.c.delivery,
+    cut = func.substr(messages.c.body, 1, body_chars).label("body") if body_chars is not None else messages.c.body
+    return [cut if c is messages.c.body else c for c in MESSAGE_COLUMNS] + [
+        func.length(messages.c.body).label("length")
     ]
 
 
@@ -166,4 +172,4 @@ def message_text(
     return None if row is None else {**row, "truncated": False}
 
 
-__all__ = ["BadCursor", "Page", "case_page", "contact_page", "message_text", "parse_cursor"]
+__all__ = ["MESSAGE_COLUMNS", "BadCursor", "Page", "case_page", "contact_page", "message_text", "parse_cursor"]

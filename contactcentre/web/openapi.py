@@ -27,14 +27,13 @@ from contactcentre.acd.contact import CONTACT_STATES
 from contactcentre.events import CHANNELS
 from contactcentre.store.schema import ROLES
 from contactcentre.store.screenpop import ScreenPop
+from contactcentre.store.transcripts import MESSAGE_COLUMNS
 from contactcentre.web.api import (
     _INTERACTION_COLUMNS,
-    _MESSAGE_COLUMNS,
     CONTACT_ACTIONS,
     CONTACTS_LIMIT,
     CONTACTS_LIMIT_MAX,
     MAX_BODY,
-    TRANSCRIPT_LIMIT,
     SkillsChange,
     StateChange,
 )
@@ -78,6 +77,14 @@ def column_schema(columns: list[Column[Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- schemas
+
+
+def _message_columns() -> dict[str, Any]:
+    """A transcript message: the store's columns, its body's whole length and whether the body was cut."""
+    schema = column_schema(MESSAGE_COLUMNS)
+    schema["properties"] |= {"length": _nullable({"type": "integer"}), "truncated": {"type": "boolean"}}
+    schema["required"] += ["length", "truncated"]
+    return schema
 
 
 def _schemas() -> dict[str, Any]:
@@ -205,8 +212,14 @@ def _schemas() -> dict[str, Any]:
             "wait_ms, ended_ms, talk_ms, hold_ms, wrap_ms, conferenced, to)",
         },
         "Legs": _obj(("contact_id", "legs"), contact_id=_S, legs={"type": "array", "items": _ref("Leg")}),
+        "Message": {
+            **_message_columns(),
+            "description": "a message of the transcript; a body longer than [server.transcripts] body_chars is "
+            "cut (truncated: true, length: the whole body's characters; GET /api/cases/{id}/messages/{message} "
+            "gives it whole)",
+        },
         "Case": _obj(
-            ("case", "interactions", "messages", "messages_truncated"),
+            ("case", "interactions", "messages", "messages_before"),
             case={"type": "object", "description": "the case row (docs/store.md, table cases)"},
             interactions={
                 "type": "array",
@@ -216,8 +229,10 @@ def _schemas() -> dict[str, Any]:
                     "description": "an interaction (docs/store.md) and its legs",
                 },
             },
-            messages={"type": "array", "items": column_schema(_MESSAGE_COLUMNS)},
-            messages_truncated={**_B, "description": f"the transcript stops at {TRANSCRIPT_LIMIT} messages"},
+            messages={"type": "array", "items": _ref("Message"), "description": "the newest page, oldest first"},
+            messages_before=_nullable(
+                {**_S, "description": "the cursor of the page of older messages (?before=), null when none"}
+            ),
         ),
         "Live": {
             **_obj(("at_ms", "centre", "timezone", "queues", "snapshot", "agents", "decisions", "counters")),
@@ -303,6 +318,10 @@ def _contact_actions() -> dict[str, Any]:
 
 def _paths() -> dict[str, Any]:
     agent_state_who = "the agent itself; a supervisor for any agent"
+    case_who = (
+        "supervisors; an agent while one of its contacts is offered to them or in their hands, or once they answered"
+        " one (docs/web.md)"
+    )
     return {
         "/api/openapi.json": {
             "get": {
@@ -355,7 +374,7 @@ def _paths() -> dict[str, Any]:
                 "contact_legs",
                 "each agent's part in the contact, from the log",
                 "agent",
-                "supervisors; an agent who had a part in the contact",
+                case_who,
                 _ref("Legs"),
                 403,
                 404,
@@ -378,10 +397,31 @@ def _paths() -> dict[str, Any]:
             "parameters": [_ID],
             "get": _op(
                 "case",
-                "the case, its interactions and its transcript (the read is audited)",
+                "the case, its interactions and a page of its transcript, long bodies cut (the read is audited)",
                 "agent",
-                "any user",
+                case_who,
                 _ref("Case"),
+                400,
+                403,
+                404,
+                parameters=[
+                    _query("limit", "messages in the page (default [server.transcripts] messages)", {**_I, "minimum": 1}),
+                    _query("before", "a page's messages_before: the page of older messages", _S),
+                ],
+            ),
+        },
+        "/api/cases/{id}/messages/{message}": {
+            "parameters": [
+                _ID,
+                {"name": "message", "in": "path", "required": True, "schema": {**_S, "pattern": "^[0-9]{1,18}$"}},
+            ],
+            "get": _op(
+                "case_message",
+                "one message of the case whole, e.g. one a page cut (the read is audited as the case's)",
+                "agent",
+                case_who,
+                _ref("Message"),
+                403,
                 404,
             ),
         },
