@@ -144,6 +144,21 @@ def test_the_queues_table_fits_1366_px_and_is_coloured_by_the_sla(quick_sla_serv
     size = _fits(page, "#queues")
     assert size["scroll"] <= size["client"], f"the queues table is cut off at 1366 px: {size}"
     screenshot(page, "dashboard")
+    # a busy day's widest figures still fit (set and measured in one script run: no snapshot redraws between)
+    widest = page.evaluate(
+        """() => {
+            const row = document.querySelector("#queues tr[data-queue='support']");
+            const wide = {waiting: "999", offered: "99999", answered: "99999", abandoned: "9999", occupancy: "100 %"};
+            for (const td of row.querySelectorAll("td[data-figure]")) {
+                const f = td.dataset.figure;
+                td.textContent = wide[f] || (f.endsWith("_s") ? "59 m 59 s" : "100 %");
+            }
+            row.querySelector("td.hint").textContent = "120 needed / 100 staffed";
+            const box = row.closest(".scroll");
+            return {scroll: box.scrollWidth, client: box.clientWidth};
+        }"""
+    )
+    assert widest["scroll"] <= widest["client"], f"a busy day's queues table is cut off at 1366 px: {widest}"
 
 
 def test_the_wallboard_shows_each_queue_in_big_live_figures_and_no_controls(
