@@ -314,7 +314,7 @@ def test_an_admin_adds_a_user_sets_skills_and_resets_a_password_in_the_page(
     expect(page.locator("#notice")).to_have_text("Skills of agent ada: general 8, billing 6.")
     expect(page.locator("#users tr[data-user=ada] td.skills input[name=skills]")).to_have_value("general=8, billing=6")
     assert _api_agent_skills(live, "ada") == {"general": 8, "billing": 6}
-    for typed, error in (("general=11", "levels are 1-10"), ("general", "is not NAME=LEVEL")):
+    for typed, error in (("general=11", "levels are 1-10"), ("general", "is not NAME=LEVEL"), (" ", "at least one")):
         page.locator("#users tr[data-user=ada] td.skills input[name=skills]").fill(typed)
         with page.expect_response(lambda r: "/admin" in r.url and r.request.method == "POST") as answer:
             page.locator("#users tr[data-user=ada] td.skills").get_by_role("button", name="Save").click()

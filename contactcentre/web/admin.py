@@ -222,6 +222,8 @@ def parse_skills(text: str) -> dict[str, int]:
         if not sep or not name.strip() or not level.isdigit():
             raise FormError(f"Skills: {part.strip()!r} is not NAME=LEVEL (e.g. general=8, billing=5).")
         skills[name.strip()] = int(level)
+    if not skills:  # an emptied box is more likely a slip than an agent meant to take nothing
+        raise FormError("Skills: give at least one, e.g. general=8.")
     try:
         return msgspec.convert({"skills": skills}, SkillsChange).skills or {}
     except msgspec.ValidationError as exc:
