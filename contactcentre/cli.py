@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
     loadgen.add_parser(sub)  # contactcentre loadgen --scenario F --tokens F ... (docs/loadgen.md)
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
-    users_cli.add_parser(sub)  # user add|token|list|disable|enable
+    users_cli.add_parser(sub)  # user add|token|list|disable|enable|totp|password
     ivr_cli.add_parser(sub)  # ivr-stats
     admin_cli.add_parser(sub)  # admin show
     return p

@@ -36,7 +36,7 @@ __all__ = ["MIN_PASSWORD", "add_parser", "run"]
 def add_parser(sub: Any) -> None:
     user = sub.add_parser(
         "user",
-        help="add, list or disable console and API users; issue API tokens",
+        help="add, list or disable console and API users; issue API tokens; reset passwords",
         description="Manage the users of the console and the REST API.",
     )
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
