@@ -8,9 +8,9 @@
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
     contactcentre erlang {b,c,a,staff} ... [--json]
     contactcentre migrate [--database-url URL]
-    contactcentre screen-pop (--phone N | --email A | --chat T) [--database-url URL]
+    contactcentre screen-pop (--phone N | --email A | --chat T) [--config FILE] [--database-url URL]
     contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
-    contactcentre user {add,token,list,disable,enable} ... [--database-url URL]
+    contactcentre user {add,token,list,disable,enable,totp,password} ... [--database-url URL]
     contactcentre ivr-stats [--menu NAME] [--since WHEN] [--until WHEN] [--json] [--database-url URL]
     contactcentre admin show [--config FILE] [--json] [--database-url URL]
 
