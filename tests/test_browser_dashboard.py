@@ -167,7 +167,8 @@ def test_the_wallboard_shows_each_queue_in_big_live_figures_and_no_controls(
     live = live_server
     page = new_page()
     page.set_viewport_size({"width": 1920, "height": 1080})
-    login(page, live, "boss", next_path="/wallboard")
+    login(page, live, "boss")
+    page.get_by_role("link", name="Wall-board").click()  # the dashboard links to it
     expect(page).to_have_url(live.url("/wallboard"))
     expect(page.locator("#status")).to_have_text("live")
     waiting = page.locator("#wall .tile[data-queue='support'] [data-figure='waiting']")
