@@ -8,9 +8,9 @@
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
     contactcentre erlang {b,c,a,staff} ... [--json]
     contactcentre migrate [--database-url URL]
-    contactcentre screen-pop (--phone N | --email A | --chat T) [--database-url URL]
+    contactcentre screen-pop (--phone N | --email A | --chat T) [--config FILE] [--database-url URL]
     contactcentre customers {import,duplicates,merge,export,erase} ... [--database-url URL]
-    contactcentre user {add,token,list,disable,enable} ... [--database-url URL]
+    contactcentre user {add,token,list,disable,enable,totp,password} ... [--database-url URL]
     contactcentre ivr-stats [--menu NAME] [--since WHEN] [--until WHEN] [--json] [--database-url URL]
     contactcentre admin show [--config FILE] [--json] [--database-url URL]
 
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate_cli.add_parser(sub)  # contactcentre simulate SCENARIO.toml ...
     loadgen.add_parser(sub)  # contactcentre loadgen --scenario F --tokens F ... (docs/loadgen.md)
     store_cli.add_parsers(sub)  # migrate, screen-pop, customers ...
-    users_cli.add_parser(sub)  # user add|token|list|disable|enable
+    users_cli.add_parser(sub)  # user add|token|list|disable|enable|totp|password
     ivr_cli.add_parser(sub)  # ivr-stats
     admin_cli.add_parser(sub)  # admin show
     return p

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 
 class Clock(Protocol):
@@ -63,3 +65,10 @@ class ManualClock:
         if at_ms < self._now:
             raise ValueError(f"a clock cannot go backwards ({at_ms} < {self._now})")
         self._now = at_ms
+
+
+def centre_time(at_ms: int, timezone: str) -> str:
+    """An instant as people at the centre read it: its date and time in the centre's zone, the zone named
+    (``2026-12-07 14:05 CET``). The CLI prints times this way, as the pages do (``web/static/centre-time.js``)."""
+    local = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(timezone))
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"

@@ -1,7 +1,7 @@
 """The case-store commands of ``contactcentre``.
 
     contactcentre migrate [--database-url URL]
-    contactcentre screen-pop (--phone N | --email A | --chat T) [--limit N] [--json]
+    contactcentre screen-pop (--phone N | --email A | --chat T) [--limit N] [--json] [--config FILE]
     contactcentre customers import FILE.csv [--dry-run] [--region CC]
     contactcentre customers duplicates [--min-score X] [--json]
     contactcentre customers merge SURVIVOR MERGED
@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from contactcentre.clock import centre_time
 from contactcentre.store.db import DEFAULT_DATABASE, ENV_VAR, DatabaseError
 
 
@@ -62,6 +63,10 @@ def add_parsers(sub: Any) -> None:
     pop.add_argument("--limit", type=int, default=10, help="interactions to show (default 10)")
     pop.add_argument("--region", default=None, help="country for national phone numbers (default NL)")
     pop.add_argument("--json", action="store_true", help="print JSON")
+    pop.add_argument(
+        "--config", type=Path, default=None, metavar="FILE",
+        help="centre configuration whose time zone the times are printed in (default config/default.toml)",
+    )  # fmt: skip
     add_database_argument(pop)
     _add_actor(pop)
 
@@ -152,6 +157,9 @@ def _screen_pop(engine: Any, args: argparse.Namespace, actor: str) -> int:
     from contactcentre.store.screenpop import screen_pop
 
     kind, value = next((k, getattr(args, k)) for k in ("phone", "email", "chat") if getattr(args, k))
+    zone = "UTC" if args.json else _centre_zone(args.config)  # JSON has epoch milliseconds, no zone to name
+    if zone is None:
+        return 2
     with engine.begin() as conn:
         pop = screen_pop(conn, kind, value, now_ms(), limit=args.limit, region=args.region or DEFAULT_REGION)
         if pop.customer is not None:
@@ -162,17 +170,26 @@ def _screen_pop(engine: Any, args: argparse.Namespace, actor: str) -> int:
     if not pop.matched or pop.customer is None:
         print(f"no customer has {kind} {pop.value}")
         return 1
-    print(_render_pop(pop))
+    print(_render_pop(pop, zone))
     return 0
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+def _centre_zone(path: Path | None) -> str | None:
+    """The configuration's time zone, or None (the reason printed) when the file cannot be read."""
+    from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+    try:
+        return load_config(path or DEFAULT_CONFIG_PATH).timezone
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
-def _render_pop(pop: Any) -> str:
+def _when(ms: int | None, zone: str) -> str:
+    return "-" if ms is None else centre_time(ms, zone)
+
+
+def _render_pop(pop: Any, zone: str) -> str:
     c = pop.customer
     consents = [name for name in ("email", "sms", "calls") if getattr(c, f"consent_{name}")]
     lines = [
@@ -186,13 +203,13 @@ def _render_pop(pop: Any) -> str:
     for case in pop.open_cases:
         due = case.first_response_due_ms or case.resolution_due_ms
         lines.append(
-            f"  {case.token}  {case.status:<7} {case.subject or ''}  due {_when(due)}"
+            f"  {case.token}  {case.status:<7} {case.subject or ''}  due {_when(due, zone)}"
             f"{'  OVERDUE' if case.overdue else ''}  ({case.interactions} contacts)"
         )
     lines.append(f"last {len(pop.recent)} interactions:")
     for i in pop.recent:
         lines.append(
-            f"  {_when(i.started_ms)}  {i.channel:<8} {i.direction:<8} {i.queue or '-':<12} "
+            f"  {_when(i.started_ms, zone)}  {i.channel:<8} {i.direction:<8} {i.queue or '-':<12} "
             f"{i.agent_id or '-':<10} {i.outcome or 'live':<11} {i.disposition or ''}"
         )
     return "\n".join(lines)

@@ -7,6 +7,7 @@
     contactcentre user disable NAME      no more logins; every token and web session revoked
     contactcentre user enable NAME       logins again (tokens and sessions stay revoked: ``user token``)
     contactcentre user totp NAME [--remove]  enrol a TOTP second factor (prints the otpauth:// URI once)
+    contactcentre user password NAME (--password-stdin | --random-password)  a new password; ends its sessions
 
 Tokens and generated passwords are printed once and never stored (only their hashes are). The database must
 be migrated (``contactcentre migrate``). A running server closes the WebSockets (consoles, dashboards) of a
@@ -27,21 +28,22 @@ from sqlalchemy import Connection, select
 
 from contactcentre.store.db import DatabaseError
 from contactcentre.store.schema import ROLES, users
-from contactcentre.store.users import list_users, set_disabled
+from contactcentre.store.users import MIN_PASSWORD, UserError, check_new_password, list_users, set_disabled
 from contactcentre.store_cli import add_database_argument, database_reason, now_ms
 
-MIN_PASSWORD = 8
 # What `user add` and `user token` print (store.users.new_token makes them), so scripts know what to expect.
 TOKEN_FORMAT = (
     "one line, 'cc_' and 43 URL-safe base64 characters (A-Z a-z 0-9 - _), sent as 'Authorization: Bearer "
     "TOKEN' to the REST API and in the agent protocol's login frame; printed once, only its hash is stored"
 )
 
+__all__ = ["MIN_PASSWORD", "add_parser", "run"]
+
 
 def add_parser(sub: Any) -> None:
     user = sub.add_parser(
         "user",
-        help="add, list or disable console and API users; issue API tokens",
+        help="add, list or disable console and API users; issue API tokens; reset passwords",
         description="Manage the users of the console and the REST API.",
     )
     usub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -86,6 +88,13 @@ def add_parser(sub: Any) -> None:
     totp.add_argument("--remove", action="store_true", help="remove the second factor instead")
     add_database_argument(totp)
 
+    pwd = usub.add_parser("password", help="set a new password (a forgotten one); the user's web sessions end")
+    pwd.add_argument("name", metavar="NAME")
+    new = pwd.add_mutually_exclusive_group(required=True)
+    new.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    new.add_argument("--random-password", action="store_true", help="generate a password and print it once")
+    add_database_argument(pwd)
+
 
 class _Refused(Exception):
     """The action cannot be done; ``code`` is the exit code."""
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     action = args.user_command
     prog = f"contactcentre user {action}"
     try:
-        password = _password(args) if action == "add" else None
+        password = _password(args) if action in ("add", "password") else None
     except _Refused as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
@@ -127,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                 _set_disabled(conn, args.name, action == "disable")
             elif action == "totp":
                 _totp(conn, args.name, args.remove)
+            elif action == "password" and password is not None:  # the arguments require one of the two
+                _reset_password(conn, args.name, password)
             else:
                 raise AssertionError(action)
     except _Refused as exc:
@@ -154,8 +165,10 @@ def _password(args: argparse.Namespace) -> tuple[str, bool] | None:
             raise _Refused("the passwords differ", 2)
     else:
         first = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
-    if len(first) < MIN_PASSWORD:
-        raise _Refused(f"the password must have at least {MIN_PASSWORD} characters", 2)
+    try:
+        check_new_password(first)
+    except UserError as exc:
+        raise _Refused(str(exc), 2) from None
     return first, False
 
 
@@ -233,6 +246,17 @@ def _totp(conn: Connection, name: str, remove: bool) -> None:
     print(f"  key: {secret}")
 
 
+def _reset_password(conn: Connection, name: str, password: tuple[str, bool]) -> None:
+    from contactcentre.store.users import reset_password
+
+    ended = reset_password(conn, name, password[0], now_ms())
+    if ended is None:
+        raise _Refused(f"no user {name!r}")
+    print(f"new password for {name}; {ended} web session{'s' * (ended != 1)} ended")
+    if password[1]:
+        print(f"password (shown once): {password[0]}")
+
+
 def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
     revoked = set_disabled(conn, name, disabled, now_ms())
     if revoked is None:
@@ -242,5 +266,3 @@ def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
     else:
         print(f"enabled {name}; issue a token with `contactcentre user token {name}`")
 
-
-__all__ = ["add_parser", "run"]

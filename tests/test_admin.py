@@ -200,7 +200,7 @@ def test_only_admins_get_the_page_and_everything_on_it_is_escaped(admin_server: 
     assert headers["Referrer-Policy"] == "same-origin"
     assert XSS not in body and "<script>alert" not in body and "<img src=x" not in body
     assert body.count("&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(2)&lt;/script&gt;") == 2
-    for text in ("ada", "boss", "root", "general 8, technical 9", "support", "least_occupied", "wrong_number",
+    for text in ("ada", "boss", "root", "general=8, technical=9", "support", "least_occupied", "wrong_number",
                  "One moment please", "3000", "main.toml", 'title="priority_weight_s"'):  # fmt: skip
         assert text in body, text
     # routing settings in words, not Python's spelling run together ("away_after_missed_offerTrue")
@@ -243,12 +243,12 @@ def test_an_admin_disables_and_enables_a_user_in_the_browser(admin_server: LiveS
                                 ("nosuch", "disable", "There is no user 'nosuch'."),
                                 ("ada", "delete", "Unknown action 'delete'")):  # fmt: skip
         page.evaluate(
-            "([user, action]) => { const f = document.querySelector('#users form');"
+            "([user, action]) => { const f = document.querySelector('#users form[action=\"/admin\"]');"
             " f.querySelector('[name=user]').value = user; f.querySelector('button').value = action; }",
             [user, action],
         )
         with page.expect_response(live.url("/admin")) as answer:
-            page.locator("#users form button").first.click()
+            page.locator("#users form[action='/admin'] button").first.click()
         assert answer.value.status == 400
         expect(page.locator("#error")).to_contain_text(error)
     expect(page.locator("#users tr[data-user=root] .status")).to_have_text("active")
@@ -284,3 +284,88 @@ def test_agents_and_supervisors_are_refused_the_admin_page_in_the_browser(
     login(supervisor, live_server, "boss")
     response = supervisor.goto(live_server.url("/admin"))
     assert response is not None and response.status == 403
+
+
+def _api_agent_skills(live: LiveServer, agent_id: str) -> dict[str, int]:
+    status, body, _ = _get(live, "/api/live", live.tokens["boss"])
+    assert status == 200, body
+    agents = {a["id"]: a for a in json.loads(body)["agents"]}
+    return agents[agent_id]["skills"]
+
+
+def test_an_admin_adds_a_user_sets_skills_and_resets_a_password_in_the_page(
+    admin_server: LiveServer, new_page: Any
+) -> None:
+    live = admin_server
+    page = new_page()
+    login(page, live, "root")
+    page.goto(live.url("/admin"))
+
+    # add a user: the token is shown once, in the page (not in a URL), and works
+    form = page.locator("#add-user")
+    form.get_by_label("Name", exact=True).fill("zoe")
+    form.get_by_label("Display name").fill("Zoë <b>Z</b>")
+    form.get_by_label("Role").select_option("agent")
+    form.get_by_label("Agent id").fill("ken")
+    form.get_by_label("Password").fill("zoe's pass phrase")
+    form.get_by_role("button", name="Add user").click()
+    expect(page.locator("#notice")).to_have_text("User zoe created (agent, with a password).")
+    token = page.locator("#secret").inner_text().split(": ", 1)[1].split()[0]
+    assert "zoe" not in page.url and token not in page.url
+    row = page.locator("#users tr[data-user=zoe]")
+    expect(row.locator("td").first).to_have_text("Zoë <b>Z</b>")
+    assert _get(live, "/api/me", token)[0] == 200
+    page.goto(live.url("/admin"))
+    expect(page.locator("#secret")).to_have_count(0)  # shown once
+    zoe = new_page()
+    login(zoe, live, "zoe", password="zoe's pass phrase")
+    expect(zoe).to_have_url(live.url("/agent"))
+
+    # refusals keep what the others have and say why
+    form.get_by_label("Name", exact=True).fill("ada")
+    form.get_by_role("button", name="Add user").click()
+    expect(page.locator("#error")).to_have_text("User 'ada' exists already.")
+    form.get_by_label("Name", exact=True).fill("bad name!")
+    form.get_by_role("button", name="Add user").click()
+    expect(page.locator("#error")).to_contain_text("letters, digits and . _ @ - only")
+
+    # an agent's skills, from its row: the router has them at once (the same change as the dashboard's)
+    skills = page.locator("#users tr[data-user=ada] td.skills")
+    expect(skills.locator("input[name=skills]")).to_have_value("general=8, technical=9, dutch=5")
+    skills.locator("input[name=skills]").fill("general=8, billing=6")
+    skills.get_by_role("button", name="Save").click()
+    expect(page.locator("#notice")).to_have_text("Skills of agent ada: general 8, billing 6.")
+    expect(page.locator("#users tr[data-user=ada] td.skills input[name=skills]")).to_have_value("general=8, billing=6")
+    assert _api_agent_skills(live, "ada") == {"general": 8, "billing": 6}
+    for typed, error in (("general=11", "levels are 1-10"), ("general", "is not NAME=LEVEL"), (" ", "at least one")):
+        page.locator("#users tr[data-user=ada] td.skills input[name=skills]").fill(typed)
+        with page.expect_response(lambda r: "/admin" in r.url and r.request.method == "POST") as answer:
+            page.locator("#users tr[data-user=ada] td.skills").get_by_role("button", name="Save").click()
+        assert answer.value.status == 400
+        expect(page.locator("#error")).to_contain_text(error)
+    assert _api_agent_skills(live, "ada") == {"general": 8, "billing": 6}
+
+    # reset grace's password: a generated one, shown once; her open session ends, the new password works
+    grace = new_page()
+    login(grace, live, "grace")
+    reset = page.locator("#reset-password")
+    reset.get_by_label("User").select_option("grace")
+    reset.get_by_role("button", name="Set password").click()
+    expect(page.locator("#notice")).to_have_text("New password for grace; 1 web session ended.")
+    new_password = page.locator("#secret").inner_text().split(": ", 1)[1].split()[0]
+    grace.goto(live.url("/agent"))
+    expect(grace).to_have_url(re.compile(r"/login"))
+    live.passwords["grace"] = new_password
+    login(grace, live, "grace")
+    expect(grace).to_have_url(live.url("/agent"))
+    reset.get_by_label("New password").fill("short")
+    reset.evaluate("f => f.noValidate = true")  # past the browser's own minlength check, to the server's
+    reset.get_by_role("button", name="Set password").click()
+    expect(page.locator("#error")).to_have_text("The password must have at least 8 characters.")
+    assert watch(page).dialogs == []
+
+    engine = open_store(live.database)
+    with engine.connect() as conn:
+        audited = conn.execute(select(audit_log.c.actor, audit_log.c.action).where(audit_log.c.action.like("user.%")))
+        assert list(audited) == [("root", "user.add"), ("root", "user.password_reset")]
+    engine.dispose()

@@ -843,7 +843,8 @@ def test_widget_page_has_a_strict_policy_and_escapes_config_text(reactor_loop: o
     assert "<script>alert" not in body and "Evil &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co" in body
     assert "Orders &amp; &lt;offers&gt;" in body  # a queue's label offered as a topic area
     assert '<script src="/static/chat.js" defer></script>' in body
-    assert body.count("<script") == 1  # no inline script
+    assert '<script src="/static/centre-time.js" defer></script>' in body  # times in the centre's zone
+    assert body.count("<script") == body.count('<script src="/static/') == 2  # no inline script
     assert 'data-ws-port="8123"' in body
     # A Host header never writes into the policy.
     _, csp = render(b"evil.example; script-src *")

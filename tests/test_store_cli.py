@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from contactcentre.cli import main
 from contactcentre.store.db import connect
@@ -106,3 +106,30 @@ def test_import_reports_a_row_that_is_not_utf8(
     code, out, _ = cc(capsys, "screen-pop", "--email", "jm@example.es", *db)
     assert code == 0 and "José Müller" in out
     assert cc(capsys, "screen-pop", "--email", "rd@example.fr", *db)[0] == 1  # nothing of the bad row
+
+
+def test_screen_pop_prints_times_in_the_centres_zone_and_names_it(
+    store: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from contactcentre.config import DEFAULT_CONFIG_PATH
+    from contactcentre.store import cases, customers
+
+    due = 1_796_648_700_000  # 2026-12-07 13:05 UTC
+    with store.begin() as conn:
+        ann = customers.create_customer(conn, due - 86_400_000, name="Ann", identities_=[("phone", "020 123 4567")])
+        cases.open_case(conn, due - 86_400_000, customer_id=ann, subject="Router", resolution_due_ms=due)
+    db = ("--database-url", store.url.render_as_string(hide_password=False))
+
+    code, out, err = cc(capsys, "screen-pop", "--phone", "0201234567", *db)  # config/default.toml: Amsterdam
+    assert code == 0, err
+    assert "due 2026-12-07 14:05 CET" in out, out
+    new_york = tmp_path / "ny.toml"
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    new_york.write_text(text.replace('timezone = "Europe/Amsterdam"', 'timezone = "America/New_York"', 1), "utf-8")
+    code, out, err = cc(capsys, "screen-pop", "--phone", "0201234567", "--config", str(new_york), *db)
+    assert code == 0, err
+    assert "due 2026-12-07 08:05 EST" in out, out
+
+    new_york.write_text('timezone = "Mars/Olympus"\n', "utf-8")
+    code, out, err = cc(capsys, "screen-pop", "--phone", "0201234567", "--config", str(new_york), *db)
+    assert (code, out) == (2, "") and "Mars/Olympus" in err and len(err.strip().splitlines()) == 1

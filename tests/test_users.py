@@ -241,3 +241,36 @@ def test_user_needs_a_migrated_database(tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "none.sqlite").exists()  # nothing created behind the operator's back
     code, _, err = user(capsys, "notadriver://x", "list")
     assert code == 2 and err.startswith("contactcentre user list: ")
+
+
+def test_user_password_sets_a_new_one_and_ends_the_users_web_sessions(
+    store: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contactcentre.store.sessions import create_session, find_session
+
+    url = _url(store)
+    with store.begin() as conn:
+        token = add_user(conn, "dora", "agent", T0, password="old pass phrase")
+        session = create_session(conn, "dora", T0, max_ms=3_600_000)
+    monkeypatch.setattr("sys.stdin", io.StringIO("new pass phrase\n"))
+    code, out, err = user(capsys, url, "password", "dora", "--password-stdin")
+    assert code == 0, err
+    assert out.strip() == "new password for dora; 1 web session ended"
+    with store.connect() as conn:
+        assert user_for_password(conn, "dora", "new pass phrase") is not None
+        assert user_for_password(conn, "dora", "old pass phrase") is None
+        assert find_session(conn, session, T0 + 1, 3_600_000) is None  # logged out everywhere
+        assert user_for_token(conn, token) is not None  # tokens are not passwords: they stay
+
+    code, out, err = user(capsys, url, "password", "dora", "--random-password")
+    assert code == 0, err
+    with store.connect() as conn:
+        assert user_for_password(conn, "dora", _printed("password", out)) is not None
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    code, _, err = user(capsys, url, "password", "dora", "--password-stdin")
+    assert code == 2 and "at least 8 characters" in err
+    code, _, err = user(capsys, url, "password", "nobody", "--random-password")
+    assert code == 1 and err.strip() == "contactcentre user password: no user 'nobody'"
+    with pytest.raises(SystemExit):  # one of the two ways to give it is required
+        _parser().parse_args(["user", "password", "dora"])

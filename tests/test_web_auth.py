@@ -371,6 +371,20 @@ def test_the_recheck_closes_sockets_whose_login_ended_outside_the_server(site: S
     sockets.stop()
 
 
+def test_a_password_reset_closes_the_sockets_of_the_users_sessions_not_of_its_tokens(site: Site) -> None:
+    assert site.auth is not None
+    sockets, closed = site.auth.sockets, []
+    b = site.browser()
+    b.login("sue")
+    token = site.write(new_token, "sue", site.now())
+    sockets.add("sue", lambda why: closed.append(("session", why)), session_id=b.session())
+    sockets.add("sue", lambda why: closed.append(("token", why)), token=token)
+    sockets.add("root", lambda why: closed.append(("root", why)), session_id="another")
+    assert sockets.end_user_sessions("sue", "password reset") == 1
+    assert closed == [("session", "password reset")]
+    sockets.stop()
+
+
 def test_login_rotates_the_session_id(site: Site) -> None:
     b = site.browser()
     b.login("sue")

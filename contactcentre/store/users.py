@@ -65,6 +65,15 @@ def check_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(got, want)
 
 
+MIN_PASSWORD = 8  # characters, for every password set by `contactcentre user` or the /admin page
+
+
+def check_new_password(password: str) -> None:
+    """A password someone chose: long enough, or ``UserError``."""
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
+
+
 def token_hash(token: str) -> str:
     """What the table keeps of a token (and what identifies a token-opened socket, ``web/sockets.py``)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -195,6 +204,20 @@ def set_disabled(conn: Connection, name: str, disabled: bool, now_ms: int) -> in
         return 0
     revoke_user_sessions(conn, name, now_ms)
     return revoke_tokens(conn, name, now_ms)
+
+
+def reset_password(conn: Connection, name: str, password: str, now_ms: int) -> int | None:
+    """Give a user a new password and end its web sessions (returns how many); None if there is no such user.
+
+    Its API tokens stay: a reset is for a forgotten or exposed password, and tokens are revoked on their own
+    (``user disable``)."""
+    from contactcentre.store.sessions import revoke_user_sessions  # sessions.py imports this module
+
+    check_new_password(password)
+    done = conn.execute(update(users).where(users.c.id == name).values(password_hash=hash_password(password)))
+    if done.rowcount == 0:
+        return None
+    return revoke_user_sessions(conn, name, now_ms)
 
 
 # ------------------------------------------------------------------------------------ login and second factor

@@ -2,8 +2,8 @@
 
 Import this only after the runtime has installed the asyncio reactor.
 
-Routes: ``/`` the supervisor dashboard (live over the ``/live`` WebSocket, ``web/live.py``), ``GET /api/live``
-the live figures as JSON, ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
+Routes: ``/`` the supervisor dashboard (live over the ``/live`` WebSocket, ``web/live.py``), ``/wallboard`` the
+same figures for a big screen, ``GET /api/live`` the live figures as JSON, ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
 (``web/auth.py``, ``docs/web.md``). Everything else is a 404.
 """
 
@@ -99,10 +99,14 @@ class _Node(Resource):
 
 
 class Dashboard(_Node):
-    def __init__(self, driver: RouterDriver, env: Environment, ws_port: int | None = None) -> None:
+    """The supervisor's dashboard; with ``template="wallboard.html"`` the wall-board (the same live feed)."""
+
+    def __init__(
+        self, driver: RouterDriver, env: Environment, ws_port: int | None = None, template: str = "dashboard.html"
+    ) -> None:
         super().__init__()
         self.driver = driver
-        self.template = env.get_template("dashboard.html")
+        self.template = env.get_template(template)
         self.ws_port = ws_port  # the live updates' WebSocket (web/live.py); None: the page shows its first render
 
     def render_GET(self, request: Request) -> bytes:
@@ -179,6 +183,7 @@ def build_root(
     env = make_environment()
     root = _Node()
     root.putChild(b"", auth.guard(Dashboard(driver, env, ws_port), "supervisor"))
+    root.putChild(b"wallboard", auth.guard(Dashboard(driver, env, ws_port, "wallboard.html"), "supervisor"))
     for name, resource in auth.resources().items():
         root.putChild(name, resource)
     from contactcentre.web.admin import AdminPage  # imports web.auth, which imports this module

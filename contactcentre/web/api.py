@@ -56,9 +56,10 @@ from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
 from contactcentre.acd.contact import CONNECTED, CONTACT_STATES, HELD, OFFERED, QUEUED, WITH_AGENT, Contact
 from contactcentre.acd.errors import IllegalTransition
 from contactcentre.acd.ewt import WaitSituation
+from contactcentre.agent_actions import AgentChangeRefused, change_skills
 from contactcentre.centre import Centre
 from contactcentre.contact_actions import ActionError, ContactActions
-from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, AgentSkillsChanged, Channel, Event
+from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Channel, Event
 from contactcentre.store.cases import case_contact_ids, get_case
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs, handled_any
@@ -559,15 +560,10 @@ class Api:
         if change.skills is None and change.capacity is None:
             raise ApiError(400, "bad_request", "give skills and/or capacity")
         a = self._agent_for(user, agent_id)
-        driver = self.centre.driver
-        if driver.closed:
-            raise ApiError(503, "unavailable", "the centre is shutting down")
-        refused = driver.refused
-        now = self.centre.now_ms()
-        self.centre.submit(AgentSkillsChanged(at_ms=now, agent_id=a.id, skills=change.skills, capacity=change.capacity))
-        if driver.refused != refused:
-            raise ApiError(409, "conflict", "the router refused the change (the server log says why)")
-        await self.centre.commit()
+        try:
+            await change_skills(self.centre, a.id, change.skills, change.capacity)
+        except AgentChangeRefused as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
         return _agent_row(a)
 
 

@@ -43,6 +43,7 @@ from contactcentre.events import (
 from contactcentre.limits import decode_json
 from contactcentre.planning import staff
 from contactcentre.store.schema import events as events_table
+from contactcentre.web.thresholds import queue_colours
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -250,6 +251,7 @@ def build_snapshot(live: dict[str, Any], board: LiveBoard, sla: dict[str, tuple[
                 "hint": staffing_hint(
                     board.arrivals_per_hour(q["name"], now), m.get("aht_s"), threshold_s, target, staffed
                 ),
+                "colours": queue_colours(m, threshold_s, target),
             }
         )
     rows = []

@@ -71,6 +71,11 @@ class LiveSockets:
             fn(user_id)
         return self._end([o for o in self._open if o.user_id == user_id], why)
 
+    def end_user_sessions(self, user_id: str, why: str) -> int:
+        """Close the sockets ``user_id``'s web sessions opened (a password reset ends the sessions; the user's
+        API tokens, and the sockets they opened, stay); returns how many."""
+        return self._end([o for o in self._open if o.user_id == user_id and o.session is not None], why)
+
     def end_session(self, session_id: str, why: str) -> int:
         """Close the sockets that web session opened (logged out, replaced); returns how many."""
         h = session_hash(session_id)

@@ -66,6 +66,7 @@ class ChatWidget(_Node):
             env.get_template("chat_widget.html")
             .render(
                 centre=config.name,
+                timezone=config.timezone,  # times in the centre's zone, named (centre-time.js)
                 ws_port=ws_port,
                 queues=queues if len(queues) > 1 else [],
                 default_queue=default_queue or "",

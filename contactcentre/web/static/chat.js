@@ -87,8 +87,7 @@
   }
 
   function time(ms) {
-    const d = ms ? new Date(ms) : new Date();
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return window.centreTime.clock(ms || Date.now()); // the centre's zone, named (centre-time.js)
   }
 
   function addLine(from, who, text, atMs) {

@@ -41,9 +41,7 @@
     return m ? `${m}:${String(s % 60).padStart(2, "0")}` : `${s} s`;
   }
 
-  function clock(ms) {
-    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
+  const clock = (ms) => window.centreTime.clock(ms); // the centre's zone, named (centre-time.js)
 
   const CHANNEL_WORDS = { chat: "chat", email: "e-mail", voice: "call", callback: "callback", outbound: "call" };
   const channelWord = (ch) => CHANNEL_WORDS[ch] || ch || "contact";
@@ -784,7 +782,7 @@
     );
     $("pop-recent").replaceChildren(
       ...(pop.recent || []).map((r) => {
-        const when = r.started_ms ? new Date(r.started_ms).toLocaleString() : "";
+        const when = r.started_ms ? window.centreTime.dated(r.started_ms) : "";
         return el("li", [r.channel, when, r.disposition || r.outcome].filter(Boolean).join(" · "));
       })
     );

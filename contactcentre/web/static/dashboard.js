@@ -111,32 +111,69 @@
     );
   }
 
+  // [figure, text]: the figure's name keys its colour (the server's q.colours, web/thresholds.py).
+  function queueCells(m) {
+    return [
+      ["waiting", m.waiting || 0],
+      ["longest_wait_s", secs(m.longest_wait_s)],
+      ["offered", m.offered || 0],
+      ["answered", m.answered || 0],
+      ["abandoned", m.abandoned || 0],
+      ["sl_answered", pct(m.sl_answered)],
+      ["sl_offered", pct(m.sl_offered)],
+      ["sl_offered_excl_short", pct(m.sl_offered_excl_short)],
+      ["asa_s", secs(m.asa_s)],
+      ["aht_s", secs(m.aht_s)],
+      ["abandon_rate", pct(m.abandon_rate)],
+      ["occupancy", pct(m.occupancy)],
+    ];
+  }
+
+  function colourClass(q, figure) {
+    const c = (q.colours || {})[figure];
+    return c ? "rag-" + c : null;
+  }
+
   function renderQueues(live) {
     const rows = live.queues.map((q) => {
-      const m = q.m || {};
-      const cells = [
-        m.waiting || 0,
-        secs(m.longest_wait_s),
-        m.offered || 0,
-        m.answered || 0,
-        m.abandoned || 0,
-        pct(m.sl_answered),
-        pct(m.sl_offered),
-        pct(m.sl_offered_excl_short),
-        secs(m.asa_s),
-        secs(m.aht_s),
-        pct(m.abandon_rate),
-        pct(m.occupancy),
-      ];
+      const cells = queueCells(q.m || {});
       return el(
         "tr", { "data-queue": q.name },
         el("th", { scope: "row" }, q.name, el("small", {}, q.channels.join(", "))),
-        ...cells.map((c) => el("td", {}, c)),
+        ...cells.map(([figure, text]) => el("td", { "data-figure": figure, class: colourClass(q, figure) }, text)),
         el("td", { class: "hint" }, hint(q.hint)),
       );
     });
     const tbody = document.querySelector("#queues tbody");
     if (tbody) tbody.replaceChildren(...rows);
+  }
+
+  // The wall-board (/wallboard): per queue a tile of big figures, coloured like the table, nothing to press.
+  const WALL_FIGURES = [
+    ["waiting", "Waiting", (m) => m.waiting || 0],
+    ["longest_wait_s", "Longest wait", (m) => secs(m.longest_wait_s)],
+    ["sl_offered", "Service level", (m) => pct(m.sl_offered)],
+    ["asa_s", "ASA", (m) => secs(m.asa_s)],
+    ["abandon_rate", "Abandoned", (m) => pct(m.abandon_rate)],
+  ];
+
+  function renderWall(live) {
+    const wall = document.getElementById("wall");
+    if (!wall) return;
+    const tiles = live.queues.map((q) => {
+      const m = q.m || {};
+      const figures = WALL_FIGURES.map(([figure, label, value]) => el(
+        "div", { "data-figure": figure, class: colourClass(q, figure) },
+        el("dt", {}, label), el("dd", {}, value(m)),
+      ));
+      const agents = q.hint ? q.hint.staffed + " agents" : "";
+      return el(
+        "section", { class: "tile", "data-queue": q.name },
+        el("h2", {}, q.name, el("small", {}, agents)),
+        el("dl", {}, ...figures),
+      );
+    });
+    wall.replaceChildren(...tiles);
   }
 
   function renderRows(live) {
@@ -292,6 +329,7 @@
     renderAlerts(live);
     renderTotals(live);
     renderQueues(live);
+    renderWall(live);
     renderRows(live);
     renderCharts(live);
     renderAgents(live);
@@ -321,8 +359,10 @@
         render(frame);
         setStatus("live", true);
       } else if (frame.type === "error") {
-        // Not logged in, or the login ended (logged out elsewhere, user disabled): log in again.
-        if (frame.code === "unauthorized" || frame.code === "revoked") window.location.assign("/login?next=/");
+        // Not logged in, or the login ended (logged out elsewhere, user disabled): log in again, back to this page.
+        if (frame.code === "unauthorized" || frame.code === "revoked") {
+          window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+        }
         setStatus(frame.message, false);
       }
     });
@@ -333,7 +373,8 @@
     });
   }
 
-  document.getElementById("alerts").addEventListener("click", (e) => {
+  const alertList = document.getElementById("alerts");  // none on the wall-board
+  if (alertList) alertList.addEventListener("click", (e) => {
     const id = e.target instanceof Element ? e.target.getAttribute("data-ack") : null;
     if (id && socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "ack", id: Number(id) }));
   });
