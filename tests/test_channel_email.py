@@ -460,6 +460,49 @@ def test_malformed_input_is_refused_and_the_server_stays_up(tmp_path: Path) -> N
     run(tmp_path, scenario, auto_acknowledge=False)
 
 
+def _multipart(parts: int = 1, depth: int = 0) -> bytes:
+    """Ann's mail of ``parts`` text parts, nested ``depth`` multiparts deep."""
+    head = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: parts\r\nMessage-ID: <p{parts}-{depth}@example.com>\r\n"
+    opened = "".join(f"Content-Type: multipart/mixed; boundary=d{i}\r\n\r\n--d{i}\r\n" for i in range(depth))
+    closed = "".join(f"\r\n--d{i}--\r\n" for i in reversed(range(depth)))
+    body = "Content-Type: multipart/mixed; boundary=p\r\n\r\n"
+    body += "".join(f"--p\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(parts)) + "--p--"
+    return (head + opened + body + closed).encode()
+
+
+def test_mail_of_too_many_parts_or_too_deep_is_refused_with_552(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        # 1 + 6 parts (the message, its multipart and 5 texts) fit in 8; 2 more levels make depth 3
+        await w.deliver(_multipart(5))
+        await w.deliver(_multipart(5, depth=2))
+        code, text, _ = await w.send(_multipart(8))
+        assert (code, text) == (552, "5.3.4 The message has more than 8 parts")
+        code, text, _ = await w.send(_multipart(1, depth=3))
+        assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
+        assert w.count(messages, messages.c.direction == "inbound") == 2
+
+    run(tmp_path, scenario, max_parts=8, max_depth=3, auto_acknowledge=False)
+    with pytest.raises(Rejected, match="more than 500 parts"):  # the defaults, when called alone
+        parse_inbound(_multipart(500), "ann@example.com")
+    with pytest.raises(Rejected, match="Cannot parse the message: RecursionError"):  # never a stack overflow
+        parse_inbound(_multipart(1, depth=5000), "ann@example.com")
+
+
+def test_mail_past_the_parse_budget_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:
+    # unclosed tags send html.parser superlinear: these 50 kB take it some 20 s; only the budget ends that
+    soup = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: soup\r\nContent-Type: text/html\r\n\r\n" + "<a <b <c\r\n" * 5_000
+
+    async def scenario(w: World) -> None:
+        code, text, _ = await w.send(soup.encode())
+        assert (code, text) == (554, "5.6.0 The message could not be read within 1 s")
+        for _ in range(3):  # both workers are there to read the next mails
+            data, msgid = mail()
+            await w.deliver(data)
+            inbound(w, msgid)
+
+    run(tmp_path, scenario, parse_timeout_s=1.0, auto_acknowledge=False)
+
+
 def test_eight_bit_headers_and_nuls_are_stored_cleanly(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         data = (

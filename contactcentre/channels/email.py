@@ -1,8 +1,9 @@
 """The e-mail channel: customers' mail in over SMTP (aiosmtpd on the centre's loop), agents' replies and
 acknowledgements out through a smarthost.
 
-Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first (anything
-malformed gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
+Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker
+process with a time budget so that no mail can hold the event loop every channel runs on (anything malformed,
+too complex or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
 (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the subject, else a new
 case), and then the stored message, the contact's arrival, the case's due time and the auto-acknowledgement
 are committed in one transaction before the client hears ``250``. A client that loses our answer retries with
@@ -26,12 +27,14 @@ import email.utils
 import functools
 import logging
 import math
+import multiprocessing
 import re
 import smtplib
 import weakref
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from email import errors as email_errors
 from email.headerregistry import Address
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pebble import ProcessExpired, ProcessPool
 from sqlalchemy import Connection, select, update
 
 from contactcentre.events import (
@@ -82,6 +86,8 @@ MAX_ID = 500  # characters in a Message-ID we keep (the column holds 998)
 MAX_REFERENCES = 50
 MAX_NAME = 120  # a display name longer than this is not a name
 MAX_SUBJECT = 998
+MAX_PARTS = 500  # the defaults of server.email.max_parts and max_depth, for parse_inbound called alone
+MAX_DEPTH = 20
 
 # Structural defects: the parser had to guess where parts begin or end, so what we would store is a guess.
 # Lesser defects (bad base64 padding, raw 8-bit headers) are repaired by the parser and accepted: refusing a
@@ -303,6 +309,22 @@ def _body(msg: EmailMessage) -> tuple[str, int]:
     return clean_text(text).strip(), left_out
 
 
+def _check_structure(msg: EmailMessage, max_parts: int, max_depth: int) -> None:
+    """Refuse a mail of more parts or deeper nesting than a customer's mail has (iteratively: the library's
+    own walk recurses, and a deep mail would exhaust the stack)."""
+    parts = 0
+    stack: list[tuple[Any, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if parts > max_parts:
+            raise Rejected(f"552 5.3.4 The message has more than {max_parts} parts")
+        if depth > max_depth:
+            raise Rejected(f"552 5.3.4 The message nests parts more than {max_depth} deep")
+        if part.is_multipart():
+            stack.extend((p, depth + 1) for p in part.get_payload())
+
+
 def parse_inbound(
     data: bytes,
     mail_from: str | None,
@@ -310,13 +332,18 @@ def parse_inbound(
     *,
     own_address: str = "",
     domain: str = "localhost",
+    max_parts: int = MAX_PARTS,
+    max_depth: int = MAX_DEPTH,
 ) -> Inbound:
-    """Parse and check one message as received over SMTP; raises ``Rejected`` with the SMTP reply."""
+    """Parse and check one message as received over SMTP; raises ``Rejected`` with the SMTP reply.
+
+    CPU-bound (a big HTML body or thousands of parts take seconds): the channel runs it in a worker process."""
     try:
         msg = email.message_from_bytes(data, policy=email.policy.default)
     except Exception as exc:
         raise Rejected(f"554 5.6.0 Cannot parse the message: {type(exc).__name__}") from None
     assert isinstance(msg, EmailMessage)
+    _check_structure(msg, max_parts, max_depth)
     fatal = sorted(
         {type(d).__name__ for p in msg.walk() for d in p.defects if isinstance(d, FATAL_DEFECTS)}
         | {type(d).__name__ for d in msg.defects if isinstance(d, FATAL_DEFECTS)}
@@ -373,6 +400,15 @@ def parse_inbound(
         automatic=_is_automatic(msg, mail_from, sender, own_address.lower()),
         recipients=tuple(clean_text(r) for r in dict.fromkeys(rcpts) if r),
     )
+
+
+def _warm_up() -> None:
+    """A first task for the parsing pool, so that it starts its workers."""
+
+
+def _stop_pool(pool: ProcessPool, timeout_s: float) -> None:
+    pool.stop()
+    pool.join(timeout_s)
 
 
 # ------------------------------------------------------------------------------------------- store work
@@ -672,6 +708,7 @@ class EmailChannel:
         self._stop_timeout_s = stop_timeout_s
         self._loop = centre.loop
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email-send")
+        self._parsers: ProcessPool | None = None  # started with the SMTP port
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._stopping = False
@@ -709,6 +746,14 @@ class EmailChannel:
 
         if self._stopping:
             raise RuntimeError("this e-mail channel was stopped; make a new one")
+        # Processes, not threads: parsing is pure Python and a thread would hold the GIL, stalling the loop
+        # just the same. pebble's pool replaces a worker that overran its task's timeout (the standard
+        # library's pool cannot stop one task). Spawned, not forked: the server has threads by now.
+        self._parsers = ProcessPool(
+            max_workers=self.settings.parse_workers, context=multiprocessing.get_context("spawn")
+        )
+        # pebble starts its workers with the first task; spawning them on the loop would stall it
+        await loop.run_in_executor(None, self._parsers.schedule, _warm_up)
         self._server = await loop.create_server(session, host, port)
         bound = self._server.sockets[0].getsockname()[1]
         try:
@@ -753,6 +798,9 @@ class EmailChannel:
         self._retries.clear()
         await self._drain(self._sending)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._parsers is not None:  # nothing is being received any more: no parse is wanted
+            await self._loop.run_in_executor(None, _stop_pool, self._parsers, self._stop_timeout_s)
+            self._parsers = None
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), self._stop_timeout_s)
@@ -818,9 +866,29 @@ class EmailChannel:
         # retry is recognised as a duplicate.
         return await asyncio.shield(task)
 
+    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
+        """``parse_inbound`` in a worker process, within ``parse_timeout_s``; raises ``Rejected``."""
+        if self._parsers is None:
+            raise Rejected("421 4.3.2 Service shutting down; please try again later")
+        settings = self.settings
+        kw = {"own_address": self.address, "domain": self.domain}
+        kw |= {"max_parts": settings.max_parts, "max_depth": settings.max_depth}
+        job = self._parsers.schedule(parse_inbound, (data, mail_from, rcpts), kw, timeout=settings.parse_timeout_s)
+        try:
+            return await asyncio.wrap_future(job)
+        except FutureTimeout:  # the worker was killed and is being replaced
+            raise Rejected(
+                f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s"
+            ) from None
+        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory)
+            raise Rejected(f"554 5.6.0 Cannot parse the message ({exc})") from None
+        except asyncio.CancelledError:
+            job.cancel()  # stops the worker too
+            raise
+
     async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> str:
         try:
-            mail = parse_inbound(data, mail_from, rcpts, own_address=self.address, domain=self.domain)
+            mail = await self._parse(data, mail_from, rcpts)
         except Rejected as r:
             log.info("e-mail from %r refused: %s", mail_from, r.reply)
             return r.reply
