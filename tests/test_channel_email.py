@@ -304,9 +304,10 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         # only References, the nearest one unknown to us
         refs, refs_id = mail("more", headers=[("References", f"<{first_id}> <unknown@elsewhere>")])
         await w.deliver(refs)
-        # a colleague with no headers at all, but the token in the subject
-        token_mail, token_id = mail(f"Fwd: about [#{token}]", sender="bob@example.org")
-        await w.deliver(token_mail, mail_from="bob@example.org")
+        # Ann from another of her addresses, with no headers at all but the token in the subject
+        await write(w.centre, customer_store.add_identity, case_row(w, case_id).customer_id, "email", "ann@work.test", 0)
+        token_mail, token_id = mail(f"Fwd: about [#{token}]", sender="ann@work.test")
+        await w.deliver(token_mail, mail_from="ann@work.test")
 
         rows = [inbound(w, m) for m in (first_id, reply_id, refs_id, token_id)]
         assert {r.case_id for r in rows} == {case_id}
@@ -337,6 +338,28 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         assert f"[#{case_row(w, new_case).token}]" in ack3["Subject"] and f"[#{token}]" not in ack3["Subject"]
 
     run(tmp_path, scenario)
+
+
+def test_a_stranger_naming_a_case_starts_a_new_one_and_learns_nothing_of_it(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        first, first_id = mail("Divorce papers")
+        await w.deliver(first)
+        ann_case = case_row(w, inbound(w, first_id).case_id)
+        _, _, ack = await w.sink.next()
+        # Mallory knows the token (and even a Message-ID of the case) but is not Ann
+        for headers in ([], [("In-Reply-To", ack["Message-ID"])]):
+            probe, probe_id = mail(f"Re: [#{ann_case.token}]", "reopen it", sender="mallory@example.net", headers=headers)
+            await w.deliver(probe, mail_from="mallory@example.net")
+            row = inbound(w, probe_id)
+            assert row.case_id != ann_case.id
+            assert case_row(w, row.case_id).customer_id != ann_case.customer_id
+        envelope_from, rcpts, to_mallory = await w.sink.next()
+        assert rcpts == ["mallory@example.net"]
+        text = f"{to_mallory['Subject']} {to_mallory.get_content()}"
+        assert "Divorce" not in text and ann_case.token not in text
+        assert case_row(w, ann_case.id).status == "new"  # untouched
+
+    run(tmp_path, scenario, ack_once_per_s=0)
 
 
 def test_queue_follows_the_address_written_to_and_stays_with_the_case(tmp_path: Path) -> None:

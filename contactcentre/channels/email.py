@@ -447,33 +447,13 @@ def _intake(conn: Connection, mail: Inbound, now_ms: int, address_queue: str, em
     customer_id = customer_store.surviving_id(conn, customer_id) or customer_id
     person = conn.execute(select(customers.c.name, customers.c.tier).where(customers.c.id == customer_id)).first()
 
-    case = None
-    wanted = mail.thread_ids()
-    if wanted:
-        rows = conn.execute(
-            select(messages.c.message_id, messages.c.case_id).where(
-                messages.c.message_id.in_(wanted), messages.c.case_id.is_not(None)
-            )
-        ).all()
-        by_id = {r.message_id: r.case_id for r in rows}
-        for mid in wanted:
-            if mid in by_id:
-                case = conn.execute(select(cases).where(cases.c.id == by_id[mid])).mappings().first()
-                break
-    if case is None or case["status"] == "closed":
-        # a closed case stays closed: its token is passed over and a new case starts
-        tokens = case_store.TOKEN_IN_SUBJECT.findall(mail.subject or "")
-        if tokens:
-            found = {
-                r["token"]: r
-                for r in conn.execute(
-                    select(cases).where(cases.c.token.in_(tokens), cases.c.status != "closed")
-                ).mappings()
-            }
-            case = next((found[t] for t in tokens if t in found), None)
-        else:
-            case = None
-    if case is not None and case["status"] != "closed":
+    case = _threaded_case(conn, mail)
+    if case is not None and not _owns(conn, customer_id, case):
+        # A case token (or a Message-ID) is no key: whoever is not the case's customer starts a case of their
+        # own, and hears nothing of the other one (its subject is in the acknowledgement).
+        log.info("e-mail from %s names case %s of another customer: a new case", mail.from_addr, case["token"])
+        case = None
+    if case is not None:
         queue = case["queue"] if case["queue"] in email_queues else address_queue
         return _Intake(
             duplicate=False,
@@ -499,6 +479,40 @@ def _intake(conn: Connection, mail: Inbound, now_ms: int, address_queue: str, em
         queue=address_queue,
         new_case=True,
     )
+
+
+def _threaded_case(conn: Connection, mail: Inbound) -> Any:
+    """The open case a mail answers: by In-Reply-To / References, else by a case token in its subject."""
+    case = None
+    wanted = mail.thread_ids()
+    if wanted:
+        rows = conn.execute(
+            select(messages.c.message_id, messages.c.case_id).where(
+                messages.c.message_id.in_(wanted), messages.c.case_id.is_not(None)
+            )
+        ).all()
+        by_id = {r.message_id: r.case_id for r in rows}
+        for mid in wanted:
+            if mid in by_id:
+                case = conn.execute(select(cases).where(cases.c.id == by_id[mid])).mappings().first()
+                break
+    if case is None or case["status"] == "closed":
+        # a closed case stays closed: its token is passed over and a new case starts
+        tokens = case_store.TOKEN_IN_SUBJECT.findall(mail.subject or "")
+        if not tokens:
+            return None
+        found = {
+            r["token"]: r
+            for r in conn.execute(select(cases).where(cases.c.token.in_(tokens), cases.c.status != "closed")).mappings()
+        }
+        case = next((found[t] for t in tokens if t in found), None)
+    return case
+
+
+def _owns(conn: Connection, customer_id: str, case: Any) -> bool:
+    """Whether the case belongs to this customer (any of their addresses, or a customer merged into them)."""
+    owner = case["customer_id"]
+    return owner is not None and customer_store.surviving_id(conn, owner) == customer_id
 
 
 def _case_touched(case_id: str, now_ms: int, due_ms: int | None, conn: Connection) -> None:
