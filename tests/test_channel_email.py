@@ -337,7 +337,7 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         _, _, ack3 = await w.sink.next()
         assert f"[#{case_row(w, new_case).token}]" in ack3["Subject"] and f"[#{token}]" not in ack3["Subject"]
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, ack_once_per_s=0)  # every (re)opened case acknowledged: no once-a-day memory
 
 
 def test_a_stranger_naming_a_case_starts_a_new_one_and_learns_nothing_of_it(tmp_path: Path) -> None:
@@ -594,6 +594,48 @@ def test_auto_replies_bounces_and_lists_are_not_acknowledged(tmp_path: Path) -> 
         assert bare(ack["In-Reply-To"]) == msgid
 
     run(tmp_path, scenario)
+
+
+def test_acknowledgements_follow_rfc_3834_to_the_envelope_sender_once_a_day(tmp_path: Path) -> None:
+    async def forged_and_looping(w: World) -> None:
+        # a forged From: the acknowledgement goes to the envelope sender, never to the address written in From
+        forged, _ = mail("Your account", sender="Victim <victim@example.org>")
+        await w.deliver(forged, mail_from="mallory@example.net")
+        _, rcpts, ack = await w.sink.next()
+        assert rcpts == ["mallory@example.net"] and ack["To"] == "mallory@example.net"
+        # a naive autoresponder (no Auto-Submitted, no In-Reply-To, a subject of its own each time): its first mail
+        # is acknowledged, and nothing after that, so two responders cannot loop
+        for i in range(5):
+            data, _ = mail(f"I am away ({i})", sender="bot@example.com")
+            await w.deliver(data, mail_from="bot@example.com")
+        # list software's return paths and list headers are never answered
+        for return_path, headers in [
+            ("owner-news@lists.example", []),
+            ("news-request@lists.example", []),
+            ("news-bounces+ann=example.com@lists.example", []),
+            ("ann@example.com", [("List-Post", "<mailto:news@lists.example>")]),
+        ]:
+            data, _ = mail("Newsletter", headers=headers)
+            await w.deliver(data, mail_from=return_path)
+        acks = [(r.recipient, r.subject) for r in outbound(w)]
+        assert [a[0] for a in acks] == ["mallory@example.net", "bot@example.com"], acks
+        assert "victim@example.org" not in {r[0] for r in w.rows(select(messages.c.recipient))}
+
+    async def after_a_restart(w: World) -> None:
+        # the memory is the store's: a restarted centre still does not answer the autoresponder today
+        data, msgid = mail("I am still away", sender="bot@example.com")
+        await w.deliver(data, mail_from="bot@example.com")
+        assert inbound(w, msgid) is not None
+        assert len(outbound(w)) == 2
+        # a day later it is acknowledged again
+        real = w.centre.now_ms
+        w.centre.now_ms = lambda: real() + 86_400_000  # type: ignore[method-assign]
+        data, _ = mail("Back again", sender="bot@example.com")
+        await w.deliver(data, mail_from="bot@example.com")
+        assert [r.recipient for r in outbound(w)][2:] == ["bot@example.com"]
+
+    run(tmp_path, forged_and_looping)
+    run(tmp_path, after_a_restart)
 
 
 # ------------------------------------------------------------------------------------------------ outbound

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -101,7 +102,9 @@ FATAL_DEFECTS: tuple[type[email_errors.MessageDefect], ...] = (
     email_errors.InvalidMultipartContentTransferEncodingDefect,
 )
 AUTOMATIC_SENDERS = frozenset({"mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply"})
-AUTOMATIC_HEADERS = ("List-Id", "List-Unsubscribe", "X-Autoreply", "X-Autorespond", "X-Autorespond-Original")
+AUTOMATIC_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autorespond-Original", "X-Auto-Response-Suppress")
+# RFC 3834 section 2: list software's return paths; never answered automatically.
+_AUTOMATIC_LOCAL = re.compile(r"^(?:owner-.*|.*-request|.*-bounces?(?:\+.*)?|bounces?(?:[+=-].*)?)$")
 
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _VALID_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]+$")  # printable ASCII without < > and space
@@ -246,6 +249,7 @@ class Inbound:
     attachments: int
     automatic: bool  # an auto-reply, bounce or list mail: never acknowledged (mail loops)
     recipients: tuple[str, ...]  # envelope RCPT TO, then To/Cc, lower case
+    return_path: str | None = None  # the envelope sender (MAIL FROM), normalised: where an acknowledgement goes
 
     def thread_ids(self) -> list[str]:
         """Message-IDs this mail answers, nearest first."""
@@ -273,8 +277,23 @@ def _raw_header(msg: EmailMessage, name: str) -> str | None:
     return None
 
 
-def _is_automatic(msg: EmailMessage, mail_from: str | None, sender: str, own: str) -> bool:
-    if not mail_from or mail_from == "<>":  # a bounce (RFC 5321 null reverse-path)
+def _return_path(mail_from: str | None) -> str | None:
+    """The envelope sender as an address we could answer, or None (the null sender ``<>``, or garbage)."""
+    try:
+        return normalise_email(clean_text((mail_from or "").strip().strip("<>")))
+    except IdentityError:
+        return None
+
+
+def _automatic_address(address: str, own: str) -> bool:
+    local = address.partition("@")[0]
+    return address == own or local in AUTOMATIC_SENDERS or bool(_AUTOMATIC_LOCAL.match(local))
+
+
+def _is_automatic(msg: EmailMessage, return_path: str | None, sender: str, own: str) -> bool:
+    """RFC 3834: mail that must never be answered automatically (a bounce, an auto-reply, list or bulk mail,
+    mail from a daemon or from ourselves)."""
+    if return_path is None:  # a bounce (RFC 5321 null reverse-path), or no address to answer
         return True
     auto = clean_line(_raw_header(msg, "Auto-Submitted"))
     if auto and auto.lower() != "no":
@@ -284,7 +303,9 @@ def _is_automatic(msg: EmailMessage, mail_from: str | None, sender: str, own: st
         return True
     if any(_raw_header(msg, h) is not None for h in AUTOMATIC_HEADERS):
         return True
-    return sender == own or sender.partition("@")[0] in AUTOMATIC_SENDERS
+    if any(key.lower().startswith("list-") for key in msg.keys()):  # List-Id, List-Unsubscribe, ... (RFC 2369)
+        return True
+    return _automatic_address(sender, own) or _automatic_address(return_path, own)
 
 
 def _body(msg: EmailMessage) -> tuple[str, int]:
@@ -379,6 +400,7 @@ def parse_inbound(
         note = f"[{attachments} attachment{'s' if attachments != 1 else ''} not kept]"
         body = f"{body}\n\n{note}" if body else note
 
+    return_path = _return_path(mail_from)
     ids = _ids(_raw_header(msg, "Message-ID"))
     given = bool(ids)
     message_id = ids[0] if ids else email.utils.make_msgid(domain=domain)[1:-1]
@@ -397,8 +419,9 @@ def parse_inbound(
         references=tuple(_ids(_raw_header(msg, "References"))[-MAX_REFERENCES:]),
         body=body,
         attachments=attachments,
-        automatic=_is_automatic(msg, mail_from, sender, own_address.lower()),
+        automatic=_is_automatic(msg, return_path, sender, own_address.lower()),
         recipients=tuple(clean_text(r) for r in dict.fromkeys(rcpts) if r),
+        return_path=return_path,
     )
 
 
@@ -426,10 +449,24 @@ class _Intake:
     queue: str | None = None
     new_case: bool = False
     reopened: bool = False
+    acknowledged: bool = False  # the envelope sender had an acknowledgement within ack_once_per_s
 
 
-def _intake(conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]) -> _Intake:
+def _intake(
+    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str], ack_since_ms: int
+) -> _Intake:
     """Identify the sender and find (or open) the case; in one transaction of its own."""
+    got = _intake_case(conn, mail, now_ms, address_queue, email_queues)
+    if got.duplicate or mail.automatic or mail.return_path is None or not (got.new_case or got.reopened):
+        return got
+    assert got.customer_id is not None
+    recent = case_store.acknowledged_since(conn, got.customer_id, mail.return_path, SYSTEM_AGENT, ack_since_ms)
+    return dataclasses.replace(got, acknowledged=recent)
+
+
+def _intake_case(
+    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]
+) -> _Intake:
     if mail.given_id:
         seen = conn.execute(
             select(messages.c.id)
@@ -735,6 +772,8 @@ class EmailChannel:
         self._held: set[tuple[str, str]] = set()
         self._watching: dict[str, _Watch] = {}
         self._outcomes: collections.OrderedDict[str, str] = collections.OrderedDict()
+        # envelope sender -> when we last acknowledged (ms), oldest first
+        self._acked: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._unsubscribe: Callable[[], None] | None = centre.subscribe(self._on_events)
         centre.channels["email"] = self
@@ -945,7 +984,9 @@ class EmailChannel:
         centre = self.centre
         await centre.room()
         try:
-            got = await self.centre.write(_intake, mail, centre.now_ms(), self._address_queue(mail), self._email_queues)
+            now = centre.now_ms()
+            since = now - int(self.settings.ack_once_per_s * 1000)
+            got = await self.centre.write(_intake, mail, now, self._address_queue(mail), self._email_queues, since)
         except IdentityError:
             return "550 5.1.7 The From address is not an e-mail address"
         if got.duplicate:
@@ -998,9 +1039,11 @@ class EmailChannel:
                 elif watch.failed:
                     log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
                 centre.stage(functools.partial(_case_touched, got.case_id, now, watch.deadline_ms))
-                if self.settings.auto_acknowledge and (got.new_case or got.reopened) and not mail.automatic:
+                if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
+                    self._acked[ack.recipient] = now
+                    self._acked.move_to_end(ack.recipient)
         finally:
             self._watching.pop(contact_id, None)
         try:
@@ -1014,6 +1057,19 @@ class EmailChannel:
             self._schedule(ack, 0)
         return f"250 2.0.0 OK: case [#{got.token}]"
 
+    def _acknowledge(self, mail: Inbound, got: _Intake, now_ms: int) -> bool:
+        """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
+        ``ack_once_per_s``: the store remembers across restarts, ``_acked`` covers mails being stored at once
+        and a sender naming several customers."""
+        if not self.settings.auto_acknowledge or not (got.new_case or got.reopened) or mail.automatic:
+            return False
+        if got.acknowledged or mail.return_path is None:
+            return False
+        period_ms = int(self.settings.ack_once_per_s * 1000)
+        while self._acked and next(iter(self._acked.values())) <= now_ms - period_ms:
+            self._acked.popitem(last=False)  # in time order: the oldest go first
+        return mail.return_path not in self._acked
+
     def _acknowledgement(self, mail: Inbound, got: _Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
         promise = promise_text(now_ms, deadline_ms, self._tz) if deadline_ms is not None else None
         body = self._ack_template.render(
@@ -1023,9 +1079,10 @@ class EmailChannel:
             promise=promise,
             centre=self.centre.config.name,
         )
+        assert mail.return_path is not None
         return Outgoing(
             message_id=self._new_message_id(),
-            recipient=mail.from_addr,
+            recipient=mail.return_path,  # RFC 3834 section 4: the envelope sender, not a From anyone can write
             subject=reply_subject(got.case_subject, got.token),
             body=body,
             at_ms=now_ms,
