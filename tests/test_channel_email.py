@@ -390,6 +390,17 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         await w.deliver(other, mail_from="eve@example.net")
         assert w.count(interactions) == 2
 
+        # a mail without a Message-ID, retried: recognised by its envelope, Date and body
+        bare_mail = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: no id\r\nDate: Mon, 7 Dec 2026 10:00:00 +0100\r\n\r\n"
+        first = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
+        again = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
+        assert "already received" in again and "already received" not in first
+        assert w.count(interactions) == 3
+        # another body, or the same mail to another address, is another mail
+        await w.deliver(f"{bare_mail}Hello again?\r\n".encode())
+        await w.deliver(f"{bare_mail}Hello?\r\n".encode(), to=["billing@centre.test"])
+        assert w.count(interactions) == 5
+
     run(tmp_path, scenario, auto_acknowledge=False)
 
 

@@ -7,7 +7,8 @@ too complex or too slow to read gets a 5xx and nothing is stored), the sender is
 (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the subject, else a new
 case), and then the stored message, the contact's arrival, the case's due time and the auto-acknowledgement
 are committed in one transaction before the client hears ``250``. A client that loses our answer retries with
-the same Message-ID; that is recognised and answered ``250`` without a second contact.
+the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail without a
+Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
@@ -26,6 +27,7 @@ import email
 import email.policy
 import email.utils
 import functools
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -241,8 +243,8 @@ class Inbound:
     from_addr: str  # normalised (lower case)
     name: str | None
     subject: str | None
-    message_id: str  # without angle brackets; minted here when the message had none
-    given_id: bool  # the Message-ID came with the message (so a retried delivery is recognisable)
+    message_id: str  # without angle brackets; derived from the content when the message had none (_derived_id)
+    given_id: bool  # the Message-ID came with the message (only then do our replies refer to it)
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
     body: str
@@ -330,6 +332,17 @@ def _body(msg: EmailMessage) -> tuple[str, int]:
     return clean_text(text).strip(), left_out
 
 
+def _derived_id(data: bytes, msg: EmailMessage, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
+    """A Message-ID for a mail that came without one, the same for every delivery of that mail: a client that
+    retries (it lost our 250) sends the same envelope, Date and body, and so is recognised as a retry."""
+    body = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[-1]
+    digest = hashlib.sha256()
+    for value in (mail_from or "", *sorted(r.lower() for r in recipients), _raw_header(msg, "Date") or ""):
+        digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(hashlib.sha256(body).digest())
+    return f"{digest.hexdigest()[:40]}.no-message-id@{domain}"
+
+
 def _check_structure(msg: EmailMessage, max_parts: int, max_depth: int) -> None:
     """Refuse a mail of more parts or deeper nesting than a customer's mail has (iteratively: the library's
     own walk recurses, and a deep mail would exhaust the stack)."""
@@ -403,7 +416,7 @@ def parse_inbound(
     return_path = _return_path(mail_from)
     ids = _ids(_raw_header(msg, "Message-ID"))
     given = bool(ids)
-    message_id = ids[0] if ids else email.utils.make_msgid(domain=domain)[1:-1]
+    message_id = ids[0] if ids else _derived_id(data, msg, mail_from, recipients, domain)
     rcpts = [r.strip().strip("<>").lower() for r in recipients]
     for name_ in ("To", "Cc"):
         with contextlib.suppress(Exception):
@@ -467,19 +480,18 @@ def _intake(
 def _intake_case(
     conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]
 ) -> _Intake:
-    if mail.given_id:
-        seen = conn.execute(
-            select(messages.c.id)
-            .where(
-                messages.c.message_id == mail.message_id,
-                messages.c.direction == "inbound",
-                messages.c.channel == "email",
-                messages.c.author == mail.from_addr,
-            )
-            .limit(1)
-        ).first()
-        if seen is not None:
-            return _Intake(duplicate=True)
+    seen = conn.execute(
+        select(messages.c.id)
+        .where(
+            messages.c.message_id == mail.message_id,
+            messages.c.direction == "inbound",
+            messages.c.channel == "email",
+            messages.c.author == mail.from_addr,
+        )
+        .limit(1)
+    ).first()
+    if seen is not None:
+        return _Intake(duplicate=True)
     customer_id, _ = customer_store.identify(conn, "email", mail.from_addr, now_ms, name=mail.name)
     customer_id = customer_store.surviving_id(conn, customer_id) or customer_id
     person = conn.execute(select(customers.c.name, customers.c.tier).where(customers.c.id == customer_id)).first()
@@ -948,30 +960,28 @@ class EmailChannel:
         except Exception:
             log.exception("e-mail: parsing failed")
             return "554 5.6.0 Cannot parse the message"
-        key = (mail.message_id, mail.from_addr) if mail.given_id else None
-        if key is not None:
-            other = self._storing.get(key)
-            if other is not None:  # the client gave up on us and sent it again while we are storing it
-                reply = await asyncio.shield(other)
-                return "250 2.0.0 OK: already received" if reply.startswith("250") else reply
-            if key in self._held:
-                try:
-                    await self.centre.commit()
-                except Exception:
-                    return "451 4.3.0 The message store is unavailable; please try again later"
-                self._held.discard(key)
-                return "250 2.0.0 OK: already received"
-            current = asyncio.current_task()
-            assert current is not None
-            self._storing[key] = current  # type: ignore[assignment]
+        key = (mail.message_id, mail.from_addr)
+        other = self._storing.get(key)
+        if other is not None:  # the client gave up on us and sent it again while we are storing it
+            reply = await asyncio.shield(other)
+            return "250 2.0.0 OK: already received" if reply.startswith("250") else reply
+        if key in self._held:
+            try:
+                await self.centre.commit()
+            except Exception:
+                return "451 4.3.0 The message store is unavailable; please try again later"
+            self._held.discard(key)
+            return "250 2.0.0 OK: already received"
+        current = asyncio.current_task()
+        assert current is not None
+        self._storing[key] = current  # type: ignore[assignment]
         try:
             return await self._store(mail, key)
         except Exception:
             log.exception("e-mail: storing a message from %s failed", mail.from_addr)
             return "451 4.3.0 The message could not be stored; please try again later"
         finally:
-            if key is not None:
-                self._storing.pop(key, None)
+            self._storing.pop(key, None)
 
     def _address_queue(self, mail: Inbound) -> str:
         for rcpt in mail.recipients:
@@ -980,7 +990,7 @@ class EmailChannel:
                 return queue
         return self._default_queue
 
-    async def _store(self, mail: Inbound, key: tuple[str, str] | None) -> str:
+    async def _store(self, mail: Inbound, key: tuple[str, str]) -> str:
         centre = self.centre
         await centre.room()
         try:
@@ -1050,8 +1060,7 @@ class EmailChannel:
             await centre.commit()
         except Exception:
             log.exception("e-mail: committing a message from %s failed", mail.from_addr)
-            if key is not None:
-                self._held.add(key)
+            self._held.add(key)
             return "451 4.3.0 The message store is unavailable; please try again later"
         if ack is not None:
             self._schedule(ack, 0)
