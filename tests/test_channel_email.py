@@ -305,7 +305,8 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         refs, refs_id = mail("more", headers=[("References", f"<{first_id}> <unknown@elsewhere>")])
         await w.deliver(refs)
         # Ann from another of her addresses, with no headers at all but the token in the subject
-        await write(w.centre, customer_store.add_identity, case_row(w, case_id).customer_id, "email", "ann@work.test", 0)
+        ann = case_row(w, case_id).customer_id
+        await write(w.centre, customer_store.add_identity, ann, "email", "ann@work.test", 0)
         token_mail, token_id = mail(f"Fwd: about [#{token}]", sender="ann@work.test")
         await w.deliver(token_mail, mail_from="ann@work.test")
 
@@ -348,12 +349,13 @@ def test_a_stranger_naming_a_case_starts_a_new_one_and_learns_nothing_of_it(tmp_
         _, _, ack = await w.sink.next()
         # Mallory knows the token (and even a Message-ID of the case) but is not Ann
         for headers in ([], [("In-Reply-To", ack["Message-ID"])]):
-            probe, probe_id = mail(f"Re: [#{ann_case.token}]", "reopen it", sender="mallory@example.net", headers=headers)
+            subject = f"Re: [#{ann_case.token}]"
+            probe, probe_id = mail(subject, "reopen it", sender="mallory@example.net", headers=headers)
             await w.deliver(probe, mail_from="mallory@example.net")
             row = inbound(w, probe_id)
             assert row.case_id != ann_case.id
             assert case_row(w, row.case_id).customer_id != ann_case.customer_id
-        envelope_from, rcpts, to_mallory = await w.sink.next()
+        _, rcpts, to_mallory = await w.sink.next()
         assert rcpts == ["mallory@example.net"]
         text = f"{to_mallory['Subject']} {to_mallory.get_content()}"
         assert "Divorce" not in text and ann_case.token not in text

@@ -1,14 +1,14 @@
 """The e-mail channel: customers' mail in over SMTP (aiosmtpd on the centre's loop), agents' replies and
 acknowledgements out through a smarthost.
 
-Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker
-process with a time budget so that no mail can hold the event loop every channel runs on (anything malformed,
-too complex or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
-(In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the subject, else a new
-case), and then the stored message, the contact's arrival, the case's due time and the auto-acknowledgement
-are committed in one transaction before the client hears ``250``. A client that loses our answer retries with
-the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail without a
-Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
+Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker process
+with a time budget so that no mail can hold the event loop every channel runs on (anything malformed, too complex
+or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
+of that customer's (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the
+subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
+auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
+answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
+without a Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
@@ -305,7 +305,7 @@ def _is_automatic(msg: EmailMessage, return_path: str | None, sender: str, own: 
         return True
     if any(_raw_header(msg, h) is not None for h in AUTOMATIC_HEADERS):
         return True
-    if any(key.lower().startswith("list-") for key in msg.keys()):  # List-Id, List-Unsubscribe, ... (RFC 2369)
+    if any(key.lower().startswith("list-") for key in msg):  # List-Id, List-Unsubscribe, ... (RFC 2369)
         return True
     return _automatic_address(sender, own) or _automatic_address(return_path, own)
 
@@ -942,9 +942,7 @@ class EmailChannel:
         try:
             return await asyncio.wrap_future(job)
         except FutureTimeout:  # the worker was killed and is being replaced
-            raise Rejected(
-                f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s"
-            ) from None
+            raise Rejected(f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s") from None
         except ProcessExpired as exc:  # the worker died on it (e.g. out of memory)
             raise Rejected(f"554 5.6.0 Cannot parse the message ({exc})") from None
         except asyncio.CancelledError:
