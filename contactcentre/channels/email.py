@@ -80,6 +80,7 @@ RETRY_BASE_S = 30.0
 RETRY_MAX_S = 3600.0
 SEND_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+WORKER_START_S = 30.0  # for a parsing worker to start (import the channel's modules) on a busy machine
 MAX_RECIPIENTS = 100  # per SMTP transaction; each is kept in memory until DATA ends
 # A transaction that read before writing fails at once on SQLite when another committed in between (its WAL
 # snapshot is stale; busy_timeout does not apply), and two first mails of one new sender race for one identity
@@ -439,7 +440,22 @@ def parse_inbound(
 
 
 def _warm_up() -> None:
-    """A first task for the parsing pool, so that it starts its workers."""
+    """A first task for the parsing pool: pebble starts its workers with the first task."""
+
+
+def _worker_started(started: Any) -> None:
+    """Each parsing worker's initializer: tells the server it is up (``_start_pool``)."""
+    started.release()
+
+
+def _start_pool(pool: ProcessPool, started: Any, workers: int, timeout_s: float) -> None:
+    """Start the pool's workers and wait until each is up. A worker still being spawned when the pool stops
+    (a server stopped right after its start) would die reading the pool's semaphores, gone by then."""
+    pool.schedule(_warm_up)
+    for _ in range(workers):
+        if not started.acquire(timeout=timeout_s):
+            log.warning("e-mail: a parsing worker did not start within %.0f s", timeout_s)
+            return
 
 
 def _stop_pool(pool: ProcessPool, timeout_s: float) -> None:
@@ -814,11 +830,11 @@ class EmailChannel:
         # Processes, not threads: parsing is pure Python and a thread would hold the GIL, stalling the loop
         # just the same. pebble's pool replaces a worker that overran its task's timeout (the standard
         # library's pool cannot stop one task). Spawned, not forked: the server has threads by now.
-        self._parsers = ProcessPool(
-            max_workers=self.settings.parse_workers, context=multiprocessing.get_context("spawn")
-        )
-        # pebble starts its workers with the first task; spawning them on the loop would stall it
-        await loop.run_in_executor(None, self._parsers.schedule, _warm_up)
+        spawn = multiprocessing.get_context("spawn")
+        started = spawn.Semaphore(0)
+        workers = self.settings.parse_workers
+        self._parsers = ProcessPool(workers, initializer=_worker_started, initargs=(started,), context=spawn)
+        await loop.run_in_executor(None, _start_pool, self._parsers, started, workers, WORKER_START_S)
         self._server = await loop.create_server(session, host, port)
         bound = self._server.sockets[0].getsockname()[1]
         try:
