@@ -188,7 +188,13 @@ class EmailServerConfig(_Strict):
     """The e-mail channel: inbound SMTP on ``server.smtp_port``, outbound through a smarthost.
 
     ``queues_by_address`` routes by the address a customer wrote to (``billing@...`` → ``billing``);
-    everything else goes to ``queue``. ``address`` is our From for acknowledgements and replies."""
+    everything else goes to ``queue``. ``address`` is our From for acknowledgements and replies.
+
+    Inbound mail is parsed in ``parse_workers`` worker processes, never on the server's event loop: a mail
+    that takes longer than ``parse_timeout_s`` to read, or has more than ``max_parts`` MIME parts or parts
+    nested deeper than ``max_depth``, is refused with a 5xx at DATA (its sender gets a bounce; nothing that
+    was answered 250 is dropped) and the worker reading it is replaced. ``ack_once_per_s``: one automatic
+    acknowledgement per sender address in this period at most (RFC 3834), so two responders cannot loop."""
 
     enabled: bool = True
     queue: str | None = None  # default: the first queue that serves e-mail
@@ -199,6 +205,11 @@ class EmailServerConfig(_Strict):
     smarthost: str = "127.0.0.1"
     smarthost_port: int = 25
     send_attempts: int = 5
+    max_parts: int = 500  # MIME parts in one mail, the message itself included
+    max_depth: int = 20  # multipart / message/rfc822 nesting levels
+    parse_timeout_s: float = 15.0  # CPU a mail may take to parse (a normal 10 MB HTML mail needs a few seconds)
+    parse_workers: int = 2
+    ack_once_per_s: float = 86400.0
 
 
 class ChatServerConfig(_Strict):
@@ -317,6 +328,9 @@ class ServerConfig(_Strict):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     # Bearer token for GET /metrics; unset, only loopback clients may scrape (docs/metrics.md).
     metrics_token: str | None = None
+    # The event loop serves every channel: a callback that holds it longer than this is logged as a warning
+    # (each lateness is also in the contactcentre_event_loop_lag_seconds histogram, docs/metrics.md).
+    loop_lag_warn_s: float = 0.05
 
 
 def default_number(lead: int, index: int, count: int) -> str:
@@ -746,6 +760,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             fail(f"server.auth.origins[{i}]", f"{origin!r} is not an origin like https://console.example.com")
     _check_limits(srv.limits, fail)
+    if not srv.loop_lag_warn_s > 0:
+        fail("server.loop_lag_warn_s", "must be > 0")
     for key in ("http_port", "smtp_port", "ws_port", "cti_port"):
         if not 0 <= getattr(srv, key) <= 65535:
             fail(f"server.{key}", f"{getattr(srv, key)} is not a port (0-65535; 0 picks a free one)")
@@ -766,6 +782,13 @@ def _check(cfg: CentreConfig, source: str) -> None:
             fail("server.email.max_message_bytes", "must be at least 1024")
         if srv.email.send_attempts < 1:
             fail("server.email.send_attempts", "must be at least 1")
+        for key in ("max_parts", "max_depth", "parse_workers"):
+            if getattr(srv.email, key) < 1:
+                fail(f"server.email.{key}", "must be at least 1")
+        if not srv.email.parse_timeout_s > 0:
+            fail("server.email.parse_timeout_s", "must be > 0")
+        if srv.email.ack_once_per_s < 0:
+            fail("server.email.ack_once_per_s", "must be >= 0")
     if srv.chat.enabled and cfg.queues:
         serves("server.chat.queue", srv.chat.queue, "chat")
         serves("server.chat.offline_queue", srv.chat.offline_queue, "email")

@@ -18,9 +18,10 @@ router, so no lock is needed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -76,8 +77,15 @@ HANDLE_BUCKETS = (30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 3600, 7
 # only grow, and bias = (sum late − sum early) / count, mean absolute error = (sum late + sum early) / count.
 EWT_ERROR_BUCKETS = (0, 10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 14400, 86400)
 
+# How late the event loop ran a timer: every channel is served by that one loop, so any lateness here is
+# lateness for every call, chat and console. The watchdog promises under 50 ms; seconds mean a stall.
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LOOP_LAG_INTERVAL_S = 0.1
+
 NO_TIER = "none"
 OTHER = "other"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -377,6 +385,54 @@ class CentreMetrics:
         self.messages_sent.labels(self._channel(ev.channel)).inc()
 
 
+class _Timers(Protocol):
+    """What ``LoopLag`` needs of an event loop (a test passes a fake clock)."""
+
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Any: ...
+
+
+class LoopLag:
+    """The event-loop watchdog: one timer, re-armed every ``interval_s``, that records how late it fired
+    (``contactcentre_event_loop_lag_seconds``) and logs a warning when that is over ``warn_s``. A late timer
+    means some callback held the loop, and with it every channel, for that long."""
+
+    def __init__(
+        self, loop: _Timers, registry: CollectorRegistry, *, warn_s: float, interval_s: float = LOOP_LAG_INTERVAL_S
+    ) -> None:
+        self.lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "How late the server's event loop ran a timer due every 100 ms (a stall delays every channel)",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+        self._loop = loop
+        self._warn_s = warn_s
+        self._interval_s = interval_s
+        self._due = 0.0
+        self._handle: Any = None
+
+    def start(self) -> None:
+        self._arm()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self) -> None:
+        self._due = self._loop.time() + self._interval_s
+        self._handle = self._loop.call_later(self._interval_s, self._fired)
+
+    def _fired(self) -> None:
+        late = max(0.0, self._loop.time() - self._due)
+        self.lag.observe(late)
+        if late > self._warn_s:
+            log.warning("the event loop ran %.0f ms late: every channel waited that long", late * 1000)
+        self._arm()
+
+
 _FELL_THROUGH: dict[type, str] = {OfferRejected: "rejected", OfferExpired: "expired", OfferCancelled: "cancelled"}
 
 # Contact states that count as waiting (LiveStats' definition: queued, or being offered to an agent).
@@ -476,4 +532,4 @@ class LiveCollector(Collector):
         yield from fam.values()
 
 
-__all__ = ["CentreMetrics", "LiveCollector"]
+__all__ = ["CentreMetrics", "LiveCollector", "LoopLag"]

@@ -494,7 +494,7 @@ async def serve(
     from contactcentre.channels.voice import VoiceChannel, switch_config
     from contactcentre.cti import Switch
     from contactcentre.cti.link import CtiServer
-    from contactcentre.metrics import CentreMetrics
+    from contactcentre.metrics import CentreMetrics, LoopLag
     from contactcentre.web import DashboardSite
     from contactcentre.web.api import Api
     from contactcentre.web.auth import WebAuth
@@ -539,6 +539,7 @@ async def serve(
     sip: Any = None
     sip_listening = None
     live_hub: Any = None
+    loop_lag: LoopLag | None = None
     try:
         takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
         if srv.voice.enabled and takes_calls:
@@ -623,7 +624,10 @@ async def serve(
         pages_ = {b"chat": widget_resource(config, real_ws_port)} if chat is not None else {}
         pages_[b"agent"] = web_auth.guard(ConsolePage(config, real_ws_port), "agent")  # replaces the bare /agent
         # Counters run from this start on (Prometheus expects a reset at restart); gauges read live state.
-        pages_[b"metrics"] = MetricsResource(CentreMetrics.attach(centre).registry, token=srv.metrics_token)
+        registry = CentreMetrics.attach(centre).registry
+        pages_[b"metrics"] = MetricsResource(registry, token=srv.metrics_token)
+        loop_lag = LoopLag(loop, registry, warn_s=srv.loop_lag_warn_s)
+        loop_lag.start()
         api = Api(centre, web_auth=web_auth)
         site = DashboardSite(
             centre.driver,
@@ -688,6 +692,8 @@ async def serve(
             except Exception:
                 log.exception("shutdown: %s failed; carrying on", what)
 
+        if loop_lag is not None:
+            loop_lag.stop()
         try:
             if extra is not None and hasattr(extra, "stop"):
                 await step("stopping the demo traffic", extra.stop)

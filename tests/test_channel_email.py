@@ -304,9 +304,11 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         # only References, the nearest one unknown to us
         refs, refs_id = mail("more", headers=[("References", f"<{first_id}> <unknown@elsewhere>")])
         await w.deliver(refs)
-        # a colleague with no headers at all, but the token in the subject
-        token_mail, token_id = mail(f"Fwd: about [#{token}]", sender="bob@example.org")
-        await w.deliver(token_mail, mail_from="bob@example.org")
+        # Ann from another of her addresses, with no headers at all but the token in the subject
+        ann = case_row(w, case_id).customer_id
+        await write(w.centre, customer_store.add_identity, ann, "email", "ann@work.test", 0)
+        token_mail, token_id = mail(f"Fwd: about [#{token}]", sender="ann@work.test")
+        await w.deliver(token_mail, mail_from="ann@work.test")
 
         rows = [inbound(w, m) for m in (first_id, reply_id, refs_id, token_id)]
         assert {r.case_id for r in rows} == {case_id}
@@ -336,7 +338,30 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         _, _, ack3 = await w.sink.next()
         assert f"[#{case_row(w, new_case).token}]" in ack3["Subject"] and f"[#{token}]" not in ack3["Subject"]
 
-    run(tmp_path, scenario)
+    run(tmp_path, scenario, ack_once_per_s=0)  # every (re)opened case acknowledged: no once-a-day memory
+
+
+def test_a_stranger_naming_a_case_starts_a_new_one_and_learns_nothing_of_it(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        first, first_id = mail("Divorce papers")
+        await w.deliver(first)
+        ann_case = case_row(w, inbound(w, first_id).case_id)
+        _, _, ack = await w.sink.next()
+        # Mallory knows the token (and even a Message-ID of the case) but is not Ann
+        for headers in ([], [("In-Reply-To", ack["Message-ID"])]):
+            subject = f"Re: [#{ann_case.token}]"
+            probe, probe_id = mail(subject, "reopen it", sender="mallory@example.net", headers=headers)
+            await w.deliver(probe, mail_from="mallory@example.net")
+            row = inbound(w, probe_id)
+            assert row.case_id != ann_case.id
+            assert case_row(w, row.case_id).customer_id != ann_case.customer_id
+        _, rcpts, to_mallory = await w.sink.next()
+        assert rcpts == ["mallory@example.net"]
+        text = f"{to_mallory['Subject']} {to_mallory.get_content()}"
+        assert "Divorce" not in text and ann_case.token not in text
+        assert case_row(w, ann_case.id).status == "new"  # untouched
+
+    run(tmp_path, scenario, ack_once_per_s=0)
 
 
 def test_queue_follows_the_address_written_to_and_stays_with_the_case(tmp_path: Path) -> None:
@@ -366,6 +391,17 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         other, _ = mail(sender="eve@example.net", msgid=msgid)
         await w.deliver(other, mail_from="eve@example.net")
         assert w.count(interactions) == 2
+
+        # a mail without a Message-ID, retried: recognised by its envelope, Date and body
+        bare_mail = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: no id\r\nDate: Mon, 7 Dec 2026 10:00:00 +0100\r\n\r\n"
+        first = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
+        again = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
+        assert "already received" in again and "already received" not in first
+        assert w.count(interactions) == 3
+        # another body, or the same mail to another address, is another mail
+        await w.deliver(f"{bare_mail}Hello again?\r\n".encode())
+        await w.deliver(f"{bare_mail}Hello?\r\n".encode(), to=["billing@centre.test"])
+        assert w.count(interactions) == 5
 
     run(tmp_path, scenario, auto_acknowledge=False)
 
@@ -460,6 +496,49 @@ def test_malformed_input_is_refused_and_the_server_stays_up(tmp_path: Path) -> N
     run(tmp_path, scenario, auto_acknowledge=False)
 
 
+def _multipart(parts: int = 1, depth: int = 0) -> bytes:
+    """Ann's mail of ``parts`` text parts, nested ``depth`` multiparts deep."""
+    head = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: parts\r\nMessage-ID: <p{parts}-{depth}@example.com>\r\n"
+    opened = "".join(f"Content-Type: multipart/mixed; boundary=d{i}\r\n\r\n--d{i}\r\n" for i in range(depth))
+    closed = "".join(f"\r\n--d{i}--\r\n" for i in reversed(range(depth)))
+    body = "Content-Type: multipart/mixed; boundary=p\r\n\r\n"
+    body += "".join(f"--p\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(parts)) + "--p--"
+    return (head + opened + body + closed).encode()
+
+
+def test_mail_of_too_many_parts_or_too_deep_is_refused_with_552(tmp_path: Path) -> None:
+    async def scenario(w: World) -> None:
+        # 1 + 6 parts (the message, its multipart and 5 texts) fit in 8; 2 more levels make depth 3
+        await w.deliver(_multipart(5))
+        await w.deliver(_multipart(5, depth=2))
+        code, text, _ = await w.send(_multipart(8))
+        assert (code, text) == (552, "5.3.4 The message has more than 8 parts")
+        code, text, _ = await w.send(_multipart(1, depth=3))
+        assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
+        assert w.count(messages, messages.c.direction == "inbound") == 2
+
+    run(tmp_path, scenario, max_parts=8, max_depth=3, auto_acknowledge=False)
+    with pytest.raises(Rejected, match="more than 500 parts"):  # the defaults, when called alone
+        parse_inbound(_multipart(500), "ann@example.com")
+    with pytest.raises(Rejected, match="Cannot parse the message: RecursionError"):  # never a stack overflow
+        parse_inbound(_multipart(1, depth=5000), "ann@example.com")
+
+
+def test_mail_past_the_parse_budget_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:
+    # unclosed tags send html.parser superlinear: these 50 kB take it some 20 s; only the budget ends that
+    soup = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: soup\r\nContent-Type: text/html\r\n\r\n" + "<a <b <c\r\n" * 5_000
+
+    async def scenario(w: World) -> None:
+        code, text, _ = await w.send(soup.encode())
+        assert (code, text) == (554, "5.6.0 The message could not be read within 1 s")
+        for _ in range(3):  # both workers are there to read the next mails
+            data, msgid = mail()
+            await w.deliver(data)
+            inbound(w, msgid)
+
+    run(tmp_path, scenario, parse_timeout_s=1.0, auto_acknowledge=False)
+
+
 def test_eight_bit_headers_and_nuls_are_stored_cleanly(tmp_path: Path) -> None:
     async def scenario(w: World) -> None:
         data = (
@@ -528,6 +607,48 @@ def test_auto_replies_bounces_and_lists_are_not_acknowledged(tmp_path: Path) -> 
         assert bare(ack["In-Reply-To"]) == msgid
 
     run(tmp_path, scenario)
+
+
+def test_acknowledgements_follow_rfc_3834_to_the_envelope_sender_once_a_day(tmp_path: Path) -> None:
+    async def forged_and_looping(w: World) -> None:
+        # a forged From: the acknowledgement goes to the envelope sender, never to the address written in From
+        forged, _ = mail("Your account", sender="Victim <victim@example.org>")
+        await w.deliver(forged, mail_from="mallory@example.net")
+        _, rcpts, ack = await w.sink.next()
+        assert rcpts == ["mallory@example.net"] and ack["To"] == "mallory@example.net"
+        # a naive autoresponder (no Auto-Submitted, no In-Reply-To, a subject of its own each time): its first mail
+        # is acknowledged, and nothing after that, so two responders cannot loop
+        for i in range(5):
+            data, _ = mail(f"I am away ({i})", sender="bot@example.com")
+            await w.deliver(data, mail_from="bot@example.com")
+        # list software's return paths and list headers are never answered
+        for return_path, headers in [
+            ("owner-news@lists.example", []),
+            ("news-request@lists.example", []),
+            ("news-bounces+ann=example.com@lists.example", []),
+            ("ann@example.com", [("List-Post", "<mailto:news@lists.example>")]),
+        ]:
+            data, _ = mail("Newsletter", headers=headers)
+            await w.deliver(data, mail_from=return_path)
+        acks = [(r.recipient, r.subject) for r in outbound(w)]
+        assert [a[0] for a in acks] == ["mallory@example.net", "bot@example.com"], acks
+        assert "victim@example.org" not in {r[0] for r in w.rows(select(messages.c.recipient))}
+
+    async def after_a_restart(w: World) -> None:
+        # the memory is the store's: a restarted centre still does not answer the autoresponder today
+        data, msgid = mail("I am still away", sender="bot@example.com")
+        await w.deliver(data, mail_from="bot@example.com")
+        assert inbound(w, msgid) is not None
+        assert len(outbound(w)) == 2
+        # a day later it is acknowledged again
+        real = w.centre.now_ms
+        w.centre.now_ms = lambda: real() + 86_400_000  # type: ignore[method-assign]
+        data, _ = mail("Back again", sender="bot@example.com")
+        await w.deliver(data, mail_from="bot@example.com")
+        assert [r.recipient for r in outbound(w)][2:] == ["bot@example.com"]
+
+    run(tmp_path, forged_and_looping)
+    run(tmp_path, after_a_restart)
 
 
 # ------------------------------------------------------------------------------------------------ outbound

@@ -1,12 +1,14 @@
 """The e-mail channel: customers' mail in over SMTP (aiosmtpd on the centre's loop), agents' replies and
 acknowledgements out through a smarthost.
 
-Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first (anything
-malformed gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
-(In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the subject, else a new
-case), and then the stored message, the contact's arrival, the case's due time and the auto-acknowledgement
-are committed in one transaction before the client hears ``250``. A client that loses our answer retries with
-the same Message-ID; that is recognised and answered ``250`` without a second contact.
+Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker process
+with a time budget so that no mail can hold the event loop every channel runs on (anything malformed, too complex
+or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
+of that customer's (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the
+subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
+auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
+answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
+without a Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
@@ -19,19 +21,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import email
 import email.policy
 import email.utils
 import functools
+import hashlib
 import logging
 import math
+import multiprocessing
 import re
 import smtplib
 import weakref
 import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from email import errors as email_errors
 from email.headerregistry import Address
@@ -42,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pebble import ProcessExpired, ProcessPool
 from sqlalchemy import Connection, select, update
 
 from contactcentre.events import (
@@ -74,6 +81,7 @@ RETRY_BASE_S = 30.0
 RETRY_MAX_S = 3600.0
 SEND_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+WORKER_START_S = 30.0  # for a parsing worker to start (import the channel's modules) on a busy machine
 MAX_RECIPIENTS = 100  # per SMTP transaction; each is kept in memory until DATA ends
 # A transaction that read before writing fails at once on SQLite when another committed in between (its WAL
 # snapshot is stale; busy_timeout does not apply), and two first mails of one new sender race for one identity
@@ -83,6 +91,8 @@ MAX_ID = 500  # characters in a Message-ID we keep (the column holds 998)
 MAX_REFERENCES = 50
 MAX_NAME = 120  # a display name longer than this is not a name
 MAX_SUBJECT = 998
+MAX_PARTS = 500  # the defaults of server.email.max_parts and max_depth, for parse_inbound called alone
+MAX_DEPTH = 20
 
 # Structural defects: the parser had to guess where parts begin or end, so what we would store is a guess.
 # Lesser defects (bad base64 padding, raw 8-bit headers) are repaired by the parser and accepted: refusing a
@@ -96,7 +106,9 @@ FATAL_DEFECTS: tuple[type[email_errors.MessageDefect], ...] = (
     email_errors.InvalidMultipartContentTransferEncodingDefect,
 )
 AUTOMATIC_SENDERS = frozenset({"mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply", "do-not-reply"})
-AUTOMATIC_HEADERS = ("List-Id", "List-Unsubscribe", "X-Autoreply", "X-Autorespond", "X-Autorespond-Original")
+AUTOMATIC_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autorespond-Original", "X-Auto-Response-Suppress")
+# RFC 3834 section 2: list software's return paths; never answered automatically.
+_AUTOMATIC_LOCAL = re.compile(r"^(?:owner-.*|.*-request|.*-bounces?(?:\+.*)?|bounces?(?:[+=-].*)?)$")
 
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _VALID_ID = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]+$")  # printable ASCII without < > and space
@@ -233,14 +245,15 @@ class Inbound:
     from_addr: str  # normalised (lower case)
     name: str | None
     subject: str | None
-    message_id: str  # without angle brackets; minted here when the message had none
-    given_id: bool  # the Message-ID came with the message (so a retried delivery is recognisable)
+    message_id: str  # without angle brackets; derived from the content when the message had none (_derived_id)
+    given_id: bool  # the Message-ID came with the message (only then do our replies refer to it)
     in_reply_to: tuple[str, ...]
     references: tuple[str, ...]
     body: str
     attachments: int
     automatic: bool  # an auto-reply, bounce or list mail: never acknowledged (mail loops)
     recipients: tuple[str, ...]  # envelope RCPT TO, then To/Cc, lower case
+    return_path: str | None = None  # the envelope sender (MAIL FROM), normalised: where an acknowledgement goes
 
     def thread_ids(self) -> list[str]:
         """Message-IDs this mail answers, nearest first."""
@@ -268,8 +281,23 @@ def _raw_header(msg: EmailMessage, name: str) -> str | None:
     return None
 
 
-def _is_automatic(msg: EmailMessage, mail_from: str | None, sender: str, own: str) -> bool:
-    if not mail_from or mail_from == "<>":  # a bounce (RFC 5321 null reverse-path)
+def _return_path(mail_from: str | None) -> str | None:
+    """The envelope sender as an address we could answer, or None (the null sender ``<>``, or garbage)."""
+    try:
+        return normalise_email(clean_text((mail_from or "").strip().strip("<>")))
+    except IdentityError:
+        return None
+
+
+def _automatic_address(address: str, own: str) -> bool:
+    local = address.partition("@")[0]
+    return address == own or local in AUTOMATIC_SENDERS or bool(_AUTOMATIC_LOCAL.match(local))
+
+
+def _is_automatic(msg: EmailMessage, return_path: str | None, sender: str, own: str) -> bool:
+    """RFC 3834: mail that must never be answered automatically (a bounce, an auto-reply, list or bulk mail,
+    mail from a daemon or from ourselves)."""
+    if return_path is None:  # a bounce (RFC 5321 null reverse-path), or no address to answer
         return True
     auto = clean_line(_raw_header(msg, "Auto-Submitted"))
     if auto and auto.lower() != "no":
@@ -279,7 +307,9 @@ def _is_automatic(msg: EmailMessage, mail_from: str | None, sender: str, own: st
         return True
     if any(_raw_header(msg, h) is not None for h in AUTOMATIC_HEADERS):
         return True
-    return sender == own or sender.partition("@")[0] in AUTOMATIC_SENDERS
+    if any(key.lower().startswith("list-") for key in msg):  # List-Id, List-Unsubscribe, ... (RFC 2369)
+        return True
+    return _automatic_address(sender, own) or _automatic_address(return_path, own)
 
 
 def _body(msg: EmailMessage) -> tuple[str, int]:
@@ -304,6 +334,33 @@ def _body(msg: EmailMessage) -> tuple[str, int]:
     return clean_text(text).strip(), left_out
 
 
+def _derived_id(data: bytes, msg: EmailMessage, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
+    """A Message-ID for a mail that came without one, the same for every delivery of that mail: a client that
+    retries (it lost our 250) sends the same envelope, Date and body, and so is recognised as a retry."""
+    body = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[-1]
+    digest = hashlib.sha256()
+    for value in (mail_from or "", *sorted(r.lower() for r in recipients), _raw_header(msg, "Date") or ""):
+        digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(hashlib.sha256(body).digest())
+    return f"{digest.hexdigest()[:40]}.no-message-id@{domain}"
+
+
+def _check_structure(msg: EmailMessage, max_parts: int, max_depth: int) -> None:
+    """Refuse a mail of more parts or deeper nesting than a customer's mail has (iteratively: the library's
+    own walk recurses, and a deep mail would exhaust the stack)."""
+    parts = 0
+    stack: list[tuple[Any, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if parts > max_parts:
+            raise Rejected(f"552 5.3.4 The message has more than {max_parts} parts")
+        if depth > max_depth:
+            raise Rejected(f"552 5.3.4 The message nests parts more than {max_depth} deep")
+        if part.is_multipart():
+            stack.extend((p, depth + 1) for p in part.get_payload())
+
+
 def parse_inbound(
     data: bytes,
     mail_from: str | None,
@@ -311,13 +368,18 @@ def parse_inbound(
     *,
     own_address: str = "",
     domain: str = "localhost",
+    max_parts: int = MAX_PARTS,
+    max_depth: int = MAX_DEPTH,
 ) -> Inbound:
-    """Parse and check one message as received over SMTP; raises ``Rejected`` with the SMTP reply."""
+    """Parse and check one message as received over SMTP; raises ``Rejected`` with the SMTP reply.
+
+    CPU-bound (a big HTML body or thousands of parts take seconds): the channel runs it in a worker process."""
     try:
         msg = email.message_from_bytes(data, policy=email.policy.default)
     except Exception as exc:
         raise Rejected(f"554 5.6.0 Cannot parse the message: {type(exc).__name__}") from None
     assert isinstance(msg, EmailMessage)
+    _check_structure(msg, max_parts, max_depth)
     fatal = sorted(
         {type(d).__name__ for p in msg.walk() for d in p.defects if isinstance(d, FATAL_DEFECTS)}
         | {type(d).__name__ for d in msg.defects if isinstance(d, FATAL_DEFECTS)}
@@ -353,9 +415,10 @@ def parse_inbound(
         note = f"[{attachments} attachment{'s' if attachments != 1 else ''} not kept]"
         body = f"{body}\n\n{note}" if body else note
 
+    return_path = _return_path(mail_from)
     ids = _ids(_raw_header(msg, "Message-ID"))
     given = bool(ids)
-    message_id = ids[0] if ids else email.utils.make_msgid(domain=domain)[1:-1]
+    message_id = ids[0] if ids else _derived_id(data, msg, mail_from, recipients, domain)
     rcpts = [r.strip().strip("<>").lower() for r in recipients]
     for name_ in ("To", "Cc"):
         with contextlib.suppress(Exception):
@@ -371,9 +434,34 @@ def parse_inbound(
         references=tuple(_ids(_raw_header(msg, "References"))[-MAX_REFERENCES:]),
         body=body,
         attachments=attachments,
-        automatic=_is_automatic(msg, mail_from, sender, own_address.lower()),
+        automatic=_is_automatic(msg, return_path, sender, own_address.lower()),
         recipients=tuple(clean_text(r) for r in dict.fromkeys(rcpts) if r),
+        return_path=return_path,
     )
+
+
+def _warm_up() -> None:
+    """A first task for the parsing pool: pebble starts its workers with the first task."""
+
+
+def _worker_started(started: Any) -> None:
+    """Each parsing worker's initializer: tells the server it is up (``_start_pool``)."""
+    started.release()
+
+
+def _start_pool(pool: ProcessPool, started: Any, workers: int, timeout_s: float) -> None:
+    """Start the pool's workers and wait until each is up. A worker still being spawned when the pool stops
+    (a server stopped right after its start) would die reading the pool's semaphores, gone by then."""
+    pool.schedule(_warm_up)
+    for _ in range(workers):
+        if not started.acquire(timeout=timeout_s):
+            log.warning("e-mail: a parsing worker did not start within %.0f s", timeout_s)
+            return
+
+
+def _stop_pool(pool: ProcessPool, timeout_s: float) -> None:
+    pool.stop()
+    pool.join(timeout_s)
 
 
 # ------------------------------------------------------------------------------------------- store work
@@ -391,54 +479,47 @@ class _Intake:
     queue: str | None = None
     new_case: bool = False
     reopened: bool = False
+    acknowledged: bool = False  # the envelope sender had an acknowledgement within ack_once_per_s
 
 
-def _intake(conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]) -> _Intake:
+def _intake(
+    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str], ack_since_ms: int
+) -> _Intake:
     """Identify the sender and find (or open) the case; in one transaction of its own."""
-    if mail.given_id:
-        seen = conn.execute(
-            select(messages.c.id)
-            .where(
-                messages.c.message_id == mail.message_id,
-                messages.c.direction == "inbound",
-                messages.c.channel == "email",
-                messages.c.author == mail.from_addr,
-            )
-            .limit(1)
-        ).first()
-        if seen is not None:
-            return _Intake(duplicate=True)
+    got = _intake_case(conn, mail, now_ms, address_queue, email_queues)
+    if got.duplicate or mail.automatic or mail.return_path is None or not (got.new_case or got.reopened):
+        return got
+    assert got.customer_id is not None
+    recent = case_store.acknowledged_since(conn, got.customer_id, mail.return_path, SYSTEM_AGENT, ack_since_ms)
+    return dataclasses.replace(got, acknowledged=recent)
+
+
+def _intake_case(
+    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]
+) -> _Intake:
+    seen = conn.execute(
+        select(messages.c.id)
+        .where(
+            messages.c.message_id == mail.message_id,
+            messages.c.direction == "inbound",
+            messages.c.channel == "email",
+            messages.c.author == mail.from_addr,
+        )
+        .limit(1)
+    ).first()
+    if seen is not None:
+        return _Intake(duplicate=True)
     customer_id, _ = customer_store.identify(conn, "email", mail.from_addr, now_ms, name=mail.name)
     customer_id = customer_store.surviving_id(conn, customer_id) or customer_id
     person = conn.execute(select(customers.c.name, customers.c.tier).where(customers.c.id == customer_id)).first()
 
-    case = None
-    wanted = mail.thread_ids()
-    if wanted:
-        rows = conn.execute(
-            select(messages.c.message_id, messages.c.case_id).where(
-                messages.c.message_id.in_(wanted), messages.c.case_id.is_not(None)
-            )
-        ).all()
-        by_id = {r.message_id: r.case_id for r in rows}
-        for mid in wanted:
-            if mid in by_id:
-                case = conn.execute(select(cases).where(cases.c.id == by_id[mid])).mappings().first()
-                break
-    if case is None or case["status"] == "closed":
-        # a closed case stays closed: its token is passed over and a new case starts
-        tokens = case_store.TOKEN_IN_SUBJECT.findall(mail.subject or "")
-        if tokens:
-            found = {
-                r["token"]: r
-                for r in conn.execute(
-                    select(cases).where(cases.c.token.in_(tokens), cases.c.status != "closed")
-                ).mappings()
-            }
-            case = next((found[t] for t in tokens if t in found), None)
-        else:
-            case = None
-    if case is not None and case["status"] != "closed":
+    case = _threaded_case(conn, mail)
+    if case is not None and not _owns(conn, customer_id, case):
+        # A case token (or a Message-ID) is no key: whoever is not the case's customer starts a case of their
+        # own, and hears nothing of the other one (its subject is in the acknowledgement).
+        log.info("e-mail from %s names case %s of another customer: a new case", mail.from_addr, case["token"])
+        case = None
+    if case is not None:
         queue = case["queue"] if case["queue"] in email_queues else address_queue
         return _Intake(
             duplicate=False,
@@ -464,6 +545,40 @@ def _intake(conn: Connection, mail: Inbound, now_ms: int, address_queue: str, em
         queue=address_queue,
         new_case=True,
     )
+
+
+def _threaded_case(conn: Connection, mail: Inbound) -> Any:
+    """The open case a mail answers: by In-Reply-To / References, else by a case token in its subject."""
+    case = None
+    wanted = mail.thread_ids()
+    if wanted:
+        rows = conn.execute(
+            select(messages.c.message_id, messages.c.case_id).where(
+                messages.c.message_id.in_(wanted), messages.c.case_id.is_not(None)
+            )
+        ).all()
+        by_id = {r.message_id: r.case_id for r in rows}
+        for mid in wanted:
+            if mid in by_id:
+                case = conn.execute(select(cases).where(cases.c.id == by_id[mid])).mappings().first()
+                break
+    if case is None or case["status"] == "closed":
+        # a closed case stays closed: its token is passed over and a new case starts
+        tokens = case_store.TOKEN_IN_SUBJECT.findall(mail.subject or "")
+        if not tokens:
+            return None
+        found = {
+            r["token"]: r
+            for r in conn.execute(select(cases).where(cases.c.token.in_(tokens), cases.c.status != "closed")).mappings()
+        }
+        case = next((found[t] for t in tokens if t in found), None)
+    return case
+
+
+def _owns(conn: Connection, customer_id: str, case: Any) -> bool:
+    """Whether the case belongs to this customer (any of their addresses, or a customer merged into them)."""
+    owner = case["customer_id"]
+    return owner is not None and customer_store.surviving_id(conn, owner) == customer_id
 
 
 def _case_touched(case_id: str, now_ms: int, due_ms: int | None, conn: Connection) -> None:
@@ -673,6 +788,7 @@ class EmailChannel:
         self._stop_timeout_s = stop_timeout_s
         self._loop = centre.loop
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email-send")
+        self._parsers: ProcessPool | None = None  # started with the SMTP port
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._stopping = False
@@ -685,6 +801,8 @@ class EmailChannel:
         self._held: set[tuple[str, str]] = set()
         self._watching: dict[str, _Watch] = {}
         self._outcomes: collections.OrderedDict[str, str] = collections.OrderedDict()
+        # envelope sender -> when we last acknowledged (ms), oldest first
+        self._acked: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._unsubscribe: Callable[[], None] | None = centre.subscribe(self._on_events)
         centre.channels["email"] = self
@@ -710,6 +828,14 @@ class EmailChannel:
 
         if self._stopping:
             raise RuntimeError("this e-mail channel was stopped; make a new one")
+        # Processes, not threads: parsing is pure Python and a thread would hold the GIL, stalling the loop
+        # just the same. pebble's pool replaces a worker that overran its task's timeout (the standard
+        # library's pool cannot stop one task). Spawned, not forked: the server has threads by now.
+        spawn = multiprocessing.get_context("spawn")
+        started = spawn.Semaphore(0)
+        workers = self.settings.parse_workers
+        self._parsers = ProcessPool(workers, initializer=_worker_started, initargs=(started,), context=spawn)
+        await loop.run_in_executor(None, _start_pool, self._parsers, started, workers, WORKER_START_S)
         self._server = await loop.create_server(self._capped(session), host, port)
         bound = self._server.sockets[0].getsockname()[1]
         try:
@@ -760,6 +886,9 @@ class EmailChannel:
         self._retries.clear()
         await self._drain(self._sending)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._parsers is not None:  # nothing is being received any more: no parse is wanted
+            await self._loop.run_in_executor(None, _stop_pool, self._parsers, self._stop_timeout_s)
+            self._parsers = None
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), self._stop_timeout_s)
@@ -825,39 +954,55 @@ class EmailChannel:
         # retry is recognised as a duplicate.
         return await asyncio.shield(task)
 
+    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
+        """``parse_inbound`` in a worker process, within ``parse_timeout_s``; raises ``Rejected``."""
+        if self._parsers is None:
+            raise Rejected("421 4.3.2 Service shutting down; please try again later")
+        settings = self.settings
+        kw = {"own_address": self.address, "domain": self.domain}
+        kw |= {"max_parts": settings.max_parts, "max_depth": settings.max_depth}
+        job = self._parsers.schedule(parse_inbound, (data, mail_from, rcpts), kw, timeout=settings.parse_timeout_s)
+        try:
+            return await asyncio.wrap_future(job)
+        except FutureTimeout:  # the worker was killed and is being replaced
+            raise Rejected(f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s") from None
+        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory)
+            raise Rejected(f"554 5.6.0 Cannot parse the message ({exc})") from None
+        except asyncio.CancelledError:
+            job.cancel()  # stops the worker too
+            raise
+
     async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> str:
         try:
-            mail = parse_inbound(data, mail_from, rcpts, own_address=self.address, domain=self.domain)
+            mail = await self._parse(data, mail_from, rcpts)
         except Rejected as r:
             log.info("e-mail from %r refused: %s", mail_from, r.reply)
             return r.reply
         except Exception:
             log.exception("e-mail: parsing failed")
             return "554 5.6.0 Cannot parse the message"
-        key = (mail.message_id, mail.from_addr) if mail.given_id else None
-        if key is not None:
-            other = self._storing.get(key)
-            if other is not None:  # the client gave up on us and sent it again while we are storing it
-                reply = await asyncio.shield(other)
-                return "250 2.0.0 OK: already received" if reply.startswith("250") else reply
-            if key in self._held:
-                try:
-                    await self.centre.commit()
-                except Exception:
-                    return "451 4.3.0 The message store is unavailable; please try again later"
-                self._held.discard(key)
-                return "250 2.0.0 OK: already received"
-            current = asyncio.current_task()
-            assert current is not None
-            self._storing[key] = current  # type: ignore[assignment]
+        key = (mail.message_id, mail.from_addr)
+        other = self._storing.get(key)
+        if other is not None:  # the client gave up on us and sent it again while we are storing it
+            reply = await asyncio.shield(other)
+            return "250 2.0.0 OK: already received" if reply.startswith("250") else reply
+        if key in self._held:
+            try:
+                await self.centre.commit()
+            except Exception:
+                return "451 4.3.0 The message store is unavailable; please try again later"
+            self._held.discard(key)
+            return "250 2.0.0 OK: already received"
+        current = asyncio.current_task()
+        assert current is not None
+        self._storing[key] = current  # type: ignore[assignment]
         try:
             return await self._store(mail, key)
         except Exception:
             log.exception("e-mail: storing a message from %s failed", mail.from_addr)
             return "451 4.3.0 The message could not be stored; please try again later"
         finally:
-            if key is not None:
-                self._storing.pop(key, None)
+            self._storing.pop(key, None)
 
     def _address_queue(self, mail: Inbound) -> str:
         for rcpt in mail.recipients:
@@ -866,11 +1011,13 @@ class EmailChannel:
                 return queue
         return self._default_queue
 
-    async def _store(self, mail: Inbound, key: tuple[str, str] | None) -> str:
+    async def _store(self, mail: Inbound, key: tuple[str, str]) -> str:
         centre = self.centre
         await centre.room()
         try:
-            got = await self.centre.write(_intake, mail, centre.now_ms(), self._address_queue(mail), self._email_queues)
+            now = centre.now_ms()
+            since = now - int(self.settings.ack_once_per_s * 1000)
+            got = await self.centre.write(_intake, mail, now, self._address_queue(mail), self._email_queues, since)
         except IdentityError:
             return "550 5.1.7 The From address is not an e-mail address"
         if got.duplicate:
@@ -923,21 +1070,35 @@ class EmailChannel:
                 elif watch.failed:
                     log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
                 centre.stage(functools.partial(_case_touched, got.case_id, now, watch.deadline_ms))
-                if self.settings.auto_acknowledge and (got.new_case or got.reopened) and not mail.automatic:
+                if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
+                    self._acked[ack.recipient] = now
+                    self._acked.move_to_end(ack.recipient)
         finally:
             self._watching.pop(contact_id, None)
         try:
             await centre.commit()
         except Exception:
             log.exception("e-mail: committing a message from %s failed", mail.from_addr)
-            if key is not None:
-                self._held.add(key)
+            self._held.add(key)
             return "451 4.3.0 The message store is unavailable; please try again later"
         if ack is not None:
             self._schedule(ack, 0)
         return f"250 2.0.0 OK: case [#{got.token}]"
+
+    def _acknowledge(self, mail: Inbound, got: _Intake, now_ms: int) -> bool:
+        """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
+        ``ack_once_per_s``: the store remembers across restarts, ``_acked`` covers mails being stored at once
+        and a sender naming several customers."""
+        if not self.settings.auto_acknowledge or not (got.new_case or got.reopened) or mail.automatic:
+            return False
+        if got.acknowledged or mail.return_path is None:
+            return False
+        period_ms = int(self.settings.ack_once_per_s * 1000)
+        while self._acked and next(iter(self._acked.values())) <= now_ms - period_ms:
+            self._acked.popitem(last=False)  # in time order: the oldest go first
+        return mail.return_path not in self._acked
 
     def _acknowledgement(self, mail: Inbound, got: _Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
         promise = promise_text(now_ms, deadline_ms, self._tz) if deadline_ms is not None else None
@@ -948,9 +1109,10 @@ class EmailChannel:
             promise=promise,
             centre=self.centre.config.name,
         )
+        assert mail.return_path is not None
         return Outgoing(
             message_id=self._new_message_id(),
-            recipient=mail.from_addr,
+            recipient=mail.return_path,  # RFC 3834 section 4: the envelope sender, not a From anyone can write
             subject=reply_subject(got.case_subject, got.token),
             body=body,
             at_ms=now_ms,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from contactcentre.store.customers import new_id
-from contactcentre.store.schema import cases, interactions
+from contactcentre.store.schema import cases, interactions, messages
 
 CASE_TRANSITIONS: dict[str, frozenset[str]] = {
     "new": frozenset({"open", "pending", "solved", "closed"}),
@@ -129,3 +129,22 @@ def case_contact_ids(conn: Connection, case_id: str) -> list[str]:
         select(interactions.c.id).where(interactions.c.case_id == case_id).order_by(interactions.c.started_ms, interactions.c.id)
     )
     return [r[0] for r in rows]
+
+
+def acknowledged_since(conn: Connection, customer_id: str, recipient: str, author: str, since_ms: int) -> bool:
+    """Whether ``author`` (the centre's own agent id) sent ``recipient`` a message on one of the customer's cases
+    after ``since_ms``: the e-mail channel's once-per-period memory of acknowledgements (RFC 3834). Found
+    through the customer's cases, so that it uses the indexes on ``cases.customer_id`` and ``messages.case_id``."""
+    found = conn.execute(
+        select(messages.c.id)
+        .join(cases, cases.c.id == messages.c.case_id)
+        .where(
+            cases.c.customer_id == customer_id,
+            messages.c.direction == "outbound",
+            messages.c.author == author,
+            messages.c.recipient == recipient,
+            messages.c.at_ms > since_ms,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
