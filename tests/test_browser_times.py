@@ -47,11 +47,11 @@ def test_the_console_and_the_widget_show_the_centres_time_and_name_its_zone(
     open_chat(customer, live_server, name="Cleo", text="what time is it there?")
     agent.locator("#offers .offer button.accept").click()
     line = agent.locator(".pane[data-channel='chat'] .transcript .from-customer .meta").last
-    expect(line).to_have_text(re.compile(r"^customer · \d\d:\d\d \w+$"), timeout=T_MS)
+    expect(line).to_have_text(re.compile(r"^Cleo · \d\d:\d\d \w+$"), timeout=T_MS)  # the customer by name
     after = time.time()
     assert customer.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == "Asia/Tokyo"
 
-    seen = line.inner_text().removeprefix("customer · ")
+    seen = line.inner_text().removeprefix("Cleo · ")
     assert seen in _centre_clocks(before, after), (seen, _centre_clocks(before, after))
     own = customer.locator("#log li.customer .meta").last
     expect(own).to_have_text(re.compile(r" · \d\d:\d\d \w+$"))
