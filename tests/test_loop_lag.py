@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import smtplib
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from contactcentre.metrics import LoopLag
 from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
+from tests.worst_mails import MAILS, many_parts, send_mail
 
 # The old server held its loop for seconds on each of these mails; a loaded 2-core machine adds scheduling
 # delays of a few hundred milliseconds at worst. A console's ping must come back within this.
@@ -90,55 +90,6 @@ def test_loop_lag_records_how_late_its_timer_ran_and_warns_over_the_threshold(
 
 # ------------------------------------------------------------------------------------------ the worst mails
 
-HEAD = "From: Mallory <mallory@example.net>\r\nTo: support@centre.example\r\nSubject: {subject}\r\n"
-HEAD += "Message-ID: <{subject}@example.net>\r\n"
-
-
-def many_parts(n: int = 10_000) -> bytes:
-    """~1 MB of 10,000 tiny MIME parts."""
-    part = "--b\r\nContent-Type: text/plain\r\n\r\n" + "x" * 60 + "\r\n"
-    return (HEAD.format(subject="parts") + "Content-Type: multipart/mixed; boundary=b\r\n\r\n" + part * n).encode()
-
-
-def deep_nesting(n: int = 2_000) -> bytes:
-    """Multiparts nested 2,000 deep."""
-    opened = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n" for i in range(n))
-    closed = "".join(f"--b{i}--\r\n" for i in reversed(range(n)))
-    return (HEAD.format(subject="deep") + opened + "Content-Type: text/plain\r\n\r\nhi\r\n" + closed).encode()
-
-
-def big_html(size: int = 8_000_000) -> bytes:
-    """~8 MB of ordinary HTML, under the default 10 MB size limit."""
-    unit = "<p>Hello <b>there</b> &amp; <a href='https://example.net/'>a link</a></p>\r\n"
-    head = HEAD.format(subject="html") + "Content-Type: text/html; charset=utf-8\r\n\r\n"
-    return (head + unit * (size // len(unit))).encode()
-
-
-def tag_soup(size: int = 400_000) -> bytes:
-    """Unclosed tags that make html.parser go quadratic: it never finishes; only the time budget ends it."""
-    head = HEAD.format(subject="soup") + "Content-Type: text/html; charset=utf-8\r\n\r\n"
-    return (head + "<a <b <c\r\n" * (size // 10)).encode()
-
-
-MAILS: tuple[tuple[str, Callable[[], bytes]], ...] = (
-    ("parts", many_parts),
-    ("deep", deep_nesting),
-    ("html", big_html),
-    ("soup", tag_soup),
-)
-
-
-def _send(port: int, data: bytes) -> int:
-    with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
-        smtp.ehlo()
-        smtp.mail("mallory@example.net")
-        smtp.rcpt("support@centre.example")
-        try:
-            code, _ = smtp.data(data)
-        except smtplib.SMTPDataError as exc:
-            code = exc.smtp_code
-    return code
-
 
 async def _ping_while(server: Server, token: str, done: threading.Event) -> list[float]:
     """Round trips of an agent's ``ping`` until ``done``, one every 100 ms (within the console's rate limit)."""
@@ -169,7 +120,7 @@ def test_the_worst_mails_do_not_stall_an_agents_ping(tmp_path: Path) -> None:
     def attack() -> None:
         try:
             senders = [
-                threading.Thread(target=lambda n=name, m=make: codes.__setitem__(n, _send(server.smtp_port, m())))
+                threading.Thread(target=lambda n=name, m=make: codes.__setitem__(n, send_mail(server.smtp_port, m())))
                 for name, make in MAILS
             ]
             for s in senders:
@@ -186,7 +137,7 @@ def test_the_worst_mails_do_not_stall_an_agents_ping(tmp_path: Path) -> None:
         # the HTML, stored; test_channel_email.py checks which refusal each limit gives
         assert all(500 <= codes[k] < 600 for k in ("parts", "deep", "soup")), codes
         assert codes["html"] == 250 or 500 <= codes["html"] < 600, codes
-        assert _send(server.smtp_port, many_parts(3)) == 250  # and the next customer is served
+        assert send_mail(server.smtp_port, many_parts(3)) == 250  # and the next customer is served
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(server.url + "metrics", timeout=T) as resp:
             metrics = resp.read().decode()
