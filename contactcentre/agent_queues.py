@@ -58,10 +58,12 @@ class QueueFigures:
         if not sessions:
             return
         figures = self._figures()
+        router = self.centre.router
         for agent_id, s in sessions.items():
-            queues = self._served.get(agent_id)
-            if queues is None:
+            if agent_id not in self._served:
                 continue
+            # Asked again each round: a skills change (the dashboard, /admin) changes the queues an agent serves.
+            queues = self._served[agent_id] = router.queues_served_by(agent_id)
             rows = [figures.get(q) or {"queue": q, "waiting": 0, "oldest_since_ms": None} for q in queues]
             if self._sent.get(agent_id) != rows:
                 self._sent[agent_id] = rows

@@ -582,6 +582,22 @@ def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> 
     run(tmp_path, body, queues_every_s=0.02)
 
 
+def test_the_consoles_queues_follow_a_skills_change(tmp_path: Path) -> None:
+    # The queues an agent serves were fixed at login: after a supervisor (or /admin) gave Ann the sales skill
+    # her console went on showing support only until she reconnected.
+    from contactcentre.agent_actions import change_skills
+
+    async def body(env: Env) -> None:
+        ann, _ = await env.login("a1")  # general: serves support only
+        assert [q["queue"] for q in (await ann.expect("queues"))["queues"]] == ["support"]
+        await change_skills(env.centre, "a1", {"general": 5, "sales": 5}, None)
+        assert [q["queue"] for q in (await ann.expect("queues"))["queues"]] == ["support", "sales"]
+        await change_skills(env.centre, "a1", {"sales": 5}, None)
+        assert [q["queue"] for q in (await ann.expect("queues"))["queues"]] == ["sales"]
+
+    run(tmp_path, body, queues_every_s=0.02)
+
+
 def test_the_customer_leaving_a_connected_chat(tmp_path: Path) -> None:
     async def body(env: Env) -> None:
         console = await env.ready("a1")

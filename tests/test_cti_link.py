@@ -479,3 +479,17 @@ def test_serve_puts_the_cti_link_and_sip_on_addresses_of_their_own(
     assert (info.host, info.cti_host, info.sip_host, info.cti_token) == ("127.0.0.1", "127.0.0.2", "127.0.0.3", TOKEN)
     assert ok["ok"] is True and answer.startswith(b"SIP/2.0 200 ")
     assert isinstance(refused, ConnectionRefusedError)  # not on the web site's address
+
+
+def test_json_nested_too_deep_is_bad_input_before_and_after_the_login(server: CtiServer) -> None:
+    """``[[[[…`` within the line limit overflows the decoder's stack (RecursionError). Before the login it is a
+    first line that is not a login (closed, no answer); after it, ``bad_json`` and the link carries on, as
+    every other front door treats it (``limits.decode_json``), not an exception out of ``dataReceived``."""
+    deep = b"[" * 4000 + b"\n"  # within this server's 4096-byte line limit
+    stranger = Peer(server, login=False)
+    stranger.proto.dataReceived(deep)
+    assert closed(stranger) and stranger.transport.value() == b""
+    p = Peer(server)
+    [answer] = p.send_raw(deep)
+    assert answer["ok"] is False and answer["error"]["code"] == "bad_json" and not closed(p)
+    assert p.send("MakeCall", to="1002", **{"from": "1001"})[-1]["ok"] is True

@@ -560,6 +560,20 @@ def test_other_sources_and_trusted_ones_are_served_during_a_flood() -> None:
     assert [statuses(uas.receive(nth_invite(n), ("10.0.0.9", 5060), 0)) for n in range(20, 40)] == [[100]] * 20
 
 
+@pytest.mark.parametrize(
+    ("trusted", "source"),
+    [("2001:DB8::9", "2001:db8::9"), ("2001:db8:0::9", "2001:db8::9"), ("192.0.2.9", "::ffff:192.0.2.9")],
+)
+def test_a_trusted_address_is_trusted_however_it_is_spelled(trusted: str, source: str) -> None:
+    """``sip_trusted`` takes any spelling ``check-config`` accepts; the peer's address comes as the socket gives
+    it (lower case, compressed, IPv4 mapped into IPv6 on a dual-stack socket). A carrier left under the limits
+    would have its calls shed."""
+    voice = parse_config({"server": {"voice": {"sip_trusted": [trusted]}}}, "<t>").server.voice
+    uas = SipUas("127.0.0.1", 5070, limits=dataclasses.replace(source_limits(voice), invite_burst=3))
+    assert [statuses(uas.receive(nth_invite(n), (source, 5060), 0)) for n in range(20)] == [[100]] * 20
+    assert uas.shed == 0
+
+
 def test_an_ipv6_source_is_its_slash_64_and_a_mapped_ipv4_address_is_itself() -> None:
     assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert source_key("2001:db8:1:3::1") == "2001:db8:1:3::/64"

@@ -67,3 +67,23 @@ def test_a_second_server_on_the_same_postgresql_database_is_refused(postgres_adm
         one.dispose()
         two.dispose()
         drop()  # type: ignore[operator]
+
+
+def test_a_symbolic_link_to_the_database_finds_the_same_lock(tmp_path: Path) -> None:
+    """Two names of one SQLite file are one database: a second server given a symbolic link to the file, or to
+    its folder, would otherwise lock a FILE.lock of its own and route the same contacts beside the first."""
+    (tmp_path / "data").mkdir()
+    db = tmp_path / "data" / "centre.sqlite"
+    (tmp_path / "link.sqlite").symlink_to(db)
+    (tmp_path / "folder").symlink_to(tmp_path / "data")
+    first = lock_instance(connect(db))
+    try:
+        for other in (tmp_path / "link.sqlite", tmp_path / "folder" / "centre.sqlite"):
+            try:
+                lock_instance(connect(other)).release()
+            except DatabaseInUse:
+                continue
+            raise AssertionError(f"{other} was locked beside {db}")
+    finally:
+        first.release()
+    lock_instance(connect(tmp_path / "link.sqlite")).release()  # free again once the first lets go

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -612,6 +613,19 @@ def test_failed_logins_lock_the_user_out_with_back_off(sqlite_site: Any) -> None
 
 def test_failed_logins_lock_the_address_out(sqlite_site: Any) -> None:
     b = sqlite_site(max_failures_per_address=4).browser()
+    for name in ("a", "b", "c", "d"):
+        assert b.login(name, "guess").status == 200
+    assert b.login("sue").status == 429
+
+
+def test_the_addresses_of_one_ipv6_slash_64_are_one_address(sqlite_site: Any, monkeypatch: Any) -> None:
+    """A client with an IPv6 /64 (one subscriber's) takes a fresh address for every guess: the address limit
+    counts its /64, as every other per-address cap does (docs/security.md, "What one client means")."""
+    import contactcentre.web.auth as web_auth
+
+    b = sqlite_site(max_failures_per_address=4).browser()
+    hosts = (f"2001:db8:1:2::{n:x}" for n in itertools.count(1))
+    monkeypatch.setattr(web_auth, "_address", lambda request: next(hosts))
     for name in ("a", "b", "c", "d"):
         assert b.login(name, "guess").status == 200
     assert b.login("sue").status == 429

@@ -28,6 +28,7 @@ from twisted.protocols.basic import LineReceiver
 from contactcentre.cti.driver import SwitchDriver
 from contactcentre.cti.events import SwitchEvent
 from contactcentre.cti.switch import Switch, SwitchError
+from contactcentre.limits import decode_json
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -305,7 +306,7 @@ class CtiProtocol(LineReceiver):
         invoke_id: Any = None
         try:
             try:
-                obj = msgspec.json.decode(line)
+                obj = decode_json(line)
             except msgspec.DecodeError as exc:
                 raise BadRequest("bad_json", f"not JSON: {exc}") from None
             if not isinstance(obj, dict):
@@ -354,7 +355,7 @@ class CtiProtocol(LineReceiver):
         is not a JSON object (``POST / HTTP/1.1`` from a browser's fetch) is closed without a word, so that no
         line of a web page's request body is ever read, let alone executed."""
         try:
-            obj = msgspec.json.decode(line)
+            obj = decode_json(line)
         except msgspec.DecodeError:
             obj = None
         if not isinstance(obj, dict):

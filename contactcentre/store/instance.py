@@ -99,7 +99,10 @@ def lock_instance(engine: Engine) -> InstanceLock:
 def _lock_file(database: Path) -> InstanceLock:
     if not database.parent.is_dir():
         return InstanceLock()  # opening the database fails next, with its own message
-    lock_path = database.with_name(database.name + ".lock")
+    # Beside the file itself, however it was named: a symbolic link to the database (or to its folder) is the
+    # same database and must find the same lock.
+    real = database.resolve()
+    lock_path = real.with_name(real.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -50,6 +50,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from contactcentre.config import AuthConfig, ServerConfig
+from contactcentre.limits import address_key
 from contactcentre.store.schema import ROLES, audit_log
 from contactcentre.store.sessions import create_session, find_session, purge_sessions, revoke_session, touch_session
 from contactcentre.store.users import (
@@ -553,7 +554,10 @@ class WebAuth:
         return await self._login_password(request, name, password, next_path)
 
     def _locked(self, name: str, address: str, now: int) -> int:
-        return max(self.by_user.retry_after_ms(name.lower(), now), self.by_address.retry_after_ms(address, now))
+        # An address counts as the other per-address caps count it (limits.address_key): an IPv6 client is its
+        # /64, or it could take a fresh address of its network for every few guesses.
+        by_address = self.by_address.retry_after_ms(address_key(address), now)
+        return max(self.by_user.retry_after_ms(name.lower(), now), by_address)
 
     def _locked_page(self, request: Request, wait_ms: int, next_path: str | None) -> _Page:
         wait_s = max(1, -(-wait_ms // 1000))
@@ -577,7 +581,7 @@ class WebAuth:
         # right password takes its strikes back, so only failures count (an office behind one NAT address
         # logging in at the start of a shift is not locked out).
         self.by_user.strike(name.lower(), now)
-        self.by_address.strike(address, now)
+        self.by_address.strike(address_key(address), now)
         creds = await self.centre.read(_check_login, name, password, self._dummy_hash) if name and password else None
         if creds is None:
             await self.centre.write(_audit, now, name, "login.failure", {"reason": "password", "address": address})
@@ -585,7 +589,7 @@ class WebAuth:
                 request, error="Unknown user or wrong password.", next_path=next_path, username=name
             )
         self.by_user.forgive(name.lower())
-        self.by_address.forgive(address)
+        self.by_address.forgive(address_key(address))
         user = creds.user
         needs_totp = creds.totp_secret is not None or (self.config.require_totp and user.may("supervisor"))
         if not needs_totp:
@@ -629,7 +633,7 @@ class WebAuth:
         if reason is not None:
             pending.attempts += 1
             self.by_user.strike(name.lower(), now)
-            self.by_address.strike(address, now)
+            self.by_address.strike(address_key(address), now)
             await self.centre.write(_audit, now, name, "login.totp_failure", {"reason": reason, "address": address})
             if pending.attempts >= TOTP_ATTEMPTS:
                 del self._pending[key]
