@@ -30,3 +30,8 @@ def test_store_benchmark_smoke_run() -> None:
     out = run("benchmarks/store.py", "--quick", "--no-postgres")
     assert "events/s with group commit" in out and "screen-pop at 20,000 interactions" in out
     assert "p99" in out and "GOAL" in out and "WRONG" not in out
+
+
+def test_mail_stall_benchmark_smoke_run() -> None:
+    out = run("benchmarks/mail_stall.py", "--quick", "--soup-limit", "5")
+    assert "held the loop" in out and "idle (floor)" in out and "tag soup" in out
