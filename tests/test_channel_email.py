@@ -829,3 +829,20 @@ def test_parse_inbound_never_raises_anything_but_rejected() -> None:
             for text in (got.from_addr, got.subject or "", got.body, got.message_id, *got.references):
                 text.encode("utf-8")  # storable: no surrogates
                 assert "\x00" not in text
+
+
+def test_once_a_period_per_envelope_sender_survives_a_restart_whatever_the_from(tmp_path: Path) -> None:
+    # The store's memory of acknowledgements is per envelope sender: before, it looked only in the cases of
+    # the customer the From: named, so after a restart another From: got the same victim a second one.
+    async def before(w: World) -> None:
+        data, _ = mail("Hello", sender="Ann <ann@example.com>")
+        await w.deliver(data, mail_from="victim@example.org")
+        assert [r.recipient for r in outbound(w)] == ["victim@example.org"]
+
+    async def after_a_restart(w: World) -> None:
+        data, _ = mail("Hello again", sender="Bob <bob@example.com>")  # another From: another customer
+        await w.deliver(data, mail_from="victim@example.org")  # the same envelope sender
+        assert [r.recipient for r in outbound(w)] == ["victim@example.org"]
+
+    run(tmp_path, before)
+    run(tmp_path, after_a_restart)

@@ -490,7 +490,7 @@ def _intake(
     if got.duplicate or mail.automatic or mail.return_path is None or not (got.new_case or got.reopened):
         return got
     assert got.customer_id is not None
-    recent = case_store.acknowledged_since(conn, got.customer_id, mail.return_path, SYSTEM_AGENT, ack_since_ms)
+    recent = case_store.acknowledged_since(conn, mail.return_path, SYSTEM_AGENT, ack_since_ms)
     return dataclasses.replace(got, acknowledged=recent)
 
 

@@ -131,19 +131,17 @@ def case_contact_ids(conn: Connection, case_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def acknowledged_since(conn: Connection, customer_id: str, recipient: str, author: str, since_ms: int) -> bool:
-    """Whether ``author`` (the centre's own agent id) sent ``recipient`` a message on one of the customer's cases
-    after ``since_ms``: the e-mail channel's once-per-period memory of acknowledgements (RFC 3834). Found
-    through the customer's cases, so that it uses the indexes on ``cases.customer_id`` and ``messages.case_id``."""
+def acknowledged_since(conn: Connection, recipient: str, author: str, since_ms: int) -> bool:
+    """Whether ``author`` (the centre's own agent id) sent ``recipient`` a message after ``since_ms``: the e-mail
+    channel's once-per-period memory of acknowledgements (RFC 3834), per envelope sender whatever ``From:`` the
+    mails named (index ``messages (recipient, at_ms)``)."""
     found = conn.execute(
         select(messages.c.id)
-        .join(cases, cases.c.id == messages.c.case_id)
         .where(
-            cases.c.customer_id == customer_id,
-            messages.c.direction == "outbound",
-            messages.c.author == author,
             messages.c.recipient == recipient,
             messages.c.at_ms > since_ms,
+            messages.c.direction == "outbound",
+            messages.c.author == author,
         )
         .limit(1)
     ).first()

@@ -167,6 +167,7 @@ messages = Table(
     Index(None, "case_id", "at_ms"),
     Index(None, "interaction_id"),
     Index(None, "delivery"),
+    Index(None, "recipient", "at_ms"),  # the e-mail channel's once-a-period acknowledgement per sender
 )
 
 events = Table(
