@@ -401,11 +401,14 @@ class AgentGateway:
 
             session_id = session_cookie(_header(ws, "Cookie"))
         token = None
+        checked_at = self.centre.loop.time()  # a login ended while it is checked closes the socket at once
         if session_id is not None:
             user = await self._session_login(ws, session_id)
         else:
-            user, token = await self._token_login(ws)
-        return None if user is None else await self._start(ws, user, session_id=session_id, token=token)
+            user, token, checked_at = await self._token_login(ws)
+        if user is None:
+            return None
+        return await self._start(ws, user, session_id=session_id, token=token, checked_at=checked_at)
 
     async def _session_login(self, ws: Any, session_id: str) -> User | None:
         """The browser console: the page's web session, sent as a cookie with the handshake. No login frame."""
@@ -421,34 +424,41 @@ class AgentGateway:
             return None
         return user
 
-    async def _token_login(self, ws: Any) -> tuple[User | None, str | None]:
-        """The user of the login frame's API token, and the token."""
+    async def _token_login(self, ws: Any) -> tuple[User | None, str | None, float]:
+        """The user of the login frame's API token, the token, and when its check began (``LiveSockets.add``)."""
         centre = self.centre
         try:
             raw = await asyncio.wait_for(ws.recv(), self.login_timeout_s)
         except TimeoutError:
             await self._refuse(ws, "login_timeout", f"no login frame within {self.login_timeout_s:g} s")
-            return None, None
+            return None, None, 0.0
         try:
             frame = _parse(raw)
         except ProtocolError as exc:
             await self._refuse(ws, exc.code, exc.detail)
-            return None, None
+            return None, None, 0.0
         if frame.get("type") != "login":
             await self._refuse(ws, "login_required", 'the first frame must be {"type": "login", "token": ...}')
-            return None, None
+            return None, None, 0.0
         token = frame.get("token")
         if not isinstance(token, str) or not token:
             await self._refuse(ws, "unauthorized", "a login needs an API token")
-            return None, None
+            return None, None, 0.0
+        checked_at = centre.loop.time()
         user = await centre.read(user_for_token, token)
         if user is None:
             await self._refuse(ws, "unauthorized", "unknown, revoked or disabled token")
-            return None, None
-        return user, token
+            return None, None, 0.0
+        return user, token, checked_at
 
     async def _start(
-        self, ws: Any, user: User, *, session_id: str | None = None, token: str | None = None
+        self,
+        ws: Any,
+        user: User,
+        *,
+        session_id: str | None = None,
+        token: str | None = None,
+        checked_at: float | None = None,
     ) -> _Session | None:
         centre = self.centre
         agent_id = user.agent_id
@@ -478,7 +488,7 @@ class AgentGateway:
         self._sessions[agent_id] = s
         if self.web_auth is not None:  # ending the login (disabled, logged out) ends this console at once
             s.unregister = self.web_auth.sockets.add(
-                user.id, functools.partial(self._revoked, s), session_id=session_id, token=token
+                user.id, functools.partial(self._revoked, s), session_id=session_id, token=token, checked_at=checked_at
             )
         s.last_state = _state_key(agent)
         work = list(agent.work.values())

@@ -386,6 +386,28 @@ def test_a_password_reset_closes_the_sockets_of_the_users_sessions_not_of_its_to
     sockets.stop()
 
 
+def test_a_login_ended_while_a_socket_checked_it_closes_that_socket_at_once(site: Site) -> None:
+    """The race a logout or a disable can win: the socket's login is read from the store, the login ends
+    meanwhile (nothing is registered yet to close), then the socket registers. It closes at once, not at the
+    next recheck; a socket whose check began after the end is a new login and stays."""
+    assert site.auth is not None and site.centre is not None
+    sockets, closed = site.auth.sockets, []
+    b = site.browser()
+    b.login("sue")
+    checked = sockets.checking()
+    sockets.end_session(b.session(), "logged out")  # while the socket's check awaits the store
+    sockets.end_user("ann", "disabled")
+    sockets.add("sue", lambda why: closed.append(("sue", why)), session_id=b.session(), checked_at=checked)
+    sockets.add("ann", lambda why: closed.append(("ann", why)), token="cc_x", checked_at=checked)
+    site.loop.run_until_complete(asyncio.sleep(0))  # the closes are called soon, not inside add()
+    assert sorted(c[0] for c in closed) == ["ann", "sue"]
+    later = sockets.checking()
+    sockets.add("ann", lambda why: closed.append(("ann again", why)), token="cc_y", checked_at=later + 1)
+    site.loop.run_until_complete(asyncio.sleep(0))
+    assert len(closed) == 2
+    sockets.stop()
+
+
 def test_login_rotates_the_session_id(site: Site) -> None:
     b = site.browser()
     b.login("sue")

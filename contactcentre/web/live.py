@@ -425,6 +425,7 @@ class LiveHub:
             await self._refuse(ws, "bad_origin", "this page's origin may not open the dashboard")
             return
         session_id = session_cookie(headers.get("Cookie"))
+        checked_at = self.auth.sockets.checking()  # a login ended while it is checked closes the stream at once
         user = await self.auth.session_user(session_id)
         if user is None:
             await self._refuse(ws, "unauthorized", "log in first")
@@ -434,7 +435,9 @@ class LiveHub:
             return
         self.clients.add(ws)
         # Ending the login (logged out, user disabled) ends the stream at once.
-        unregister = self.auth.sockets.add(user.id, lambda why: self._revoked(ws, why), session_id=session_id)
+        unregister = self.auth.sockets.add(
+            user.id, lambda why: self._revoked(ws, why), session_id=session_id, checked_at=checked_at
+        )
         try:
             await ws.send(msgspec.json.encode(self.snapshot()).decode())
             self._arm_tick()

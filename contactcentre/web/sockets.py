@@ -47,38 +47,69 @@ class LiveSockets:
         self.now_ms = now_ms
         self.on_user_ended: list[Callable[[str], None]] = []  # e.g. the REST API forgets its cached tokens
         self._open: set[_Open] = set()
+        # Logins ended here lately (loop time): a socket whose login was checked before one of these ended, and
+        # which registers only after, is closed at once instead of at the next recheck.
+        self._ended_users: dict[str, float] = {}
+        self._ended_sessions: dict[str, float] = {}
+        self._ended_user_sessions: dict[str, float] = {}  # a password reset: the user's sessions, not its tokens
         self._timer: asyncio.TimerHandle | None = None
         self._checking: asyncio.Task[int] | None = None
 
+    def checking(self) -> float:
+        """Call before checking a socket's login; pass the result to ``add`` as ``checked_at``."""
+        return self.centre.loop.time()
+
     def add(
-        self, user_id: str, close: Close, *, session_id: str | None = None, token: str | None = None
+        self,
+        user_id: str,
+        close: Close,
+        *,
+        session_id: str | None = None,
+        token: str | None = None,
+        checked_at: float | None = None,
     ) -> Callable[[], None]:
         """Register a socket opened by ``session_id`` or ``token``; returns what unregisters it (call it when
-        the socket ends for any reason)."""
+        the socket ends for any reason). ``checked_at`` (``checking()``, taken before the login was checked):
+        a login ended here while the check awaited the store closes the socket at once, not at the recheck."""
         entry = _Open(
             user_id,
             session_hash(session_id) if session_id else None,
             token_hash(token) if token else None,
             close,
         )
+        if checked_at is not None and self._ended_since(entry, checked_at):
+            self.centre.loop.call_soon(self._end, [entry], "your login was ended while this connection opened")
         self._open.add(entry)
         self._arm()
         return lambda: self._open.discard(entry)
+
+    def _ended_since(self, entry: _Open, checked_at: float) -> bool:
+        horizon = self.centre.loop.time() - 2 * self.recheck_s  # older ones are the recheck's
+        for ended in (self._ended_users, self._ended_sessions, self._ended_user_sessions):
+            for key in [k for k, at in ended.items() if at < horizon]:
+                del ended[key]
+        times = [self._ended_users.get(entry.user_id)]
+        if entry.session is not None:
+            times += [self._ended_sessions.get(entry.session), self._ended_user_sessions.get(entry.user_id)]
+        return any(at is not None and at >= checked_at for at in times)
 
     def end_user(self, user_id: str, why: str) -> int:
         """Close every socket of ``user_id`` (disabled), whatever opened it; returns how many."""
         for fn in self.on_user_ended:
             fn(user_id)
+        self._ended_users[user_id] = self.centre.loop.time()
         return self._end([o for o in self._open if o.user_id == user_id], why)
 
     def end_user_sessions(self, user_id: str, why: str) -> int:
         """Close the sockets ``user_id``'s web sessions opened (a password reset ends the sessions; the user's
         API tokens, and the sockets they opened, stay); returns how many."""
+        self._ended_user_sessions[user_id] = self.centre.loop.time()
         return self._end([o for o in self._open if o.user_id == user_id and o.session is not None], why)
 
     def end_session(self, session_id: str, why: str) -> int:
         """Close the sockets that web session opened (logged out, replaced); returns how many."""
         h = session_hash(session_id)
+        self._ended_sessions[h] = self.centre.loop.time()
         return self._end([o for o in self._open if o.session == h], why)
 
     async def recheck(self) -> int:
