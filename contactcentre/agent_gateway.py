@@ -975,7 +975,9 @@ class AgentGateway:
         """A page of the contact's transcript (``server.transcripts``: the newest N, bodies cut) and its lines
         as frames carry them."""
         t = self.transcripts
-        read = functools.partial(contact_page, limit=t.messages, body_chars=t.body_chars, before=before)
+        read = functools.partial(
+            contact_page, limit=t.messages, body_chars=t.body_chars, before=before, page_chars=t.page_chars
+        )
         page = await self.centre.read(read, contact_id)
         return page, [_transcript_line(m) for m in page.messages]
 

@@ -100,7 +100,7 @@ class QueueConfig(_Strict):
     when_closed: str = "accept"
     description: str = ""
     label: str = ""  # what customers see (the chat widget's topic areas); default: the name, capitalised
-    number: str | None = None  # the queue's number on the switch (default 2001, 2002, ... in order; see default_number)
+    number: str | None = None  # the queue's number on the switch (default 2001, 2002, ...: default_number)
     callback_offer_after_s: float | None = None  # virtual hold: offer a callback when the call's EWT exceeds this
 
 
@@ -123,7 +123,7 @@ class AgentConfig(_Strict):
     skills: dict[str, int] = {}
     capacity: dict[Channel, int] | None = None
     team: str = ""
-    extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ... in order; see default_number)
+    extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ...: default_number)
 
 
 class CalendarConfig(_Strict):
@@ -276,11 +276,15 @@ class TranscriptConfig(_Strict):
     ``docs/web.md``), so that a case of many large e-mails cannot make a frame or a response of hundreds of
     megabytes. ``body_chars``: each message body is cut to this many characters, flagged ``truncated`` (the
     whole text on request). ``messages``: a transcript carries the newest this many messages, with a cursor
-    to page older ones. ``max_page``: the most messages a REST client may ask for in one page (``?limit=``)."""
+    to page older ones. ``max_page``: the most messages a REST client may ask for in one page (``?limit=``).
+    ``page_chars``: a page (a frame's transcript, a REST page) holds no more messages than fit this many
+    characters of (cut) bodies, at least one; older ones come with the cursor. Counted in characters: a
+    character is up to four bytes of UTF-8, so a page's bodies are at most 4 × ``page_chars`` bytes."""
 
     body_chars: int = 64 * 1024
     messages: int = 50
     max_page: int = 500
+    page_chars: int = 1024 * 1024
 class LimitsConfig(_Strict):
     """Per-client caps, so one address cannot starve everyone else of sockets, queue places or store rows. An
     "address" is the peer's IPv4 address, or its IPv6 /64 network: behind a reverse proxy or one office NAT
@@ -539,9 +543,11 @@ def _check_dispositions_and_canned(cfg: CentreConfig, fail: Any) -> None:
 
 def _check_transcripts(cfg: CentreConfig, fail: Any) -> None:
     t = cfg.server.transcripts
-    for key in ("body_chars", "messages", "max_page"):
+    for key in ("body_chars", "messages", "max_page", "page_chars"):
         if getattr(t, key) < 1:
             fail(f"server.transcripts.{key}", "must be at least 1")
+
+
 def _check_limits(limits: LimitsConfig, fail: Any) -> None:
     if limits.max_connections_per_address < 1:
         fail("server.limits.max_connections_per_address", "must be at least 1")

@@ -61,3 +61,23 @@ def test_pages_walk_back_through_equal_times_and_cut_by_characters(store: Engine
 def test_a_cursor_that_no_page_gave_is_refused(text: str) -> None:
     with pytest.raises(BadCursor):
         parse_cursor(text)
+
+
+def test_a_page_holds_no_more_bodies_than_page_chars_and_at_least_one_message(store: Engine) -> None:
+    # 500 messages of 65,536 four-byte characters made a 125 MiB page: a page also stops at page_chars
+    # characters of (cut) bodies, and the cursor leads on to the rest.
+    _fill(store)
+    with store.connect() as conn:
+        pages, before = [], None
+        while True:
+            page = case_page(conn, "k1", ["c1"], limit=10, body_chars=10, before=before, page_chars=25)
+            pages.append([m["message_id"] for m in page.messages])
+            assert sum(len(m["body"]) for m in page.messages) <= 25
+            if page.before is None:
+                break
+            before = page.before
+        assert pages == [["m3", "m4"], ["m1", "m2"], ["m0"]]
+        # a message longer than the page alone still comes, cut, on a page of its own
+        alone = contact_page(conn, "c1", limit=10, body_chars=1000, page_chars=5)
+        assert [m["message_id"] for m in alone.messages] == ["m4"] and alone.messages[0]["length"] == 602
+        assert alone.before is not None

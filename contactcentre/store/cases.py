@@ -126,7 +126,9 @@ def get_case(conn: Connection, case_id: str) -> dict[str, Any] | None:
 def case_contact_ids(conn: Connection, case_id: str) -> list[str]:
     """The ids of the case's interactions (its contacts), oldest first: who may read the case depends on them."""
     rows = conn.execute(
-        select(interactions.c.id).where(interactions.c.case_id == case_id).order_by(interactions.c.started_ms, interactions.c.id)
+        select(interactions.c.id)
+        .where(interactions.c.case_id == case_id)
+        .order_by(interactions.c.started_ms, interactions.c.id)
     )
     return [r[0] for r in rows]
 

@@ -2,9 +2,11 @@
 REST API's case view.
 
 A case can gather many large e-mails; sent whole, twenty mails of 9 MB made a 180 MB frame. So a page holds
-the newest ``limit`` messages older than a cursor, oldest first, and each body is cut to ``body_chars``
-characters in SQL (``substr``), so a long body never even leaves the database for a page. A cut message says
-so (``truncated``, with the full ``length`` in characters); ``message_text`` reads one message whole.
+the newest ``limit`` messages older than a cursor, oldest first, but no more than fit ``page_chars``
+characters of bodies (a character can be four bytes of UTF-8, and many messages each cut to ``body_chars`` still
+made a page of 125 MiB); each body is cut to ``body_chars`` characters in SQL (``substr``), and bodies are read
+only for the messages a page keeps, so a long body never even leaves the database for a page. A cut message
+says so (``truncated``, with the full ``length`` in characters); ``message_text`` reads one message whole.
 
 The cursor is ``"AT_MS.ID"`` of the oldest message of a page (the order is ``at_ms`` then the row id); the
 next page is everything strictly older. It names a position, not a row, so it stays valid while new messages
@@ -83,40 +85,75 @@ def _older_than(before: str | None) -> ColumnElement[bool] | None:
     return or_(messages.c.at_ms < at_ms, and_(messages.c.at_ms == at_ms, messages.c.id < row_id))
 
 
-def _newest(conn: Connection, where: ColumnElement[bool], limit: int, body_chars: int, before: str | None) -> list[Any]:
+def _newest(conn: Connection, where: ColumnElement[bool], limit: int, before: str | None) -> list[Any]:
     """Up to ``limit + 1`` rows matching ``where`` older than ``before``, newest first (one more than a page,
     to know whether there is an older page)."""
     clauses = [where]
     older = _older_than(before)
     if older is not None:
         clauses.append(older)
-    stmt = select(*_columns(body_chars)).where(*clauses).order_by(messages.c.at_ms.desc(), messages.c.id.desc())
+    stmt = select(*_heads()).where(*clauses).order_by(messages.c.at_ms.desc(), messages.c.id.desc())
     return list(conn.execute(stmt.limit(limit + 1)).mappings())
 
 
-def _page(found: dict[int, Any], limit: int, body_chars: int) -> Page:
+def _heads() -> list[Any]:
+    """Every column of a page's messages but the body, and the body's length: what choosing a page needs."""
+    return [c for c in MESSAGE_COLUMNS if c is not messages.c.body] + [func.length(messages.c.body).label("length")]
+
+
+def _page(conn: Connection, found: dict[int, Any], limit: int, body_chars: int, page_chars: int | None) -> Page:
+    """The newest ``limit`` of ``found`` (message heads), oldest first, and no more of them than fit
+    ``page_chars`` characters of (cut) bodies — always at least one — with their bodies read for them alone."""
     rows = sorted(found.values(), key=lambda r: (r["at_ms"], r["id"]))
     kept = rows[-limit:]
+    if page_chars is not None:
+        room, first = page_chars, len(kept)
+        while first > 0:
+            cost = min(kept[first - 1]["length"] or 0, body_chars)
+            if cost > room and first < len(kept):  # does not fit beside the newer ones: it opens the next page
+                break
+            room -= cost
+            first -= 1
+        kept = kept[first:]
+    bodies = _bodies(conn, [r["id"] for r in kept], body_chars)
     out = []
     for r in kept:
         m = dict(r)
+        m["body"] = bodies.get(m["id"], "")
         m["truncated"] = (m["length"] or 0) > body_chars
         out.append(m)
     return Page(out, _cursor(out[0]) if len(rows) > len(kept) and out else None)
 
 
-def contact_page(conn: Connection, contact_id: str, *, limit: int, body_chars: int, before: str | None = None) -> Page:
-    """The newest ``limit`` messages (older than ``before``) of the interaction and of its case (an e-mail
-    thread spans interactions), with the interaction's case and subject. Raises ``BadCursor``."""
+def _bodies(conn: Connection, ids: list[int], body_chars: int) -> dict[int, str]:
+    """The bodies of these messages, each cut to ``body_chars`` characters in SQL."""
+    if not ids:
+        return {}
+    cut = func.substr(messages.c.body, 1, body_chars)
+    return {row[0]: row[1] for row in conn.execute(select(messages.c.id, cut).where(messages.c.id.in_(ids)))}
+
+
+def contact_page(
+    conn: Connection,
+    contact_id: str,
+    *,
+    limit: int,
+    body_chars: int,
+    before: str | None = None,
+    page_chars: int | None = None,
+) -> Page:
+    """The newest ``limit`` messages (older than ``before``, within ``page_chars`` characters of bodies) of the
+    interaction and of its case (an e-mail thread spans interactions), with the interaction's case and subject.
+    Raises ``BadCursor``."""
     row = conn.execute(
         select(interactions.c.case_id, interactions.c.subject).where(interactions.c.id == contact_id)
     ).one_or_none()
     case_id, subject = (row.case_id, row.subject) if row is not None else (None, None)
-    found = {r["id"]: r for r in _newest(conn, messages.c.interaction_id == contact_id, limit, body_chars, before)}
+    found = {r["id"]: r for r in _newest(conn, messages.c.interaction_id == contact_id, limit, before)}
     if case_id is not None:  # two indexed probes rather than an OR the planner may scan for
-        for r in _newest(conn, messages.c.case_id == case_id, limit, body_chars, before):
+        for r in _newest(conn, messages.c.case_id == case_id, limit, before):
             found.setdefault(r["id"], r)
-    page = _page(found, limit, body_chars)
+    page = _page(conn, found, limit, body_chars, page_chars)
     page.case_id, page.subject = case_id, subject
     return page
 
@@ -129,13 +166,15 @@ def case_page(
     limit: int,
     body_chars: int,
     before: str | None = None,
+    page_chars: int | None = None,
 ) -> Page:
-    """The newest ``limit`` messages (older than ``before``) of the case and of its interactions (a chat line
-    may carry only its contact's id). Raises ``BadCursor``."""
+    """The newest ``limit`` messages (older than ``before``, within ``page_chars`` characters of bodies) of the
+    case and of its interactions (a chat line may carry only its contact's id). Raises ``BadCursor``."""
     where = messages.c.case_id == case_id
     if interaction_ids:
         where = or_(where, messages.c.interaction_id.in_(interaction_ids))
-    return _page({r["id"]: r for r in _newest(conn, where, limit, body_chars, before)}, limit, body_chars)
+    found = {r["id"]: r for r in _newest(conn, where, limit, before)}
+    return _page(conn, found, limit, body_chars, page_chars)
 
 
 def message_text(

@@ -3,8 +3,8 @@
 Import this only after the runtime has installed the asyncio reactor.
 
 Routes: ``/`` the supervisor dashboard (live over the ``/live`` WebSocket, ``web/live.py``), ``/wallboard`` the
-same figures for a big screen, ``GET /api/live`` the live figures as JSON, ``/static/…`` its script and style sheet, ``/login``, ``/logout`` and ``/agent``
-(``web/auth.py``, ``docs/web.md``). Everything else is a 404.
+same figures for a big screen, ``GET /api/live`` the live figures as JSON, ``/static/…`` its script and style
+sheet, ``/login``, ``/logout`` and ``/agent`` (``web/auth.py``, ``docs/web.md``). Everything else is a 404.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady
 from contactcentre.store.cases import case_contact_ids, get_case
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs, handled_any
-from contactcentre.store.schema import interactions, messages
+from contactcentre.store.schema import interactions
 from contactcentre.store.screenpop import screen_pop_customer
 from contactcentre.store.transcripts import BadCursor, Page, case_page, message_text, parse_cursor
 from contactcentre.store.users import User, user_for_token
@@ -446,7 +446,9 @@ class Api:
                 parse_cursor(before)
             except BadCursor as exc:
                 raise ApiError(400, "bad_request", f"before: {exc}") from None
-        return functools.partial(case_page, limit=limit, body_chars=t.body_chars, before=before)
+        return functools.partial(
+            case_page, limit=limit, body_chars=t.body_chars, before=before, page_chars=t.page_chars
+        )
 
     async def case_message(self, request: Request, user: User, case_id: str, message: str) -> Any:
         """``GET /api/cases/{id}/messages/{message id}``: the whole text a page's ``truncated`` message was cut
@@ -879,9 +881,7 @@ def _case_with_transcript(
     return {"case": case, "interactions": inter, "messages": found.messages, "messages_before": found.before}
 
 
-def _case_message(
-    conn: Connection, case_id: str, row_id: int
-) -> tuple[str | None, list[str], dict[str, Any]] | None:
+def _case_message(conn: Connection, case_id: str, row_id: int) -> tuple[str | None, list[str], dict[str, Any]] | None:
     """The case's customer, its contacts and one message of the case whole, or None (no such case, or not its
     message)."""
     case = get_case(conn, case_id)

@@ -60,6 +60,7 @@ _S = {"type": "string"}
 _I = {"type": "integer"}
 _N = {"type": "number"}
 _B = {"type": "boolean"}
+_POSITIVE = {"type": "integer", "minimum": 1}
 _MS = {"type": "integer", "description": "milliseconds since the Unix epoch"}
 _JSON_TYPES = {int: "integer", str: "string", bool: "boolean", float: "number"}
 
@@ -405,7 +406,7 @@ def _paths() -> dict[str, Any]:
                 403,
                 404,
                 parameters=[
-                    _query("limit", "messages in the page (default [server.transcripts] messages)", {**_I, "minimum": 1}),
+                    _query("limit", "messages in the page (default: [server.transcripts] messages)", _POSITIVE),
                     _query("before", "a page's messages_before: the page of older messages", _S),
                 ],
             ),
