@@ -147,10 +147,15 @@ def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server:
     reply = live_server.sink.wait_for(lambda m: "once now" in m.get_body().get_content())
     assert reply["To"].endswith("marieke@example.org>") or reply["To"] == "marieke@example.org"
     assert reply["In-Reply-To"] == "<inv-42@example.org>"
-    # e-mail has no wrap-up by default: End closes the contact at once and the tab goes
+    # e-mail has no wrap-up by default: the outcome is chosen with End, which closes the contact at once (and
+    # the tab goes); the disposition moves the case as [dispositions.case_status] says (resolved: solved)
+    contact_id = pane.get_attribute("data-contact-id")
+    pane.locator("select.end-disposition").select_option("resolved")
     pane.locator("button.end").click()
     expect(agent.locator(".pane")).to_have_count(0, timeout=T_MS)
     expect(agent.locator("#state")).to_have_attribute("data-state", "available", timeout=T_MS)
+    case_status = "select c.status from cases c join interactions i on i.case_id = c.id where i.id = ?"
+    assert _stored(live_server, case_status, contact_id, want="solved") == "solved"
 
 
 def _short_transcripts(text: str) -> str:

@@ -511,9 +511,20 @@
     for (const b of voice.querySelectorAll("button[data-cmd]")) {
       b.addEventListener("click", () => voiceCommand(c, b.dataset.cmd, pane.querySelector(".target").value.trim()));
     }
-    pane.querySelector(".end").addEventListener("click", () =>
-      command({ type: f.channel === "voice" ? "hang_up" : "end", contact_id: c.id }).catch(() => {})
-    );
+    // The outcome can be set with End: a channel without wrap-up (e-mail by default) has no later moment to
+    // choose it, and the disposition moves the case ([dispositions] case_status). The wrap-up form starts from it.
+    const outcome = pane.querySelector(".end-disposition");
+    for (const code of settings.dispositions) {
+      const o = el("option", code.replaceAll("_", " "));
+      o.value = code;
+      outcome.append(o);
+    }
+    outcome.hidden = !settings.dispositions.length;
+    pane.querySelector(".end").addEventListener("click", () => {
+      const end = () => command({ type: f.channel === "voice" ? "hang_up" : "end", contact_id: c.id });
+      const code = outcome.value;
+      (code ? command({ type: "disposition", contact_id: c.id, code }).then(end) : end()).catch(() => {});
+    });
     const tq = pane.querySelector(".transfer-queue");
     for (const q of settings.queues) {
       const o = el("option", q);
@@ -623,6 +634,8 @@
     c.wrapFrom = serverNow();
     const wrap = c.pane.querySelector(".wrapup");
     wrap.hidden = false;
+    const chosen = c.pane.querySelector(".end-disposition").value;
+    if (chosen && !wrap.querySelector(".disposition").value) wrap.querySelector(".disposition").value = chosen;
     c.typing.hidden = true;
     if (selected === c.id) wrap.querySelector(".disposition").focus();
     tickWrap();
