@@ -134,6 +134,9 @@ def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server:
 
     pane = agent.locator(".pane[data-channel='email']")
     expect(pane.locator(".transcript .from-customer .subject")).to_have_text("Invoice <b>42</b> is wrong", timeout=T_MS)
+    # the case's first-response deadline with its date (it may be days away) in the centre's zone
+    due = re.compile(r"Invoice <b>42</b> is wrong · new · due \d{4}-\d\d-\d\d \d\d:\d\d \w+$")
+    expect(agent.locator("#pop-cases li").first).to_have_text(due, timeout=T_MS)
     expect(pane.locator(".transcript .from-customer .text")).to_contain_text("counts the router twice")
     # only the canned responses for e-mail (and for both channels) are offered
     names = pane.locator("select.canned option").evaluate_all("os => os.map(o => o.value).filter(Boolean)")

@@ -787,7 +787,7 @@
     $("pop-reasons").replaceChildren(...(sig.reasons || []).map((r) => el("li", r)));
     $("pop-cases").replaceChildren(
       ...(pop.open_cases || []).map((k) => {
-        const due = k.first_response_due_ms ? ` · due ${clock(k.first_response_due_ms)}` : "";
+        const due = k.first_response_due_ms ? ` · due ${window.centreTime.dated(k.first_response_due_ms)}` : "";
         const li = el("li", `${k.token || k.id} ${k.subject || ""} · ${k.status}${due}`);
         if (k.overdue) li.classList.add("overdue");
         return li;
