@@ -206,7 +206,7 @@ class EmailServerConfig(_Strict):
     smarthost_port: int = 25
     send_attempts: int = 5
     max_parts: int = 500  # MIME parts in one mail, the message itself included
-    max_depth: int = 20  # multipart / message/rfc822 nesting levels
+    max_depth: int = 20  # multipart / message/rfc822 nesting levels; at most 100
     parse_timeout_s: float = 15.0  # CPU a mail may take to parse (a normal 10 MB HTML mail needs a few seconds)
     parse_workers: int = 2
     ack_once_per_s: float = 86400.0
@@ -791,6 +791,8 @@ def _check(cfg: CentreConfig, source: str) -> None:
         for key in ("max_parts", "max_depth", "parse_workers"):
             if getattr(srv.email, key) < 1:
                 fail(f"server.email.{key}", "must be at least 1")
+        if srv.email.max_depth > 100:  # channels.email.MAX_DEPTH_LIMIT: the parser's stack ends near 1000 levels
+            fail("server.email.max_depth", "must be at most 100")
         if not srv.email.parse_timeout_s > 0:
             fail("server.email.parse_timeout_s", "must be > 0")
         if srv.email.ack_once_per_s < 0:

@@ -34,7 +34,7 @@ from contactcentre.channels.email import (
     promise_text,
     reply_subject,
 )
-from contactcentre.config import CentreConfig, parse_config
+from contactcentre.config import CentreConfig, ConfigError, parse_config
 from contactcentre.events import MessageSent
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store import cases as case_store
@@ -515,13 +515,23 @@ def test_mail_of_too_many_parts_or_too_deep_is_refused_with_552(tmp_path: Path) 
         assert (code, text) == (552, "5.3.4 The message has more than 8 parts")
         code, text, _ = await w.send(_multipart(1, depth=3))
         assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
+        code, text, _ = await w.send(_multipart(1, depth=2000))  # past the parser's stack too
+        assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
         assert w.count(messages, messages.c.direction == "inbound") == 2
 
     run(tmp_path, scenario, max_parts=8, max_depth=3, auto_acknowledge=False)
     with pytest.raises(Rejected, match="more than 500 parts"):  # the defaults, when called alone
         parse_inbound(_multipart(500), "ann@example.com")
-    with pytest.raises(Rejected, match="Cannot parse the message: RecursionError"):  # never a stack overflow
-        parse_inbound(_multipart(1, depth=5000), "ann@example.com")
+    # Nesting so deep the parser's own stack runs out (near 1000 levels) is still nesting past the cap: the
+    # cap's 552, never a stack overflow, and no internal error name told to the sender (before: 554 5.6.0
+    # "Cannot parse the message: RecursionError").
+    for depth in (1000, 2000, 5000):
+        with pytest.raises(Rejected) as refused:
+            parse_inbound(_multipart(1, depth=depth), "ann@example.com")
+        assert refused.value.reply == "552 5.3.4 The message nests parts more than 20 deep"
+    # a cap the parser's stack cannot honour is refused at start-up
+    with pytest.raises(ConfigError, match="max_depth"):
+        make_config(25, max_depth=101)
 
 
 def test_mail_past_the_parse_budget_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ MAX_NAME = 120  # a display name longer than this is not a name
 MAX_SUBJECT = 998
 MAX_PARTS = 500  # the defaults of server.email.max_parts and max_depth, for parse_inbound called alone
 MAX_DEPTH = 20
+# The highest max_depth the configuration accepts: the parser recurses once per level and its stack ends near
+# 1000 levels, so every mail it cannot read for nesting lies past the cap and gets the cap's 552.
+MAX_DEPTH_LIMIT = 100
 
 # Structural defects: the parser had to guess where parts begin or end, so what we would store is a guess.
 # Lesser defects (bad base64 padding, raw 8-bit headers) are repaired by the parser and accepted: refusing a
@@ -376,8 +379,13 @@ def parse_inbound(
     CPU-bound (a big HTML body or thousands of parts take seconds): the channel runs it in a worker process."""
     try:
         msg = email.message_from_bytes(data, policy=email.policy.default)
-    except Exception as exc:
-        raise Rejected(f"554 5.6.0 Cannot parse the message: {type(exc).__name__}") from None
+    except RecursionError:
+        # The parser recurses once per nesting level and runs out of stack near 1000 levels, far past any
+        # max_depth the configuration allows (at most MAX_DEPTH_LIMIT): this is nesting past the cap.
+        raise Rejected(f"552 5.3.4 The message nests parts more than {max_depth} deep") from None
+    except Exception as exc:  # the sender learns that, not which of our internals gave up
+        log.info("e-mail: the parser failed: %s: %s", type(exc).__name__, exc)
+        raise Rejected("554 5.6.0 Cannot parse the message") from None
     assert isinstance(msg, EmailMessage)
     _check_structure(msg, max_parts, max_depth)
     fatal = sorted(
@@ -410,7 +418,8 @@ def parse_inbound(
     except Rejected:
         raise
     except Exception as exc:
-        raise Rejected(f"554 5.6.0 Cannot read the message body: {type(exc).__name__}") from None
+        log.info("e-mail: reading the body failed: %s: %s", type(exc).__name__, exc)
+        raise Rejected("554 5.6.0 Cannot read the message body") from None
     if attachments:
         note = f"[{attachments} attachment{'s' if attachments != 1 else ''} not kept]"
         body = f"{body}\n\n{note}" if body else note
@@ -966,8 +975,9 @@ class EmailChannel:
             return await asyncio.wrap_future(job)
         except FutureTimeout:  # the worker was killed and is being replaced
             raise Rejected(f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s") from None
-        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory)
-            raise Rejected(f"554 5.6.0 Cannot parse the message ({exc})") from None
+        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory); the log says how
+            log.warning("e-mail: a parsing worker died on a message: %s", exc)
+            raise Rejected("554 5.6.0 Cannot parse the message") from None
         except asyncio.CancelledError:
             job.cancel()  # stops the worker too
             raise
