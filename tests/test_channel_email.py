@@ -392,7 +392,7 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         await w.deliver(other, mail_from="eve@example.net")
         assert w.count(interactions) == 2
 
-        # a mail without a Message-ID, retried: recognised by its envelope, Date and body
+        # a mail without a Message-ID, retried: recognised by its envelope and its bytes
         bare_mail = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: no id\r\nDate: Mon, 7 Dec 2026 10:00:00 +0100\r\n\r\n"
         first = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
         again = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
@@ -402,6 +402,16 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         await w.deliver(f"{bare_mail}Hello again?\r\n".encode())
         await w.deliver(f"{bare_mail}Hello?\r\n".encode(), to=["billing@centre.test"])
         assert w.count(interactions) == 5
+        # Another subject (or any other header) is another mail, even with the same envelope, From and body and
+        # neither Message-ID nor Date: before, the second was answered "already received" and lost.
+        undated = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: %s\r\n\r\nPlease call me back.\r\n"
+        first = await w.deliver((undated % "router broken").encode())
+        second = await w.deliver((undated % "invoice wrong").encode())
+        assert "already received" not in first and "already received" not in second, second
+        assert w.count(interactions) == 7
+        again = await w.deliver((undated % "invoice wrong").encode())  # and its true retry is still one
+        assert "already received" in again
+        assert w.count(interactions) == 7
 
     run(tmp_path, scenario, auto_acknowledge=False)
 

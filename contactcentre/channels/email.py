@@ -8,7 +8,7 @@ of that customer's (In-Reply-To / References against stored Message-IDs, then a 
 subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
 auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
 answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
-without a Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
+without a Message-ID is given one derived from its envelope and its bytes, so its retry is recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
@@ -337,14 +337,15 @@ def _body(msg: EmailMessage) -> tuple[str, int]:
     return clean_text(text).strip(), left_out
 
 
-def _derived_id(data: bytes, msg: EmailMessage, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
+def _derived_id(data: bytes, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
     """A Message-ID for a mail that came without one, the same for every delivery of that mail: a client that
-    retries (it lost our 250) sends the same envelope, Date and body, and so is recognised as a retry."""
-    body = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[-1]
+    retries (it lost our 250) sends the same envelope and the same bytes, and so is recognised as a retry.
+    The whole message counts (every header and the body): two mails that differ only in their subject, or
+    any other header, are two mails, and neither may be dropped as the other's retry."""
     digest = hashlib.sha256()
-    for value in (mail_from or "", *sorted(r.lower() for r in recipients), _raw_header(msg, "Date") or ""):
+    for value in (mail_from or "", *sorted(r.lower() for r in recipients)):
         digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
-    digest.update(hashlib.sha256(body).digest())
+    digest.update(hashlib.sha256(data).digest())
     return f"{digest.hexdigest()[:40]}.no-message-id@{domain}"
 
 
@@ -427,7 +428,7 @@ def parse_inbound(
     return_path = _return_path(mail_from)
     ids = _ids(_raw_header(msg, "Message-ID"))
     given = bool(ids)
-    message_id = ids[0] if ids else _derived_id(data, msg, mail_from, recipients, domain)
+    message_id = ids[0] if ids else _derived_id(data, mail_from, recipients, domain)
     rcpts = [r.strip().strip("<>").lower() for r in recipients]
     for name_ in ("To", "Cc"):
         with contextlib.suppress(Exception):
