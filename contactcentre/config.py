@@ -194,7 +194,8 @@ class EmailServerConfig(_Strict):
     that takes longer than ``parse_timeout_s`` to read, or has more than ``max_parts`` MIME parts or parts
     nested deeper than ``max_depth``, is refused with a 5xx at DATA (its sender gets a bounce; nothing that
     was answered 250 is dropped) and the worker reading it is replaced. ``ack_once_per_s``: one automatic
-    acknowledgement per sender address in this period at most (RFC 3834), so two responders cannot loop."""
+    acknowledgement per sender mailbox in this period at most (RFC 3834), so two responders cannot loop
+    (``ann+1@`` and ``ann+2@`` are ``ann@``'s mailbox)."""
 
     enabled: bool = True
     queue: str | None = None  # default: the first queue that serves e-mail

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from contactcentre.centre import Centre
@@ -38,6 +38,7 @@ from contactcentre.config import CentreConfig, ConfigError, parse_config
 from contactcentre.events import MessageSent
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store import cases as case_store
+from contactcentre.store.identity import mailbox
 from contactcentre.store import customers as customer_store
 from contactcentre.store.schema import cases, customers, events, interactions, messages
 
@@ -866,3 +867,63 @@ def test_once_a_period_per_envelope_sender_survives_a_restart_whatever_the_from(
 
     run(tmp_path, before)
     run(tmp_path, after_a_restart)
+
+
+def test_sub_addresses_are_one_sender_for_the_once_a_period_acknowledgement(tmp_path: Path) -> None:
+    # Before, target@, target+1@ and target+2@ each got an acknowledgement: the memory counted addresses, and a
+    # forger could send one mailbox as many as they invented tags. Both memories count mailboxes: the
+    # channel's (mails stored in one run) and the store's (after a restart).
+    async def before(w: World) -> None:
+        for i, return_path in enumerate(["target@example.org", "target+1@example.org", "Target+2@Example.org"]):
+            data, _ = mail(f"s{i}", sender=f"x{i}@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        assert [r.recipient for r in outbound(w)] == ["target@example.org"]
+
+    async def after_a_restart(w: World) -> None:
+        for i, return_path in enumerate(["target+3@example.org", "target@example.org"]):
+            data, _ = mail(f"t{i}", sender=f"y{i}@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        # another mailbox is another sender, however alike: a LIKE wildcard in it matches nothing else
+        for return_path in ["targe_@example.org", "target2@example.org", "+1@example.org"]:
+            data, _ = mail("other", sender="z@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        assert [r.recipient for r in outbound(w)] == [
+            "target@example.org",
+            "targe_@example.org",
+            "target2@example.org",
+            "+1@example.org",
+        ]
+
+    run(tmp_path, before)
+    run(tmp_path, after_a_restart)
+
+
+def test_mailbox() -> None:
+    assert mailbox("ann+shop@example.com") == "ann@example.com"
+    assert mailbox("ann+a+b@example.com") == "ann@example.com"
+    assert mailbox("ann@example.com") == "ann@example.com"
+    assert mailbox("+1@example.com") == "+1@example.com"  # nothing before the tag: no mailbox to fold into
+
+
+def test_the_stores_acknowledgement_memory_is_per_mailbox_on_both_dialects(store: Any) -> None:
+    # the LIKE that finds a mailbox's tagged addresses, on SQLite and on PostgreSQL: literal _ and %, exact domain
+    sent = ["target+1@example.org", "axb+1@example.org", "100x+1@example.org", "eve@example.org.evil"]
+    with store.begin() as conn:
+        conn.execute(
+            insert(messages),
+            [
+                {"channel": "email", "direction": "outbound", "author": "system", "at_ms": 1000, "recipient": r}
+                for r in sent
+            ],
+        )
+    with store.connect() as conn:
+
+        def acked(recipient: str, since_ms: int = 0) -> bool:
+            return case_store.acknowledged_since(conn, recipient, "system", since_ms)
+
+        assert acked("target@example.org") and acked("target+2@example.org") and acked("target+1@example.org")
+        assert not acked("target@example.org", since_ms=1000)  # outside the period
+        assert acked("axb@example.org") and not acked("a_b@example.org") and not acked("a_b+2@example.org")
+        assert acked("100x+2@example.org") and not acked("100%@example.org") and not acked("1%@example.org")
+        assert not acked("eve@example.org") and not acked("target@example.org.evil")
+        assert not case_store.acknowledged_since(conn, "target@example.org", "agent-1", 0)  # only our own

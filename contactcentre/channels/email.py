@@ -63,7 +63,7 @@ from contactcentre.events import (
 from contactcentre.limits import TOO_MANY_CONNECTIONS, capped
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
-from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.store.identity import IdentityError, mailbox, normalise_email
 from contactcentre.store.schema import cases, customers, interactions, messages
 
 if TYPE_CHECKING:
@@ -811,7 +811,7 @@ class EmailChannel:
         self._held: set[tuple[str, str]] = set()
         self._watching: dict[str, _Watch] = {}
         self._outcomes: collections.OrderedDict[str, str] = collections.OrderedDict()
-        # envelope sender -> when we last acknowledged (ms), oldest first
+        # envelope sender's mailbox (identity.mailbox: no +tag) -> when we last acknowledged (ms), oldest first
         self._acked: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._unsubscribe: Callable[[], None] | None = centre.subscribe(self._on_events)
@@ -1084,8 +1084,9 @@ class EmailChannel:
                 if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
-                    self._acked[ack.recipient] = now
-                    self._acked.move_to_end(ack.recipient)
+                    box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
+                    self._acked[box] = now
+                    self._acked.move_to_end(box)
         finally:
             self._watching.pop(contact_id, None)
         try:
@@ -1101,7 +1102,7 @@ class EmailChannel:
     def _acknowledge(self, mail: Inbound, got: _Intake, now_ms: int) -> bool:
         """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
         ``ack_once_per_s``: the store remembers across restarts, ``_acked`` covers mails being stored at once
-        and a sender naming several customers."""
+        and a sender naming several customers. A sender is a mailbox: its ``+tag`` sub-addresses are it."""
         if not self.settings.auto_acknowledge or not (got.new_case or got.reopened) or mail.automatic:
             return False
         if got.acknowledged or mail.return_path is None:
@@ -1109,7 +1110,7 @@ class EmailChannel:
         period_ms = int(self.settings.ack_once_per_s * 1000)
         while self._acked and next(iter(self._acked.values())) <= now_ms - period_ms:
             self._acked.popitem(last=False)  # in time order: the oldest go first
-        return mail.return_path not in self._acked
+        return mailbox(mail.return_path) not in self._acked
 
     def _acknowledgement(self, mail: Inbound, got: _Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
         promise = promise_text(now_ms, deadline_ms, self._tz) if deadline_ms is not None else None
