@@ -9,6 +9,7 @@ import email
 import email.policy
 import random
 import smtplib
+import time
 import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from contactcentre.channels.email import (
     Rejected,
     chain,
     clean_subject,
+    header_section_too_big,
     html_to_text,
     parse_inbound,
     promise_text,
@@ -927,3 +929,66 @@ def test_the_stores_acknowledgement_memory_is_per_mailbox_on_both_dialects(store
         assert acked("100x+2@example.org") and not acked("100%@example.org") and not acked("1%@example.org")
         assert not acked("eve@example.org") and not acked("target@example.org.evil")
         assert not case_store.acknowledged_since(conn, "target@example.org", "agent-1", 0)  # only our own
+
+
+def test_a_header_section_past_max_header_bytes_is_refused_before_any_parsing(tmp_path: Path) -> None:
+    # The attacker's mail: 300,000 encoded words in one Subject (4.8 MB). Before, it held a parse worker for
+    # the whole parse_timeout_s and then got 554; now it is refused at once, unparsed, and nothing is stored.
+    words = "\r\n ".join(["=?utf-8?q?a?="] * 300_000)
+    slow = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: {words}\r\n\r\nbody".encode()
+
+    async def scenario(w: World) -> None:
+        code, text, _ = await w.send(slow)
+        assert (code, text) == (552, "5.3.4 The message's header section is larger than 262144 bytes")
+        big_body, msgid = mail(body="x" * 300_000)  # a big body under small headers is fine
+        await w.deliver(big_body)
+        inbound(w, msgid)
+        assert w.count(messages, messages.c.direction == "inbound") == 1
+
+    run(tmp_path, scenario, parse_timeout_s=5.0, auto_acknowledge=False)
+
+
+def test_header_section_too_big() -> None:
+    head = b"From: a@b.example\r\nSubject: " + b"x" * 100 + b"\r\n"
+    limit = len(head)  # the header section ends with its last line's CRLF
+    assert not header_section_too_big(head + b"\r\n" + b"y" * 5000, limit)
+    assert header_section_too_big(head + b"X: y\r\n\r\nbody", limit)
+    assert not header_section_too_big(head.replace(b"\r\n", b"\n") + b"\nbody" * 100, limit)
+    assert header_section_too_big(head + b"X" * 5000, limit)  # no end of the headers at all
+    assert not header_section_too_big(head, limit)  # headers only, within the cap
+
+
+def test_one_clients_slow_mails_leave_a_parse_worker_for_everyone_else(tmp_path: Path) -> None:
+    # Two mails that take a worker some 20 s each (unclosed tags, well within the byte caps) from one address
+    # must not make another client's mail wait for them: before, both workers were theirs and a normal mail
+    # sent meanwhile waited the whole parse; now one address holds at most parse_workers - 1 of them.
+    soup = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: soup\r\nContent-Type: text/html\r\n\r\n" + "<a <b <c\r\n" * 5_000
+
+    async def scenario(w: World) -> None:
+        loop = asyncio.get_running_loop()
+        slow = [asyncio.ensure_future(w.send(soup.encode())) for _ in range(2)]  # from 127.0.0.1
+        deadline = loop.time() + WAIT_S
+        while len(w.channel._receiving) < 2:  # both are past DATA and being read (or waiting to be)
+            assert loop.time() < deadline, "the slow mails never arrived"
+            await asyncio.sleep(0.01)
+        data, msgid = mail("my router", sender="Bob <bob@example.net>")
+
+        def from_another_address() -> tuple[int, bytes, float]:
+            started = time.monotonic()
+            with smtplib.SMTP("127.0.0.1", w.port, timeout=WAIT_S, source_address=("127.0.0.2", 0)) as s:
+                s.ehlo("other.test")
+                s.mail("bob@example.net")
+                s.rcpt(HELP)
+                code, text = s.data(data)
+            return code, text, time.monotonic() - started
+
+        code, text, took = await loop.run_in_executor(None, from_another_address)
+        assert code == 250, text
+        assert took < WAIT_S
+        inbound(w, msgid)
+        assert w.channel._parse_slots.held("127.0.0.1") == 1  # the second slow mail still waits its turn
+        await w.channel.stop()  # cancels the slow parses (their workers are killed) and hangs up on them
+        for got in await asyncio.gather(*slow, return_exceptions=True):
+            assert isinstance(got, smtplib.SMTPException | OSError) or got[0] in (421, 451, 554), got
+
+    run(tmp_path, scenario, parse_timeout_s=60.0, auto_acknowledge=False, channel_kw={"stop_timeout_s": 0.5})

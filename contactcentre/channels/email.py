@@ -3,9 +3,10 @@ acknowledgements out through a smarthost.
 
 Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker process
 with a time budget so that no mail can hold the event loop every channel runs on (anything malformed, too complex
-or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
-of that customer's (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the
-subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
+or too slow to read gets a 5xx and nothing is stored; a header section past ``max_header_bytes`` is refused
+before that, and one client address holds at most all workers but one), the sender is identified, the mail is
+threaded into a case of that customer's (In-Reply-To / References against stored Message-IDs, then a
+``[#C-XXXXXX]`` token in the subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
 auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
 answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
 without a Message-ID is given one derived from its envelope and its bytes, so its retry is recognised too).
@@ -60,7 +61,7 @@ from contactcentre.events import (
     MessageSent,
     clean_text,
 )
-from contactcentre.limits import TOO_MANY_CONNECTIONS, capped
+from contactcentre.limits import TOO_MANY_CONNECTIONS, address_key, capped
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, mailbox, normalise_email
@@ -347,6 +348,19 @@ def _derived_id(data: bytes, mail_from: str | None, recipients: Sequence[str], d
         digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
     digest.update(hashlib.sha256(data).digest())
     return f"{digest.hexdigest()[:40]}.no-message-id@{domain}"
+
+
+def header_section_too_big(data: bytes, limit: int) -> bool:
+    """Whether the message's header section (up to the first empty line) is longer than ``limit`` bytes.
+
+    Looks at no more than the first ``limit`` + 4 bytes and decodes nothing, so it runs on the event loop
+    before any parsing: a header section of megabytes (300,000 encoded words in one Subject) keeps a parser
+    busy for its whole time budget, and no customer's mail has one."""
+    if len(data) <= limit:
+        return False
+    window = data[: limit + 4]
+    ends = [i for i in (window.find(b"\n\r\n"), window.find(b"\n\n")) if i >= 0]
+    return not ends or min(ends) + 1 > limit
 
 
 def _check_structure(msg: EmailMessage, max_parts: int, max_depth: int) -> None:
@@ -736,6 +750,42 @@ class _Watch:
     deadline_ms: int | None = None
 
 
+class _Slots:
+    """At most ``limit`` holders at a time per key (a client address), first come first served; a key that
+    nobody holds or waits for is forgotten, so the map is as large as the set of clients being served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._users: collections.Counter[str] = collections.Counter()  # holding or waiting, per key
+        self._holding: collections.Counter[str] = collections.Counter()
+
+    def held(self, key: str) -> int:
+        """How many hold a slot of ``key`` now (tests and tools)."""
+        return self._holding[key]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> Any:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(self.limit)
+        self._users[key] += 1
+        try:
+            async with gate:
+                self._holding[key] += 1
+                try:
+                    yield
+                finally:
+                    self._holding[key] -= 1
+                    if not self._holding[key]:
+                        del self._holding[key]
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._gates[key]
+
+
 class _Handler:
     """aiosmtpd's handler: hands the message to the channel."""
 
@@ -751,7 +801,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return await self._channel._on_data(envelope)
+        peer = session.peer
+        host = peer[0] if isinstance(peer, tuple) and peer else str(peer or "")
+        return await self._channel._on_data(envelope, address_key(host))
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("e-mail: SMTP session failed", exc_info=error)
@@ -799,6 +851,11 @@ class EmailChannel:
         self._loop = centre.loop
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email-send")
         self._parsers: ProcessPool | None = None  # started with the SMTP port
+        # Fairness: mails from one client address may hold at most parse_workers - 1 of the workers (all of a
+        # single one), so a client sending slow mails cannot make everyone else's wait for them. Behind an MTA
+        # every mail comes from its address and still has all workers but one.
+        workers = self.settings.parse_workers
+        self._parse_slots = _Slots(workers - 1 if workers > 1 else 1)
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._stopping = False
@@ -953,19 +1010,27 @@ class EmailChannel:
 
     # ------------------------------------------------------------------------------------------ inbound
 
-    async def _on_data(self, envelope: Envelope) -> str:
+    async def _on_data(self, envelope: Envelope, client: str = "") -> str:
         if self._stopping:
             return "421 4.3.2 Service shutting down; please try again later"
         data = envelope.original_content or b""
-        task = self._loop.create_task(self._receive(data, envelope.mail_from, tuple(envelope.rcpt_tos)))
+        task = self._loop.create_task(self._receive(data, envelope.mail_from, tuple(envelope.rcpt_tos), client))
         self._receiving.add(task)
         task.add_done_callback(self._receiving.discard)
         # Shielded: a client that hangs up mid-store must not cut a store in half; it retries, and the
         # retry is recognised as a duplicate.
         return await asyncio.shield(task)
 
-    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
-        """``parse_inbound`` in a worker process, within ``parse_timeout_s``; raises ``Rejected``."""
+    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...], client: str = "") -> Inbound:
+        """``parse_inbound`` in a worker process, within ``parse_timeout_s``, once the client's address has a
+        parse slot (``_parse_slots``); raises ``Rejected``."""
+        settings = self.settings
+        if header_section_too_big(data, settings.max_header_bytes):
+            raise Rejected(f"552 5.3.4 The message's header section is larger than {settings.max_header_bytes} bytes")
+        async with self._parse_slots.hold(client):
+            return await self._parse_now(data, mail_from, rcpts)
+
+    async def _parse_now(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
         if self._parsers is None:
             raise Rejected("421 4.3.2 Service shutting down; please try again later")
         settings = self.settings
@@ -983,9 +1048,9 @@ class EmailChannel:
             job.cancel()  # stops the worker too
             raise
 
-    async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> str:
+    async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...], client: str = "") -> str:
         try:
-            mail = await self._parse(data, mail_from, rcpts)
+            mail = await self._parse(data, mail_from, rcpts, client)
         except Rejected as r:
             log.info("e-mail from %r refused: %s", mail_from, r.reply)
             return r.reply
@@ -1308,6 +1373,7 @@ __all__ = [
     "chain",
     "clean_subject",
     "clean_text",
+    "header_section_too_big",
     "html_to_text",
     "parse_inbound",
     "promise_text",
