@@ -193,8 +193,12 @@ class EmailServerConfig(_Strict):
     Inbound mail is parsed in ``parse_workers`` worker processes, never on the server's event loop: a mail
     that takes longer than ``parse_timeout_s`` to read, or has more than ``max_parts`` MIME parts or parts
     nested deeper than ``max_depth``, is refused with a 5xx at DATA (its sender gets a bounce; nothing that
-    was answered 250 is dropped) and the worker reading it is replaced. ``ack_once_per_s``: one automatic
-    acknowledgement per sender address in this period at most (RFC 3834), so two responders cannot loop."""
+    was answered 250 is dropped) and the worker reading it is replaced. A header section longer than
+    ``max_header_bytes`` is refused before any parsing, and mails from one client address hold at most
+    ``parse_workers - 1`` workers at a time (when there are two or more), so one client cannot make the others'
+    mail wait. ``ack_once_per_s``: one automatic
+    acknowledgement per sender mailbox in this period at most (RFC 3834), so two responders cannot loop
+    (``ann+1@`` and ``ann+2@`` are ``ann@``'s mailbox)."""
 
     enabled: bool = True
     queue: str | None = None  # default: the first queue that serves e-mail
@@ -205,8 +209,11 @@ class EmailServerConfig(_Strict):
     smarthost: str = "127.0.0.1"
     smarthost_port: int = 25
     send_attempts: int = 5
+    # The header section (to the first empty line), checked on the raw bytes before any parsing: no customer's
+    # mail has megabytes of headers, and parsing those (300,000 encoded words) takes a worker seconds.
+    max_header_bytes: int = 256 * 1024
     max_parts: int = 500  # MIME parts in one mail, the message itself included
-    max_depth: int = 20  # multipart / message/rfc822 nesting levels
+    max_depth: int = 20  # multipart / message/rfc822 nesting levels; at most 100
     parse_timeout_s: float = 15.0  # CPU a mail may take to parse (a normal 10 MB HTML mail needs a few seconds)
     parse_workers: int = 2
     ack_once_per_s: float = 86400.0
@@ -788,9 +795,13 @@ def _check(cfg: CentreConfig, source: str) -> None:
             fail("server.email.max_message_bytes", "must be at least 1024")
         if srv.email.send_attempts < 1:
             fail("server.email.send_attempts", "must be at least 1")
+        if srv.email.max_header_bytes < 1024:
+            fail("server.email.max_header_bytes", "must be at least 1024")
         for key in ("max_parts", "max_depth", "parse_workers"):
             if getattr(srv.email, key) < 1:
                 fail(f"server.email.{key}", "must be at least 1")
+        if srv.email.max_depth > 100:  # channels.email.MAX_DEPTH_LIMIT: the parser's stack ends near 1000 levels
+            fail("server.email.max_depth", "must be at most 100")
         if not srv.email.parse_timeout_s > 0:
             fail("server.email.parse_timeout_s", "must be > 0")
         if srv.email.ack_once_per_s < 0:

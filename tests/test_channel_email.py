@@ -9,6 +9,7 @@ import email
 import email.policy
 import random
 import smtplib
+import time
 import zoneinfo
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
 from contactcentre.centre import Centre
@@ -29,15 +30,17 @@ from contactcentre.channels.email import (
     Rejected,
     chain,
     clean_subject,
+    header_section_too_big,
     html_to_text,
     parse_inbound,
     promise_text,
     reply_subject,
 )
-from contactcentre.config import CentreConfig, parse_config
+from contactcentre.config import CentreConfig, ConfigError, parse_config
 from contactcentre.events import MessageSent
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store import cases as case_store
+from contactcentre.store.identity import mailbox
 from contactcentre.store import customers as customer_store
 from contactcentre.store.schema import cases, customers, events, interactions, messages
 
@@ -392,7 +395,7 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         await w.deliver(other, mail_from="eve@example.net")
         assert w.count(interactions) == 2
 
-        # a mail without a Message-ID, retried: recognised by its envelope, Date and body
+        # a mail without a Message-ID, retried: recognised by its envelope and its bytes
         bare_mail = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: no id\r\nDate: Mon, 7 Dec 2026 10:00:00 +0100\r\n\r\n"
         first = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
         again = await w.deliver(f"{bare_mail}Hello?\r\n".encode())
@@ -402,6 +405,16 @@ def test_a_retried_delivery_is_one_contact(tmp_path: Path) -> None:
         await w.deliver(f"{bare_mail}Hello again?\r\n".encode())
         await w.deliver(f"{bare_mail}Hello?\r\n".encode(), to=["billing@centre.test"])
         assert w.count(interactions) == 5
+        # Another subject (or any other header) is another mail, even with the same envelope, From and body and
+        # neither Message-ID nor Date: before, the second was answered "already received" and lost.
+        undated = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: %s\r\n\r\nPlease call me back.\r\n"
+        first = await w.deliver((undated % "router broken").encode())
+        second = await w.deliver((undated % "invoice wrong").encode())
+        assert "already received" not in first and "already received" not in second, second
+        assert w.count(interactions) == 7
+        again = await w.deliver((undated % "invoice wrong").encode())  # and its true retry is still one
+        assert "already received" in again
+        assert w.count(interactions) == 7
 
     run(tmp_path, scenario, auto_acknowledge=False)
 
@@ -515,13 +528,23 @@ def test_mail_of_too_many_parts_or_too_deep_is_refused_with_552(tmp_path: Path) 
         assert (code, text) == (552, "5.3.4 The message has more than 8 parts")
         code, text, _ = await w.send(_multipart(1, depth=3))
         assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
+        code, text, _ = await w.send(_multipart(1, depth=2000))  # past the parser's stack too
+        assert (code, text) == (552, "5.3.4 The message nests parts more than 3 deep")
         assert w.count(messages, messages.c.direction == "inbound") == 2
 
     run(tmp_path, scenario, max_parts=8, max_depth=3, auto_acknowledge=False)
     with pytest.raises(Rejected, match="more than 500 parts"):  # the defaults, when called alone
         parse_inbound(_multipart(500), "ann@example.com")
-    with pytest.raises(Rejected, match="Cannot parse the message: RecursionError"):  # never a stack overflow
-        parse_inbound(_multipart(1, depth=5000), "ann@example.com")
+    # Nesting so deep the parser's own stack runs out (near 1000 levels) is still nesting past the cap: the
+    # cap's 552, never a stack overflow, and no internal error name told to the sender (before: 554 5.6.0
+    # "Cannot parse the message: RecursionError").
+    for depth in (1000, 2000, 5000):
+        with pytest.raises(Rejected) as refused:
+            parse_inbound(_multipart(1, depth=depth), "ann@example.com")
+        assert refused.value.reply == "552 5.3.4 The message nests parts more than 20 deep"
+    # a cap the parser's stack cannot honour is refused at start-up
+    with pytest.raises(ConfigError, match="max_depth"):
+        make_config(25, max_depth=101)
 
 
 def test_mail_past_the_parse_budget_is_refused_and_its_worker_replaced(tmp_path: Path) -> None:
@@ -846,3 +869,126 @@ def test_once_a_period_per_envelope_sender_survives_a_restart_whatever_the_from(
 
     run(tmp_path, before)
     run(tmp_path, after_a_restart)
+
+
+def test_sub_addresses_are_one_sender_for_the_once_a_period_acknowledgement(tmp_path: Path) -> None:
+    # Before, target@, target+1@ and target+2@ each got an acknowledgement: the memory counted addresses, and a
+    # forger could send one mailbox as many as they invented tags. Both memories count mailboxes: the
+    # channel's (mails stored in one run) and the store's (after a restart).
+    async def before(w: World) -> None:
+        for i, return_path in enumerate(["target@example.org", "target+1@example.org", "Target+2@Example.org"]):
+            data, _ = mail(f"s{i}", sender=f"x{i}@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        assert [r.recipient for r in outbound(w)] == ["target@example.org"]
+
+    async def after_a_restart(w: World) -> None:
+        for i, return_path in enumerate(["target+3@example.org", "target@example.org"]):
+            data, _ = mail(f"t{i}", sender=f"y{i}@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        # another mailbox is another sender, however alike: a LIKE wildcard in it matches nothing else
+        for return_path in ["targe_@example.org", "target2@example.org", "+1@example.org"]:
+            data, _ = mail("other", sender="z@spoof.example")
+            await w.deliver(data, mail_from=return_path)
+        assert [r.recipient for r in outbound(w)] == [
+            "target@example.org",
+            "targe_@example.org",
+            "target2@example.org",
+            "+1@example.org",
+        ]
+
+    run(tmp_path, before)
+    run(tmp_path, after_a_restart)
+
+
+def test_mailbox() -> None:
+    assert mailbox("ann+shop@example.com") == "ann@example.com"
+    assert mailbox("ann+a+b@example.com") == "ann@example.com"
+    assert mailbox("ann@example.com") == "ann@example.com"
+    assert mailbox("+1@example.com") == "+1@example.com"  # nothing before the tag: no mailbox to fold into
+
+
+def test_the_stores_acknowledgement_memory_is_per_mailbox_on_both_dialects(store: Any) -> None:
+    # the LIKE that finds a mailbox's tagged addresses, on SQLite and on PostgreSQL: literal _ and %, exact domain
+    sent = ["target+1@example.org", "axb+1@example.org", "100x+1@example.org", "eve@example.org.evil"]
+    with store.begin() as conn:
+        conn.execute(
+            insert(messages),
+            [
+                {"channel": "email", "direction": "outbound", "author": "system", "at_ms": 1000, "recipient": r}
+                for r in sent
+            ],
+        )
+    with store.connect() as conn:
+
+        def acked(recipient: str, since_ms: int = 0) -> bool:
+            return case_store.acknowledged_since(conn, recipient, "system", since_ms)
+
+        assert acked("target@example.org") and acked("target+2@example.org") and acked("target+1@example.org")
+        assert not acked("target@example.org", since_ms=1000)  # outside the period
+        assert acked("axb@example.org") and not acked("a_b@example.org") and not acked("a_b+2@example.org")
+        assert acked("100x+2@example.org") and not acked("100%@example.org") and not acked("1%@example.org")
+        assert not acked("eve@example.org") and not acked("target@example.org.evil")
+        assert not case_store.acknowledged_since(conn, "target@example.org", "agent-1", 0)  # only our own
+
+
+def test_a_header_section_past_max_header_bytes_is_refused_before_any_parsing(tmp_path: Path) -> None:
+    # The attacker's mail: 300,000 encoded words in one Subject (4.8 MB). Before, it held a parse worker for
+    # the whole parse_timeout_s and then got 554; now it is refused at once, unparsed, and nothing is stored.
+    words = "\r\n ".join(["=?utf-8?q?a?="] * 300_000)
+    slow = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: {words}\r\n\r\nbody".encode()
+
+    async def scenario(w: World) -> None:
+        code, text, _ = await w.send(slow)
+        assert (code, text) == (552, "5.3.4 The message's header section is larger than 262144 bytes")
+        big_body, msgid = mail(body="x" * 300_000)  # a big body under small headers is fine
+        await w.deliver(big_body)
+        inbound(w, msgid)
+        assert w.count(messages, messages.c.direction == "inbound") == 1
+
+    run(tmp_path, scenario, parse_timeout_s=5.0, auto_acknowledge=False)
+
+
+def test_header_section_too_big() -> None:
+    head = b"From: a@b.example\r\nSubject: " + b"x" * 100 + b"\r\n"
+    limit = len(head)  # the header section ends with its last line's CRLF
+    assert not header_section_too_big(head + b"\r\n" + b"y" * 5000, limit)
+    assert header_section_too_big(head + b"X: y\r\n\r\nbody", limit)
+    assert not header_section_too_big(head.replace(b"\r\n", b"\n") + b"\nbody" * 100, limit)
+    assert header_section_too_big(head + b"X" * 5000, limit)  # no end of the headers at all
+    assert not header_section_too_big(head, limit)  # headers only, within the cap
+
+
+def test_one_clients_slow_mails_leave_a_parse_worker_for_everyone_else(tmp_path: Path) -> None:
+    # Two mails that take a worker some 20 s each (unclosed tags, well within the byte caps) from one address
+    # must not make another client's mail wait for them: before, both workers were theirs and a normal mail
+    # sent meanwhile waited the whole parse; now one address holds at most parse_workers - 1 of them.
+    soup = f"From: {ANN}\r\nTo: {HELP}\r\nSubject: soup\r\nContent-Type: text/html\r\n\r\n" + "<a <b <c\r\n" * 5_000
+
+    async def scenario(w: World) -> None:
+        loop = asyncio.get_running_loop()
+        slow = [asyncio.ensure_future(w.send(soup.encode())) for _ in range(2)]  # from 127.0.0.1
+        deadline = loop.time() + WAIT_S
+        while len(w.channel._receiving) < 2:  # both are past DATA and being read (or waiting to be)
+            assert loop.time() < deadline, "the slow mails never arrived"
+            await asyncio.sleep(0.01)
+        data, msgid = mail("my router", sender="Bob <bob@example.net>")
+
+        def from_another_address() -> tuple[int, bytes, float]:
+            started = time.monotonic()
+            with smtplib.SMTP("127.0.0.1", w.port, timeout=WAIT_S, source_address=("127.0.0.2", 0)) as s:
+                s.ehlo("other.test")
+                s.mail("bob@example.net")
+                s.rcpt(HELP)
+                code, text = s.data(data)
+            return code, text, time.monotonic() - started
+
+        code, text, took = await loop.run_in_executor(None, from_another_address)
+        assert code == 250, text
+        assert took < WAIT_S
+        inbound(w, msgid)
+        assert w.channel._parse_slots.held("127.0.0.1") == 1  # the second slow mail still waits its turn
+        await w.channel.stop()  # cancels the slow parses (their workers are killed) and hangs up on them
+        for got in await asyncio.gather(*slow, return_exceptions=True):
+            assert isinstance(got, smtplib.SMTPException | OSError) or got[0] in (421, 451, 554), got
+
+    run(tmp_path, scenario, parse_timeout_s=60.0, auto_acknowledge=False, channel_kw={"stop_timeout_s": 0.5})

@@ -3,12 +3,13 @@ acknowledgements out through a smarthost.
 
 Inbound, one SMTP transaction becomes one contact. The message is parsed and checked first, in a worker process
 with a time budget so that no mail can hold the event loop every channel runs on (anything malformed, too complex
-or too slow to read gets a 5xx and nothing is stored), the sender is identified, the mail is threaded into a case
-of that customer's (In-Reply-To / References against stored Message-IDs, then a ``[#C-XXXXXX]`` token in the
-subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
+or too slow to read gets a 5xx and nothing is stored; a header section past ``max_header_bytes`` is refused
+before that, and one client address holds at most all workers but one), the sender is identified, the mail is
+threaded into a case of that customer's (In-Reply-To / References against stored Message-IDs, then a
+``[#C-XXXXXX]`` token in the subject, else a new case), and then the stored message, the contact's arrival, the case's due time and the
 auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
 answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
-without a Message-ID is given one derived from its envelope, Date and body, so its retry is recognised too).
+without a Message-ID is given one derived from its envelope and its bytes, so its retry is recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
@@ -60,10 +61,10 @@ from contactcentre.events import (
     MessageSent,
     clean_text,
 )
-from contactcentre.limits import TOO_MANY_CONNECTIONS, capped
+from contactcentre.limits import TOO_MANY_CONNECTIONS, address_key, capped
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
-from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.store.identity import IdentityError, mailbox, normalise_email
 from contactcentre.store.schema import cases, customers, interactions, messages
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ MAX_NAME = 120  # a display name longer than this is not a name
 MAX_SUBJECT = 998
 MAX_PARTS = 500  # the defaults of server.email.max_parts and max_depth, for parse_inbound called alone
 MAX_DEPTH = 20
+# The highest max_depth the configuration accepts: the parser recurses once per level and its stack ends near
+# 1000 levels, so every mail it cannot read for nesting lies past the cap and gets the cap's 552.
+MAX_DEPTH_LIMIT = 100
 
 # Structural defects: the parser had to guess where parts begin or end, so what we would store is a guess.
 # Lesser defects (bad base64 padding, raw 8-bit headers) are repaired by the parser and accepted: refusing a
@@ -334,15 +338,29 @@ def _body(msg: EmailMessage) -> tuple[str, int]:
     return clean_text(text).strip(), left_out
 
 
-def _derived_id(data: bytes, msg: EmailMessage, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
+def _derived_id(data: bytes, mail_from: str | None, recipients: Sequence[str], domain: str) -> str:
     """A Message-ID for a mail that came without one, the same for every delivery of that mail: a client that
-    retries (it lost our 250) sends the same envelope, Date and body, and so is recognised as a retry."""
-    body = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[-1]
+    retries (it lost our 250) sends the same envelope and the same bytes, and so is recognised as a retry.
+    The whole message counts (every header and the body): two mails that differ only in their subject, or
+    any other header, are two mails, and neither may be dropped as the other's retry."""
     digest = hashlib.sha256()
-    for value in (mail_from or "", *sorted(r.lower() for r in recipients), _raw_header(msg, "Date") or ""):
+    for value in (mail_from or "", *sorted(r.lower() for r in recipients)):
         digest.update(value.encode("utf-8", "surrogateescape") + b"\0")
-    digest.update(hashlib.sha256(body).digest())
+    digest.update(hashlib.sha256(data).digest())
     return f"{digest.hexdigest()[:40]}.no-message-id@{domain}"
+
+
+def header_section_too_big(data: bytes, limit: int) -> bool:
+    """Whether the message's header section (up to the first empty line) is longer than ``limit`` bytes.
+
+    Looks at no more than the first ``limit`` + 4 bytes and decodes nothing, so it runs on the event loop
+    before any parsing: a header section of megabytes (300,000 encoded words in one Subject) keeps a parser
+    busy for its whole time budget, and no customer's mail has one."""
+    if len(data) <= limit:
+        return False
+    window = data[: limit + 4]
+    ends = [i for i in (window.find(b"\n\r\n"), window.find(b"\n\n")) if i >= 0]
+    return not ends or min(ends) + 1 > limit
 
 
 def _check_structure(msg: EmailMessage, max_parts: int, max_depth: int) -> None:
@@ -376,8 +394,13 @@ def parse_inbound(
     CPU-bound (a big HTML body or thousands of parts take seconds): the channel runs it in a worker process."""
     try:
         msg = email.message_from_bytes(data, policy=email.policy.default)
-    except Exception as exc:
-        raise Rejected(f"554 5.6.0 Cannot parse the message: {type(exc).__name__}") from None
+    except RecursionError:
+        # The parser recurses once per nesting level and runs out of stack near 1000 levels, far past any
+        # max_depth the configuration allows (at most MAX_DEPTH_LIMIT): this is nesting past the cap.
+        raise Rejected(f"552 5.3.4 The message nests parts more than {max_depth} deep") from None
+    except Exception as exc:  # the sender learns that, not which of our internals gave up
+        log.info("e-mail: the parser failed: %s: %s", type(exc).__name__, exc)
+        raise Rejected("554 5.6.0 Cannot parse the message") from None
     assert isinstance(msg, EmailMessage)
     _check_structure(msg, max_parts, max_depth)
     fatal = sorted(
@@ -410,7 +433,8 @@ def parse_inbound(
     except Rejected:
         raise
     except Exception as exc:
-        raise Rejected(f"554 5.6.0 Cannot read the message body: {type(exc).__name__}") from None
+        log.info("e-mail: reading the body failed: %s: %s", type(exc).__name__, exc)
+        raise Rejected("554 5.6.0 Cannot read the message body") from None
     if attachments:
         note = f"[{attachments} attachment{'s' if attachments != 1 else ''} not kept]"
         body = f"{body}\n\n{note}" if body else note
@@ -418,7 +442,7 @@ def parse_inbound(
     return_path = _return_path(mail_from)
     ids = _ids(_raw_header(msg, "Message-ID"))
     given = bool(ids)
-    message_id = ids[0] if ids else _derived_id(data, msg, mail_from, recipients, domain)
+    message_id = ids[0] if ids else _derived_id(data, mail_from, recipients, domain)
     rcpts = [r.strip().strip("<>").lower() for r in recipients]
     for name_ in ("To", "Cc"):
         with contextlib.suppress(Exception):
@@ -726,6 +750,42 @@ class _Watch:
     deadline_ms: int | None = None
 
 
+class _Slots:
+    """At most ``limit`` holders at a time per key (a client address), first come first served; a key that
+    nobody holds or waits for is forgotten, so the map is as large as the set of clients being served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._users: collections.Counter[str] = collections.Counter()  # holding or waiting, per key
+        self._holding: collections.Counter[str] = collections.Counter()
+
+    def held(self, key: str) -> int:
+        """How many hold a slot of ``key`` now (tests and tools)."""
+        return self._holding[key]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> Any:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(self.limit)
+        self._users[key] += 1
+        try:
+            async with gate:
+                self._holding[key] += 1
+                try:
+                    yield
+                finally:
+                    self._holding[key] -= 1
+                    if not self._holding[key]:
+                        del self._holding[key]
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                del self._gates[key]
+
+
 class _Handler:
     """aiosmtpd's handler: hands the message to the channel."""
 
@@ -741,7 +801,9 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        return await self._channel._on_data(envelope)
+        peer = session.peer
+        host = peer[0] if isinstance(peer, tuple) and peer else str(peer or "")
+        return await self._channel._on_data(envelope, address_key(host))
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("e-mail: SMTP session failed", exc_info=error)
@@ -789,6 +851,11 @@ class EmailChannel:
         self._loop = centre.loop
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="email-send")
         self._parsers: ProcessPool | None = None  # started with the SMTP port
+        # Fairness: mails from one client address may hold at most parse_workers - 1 of the workers (all of a
+        # single one), so a client sending slow mails cannot make everyone else's wait for them. Behind an MTA
+        # every mail comes from its address and still has all workers but one.
+        workers = self.settings.parse_workers
+        self._parse_slots = _Slots(workers - 1 if workers > 1 else 1)
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._stopping = False
@@ -801,7 +868,7 @@ class EmailChannel:
         self._held: set[tuple[str, str]] = set()
         self._watching: dict[str, _Watch] = {}
         self._outcomes: collections.OrderedDict[str, str] = collections.OrderedDict()
-        # envelope sender -> when we last acknowledged (ms), oldest first
+        # envelope sender's mailbox (identity.mailbox: no +tag) -> when we last acknowledged (ms), oldest first
         self._acked: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._unsubscribe: Callable[[], None] | None = centre.subscribe(self._on_events)
@@ -943,19 +1010,27 @@ class EmailChannel:
 
     # ------------------------------------------------------------------------------------------ inbound
 
-    async def _on_data(self, envelope: Envelope) -> str:
+    async def _on_data(self, envelope: Envelope, client: str = "") -> str:
         if self._stopping:
             return "421 4.3.2 Service shutting down; please try again later"
         data = envelope.original_content or b""
-        task = self._loop.create_task(self._receive(data, envelope.mail_from, tuple(envelope.rcpt_tos)))
+        task = self._loop.create_task(self._receive(data, envelope.mail_from, tuple(envelope.rcpt_tos), client))
         self._receiving.add(task)
         task.add_done_callback(self._receiving.discard)
         # Shielded: a client that hangs up mid-store must not cut a store in half; it retries, and the
         # retry is recognised as a duplicate.
         return await asyncio.shield(task)
 
-    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
-        """``parse_inbound`` in a worker process, within ``parse_timeout_s``; raises ``Rejected``."""
+    async def _parse(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...], client: str = "") -> Inbound:
+        """``parse_inbound`` in a worker process, within ``parse_timeout_s``, once the client's address has a
+        parse slot (``_parse_slots``); raises ``Rejected``."""
+        settings = self.settings
+        if header_section_too_big(data, settings.max_header_bytes):
+            raise Rejected(f"552 5.3.4 The message's header section is larger than {settings.max_header_bytes} bytes")
+        async with self._parse_slots.hold(client):
+            return await self._parse_now(data, mail_from, rcpts)
+
+    async def _parse_now(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> Inbound:
         if self._parsers is None:
             raise Rejected("421 4.3.2 Service shutting down; please try again later")
         settings = self.settings
@@ -966,15 +1041,16 @@ class EmailChannel:
             return await asyncio.wrap_future(job)
         except FutureTimeout:  # the worker was killed and is being replaced
             raise Rejected(f"554 5.6.0 The message could not be read within {settings.parse_timeout_s:g} s") from None
-        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory)
-            raise Rejected(f"554 5.6.0 Cannot parse the message ({exc})") from None
+        except ProcessExpired as exc:  # the worker died on it (e.g. out of memory); the log says how
+            log.warning("e-mail: a parsing worker died on a message: %s", exc)
+            raise Rejected("554 5.6.0 Cannot parse the message") from None
         except asyncio.CancelledError:
             job.cancel()  # stops the worker too
             raise
 
-    async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...]) -> str:
+    async def _receive(self, data: bytes, mail_from: str | None, rcpts: tuple[str, ...], client: str = "") -> str:
         try:
-            mail = await self._parse(data, mail_from, rcpts)
+            mail = await self._parse(data, mail_from, rcpts, client)
         except Rejected as r:
             log.info("e-mail from %r refused: %s", mail_from, r.reply)
             return r.reply
@@ -1073,8 +1149,9 @@ class EmailChannel:
                 if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
-                    self._acked[ack.recipient] = now
-                    self._acked.move_to_end(ack.recipient)
+                    box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
+                    self._acked[box] = now
+                    self._acked.move_to_end(box)
         finally:
             self._watching.pop(contact_id, None)
         try:
@@ -1090,7 +1167,7 @@ class EmailChannel:
     def _acknowledge(self, mail: Inbound, got: _Intake, now_ms: int) -> bool:
         """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
         ``ack_once_per_s``: the store remembers across restarts, ``_acked`` covers mails being stored at once
-        and a sender naming several customers."""
+        and a sender naming several customers. A sender is a mailbox: its ``+tag`` sub-addresses are it."""
         if not self.settings.auto_acknowledge or not (got.new_case or got.reopened) or mail.automatic:
             return False
         if got.acknowledged or mail.return_path is None:
@@ -1098,7 +1175,7 @@ class EmailChannel:
         period_ms = int(self.settings.ack_once_per_s * 1000)
         while self._acked and next(iter(self._acked.values())) <= now_ms - period_ms:
             self._acked.popitem(last=False)  # in time order: the oldest go first
-        return mail.return_path not in self._acked
+        return mailbox(mail.return_path) not in self._acked
 
     def _acknowledgement(self, mail: Inbound, got: _Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
         promise = promise_text(now_ms, deadline_ms, self._tz) if deadline_ms is not None else None
@@ -1296,6 +1373,7 @@ __all__ = [
     "chain",
     "clean_subject",
     "clean_text",
+    "header_section_too_big",
     "html_to_text",
     "parse_inbound",
     "promise_text",

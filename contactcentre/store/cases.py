@@ -10,9 +10,10 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from contactcentre.store.customers import new_id
+from contactcentre.store.identity import mailbox
 from contactcentre.store.schema import cases, interactions, messages
 
 CASE_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -25,6 +26,11 @@ CASE_TRANSITIONS: dict[str, frozenset[str]] = {
 
 _TOKEN_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: tokens are read aloud on the phone
 TOKEN_IN_SUBJECT = re.compile(r"\[#(C-[2-9A-HJ-NP-Z]{6})\]")
+
+
+def _like_escape(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (escape character ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class CaseError(Exception):
@@ -134,13 +140,17 @@ def case_contact_ids(conn: Connection, case_id: str) -> list[str]:
 
 
 def acknowledged_since(conn: Connection, recipient: str, author: str, since_ms: int) -> bool:
-    """Whether ``author`` (the centre's own agent id) sent ``recipient`` a message after ``since_ms``: the e-mail
-    channel's once-per-period memory of acknowledgements (RFC 3834), per envelope sender whatever ``From:`` the
-    mails named (index ``messages (recipient, at_ms)``)."""
+    """Whether ``author`` (the centre's own agent id) sent ``recipient``'s mailbox a message after ``since_ms``:
+    the e-mail channel's once-per-period memory of acknowledgements (RFC 3834), per envelope sender whatever
+    ``From:`` the mails named (index ``messages (recipient, at_ms)``). ``ann@d``, ``ann+1@d`` and ``ann+2@d``
+    are one mailbox (``identity.mailbox``): else one person gets an acknowledgement per tag they invent."""
+    box = mailbox(recipient)
+    local, _, domain = box.rpartition("@")
+    tagged = _like_escape(local) + "+%@" + _like_escape(domain)
     found = conn.execute(
         select(messages.c.id)
         .where(
-            messages.c.recipient == recipient,
+            or_(messages.c.recipient == box, messages.c.recipient.like(tagged, escape="\\")),
             messages.c.at_ms > since_ms,
             messages.c.direction == "outbound",
             messages.c.author == author,

@@ -57,6 +57,19 @@ def normalise_email(text: str) -> str:
     return address
 
 
+def mailbox(address: str) -> str:
+    """The mailbox a normalised address delivers to: a ``+tag`` sub-address is its mailbox's
+    (``ann+shop@example.com`` → ``ann@example.com``; RFC 5233). Nearly every mail provider delivers
+    sub-addresses so, so one person can write from as many tags as they like: whatever is counted once per
+    sender (the e-mail channel's acknowledgements) is counted once per mailbox. An address without a tag, or
+    with nothing before its ``+``, is its own mailbox."""
+    local, at, domain = address.rpartition("@")
+    base, plus, _ = local.partition("+")
+    if not at or not plus or not base or local.startswith('"'):
+        return address
+    return f"{base}@{domain}"
+
+
 def normalise_chat_token(text: str) -> str:
     token = text.strip()
     if not token or len(token) > MAX_TOKEN or any(c.isspace() for c in token):
