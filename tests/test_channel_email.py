@@ -40,8 +40,8 @@ from contactcentre.config import CentreConfig, ConfigError, parse_config
 from contactcentre.events import MessageSent
 from contactcentre.runtime import close_centre, open_centre
 from contactcentre.store import cases as case_store
-from contactcentre.store.identity import mailbox
 from contactcentre.store import customers as customer_store
+from contactcentre.store.identity import mailbox
 from contactcentre.store.schema import cases, customers, events, interactions, messages
 
 WAIT_S = 10.0  # an upper bound, never a delay: a healthy run settles in milliseconds
@@ -908,8 +908,14 @@ def test_mailbox() -> None:
 
 
 def test_the_stores_acknowledgement_memory_is_per_mailbox_on_both_dialects(store: Any) -> None:
-    # the LIKE that finds a mailbox's tagged addresses, on SQLite and on PostgreSQL: literal _ and %, exact domain
-    sent = ["target+1@example.org", "axb+1@example.org", "100x+1@example.org", "eve@example.org.evil"]
+    # on SQLite and on PostgreSQL: exact addresses and mailboxes, no wildcard in an address matches anything
+    sent = [
+        "target+1@example.org",
+        "axb+1@example.org",
+        "100x+1@example.org",
+        "eve@example.org.evil",
+        "ann@example.org",
+    ]
     with store.begin() as conn:
         conn.execute(
             insert(messages),
@@ -923,12 +929,14 @@ def test_the_stores_acknowledgement_memory_is_per_mailbox_on_both_dialects(store
         def acked(recipient: str, since_ms: int = 0) -> bool:
             return case_store.acknowledged_since(conn, recipient, "system", since_ms)
 
-        assert acked("target@example.org") and acked("target+2@example.org") and acked("target+1@example.org")
-        assert not acked("target@example.org", since_ms=1000)  # outside the period
-        assert acked("axb@example.org") and not acked("a_b@example.org") and not acked("a_b+2@example.org")
-        assert acked("100x+2@example.org") and not acked("100%@example.org") and not acked("1%@example.org")
-        assert not acked("eve@example.org") and not acked("target@example.org.evil")
-        assert not case_store.acknowledged_since(conn, "target@example.org", "agent-1", 0)  # only our own
+        # by equality on the address and its mailbox (an index serves it): the address itself, and the
+        # mailbox an acknowledgement went to; not another tag of it (the channel's own memory folds those)
+        assert acked("target+1@example.org") and not acked("target@example.org") and not acked("target+2@example.org")
+        assert not acked("target+1@example.org", since_ms=1000)  # outside the period
+        assert not acked("a_b+1@example.org") and not acked("100%+1@example.org") and not acked("1%@example.org")
+        assert not acked("eve@example.org") and not acked("target+1@example.org.evil")
+        assert acked("ann+shop@example.org")  # its mailbox had one
+        assert not case_store.acknowledged_since(conn, "target+1@example.org", "agent-1", 0)  # only our own
 
 
 def test_a_header_section_past_max_header_bytes_is_refused_before_any_parsing(tmp_path: Path) -> None:
