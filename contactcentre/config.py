@@ -288,8 +288,9 @@ class LimitsConfig(_Strict):
 
     ``max_connections_per_address``: open connections from one address, counted on each port separately
     (WebSocket, web, SMTP); one more is refused (WebSocket and web: HTTP 429; SMTP: 421).
-    ``handshake_timeout_s``: an HTTP request's headers, and a WebSocket's opening handshake, must arrive
-    within this long, or the connection is closed.
+    ``handshake_timeout_s``: a whole HTTP request (request line, headers and body; timed from the connection,
+    or from the request's first byte on a kept-alive connection), and a WebSocket's opening handshake, must
+    arrive within this long, or the connection is closed (HTTP: after a 408).
     ``new_chats_per_minute`` and ``new_chats_burst``: a token bucket of chat hellos per address (the burst at
     once, then this many a minute); a hello beyond it is answered ``rate_limited`` and stores nothing.
     ``silent_chat_grace_s``: a waiting chat whose customer never sent a line and whose socket went away has
