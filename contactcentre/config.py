@@ -243,10 +243,14 @@ class VoiceServerConfig(_Strict):
     # SIP flood limits per source address (docs/sip.md): new calls a second on average and at once, calls held
     # at a time. Past them: one 503 with Retry-After (never resent), then silence for sip_retry_after_s.
     # sip_trusted: addresses exempt, e.g. a SIP proxy or a carrier's trunk that brings every call.
+    # The same token bucket answers requests outside a call (OPTIONS, REGISTER, stray BYE …). A source that has
+    # never ACKed one of our final responses may be forged: at most sip_unacked_per_source of its calls' final
+    # responses are resent at a time (at 0.5, 1.5, 3.5 s; given up at 7.5 s, with no BYE); others go once.
     sip_invites_per_s: float = 1.0
     sip_invite_burst: int = 10
     sip_calls_per_source: int = 10
     sip_retry_after_s: int = 10
+    sip_unacked_per_source: int = 2
     sip_trusted: list[str] = []
 
 
@@ -489,6 +493,8 @@ def _check_sip_limits(voice: VoiceServerConfig, fail: Any) -> None:
     for key in ("sip_invite_burst", "sip_calls_per_source", "sip_retry_after_s"):
         if getattr(voice, key) < 1:
             fail(f"server.voice.{key}", "must be at least 1")
+    if voice.sip_unacked_per_source < 0:
+        fail("server.voice.sip_unacked_per_source", "must be 0 or more")
     for i, address in enumerate(voice.sip_trusted):
         try:
             ipaddress.ip_address(address)
