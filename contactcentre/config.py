@@ -250,10 +250,14 @@ class VoiceServerConfig(_Strict):
     # SIP flood limits per source address (docs/sip.md): new calls a second on average and at once, calls held
     # at a time. Past them: one 503 with Retry-After (never resent), then silence for sip_retry_after_s.
     # sip_trusted: addresses exempt, e.g. a SIP proxy or a carrier's trunk that brings every call.
+    # The same token bucket answers requests outside a call (OPTIONS, REGISTER, stray BYE …). A source that has
+    # never ACKed one of our final responses may be forged: at most sip_unacked_per_source of its calls' final
+    # responses are resent at a time (at 0.5, 1.5, 3.5 s; given up at 7.5 s, with no BYE); others go once.
     sip_invites_per_s: float = 1.0
     sip_invite_burst: int = 10
     sip_calls_per_source: int = 10
     sip_retry_after_s: int = 10
+    sip_unacked_per_source: int = 2
     sip_trusted: list[str] = []
 
 
@@ -299,8 +303,9 @@ class LimitsConfig(_Strict):
 
     ``max_connections_per_address``: open connections from one address, counted on each port separately
     (WebSocket, web, SMTP); one more is refused (WebSocket and web: HTTP 429; SMTP: 421).
-    ``handshake_timeout_s``: an HTTP request's headers, and a WebSocket's opening handshake, must arrive
-    within this long, or the connection is closed.
+    ``handshake_timeout_s``: a whole HTTP request (request line, headers and body; timed from the connection,
+    or from the request's first byte on a kept-alive connection), and a WebSocket's opening handshake, must
+    arrive within this long, or the connection is closed (HTTP: after a 408).
     ``new_chats_per_minute`` and ``new_chats_burst``: a token bucket of chat hellos per address (the burst at
     once, then this many a minute); a hello beyond it is answered ``rate_limited`` and stores nothing.
     ``silent_chat_grace_s``: a waiting chat whose customer never sent a line and whose socket went away has
@@ -499,6 +504,8 @@ def _check_sip_limits(voice: VoiceServerConfig, fail: Any) -> None:
     for key in ("sip_invite_burst", "sip_calls_per_source", "sip_retry_after_s"):
         if getattr(voice, key) < 1:
             fail(f"server.voice.{key}", "must be at least 1")
+    if voice.sip_unacked_per_source < 0:
+        fail("server.voice.sip_unacked_per_source", "must be 0 or more")
     for i, address in enumerate(voice.sip_trusted):
         try:
             ipaddress.ip_address(address)

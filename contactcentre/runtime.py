@@ -636,7 +636,7 @@ async def serve(
             pages_=pages_,
             ws_port=real_ws_port,
             max_connections_per_address=srv.limits.max_connections_per_address,
-            header_timeout_s=srv.limits.handshake_timeout_s,
+            request_timeout_s=srv.limits.handshake_timeout_s,
         )
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)

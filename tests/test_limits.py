@@ -108,6 +108,56 @@ def test_request_headers_trickling_in_are_cut_off_at_the_deadline(capped: Server
     asyncio.run(main())
 
 
+async def _trickle_until_closed(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, trickle: bytes
+) -> tuple[bytes, float]:
+    """Send ``trickle`` a byte at a time (one whenever a 0.2 s read comes back empty) until the server closes;
+    what it answered and how long that took. Bounded by ``T``."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = b""
+    i = 0
+    while not reader.at_eof() and loop.time() - started < T:
+        if i < len(trickle):
+            writer.write(trickle[i : i + 1])
+            i += 1
+        with contextlib.suppress(TimeoutError):
+            answer += await asyncio.wait_for(reader.read(4096), 0.2)
+    return answer, loop.time() - started
+
+
+def test_a_request_body_trickling_in_is_cut_off_at_the_deadline(capped: Server) -> None:
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", capped.http_port)
+        writer.write(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
+        answer, took = await _trickle_until_closed(reader, writer, b"a" * 100000)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert reader.at_eof() and took < 5  # handshake_timeout_s is 1 s, counted from the connection
+        writer.close()
+
+    asyncio.run(main())
+
+
+def test_a_request_line_trickling_in_on_a_kept_alive_connection_is_cut_off_at_the_deadline(capped: Server) -> None:
+    async def main() -> None:
+        port = capped.http_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_http_get(port))
+        assert (await asyncio.wait_for(reader.readline(), T)).split()[1] == b"404"
+        while (await asyncio.wait_for(reader.readline(), T)) != b"\r\n":  # the rest of its head
+            pass
+        # The connection is kept alive; the next request line comes a byte at a time, never a whole line.
+        answer, took = await _trickle_until_closed(reader, writer, _http_get(port))
+        assert b"HTTP/1.1 408 " in answer, answer
+        assert reader.at_eof() and took < 5  # 1 s from the first byte of that request
+        writer.close()
+
+    asyncio.run(main())
+
+
 FD_LIMIT = 128  # file descriptors the server process may have: enough to start, soon used up by clients
 
 LOW_FD_LAUNCHER = [

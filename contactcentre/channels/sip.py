@@ -51,6 +51,10 @@ T1_MS = 500  # RFC 3261 timer values for an unreliable transport
 T2_MS = 4_000
 GIVE_UP_MS = 64 * T1_MS  # timers B/F/H: the far end is gone
 KEEP_MS = 64 * T1_MS  # timer J: a finished transaction keeps answering retransmissions this long
+# An unverified source (under the limits, not trusted, never yet ACKed one of our final responses) may be a
+# forged address: its final responses are resent at T1, 3·T1 and 7·T1 only, and given up at 15·T1 (7.5 s)
+# without a BYE, instead of for 64·T1 with a BYE at the end. A real phone ACKs within a round trip.
+UNVERIFIED_GIVE_UP_MS = 15 * T1_MS
 COOKIE = "z9hG4bK"  # RFC 3261 branch prefix
 ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS"
 PRUNE_SOURCES = 1024  # look for forgettable sources once this many are remembered (then at twice as many)
@@ -64,8 +68,12 @@ class SourceLimits:
     ``invites_per_s`` calls a second on average and ``invite_burst`` at once, and hold ``calls`` at a time.
     Past either it gets one 503 with ``Retry-After: retry_after_s``, sent once and kept nowhere (an INVITE's
     final response is otherwise resent until the ACK, which a spoofed source never sends: a reflector), and
-    nothing more until that time is up. ``trusted`` addresses (a SIP proxy or a carrier's trunk in front,
-    every call from one address) are exempt.
+    nothing more until that time is up. Requests outside a call (OPTIONS, REGISTER, a stray BYE …) and
+    retransmissions take a token too, and over it get nothing. Until the source has ACKed one of our final
+    responses (proving the address is its own) it is unverified: answers outside a call are never larger
+    than the request (else not sent), and at most ``unacked`` of its calls' final responses are resent at a
+    time, briefly (``UNVERIFIED_GIVE_UP_MS``), with no BYE after. ``trusted`` addresses (a SIP proxy or a
+    carrier's trunk in front, every call from one address) are exempt.
     """
 
     invites_per_s: float
@@ -73,6 +81,7 @@ class SourceLimits:
     calls: int
     retry_after_s: int
     trusted: frozenset[str] = frozenset()
+    unacked: int = 2  # an unverified source's final responses resent at a time; more are sent once only
 
 
 @dataclass
@@ -82,6 +91,8 @@ class _Source:
     bucket: TokenBucket
     quiet_until_ms: int = 0  # no further 503 to it before then
     calls: set[str] = field(default_factory=set)  # its dialogs that may hold a trunk (pruned when looked at)
+    confirmed: bool = False  # it ACKed one of our final responses: it receives at this address
+    resending: set[str] = field(default_factory=set)  # its dialogs whose final response we resend
 
 
 def source_key(ip: str) -> str:
@@ -228,13 +239,22 @@ class _Timer:
 class _Retransmit:
     """One message sent again at T1, 2·T1 … (capped at T2) until stopped or GIVE_UP_MS has passed."""
 
-    __slots__ = ("addr", "data", "give_up_at", "interval", "on_give_up", "timer")
+    __slots__ = ("addr", "data", "give_up_at", "interval", "on_give_up", "resends", "timer")
 
-    def __init__(self, data: bytes, addr: Addr, now_ms: int, on_give_up: Callable[[int], list[Output]]) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        addr: Addr,
+        now_ms: int,
+        on_give_up: Callable[[int], list[Output]],
+        give_up_ms: int = GIVE_UP_MS,
+        resends: bool = True,
+    ) -> None:
         self.data = data
         self.addr = addr
         self.interval = T1_MS
-        self.give_up_at = now_ms + GIVE_UP_MS
+        self.give_up_at = now_ms + give_up_ms
+        self.resends = resends  # False: sent once, only the give-up is timed
         self.on_give_up = on_give_up
         self.timer: _Timer | None = None
 
@@ -296,6 +316,8 @@ class SipUas:
         self._sources: dict[str, _Source] = {}
         self._prune_at = PRUNE_SOURCES
         self.shed = 0  # new INVITEs refused by the per-source limits (503 or dropped)
+        self.unanswered = 0  # requests outside a call, or retransmissions, left unanswered by those limits
+        self._rx_len = 0
 
     # --------------------------------------------------------------------------------------- timers
 
@@ -321,8 +343,15 @@ class SipUas:
         heapq.heappush(self._heap, (when, self._seq, timer))
         return timer
 
-    def _retransmit(self, data: bytes, addr: Addr, on_give_up: Callable[[int], list[Output]]) -> _Retransmit:
-        rt = _Retransmit(data, addr, self.now_ms, on_give_up)
+    def _retransmit(
+        self,
+        data: bytes,
+        addr: Addr,
+        on_give_up: Callable[[int], list[Output]],
+        give_up_ms: int = GIVE_UP_MS,
+        resends: bool = True,
+    ) -> _Retransmit:
+        rt = _Retransmit(data, addr, self.now_ms, on_give_up, give_up_ms, resends)
 
         def fire(now: int) -> list[Output]:
             if now >= rt.give_up_at:
@@ -332,7 +361,7 @@ class SipUas:
             rt.timer = self._at(min(now + rt.interval, rt.give_up_at), fire)
             return [Send(rt.data, rt.addr)]
 
-        rt.timer = self._at(self.now_ms + T1_MS, fire)
+        rt.timer = self._at(self.now_ms + T1_MS if resends else rt.give_up_at, fire)
         return rt
 
     @staticmethod
@@ -365,6 +394,7 @@ class SipUas:
             return out
         if not data.strip():
             return out  # a CRLF keep-alive
+        self._rx_len = len(data)  # what an answer to an unverified source may not exceed (_stray)
         try:
             msg = parse(data)
         except SipError as exc:
@@ -384,6 +414,8 @@ class SipUas:
         log.info("sip: 400 to %s from %s:%s: %s", req.method, *addr, exc.reason)
         text = exc.reason[:200].replace('"', "'")
         warning = ("Warning", f'399 {SERVER} "{text}"')
+        if self._unverified(addr) is not None:  # the reason stays in the log: the answer must stay small
+            return self._stray(req, "", addr, 400, to_tag="")
         return [Send(serialise(response(req, 400, extra=[warning])), addr)]
 
     def _tx_key(self, req: Request) -> str:
@@ -398,9 +430,13 @@ class SipUas:
     def _on_request(self, req: Request, addr: Addr) -> list[Output]:
         key = self._tx_key(req)
         if req.method != "ACK" and key in self._answered:
-            return [Send(self._answered[key][0], addr)]  # a retransmission: same answer, nothing new happens
+            # A retransmission: same answer, nothing new happens. Resent answers cost a forged source's bucket
+            # too, or one remembered 200 could be called up again and again onto its victim.
+            if not self._may_answer(addr):
+                return []
+            return [Send(self._answered[key][0], addr)]
         if req.method not in ("ACK", "OPTIONS") and (req.get("Max-Forwards") or "70").strip() == "0":
-            return self._reply(req, key, addr, 483)
+            return self._stray(req, key, addr, 483)
         handler = {
             "INVITE": self._on_invite,
             "ACK": self._on_ack,
@@ -412,7 +448,7 @@ class SipUas:
         if handler is not None:
             return handler(req, key, addr)
         status = 405 if req.method in KNOWN_METHODS else 501
-        return self._reply(req, key, addr, status, extra=[("Allow", ALLOW)])
+        return self._stray(req, key, addr, status, extra=[("Allow", ALLOW)])
 
     def _reply(
         self,
@@ -428,6 +464,70 @@ class SipUas:
         data = serialise(response(req, status, to_tag=to_tag, extra=extra))
         self._remember(key, data)
         return [Send(data, addr)]
+
+    def _stray(
+        self,
+        req: Request,
+        key: str,
+        addr: Addr,
+        status: int,
+        *,
+        extra: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
+    ) -> list[Output]:
+        """The answer to a request outside any call. To an unverified source (perhaps a forged address, to
+        bounce our answers onto) it costs a token of its bucket (none left: no answer), is sent statelessly
+        (RFC 3261 8.2.7: nothing remembered), carries only what RFC 3261 requires (no Server, no Accept; Allow
+        only on a 405) and is not sent at all if it would still be larger than the request."""
+        source = self._unverified(addr)
+        if source is None:
+            if not key:
+                return [Send(serialise(response(req, status, extra=extra)), addr)]
+            return self._reply(req, key, addr, status, extra=extra)
+        if not source.bucket.take(self.now_ms / 1000):
+            self.unanswered += 1
+            return []
+        tag = self._tag() if to_tag is None else to_tag
+        keep = [(n, v) for n, v in extra if status == 405 and n == "Allow"]
+        resp = response(req, status, to_tag=tag, extra=keep)
+        resp.headers = [(n, v) for n, v in resp.headers if n != "Server"]
+        data = serialise(resp)
+        if len(data) > self._rx_len:
+            self.unanswered += 1
+            log.info("sip: no %d to %s from unverified %s: larger than the request", status, req.method, addr[0])
+            return []
+        return [Send(data, addr)]
+
+    def _unverified(self, addr: Addr) -> _Source | None:
+        """The source of ``addr`` if the limits apply to it and it has not proven it receives there."""
+        if self.limits is None or _canonical_ip(addr[0]) in self._trusted:
+            return None
+        source = self._source(addr[0])
+        return None if source.confirmed else source
+
+    def _may_answer(self, addr: Addr) -> bool:
+        """Whether a resent answer may go to ``addr``: yes unless it is unverified and out of tokens."""
+        source = self._unverified(addr)
+        if source is None or source.bucket.take(self.now_ms / 1000):
+            return True
+        self.unanswered += 1
+        return False
+
+    def _resend_plan(self, d: Dialog) -> tuple[int, bool]:
+        """How a final response to ``d``'s INVITE is resent until the ACK: (give up after ms, resend at all).
+        RFC 3261's 64·T1 with resends for a verified or exempt source; for an unverified one
+        UNVERIFIED_GIVE_UP_MS, and resends only while fewer than ``unacked`` of its responses are resent."""
+        source = self._unverified(d.addr)
+        if source is None:
+            return GIVE_UP_MS, True
+        assert self.limits is not None
+        source.resending = {
+            c for c in source.resending if (x := self.dialogs.get(c)) is not None and x.pending and x.pending.resends
+        }
+        resends = len(source.resending) < self.limits.unacked
+        if resends:
+            source.resending.add(d.id)
+        return UNVERIFIED_GIVE_UP_MS, resends
 
     def _tag(self) -> str:
         return f"{self.rng.getrandbits(64):016x}"
@@ -540,7 +640,7 @@ class SipUas:
     def _on_reinvite(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._find(req)
         if d is None:
-            return self._reply(req, key, addr, 481)
+            return self._stray(req, key, addr, 481)
         number = req.cseq()[0]
         if number <= d.remote_cseq:
             return self._reply(req, key, addr, 500, dialog=d)
@@ -572,7 +672,8 @@ class SipUas:
         self._remember(key, data)
         self._stop(d.pending)
         d.pending_cseq = req.cseq()[0]
-        d.pending = self._retransmit(data, addr, lambda now: self._no_ack(d))
+        d.pending = None  # the old response is no longer resent: _resend_plan must not count it
+        d.pending = self._retransmit(data, addr, lambda now: self._no_ack(d), *self._resend_plan(d))
         return [Send(data, addr)]
 
     def _no_ack(self, d: Dialog) -> list[Output]:
@@ -581,6 +682,14 @@ class SipUas:
         d.step("no_ack")
         if d.state == ENDED:
             return self._end(d)
+        if self._unverified(d.addr) is not None:
+            # No BYE (and its eleven resends) to an address that never showed it receives: it may be forged.
+            log.warning("sip: no ACK for our 200 in %s from unverified %s: call ended", d.sip_call_id, d.addr[0])
+            d.step("bye_timeout")  # as if that BYE had been sent and given up at once
+            out = self._end(d)
+            if before in (ANSWERED, CONFIRMED):
+                out.append(CallEnded(d.id, "no_ack"))
+            return out
         log.warning("sip: no ACK for our 200 in %s: hanging up", d.sip_call_id)
         out = self._send_bye(d)
         if before in (ANSWERED, CONFIRMED):  # the owner still has the call: tell it
@@ -593,6 +702,8 @@ class SipUas:
             return []  # a retransmitted ACK, or one for nothing we know: ACKs are never answered
         self._stop(d.pending)
         d.pending = None
+        if (source := self._unverified(addr)) is not None:  # it had our To-tag: it receives at this address
+            source.confirmed = True
         d.step("ack")
         if d.state == HANGING_UP and d.bye is None:  # hung up while we waited for this ACK
             return self._send_bye(d)
@@ -608,7 +719,7 @@ class SipUas:
     def _on_cancel(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._invites.get(key.rsplit("|", 1)[0] + "|INVITE")
         if d is None:
-            return self._reply(req, key, addr, 481)
+            return self._stray(req, key, addr, 481)
         out = self._reply(req, key, addr, 200, dialog=d)
         if (d.state, "cancel") in DIALOG_TRANSITIONS:  # otherwise a final response has gone: nothing to cancel
             d.step("cancel")
@@ -618,7 +729,7 @@ class SipUas:
     def _on_bye(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._find(req)
         if d is None:
-            return self._reply(req, key, addr, 481)
+            return self._stray(req, key, addr, 481)
         number = req.cseq()[0]
         if number <= d.remote_cseq:
             return self._reply(req, key, addr, 500, dialog=d)
@@ -639,7 +750,7 @@ class SipUas:
     def _on_info(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._find(req)
         if d is None:
-            return self._reply(req, key, addr, 481)
+            return self._stray(req, key, addr, 481)
         if (d.state, "info") not in DIALOG_TRANSITIONS:
             return self._reply(req, key, addr, REFUSED["info"], dialog=d)
         number = req.cseq()[0]
@@ -661,6 +772,8 @@ class SipUas:
     def _on_options(self, req: Request, key: str, addr: Addr) -> list[Output]:
         d = self._find(req)
         extra = [("Allow", ALLOW), ("Accept", "application/sdp, application/dtmf-relay")]
+        if d is None:
+            return self._stray(req, key, addr, 200, extra=extra)
         return self._reply(req, key, addr, 200, dialog=d, extra=extra)
 
     def _on_response(self, resp: Response) -> list[Output]:
@@ -689,12 +802,14 @@ class SipUas:
 
     def answer(self, dialog: str, now_ms: int) -> list[Output]:
         """180 (if not sent yet) then 200 OK with our SDP, retransmitted until the ACK; a no-op once
-        answered or ended."""
+        answered or ended. To an unverified source no 180 right before the 200: it tells a real phone
+        nothing the 200 does not, and would be one more datagram to bounce onto a forged address."""
         out = self.advance(now_ms)
         d = self.dialogs.get(dialog)
         if d is None or d.state not in (TRYING, RINGING):
             return out
-        out += self.ring(dialog, now_ms)
+        if self._unverified(d.addr) is None:
+            out += self.ring(dialog, now_ms)
         d.step("answer")
         return out + self._ok_to_invite(d, d.invite, d.invite_key, d.addr, d.offer)
 
@@ -731,7 +846,8 @@ class SipUas:
         self._remember(d.invite_key, data, keep=False)
         self._stop(d.pending)
         d.pending_cseq = d.invite.cseq()[0]
-        d.pending = self._retransmit(data, d.addr, lambda now: self._no_ack(d))
+        d.pending = None  # the old response is no longer resent: _resend_plan must not count it
+        d.pending = self._retransmit(data, d.addr, lambda now: self._no_ack(d), *self._resend_plan(d))
         return [Send(data, d.addr)]
 
     def _send_bye(self, d: Dialog) -> list[Output]:

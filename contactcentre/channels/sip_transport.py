@@ -59,6 +59,7 @@ def source_limits(voice: VoiceServerConfig) -> SourceLimits:
         invite_burst=voice.sip_invite_burst,
         calls=voice.sip_calls_per_source,
         retry_after_s=voice.sip_retry_after_s,
+        unacked=voice.sip_unacked_per_source,
         trusted=frozenset(voice.sip_trusted),
     )
 

@@ -200,42 +200,46 @@ def build_root(
     return root
 
 
-class _HeaderDeadlineChannel(HTTPChannel):
-    """HTTP whose request headers must all arrive within ``header_timeout_s`` of the connection (or of the
-    request's first line), however slowly they trickle in: Twisted's own timeout restarts with every byte,
-    so one header line every few seconds would hold the connection for ever. Too slow: 408, then close."""
+class _RequestDeadlineChannel(HTTPChannel):
+    """HTTP whose whole request (request line, headers and body) must arrive within ``request_timeout_s`` of
+    its first byte (or of the connection, for the first one), however slowly it trickles in: Twisted's own
+    timeout restarts with every byte, so a header line or a body byte every few seconds would hold the
+    connection for ever. The clock starts at the first byte rather than at the first complete line, since a
+    request line sent a byte at a time is never a line until its end. Too slow: 408, then close."""
 
-    header_timeout_s = 10.0
-    _header_deadline: Any = None
+    request_timeout_s = 10.0
+    _request_deadline: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._await_headers()
+        self._await_request()
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._header_deadline is None:  # the first line of the next request on a kept-alive connection
-            self._await_headers()
-        super().lineReceived(line)
+    def dataReceived(self, data: bytes) -> None:
+        # Bytes while no request is being read nor handled start the next request on a kept-alive connection.
+        # (Bytes that come while one is handled are buffered by Twisted and fed back here once it is done.)
+        if data and self._request_deadline is None and not self._handlingRequest:
+            self._await_request()
+        super().dataReceived(data)
 
-    def allHeadersReceived(self) -> None:
-        self._headers_in()
-        super().allHeadersReceived()
+    def allContentReceived(self) -> None:
+        self._request_in()  # the body is in: what happens next is ours, not the client's, to hurry
+        super().allContentReceived()
 
     def connectionLost(self, reason: Any) -> None:
-        self._headers_in()
+        self._request_in()
         super().connectionLost(reason)
 
-    def _await_headers(self) -> None:
-        self._header_deadline = self.callLater(self.header_timeout_s, self._headers_too_slow)
+    def _await_request(self) -> None:
+        self._request_deadline = self.callLater(self.request_timeout_s, self._request_too_slow)
 
-    def _headers_in(self) -> None:
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
+    def _request_in(self) -> None:
+        if self._request_deadline is not None:
+            if self._request_deadline.active():
+                self._request_deadline.cancel()
+            self._request_deadline = None
 
-    def _headers_too_slow(self) -> None:
-        self._header_deadline = None
+    def _request_too_slow(self) -> None:
+        self._request_deadline = None
         self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         self.transport.loseConnection()
 
@@ -255,7 +259,7 @@ class _TooManyConnections(Protocol):
 
 class DashboardSite(WrappingFactory):
     """The site, wrapped so that open connections (browsers keep them alive) can be closed at shutdown, with
-    at most ``max_connections_per_address`` open from one address and a deadline for request headers."""
+    at most ``max_connections_per_address`` open from one address and a deadline for each whole request."""
 
     def __init__(
         self,
@@ -266,12 +270,12 @@ class DashboardSite(WrappingFactory):
         pages_: dict[bytes, Resource] | None = None,
         ws_port: int | None = None,
         max_connections_per_address: int = 100,
-        header_timeout_s: float = 10.0,
+        request_timeout_s: float = 10.0,
     ) -> None:
         site = Site(build_root(driver, auth=auth, api=api, pages_=pages_, ws_port=ws_port), logPath=None)
         site.displayTracebacks = False
         # Plain HTTP only (no TLS, so no HTTP/2 to negotiate): the channel is HTTP/1.1's, with its deadline.
-        site.protocol = type("HTTPChannel", (_HeaderDeadlineChannel,), {"header_timeout_s": header_timeout_s})
+        site.protocol = type("HTTPChannel", (_RequestDeadlineChannel,), {"request_timeout_s": request_timeout_s})
         super().__init__(site)
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._peers = PeerCount(max_connections_per_address)
