@@ -7,9 +7,10 @@ or too slow to read gets a 5xx and nothing is stored; a header section past ``ma
 before that, and one client address holds at most all workers but one), the sender is identified, the mail is
 threaded into a case of that customer's (In-Reply-To / References against stored Message-IDs, then a
 ``[#C-XXXXXX]`` token in the subject, else a new case), and then the stored message, the contact's arrival, the
-case's due time and the auto-acknowledgement are committed in one transaction before the client hears ``250``. A client that loses our
-answer retries with the same Message-ID; that is recognised and answered ``250`` without a second contact (a mail
-without a Message-ID is given one derived from its envelope and its bytes, so its retry is recognised too).
+case's due time and the auto-acknowledgement are committed in one transaction before the client hears ``250``. A
+client that loses our answer retries with the same Message-ID; that is recognised and answered ``250`` without a
+second contact (a mail without a Message-ID is given one derived from its envelope and its bytes, so its retry is
+recognised too).
 
 Outbound, a message is first logged as ``MessageSent`` (the store records it ``delivery='queued'``), then
 handed to the smarthost from a thread; the outcome lands in ``messages.delivery`` (``sent`` or, after
