@@ -430,7 +430,7 @@ def test_serve_puts_the_cti_link_and_sip_on_addresses_of_their_own(
     from contactcentre.runtime import serve
 
     server = {"host": "127.0.0.1", "cti_host": "127.0.0.2", "sip_host": "127.0.0.3", "email": {"enabled": False}}
-    server["voice"] = {"cti_token": TOKEN}
+    server["voice"] = {"cti_token": TOKEN, "sip_trusted": ["127.0.0.1"]}  # a bare OPTIONS gets its answer
     queues = [{"name": "support", "channels": ["voice"]}]
     cfg = parse_config({"queues": queues, "agents": [{"id": "a1"}], "server": server}, "<test>")
     loop = reactor_loop
