@@ -81,6 +81,7 @@ EWT_ERROR_BUCKETS = (0, 10, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 14400, 
 # lateness for every call, chat and console. The watchdog promises under 50 ms; seconds mean a stall.
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LOOP_LAG_INTERVAL_S = 0.1
+LOOP_LAG_LOG_EVERY_S = 60.0  # at most one warning line a minute about late ticks
 
 NO_TIER = "none"
 OTHER = "other"
@@ -396,7 +397,9 @@ class _Timers(Protocol):
 class LoopLag:
     """The event-loop watchdog: one timer, re-armed every ``interval_s``, that records how late it fired
     (``contactcentre_event_loop_lag_seconds``) and logs a warning when that is over ``warn_s``. A late timer
-    means some callback held the loop, and with it every channel, for that long."""
+    means some callback held the loop, and with it every channel, for that long. The first late tick is logged
+    at once; further ones within ``LOOP_LAG_LOG_EVERY_S`` are counted and logged as one line when that has
+    passed (a busy machine would otherwise fill the log with a line every 100 ms)."""
 
     def __init__(
         self, loop: _Timers, registry: CollectorRegistry, *, warn_s: float, interval_s: float = LOOP_LAG_INTERVAL_S
@@ -412,6 +415,8 @@ class LoopLag:
         self._interval_s = interval_s
         self._due = 0.0
         self._handle: Any = None
+        self._logged_at: float | None = None  # when the last warning line was written
+        self._held: list[float] = []  # late ticks since then, not yet logged
 
     def start(self) -> None:
         self._arm()
@@ -429,7 +434,19 @@ class LoopLag:
         late = max(0.0, self._loop.time() - self._due)
         self.lag.observe(late)
         if late > self._warn_s:
-            log.warning("the event loop ran %.0f ms late: every channel waited that long", late * 1000)
+            self._held.append(late)
+        now = self._loop.time()
+        if self._held and (self._logged_at is None or now - self._logged_at >= LOOP_LAG_LOG_EVERY_S):
+            if len(self._held) == 1:
+                log.warning("the event loop ran %.0f ms late: every channel waited that long", self._held[0] * 1000)
+            else:
+                log.warning(
+                    "the event loop ran late %d times in the last %.0f s, at worst %.0f ms: every channel waited",
+                    len(self._held),
+                    now - (self._logged_at or now),
+                    max(self._held) * 1000,
+                )
+            self._logged_at, self._held = now, []
         self._arm()
 
 

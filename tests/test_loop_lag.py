@@ -84,6 +84,19 @@ def test_loop_lag_records_how_late_its_timer_ran_and_warns_over_the_threshold(
     assert _lag(registry, "sum") == pytest.approx(0.03 + 2.0)
     (warning,) = caplog.records
     assert warning.getMessage() == "the event loop ran 2000 ms late: every channel waited that long"
+    # more late ticks within the minute are counted, and told as one line once the minute has passed
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="contactcentre.metrics"):
+        loop.run_until(102.53)  # 100 ms late
+        loop.run_until(102.83)  # 200 ms late
+        assert caplog.records == []
+        for tick in range(1, 601):  # on time for a minute
+            loop.run_until(round(102.83 + 0.1 * tick, 2))
+    (summary,) = caplog.records
+    assert (
+        summary.getMessage()
+        == "the event loop ran late 2 times in the last 60 s, at worst 200 ms: every channel waited"
+    )
     watch.stop()
     assert loop.timers == []
 
