@@ -139,7 +139,8 @@ def format_text(view: dict[str, Any]) -> str:
     if view["agents_without_user"]:
         out.append(f"  configured agents without a login: {', '.join(view['agents_without_user'])}")
     out += ["", "Routing ([routing])"]
-    out += [f"  {k} = {v}" for k, v in view["routing"].items()]
+    # TOML's spelling, as the file takes them (not Python's True/False)
+    out += [f"  {k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in view["routing"].items()]
     out += ["", "Queues ([[queues]])"]
     for q in view["queues"]:
         out.append(f"  {q['name']} (number {q['number']}): {q['channels']}; skills {q['skills']}")

@@ -113,6 +113,7 @@ def test_admin_show_prints_users_queues_routing_codes_canned_and_ivr(
     assert "support (number 2001): voice, chat, email, callback; skills general 3" in out
     assert "overflow after 90 s: add skill supervisor 1; priority +1" in out
     assert "  strategy = longest_idle" in out
+    assert "  away_after_missed_offer = true" in out and "True" not in out and "False" not in out
     assert "resolved, follow_up, escalated" in out
     assert "greeting (chat): Hello, thank you" in out
     assert re.search(r"(?m)^  3000: .*config/ivr/main\.toml$", out)
@@ -194,6 +195,9 @@ def test_only_admins_get_the_page_and_everything_on_it_is_escaped(admin_server: 
     status, _body, headers = _get(live, "/admin", None)
     assert status == 303 and headers["Location"].startswith("/login?next=")
 
+    # the dashboard leads an admin (and only an admin) to this page
+    assert 'href="/admin"' in _get(live, "/", live.tokens["root"])[1]
+    assert 'href="/admin"' not in _get(live, "/", live.tokens["boss"])[1]
     status, body, headers = _get(live, "/admin", live.tokens["root"])
     assert status == 200
     assert "script-src" not in headers["Content-Security-Policy"]  # no script on this page at all
