@@ -338,6 +338,14 @@ def _url_host(host: str) -> str:
 # -------------------------------------------------------------------------------------------------- serve
 
 
+def _cannot_listen(what: str, host: str, port: int, why: object) -> str:
+    """A port that cannot be had, and what to do about it (a newcomer's first stumble: a second demo)."""
+    return (
+        f"cannot listen {what}on {host}:{port}: {why} (is another server running there? choose another port in"
+        " the configuration's [server] or with the command's port options; 0 picks a free one)"
+    )
+
+
 class ServeError(Exception):
     """The server cannot start (database unusable, port taken); the message says why."""
 
@@ -565,7 +573,7 @@ async def serve(
             try:
                 cti_listening = reactor.listenTCP(cti_port, cti, interface=cti_host)
             except CannotListenError as exc:
-                raise ServeError(f"cannot listen for CTI on {cti_host}:{cti_port}: {exc.socketError}") from None
+                raise ServeError(_cannot_listen("for CTI ", cti_host, cti_port, exc.socketError)) from None
             if srv.voice.sip:  # the SIP front door (docs/sip.md): SIP phones' calls arrive on the switch's trunks
                 from twisted.internet.defer import maybeDeferred
 
@@ -577,7 +585,7 @@ async def serve(
                 try:
                     sip_listening = reactor.listenUDP(sip_port, sip, interface=sip_host)
                 except CannotListenError as exc:
-                    raise ServeError(f"cannot listen for SIP on {sip_host}:{sip_port}: {exc.socketError}") from None
+                    raise ServeError(_cannot_listen("for SIP ", sip_host, sip_port, exc.socketError)) from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
             chat.restore()
@@ -619,7 +627,7 @@ async def serve(
                 create_connection=counted_connection(PeerCount(srv.limits.max_connections_per_address)),
             )
         except OSError as exc:
-            raise ServeError(f"cannot listen for WebSockets on {host}:{ws_port}: {exc.strerror or exc}") from None
+            raise ServeError(_cannot_listen("for WebSockets ", host, ws_port, exc.strerror or exc)) from None
         real_ws_port = next(iter(wss.sockets)).getsockname()[1]
         pages_ = {b"chat": widget_resource(config, real_ws_port)} if chat is not None else {}
         pages_[b"agent"] = web_auth.guard(ConsolePage(config, real_ws_port), "agent")  # replaces the bare /agent
@@ -641,14 +649,14 @@ async def serve(
         try:
             listening = reactor.listenTCP(http_port, site, interface=host)
         except CannotListenError as exc:
-            raise ServeError(f"cannot listen on {host}:{http_port}: {exc.socketError}") from None
+            raise ServeError(_cannot_listen("", host, http_port, exc.socketError)) from None
         real_smtp: int | None = None
         if srv.email.enabled:
             email = EmailChannel(centre)
             try:
                 real_smtp = await email.start(host, smtp_port)
             except OSError as exc:
-                raise ServeError(f"cannot listen for SMTP on {host}:{smtp_port}: {exc.strerror or exc}") from None
+                raise ServeError(_cannot_listen("for SMTP ", host, smtp_port, exc.strerror or exc)) from None
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, stop.set)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,19 @@ def test_sqlite_reads_and_writes_while_the_server_lock_is_held(tmp_path: Path) -
     finally:
         lock.release()
         engine.dispose()
+
+
+def test_a_port_already_taken_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    config = server_config(tmp_path, 9)
+    db = tmp_path / "s.sqlite"
+    start_server(config, db).stop()  # a migrated store
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "contactcentre.cli", "serve", "--config", str(config), "--database-url", str(db)]
+        cmd += ["--http-port", str(port), "--smtp-port", "0", "--ws-port", "0", "--cti-port", "0", "--sip-port", "0"]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=T, stdin=subprocess.DEVNULL)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "Traceback" not in err, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "0 picks a free one" in err, err

@@ -783,7 +783,7 @@
     $("pop-consents").textContent = ways.length ? ways.join(", ") : "no consents";
     $("pop-dnc").hidden = !cu.do_not_call;
     const sig = pop.signals || {};
-    $("pop-risk").textContent = sig.risk ? `risk ${sig.risk} (${sig.contacts || 0} contacts in ${sig.window_days} days)` : "—";
+    $("pop-risk").textContent = sig.risk ? `risk ${sig.risk} (${sig.contacts || 0} contact${sig.contacts === 1 ? "" : "s"} in ${sig.window_days} days)` : "—";
     $("pop-reasons").replaceChildren(...(sig.reasons || []).map((r) => el("li", r)));
     $("pop-cases").replaceChildren(
       ...(pop.open_cases || []).map((k) => {

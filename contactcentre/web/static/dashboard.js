@@ -166,7 +166,7 @@
         "div", { "data-figure": figure, class: colourClass(q, figure) },
         el("dt", {}, label), el("dd", {}, value(m)),
       ));
-      const agents = q.hint ? q.hint.staffed + " agents" : "";
+      const agents = q.hint ? q.hint.staffed + (q.hint.staffed === 1 ? " agent" : " agents") : "";
       return el(
         "section", { class: "tile", "data-queue": q.name },
         el("h2", {}, q.name, el("small", {}, agents)),
