@@ -109,3 +109,25 @@ def reactor_loop() -> Iterator[object]:
     yield loop
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
+
+
+# ------------------------------------------------------------------------------------------------- markers
+# A fast core run: `pytest -m "not browser and not e2e"` leaves out the tests that drive Chromium and those that
+# start `contactcentre serve` (or a benchmark) in another process. Marked here, from what a test uses, so a new
+# test cannot forget its marker.
+
+_E2E_SIGNS = ("tests.server_proc", "start_server(", "running_live_server", '"benchmarks/', "benchmarks/")
+_module_is_e2e: dict[str, bool] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "new_page" in fixtures or "chromium" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        path = str(item.path)
+        if path not in _module_is_e2e:
+            text = Path(path).read_text(encoding="utf-8")
+            _module_is_e2e[path] = any(sign in text for sign in _E2E_SIGNS)
+        if _module_is_e2e[path] or "live_server" in fixtures:
+            item.add_marker(pytest.mark.e2e)
