@@ -4,6 +4,7 @@ Europe/Amsterdam; the agent's browser is in New York and the customer's in Tokyo
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime
@@ -56,3 +57,26 @@ def test_the_console_and_the_widget_show_the_centres_time_and_name_its_zone(
     own = customer.locator("#log li.customer .meta").last
     expect(own).to_have_text(re.compile(r" · \d\d:\d\d \w+$"))
     assert own.inner_text().rsplit(" · ", 1)[1] in _centre_clocks(before, after)
+
+
+def test_the_customers_own_line_takes_the_time_the_centre_stored_it_at(live_server: LiveServer, new_page: Any) -> None:
+    # Under `demo --at` (or with a browser whose clock is off) the customer's own line showed the browser's
+    # time beside the centre's: the line is re-stamped with the ack's at_ms. The server's ack is rewritten
+    # here to a time no browser clock shows: 2001-02-03 12:34 UTC, 13:34 in the centre's zone.
+    customer = new_page()
+    stored_at = int(datetime(2001, 2, 3, 12, 34, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+
+    def shift_acks(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message: Any) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "ack" and "at_ms" in frame:
+                frame["at_ms"] = stored_at
+            ws.send(json.dumps(frame))
+
+        server.on_message(from_server)
+
+    customer.route_web_socket("**/chat", shift_acks)
+    open_chat(customer, live_server, name="Cleo", text="what time is it there?")
+    expect(customer.locator("#log li.customer .meta").last).to_have_text("You · 13:34 CET", timeout=T_MS)

@@ -278,6 +278,8 @@
         if (p) {
           pending.delete(f.client_id);
           p.li.classList.remove("sending");
+          // stamped with the centre's clock once stored (the browser's may be off, or the centre's set elsewhere)
+          if (f.at_ms) p.li.querySelector(".meta").textContent = "You · " + time(f.at_ms);
           if (seen.has(f.message_id)) p.li.remove(); // a resume showed it already
         }
         remember(f.message_id);
