@@ -209,8 +209,8 @@ def test_only_admins_get_the_page_and_everything_on_it_is_escaped(admin_server: 
         assert text in body, text
     # routing settings in words, not Python's spelling run together ("away_after_missed_offerTrue")
     settings = re.sub(r"\s+", " ", body[body.index('id="routing"') : body.index("</dl>", body.index('id="routing"'))])
-    assert '>away after missed offer</dt> <dd>yes</dd>' in settings, settings
-    assert '>priority weight</dt> <dd>60 s</dd>' in settings, settings
+    assert ">away after missed offer</dt> <dd>yes</dd>" in settings, settings
+    assert ">priority weight</dt> <dd>60 s</dd>" in settings, settings
     assert "True" not in settings and "False" not in settings
 
 
@@ -341,7 +341,11 @@ def test_an_admin_adds_a_user_sets_skills_and_resets_a_password_in_the_page(
     expect(page.locator("#notice")).to_have_text("Skills of agent ada: general 8, billing 6.")
     expect(page.locator("#users tr[data-user=ada] td.skills input[name=skills]")).to_have_value("general=8, billing=6")
     assert _api_agent_skills(live, "ada") == {"general": 8, "billing": 6}
-    for typed, error in (("general=11", "levels are 1-10"), ("general", "is not NAME=LEVEL"), (" ", "at least one")):
+    for typed, error in (
+        ("general=11", "general=11: a level is 1 to 10"),
+        ("general", "is not NAME=LEVEL"),
+        (" ", "at least one"),
+    ):
         page.locator("#users tr[data-user=ada] td.skills input[name=skills]").fill(typed)
         with page.expect_response(lambda r: "/admin" in r.url and r.request.method == "POST") as answer:
             page.locator("#users tr[data-user=ada] td.skills").get_by_role("button", name="Save").click()

@@ -227,6 +227,9 @@ def parse_skills(text: str) -> dict[str, int]:
         skills[name.strip()] = int(level)
     if not skills:  # an emptied box is more likely a slip than an agent meant to take nothing
         raise FormError("Skills: give at least one, e.g. general=8.")
+    for name, level in skills.items():  # said in the page's words, before the API's own check below
+        if not 1 <= level <= 10:
+            raise FormError(f"Skills: {name}={level}: a level is 1 to 10.")
     try:
         return msgspec.convert({"skills": skills}, SkillsChange).skills or {}
     except msgspec.ValidationError as exc:
