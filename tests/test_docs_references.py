@@ -17,7 +17,7 @@ def tracked_text_files() -> list[Path]:
     out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     files = [ROOT / name for name in out.splitlines()]
     kinds = {".py", ".md", ".toml", ".html", ".js", ".txt", ".cfg", ""}
-    # this file names missing documents on purpose, to show the check sees them
+    # this file names invented missing documents on purpose, to show the check sees them
     return [f for f in files if f.suffix in kinds and f.is_file() and f != Path(__file__).resolve()]
 
 
@@ -40,6 +40,7 @@ def test_every_cited_document_is_in_the_repository() -> None:
 
 
 def test_the_check_sees_a_document_outside_the_repository() -> None:
-    assert unresolved(ROOT / "contactcentre" / "x.py", "see ../shared/QUEUEING.md §2") == ["../shared/QUEUEING.md"]
-    assert unresolved(ROOT / "contactcentre" / "x.py", "see REQUIREMENTS.md R7") == ["REQUIREMENTS.md"]
+    # invented names, so that this file names no real document outside the repository either
+    assert unresolved(ROOT / "contactcentre" / "x.py", "see ../elsewhere/NOTES.md §2") == ["../elsewhere/NOTES.md"]
+    assert unresolved(ROOT / "contactcentre" / "x.py", "see NOWHERE.md R7") == ["NOWHERE.md"]
     assert unresolved(ROOT / "contactcentre" / "x.py", "see docs/queueing.md") == []
