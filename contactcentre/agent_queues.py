@@ -29,13 +29,13 @@ class QueueFigures:
         self.centre = centre
         self.sessions = sessions
         self.every_s = every_s
-        self._served: dict[str, list[str]] = {}  # agent id -> the queues it serves, from its login
+        self._welcomed: set[str] = set()  # agents whose console has logged in (their queues are asked each round)
         self._sent: dict[str, list[Frame]] = {}  # agent id -> the figures its console was last sent
         self._timer: asyncio.TimerHandle | None = None
 
     def welcome(self, agent_id: str) -> None:
         """A console logged in: it gets its queues' figures with the next round (within ``every_s``)."""
-        self._served[agent_id] = self.centre.router.queues_served_by(agent_id)
+        self._welcomed.add(agent_id)
         self._sent.pop(agent_id, None)
         self.changed()
 
@@ -54,16 +54,16 @@ class QueueFigures:
         sessions = self.sessions()
         for gone in self._sent.keys() - sessions.keys():
             self._sent.pop(gone, None)
-            self._served.pop(gone, None)
+            self._welcomed.discard(gone)
         if not sessions:
             return
         figures = self._figures()
         router = self.centre.router
         for agent_id, s in sessions.items():
-            if agent_id not in self._served:
+            if agent_id not in self._welcomed:
                 continue
-            # Asked again each round: a skills change (the dashboard, /admin) changes the queues an agent serves.
-            queues = self._served[agent_id] = router.queues_served_by(agent_id)
+            # Asked each round: a skills change (the dashboard, /admin) changes the queues an agent serves.
+            queues = router.queues_served_by(agent_id)
             rows = [figures.get(q) or {"queue": q, "waiting": 0, "oldest_since_ms": None} for q in queues]
             if self._sent.get(agent_id) != rows:
                 self._sent[agent_id] = rows
