@@ -514,7 +514,6 @@ def _intake(
     got = _intake_case(conn, mail, now_ms, address_queue, email_queues)
     if got.duplicate or mail.automatic or mail.return_path is None or not (got.new_case or got.reopened):
         return got
-    assert got.customer_id is not None
     recent = case_store.acknowledged_since(conn, mail.return_path, SYSTEM_AGENT, ack_since_ms)
     return dataclasses.replace(got, acknowledged=recent)
 
