@@ -18,16 +18,31 @@ import msgspec
 MAX_TRACKED_ADDRESSES = 10_000
 
 
-def address_key(host: str) -> str:
-    """The unit the caps count by: an IPv4 address, or an IPv6 address's /64 network, since one subscriber
-    is given a whole /64 and could otherwise take a fresh address for every connection."""
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names (an IPv4-mapped IPv6 address as its IPv4 address), or None if it names none."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def canonical_ip(host: str) -> str:
+    """One spelling per address (``2001:DB8:0::9`` is ``2001:db8::9``; ``::ffff:192.0.2.9`` is ``192.0.2.9``),
+    so that a configured address matches the peer however either is written; not an address: as it is."""
+    ip = _ip(host)
+    return host if ip is None else str(ip)
+
+
+def address_key(host: str) -> str:
+    """The unit the caps count by: an IPv4 address, or an IPv6 address's /64 network, since one subscriber
+    is given a whole /64 and could otherwise take a fresh address for every connection."""
+    ip = _ip(host)
+    if ip is None:
         return host  # not an IP address (a Unix socket, a test double): counted as it is
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
@@ -194,6 +209,7 @@ __all__ = [
     "PeerCount",
     "TokenBucket",
     "address_key",
+    "canonical_ip",
     "capped",
     "decode_json",
 ]

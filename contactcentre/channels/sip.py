@@ -13,7 +13,6 @@ Signalling only: the SDP answer names a port but no RTP ever flows. What a dialo
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import logging
 import random
 import re
@@ -38,7 +37,7 @@ from contactcentre.channels.sip_message import (
     uri_user,
     via_branch,
 )
-from contactcentre.limits import TokenBucket, address_key
+from contactcentre.limits import TokenBucket, address_key, canonical_ip
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +98,6 @@ def source_key(ip: str) -> str:
     """What the flood limits count as one source: the unit every per-address cap counts by (an IPv4 address,
     also when mapped into IPv6, or an IPv6 address's /64, since one host can take any address of its /64)."""
     return address_key(ip)
-
-
-def _canonical_ip(ip: str) -> str:
-    """One spelling per address (``2001:DB8:0::9`` is ``2001:db8::9``; ``::ffff:192.0.2.9`` is ``192.0.2.9``), so
-    that ``sip_trusted`` matches the peer however either is written."""
-    try:
-        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return ip
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return str(parsed.ipv4_mapped)
-    return str(parsed)
 
 
 class SipStateError(Exception):
@@ -312,7 +299,7 @@ class SipUas:
         self._seq = 0
         self.limits = limits  # None: no per-source limits (the switch's trunks are the only cap)
         # The exempt addresses as the peer's address is compared: however the configuration spelled them.
-        self._trusted = frozenset(_canonical_ip(a) for a in limits.trusted) if limits is not None else frozenset()
+        self._trusted = frozenset(canonical_ip(a) for a in limits.trusted) if limits is not None else frozenset()
         self._sources: dict[str, _Source] = {}
         self._prune_at = PRUNE_SOURCES
         self.shed = 0  # new INVITEs refused by the per-source limits (503 or dropped)
@@ -500,7 +487,7 @@ class SipUas:
 
     def _unverified(self, addr: Addr) -> _Source | None:
         """The source of ``addr`` if the limits apply to it and it has not proven it receives there."""
-        if self.limits is None or _canonical_ip(addr[0]) in self._trusted:
+        if self.limits is None or canonical_ip(addr[0]) in self._trusted:
             return None
         source = self._source(addr[0])
         return None if source.confirmed else source
@@ -542,7 +529,7 @@ class SipUas:
         if tag_of(req.get("To")):
             return self._on_reinvite(req, key, addr)
         source: _Source | None = None
-        if self.limits is not None and _canonical_ip(addr[0]) not in self._trusted:
+        if self.limits is not None and canonical_ip(addr[0]) not in self._trusted:
             source = self._source(addr[0])
             refused = self._over_limit(source)
             if refused:
