@@ -17,30 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, SlaConfig, load_config
-from contactcentre.store.schema import users
+from contactcentre.store.users import admin_users
 from contactcentre.store_cli import add_database_argument, database_reason
-
-
-def admin_users(conn: Connection) -> list[dict[str, Any]]:
-    """Every user, by name, with what an administrator checks (never a hash or a secret)."""
-    rows = conn.execute(
-        select(
-            users.c.id,
-            users.c.display_name,
-            users.c.role,
-            users.c.agent_id,
-            users.c.disabled,
-            users.c.password_hash.is_not(None).label("has_password"),
-            users.c.totp_secret.is_not(None).label("totp"),
-        ).order_by(users.c.id)
-    ).mappings()
-    return [
-        {**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"]), "totp": bool(r["totp"])}
-        for r in rows
-    ]
 
 
 def _sla(sla: SlaConfig | None) -> str:
@@ -180,9 +159,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from contactcentre.store.db import DatabaseError, open_store
+    from contactcentre.store.db import DatabaseError, StoreFailure, open_store
 
     prog = "contactcentre admin"
     try:
@@ -195,13 +172,13 @@ def run(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
         with engine.connect() as conn:
             view = overview(config, admin_users(conn))
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:

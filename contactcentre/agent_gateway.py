@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Connection, select
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.acd.agent import LOGGED_OUT, READY
@@ -72,10 +71,17 @@ from contactcentre.events import (
     clean_text,
 )
 from contactcentre.limits import TokenBucket, decode_json
+from contactcentre.store.contacts import Preview, contact_case, contact_preview
 from contactcentre.store.privacy import record_read
-from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
-from contactcentre.store.transcripts import BadCursor, Page, contact_page, message_text, parse_cursor
+from contactcentre.store.transcripts import (
+    MAX_MESSAGE_ID,
+    BadCursor,
+    Page,
+    contact_page,
+    message_text,
+    parse_cursor,
+)
 from contactcentre.store.users import User, user_for_token
 
 if TYPE_CHECKING:
@@ -103,7 +109,6 @@ MAX_REFUSED_IN_A_ROW = 50  # rate-limited frames in a row before the connection 
 MAX_BACKLOG = 2_000  # frames queued for a console that does not read them
 MAX_TEXT = 100_000  # characters in one agent message (an e-mail reply may be long)
 MAX_SHORT = 128  # ids, reasons, disposition codes, refs
-MAX_MESSAGE_ID = messages.c.message_id.type.length  # the longest a stored Message-ID can be
 PREVIEW_LINES = 5
 PREVIEW_CHARS = 500
 MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for previews (oldest forgotten first)
@@ -711,7 +716,7 @@ class AgentGateway:
         text = clean_text(_text(frame, "text", max_len=MAX_TEXT))
         if not text.strip():
             raise ProtocolError("bad_field", "text: empty")
-        case_id = await self.centre.read(_case_of, c.id)
+        case_id = await self.centre.read(contact_case, c.id)
         self.centre.publish(
             [
                 CaseNoteAdded(
@@ -946,7 +951,7 @@ class AgentGateway:
         else:  # arrived before a restart: the store has it
             try:
                 await self.centre.commit()
-                known = await self.centre.read(_load_preview, contact_id)
+                known = _preview_known(await self.centre.read(contact_preview, contact_id, PREVIEW_LINES))
                 preview = known.preview()
             except Exception:
                 log.exception("preview of %s", contact_id)
@@ -1218,22 +1223,11 @@ def explain(ev: OfferMade) -> Frame:
     }
 
 
-def _load_preview(conn: Connection, contact_id: str) -> _Known:
+def _preview_known(found: Preview) -> _Known:
+    """A stored contact (``store.contacts.contact_preview``) as what the gateway knows of it."""
     known = _Known()
-    row = conn.execute(
-        select(interactions.c.subject, interactions.c.case_id, interactions.c.address).where(
-            interactions.c.id == contact_id
-        )
-    ).one_or_none()
-    if row is not None:
-        known.subject, known.case_id, known.address = row
-    lines = conn.execute(
-        select(messages.c.body, messages.c.subject)
-        .where(messages.c.interaction_id == contact_id, messages.c.direction == "inbound")
-        .order_by(messages.c.at_ms, messages.c.id)
-        .limit(PREVIEW_LINES)
-    )
-    for body, subject in lines:
+    known.subject, known.case_id, known.address = found.subject, found.case_id, found.address
+    for body, subject in found.lines:
         if known.subject is None and subject:
             known.subject = subject
         known.add_text(body or "")
@@ -1259,7 +1253,3 @@ def _cut(frame: Frame, body_chars: int) -> None:
     text = frame["text"]
     if len(text) > body_chars:
         frame.update(text=text[:body_chars], truncated=True, length=len(text))
-
-
-def _case_of(conn: Connection, contact_id: str) -> str | None:
-    return conn.execute(select(interactions.c.case_id).where(interactions.c.id == contact_id)).scalar_one_or_none()

@@ -24,19 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
 from contactcentre.store.cases import status_from_disposition
-from contactcentre.store.db import reader, write_transaction
-from contactcentre.store.schema import events as events_table
+from contactcentre.store.db import LOST_RACE, Trouble, reader, write_transaction
+from contactcentre.store.eventlog import logged_payloads
 
 if TYPE_CHECKING:
     from contactcentre.acd import Router
     from contactcentre.acd.stats import LiveStats
     from contactcentre.driver import RouterDriver
+    from contactcentre.store.db import Connection, Engine
     from contactcentre.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -138,7 +136,7 @@ class Centre:
             try:
                 with conn.begin_nested():
                     work(conn)
-            except OperationalError:
+            except Trouble:
                 raise
             except Exception:
                 log.exception("store: a staged write failed and was rolled back (%r)", work)
@@ -170,6 +168,12 @@ class Centre:
 
         return await self.loop.run_in_executor(self._readers, run)
 
+    def read_now(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on a read connection, blocking the caller: for start-up only (an adapter
+        restoring its sessions before any socket is open), never on the loop while it serves."""
+        with reader(self.engine) as conn:
+            return fn(conn, *args)
+
     async def write(self, fn: Callable[..., T], *args: Any, attempts: int = WRITE_ATTEMPTS) -> T:
         """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events).
 
@@ -185,7 +189,7 @@ class Centre:
         for attempt in range(1, attempts + 1):
             try:
                 return await self.loop.run_in_executor(self._readers, run)
-            except (IntegrityError, OperationalError) as exc:
+            except LOST_RACE as exc:
                 if attempt == attempts:
                     raise
                 log.info("store: a write lost a race (%s); running it again", type(exc).__name__)
@@ -207,10 +211,7 @@ def replay_log(engine: Engine, router: Router, stats: LiveStats | None = None, *
 
     replayed = 0
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=chunk).execute(
-            select(events_table.c.payload).order_by(events_table.c.id)
-        )
-        for payload in result.scalars():
+        for payload in logged_payloads(conn, chunk):
             ev = decode(payload)
             if stats is not None:
                 stats.apply(ev)
@@ -222,10 +223,6 @@ def replay_log(engine: Engine, router: Router, stats: LiveStats | None = None, *
                 log.warning("restore: the logged %s is refused now: %s", type(ev).__name__, exc)
             replayed += 1
     return replayed
-
-
-def first_logged_ms(conn: Connection) -> int | None:
-    return conn.execute(select(events_table.c.at_ms).order_by(events_table.c.id).limit(1)).scalar_one_or_none()
 
 
 def disconnected_agents(router: Router, now_ms: int) -> list[Event]:

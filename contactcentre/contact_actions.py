@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
-
 from contactcentre.acd.agent import LOGGED_OUT
 from contactcentre.acd.errors import RouterError
 from contactcentre.events import (
@@ -40,7 +38,7 @@ from contactcentre.events import (
     OfferAccepted,
     TransferRequested,
 )
-from contactcentre.store.schema import interactions
+from contactcentre.store.contacts import contact_address
 
 if TYPE_CHECKING:
     from contactcentre.acd.agent import Agent
@@ -273,7 +271,7 @@ class ContactActions:
         if number is None:
             if c.channel in CALLBACK_ADDRESS_CHANNELS:
                 await self.centre.commit()  # the arrival's row is written before it is read
-                number = await self.centre.read(_address_of, c.id)
+                number = await self.centre.read(contact_address, c.id)
             if not number:
                 raise ActionError("bad_field", f"number: contact {c.id!r} came from no phone number; give one")
         try:
@@ -350,8 +348,3 @@ class ContactActions:
         if driver.refused != before:
             last = driver.last_refusal
             raise ActionError("refused", f"the router refused the {action}: {last[1] if last else '?'}")
-
-
-def _address_of(conn: Connection, contact_id: str) -> str | None:
-    """The identity a contact came from (its ANI, normalised), as its interaction row recorded it."""
-    return conn.execute(select(interactions.c.address).where(interactions.c.id == contact_id)).scalar_one_or_none()

@@ -43,23 +43,21 @@ def _when(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from contactcentre.ivr.stats import stats_from_store
-    from contactcentre.store.db import DatabaseError, open_store
+    from contactcentre.store.db import DatabaseError, StoreFailure, open_store
 
     try:
         engine = open_store(args.database_url, upgrade=False)
     except DatabaseError as exc:
         print(f"contactcentre ivr-stats: {exc}", file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"contactcentre ivr-stats: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
         with engine.connect() as conn:
             stats = stats_from_store(conn, args.menu, args.since, args.until)
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"contactcentre ivr-stats: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:

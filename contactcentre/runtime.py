@@ -365,10 +365,9 @@ async def open_centre(
     and every agent who was ready is put away as ``disconnected`` until their console comes back. Contacts
     that were waiting keep their place; contacts an agent was handling stay theirs.
     """
-    from sqlalchemy import inspect
-
-    from contactcentre.centre import Centre, disconnected_agents, first_logged_ms, replay_log
-    from contactcentre.store.db import DatabaseError, check_current, connect, migrate
+    from contactcentre.centre import Centre, disconnected_agents, replay_log
+    from contactcentre.store.db import DatabaseError, check_current, connect, is_empty, migrate
+    from contactcentre.store.eventlog import first_logged_ms
     from contactcentre.store.writer import StoreWriter
 
     loop = loop or asyncio.get_running_loop()
@@ -377,7 +376,7 @@ async def open_centre(
     except DatabaseError as exc:
         raise ServeError(str(exc)) from None
     try:
-        if create_if_empty and not inspect(engine).get_table_names():
+        if create_if_empty and is_empty(engine):
             migrate(engine)
         check_current(engine)
         with engine.connect() as conn:

@@ -107,9 +107,7 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad arguments or database URL."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from contactcentre.store.db import connect, migrate, open_store
+    from contactcentre.store.db import StoreFailure, connect, migrate, open_store
 
     actor = getattr(args, "actor", None) or _login()
     try:
@@ -125,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         print(f"contactcentre {args.command}: {exc}", file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
         if args.command == "screen-pop":
             return _screen_pop(engine, args, actor)
         return _customers(engine, args, actor)
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:

@@ -22,14 +22,23 @@ import getpass
 import json
 import secrets
 import sys
-from typing import Any
-
-from sqlalchemy import Connection, select
+from typing import TYPE_CHECKING, Any
 
 from contactcentre.store.db import DatabaseError
-from contactcentre.store.schema import ROLES, users
-from contactcentre.store.users import MIN_PASSWORD, UserError, check_new_password, list_users, set_disabled
+from contactcentre.store.users import (
+    MIN_PASSWORD,
+    ROLES,
+    UserError,
+    check_new_password,
+    list_users,
+    set_disabled,
+    user_agent_id,
+    user_row,
+)
 from contactcentre.store_cli import add_database_argument, database_reason, now_ms
+
+if TYPE_CHECKING:
+    from contactcentre.store.db import Connection
 
 # What `user add` and `user token` print (store.users.new_token makes them), so scripts know what to expect.
 TOKEN_FORMAT = (
@@ -105,9 +114,7 @@ class _Refused(Exception):
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from contactcentre.store.db import open_store
+    from contactcentre.store.db import StoreFailure, open_store
 
     action = args.user_command
     prog = f"contactcentre user {action}"
@@ -121,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     try:
@@ -143,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     except _Refused as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
-    except SQLAlchemyError as exc:
+    except StoreFailure as exc:
         print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
         return 1
     finally:
@@ -172,14 +179,10 @@ def _password(args: argparse.Namespace) -> tuple[str, bool] | None:
     return first, False
 
 
-def _exists(conn: Connection, name: str) -> Any:
-    return conn.execute(select(users.c.id, users.c.disabled).where(users.c.id == name)).one_or_none()
-
-
 def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] | None) -> None:
     from contactcentre.store.users import UserError, add_user
 
-    if _exists(conn, args.name) is not None:
+    if user_row(conn, args.name) is not None:
         raise _Refused(f"user {args.name!r} exists already")
     try:
         token = add_user(
@@ -193,7 +196,7 @@ def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] 
         )
     except UserError as exc:  # a bad name or role: existence was checked above
         raise _Refused(str(exc), 2) from None
-    agent_id = conn.execute(select(users.c.agent_id).where(users.c.id == args.name)).scalar_one()
+    agent_id = user_agent_id(conn, args.name)
     print(f"created {args.role} {args.name}" + (f" (agent {agent_id})" if agent_id else ""))
     print(f"API token (shown once): {token}")
     if password is not None and password[1]:
@@ -203,7 +206,7 @@ def _add(conn: Connection, args: argparse.Namespace, password: tuple[str, bool] 
 def _token(conn: Connection, name: str, revoke_old: bool) -> None:
     from contactcentre.store.users import new_token, revoke_tokens
 
-    row = _exists(conn, name)
+    row = user_row(conn, name)
     if row is None:
         raise _Refused(f"no user {name!r}")
     if row.disabled:
@@ -265,4 +268,3 @@ def _set_disabled(conn: Connection, name: str, disabled: bool) -> None:
         print(f"disabled {name}; {revoked} token{'s' * (revoked != 1)} revoked, web sessions ended")
     else:
         print(f"enabled {name}; issue a token with `contactcentre user token {name}`")
-

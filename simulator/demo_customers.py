@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, insert
-
-from contactcentre.store.identity import name_key
-from contactcentre.store.schema import customers, identities
+from contactcentre.store.customers import seed_customers
 
 BOOK_SIZE = 9_999  # cust0001 .. cust9999
 # The regular: the first contact on every stream of the demo comes from customer 42 (+31600000042), so the
@@ -125,32 +123,27 @@ def address_for(customer: DemoCustomer, channel: str) -> str:
     return customer.phone
 
 
-def seed_demo_customers(conn: Connection, now_ms: int, tiers: tuple[str, ...] = tuple(TIER_SHARES)) -> int:
+def seed_demo_customers(conn: Any, now_ms: int, tiers: tuple[str, ...] = tuple(TIER_SHARES)) -> int:
     """Write the book into an empty store; returns how many customers."""
     book = [demo_customer(n, tiers) for n in range(1, BOOK_SIZE + 1)]
-    conn.execute(
-        insert(customers),
+    seed_customers(
+        conn,
+        now_ms,
         [
             {
                 "id": c.id,
                 "name": c.name,
-                "name_key": name_key(c.name),
                 "tier": c.tier,
                 "lifetime_value": c.lifetime_value,
                 "consent_email": c.consent_email,
                 "consent_sms": False,
                 "consent_calls": not c.do_not_call,
                 "do_not_call": c.do_not_call,
-                "created_ms": now_ms,
-                "updated_ms": now_ms,
             }
             for c in book
         ],
-    )
-    conn.execute(
-        insert(identities),
         [
-            {"customer_id": c.id, "kind": kind, "value": value, "verified": True, "created_ms": now_ms}
+            (c.id, kind, value)
             for c in book
             for kind, value in (("phone", c.phone), ("email", c.email), ("chat", c.chat_token))
         ],

@@ -1029,7 +1029,7 @@ def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
 def test_a_case_note_is_stored_for_colleagues_and_never_shown_to_the_customer(tmp_path: Path) -> None:
     from sqlalchemy import select
 
-    from contactcentre.channels.chat import _lines_after
+    from contactcentre.store.chats import lines_after
     from contactcentre.store.schema import messages
 
     async def body(env: Env) -> None:
@@ -1050,7 +1050,7 @@ def test_a_case_note_is_stored_for_colleagues_and_never_shown_to_the_customer(tm
 
         def read(conn: Any) -> Any:
             rows = conn.execute(select(messages).where(messages.c.channel == "note").order_by(messages.c.id)).all()
-            return rows, _lines_after(conn, ["chat-1"], None)
+            return rows, lines_after(conn, ["chat-1"], None)
 
         notes, customer_lines = await env.centre.read(read)
         assert [(n.case_id, n.interaction_id, n.author, n.body) for n in notes] == [

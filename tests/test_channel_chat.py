@@ -286,7 +286,7 @@ def test_an_address_taken_while_the_hello_was_routed_keeps_the_chat(tmp_path: Pa
 
             async def read_then_race(fn: Any, *args: Any) -> Any:
                 got = await real_read(fn, *args)
-                if fn.__name__ == "_known_customer" and not taken:
+                if fn.__name__ == "known_customer" and not taken:
 
                     def by_email(conn: Any) -> str:
                         ids = [("email", "race@example.com")]
@@ -318,7 +318,7 @@ def test_a_hello_whose_staged_rows_fail_writes_them_on_their_own_before_answerin
 ) -> None:
     # The staged unit is rolled back to its savepoint and the batch commits without it: the hello notices (no
     # case token) and writes the same rows in a transaction of its own, so the reply still names a stored case.
-    import contactcentre.channels.chat as chat_module
+    import contactcentre.store.chats as chat_module
 
     real_open_case = chat_module.open_case
     calls: list[int] = []
@@ -683,7 +683,7 @@ def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_inter
 ) -> None:
     import contactcentre.channels.chat as chat_module
 
-    stored_at = chat_module._stored_at
+    stored_at = chat_module.line_stored_at
 
     def outage(conn: Any, message_id: str) -> int | None:
         raise OperationalError("SELECT at_ms FROM messages", {}, Exception("database is locked"))
@@ -692,11 +692,11 @@ def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_inter
         async with running(tmp_path / "s.sqlite") as env:
             env.login("a1", away="break")
             ws, _ = await hello(env)
-            monkeypatch.setattr(chat_module, "_stored_at", outage)
+            monkeypatch.setattr(chat_module, "line_stored_at", outage)
             await send(ws, type="message", text="hello?", client_id="c1")
             err = await expect(ws, "error")
             assert (err["code"], err["client_id"]) == ("unavailable", "c1")
-            monkeypatch.setattr(chat_module, "_stored_at", stored_at)  # the database is back: the resend is kept
+            monkeypatch.setattr(chat_module, "line_stored_at", stored_at)  # the database is back: the resend is kept
             await send(ws, type="message", text="hello?", client_id="c1")
             assert (await expect(ws, "ack"))["client_id"] == "c1"
             await ws.close()

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 from phonenumbers import timezone as pn_timezone
-from sqlalchemy import Connection
 
 from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
 from contactcentre.config import parse_range
@@ -66,6 +65,7 @@ from contactcentre.store.identity import IdentityError, normalise_phone
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
     from contactcentre.channels.voice import VoiceChannel
+    from contactcentre.store.db import Connection
 
 log = logging.getLogger(__name__)
 

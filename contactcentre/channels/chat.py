@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
-from sqlalchemy import Connection, select
-from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
@@ -53,18 +51,18 @@ from contactcentre.events import (
     clean_text,
 )
 from contactcentre.limits import AddressBuckets, decode_json
-from contactcentre.store.cases import open_case
-from contactcentre.store.customers import (
-    IdentityTaken,
-    add_identity,
-    create_customer,
-    find_customer,
-    get_customer,
-    identify,
-    new_id,
+from contactcentre.store.chats import (
+    HelloRows,
+    Opened,
+    identify_and_open_case,
+    known_customer,
+    line_stored_at,
+    lines_after,
+    restore_rows,
 )
+from contactcentre.store.customers import new_id
+from contactcentre.store.db import DriverFailure
 from contactcentre.store.identity import IdentityError, normalise_email
-from contactcentre.store.schema import cases, interactions, messages
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -278,117 +276,6 @@ class _Session:
         return [i for i in (self.contact_id, self.mail_contact_id) if i is not None]
 
 
-# ------------------------------------------------------------------------------------------ store work
-
-
-class _Opened(NamedTuple):
-    customer_id: str
-    tier: str | None
-    case_id: str
-    case_token: str | None
-
-
-def _identify_and_open_case(
-    conn: Connection,
-    now_ms: int,
-    name: str | None,
-    email: str | None,
-    visitor: str,
-    topic: str | None,
-    queue: str | None,
-) -> _Opened:
-    if email is not None:
-        customer_id, _ = identify(conn, "email", email, now_ms, name=name)
-    else:
-        customer_id, _ = identify(conn, "chat", visitor, now_ms, name=name)
-    row = get_customer(conn, customer_id)
-    case_id, case_token = open_case(conn, now_ms, customer_id=customer_id, subject=topic, queue=queue)
-    return _Opened(customer_id, row.get("tier") if row else None, case_id, case_token)
-
-
-def _known_customer(conn: Connection, email: str) -> tuple[str, str | None] | None:
-    """The customer who owns an e-mail address, with their tier; None for an address nobody has."""
-    customer_id = find_customer(conn, "email", email)
-    if customer_id is None:
-        return None
-    row = get_customer(conn, customer_id)
-    return customer_id, row.get("tier") if row else None
-
-
-@dataclass
-class _HelloRows:
-    """The rows a hello makes (a new customer, the case), written in the store writer's transaction just before
-    the contact's arrival, so nothing waits for a transaction of its own before the chat is routed.
-
-    Ids are minted here; the case token is chosen in that transaction (where it can be checked for
-    uniqueness) and read back once the hello is committed."""
-
-    now_ms: int
-    customer_id: str
-    new_customer: bool
-    name: str | None
-    email: str | None
-    visitor: str
-    case_id: str
-    topic: str | None
-    queue: str | None
-    token: str | None = None
-
-    def __call__(self, conn: Connection) -> None:
-        # Staged (Centre.stage): a failure is rolled back there and leaves ``token`` None, which the hello
-        # notices after the commit. The writer may run a batch twice (a retry): the token is this run's.
-        self.token = None
-        if self.new_customer:
-            self._customer(conn)
-        _, self.token = open_case(
-            conn,
-            self.now_ms,
-            customer_id=self.customer_id,
-            subject=self.topic,
-            queue=self.queue,
-            case_id=self.case_id,
-        )
-
-    def _customer(self, conn: Connection) -> None:
-        kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)
-        create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name)
-        try:  # add_identity checks the owner before it inserts: nothing failed in the transaction if it raises
-            add_identity(conn, self.customer_id, kind, value, self.now_ms)
-        except IdentityTaken:
-            # The address reached the store another way since the hello looked it up (an e-mail, another
-            # server): this chat keeps the customer it was routed with, and the duplicate finder pairs them.
-            log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, self.customer_id)
-
-
-def _lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:
-    m = messages.c
-    query = select(m.id, m.direction, m.author, m.at_ms, m.message_id, m.body).where(
-        m.interaction_id.in_(contact_ids),
-        m.channel != "note",  # never an agent's case note
-    )
-    if last_message_id is not None:
-        after = conn.execute(
-            select(m.id).where(m.interaction_id.in_(contact_ids), m.message_id == last_message_id).limit(1)
-        ).scalar_one_or_none()
-        if after is not None:  # an id we never stored for this chat: send the whole transcript
-            query = query.where(m.id > after)
-    return [dict(r) for r in conn.execute(query.order_by(m.id)).mappings()]
-
-
-def _restore_rows(conn: Connection, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    i = interactions.c
-    for start in range(0, len(contact_ids), 500):
-        chunk = contact_ids[start : start + 500]
-        rows = conn.execute(
-            select(i.id, i.case_id, i.customer_id, i.address, i.subject, i.queue, i.tier, cases.c.token)
-            .select_from(interactions.outerjoin(cases, cases.c.id == i.case_id))
-            .where(i.id.in_(chunk))
-        ).mappings()
-        out.update({r["id"]: dict(r) for r in rows})
-    return out
-
-
 def _wait_now(router: Router, contact_id: str) -> tuple[int, int | None] | None:
     """Position and EWT of a waiting contact now, the way the router computes them when it queues one.
 
@@ -454,8 +341,8 @@ class ChatChannel:
         ]
         if not live:
             return
-        with self.centre.engine.connect() as conn:  # start-up, before any socket: a blocking read is fine
-            rows = _restore_rows(conn, [c.id for c in live])
+        # start-up, before any socket: a blocking read is fine
+        rows = self.centre.read_now(restore_rows, [c.id for c in live])
         for c in live:
             row = rows.get(c.id, {})
             s = _Session(
@@ -620,7 +507,7 @@ class ChatChannel:
         visitor = "v-" + secrets.token_urlsafe(18)
         token = secrets.token_urlsafe(32)
         offline_reason = self._offline_reason(queue)
-        rows: _HelloRows | None = None  # when someone can answer: the rows staged with the arrival
+        rows: HelloRows | None = None  # when someone can answer: the rows staged with the arrival
         try:
             if offline_reason is not None:
                 opened = await self._open(name, email, visitor, topic, self.offline_queue)
@@ -628,7 +515,7 @@ class ChatChannel:
                 # Someone can answer: route first. The customer (when new) and the case are written in the
                 # writer's next commit with the arrival, not in a transaction of their own the chat would wait for.
                 known = await self._customer_for(email)
-                rows = _HelloRows(
+                rows = HelloRows(
                     now_ms=centre.now_ms(),
                     customer_id=known[0] if known is not None else new_id("cus"),
                     new_customer=known is None,
@@ -642,7 +529,7 @@ class ChatChannel:
                 if known is None and email is not None:
                     self._minting[email] = (rows.customer_id, None)
                 # the case token is chosen when the case is written
-                opened = _Opened(rows.customer_id, known[1] if known is not None else None, rows.case_id, None)
+                opened = Opened(rows.customer_id, known[1] if known is not None else None, rows.case_id, None)
         except Exception:
             log.exception("chat: could not identify the customer or open a case")
             conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
@@ -729,7 +616,7 @@ class ChatChannel:
         if first is not None:
             await self._line(conn, s, first, client_id)
 
-    def _forget_minted_after_commit(self, email: str | None, rows: _HelloRows) -> None:
+    def _forget_minted_after_commit(self, email: str | None, rows: HelloRows) -> None:
         """The rows are staged but nobody awaits their commit (the arrival was refused): until it, a hello from
         the same address must still find the minted customer."""
         if email is None:
@@ -744,7 +631,7 @@ class ChatChannel:
         self._background.add(task := self.loop.create_task(later()))
         task.add_done_callback(self._background.discard)
 
-    def _minted(self, email: str | None, rows: _HelloRows) -> None:
+    def _minted(self, email: str | None, rows: HelloRows) -> None:
         """The hello's rows are committed (or failed): the store answers for the address from now on."""
         if email is not None and self._minting.get(email, ("",))[0] == rows.customer_id:
             del self._minting[email]
@@ -756,17 +643,15 @@ class ChatChannel:
             return None
         known = self._minting.get(email)
         if known is None:
-            known = await self.centre.read(_known_customer, email)
+            known = await self.centre.read(known_customer, email)
         # a hello from the same new address may have minted one while this one read
         return known if known is not None else self._minting.get(email)
 
     async def _open(
         self, name: str | None, email: str | None, visitor: str, topic: str | None, queue: str | None
-    ) -> _Opened:
+    ) -> Opened:
         # Centre.write runs it again if it lost a race (two first chats from one new address at once).
-        return await self.centre.write(
-            _identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue
-        )
+        return await self.centre.write(identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue)
 
     def _offline_reason(self, queue: str | None) -> str | None:
         """Why nobody can answer a chat in ``queue`` now (``closed``, ``no_agents``), or None if someone
@@ -838,8 +723,8 @@ class ChatChannel:
             # The ack may have been lost to a restart (the in-memory ``acked`` with it): a line is known by
             # an id derived from the session and the client's id, so the store answers for it.
             try:
-                stored = await centre.read(_stored_at, message_id)
-            except DBAPIError as exc:  # the database is failing (an outage, a lock): not a bug of ours
+                stored = await centre.read(line_stored_at, message_id)
+            except DriverFailure as exc:  # the database is failing (an outage, a lock): not a bug of ours
                 log.warning("chat: looking up a resent line failed: %s", exc.orig)
                 conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
                 return
@@ -949,7 +834,7 @@ class ChatChannel:
         conn.hold()
         self._attach(s, conn)
         try:
-            lines = await self.centre.read(_lines_after, s.interaction_ids(), last) if s.interaction_ids() else []
+            lines = await self.centre.read(lines_after, s.interaction_ids(), last) if s.interaction_ids() else []
         except Exception:
             log.exception("chat: reading a transcript for a resume failed")
             lines = None
@@ -1216,10 +1101,6 @@ class ChatChannel:
 
 def _line_id(token_hash_: str, client_id: str) -> str:
     return "cm-" + hashlib.sha256(f"{token_hash_}:{client_id}".encode()).hexdigest()[:16]
-
-
-def _stored_at(conn: Any, message_id: str) -> int | None:
-    return conn.execute(select(messages.c.at_ms).where(messages.c.message_id == message_id)).scalar()
 
 
 def _text(f: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -51,7 +50,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pebble import ProcessExpired, ProcessPool
-from sqlalchemy import Connection, select, update
 
 from contactcentre.events import (
     ContactArrived,
@@ -66,7 +64,15 @@ from contactcentre.limits import TOO_MANY_CONNECTIONS, address_key, capped
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, mailbox, normalise_email
-from contactcentre.store.schema import cases, customers, interactions, messages
+from contactcentre.store.mail import (
+    Intake,
+    case_touched,
+    first_response,
+    mail_intake,
+    queued_mail,
+    record_delivery,
+    reply_context,
+)
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
@@ -492,214 +498,6 @@ def _stop_pool(pool: ProcessPool, timeout_s: float) -> None:
 # ------------------------------------------------------------------------------------------- store work
 
 
-@dataclass(frozen=True)
-class _Intake:
-    duplicate: bool
-    customer_id: str | None = None
-    customer_name: str | None = None
-    tier: str | None = None
-    case_id: str | None = None
-    token: str | None = None
-    case_subject: str | None = None
-    queue: str | None = None
-    new_case: bool = False
-    reopened: bool = False
-    acknowledged: bool = False  # the envelope sender had an acknowledgement within ack_once_per_s
-
-
-def _intake(
-    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str], ack_since_ms: int
-) -> _Intake:
-    """Identify the sender and find (or open) the case; in one transaction of its own."""
-    got = _intake_case(conn, mail, now_ms, address_queue, email_queues)
-    if got.duplicate or mail.automatic or mail.return_path is None or not (got.new_case or got.reopened):
-        return got
-    recent = case_store.acknowledged_since(conn, mail.return_path, SYSTEM_AGENT, ack_since_ms)
-    return dataclasses.replace(got, acknowledged=recent)
-
-
-def _intake_case(
-    conn: Connection, mail: Inbound, now_ms: int, address_queue: str, email_queues: frozenset[str]
-) -> _Intake:
-    seen = conn.execute(
-        select(messages.c.id)
-        .where(
-            messages.c.message_id == mail.message_id,
-            messages.c.direction == "inbound",
-            messages.c.channel == "email",
-            messages.c.author == mail.from_addr,
-        )
-        .limit(1)
-    ).first()
-    if seen is not None:
-        return _Intake(duplicate=True)
-    customer_id, _ = customer_store.identify(conn, "email", mail.from_addr, now_ms, name=mail.name)
-    customer_id = customer_store.surviving_id(conn, customer_id) or customer_id
-    person = conn.execute(select(customers.c.name, customers.c.tier).where(customers.c.id == customer_id)).first()
-
-    case = _threaded_case(conn, mail)
-    if case is not None and not _owns(conn, customer_id, case):
-        # A case token (or a Message-ID) is no key: whoever is not the case's customer starts a case of their
-        # own, and hears nothing of the other one (its subject is in the acknowledgement).
-        log.info("e-mail from %s names case %s of another customer: a new case", mail.from_addr, case["token"])
-        case = None
-    if case is not None:
-        queue = case["queue"] if case["queue"] in email_queues else address_queue
-        return _Intake(
-            duplicate=False,
-            customer_id=customer_id,
-            customer_name=person.name if person else None,
-            tier=person.tier if person else None,
-            case_id=case["id"],
-            token=case["token"],
-            case_subject=case["subject"],
-            queue=queue,
-            reopened=case["status"] in ("pending", "solved"),
-        )
-    subject = clean_subject(mail.subject)
-    case_id, token = case_store.open_case(conn, now_ms, customer_id=customer_id, subject=subject, queue=address_queue)
-    return _Intake(
-        duplicate=False,
-        customer_id=customer_id,
-        customer_name=person.name if person else None,
-        tier=person.tier if person else None,
-        case_id=case_id,
-        token=token,
-        case_subject=subject,
-        queue=address_queue,
-        new_case=True,
-    )
-
-
-def _threaded_case(conn: Connection, mail: Inbound) -> Any:
-    """The open case a mail answers: by In-Reply-To / References, else by a case token in its subject."""
-    case = None
-    wanted = mail.thread_ids()
-    if wanted:
-        rows = conn.execute(
-            select(messages.c.message_id, messages.c.case_id).where(
-                messages.c.message_id.in_(wanted), messages.c.case_id.is_not(None)
-            )
-        ).all()
-        by_id = {r.message_id: r.case_id for r in rows}
-        for mid in wanted:
-            if mid in by_id:
-                case = conn.execute(select(cases).where(cases.c.id == by_id[mid])).mappings().first()
-                break
-    if case is None or case["status"] == "closed":
-        # a closed case stays closed: its token is passed over and a new case starts
-        tokens = case_store.TOKEN_IN_SUBJECT.findall(mail.subject or "")
-        if not tokens:
-            return None
-        found = {
-            r["token"]: r
-            for r in conn.execute(select(cases).where(cases.c.token.in_(tokens), cases.c.status != "closed")).mappings()
-        }
-        case = next((found[t] for t in tokens if t in found), None)
-    return case
-
-
-def _owns(conn: Connection, customer_id: str, case: Any) -> bool:
-    """Whether the case belongs to this customer (any of their addresses, or a customer merged into them)."""
-    owner = case["customer_id"]
-    return owner is not None and customer_store.surviving_id(conn, owner) == customer_id
-
-
-def _case_touched(case_id: str, now_ms: int, due_ms: int | None, conn: Connection) -> None:
-    # Runs inside the writer's transaction, beside the stored message: guarded UPDATEs that cannot raise on
-    # data (cases.set_status raises on a transition it refuses, which would fail everyone's commit).
-    conn.execute(
-        update(cases)
-        .where(cases.c.id == case_id, cases.c.status.in_(("pending", "solved")))
-        .values(status="open", updated_ms=now_ms)
-    )
-    conn.execute(update(cases).where(cases.c.id == case_id).values(updated_ms=now_ms))
-    if due_ms is not None:
-        conn.execute(
-            update(cases)
-            .where(cases.c.id == case_id, cases.c.first_response_due_ms.is_(None))
-            .values(first_response_due_ms=due_ms)
-        )
-
-
-def _first_response(case_id: str, now_ms: int, conn: Connection) -> None:
-    conn.execute(
-        update(cases)
-        .where(cases.c.id == case_id, cases.c.first_response_ms.is_(None))
-        .values(first_response_ms=now_ms, updated_ms=now_ms)
-    )
-
-
-@dataclass(frozen=True)
-class _ReplyContext:
-    channel: str
-    address: str | None
-    case_id: str | None
-    token: str | None
-    subject: str | None
-    last_id: str | None
-    last_references: tuple[str, ...]
-
-
-def _reply_context(conn: Connection, contact_id: str) -> _ReplyContext | None:
-    it = conn.execute(
-        select(interactions.c.channel, interactions.c.address, interactions.c.case_id, interactions.c.subject).where(
-            interactions.c.id == contact_id
-        )
-    ).first()
-    if it is None:
-        return None
-    token, subject, last_id, refs = None, clean_subject(it.subject), None, ()
-    if it.case_id is not None:
-        case = conn.execute(select(cases.c.token, cases.c.subject).where(cases.c.id == it.case_id)).first()
-        if case is not None:
-            token, subject = case.token, case.subject or subject
-        last = conn.execute(
-            select(messages.c.message_id, messages.c.references, messages.c.in_reply_to)
-            .where(
-                messages.c.case_id == it.case_id,
-                messages.c.direction == "inbound",
-                messages.c.channel == "email",
-                messages.c.message_id.is_not(None),
-            )
-            .order_by(messages.c.at_ms.desc(), messages.c.id.desc())
-            .limit(1)
-        ).first()
-        if last is not None:
-            # RFC 5322 3.6.4: the parent's References, or failing those its In-Reply-To
-            last_id = last.message_id
-            refs = tuple((last.references or "").split()) or ((last.in_reply_to,) if last.in_reply_to else ())
-    return _ReplyContext(it.channel, it.address, it.case_id, token, subject, last_id, refs)
-
-
-def _record_delivery(conn: Connection, message_id: str, state: str, attempts: int) -> None:
-    conn.execute(
-        update(messages)
-        .where(messages.c.message_id == message_id, messages.c.direction == "outbound", messages.c.channel == "email")
-        .values(delivery=state, attempts=attempts)
-    )
-
-
-def _queued(conn: Connection) -> list[Any]:
-    return list(
-        conn.execute(
-            select(
-                messages.c.message_id,
-                messages.c.recipient,
-                messages.c.subject,
-                messages.c.body,
-                messages.c.in_reply_to,
-                messages.c.references,
-                messages.c.at_ms,
-                messages.c.author,
-                messages.c.attempts,
-            )
-            .where(messages.c.delivery == "queued", messages.c.channel == "email", messages.c.direction == "outbound")
-            .order_by(messages.c.id)
-        ).all()
-    )
-
-
 def chain(references: Iterable[str], parent: str | None) -> tuple[str, ...]:
     """The References of a reply: the parent's references and the parent, first one kept when trimmed
     (RFC 5322 3.6.4)."""
@@ -906,7 +704,7 @@ class EmailChannel:
         self._server = await loop.create_server(self._capped(session), host, port)
         bound = self._server.sockets[0].getsockname()[1]
         try:
-            leftover = await self.centre.read(_queued)
+            leftover = await self.centre.read(queued_mail)
         except Exception:
             log.exception("e-mail: cannot read the messages a previous run left queued")
             leftover = []
@@ -1093,7 +891,8 @@ class EmailChannel:
         try:
             now = centre.now_ms()
             since = now - int(self.settings.ack_once_per_s * 1000)
-            got = await self.centre.write(_intake, mail, now, self._address_queue(mail), self._email_queues, since)
+            intake = functools.partial(mail_intake, new_subject=clean_subject(mail.subject), ack_author=SYSTEM_AGENT)
+            got = await self.centre.write(intake, mail, now, self._address_queue(mail), self._email_queues, since)
         except IdentityError:
             return "550 5.1.7 The From address is not an e-mail address"
         if got.duplicate:
@@ -1145,7 +944,7 @@ class EmailChannel:
                     log.error("e-mail: the router refused contact %s; its message is kept in the case", contact_id)
                 elif watch.failed:
                     log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
-                centre.stage(functools.partial(_case_touched, got.case_id, now, watch.deadline_ms))
+                centre.stage(functools.partial(case_touched, got.case_id, now, watch.deadline_ms))
                 if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
@@ -1164,7 +963,7 @@ class EmailChannel:
             self._schedule(ack, 0)
         return f"250 2.0.0 OK: case [#{got.token}]"
 
-    def _acknowledge(self, mail: Inbound, got: _Intake, now_ms: int) -> bool:
+    def _acknowledge(self, mail: Inbound, got: Intake, now_ms: int) -> bool:
         """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
         ``ack_once_per_s``: the store remembers across restarts, ``_acked`` covers mails being stored at once
         and a sender naming several customers. A sender is a mailbox: its ``+tag`` sub-addresses are it."""
@@ -1177,7 +976,7 @@ class EmailChannel:
             self._acked.popitem(last=False)  # in time order: the oldest go first
         return mailbox(mail.return_path) not in self._acked
 
-    def _acknowledgement(self, mail: Inbound, got: _Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
+    def _acknowledgement(self, mail: Inbound, got: Intake, now_ms: int, deadline_ms: int | None) -> Outgoing:
         promise = promise_text(now_ms, deadline_ms, self._tz) if deadline_ms is not None else None
         body = self._ack_template.render(
             name=got.customer_name or mail.name,
@@ -1239,7 +1038,7 @@ class EmailChannel:
         body = clean_text(text).strip()
         if not body:
             raise EmailError("the reply is empty")
-        ctx = await self.centre.read(_reply_context, contact_id)
+        ctx = await self.centre.read(reply_context, contact_id, clean_subject)
         if ctx is None:
             raise EmailError(f"no contact {contact_id!r} in the store")
         if ctx.channel != "email":
@@ -1261,7 +1060,7 @@ class EmailChannel:
         with self.centre.atomic():
             self._log_sent(out, contact_id, agent_id, ctx.case_id)
             if ctx.case_id is not None:
-                self.centre.stage(functools.partial(_first_response, ctx.case_id, now))
+                self.centre.stage(functools.partial(first_response, ctx.case_id, now))
         await self.centre.commit()
         self._schedule(out, 0)  # stopped meanwhile: it stays queued and goes out at the next start
         return out.message_id
@@ -1359,7 +1158,7 @@ class EmailChannel:
 
     async def _record(self, message_id: str, state: str, attempts: int) -> None:
         try:
-            await self.centre.write(_record_delivery, message_id, state, attempts)
+            await self.centre.write(record_delivery, message_id, state, attempts)
         except Exception:  # the send happened; at worst a restart sends it again under the same Message-ID
             log.exception("e-mail %s: cannot record delivery %s", message_id, state)
 

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Connection, select
 
 from contactcentre.config import WEEKDAYS, CalendarConfig
 from contactcentre.cti.events import ConnectionCleared, DigitsGenerated, Established, Failed, SwitchEvent, Transferred
@@ -53,15 +52,15 @@ from contactcentre.ivr.hooks import keypad_digits
 from contactcentre.ivr.menu import HoursNode, Menu, SelfServiceNode
 from contactcentre.ivr.session import IvrError, IvrSession
 from contactcentre.ivr.stats import IvrStats
-from contactcentre.store.customers import find_customer, surviving_id
+from contactcentre.store.callers import phone_cases
 from contactcentre.store.identity import IdentityError, normalise_phone
-from contactcentre.store.schema import cases
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from contactcentre.centre import Centre
     from contactcentre.cti.driver import SwitchDriver
+    from contactcentre.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +86,9 @@ def read_caller(conn: Connection, ani: str) -> CallerRecord:
         address = normalise_phone(ani)
     except IdentityError:  # withheld, an internal extension: nobody to look up
         return CallerRecord()
-    found = find_customer(conn, "phone", address)
-    customer_id = surviving_id(conn, found) if found is not None else None
+    customer_id, rows = phone_cases(conn, address, MAX_CASES)
     if customer_id is None:
         return CallerRecord()
-    rows = conn.execute(
-        select(cases.c.token, cases.c.status)
-        .where(cases.c.customer_id == customer_id)
-        .order_by(cases.c.updated_ms.desc())
-        .limit(MAX_CASES)
-    ).all()
     status: dict[str, str] = {}
     for token, st in rows:
         status.setdefault(keypad_digits(token), st)

@@ -41,8 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
-
 from contactcentre.acd.agent import LOGGED_OUT
 from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
 from contactcentre.cti.events import (
@@ -73,15 +71,16 @@ from contactcentre.events import (
     TransferRequested,
 )
 from contactcentre.ivr.handoff import routing_from_attached
+from contactcentre.store.callers import customer_tier
 from contactcentre.store.customers import find_customer
 from contactcentre.store.identity import IdentityError, normalise_phone
-from contactcentre.store.schema import customers
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
     from contactcentre.config import CentreConfig
     from contactcentre.cti.driver import SwitchDriver
     from contactcentre.cti.switch import Call
+    from contactcentre.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +139,7 @@ def _look_up_caller(conn: Connection, ani: str) -> _Caller:
     except IdentityError:  # withheld, an internal extension, garbage from the trunk: nobody to pop
         return _Caller(None, None, ani)
     customer_id = find_customer(conn, "phone", address)
-    tier = None
-    if customer_id is not None:
-        tier = conn.execute(select(customers.c.tier).where(customers.c.id == customer_id)).scalar_one_or_none()
+    tier = customer_tier(conn, customer_id) if customer_id is not None else None
     return _Caller(customer_id, tier, address)
 
 

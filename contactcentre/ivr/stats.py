@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import Connection, select
+from typing import TYPE_CHECKING, Any
 
 from contactcentre.events import Event, IvrFinished, IvrInputFailed, IvrNodeEntered, IvrNodeExited, decode
 from contactcentre.ivr.actions import OUTCOMES, InputFailed, IvrFact, NodeEntered, NodeExited, SessionFinished
 from contactcentre.ivr.session import IvrSession
-from contactcentre.store.schema import events as events_table
+from contactcentre.store.eventlog import payloads_of_types
+
+if TYPE_CHECKING:
+    from contactcentre.store.db import Connection
 
 IVR_EVENT_TAGS = ("ivr.node_entered", "ivr.input_failed", "ivr.node_exited", "ivr.finished")
 
@@ -119,12 +120,7 @@ def stats_from_events(events: Iterable[Any], menu: str | None = None) -> IvrStat
 def read_ivr_events(conn: Connection, since_ms: int | None = None, until_ms: int | None = None) -> list[Event]:
     """The IVR facts logged in the store's events table, in log order; ``since_ms`` / ``until_ms`` bound
     ``at_ms`` (a call that started before ``since_ms`` counts with the facts inside the window only)."""
-    q = select(events_table.c.payload).where(events_table.c.type.in_(IVR_EVENT_TAGS))
-    if since_ms is not None:
-        q = q.where(events_table.c.at_ms >= since_ms)
-    if until_ms is not None:
-        q = q.where(events_table.c.at_ms < until_ms)
-    return [decode(p) for p in conn.execute(q.order_by(events_table.c.id)).scalars()]
+    return [decode(p) for p in payloads_of_types(conn, IVR_EVENT_TAGS, since_ms, until_ms)]
 
 
 def stats_from_store(

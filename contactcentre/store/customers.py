@@ -158,3 +158,21 @@ def identify(
 def get_customer(conn: Connection, customer_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(customers).where(customers.c.id == customer_id)).mappings().one_or_none()
     return dict(row) if row is not None else None
+
+
+def seed_customers(
+    conn: Connection, now_ms: int, people: list[dict[str, Any]], identities_: list[tuple[str, str, str]]
+) -> None:
+    """Bulk-insert customers (``id`` and ``CUSTOMER_FIELDS``) and their verified identities ``(customer_id,
+    kind, value)``, already normalised: a made-up book written at once into an empty store (two statements)."""
+    conn.execute(
+        insert(customers),
+        [{**p, "name_key": name_key(p.get("name")), "created_ms": now_ms, "updated_ms": now_ms} for p in people],
+    )
+    conn.execute(
+        insert(identities),
+        [
+            {"customer_id": cid, "kind": kind, "value": value, "verified": True, "created_ms": now_ms}
+            for cid, kind, value in identities_
+        ],
+    )

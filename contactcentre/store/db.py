@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 ENV_VAR = "CONTACTCENTRE_DATABASE_URL"
 DEFAULT_DATABASE = "contactcentre.sqlite"
@@ -28,6 +28,15 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 class DatabaseError(Exception):
     """The database URL is unusable or the database is not at a version this program can use."""
+
+
+# What the database layer raises, named here so that nothing outside the store imports SQLAlchemy:
+StoreFailure = SQLAlchemyError  # anything the store's library raised (a CLI reports it and exits)
+DriverFailure = DBAPIError  # the database itself failed the statement (an outage, a lock): not a bug of ours
+Trouble = OperationalError  # a lost connection, a deadlock, a lock timeout: the whole transaction may be retried
+LOST_RACE = (IntegrityError, OperationalError)  # a transaction worth running again from the start
+
+__all__ = ["Connection", "Engine"]  # the store's handles, re-exported for type hints outside it
 
 
 def resolve_url(url_or_path: str | Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -133,6 +142,11 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
     assert head is not None
     return head
+
+
+def is_empty(engine: Engine) -> bool:
+    """No table at all: a database nobody has migrated yet."""
+    return not inspect(engine).get_table_names()
 
 
 def check_current(engine: Engine) -> None:

@@ -298,6 +298,13 @@ def _audit(conn: Connection, now_ms: int, actor: str, action: str, customer_id: 
     )
 
 
+def audit_event(conn: Connection, now_ms: int, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Record an event that concerns no one customer (a login, a logout) in the audit log."""
+    conn.execute(
+        insert(audit_log).values(at_ms=now_ms, actor=actor[:128] or "-", action=action, detail=json.dumps(detail))
+    )
+
+
 def _audit_dict(row: Any) -> dict[str, Any]:
     out = dict(row._mapping)
     if out.get("detail"):

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 from contactcentre.store.schema import interactions, messages
 
 _CURSOR = re.compile(r"(\d{1,15})\.(\d{1,18})")
+MAX_MESSAGE_ID = messages.c.message_id.type.length  # the longest a stored Message-ID can be
 
 
 class BadCursor(ValueError):
@@ -68,6 +69,13 @@ MESSAGE_COLUMNS = [
     messages.c.recipient,
     messages.c.delivery,
 ]
+
+
+def message_row_schema() -> dict[str, Any]:
+    """The JSON schema of a transcript's message (``MESSAGE_COLUMNS``) without ``length`` and ``truncated``."""
+    from contactcentre.store.rowschema import column_schema
+
+    return column_schema(MESSAGE_COLUMNS)
 
 
 def _columns(body_chars: int | None) -> list[Any]:
@@ -211,4 +219,14 @@ def message_text(
     return None if row is None else {**row, "truncated": False}
 
 
-__all__ = ["MESSAGE_COLUMNS", "BadCursor", "Page", "case_page", "contact_page", "message_text", "parse_cursor"]
+__all__ = [
+    "MAX_MESSAGE_ID",
+    "MESSAGE_COLUMNS",
+    "BadCursor",
+    "Page",
+    "case_page",
+    "contact_page",
+    "message_row_schema",
+    "message_text",
+    "parse_cursor",
+]

@@ -270,3 +270,32 @@ def use_totp_step(conn: Connection, name: str, step: int) -> bool:
         .values(totp_last_step=step)
     )
     return done.rowcount == 1
+
+
+def admin_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user, by name, with what an administrator checks (never a hash or a secret)."""
+    rows = conn.execute(
+        select(
+            users.c.id,
+            users.c.display_name,
+            users.c.role,
+            users.c.agent_id,
+            users.c.disabled,
+            users.c.password_hash.is_not(None).label("has_password"),
+            users.c.totp_secret.is_not(None).label("totp"),
+        ).order_by(users.c.id)
+    ).mappings()
+    return [
+        {**r, "disabled": bool(r["disabled"]), "has_password": bool(r["has_password"]), "totp": bool(r["totp"])}
+        for r in rows
+    ]
+
+
+def user_row(conn: Connection, name: str) -> Any:
+    """A user's ``id`` and ``disabled`` (None: no such user)."""
+    return conn.execute(select(users.c.id, users.c.disabled).where(users.c.id == name)).one_or_none()
+
+
+def user_agent_id(conn: Connection, name: str) -> str | None:
+    """The agent a user is (None: not an agent)."""
+    return conn.execute(select(users.c.agent_id).where(users.c.id == name)).scalar_one()

@@ -45,7 +45,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import Connection, select
 from twisted.internet.defer import CancelledError as DeferredCancelled
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -60,12 +59,12 @@ from contactcentre.agent_actions import AgentChangeRefused, change_skills
 from contactcentre.centre import Centre
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Channel, Event
-from contactcentre.store.cases import case_contact_ids, get_case
+from contactcentre.store.caseview import case_message, case_with_transcript
+from contactcentre.store.contacts import contact_exists
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs, handled_any
-from contactcentre.store.schema import interactions
 from contactcentre.store.screenpop import screen_pop_customer
-from contactcentre.store.transcripts import BadCursor, Page, case_page, message_text, parse_cursor
+from contactcentre.store.transcripts import BadCursor, parse_cursor
 from contactcentre.store.users import User, user_for_token
 from contactcentre.web.auth import AuthError, WebAuth
 
@@ -426,7 +425,7 @@ class Api:
         centre = self.centre
         now = centre.now_ms()
         await centre.commit()  # the case's newest contacts and lines are in the store before it is read
-        found = await centre.read(_case_with_transcript, case_id, self._transcript_page(request))
+        found = await centre.read(self._transcript_page(request), case_id)
         if found is None:
             raise _not_found(f"no case {case_id!r}")
         if not await self.may_read(user, [i["id"] for i in found["interactions"]]):
@@ -436,8 +435,9 @@ class Api:
             await centre.write(lambda conn: record_read(conn, customer_id, now, actor=user.id, what=f"case:{case_id}"))
         return found
 
-    def _transcript_page(self, request: Request) -> Callable[[Connection, str, list[str]], Page]:
-        """How ``?limit=`` and ``?before=`` ask for a page of a case's messages (``server.transcripts``)."""
+    def _transcript_page(self, request: Request) -> Callable[..., dict[str, Any] | None]:
+        """The case with the page of its messages that ``?limit=`` and ``?before=`` ask for
+        (``server.transcripts``), as a store read of a case id."""
         t = self.centre.config.server.transcripts
         limit = _arg_int(request, b"limit", t.messages, 1, t.max_page)
         before = _arg(request, b"before")
@@ -447,7 +447,7 @@ class Api:
             except BadCursor as exc:
                 raise ApiError(400, "bad_request", f"before: {exc}") from None
         return functools.partial(
-            case_page, limit=limit, body_chars=t.body_chars, before=before, page_chars=t.page_chars
+            case_with_transcript, limit=limit, body_chars=t.body_chars, before=before, page_chars=t.page_chars
         )
 
     async def case_message(self, request: Request, user: User, case_id: str, message: str) -> Any:
@@ -458,7 +458,7 @@ class Api:
         centre = self.centre
         now = centre.now_ms()
         await centre.commit()  # as for the case: its newest contacts are in the store before the rule is checked
-        found = await centre.read(_case_message, case_id, int(message))
+        found = await centre.read(case_message, case_id, int(message))
         if found is None:
             raise _not_found(f"no message {message!r} in case {case_id!r}")
         customer_id, contact_ids, row = found
@@ -504,7 +504,7 @@ class Api:
         await self.centre.commit()
         legs = (await self.centre.read(contact_legs, [contact_id]))[contact_id]
         if not legs and contact_id not in self.centre.router.contacts:
-            found = await self.centre.read(_interaction_exists, contact_id)
+            found = await self.centre.read(contact_exists, contact_id)
             if not found:
                 raise _not_found(f"no contact {contact_id!r}")
         if not await self.may_read(user, [contact_id]):
@@ -835,60 +835,6 @@ def _agent_row(a: Agent) -> dict[str, Any]:
         "since_ms": a.state_since_ms,
         "load": {ch: n for ch, n in a.load.items() if n},
     }
-
-
-_INTERACTION_COLUMNS = [
-    interactions.c.id,
-    interactions.c.channel,
-    interactions.c.direction,
-    interactions.c.customer_id,
-    interactions.c.queue,
-    interactions.c.agent_id,
-    interactions.c.subject,
-    interactions.c.started_ms,
-    interactions.c.answered_ms,
-    interactions.c.ended_ms,
-    interactions.c.wait_ms,
-    interactions.c.handle_ms,
-    interactions.c.disposition,
-    interactions.c.outcome,
-]
-
-
-def _interaction_exists(conn: Connection, contact_id: str) -> bool:
-    return conn.execute(select(interactions.c.id).where(interactions.c.id == contact_id)).first() is not None
-
-
-def _case_with_transcript(
-    conn: Connection, case_id: str, page: Callable[[Connection, str, list[str]], Page]
-) -> dict[str, Any] | None:
-    case = get_case(conn, case_id)
-    if case is None:
-        return None
-    inter = [
-        dict(r)
-        for r in conn.execute(
-            select(*_INTERACTION_COLUMNS)
-            .where(interactions.c.case_id == case_id)
-            .order_by(interactions.c.started_ms, interactions.c.id)
-        ).mappings()
-    ]
-    ids = [i["id"] for i in inter]
-    found = page(conn, case_id, ids)  # a chat line may carry only its contact's id; the contact carries the case
-    legs = contact_legs(conn, ids)
-    for i in inter:
-        i["legs"] = legs[i["id"]]
-    return {"case": case, "interactions": inter, "messages": found.messages, "messages_before": found.before}
-
-
-def _case_message(conn: Connection, case_id: str, row_id: int) -> tuple[str | None, list[str], dict[str, Any]] | None:
-    """The case's customer, its contacts and one message of the case whole, or None (no such case, or not its
-    message)."""
-    case = get_case(conn, case_id)
-    if case is None:
-        return None
-    row = message_text(conn, case_id=case_id, row_id=row_id)
-    return None if row is None else (case["customer_id"], case_contact_ids(conn, case_id), row)
 
 
 __all__ = ["MAX_BODY", "Api", "ApiError", "api_children"]

@@ -40,7 +40,6 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pyotp
 from jinja2 import Environment
-from sqlalchemy import Connection, insert
 from twisted.internet.defer import CancelledError as DeferredCancelled
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -51,7 +50,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from contactcentre.config import AuthConfig, ServerConfig
 from contactcentre.limits import address_key
-from contactcentre.store.schema import ROLES, audit_log
+from contactcentre.store.privacy import audit_event as _audit
+from contactcentre.store.schema import ROLES
 from contactcentre.store.sessions import create_session, find_session, purge_sessions, revoke_session, touch_session
 from contactcentre.store.users import (
     Credentials,
@@ -66,6 +66,7 @@ from contactcentre.web.sockets import LiveSockets
 
 if TYPE_CHECKING:
     from contactcentre.centre import Centre
+    from contactcentre.store.db import Connection
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +263,6 @@ def _field(request: Request, name: bytes, limit: int = 1024) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise AuthError(400, "bad_request", f"{name.decode()} is not UTF-8") from None
-
-
-def _audit(conn: Connection, now_ms: int, actor: str, action: str, detail: dict[str, Any]) -> None:
-    conn.execute(
-        insert(audit_log).values(at_ms=now_ms, actor=actor[:128] or "-", action=action, detail=json.dumps(detail))
-    )
 
 
 def _check_login(conn: Connection, name: str, password: str, dummy_hash: str) -> Credentials | None:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from sqlalchemy import select
 
 from contactcentre.events import (
     ContactAbandoned,
@@ -42,11 +41,10 @@ from contactcentre.events import (
 )
 from contactcentre.limits import decode_json
 from contactcentre.planning import staff
-from contactcentre.store.schema import events as events_table
+from contactcentre.store.eventlog import payloads_since
 from contactcentre.web.thresholds import queue_colours
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from twisted.web.server import Request
 
     from contactcentre.centre import Centre
@@ -319,13 +317,6 @@ def live_ws_url(request: Request, ws_port: int | None, base_csp: bytes) -> tuple
     return url.decode("ascii"), csp
 
 
-def _events_since(conn: Connection, since_ms: int) -> list[str]:
-    rows = conn.execute(
-        select(events_table.c.payload).where(events_table.c.at_ms >= since_ms).order_by(events_table.c.id)
-    )
-    return list(rows.scalars())
-
-
 # ---------------------------------------------------------------------------------------------------- hub
 
 
@@ -353,7 +344,7 @@ class LiveHub:
         await self.centre.commit()
         # From a day back, so contacts queued before midnight and still waiting count in today's depth.
         since = self.board.day_ms - 24 * 3_600_000
-        payloads = await self.centre.read(_events_since, since)
+        payloads = await self.centre.read(payloads_since, since)
         seen = set(payloads[-len(held) * 2 :]) if held else set()
         for p in payloads:
             self.board.apply(decode(p))

@@ -18,18 +18,17 @@ import sys
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from contactcentre.acd.agent import AGENT_TRANSITIONS
 from contactcentre.acd.contact import CONTACT_STATES
 from contactcentre.events import CHANNELS
+from contactcentre.store.caseview import interaction_row_schema
 from contactcentre.store.schema import ROLES
 from contactcentre.store.screenpop import ScreenPop
-from contactcentre.store.transcripts import MESSAGE_COLUMNS
+from contactcentre.store.transcripts import message_row_schema
 from contactcentre.web.api import (
-    _INTERACTION_COLUMNS,
     CONTACT_ACTIONS,
     CONTACTS_LIMIT,
     CONTACTS_LIMIT_MAX,
@@ -62,19 +61,6 @@ _N = {"type": "number"}
 _B = {"type": "boolean"}
 _POSITIVE = {"type": "integer", "minimum": 1}
 _MS = {"type": "integer", "description": "milliseconds since the Unix epoch"}
-_JSON_TYPES = {int: "integer", str: "string", bool: "boolean", float: "number"}
-
-
-def column_schema(columns: list[Column[Any]]) -> dict[str, Any]:
-    """A JSON object schema for rows of these case-store columns (their names, types and NULL-ability)."""
-    props: dict[str, Any] = {}
-    for col in columns:
-        try:
-            kind = {"type": _JSON_TYPES.get(col.type.python_type, "string")}
-        except NotImplementedError:  # a type without a Python equivalent (JSON): any value
-            kind = {}
-        props[col.name] = _nullable(kind) if col.nullable and kind else kind
-    return {"type": "object", "required": [c.name for c in columns], "properties": props}
 
 
 # ------------------------------------------------------------------------------------------- schemas
@@ -82,7 +68,7 @@ def column_schema(columns: list[Column[Any]]) -> dict[str, Any]:
 
 def _message_columns() -> dict[str, Any]:
     """A transcript message: the store's columns, its body's whole length and whether the body was cut."""
-    schema = column_schema(MESSAGE_COLUMNS)
+    schema = message_row_schema()
     schema["properties"] |= {"length": _nullable({"type": "integer"}), "truncated": {"type": "boolean"}}
     schema["required"] += ["length", "truncated"]
     return schema
@@ -225,7 +211,7 @@ def _schemas() -> dict[str, Any]:
             interactions={
                 "type": "array",
                 "items": {
-                    **column_schema(_INTERACTION_COLUMNS),
+                    **interaction_row_schema(),
                     "additionalProperties": True,
                     "description": "an interaction (docs/store.md) and its legs",
                 },
