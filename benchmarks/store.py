@@ -836,11 +836,9 @@ def part_screen_pop(targets: list[Target], plan: Plan, n_pops: int, n_warm: int,
                 since = NOW_MS - screenpop.SIGNAL_WINDOW_DAYS * DAY_MS
                 for label, stmt in (
                     (
-                        "identity → customer + signals",
-                        screenpop._Q_IDENTITY.params(kind="phone", value=plan.phone(heaviest), since=since),
+                        "identity → customer + signals, open cases, recent interactions (one statement)",
+                        screenpop._Q_IDENTITY.params(kind="phone", value=plan.phone(heaviest), since=since, limit=10),
                     ),
-                    ("open cases", screenpop._Q_CASES.params(customer_id=hid)),
-                    ("recent interactions", screenpop._Q_RECENT.limit(10).params(customer_id=hid)),
                 ):
                     r.plans.append((label, _plan_lines(conn, dialect, stmt)))
             results[target.name] = r

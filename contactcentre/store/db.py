@@ -75,7 +75,11 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # A writer that reads first cannot wait for a lock another connection took meanwhile (SQLite fails it
     # at once, busy_timeout or not); connections marked ``sqlite_immediate`` take the write lock up front.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+    # A ``reader`` (``sqlite_autocommit``) issues no BEGIN: each of its statements is a transaction of its own.
+    options = conn.get_execution_options()
+    if options.get("sqlite_autocommit"):
+        return
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
 
 
 def connect(url_or_path: str | Path | None = None) -> Engine:
@@ -103,12 +107,17 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def reader(engine: Engine) -> Connection:
     """A connection for read-only work such as screen-pop (use it as a context manager).
 
-    On PostgreSQL it runs in autocommit: under READ COMMITTED every statement has its own snapshot anyway,
-    so a transaction adds nothing but the BEGIN and ROLLBACK round trips, and psycopg keeps its prepared
-    statements (it clears them at every ROLLBACK). SQLite reads are in-process; they keep the default."""
+    It runs in autocommit: under READ COMMITTED every statement has its own snapshot anyway, so on PostgreSQL
+    a transaction adds nothing but the BEGIN and ROLLBACK round trips, and psycopg keeps its prepared
+    statements (it clears them at every ROLLBACK). SQLite reads the same way: its driver is in autocommit
+    (``_sqlite_pragmas``) and no BEGIN is issued (``_sqlite_begin``), so each statement sees the newest
+    commit, as on PostgreSQL. Reads that must agree with each other are one statement (``screenpop``,
+    ``transcripts``)."""
     conn = engine.connect()
     if engine.dialect.name == "postgresql":
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    elif engine.dialect.name == "sqlite":
+        conn = conn.execution_options(sqlite_autocommit=True)
     return conn
 
 

@@ -1,7 +1,7 @@
 """Screen-pop: what an agent sees the moment a contact is offered, found by ANI, e-mail address or chat token.
 
-One indexed path, three small queries (round trips, not query plans, are what a pop costs on PostgreSQL),
-each answered from an index without scanning a customer's history:
+One statement (round trips, not query plans, are what a pop costs on PostgreSQL), three parts of a UNION
+ALL, each answered from an index without scanning a customer's history:
 
 1. identity → customer: the unique ``(kind, value)`` index on ``identities``, joined to ``customers`` by key,
    with the recent signals (contacts, complaints, abandons in a window: a range of ``interactions
@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import Connection, Integer, and_, bindparam, cast, func, literal, null, select, union_all
 
 from contactcentre.store.identity import DEFAULT_REGION, IdentityError, normalise
 from contactcentre.store.schema import OPEN_CASE_STATUSES, cases, customers, identities, interactions
@@ -114,8 +114,7 @@ _CARD = [
 
 
 def _signal_counts() -> list[Any]:
-    """The window's contact, complaint and abandon counts as scalar subqueries on the customer row, so the
-    first query answers them too (one round trip fewer; on PostgreSQL each costs more than the query)."""
+    """The window's contact, complaint and abandon counts as scalar subqueries on the customer row."""
     since = bindparam("since")
     window = and_(interactions.c.customer_id == customers.c.id, interactions.c.started_ms >= since)
 
@@ -129,72 +128,112 @@ def _signal_counts() -> list[Any]:
     ]
 
 
-def _identity_query() -> Any:
-    return (
-        select(*_CARD, *_signal_counts())
-        .select_from(identities.join(customers, customers.c.id == identities.c.customer_id))
-        .where(identities.c.kind == bindparam("kind"), identities.c.value == bindparam("value"))
+_CASE = [
+    cases.c.id,
+    cases.c.token,
+    cases.c.subject,
+    cases.c.category,
+    cases.c.status,
+    cases.c.priority,
+    cases.c.queue,
+    cases.c.owner_id,
+    cases.c.first_response_due_ms,
+    cases.c.resolution_due_ms,
+]
+_RECENT = [
+    interactions.c.id,
+    interactions.c.channel,
+    interactions.c.direction,
+    interactions.c.started_ms,
+    interactions.c.case_id,
+    interactions.c.queue,
+    interactions.c.agent_id,
+    interactions.c.subject,
+    interactions.c.wait_ms,
+    interactions.c.handle_ms,
+    interactions.c.disposition,
+    interactions.c.outcome,
+]
+# One statement answers a pop: the customer's row, their open cases and their recent interactions, as the
+# three parts of a UNION ALL. Each part fills its own columns of one wide row (the others are typed NULLs, so
+# PostgreSQL can match the parts' types) and says which part it is in ``part``.
+_CARD_PART, _CASE_PART, _RECENT_PART = 0, 1, 2
+_SLOTS: list[tuple[str, Any]] = (
+    [(f"card_{c.name}", c.type) for c in _CARD]
+    + [("contacts", Integer()), ("complaints", Integer()), ("abandoned", Integer())]
+    + [(f"case_{c.name}", c.type) for c in _CASE]
+    + [("case_interactions", Integer()), ("case_created_ms", cases.c.created_ms.type)]
+    + [(f"recent_{c.name}", c.type) for c in _RECENT]
+)
+_CARD_AT = 1
+_CASE_AT = _CARD_AT + len(_CARD) + 3
+_RECENT_AT = _CASE_AT + len(_CASE) + 2
+
+
+def _part(part: int, at: int, columns: list[Any]) -> list[Any]:
+    """The wide row's columns with ``columns`` from slot ``at`` on and typed NULLs elsewhere."""
+    out: list[Any] = [literal(part, Integer()).label("part")]
+    for i, (name, type_) in enumerate(_SLOTS):
+        j = i + 1 - at
+        out.append(columns[j].label(name) if 0 <= j < len(columns) else cast(null(), type_).label(name))
+    return out
+
+
+def _pop_query(who: Any, card_from: Any) -> Any:
+    """The pop of the customer whose id the scalar subquery ``who`` gives, with ``card_from`` the FROM (and
+    WHERE) of their row."""
+    card = card_from(select(*_part(_CARD_PART, _CARD_AT, [*_CARD, *_signal_counts()])))
+    per_case = select(func.count()).select_from(interactions).where(interactions.c.case_id == cases.c.id)
+    open_cases = (
+        select(*_part(_CASE_PART, _CASE_AT, [*_CASE, per_case.scalar_subquery(), cases.c.created_ms]))
+        .where(cases.c.customer_id == who, cases.c.status.in_(OPEN_CASE_STATUSES))
+        .subquery()
     )
+    recent = (
+        select(*_part(_RECENT_PART, _RECENT_AT, _RECENT))
+        .where(interactions.c.customer_id == who)
+        .order_by(interactions.c.started_ms.desc())
+        .limit(bindparam("limit", type_=Integer()))
+        .subquery()  # ORDER BY and LIMIT of one part of a compound select: a subquery on SQLite
+    )
+    return union_all(card, select(open_cases), select(recent))
+
+
+def _identity_query() -> Any:
+    who = select(identities.c.customer_id).where(_IDENTITY_MATCH).scalar_subquery()
+
+    def card_from(q: Any) -> Any:
+        return q.select_from(identities.join(customers, customers.c.id == identities.c.customer_id)).where(
+            _IDENTITY_MATCH
+        )
+
+    return _pop_query(who, card_from)
 
 
 def _customer_query() -> Any:
-    return select(*_CARD, *_signal_counts()).where(customers.c.id == bindparam("customer_id"))
-
-
-def _cases_query() -> Any:
-    per_case = (
-        select(func.count())
-        .select_from(interactions)
-        .where(interactions.c.case_id == cases.c.id)
-        .scalar_subquery()
-        .label("interactions")
+    # Merges are followed in SQL (``customers.surviving_id`` in one statement): the chain of merged_into
+    # pointers from the given id, bounded so that a cycle ends; the survivor is the link that points nowhere.
+    chain = (
+        select(customers.c.id, customers.c.merged_into, literal(0, Integer()).label("depth"))
+        .where(customers.c.id == bindparam("customer_id"))
+        .cte("chain", recursive=True)
     )
-    return (
-        select(
-            cases.c.id,
-            cases.c.token,
-            cases.c.subject,
-            cases.c.category,
-            cases.c.status,
-            cases.c.priority,
-            cases.c.queue,
-            cases.c.owner_id,
-            cases.c.first_response_due_ms,
-            cases.c.resolution_due_ms,
-            per_case,
+    link = chain.alias()
+    chain = chain.union_all(
+        select(customers.c.id, customers.c.merged_into, link.c.depth + 1).where(
+            customers.c.id == link.c.merged_into, link.c.depth < _MAX_MERGES
         )
-        .where(cases.c.customer_id == bindparam("customer_id"), cases.c.status.in_(OPEN_CASE_STATUSES))
-        .order_by(cases.c.priority.desc(), cases.c.created_ms)
     )
+    who = select(chain.c.id).where(chain.c.merged_into.is_(None)).scalar_subquery()
+    return _pop_query(who, lambda q: q.where(customers.c.id == who))
 
 
-def _recent_query() -> Any:
-    return (
-        select(
-            interactions.c.id,
-            interactions.c.channel,
-            interactions.c.direction,
-            interactions.c.started_ms,
-            interactions.c.case_id,
-            interactions.c.queue,
-            interactions.c.agent_id,
-            interactions.c.subject,
-            interactions.c.wait_ms,
-            interactions.c.handle_ms,
-            interactions.c.disposition,
-            interactions.c.outcome,
-        )
-        .where(interactions.c.customer_id == bindparam("customer_id"))
-        .order_by(interactions.c.started_ms.desc())
-        .limit(bindparam("limit"))
-    )
-
+_IDENTITY_MATCH = and_(identities.c.kind == bindparam("kind"), identities.c.value == bindparam("value"))
+_MAX_MERGES = 64
 
 # Built once: compiled-statement caching then makes each call a cache hit.
 _Q_IDENTITY = _identity_query()
 _Q_CUSTOMER = _customer_query()
-_Q_CASES = _cases_query()
-_Q_RECENT = _recent_query()
 
 
 def screen_pop(
@@ -213,40 +252,42 @@ def screen_pop(
     except IdentityError:
         return ScreenPop(matched=False, kind=kind, value=value)
     since = now_ms - SIGNAL_WINDOW_DAYS * DAY_MS
-    row = conn.execute(_Q_IDENTITY, {"kind": kind, "value": norm, "since": since}).one_or_none()
-    if row is None:
-        return ScreenPop(matched=False, kind=kind, value=norm)
-    return _pop(conn, row, kind, norm, now_ms, limit)
+    rows = conn.execute(_Q_IDENTITY, {"kind": kind, "value": norm, "since": since, "limit": limit}).all()
+    return _pop(rows, kind, norm, now_ms) or ScreenPop(matched=False, kind=kind, value=norm)
 
 
 def screen_pop_customer(conn: Connection, customer_id: str, now_ms: int, *, limit: int = 10) -> ScreenPop:
     """The same view for a known customer id (a CRM link, a case page), following merges."""
-    from contactcentre.store.customers import surviving_id
-
-    survivor = surviving_id(conn, customer_id)
     since = now_ms - SIGNAL_WINDOW_DAYS * DAY_MS
-    row = conn.execute(_Q_CUSTOMER, {"customer_id": survivor, "since": since}).one_or_none() if survivor else None
-    if row is None:
-        return ScreenPop(matched=False, kind="customer", value=customer_id)
-    return _pop(conn, row, "customer", customer_id, now_ms, limit)
+    rows = conn.execute(_Q_CUSTOMER, {"customer_id": customer_id, "since": since, "limit": limit}).all()
+    return _pop(rows, "customer", customer_id, now_ms) or ScreenPop(matched=False, kind="customer", value=customer_id)
 
 
-def _pop(conn: Connection, row: Any, kind: str, value: str, now_ms: int, limit: int) -> ScreenPop:
-    card = CustomerCard(*row[: len(_CARD)])
-    contacts, complaints, abandoned = row[len(_CARD) :]
-    params = {"customer_id": card.id}
+def _pop(rows: list[Any], kind: str, value: str, now_ms: int) -> ScreenPop | None:
+    """The pop from the query's rows (None: no customer row, nobody to pop)."""
+    card_rows = [r for r in rows if r.part == _CARD_PART]
+    if not card_rows:
+        return None
+    row = card_rows[0]
+    card = CustomerCard(*row[_CARD_AT : _CARD_AT + len(_CARD)])
+    contacts, complaints, abandoned = row[_CARD_AT + len(_CARD) : _CASE_AT]
     open_cases = []
-    for c in conn.execute(_Q_CASES, params):
-        due = [d for d in (c.first_response_due_ms, c.resolution_due_ms) if d is not None]
+    # the order the parts' rows come in is the database's: sorted here (priority first, then the oldest)
+    found = [r for r in rows if r.part == _CASE_PART]
+    found.sort(key=lambda r: (-r[_CASE_AT + 5], r[_CASE_AT + len(_CASE) + 1]))
+    for r in found:
+        c = r[_CASE_AT : _CASE_AT + len(_CASE) + 1]
+        due = [d for d in (c[8], c[9]) if d is not None]
         open_cases.append(CaseSummary(*c, overdue=any(d < now_ms for d in due)))
-    recent = [InteractionSummary(*r) for r in conn.execute(_Q_RECENT, {**params, "limit": limit})]
+    recent = [r[_RECENT_AT : _RECENT_AT + len(_RECENT)] for r in rows if r.part == _RECENT_PART]
+    recent.sort(key=lambda r: -r[3])  # newest first (a stable sort keeps the database's order of a tie)
     return ScreenPop(
         matched=True,
         kind=kind,
         value=value,
         customer=card,
         open_cases=open_cases,
-        recent=recent,
+        recent=[InteractionSummary(*r) for r in recent],
         signals=_signals(int(contacts), int(complaints), int(abandoned), open_cases),
     )
 
