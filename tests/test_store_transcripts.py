@@ -81,3 +81,40 @@ def test_a_page_holds_no_more_bodies_than_page_chars_and_at_least_one_message(st
         alone = contact_page(conn, "c1", limit=10, body_chars=1000, page_chars=5)
         assert [m["message_id"] for m in alone.messages] == ["m4"] and alone.messages[0]["length"] == 602
         assert alone.before is not None
+
+
+def test_a_contact_page_of_short_lines_is_one_statement_and_long_bodies_are_read_for_the_page_alone(
+    store: Engine,
+) -> None:
+    from sqlalchemy import event
+
+    from contactcentre.store.db import reader
+    from contactcentre.store.transcripts import INLINE_CHARS
+
+    _fill(store)
+    long = "ü" * (INLINE_CHARS + 1)
+    with store.begin() as conn:
+        conn.execute(
+            insert(messages).values(case_id="k1", channel="chat"),
+            [
+                {"at_ms": T0 + 5, "interaction_id": "c1", "body": long, "message_id": "long", "direction": "inbound"},
+                {"at_ms": T0 + 6, "interaction_id": "c1", "body": "", "message_id": "none", "direction": "outbound"},
+            ],
+        )
+    statements: list[str] = []
+    event.listen(store, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with reader(store) as conn:  # as the server reads: no BEGIN
+        short = contact_page(conn, "c1", limit=3, body_chars=5000, before=f"{T0 + 5}.0")
+        assert [m["message_id"] for m in short.messages] == ["m2", "m3", "m4"] and len(statements) == 1
+        assert short.messages[0]["body"] == f"2 {BODY}" and short.case_id == "k1"
+        statements.clear()
+        page = contact_page(conn, "c1", limit=3, body_chars=5000)
+        assert [m["message_id"] for m in page.messages] == ["m4", "long", "none"] and len(statements) == 2
+        assert [m["body"] for m in page.messages] == [f"4 {BODY}", long, ""]
+        assert [m["truncated"] for m in page.messages] == [False, False, False]
+        cut = contact_page(conn, "c1", limit=3, body_chars=10)
+        assert cut.messages[1]["body"] == "ü" * 10 and cut.messages[1]["truncated"]
+        assert set(cut.messages[0]) == set(page.messages[0]) and "inline" not in cut.messages[0]
+    with reader(store) as conn:
+        nobody = contact_page(conn, "nobody", limit=3, body_chars=10)
+    assert (nobody.messages, nobody.case_id, nobody.before) == ([], None, None)

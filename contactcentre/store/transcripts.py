@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Integer, and_, case, cast, func, literal, null, or_, select, union_all
 
 from contactcentre.store.schema import interactions, messages
 
@@ -106,12 +106,14 @@ def _newest(conn: Connection, where: ColumnElement[bool], limit: int, before: st
 
 def _heads() -> list[Any]:
     """Every column of a page's messages but the body, and the body's length: what choosing a page needs."""
-    return [c for c in MESSAGE_COLUMNS if c is not messages.c.body] + [func.length(messages.c.body).label("length")]
+    length = func.length(messages.c.body, type_=Integer())
+    return [c for c in MESSAGE_COLUMNS if c is not messages.c.body] + [length.label("length")]
 
 
 def _page(conn: Connection, found: dict[int, Any], limit: int, body_chars: int, page_chars: int | None) -> Page:
     """The newest ``limit`` of ``found`` (message heads), oldest first, and no more of them than fit
-    ``page_chars`` characters of (cut) bodies — always at least one — with their bodies read for them alone."""
+    ``page_chars`` characters of (cut) bodies — always at least one — with their bodies read for them alone
+    (a head that came with its short body, ``inline``, needs no second read)."""
     rows = sorted(found.values(), key=lambda r: (r["at_ms"], r["id"]))
     kept = rows[-limit:]
     if page_chars is not None:
@@ -123,10 +125,11 @@ def _page(conn: Connection, found: dict[int, Any], limit: int, body_chars: int, 
             room -= cost
             first -= 1
         kept = kept[first:]
-    bodies = _bodies(conn, [r["id"] for r in kept], body_chars)
+    bodies = {r["id"]: r["body"] for r in kept if r.get("inline")}
+    bodies.update(_bodies(conn, [r["id"] for r in kept if not r.get("inline")], body_chars))
     out = []
     for r in kept:
-        m = dict(r)
+        m = {k: v for k, v in r.items() if k not in _PAGE_ONLY}
         m["body"] = bodies.get(m["id"], "")
         m["truncated"] = (m["length"] or 0) > body_chars
         out.append(m)
@@ -152,18 +155,69 @@ def contact_page(
 ) -> Page:
     """The newest ``limit`` messages (older than ``before``, within ``page_chars`` characters of bodies) of the
     interaction and of its case (an e-mail thread spans interactions), with the interaction's case and subject.
-    Raises ``BadCursor``."""
-    row = conn.execute(
-        select(interactions.c.case_id, interactions.c.subject).where(interactions.c.id == contact_id)
-    ).one_or_none()
-    case_id, subject = (row.case_id, row.subject) if row is not None else (None, None)
-    found = {r["id"]: r for r in _newest(conn, messages.c.interaction_id == contact_id, limit, before)}
-    if case_id is not None:  # two indexed probes rather than an OR the planner may scan for
-        for r in _newest(conn, messages.c.case_id == case_id, limit, before):
-            found.setdefault(r["id"], r)
+    Raises ``BadCursor``.
+
+    One statement for a conversation of short lines (a new chat's, say): the interaction's row and both probes
+    (two indexed probes rather than an OR the planner may scan for) as the parts of a UNION ALL, each message's
+    body with it when it is at most ``INLINE_CHARS`` long. Only longer bodies the page keeps take a second
+    read, so a long body never leaves the database for a page that does not show it."""
+    older = _older_than(before)
+    own_case = select(interactions.c.case_id).where(interactions.c.id == contact_id).scalar_subquery()
+    probes = [
+        _probe(messages.c.interaction_id == contact_id, older, limit, body_chars),
+        _probe(messages.c.case_id == own_case, older, limit, body_chars),
+    ]
+    row = select(
+        literal(0, Integer()).label("part"),
+        interactions.c.case_id.label("contact_case_id"),
+        interactions.c.subject.label("contact_subject"),
+        *[cast(null(), c.type).label(c.name) for c in _head_columns(body_chars)],
+    ).where(interactions.c.id == contact_id)
+    case_id = subject = None
+    found: dict[int, Any] = {}
+    for r in conn.execute(union_all(row, *(select(p) for p in probes))).mappings():
+        if r["part"] == 0:
+            case_id, subject = r["contact_case_id"], r["contact_subject"]
+        else:
+            found.setdefault(r["id"], {k: v for k, v in r.items() if k not in _PART_COLUMNS})
     page = _page(conn, found, limit, body_chars, page_chars)
     page.case_id, page.subject = case_id, subject
     return page
+
+
+INLINE_CHARS = 2_000  # a body at most this long comes with its head (see ``contact_page``)
+_PART_COLUMNS = frozenset({"part", "contact_case_id", "contact_subject"})
+_PAGE_ONLY = frozenset({"inline"})
+
+
+def _head_columns(body_chars: int) -> list[Any]:
+    """A head (``_heads``), its body cut to ``body_chars`` when it is short, and whether it was (``inline``)."""
+    short = func.coalesce(func.length(messages.c.body), 0) <= INLINE_CHARS
+    return [
+        *_heads(),
+        case((short, func.substr(messages.c.body, 1, body_chars, type_=messages.c.body.type)), else_=null()).label(
+            "body"
+        ),
+        case((short, literal(1, Integer())), else_=literal(0, Integer())).label("inline"),
+    ]
+
+
+def _probe(where: ColumnElement[bool], older: ColumnElement[bool] | None, limit: int, body_chars: int) -> Any:
+    """Up to ``limit + 1`` heads matching ``where`` older than ``older``, newest first, as one part of a UNION
+    ALL (a subquery: SQLite takes no ORDER BY or LIMIT on a part itself)."""
+    clauses = [where] if older is None else [where, older]
+    return (
+        select(
+            literal(1, Integer()).label("part"),
+            cast(null(), interactions.c.case_id.type).label("contact_case_id"),
+            cast(null(), interactions.c.subject.type).label("contact_subject"),
+            *_head_columns(body_chars),
+        )
+        .where(*clauses)
+        .order_by(messages.c.at_ms.desc(), messages.c.id.desc())
+        .limit(limit + 1)
+        .subquery()
+    )
 
 
 def case_page(
