@@ -93,3 +93,29 @@ def test_an_old_database_upgrades_with_its_data(database_url: str) -> None:
         assert "ix_customers_merged_into" in indexes
     finally:
         engine.dispose()
+
+
+def test_a_taken_case_token_or_identity_is_found_by_the_insert_itself(
+    store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # open_case and add_identity insert first (ON CONFLICT DO NOTHING) instead of looking up first: a token
+    # another case holds is passed over, an address another customer holds is refused, one's own is kept.
+    from contactcentre.store import cases as case_store
+    from contactcentre.store.customers import IdentityTaken, add_identity, create_customer
+
+    with store.begin() as conn:
+        ann = create_customer(conn, 1, name="Ann", identities_=[("email", "ann@example.com")])
+        bob = create_customer(conn, 1, name="Bob")
+        _, first = case_store.open_case(conn, 1, customer_id=ann)
+        minted = iter([first, first, "C-FRESH1"])
+        monkeypatch.setattr(case_store, "new_token", lambda: next(minted))
+        case_id, token = case_store.open_case(conn, 2, customer_id=bob)
+        assert token == "C-FRESH1" and case_store.get_case(conn, case_id)["customer_id"] == bob  # type: ignore[index]
+        assert add_identity(conn, ann, "email", "ANN@example.com", 3) == "ann@example.com"
+        with pytest.raises(IdentityTaken) as taken:
+            add_identity(conn, bob, "email", "ann@example.com", 3)
+        assert taken.value.owner == ann
+        assert add_identity(conn, bob, "email", "bob@example.com", 3) == "bob@example.com"
+        monkeypatch.setattr(case_store, "new_token", lambda: first)
+        with pytest.raises(case_store.CaseError):
+            case_store.open_case(conn, 4, customer_id=bob)

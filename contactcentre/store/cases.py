@@ -10,9 +10,10 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select, update
 
 from contactcentre.store.customers import new_id
+from contactcentre.store.db import insert_unless_taken
 from contactcentre.store.identity import mailbox
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -53,33 +54,26 @@ def open_case(
     """Create a case (with ``case_id`` if given: a caller that routes the contact before the row is written);
     returns ``(case_id, token)``."""
     case_id = case_id or new_id("case")
-    for _ in range(20):
+    row = {
+        "id": case_id,
+        "customer_id": customer_id,
+        "subject": subject,
+        "category": category,
+        "status": "new",
+        "priority": priority,
+        "queue": queue,
+        "owner_id": owner_id,
+        "created_ms": now_ms,
+        "updated_ms": now_ms,
+        "first_response_due_ms": first_response_due_ms,
+        "resolution_due_ms": resolution_due_ms,
+    }
+    for _ in range(20):  # a token another case holds is passed over: the insert is the check
         token = new_token()
-        if conn.execute(select(cases.c.id).where(cases.c.token == token)).first() is None:
-            break
-    else:  # 32**6 ≈ 10**9 tokens; twenty collisions in a row means something else is wrong
-        raise CaseError("could not mint a unique case token")
-    conn.execute(
-        insert(cases),
-        [
-            {
-                "id": case_id,
-                "token": token,
-                "customer_id": customer_id,
-                "subject": subject,
-                "category": category,
-                "status": "new",
-                "priority": priority,
-                "queue": queue,
-                "owner_id": owner_id,
-                "created_ms": now_ms,
-                "updated_ms": now_ms,
-                "first_response_due_ms": first_response_due_ms,
-                "resolution_due_ms": resolution_due_ms,
-            }
-        ],
-    )
-    return case_id, token
+        if insert_unless_taken(conn, cases, ["token"], {**row, "token": token}):
+            return case_id, token
+    # 32**6 ≈ 10**9 tokens; twenty collisions in a row means something else is wrong
+    raise CaseError("could not mint a unique case token")
 
 
 def set_status(conn: Connection, case_id: str, status: str, now_ms: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from contactcentre.store.db import insert_unless_taken
 from contactcentre.store.identity import DEFAULT_REGION, name_key, normalise
 from contactcentre.store.schema import customers, identities
 
@@ -102,18 +103,15 @@ def add_identity(
 ) -> str:
     """Attach an identity; returns its normalised value. Already this customer's: nothing changes."""
     norm = normalise(kind, value, region)
+    row = {"customer_id": customer_id, "kind": kind, "value": norm, "verified": verified, "created_ms": now_ms}
+    if insert_unless_taken(conn, identities, ["kind", "value"], row):  # the insert is the check: one statement
+        return norm
     owner = conn.execute(
         select(identities.c.customer_id).where(identities.c.kind == kind, identities.c.value == norm)
     ).scalar_one_or_none()
     if owner == customer_id:
         return norm
-    if owner is not None:
-        raise IdentityTaken(kind, norm, owner)
-    conn.execute(
-        insert(identities),
-        [{"customer_id": customer_id, "kind": kind, "value": norm, "verified": verified, "created_ms": now_ms}],
-    )
-    return norm
+    raise IdentityTaken(kind, norm, owner or "?")
 
 
 def surviving_id(conn: Connection, customer_id: str) -> str | None:

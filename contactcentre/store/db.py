@@ -95,6 +95,27 @@ def connect(url_or_path: str | Path | None = None) -> Engine:
     return engine
 
 
+def insert_unless_taken(conn: Connection, table: Any, unique: list[str], row: dict[str, Any]) -> bool:
+    """Insert ``row`` unless another row holds its values of the ``unique`` columns; whether it was inserted.
+    One statement (``ON CONFLICT DO NOTHING``) rather than a look-up before the insert, and a conflict on any
+    other constraint still raises."""
+    name = conn.dialect.name
+    if name not in ("sqlite", "postgresql"):
+        from sqlalchemy import and_, insert, select
+
+        taken = select(table).where(and_(*(table.c[k] == row[k] for k in unique))).limit(1)
+        if conn.execute(taken).first() is not None:
+            return False
+        conn.execute(insert(table).values(row))
+        return True
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
+    stmt = dialect_insert(table).values(row).on_conflict_do_nothing(index_elements=unique)
+    # RETURNING says whether a row went in (psycopg gives no rowcount for it)
+    return conn.execute(stmt.returning(table.c[unique[0]])).first() is not None
+
+
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: on SQLite it takes the write lock at BEGIN (see ``_sqlite_begin``)."""
