@@ -72,7 +72,7 @@ from contactcentre.events import (
 )
 from contactcentre.limits import TokenBucket, decode_json
 from contactcentre.store.contacts import Preview, contact_case, contact_preview
-from contactcentre.store.privacy import record_read
+from contactcentre.store.privacy import ReadRecords
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
 from contactcentre.store.transcripts import (
     MAX_MESSAGE_ID,
@@ -299,6 +299,7 @@ class AgentGateway:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._known: dict[str, _Known] = {}
+        self._reads: ReadRecords | None = None  # reads of customers' data staged for the next commit
         self._stopping = False
         self._commands: dict[str, Callable[[_Session, Frame], Awaitable[Frame | None]]] = {
             "ping": self._cmd_ping,
@@ -1058,13 +1059,17 @@ class AgentGateway:
         """Record that ``actor`` was shown the customer's data, in the store writer's next commit.
 
         The writer's transaction rather than one of its own (``centre.write``): a screen-pop comes with every
-        offer, and a commit per offer on the reader pool would compete with the group-committing writer."""
-        work = functools.partial(
-            record_read, customer_id=customer_id, now_ms=self.centre.now_ms(), actor=actor, what=what
-        )
+        offer, and a commit per offer on the reader pool would compete with the group-committing writer. The
+        reads until that commit are one batch, written in one statement."""
+        now = self.centre.now_ms()
+        if self._reads is not None and self._reads.add(customer_id, now, actor=actor, what=what):
+            return  # rides with the batch already staged for the next commit
+        self._reads = ReadRecords()
+        self._reads.add(customer_id, now, actor=actor, what=what)
         try:
-            self.centre.stage(work)  # a failure is logged with the partial's arguments
+            self.centre.stage(self._reads)  # a failure is logged with the batch's customers and actors
         except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
+            self._reads = None
             log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
 
 

@@ -1057,3 +1057,29 @@ def test_ids_with_like_wildcards_and_non_ascii_are_found_in_the_log(store: Engin
     with store.connect() as conn:
         payload = conn.execute(select(events.c.payload).where(events.c.contact_id == "k2")).scalar_one()
     assert "+31207654321" in payload
+
+
+def test_reads_gathered_until_a_commit_are_one_statement_and_a_written_batch_takes_no_more(store: Engine) -> None:
+    from sqlalchemy import event
+
+    from contactcentre.store.privacy import ReadRecords, audit_trail
+
+    reads = ReadRecords()
+    assert reads.add("cus-1", 10, actor="ann", what="screen-pop")
+    assert reads.add("cus-2", 11, actor="bob", what="interaction:chat-1")
+    assert reads.add("cus-1", 12, actor="ann", what="interaction:chat-2")
+    statements: list[str] = []
+    event.listen(store, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with store.begin() as conn:
+        reads(conn)
+    assert [s.split()[0] for s in statements if not s.startswith("BEGIN")] == ["INSERT"]
+    assert not reads.add("cus-1", 13, actor="ann", what="too late")  # the next batch takes it
+    with store.connect() as conn:
+        trail = [(r["actor"], r["action"], r["detail"]["what"], r["at_ms"]) for r in audit_trail(conn, "cus-1")]
+    assert trail == [
+        ("ann", "customer.read", "screen-pop", 10),
+        ("ann", "customer.read", "interaction:chat-2", 12),
+    ]
+    with store.begin() as conn:  # the writer running a commit again (a retry) writes the same rows again
+        reads(conn)
+        assert len(audit_trail(conn, "cus-2")) == 2
