@@ -681,17 +681,42 @@ def test_json_nested_too_deeply_is_a_bad_request(tmp_path: Path) -> None:
 def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_internal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Only a session restored after a restart asks the store whether a line is a resend (one born in this
+    # process knows every line it stored): an outage then is "unavailable", and the resend is kept after.
     import contactcentre.channels.chat as chat_module
 
+    db = tmp_path / "s.sqlite"
     stored_at = chat_module.line_stored_at
+    asked: list[str] = []
+
+    def counted(conn: Any, message_id: str) -> int | None:
+        asked.append(message_id)
+        return stored_at(conn, message_id)
 
     def outage(conn: Any, message_id: str) -> int | None:
         raise OperationalError("SELECT at_ms FROM messages", {}, Exception("database is locked"))
 
-    async def main() -> None:
-        async with running(tmp_path / "s.sqlite") as env:
+    async def first_run() -> str:
+        async with running(db) as env:
             env.login("a1", away="break")
-            ws, _ = await hello(env)
+            ws, q = await hello(env)
+            monkeypatch.setattr(chat_module, "line_stored_at", counted)
+            await send(ws, type="message", text="before", client_id="c0")
+            await expect(ws, "ack")
+            await send(ws, type="message", text="before", client_id="c0")  # a resend: answered from memory
+            await expect(ws, "ack")
+            assert asked == []
+        return str(q["token"])
+
+    async def second_run(token: str) -> None:
+        async with running(db, restore=True) as env:
+            ws = await client(env)
+            await send(ws, type="resume", token=token)
+            await expect(ws, "resumed")
+            await expect(ws, "message")
+            await send(ws, type="message", text="before", client_id="c0")  # the ack was lost to the restart
+            resent = await expect(ws, "ack")
+            assert asked == [resent["message_id"]]
             monkeypatch.setattr(chat_module, "line_stored_at", outage)
             await send(ws, type="message", text="hello?", client_id="c1")
             err = await expect(ws, "error")
@@ -699,9 +724,12 @@ def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_inter
             monkeypatch.setattr(chat_module, "line_stored_at", stored_at)  # the database is back: the resend is kept
             await send(ws, type="message", text="hello?", client_id="c1")
             assert (await expect(ws, "ack"))["client_id"] == "c1"
+            rows = await env.rows(messages, messages.c.body == "before")
+            assert len(rows) == 1
             await ws.close()
 
-    run(main())
+    token = run(first_run())
+    run(second_run(token))
 
 
 def test_the_frame_limit_holds_on_a_server_started_with_a_larger_one(tmp_path: Path) -> None:

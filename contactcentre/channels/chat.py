@@ -267,6 +267,11 @@ class _Session:
     failed: str | None = None  # the router refused to queue it (queue closed or full)
     said: bool = False  # the customer has sent a line: a dropped socket gets the whole resume window
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (message_id, at_ms)
+    # ``acked`` holds every line this session stored: true for a session born here until a line is forgotten
+    # (MAX_CLIENT_IDS) or a commit fails (the line may be stored yet); false for one restored after a restart.
+    # While it holds, a line whose id is not there (nor ``sending``) is new without asking the store.
+    acked_all: bool = True
+    sending: set[str] = field(default_factory=set)  # client ids of lines logged and not yet committed
 
     def send(self, frame: dict[str, Any]) -> None:
         if self.conn is not None:
@@ -358,6 +363,7 @@ class ChatChannel:
                 state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
                 agent_id=c.agent_id if c.state in ("connected", "held") else None,
                 said=True,  # not known after a restart: it keeps the whole window
+                acked_all=False,  # the acks sent before the restart are the store's to tell
             )
             self._register(s)
             self._arm(s, self._gone)
@@ -719,7 +725,7 @@ class ChatChannel:
         await self.centre.room()
         centre = self.centre
         message_id = new_id("cm") if client_id is None else _line_id(s.token_hash, client_id)
-        if client_id is not None:
+        if client_id is not None and (not s.acked_all or client_id in s.sending):
             # The ack may have been lost to a restart (the in-memory ``acked`` with it): a line is known by
             # an id derived from the session and the client's id, so the store answers for it.
             try:
@@ -734,6 +740,8 @@ class ChatChannel:
                 return
         at_ms = centre.now_ms()
         s.said = True
+        if client_id is not None:
+            s.sending.add(client_id)
         if s.state == OFFLINE:
             self._offline_line(s, text, message_id, at_ms)
         else:
@@ -756,11 +764,16 @@ class ChatChannel:
             await centre.commit()
         except Exception:
             log.exception("chat: committing a customer line failed")
+            s.acked_all = False  # the writer may store the line yet
             conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
             return
+        finally:
+            if client_id is not None:
+                s.sending.discard(client_id)
         if client_id is not None:
             if len(s.acked) >= MAX_CLIENT_IDS:
                 s.acked.pop(next(iter(s.acked)))
+                s.acked_all = False
             s.acked[client_id] = (message_id, at_ms)
         conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": at_ms})
 
