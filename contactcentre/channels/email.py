@@ -495,7 +495,7 @@ def _stop_pool(pool: ProcessPool, timeout_s: float) -> None:
     pool.join(timeout_s)
 
 
-# ------------------------------------------------------------------------------------------- store work
+# ------------------------------------------------------------------------------------------- threading
 
 
 def chain(references: Iterable[str], parent: str | None) -> tuple[str, ...]:

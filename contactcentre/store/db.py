@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Connection and Engine are also the names modules outside the store give the store's handles in type hints.
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
@@ -35,8 +37,6 @@ StoreFailure = SQLAlchemyError  # anything the store's library raised (a CLI rep
 DriverFailure = DBAPIError  # the database itself failed the statement (an outage, a lock): not a bug of ours
 Trouble = OperationalError  # a lost connection, a deadlock, a lock timeout: the whole transaction may be retried
 LOST_RACE = (IntegrityError, OperationalError)  # a transaction worth running again from the start
-
-__all__ = ["Connection", "Engine"]  # the store's handles, re-exported for type hints outside it
 
 
 def resolve_url(url_or_path: str | Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -99,18 +99,7 @@ def insert_unless_taken(conn: Connection, table: Any, unique: list[str], row: di
     """Insert ``row`` unless another row holds its values of the ``unique`` columns; whether it was inserted.
     One statement (``ON CONFLICT DO NOTHING``) rather than a look-up before the insert, and a conflict on any
     other constraint still raises."""
-    name = conn.dialect.name
-    if name not in ("sqlite", "postgresql"):
-        from sqlalchemy import and_, insert, select
-
-        taken = select(table).where(and_(*(table.c[k] == row[k] for k in unique))).limit(1)
-        if conn.execute(taken).first() is not None:
-            return False
-        conn.execute(insert(table).values(row))
-        return True
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert  # the two we support
     stmt = dialect_insert(table).values(row).on_conflict_do_nothing(index_elements=unique)
     # RETURNING says whether a row went in (psycopg gives no rowcount for it)
     return conn.execute(stmt.returning(table.c[unique[0]])).first() is not None
