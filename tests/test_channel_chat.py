@@ -473,6 +473,31 @@ def test_a_line_resent_after_a_lost_ack_is_stored_once(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_line_resent_after_its_ack_was_forgotten_is_found_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contactcentre.channels.chat as chat_module
+
+    monkeypatch.setattr(chat_module, "MAX_CLIENT_IDS", 2)
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1", away="break")
+            ws, q = await hello(env)
+            acks = []
+            for n in (1, 2, 3):  # the third forgets the first's ack: the store answers for it from now on
+                await send(ws, type="message", text=f"line {n}", client_id=f"c-{n}")
+                acks.append(await expect(ws, "ack"))
+            await send(ws, type="message", text="line 1", client_id="c-1")
+            again = await expect(ws, "ack")
+            assert (again["message_id"], again["at_ms"]) == (acks[0]["message_id"], acks[0]["at_ms"])
+            rows = await env.rows(messages, messages.c.interaction_id == q["contact_id"])
+            assert [r["body"] for r in rows] == ["line 1", "line 2", "line 3"]
+            await ws.close()
+
+    run(main())
+
+
 def test_resume_with_an_unknown_token_is_an_error_and_the_socket_stays(tmp_path: Path) -> None:
     async def main() -> None:
         async with running(tmp_path / "s.sqlite") as env:
