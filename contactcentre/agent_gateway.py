@@ -133,7 +133,7 @@ class _Known:
     """What the arrival and the first customer lines said about a contact: an offer's preview without a
     database read. ``complete`` is false when lines came before (or without) the arrival."""
 
-    __slots__ = ("address", "case_id", "chars", "complete", "lines", "subject")
+    __slots__ = ("address", "case_id", "chars", "complete", "lines", "said", "subject")
 
     def __init__(self) -> None:
         self.subject: str | None = None
@@ -142,6 +142,7 @@ class _Known:
         self.lines: list[str] = []
         self.chars = 0
         self.complete = False
+        self.said = False  # a line or a note was logged on the contact: its transcript is the store's to tell
 
     def add_text(self, text: str) -> None:
         for line in text.splitlines():
@@ -805,6 +806,8 @@ class AgentGateway:
             if isinstance(ev, MessageReceived | MessageSent):
                 self._message(ev)
                 continue
+            if isinstance(ev, CaseNoteAdded) and (noted := self._known.get(ev.contact_id)) is not None:
+                noted.said = True
             if isinstance(ev, ContactAbandoned | ContactFailed) or (isinstance(ev, ContactOverflowed) and ev.left):
                 self._known.pop(ev.contact_id, None)
                 continue
@@ -899,6 +902,8 @@ class AgentGateway:
 
     def _message(self, ev: MessageReceived | MessageSent) -> None:
         inbound = type(ev) is MessageReceived
+        if not inbound and (known := self._known.get(ev.contact_id)) is not None:
+            known.said = True
         if inbound:
             known = self._known.get(ev.contact_id)
             if known is None and ev.contact_id not in self.centre.router.contacts:
@@ -907,6 +912,7 @@ class AgentGateway:
                 if len(self._known) > MAX_KNOWN:
                     self._known.pop(next(iter(self._known)))
             if known is not None:
+                known.said = True
                 if known.subject is None and ev.subject:
                     known.subject = ev.subject
                 known.add_text(ev.body)
@@ -961,6 +967,13 @@ class AgentGateway:
 
     async def _contact_frame(self, s: _Session, contact_id: str, entry: Frame) -> Frame:
         frame: Frame = {"type": "contact", **entry}
+        known = self._known.get(contact_id)
+        if known is not None and known.complete and known.case_id is None and not known.said:
+            # Seen arriving here, on no case, and nothing logged on it since (a phone call, say): its
+            # transcript is empty, and the arrival said its subject. No store read for what is known.
+            s.seen[contact_id] = set()
+            frame.update(case_id=None, subject=known.subject, transcript=[], transcript_before=None)
+            return frame
         try:
             await self.centre.commit()  # the lines logged so far are in the store before it is read
             page, transcript = await self._transcript_page(contact_id, None)

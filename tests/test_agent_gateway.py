@@ -1060,3 +1060,35 @@ def test_a_case_note_is_stored_for_colleagues_and_never_shown_to_the_customer(tm
         assert all("refund" not in line["body"].lower() for line in customer_lines)  # a resume never replays it
 
     run(tmp_path, body)
+
+
+def test_a_contact_seen_arriving_on_no_case_with_nothing_said_gets_its_empty_transcript_without_a_read(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import event
+
+    async def body(env: Env) -> None:
+        console = await env.ready("a1")
+        reads: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if "FROM messages" in statement:
+                reads.append(statement)
+
+        event.listen(env.centre.engine, "before_cursor_execute", count)
+        env.arrive("call-1", subject="Billing")  # no case, no line: what a phone call is
+        offer = await console.expect("offer")
+        await console.send(type="accept", offer_id=offer["offer_id"])
+        contact = await console.expect("contact")
+        assert (contact["case_id"], contact["subject"], contact["transcript"]) == (None, "Billing", [])
+        assert contact["transcript_before"] is None and reads == []
+        await console.send(type="note", contact_id="call-1", text="called about an invoice")
+        await console.expect("ack", **{"for": "note"})
+        # A note was logged on it: from now on its transcript is the store's to tell (a reconnect shows it).
+        await console.close()
+        await env.until(lambda: env.agent("a1").presence == "away")
+        again, _ = await env.login("a1")
+        contact = await again.expect("contact")
+        assert [m["text"] for m in contact["transcript"]] == ["called about an invoice"] and reads != []
+
+    run(tmp_path, body)
