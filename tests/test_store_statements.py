@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -49,8 +48,8 @@ async def _frame(ws: Any, type_: str, **match: Any) -> dict[str, Any]:
             return frame
 
 
-async def _one_chat(tmp_path: Path) -> tuple[int, list[str]]:
-    centre = await open_centre(CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}")
+async def _one_chat(database_url: str) -> tuple[int, list[str]]:
+    centre = await open_centre(CONFIG, database_url)
     statements: list[str] = []
     try:
         token = await centre.write(lambda c: users.add_user(c, "ada", "agent", centre.now_ms(), agent_id="a1"))
@@ -123,7 +122,9 @@ async def _one_chat(tmp_path: Path) -> tuple[int, list[str]]:
     return len(statements), statements
 
 
-def test_one_chat_costs_at_most_the_measured_statements(tmp_path: Path) -> None:
-    count, statements = asyncio.run(_one_chat(tmp_path))
+def test_one_chat_costs_at_most_the_measured_statements(database_url: str) -> None:
+    # Measured on SQLite; PostgreSQL sends fewer (its BEGIN is not a statement of the cursor's) but runs the
+    # same store functions, so the chat's life is checked there too.
+    count, statements = asyncio.run(_one_chat(database_url))
     print(f"\n{count} statements per chat:\n" + "\n".join(s.split("\n")[0][:100] for s in statements))
     assert count <= STATEMENTS_PER_CHAT, "\n".join(statements)
