@@ -101,9 +101,8 @@ def status_from_disposition(conn: Connection, interaction_id: str, status: str, 
     (``[dispositions] case_status``). Only along ``CASE_TRANSITIONS``: a closed case stays closed, and a
     status the case cannot go to from where it is leaves it alone. A guarded UPDATE rather than ``set_status``,
     which raises: this runs in the store writer's shared transaction, where a refusal is not an error."""
-    case_id = conn.execute(select(interactions.c.case_id).where(interactions.c.id == interaction_id)).scalar()
-    if case_id is None:
-        return
+    # One statement (the case found by a subquery): this runs in the writer for every wrap-up with such a code.
+    case_id = select(interactions.c.case_id).where(interactions.c.id == interaction_id).scalar_subquery()
     from_statuses = [old for old, to in CASE_TRANSITIONS.items() if status in to]
     values: dict[str, Any] = {"status": status, "updated_ms": now_ms}
     if status == "closed":
