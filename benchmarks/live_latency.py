@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -164,7 +165,12 @@ def run_step(
     profile_loadgen: bool = False,
     version: Version = THIS,
 ) -> dict[str, Any]:
-    step = tmp / (f"step{rate}" if version is THIS else f"baseline-step{rate}")
+    name = f"step{rate}" if version is THIS else f"baseline-step{rate}"
+    step = tmp / name
+    for again in itertools.count(2):  # a step run more than once (--steps 100,100)
+        if not step.exists():
+            break
+        step = tmp / f"{name}-{again}"
     step.mkdir()
     db = step / "events.sqlite"
     tokens = step / "tokens.json"

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DataError, OperationalError
 
 from contactcentre.events import Event, decode, scrub
@@ -308,7 +308,7 @@ class StoreWriter:
             if run:
                 self._project(conn, run, logged)
             if logged:
-                conn.execute(insert(events_table), logged)
+                conn.execute(projection.INSERT_EVENTS, logged)
 
     @staticmethod
     def _project(conn: Connection, run: list[Event], logged: list[dict[str, Any]]) -> None:
