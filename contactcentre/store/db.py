@@ -66,10 +66,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # A writer that reads first cannot wait for a lock another connection took meanwhile (SQLite fails it
     # at once, busy_timeout or not); connections marked ``sqlite_immediate`` take the write lock up front.
-    # Straight to the driver: every read and every commit begins here, and SQLAlchemy's statement machinery
-    # (execution context, events, result) costs more than the BEGIN itself.
-    sql = "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"
-    conn.connection.driver_connection.execute(sql)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 
 
 def connect(url_or_path: str | Path | None = None) -> Engine:
