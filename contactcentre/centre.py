@@ -133,17 +133,7 @@ class Centre:
         rolled back to there: one bad row never holds up everyone's events. A database in trouble (a lost
         connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
         writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
-
-        def guarded(conn: Connection) -> None:
-            try:
-                with conn.begin_nested():
-                    work(conn)
-            except OperationalError:
-                raise
-            except Exception:
-                log.exception("store: a staged write failed and was rolled back (%r)", work)
-
-        self.writer.append([guarded])
+        self.writer.stage(work)
 
     async def commit(self, upto: int | None = None) -> None:
         """Return once everything logged so far (or up to ``log_position()`` ``upto``) is durable."""
