@@ -35,16 +35,23 @@ def cli(*args: str) -> list[str]:
 
 
 def start(
-    tmp: Path, cmd: list[str], ready: Callable[[str], T | None], timeout: float
+    tmp: Path,
+    cmd: list[str],
+    ready: Callable[[str], T | None],
+    timeout: float,
+    *,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], T]:
-    """Run ``cmd`` from the repository with stdout and stderr in ``tmp/server.out`` and ``tmp/server.err``
-    (files, not pipes: an unread pipe stalls a busy server) until ``ready(stdout so far)`` returns something,
-    which is returned with the process. A process that exits or is not ready within ``timeout`` is stopped and
-    raises ``RuntimeError`` with the end of its output."""
+    """Run ``cmd`` from ``cwd`` (the repository) with stdout and stderr in ``tmp/server.out`` and
+    ``tmp/server.err`` (files, not pipes: an unread pipe stalls a busy server) until ``ready(stdout so far)``
+    returns something, which is returned with the process. A process that exits or is not ready within
+    ``timeout`` is stopped and raises ``RuntimeError`` with the end of its output. ``env`` is added to this
+    process's environment."""
     out_path, err_path = tmp / "server.out", tmp / "server.err"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         found = ready(out_path.read_text(errors="replace"))
@@ -87,10 +94,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (its threads included), from /proc; NaN when it is gone."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process (its threads included), or of its thread ``tid`` alone (the main
+    thread's id is ``pid``), from /proc; NaN when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
     except OSError:
         return math.nan
     fields = stat.rsplit(")", 1)[1].split()

@@ -29,9 +29,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from websockets.exceptions import ConnectionClosed
@@ -68,14 +67,11 @@ from contactcentre.events import (
     OfferRejected,
     WrapUpEnded,
     WrapUpStarted,
-    clean_text,
 )
-from contactcentre.limits import TokenBucket, decode_json
 from contactcentre.store.contacts import Preview, contact_case, contact_preview
 from contactcentre.store.privacy import ReadRecords
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
 from contactcentre.store.transcripts import (
-    MAX_MESSAGE_ID,
     BadCursor,
     Page,
     contact_page,
@@ -83,6 +79,19 @@ from contactcentre.store.transcripts import (
     parse_cursor,
 )
 from contactcentre.store.users import User, user_for_token
+from contactcentre.wsframes import Closes, Lazy, Outbox, encode
+from contactcentre.wsframes import agent as frames
+from contactcentre.wsframes.agent import (
+    BURST,
+    MAX_BACKLOG,
+    MAX_TEXT,
+    PROTOCOL,
+    RATE_PER_S,
+    AgentConnection,
+    Command,
+    error_frame,
+)
+from contactcentre.wsframes.policy import refused_login
 
 if TYPE_CHECKING:
     from contactcentre.acd.agent import Agent
@@ -92,29 +101,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = 1
-
-# Close codes (RFC 6455 leaves 4000-4999 to applications).
-CLOSE_NORMAL = 1000  # the agent logged out
-CLOSE_GOING_AWAY = 1001  # the server is shutting down
-CLOSE_POLICY = 1008  # not logged in, bad token, not an agent, rate limit abused
-CLOSE_INTERNAL = 1011
-CLOSE_REPLACED = 4000  # the same agent logged in on another connection
-CLOSE_TOO_SLOW = 4001  # the console does not read its frames
-
 LOGIN_TIMEOUT_S = 5.0
-RATE_PER_S = 20.0  # sustained frames per second from one console; a person clicks far less
-BURST = 40
-MAX_REFUSED_IN_A_ROW = 50  # rate-limited frames in a row before the connection is closed
-MAX_BACKLOG = 2_000  # frames queued for a console that does not read them
-MAX_TEXT = 100_000  # characters in one agent message (an e-mail reply may be long)
-MAX_SHORT = 128  # ids, reasons, disposition codes, refs
 PREVIEW_LINES = 5
 PREVIEW_CHARS = 500
 MAX_KNOWN = 50_000  # contacts whose arrival and first lines are remembered for previews (oldest forgotten first)
 
 _IDENTITY_KIND = {"voice": "phone", "callback": "phone", "outbound": "phone", "email": "email", "chat": "chat"}
-_encode = msgspec.json.Encoder().encode
 
 Frame = dict[str, Any]
 
@@ -159,117 +151,49 @@ class _Known:
         return {"subject": self.subject, "lines": list(self.lines)}
 
 
-class _Dedupe(NamedTuple):
+class _Dedupe(Lazy):
     """A live message frame that is not sent if the contact's transcript already carried it."""
 
-    contact_id: str
-    message_id: str
-    frame: Frame
+    __slots__ = ("contact_id", "frame_", "message_id", "seen")
 
+    def __init__(self, seen: dict[str, set[str]], contact_id: str, message_id: str, frame: Frame) -> None:
+        self.seen, self.contact_id, self.message_id, self.frame_ = seen, contact_id, message_id, frame
 
-class _Close(NamedTuple):
-    """Close the connection once everything queued before it is sent (the ack of a logout)."""
-
-    code: int
-    reason: str
-
-
-# A frame, or a task that makes one (None: nothing to send after all), or one of the two above.
-_Item = Frame | _Dedupe | _Close | asyncio.Task
+    def frame(self) -> Frame | None:
+        seen = self.seen.get(self.contact_id)
+        return None if seen is not None and self.message_id in seen else self.frame_
 
 
 class _Session:
-    """One logged-in console."""
+    """One logged-in console: its outbox (frames, tasks that make one, ``_Dedupe``s, in the order the
+    centre's events happened) and its frame rules (``AgentConnection``)."""
 
-    def __init__(self, gateway: AgentGateway, ws: Any, user: User, agent_id: str, bucket: TokenBucket) -> None:
+    def __init__(self, gateway: AgentGateway, ws: Any, user: User, agent_id: str, rules: AgentConnection) -> None:
         self.gateway = gateway
         self.ws = ws
         self.user = user
         self.agent_id = agent_id
-        self.bucket = bucket
-        self.out: deque[_Item] = deque()
-        self.wake = asyncio.Event()
-        self.closed = False
+        self.rules = rules
+        self.outbox = Outbox(ws, limit=gateway.max_backlog, too_slow=Closes.AGENT_TOO_SLOW, name=f"agent {agent_id}")
+        self.push = self.outbox.send
         self.last_state: tuple[Any, ...] | None = None
         self.seen: dict[str, set[str]] = {}  # contact id -> message ids its transcript frame carried
-        self.limited_in_a_row = 0
         self.writer: asyncio.Task[None] | None = None
         self.unregister: Callable[[], None] = lambda: None  # from the gateway's LiveSockets, when it has one
 
-    def push(self, item: _Item) -> None:
-        if self.closed:
-            if isinstance(item, asyncio.Task):
-                item.cancel()
-            return
-        self.out.append(item)
-        self.wake.set()
-        if len(self.out) > self.gateway.max_backlog:
-            # A console that does not read would make the server hold its frames without end.
-            log.warning("agent %s: %d frames unread; closing the connection", self.agent_id, len(self.out))
-            self.drop()
-            self.gateway._spawn(self.close(CLOSE_TOO_SLOW, "too slow: frames not read"))
-
-    def finish(self, code: int, reason: str) -> None:
-        """Close after what is queued has been sent; nothing pushed later is."""
-        self.push(_Close(code, reason))
-        self.closed = True
+    @property
+    def closed(self) -> bool:
+        return self.outbox.closing
 
     def drop(self) -> None:
         """Forget what is queued (the connection is over or not worth serving any more)."""
-        self.closed = True
-        while self.out:
-            item = self.out.popleft()
-            if isinstance(item, asyncio.Task):
-                item.cancel()
-        self.wake.set()
+        self.rules.ended()
+        self.outbox.drop()
 
     async def close(self, code: int, reason: str) -> None:
         self.drop()
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
-
-    async def write(self) -> None:
-        """Send the queue in order; a task's frame is sent in the task's place once it is ready."""
-        ws = self.ws
-        me = asyncio.current_task()
-        try:
-            while True:
-                while not self.out:
-                    if self.closed:
-                        return
-                    self.wake.clear()
-                    await self.wake.wait()
-                item = self.out.popleft()
-                frame: Frame | None
-                if isinstance(item, asyncio.Task):
-                    try:
-                        frame = await item
-                    except asyncio.CancelledError:
-                        if me is not None and me.cancelling():
-                            raise
-                        continue  # the frame's task was cancelled, not this writer
-                    except Exception:
-                        log.exception("agent %s: preparing a frame failed", self.agent_id)
-                        continue
-                elif isinstance(item, _Dedupe):
-                    seen = self.seen.get(item.contact_id)
-                    frame = None if seen is not None and item.message_id in seen else item.frame
-                elif isinstance(item, _Close):
-                    self.drop()
-                    await ws.close(item.code, item.reason)
-                    return
-                else:
-                    frame = item
-                if frame is None:
-                    continue
-                await ws.send(_encode(frame), text=True)
-        except ConnectionClosed:
-            self.drop()
-        except Exception:
-            log.exception("agent %s: sending failed; closing the connection", self.agent_id)
-            self.drop()
-            with contextlib.suppress(Exception):
-                await ws.close(CLOSE_INTERNAL, "internal error")
 
 
 class AgentGateway:
@@ -302,7 +226,7 @@ class AgentGateway:
         self._known: dict[str, _Known] = {}
         self._reads: ReadRecords | None = None  # reads of customers' data staged for the next commit
         self._stopping = False
-        self._commands: dict[str, Callable[[_Session, Frame], Awaitable[Frame | None]]] = {
+        self._commands: dict[str, Callable[[_Session, Any], Awaitable[Frame | None]]] = {
             "ping": self._cmd_ping,
             "state": self._cmd_state,
             "logout": self._cmd_logout,
@@ -358,20 +282,27 @@ class AgentGateway:
         session: _Session | None = None
         try:
             if self._stopping:
-                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+                await ws.close(*Closes.AGENT_GOING_AWAY.value)
                 return
             session = await self._login(ws)
             if session is None:
                 return
+            decode, receive, loop = frames.decoder.decode, session.rules.receive, self.centre.loop
             async for raw in ws:
-                if not session.closed:  # after a logout or a replacement: only the closing handshake is left
-                    await self._on_frame(session, raw)
+                step = receive(decode(raw), loop.time())  # after a logout, a replacement: nothing is carried out
+                for frame in step.send:
+                    session.push(frame)
+                if step.close is not None:
+                    await session.close(*step.close)
+                elif step.command is not None:
+                    assert step.answer is not None
+                    await self._on_frame(session, step.command, step.answer)
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("agent connection failed")
             with contextlib.suppress(Exception):
-                await ws.close(CLOSE_INTERNAL, "internal error")
+                await ws.close(*Closes.INTERNAL.value)
         finally:
             self._connections.discard(ws)
             if session is not None:
@@ -386,7 +317,7 @@ class AgentGateway:
         self.queue_figures.stop()
         for s in list(self._sessions.values()):
             s.drop()
-        closing = [self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down") for ws in list(self._connections)]
+        closing = [self._close_quietly(ws, *Closes.AGENT_GOING_AWAY.value) for ws in list(self._connections)]
         if closing:
             await asyncio.gather(*closing)
         handlers = [t for t in self._handlers if t is not asyncio.current_task()]
@@ -439,17 +370,11 @@ class AgentGateway:
         except TimeoutError:
             await self._refuse(ws, "login_timeout", f"no login frame within {self.login_timeout_s:g} s")
             return None, None, 0.0
-        try:
-            frame = _parse(raw)
-        except ProtocolError as exc:
-            await self._refuse(ws, exc.code, exc.detail)
-            return None, None, 0.0
-        if frame.get("type") != "login":
-            await self._refuse(ws, "login_required", 'the first frame must be {"type": "login", "token": ...}')
-            return None, None, 0.0
-        token = frame.get("token")
-        if not isinstance(token, str) or not token:
-            await self._refuse(ws, "unauthorized", "a login needs an API token")
+        step = AgentConnection().login_frame(frames.decoder.decode(raw))
+        token = step.token
+        if token is None:
+            for refusal in step.send:
+                await self._refuse(ws, refusal["code"], refusal["detail"])
             return None, None, 0.0
         checked_at = centre.loop.time()
         user = await centre.read(user_for_token, token)
@@ -478,20 +403,21 @@ class AgentGateway:
             await self._refuse(ws, "unknown_agent", f"agent {agent_id!r} is not in the centre's configuration")
             return None
         if self._stopping:
-            await self._close_quietly(ws, CLOSE_GOING_AWAY, "server shutting down")
+            await self._close_quietly(ws, *Closes.AGENT_GOING_AWAY.value)
             return None
         # Nothing below awaits until the session is registered: no event for this agent can fall between
         # the welcome's snapshot and the first pushed frame.
         old = self._sessions.pop(agent_id, None)
         if old is not None:
             log.info("agent %s: a new console replaces the old one", agent_id)
-            self._spawn(old.close(CLOSE_REPLACED, "replaced"))
+            self._spawn(old.close(*Closes.AGENT_REPLACED.value))
         if agent.presence == LOGGED_OUT:
             # Logged in but not ready: the agent chooses when work may come (an offer to someone still
             # putting a headset on would ring out and put them away as missed).
             self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
-        bucket = TokenBucket.new(self.rate_per_s, float(self.burst), centre.loop.time())
-        s = _Session(self, ws, user, agent_id, bucket)
+        rules = AgentConnection(self.rate_per_s, self.burst)
+        rules.logged_in(agent_id, centre.loop.time())
+        s = _Session(self, ws, user, agent_id, rules)
         self._sessions[agent_id] = s
         if self.web_auth is not None:  # ending the login (disabled, logged out) ends this console at once
             s.unregister = self.web_auth.sockets.add(
@@ -522,15 +448,15 @@ class AgentGateway:
             s.push(self._task(self._offer_frame(fields, c.id)))
         for c in [*work, *(o.contact for o in agent.offers.values())]:
             self._spawn(self._screen_pop(s, c.id, c.offer.id if c.offer is not None else None))
-        s.writer = self._task(s.write())
+        s.writer = self._task(s.outbox.run())
         self.queue_figures.welcome(agent_id)
         log.info("agent %s: console connected (user %s)", agent_id, user.id)
         return s
 
     async def _refuse(self, ws: Any, code: str, detail: str) -> None:
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(_encode({"type": "error", "code": code, "detail": detail}), text=True)
-        await self._close_quietly(ws, CLOSE_POLICY, code)
+            await ws.send(encode(error_frame(code, detail)), text=True)
+        await self._close_quietly(ws, *refused_login(code))
 
     @staticmethod
     async def _close_quietly(ws: Any, code: int, reason: str) -> None:
@@ -567,38 +493,19 @@ class AgentGateway:
 
     # ----------------------------------------------------------------------------------------- commands
 
-    async def _on_frame(self, s: _Session, raw: str | bytes) -> None:
+    async def _on_frame(self, s: _Session, command: Command, answer: Frame) -> None:
         """Carry out one command; answer ``ack`` (after the frames it caused) or ``error``."""
-        answer: Frame = {}
         try:
-            if not s.bucket.take(self.centre.loop.time()):
-                s.limited_in_a_row += 1
-                if s.limited_in_a_row > MAX_REFUSED_IN_A_ROW:
-                    await s.close(CLOSE_POLICY, "rate limit")
-                    return
-                raise ProtocolError("rate_limited", f"more than {self.rate_per_s:g} frames a second; frame dropped")
-            s.limited_in_a_row = 0
-            frame = _parse(raw)
-            ref = frame.get("ref")
-            if ref is not None:
-                if not _good_ref(ref):
-                    raise ProtocolError("bad_field", f"ref: a string of at most {MAX_SHORT} characters or an integer")
-                answer["ref"] = ref
-            kind = answer["for"] = frame["type"]
-            if kind == "login":
-                raise ProtocolError("already_logged_in", f"this connection is agent {s.agent_id!r}'s already")
-            command = self._commands.get(kind)
-            if command is None:
-                raise ProtocolError("unknown_type", f"no command {kind!r} in protocol {PROTOCOL}")
-            extra = await command(s, frame)
+            extra = await self._commands[answer["for"]](s, command)
             s.push({"type": "ack", **answer, **(extra or {})})
-            if kind == "logout":
-                s.finish(CLOSE_NORMAL, "logged out")
+            step = s.rules.acked(command)
+            if step.close is not None:
+                s.outbox.close(*step.close)
         except ProtocolError as exc:
-            s.push({"type": "error", "code": exc.code, "detail": exc.detail, **exc.extra, **answer})
+            s.push(error_frame(exc.code, exc.detail, answer, **exc.extra))
         except Exception:
             log.exception("agent %s: %s failed", s.agent_id, answer.get("for"))
-            s.push({"type": "error", "code": "internal", "detail": "the server failed to carry this out", **answer})
+            s.push(error_frame("internal", "the server failed to carry this out", answer))
 
     def _submit(self, event: Event) -> None:
         """Hand one input to the router; a refusal the checks before missed still becomes an error frame."""
@@ -615,19 +522,19 @@ class AgentGateway:
     def _agent(self, s: _Session) -> Agent:
         return self.centre.router.agents[s.agent_id]
 
-    def _own(self, s: _Session, frame: Frame) -> Contact:
+    def _own(self, s: _Session, frame: frames.OnContact) -> Contact:
         """The contact a command is about, if this agent is handling it (connected, held or wrapping up)."""
-        cid = _text(frame, "contact_id")
+        cid = frame.contact_id
         c = self.centre.router.contacts.get(cid)
         if c is None or cid not in self._agent(s).work:
             raise ProtocolError("not_your_contact", f"you are not handling contact {cid!r}")
         return c
 
-    async def _cmd_ping(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_ping(self, s: _Session, frame: frames.Ping) -> Frame | None:
         return {"server_ms": self.centre.now_ms()}
 
-    async def _cmd_state(self, s: _Session, frame: Frame) -> Frame | None:
-        want = _text(frame, "state")
+    async def _cmd_state(self, s: _Session, frame: frames.SetState) -> Frame | None:
+        want = frame.state
         a = self._agent(s)
         now = self.centre.now_ms()
         if want == "available":
@@ -637,7 +544,7 @@ class AgentGateway:
                 _check(lambda: a.must("ready"))
                 self._submit(AgentReady(at_ms=now, agent_id=a.id))
         elif want == "away":
-            reason = _text(frame, "reason", required=False) or "break"
+            reason = frame.reason or "break"
             if a.presence == LOGGED_OUT:
                 self._submit(AgentLoggedIn(at_ms=now, agent_id=a.id, away_reason=reason))
             else:
@@ -647,7 +554,7 @@ class AgentGateway:
             raise ProtocolError("bad_field", f"state: 'available' or 'away', not {want!r}")
         return _state_fields(a)
 
-    async def _cmd_logout(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_logout(self, s: _Session, frame: frames.Logout) -> Frame | None:
         a = self._agent(s)
         if a.active:
             busy = ", ".join(cid for cid, c in a.work.items() if c.state in (CONNECTED, HELD))
@@ -657,12 +564,12 @@ class AgentGateway:
             self._submit(AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id))
         return None
 
-    def _open_offer(self, s: _Session, frame: Frame) -> tuple[str, str]:
-        oid = _text(frame, "offer_id")
+    def _open_offer(self, s: _Session, frame: frames.Accept | frames.Answer | frames.Reject) -> tuple[str, str]:
+        oid = frame.offer_id
         o = self._agent(s).offers.get(oid)
         if o is None:
             raise ProtocolError("stale_offer", f"offer {oid!r} is not open for you (expired, withdrawn or answered)")
-        cid = frame.get("contact_id")
+        cid = frame.contact_id
         if cid is not None and cid != o.contact.id:
             raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact.id!r}, not {cid!r}")
         return oid, o.contact.id
@@ -677,28 +584,28 @@ class AgentGateway:
             extra = {"reason": exc.reason} if exc.reason is not None else {}
             raise ProtocolError(code, exc.detail, **extra) from None
 
-    async def _cmd_accept(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_accept(self, s: _Session, frame: frames.Accept | frames.Answer) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
         return await self._act(self.actions.answer, cid, s.agent_id, oid)
 
-    async def _cmd_answer(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_answer(self, s: _Session, frame: frames.Answer) -> Frame | None:
         """``accept`` by contact id (a ringing call), or by ``offer_id`` like ``accept``."""
-        if frame.get("offer_id") is not None:
+        if frame.offer_id is not None:
             return await self._cmd_accept(s, frame)
-        return await self._act(self.actions.answer, _text(frame, "contact_id"), s.agent_id)
+        return await self._act(self.actions.answer, frame.contact_id, s.agent_id)
 
-    async def _cmd_reject(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_reject(self, s: _Session, frame: frames.Reject) -> Frame | None:
         oid, cid = self._open_offer(s, frame)
-        reason = _text(frame, "reason", required=False) or ""
+        reason = frame.reason or ""
         now = self.centre.now_ms()
         self._submit(OfferRejected(at_ms=now, offer_id=oid, contact_id=cid, agent_id=s.agent_id, reason=reason))
         return {"offer_id": oid, "contact_id": cid}
 
-    async def _cmd_message(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_message(self, s: _Session, frame: frames.Message) -> Frame | None:
         c = self._own(s, frame)
         if c.state not in (CONNECTED, HELD):
             raise ProtocolError("refused", f"contact {c.id!r} is {c.state}: handling has ended")
-        text = _text(frame, "text", max_len=MAX_TEXT)
+        text = frame.text
         if not text.strip():
             raise ProtocolError("bad_field", "text: empty")
         adapter = self.centre.channels.get(c.channel)
@@ -711,11 +618,11 @@ class AgentGateway:
             raise _channel_error(exc) from None
         return {"contact_id": c.id, "message_id": message_id}
 
-    async def _cmd_note(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_note(self, s: _Session, frame: frames.Note) -> Frame | None:
         """A note on the contact's case for colleagues (while handling it or in wrap-up); acknowledged once
         it is stored. Customers never see it."""
         c = self._own(s, frame)
-        text = clean_text(_text(frame, "text", max_len=MAX_TEXT))
+        text = frame.text
         if not text.strip():
             raise ProtocolError("bad_field", "text: empty")
         case_id = await self.centre.read(contact_case, c.id)
@@ -729,47 +636,41 @@ class AgentGateway:
         await self.centre.commit()
         return {"contact_id": c.id, "case_id": case_id}
 
-    async def _cmd_hold(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.hold, _text(frame, "contact_id"), s.agent_id)
+    async def _cmd_hold(self, s: _Session, frame: frames.Hold) -> Frame | None:
+        return await self._act(self.actions.hold, frame.contact_id, s.agent_id)
 
-    async def _cmd_retrieve(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.retrieve, _text(frame, "contact_id"), s.agent_id)
+    async def _cmd_retrieve(self, s: _Session, frame: frames.Retrieve) -> Frame | None:
+        return await self._act(self.actions.retrieve, frame.contact_id, s.agent_id)
 
-    async def _cmd_transfer(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.transfer, _text(frame, "contact_id"), s.agent_id, **_targets(frame))
+    async def _cmd_transfer(self, s: _Session, frame: frames.Transfer) -> Frame | None:
+        return await self._act(self.actions.transfer, frame.contact_id, s.agent_id, **_targets(frame))
 
-    async def _cmd_consult(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.consult, _text(frame, "contact_id"), s.agent_id, **_targets(frame))
+    async def _cmd_consult(self, s: _Session, frame: frames.Consult) -> Frame | None:
+        return await self._act(self.actions.consult, frame.contact_id, s.agent_id, **_targets(frame))
 
-    async def _cmd_complete_transfer(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.complete_transfer, _text(frame, "contact_id"), s.agent_id)
+    async def _cmd_complete_transfer(self, s: _Session, frame: frames.CompleteTransfer) -> Frame | None:
+        return await self._act(self.actions.complete_transfer, frame.contact_id, s.agent_id)
 
-    async def _cmd_conference(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.conference, _text(frame, "contact_id"), s.agent_id)
+    async def _cmd_conference(self, s: _Session, frame: frames.Conference) -> Frame | None:
+        return await self._act(self.actions.conference, frame.contact_id, s.agent_id)
 
-    async def _cmd_callback(self, s: _Session, frame: Frame) -> Frame | None:
-        at_ms = frame.get("at_ms")
-        if at_ms is not None and (isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0):
-            raise ProtocolError("bad_field", "at_ms: epoch milliseconds, a whole number")
-        asked = frame.get("customer_asked", False)
-        if not isinstance(asked, bool):
-            raise ProtocolError("bad_field", "customer_asked: true or false")
+    async def _cmd_callback(self, s: _Session, frame: frames.Callback) -> Frame | None:
         return await self._act(
             self.actions.callback,
-            _text(frame, "contact_id"),
+            frame.contact_id,
             s.agent_id,
-            at_ms=at_ms,
-            number=_text(frame, "number", required=False, max_len=64),
-            queue=_text(frame, "queue", required=False),
-            customer_asked=asked,
+            at_ms=frame.at_ms,
+            number=frame.number,
+            queue=frame.queue,
+            customer_asked=frame.customer_asked,
         )
 
-    async def _cmd_end(self, s: _Session, frame: Frame) -> Frame | None:
-        return await self._act(self.actions.hang_up, _text(frame, "contact_id"), s.agent_id)
+    async def _cmd_end(self, s: _Session, frame: frames.End) -> Frame | None:
+        return await self._act(self.actions.hang_up, frame.contact_id, s.agent_id)
 
-    async def _cmd_disposition(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_disposition(self, s: _Session, frame: frames.Disposition) -> Frame | None:
         c = self._own(s, frame)
-        code = _text(frame, "code")
+        code = frame.code
         if not code.strip():
             raise ProtocolError("bad_field", "code: empty")
         if self.dispositions and code not in self.dispositions:
@@ -779,14 +680,14 @@ class AgentGateway:
         self._submit(DispositionSet(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=s.agent_id, code=code))
         return {"contact_id": c.id, "code": code}
 
-    async def _cmd_wrap_up_done(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_wrap_up_done(self, s: _Session, frame: frames.WrapUpDone) -> Frame | None:
         c = self._own(s, frame)
         a = self._agent(s)
         _check(lambda: (c.must("close"), a.must("wrap_done")))
         self._submit(WrapUpEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
         return {"contact_id": c.id}
 
-    async def _cmd_typing(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_typing(self, s: _Session, frame: frames.Typing) -> Frame | None:
         c = self._own(s, frame)
         typing = getattr(self.centre.channels.get(c.channel), "agent_typing", None)
         if typing is not None and c.state in (CONNECTED, HELD):  # channels without it (e-mail) show nothing
@@ -931,7 +832,7 @@ class AgentGateway:
         _cut(frame, self.transcripts.body_chars)
         if not inbound:
             frame["agent_id"] = ev.agent_id
-        s.push(_Dedupe(ev.contact_id, ev.message_id, frame) if ev.message_id else frame)
+        s.push(_Dedupe(s.seen, ev.contact_id, ev.message_id, frame) if ev.message_id else frame)
 
     # ------------------------------------------------------------------------------------ slow frames
 
@@ -1000,10 +901,10 @@ class AgentGateway:
         page = await self.centre.read(read, contact_id)
         return page, [_transcript_line(m) for m in page.messages]
 
-    async def _cmd_transcript(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_transcript(self, s: _Session, frame: frames.Transcript) -> Frame | None:
         """The page of the transcript before ``before`` (the cursor a ``contact`` frame or a page gave)."""
         c = self._own(s, frame)
-        before = _text(frame, "before")
+        before = frame.before
         try:
             parse_cursor(before)
         except BadCursor as exc:
@@ -1013,17 +914,11 @@ class AgentGateway:
             self._audit(c.customer_id, s.user.id, f"interaction:{c.id}")
         return {"contact_id": c.id, "transcript": lines, "transcript_before": page.before}
 
-    async def _cmd_message_text(self, s: _Session, frame: Frame) -> Frame | None:
+    async def _cmd_message_text(self, s: _Session, frame: frames.MessageText) -> Frame | None:
         """One message of the contact's transcript whole, by its ``id`` (a transcript line's) or its
         ``message_id`` (a live ``message`` frame's): the text a ``truncated`` line was cut from."""
         c = self._own(s, frame)
-        row_id, message_id = frame.get("id"), frame.get("message_id")
-        if (row_id is None) == (message_id is None):
-            raise ProtocolError("bad_field", "give exactly one of id (a transcript line's) and message_id")
-        if row_id is not None and (type(row_id) is not int or not 0 < row_id < 2**63):
-            raise ProtocolError("bad_field", "id: a transcript line's id (a positive integer)")
-        if message_id is not None:
-            message_id = _text(frame, "message_id", max_len=MAX_MESSAGE_ID)
+        row_id, message_id = frame.id, frame.message_id
         await self.centre.commit()  # a line that came just now is in the store before it is read
         read = functools.partial(message_text, contact_id=c.id, row_id=row_id, message_id=message_id)
         row = await self.centre.read(read)
@@ -1095,20 +990,6 @@ def _header(ws: Any, name: str) -> str | None:
     return request.headers.get(name) if request is not None else None
 
 
-def _parse(raw: str | bytes) -> Frame:
-    if isinstance(raw, bytes):
-        raise ProtocolError("bad_frame", "send JSON in text frames")
-    try:
-        frame = decode_json(raw)
-    except msgspec.DecodeError as exc:
-        raise ProtocolError("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(frame, dict):
-        raise ProtocolError("bad_frame", "a frame is a JSON object")
-    if not isinstance(frame.get("type"), str):
-        raise ProtocolError("bad_frame", "a frame needs a string 'type'")
-    return frame
-
-
 def _channel_error(exc: Exception) -> ProtocolError:
     """A channel adapter's failure as the console sees it, with the adapter's own code (the chat channel's
     ``closed``, the voice channel's ``not_in_call``, …) as the reason."""
@@ -1117,28 +998,9 @@ def _channel_error(exc: Exception) -> ProtocolError:
     return ProtocolError("channel_error", str(exc) or type(exc).__name__, **extra)
 
 
-def _text(frame: Frame, name: str, *, required: bool = True, max_len: int = MAX_SHORT) -> Any:
-    value = frame.get(name)
-    if value is None:
-        if required:
-            raise ProtocolError("bad_field", f"{name}: missing")
-        return None
-    if not isinstance(value, str):
-        raise ProtocolError("bad_field", f"{name}: must be a string")
-    if len(value) > max_len:
-        raise ProtocolError("bad_field", f"{name}: longer than {max_len} characters")
-    return clean_text(value)  # a lone surrogate or NUL must never reach the store
-
-
-def _targets(frame: Frame) -> dict[str, str | None]:
+def _targets(frame: frames.Transfer) -> dict[str, str | None]:
     """A transfer's or consultation's target fields (exactly one is checked by the action)."""
-    return {k: _text(frame, k, required=False) for k in ("to_queue", "to_agent", "to_external")}
-
-
-def _good_ref(ref: Any) -> bool:
-    if isinstance(ref, bool):
-        return False
-    return isinstance(ref, int) or (isinstance(ref, str) and len(ref) <= MAX_SHORT)
+    return {"to_queue": frame.to_queue, "to_agent": frame.to_agent, "to_external": frame.to_external}
 
 
 def _check(fn: Callable[[], Any]) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
 from contactcentre.store.cases import status_from_disposition
-from contactcentre.store.db import LOST_RACE, Trouble, reader, write_transaction
+from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
 
 if TYPE_CHECKING:
@@ -131,17 +131,7 @@ class Centre:
         rolled back to there: one bad row never holds up everyone's events. A database in trouble (a lost
         connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
         writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
-
-        def guarded(conn: Connection) -> None:
-            try:
-                with conn.begin_nested():
-                    work(conn)
-            except Trouble:
-                raise
-            except Exception:
-                log.exception("store: a staged write failed and was rolled back (%r)", work)
-
-        self.writer.append([guarded])
+        self.writer.stage(work)
 
     async def commit(self, upto: int | None = None) -> None:
         """Return once everything logged so far (or up to ``log_position()`` ``upto``) is durable."""

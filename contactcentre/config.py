@@ -18,27 +18,24 @@ from typing import Any, Literal
 
 import msgspec
 
+from contactcentre.config_base import (
+    ALWAYS_OPEN,
+    MAX_LEVEL,
+    MIN_LEVEL,
+    WEEKDAYS,
+    CalendarConfig,
+    ConfigError,
+    _Strict,
+    convert,
+    parse_range,
+)
 from contactcentre.events import Channel
+from contactcentre.ivr.menu import QueueNode, load_menu
 
 Strategy = Literal["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
-WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-ALWAYS_OPEN = "24x7"
-MIN_LEVEL, MAX_LEVEL = 1, 10
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem: which file, which key, what is wrong."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        self.source, self.key, self.problem = source, key, problem
-        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    pass
 
 
 class SlaConfig(_Strict):
@@ -124,23 +121,6 @@ class AgentConfig(_Strict):
     capacity: dict[Channel, int] | None = None
     team: str = ""
     extension: str | None = None  # the agent's phone on the switch (default 1001, 1002, ...: default_number)
-
-
-class CalendarConfig(_Strict):
-    """Weekly open hours in a time zone, e.g. ``mon = ["08:00-12:00", "13:00-18:00"]``, and closed dates."""
-
-    timezone: str = "UTC"
-    mon: list[str] = []
-    tue: list[str] = []
-    wed: list[str] = []
-    thu: list[str] = []
-    fri: list[str] = []
-    sat: list[str] = []
-    sun: list[str] = []
-    holidays: list[str] = []
-
-    def day(self, weekday: int) -> list[str]:
-        return getattr(self, WEEKDAYS[weekday])
 
 
 class RoutingConfig(_Strict):
@@ -443,8 +423,6 @@ class CentreConfig(_Strict):
 
 # ------------------------------------------------------------------------------------------------ loading
 
-_AT = re.compile(r"\s*-\s*at\s*(?:`key` in\s*)?`\$([^`]*)`\s*$")
-_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> CentreConfig:
@@ -475,20 +453,6 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig
     return cfg
 
 
-def convert(data: Any, type_: type, source: str) -> Any:
-    """msgspec conversion whose errors become ``ConfigError`` with a dotted key path."""
-    try:
-        return msgspec.convert(data, type_, strict=False)
-    except msgspec.ValidationError as exc:
-        msg = str(exc)
-        key = ""
-        m = _AT.search(msg)
-        if m:
-            key = m.group(1).lstrip(".")
-            msg = msg[: m.start()]
-        raise ConfigError(source, key, msg.replace("`", "'")) from None
-
-
 def _menu_path(source: str, name: str) -> Path:
     """An IVR menu file named relative to the configuration file, or else to the shipped ``config/``
     directory (so a copy of the demo configuration elsewhere still finds ``ivr/main.toml``)."""
@@ -515,8 +479,6 @@ def _check_sip_limits(voice: VoiceServerConfig, fail: Any) -> None:
 
 def _check_ivr(cfg: CentreConfig, fail: Any) -> None:
     """Every IVR menu loads and fits this centre (its queues serve voice, its skills and calendars exist)."""
-    from contactcentre.ivr.menu import QueueNode, load_menu  # the menu module builds on this one
-
     voice = cfg.server.voice
     if voice.ivr_ms_per_word < 0:
         fail("server.voice.ivr_ms_per_word", "must be >= 0")
@@ -866,15 +828,3 @@ def _check_zone(name: str, key: str, fail: Any) -> None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         fail(key, f"unknown time zone {name!r}")
-
-
-def parse_range(text: str) -> tuple[int, int] | None:
-    """``"08:00-17:30"`` → (480, 1050) minutes after midnight; ``"00:00-24:00"`` is the whole day."""
-    m = _RANGE.match(text.strip())
-    if not m:
-        return None
-    h1, m1, h2, m2 = map(int, m.groups())
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if m1 > 59 or m2 > 59 or start >= end or end > 24 * 60:
-        return None
-    return start, end

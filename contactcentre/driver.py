@@ -19,6 +19,7 @@ from contactcentre.acd import Router, RouterError
 from contactcentre.acd.stats import LiveStats
 from contactcentre.acd.strategies import score_words
 from contactcentre.clock import Clock
+from contactcentre.cti.timer import DeadlineTimer, on_loop
 from contactcentre.events import (
     AgentLoggedIn,
     AgentSkillsChanged,
@@ -79,8 +80,7 @@ class RouterDriver:
         self.last_refusal: tuple[Event, RouterError] | None = None  # for adapters that answer a person
         self.emitted = 0  # events dispatched (inputs echoed + derived)
         self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._armed_for: int | None = None
+        self._deadline = DeadlineTimer(on_loop(loop, clock), self._on_deadline)
         self._inbox: deque[Event] = deque()
         self._outbox: deque[list[Event]] = deque()  # published during a dispatch
         self._dispatching = False
@@ -123,9 +123,7 @@ class RouterDriver:
         if not self._dispatching:
             self._run(None)
 
-    def _on_deadline(self) -> None:
-        self._timer = None
-        self._armed_for = None
+    def _on_deadline(self, _due: int) -> None:
         if not self.closed:
             self._run(self.clock.now_ms())
 
@@ -155,24 +153,9 @@ class RouterDriver:
             self._rearm()
 
     def _rearm(self) -> None:
-        """Keep exactly one ``call_at`` armed, for the router's next deadline."""
-        if self.closed:
-            return
-        deadline = self.router.next_deadline()
-        if deadline == self._armed_for and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._armed_for = deadline
-        if deadline is None:
-            return
-        loop_time = getattr(self.clock, "loop_time", None)
-        if loop_time is not None:
-            when = loop_time(deadline)
-        else:  # any other clock: measure the distance from now
-            when = self.loop.time() + max(0, deadline - self.clock.now_ms()) / 1000
-        self._timer = self.loop.call_at(when, self._on_deadline)
+        """Keep exactly one call armed, for the router's next deadline."""
+        if not self.closed:
+            self._deadline.arm(self.router.next_deadline())
 
     # ------------------------------------------------------------------------------------------- fan-out
 
@@ -206,10 +189,7 @@ class RouterDriver:
     def close(self) -> None:
         """Stop: disarm the timer and refuse further inputs. (The writer is closed by its owner.)"""
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._armed_for = None
+        self._deadline.cancel()
 
     # -------------------------------------------------------------------------------------------- views
 

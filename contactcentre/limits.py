@@ -51,7 +51,8 @@ def address_key(host: str) -> str:
 class TokenBucket:
     """``rate`` takes a second on average, ``burst`` at once; ``tokens`` and ``at`` are its state. Time is
     whatever the caller passes in (seconds, any origin), so tests drive it with a fake clock. The one rate
-    limit of the front doors: agents' frames, chat hellos per address, SIP INVITEs per source."""
+    limit of the front doors: both WebSocket protocols' frames (``wsframes.FrameLimiter``), chat hellos per
+    address, SIP INVITEs per source."""
 
     rate: float
     burst: float

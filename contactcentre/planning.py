@@ -38,18 +38,14 @@ from typing import Any, Literal
 __all__ = [
     "SL_VARIANTS",
     "ErlangA",
-    "ErlangAClosedForm",
     "ErlangC",
     "SLVariant",
     "Staffing",
-    "betainc",
     "erlang_a",
-    "erlang_a_closed_form",
     "erlang_b",
     "erlang_b_lines",
     "erlang_b_max_load",
     "erlang_c",
-    "mandelbaum_zeltyn_log_a",
     "offered_load",
     "staff",
 ]
@@ -283,63 +279,6 @@ def erlang_c(per_hour: float, aht_s: float, agents: int, threshold_s: float) -> 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Regularised incomplete beta I_x(a, b) (Numerical Recipes' continued fraction, modified Lentz)
-
-_BETA_EPS = 1e-15
-_TINY = 1e-300
-
-
-def _beta_cf(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b), converging fast for x < (a + 1) / (a + b + 2)."""
-    max_iter = 10_000 + int(20 * math.sqrt(max(a, b)))
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c = 1.0
-    d = 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) >= _TINY else _TINY)
-    h = d
-    for m in range(1, max_iter + 1):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))  # even step
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) >= _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) >= _TINY else _TINY
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))  # odd step
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) >= _TINY else _TINY)
-        c = 1.0 + aa / c
-        c = c if abs(c) >= _TINY else _TINY
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) <= _BETA_EPS:
-            return h
-    raise ArithmeticError(f"incomplete beta: no convergence for a={a}, b={b}, x={x}")
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b) = B(x; a, b) / B(a, b), a, b > 0, 0 ≤ x ≤ 1.
-
-    I_x(a, b) = x^a (1 − x)^b / (a·B(a, b)) · CF, with the continued fraction CF of Numerical Recipes
-    (§6.4) evaluated by the modified Lentz method; for x ≥ (a + 1) / (a + b + 2) the symmetry
-    I_x(a, b) = 1 − I_{1−x}(b, a) keeps the fraction in its fast-converging region. Same values as
-    ``scipy.special.betainc(a, b, x)`` to about 1e-14 for moderate a, b (the prefactor's lgamma terms lose
-    relative accuracy when a or b reaches the millions).
-    """
-    a = _positive("a", a)
-    b = _positive("b", b)
-    x = _finite("x", x)
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], not {x}")
-    if x == 0.0 or x == 1.0:
-        return x
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return min(1.0, math.exp(log_front) * _beta_cf(a, b, x) / a)
-    return max(0.0, 1.0 - math.exp(log_front) * _beta_cf(b, a, 1.0 - x) / b)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Erlang A (M/M/c+M)
 
 
@@ -424,7 +363,7 @@ def erlang_a(per_hour: float, aht_s: float, agents: int, threshold_s: float, pat
     r/(r + k + 1)·(1 − I_x(r + 1, k + 1)). The I_x(a, k+1) are walked along k with the exact recurrence
     I_x(a, b+1) = I_x(a, b) + x^a (1−x)^b / (b·B(a, b)), started at I_x(a, 1) = x^a, the increments kept
     in log space (no lgamma cancellation even when r is in the billions, as with near-infinite patience);
-    they equal :func:`betainc` (tested). Asterisk's SL2 counts a caller as good unless both the offered
+    they equal ``scipy.special.betainc`` (tested). Asterisk's SL2 counts a caller as good unless both the offered
     wait and the caller's own (independent) patience exceed T: 1 − Σ_k π_{c+k}·x·I_x(r, k+1).
 
     Rows A1 (200/h, 180 s, 14 agents, patience 120 s, T 20 s) and A3 (850/h, 180 s, 50, 180 s, 20 s) of
@@ -534,76 +473,6 @@ def erlang_a(per_hour: float, aht_s: float, agents: int, threshold_s: float, pat
     sl_offered = (1.0 - p_wait) + p_wait * (s_offered / s_sum)
     sl_asterisk2 = (1.0 - p_wait) + p_wait * (s_sl2 / s_sum)
     return result(p_wait, p_ab, theta * eq_if_waiting / lam, eq, sl_offered, sl_virtual, sl_asterisk2, k)
-
-
-def mandelbaum_zeltyn_log_a(x: float, y: float) -> float:
-    """log A(x, y), where A(x, y) = 1 + Σ_{j≥1} y^j / Π_{i=1..j}(x + i) = x·e^y·y^(−x)·γ(x, y).
-
-    Summed term by term with a running log scale (the terms rise while y > x + j), to 1e-16 relative.
-    """
-    return _log1p_exp(_mz_log_a_minus_1(_positive("x", x), _non_negative("y", y)))
-
-
-def _log1p_exp(v: float) -> float:
-    """log(1 + e^v) without overflow."""
-    return v + math.log1p(math.exp(-v)) if v > 0 else math.log1p(math.exp(v))
-
-
-def _mz_log_a_minus_1(x: float, y: float) -> float:
-    """log(A(x, y) − 1) = log Σ_{j≥1} y^j / Π_{i=1..j}(x + i) (−inf for y = 0)."""
-    if y == 0.0:
-        return -math.inf
-    log_y = math.log(y)
-    log_term = log_y - math.log(x + 1.0)
-    scale, acc, j = log_term, 1.0, 1
-    while True:
-        j += 1
-        log_term += log_y - math.log(x + j)
-        if log_term > scale:
-            acc *= math.exp(scale - log_term)
-            scale = log_term
-        term = math.exp(log_term - scale)
-        acc += term
-        if y < x + j + 1 and term < 1e-17 * acc:
-            return scale + math.log(acc)
-        if j >= MAX_CHAIN_TERMS:
-            raise ValueError(f"A(x, y) needs more than {MAX_CHAIN_TERMS:,} terms (x={x:g}, y={y:g})")
-
-
-@dataclass(frozen=True, slots=True)
-class ErlangAClosedForm:
-    """The Mandelbaum & Zeltyn closed forms for Erlang A (no service level): a cross-check of
-    :func:`erlang_a`'s chain. Same meanings as the :class:`ErlangA` fields of the same names."""
-
-    p_wait: float
-    p_abandon_given_wait: float
-    p_abandon: float
-    mean_wait_s: float
-
-
-def erlang_a_closed_form(per_hour: float, aht_s: float, agents: int, patience_s: float) -> ErlangAClosedForm:
-    """Erlang A by Mandelbaum & Zeltyn: with x = cμ/θ, y = λ/θ, E = B(c, λ/μ), ρ = λ/(cμ):
-
-    P(W>0) = A(x, y)·E / (1 + (A(x, y) − 1)·E),  P(Ab | W>0) = 1/(ρ·A(x, y)) + 1 − 1/ρ,
-    P(Ab) = P(Ab | W>0)·P(W>0),  E[W] = P(Ab)/θ.
-
-    Evaluated as P(W>0) = E / (E + (1 − E)/A) and P(Ab | W>0) = 1 − (A − 1)/(ρ·A), with A − 1 summed
-    directly: the textbook 1/(ρA) + 1 − 1/ρ subtracts numbers near 1/ρ and loses digits when ρ is small.
-    """
-    lam = _positive("per_hour", per_hour) / 3600.0
-    aht = _positive("aht_s", aht_s)
-    c = _count("agents", agents)
-    theta = 1.0 / _positive("patience_s", patience_s)
-    mu = 1.0 / aht
-    e = erlang_b(lam / mu, c)
-    log_a_minus_1 = _mz_log_a_minus_1(c * mu / theta, lam / theta)
-    log_a = _log1p_exp(log_a_minus_1)
-    # A·E / (1 + (A − 1)·E), divided through by A so that a huge A cannot overflow
-    p_wait = e / (e + (1.0 - e) * math.exp(-log_a)) if e > 0 else 0.0
-    rho = lam / (c * mu)
-    p_ab_w = _clip01(1.0 - math.exp(log_a_minus_1 - log_a) / rho)
-    p_ab = p_ab_w * p_wait
-    return ErlangAClosedForm(p_wait, p_ab_w, p_ab, p_ab / theta)
 
 
 # ---------------------------------------------------------------------------------------------------------

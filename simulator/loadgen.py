@@ -617,6 +617,9 @@ class LoadGen:
             "answered_per_s": outcomes.get("answered", 0) / elapsed,
             # placing can fall behind the schedule when the generator is short of CPU: this is what it managed
             "placed_per_s": n / max(elapsed, self.last_placed - self.started) if n else 0.0,
+            # time.perf_counter() as arrivals began (after the agents' logins): CLOCK_MONOTONIC on Linux, so
+            # another process on the machine can time the server from there (benchmarks/live_latency.py)
+            "arrivals_started_perf_s": self.started,
             "chat_connect_ms": quantiles_ms([c.connect_s for c in s.contacts if c.connect_s is not None]),
             "arrival_to_offer_ms": {ch: quantiles_ms(v) for ch, v in sorted(to_offer.items())},
             "arrival_to_offer_ms_all": quantiles_ms([x for v in to_offer.values() for x in v]),

@@ -32,7 +32,6 @@ from contactcentre.ivr import (
     InputFailed,
     IvrError,
     IvrSession,
-    IvrStats,
     Menu,
     NodeEntered,
     NodeExited,
@@ -46,6 +45,7 @@ from contactcentre.ivr import (
 )
 from contactcentre.ivr.menu import DTMF_KEYS
 from contactcentre.ivr.session import SESSION_INPUT_NAMES, SESSION_STATES, SESSION_STEPS
+from contactcentre.ivr.stats import IvrStats
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "config" / "ivr" / "main.toml"

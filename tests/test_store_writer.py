@@ -347,3 +347,56 @@ def test_a_failed_commit_is_retried_by_itself(store: Engine) -> None:
 
     run(go())
     assert len(attempts) == 2 and len(interaction_rows(store)) == 2
+
+
+def test_staged_work_runs_without_savepoints_until_one_fails_and_the_log_is_one_insert_a_commit(
+    store: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Savepoints cost two statements a unit on every commit: the writer takes them only for a commit in which
+    a staged unit failed, run again from the start; the events of a commit go in with one INSERT however the
+    staged work splits them."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split()[0] + " " + statement.split()[2 if statement.startswith("INSERT") else 1])
+
+    runs: list[str] = []
+
+    def good(conn: Connection) -> None:
+        runs.append("good")
+        conn.execute(text("INSERT INTO audit_log (at_ms, actor, action) VALUES (1, 'u', 'good')"))
+
+    def bad(conn: Connection) -> None:
+        runs.append("bad")
+        conn.execute(text("INSERT INTO audit_log (at_ms, actor, action) VALUES (1, 'u', 'bad')"))
+        raise ValueError("a broken row")
+
+    async def go() -> None:
+        w = StoreWriter(store, max_delay_s=3600)
+        event.listen(store, "before_cursor_execute", seen)
+        try:
+            w.append(arrivals(2))
+            w.stage(good)
+            w.append(arrivals(2, 2))
+            await w.flush()
+            assert not any(s.startswith(("SAVEPOINT", "RELEASE")) for s in statements)
+            assert statements.count("INSERT events") == 1 and runs == ["good"]
+            statements.clear()
+            w.stage(good)
+            w.stage(bad)
+            w.append(arrivals(1, 4))
+            await w.flush()
+        finally:
+            event.remove(store, "before_cursor_execute", seen)
+        assert w.error is None and w.committed == 8  # records: 5 events, 3 staged units
+        await w.close()
+
+    run(go())
+    assert runs == ["good", "good", "bad", "good", "bad"]  # the failed commit, then once more isolated
+    assert "a staged write failed" in caplog.text and "a broken row" in caplog.text
+    assert any(s.startswith("SAVEPOINT") for s in statements)
+    with store.connect() as conn:
+        actions = list(conn.execute(text("SELECT action FROM audit_log ORDER BY id")).scalars())
+    assert actions == ["good", "good"] and len(read_events(store)) == 5

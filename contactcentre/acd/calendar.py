@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from contactcentre.config import CalendarConfig, parse_range
+from contactcentre.config_base import CalendarConfig, parse_range
 
 _MAX_DAYS = 3 * 366  # an SLA that never finds open hours in three years is a configuration error
 

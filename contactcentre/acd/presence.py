@@ -21,7 +21,7 @@ from contactcentre.acd.calendar import day_number
 from contactcentre.acd.contact import CONNECTED, HELD, Contact
 from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
 from contactcentre.acd.errors import IllegalTransition, RouterError, UnknownAgent
-from contactcentre.config import MAX_LEVEL, MIN_LEVEL
+from contactcentre.config_base import MAX_LEVEL, MIN_LEVEL
 from contactcentre.events import (
     AgentAway,
     AgentLoggedIn,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from contactcentre.acd.calendar import BusinessCalendar
 from contactcentre.acd.waiting import Req, Reqs
-from contactcentre.config import ALWAYS_OPEN, CentreConfig, OverflowStep, SlaConfig, TierConfig
+from contactcentre.config_base import ALWAYS_OPEN
+
+if TYPE_CHECKING:
+    from contactcentre.config import CentreConfig, OverflowStep, SlaConfig, TierConfig
 
 # Channels whose contacts wait for an answer rather than on the line: no max wait, no depth limit.
 DEFERRED_CHANNELS = frozenset({"email"})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from contactcentre.acd import timers as T
 from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
@@ -48,7 +48,7 @@ from contactcentre.acd.staffing import Staffing
 from contactcentre.acd.strategies import choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
 from contactcentre.acd.waiting import WaitIndex, reqs_text
-from contactcentre.config import ALWAYS_OPEN, CentreConfig, QueueConfig
+from contactcentre.config_base import ALWAYS_OPEN
 from contactcentre.events import (
     CHANNELS,
     AgentAway,
@@ -75,6 +75,9 @@ from contactcentre.events import (
     TransferRequested,
     WrapUpEnded,
 )
+
+if TYPE_CHECKING:
+    from contactcentre.config import CentreConfig, QueueConfig
 
 
 class ArrivalAdjust(NamedTuple):

@@ -21,36 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING
 
-import msgspec
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.events import (
     AgentStateChanged,
     ContactAbandoned,
     ContactArrived,
-    ContactClosed,
-    ContactConnected,
     ContactFailed,
-    ContactOverflowed,
     ContactQueued,
-    ContactTransferred,
     CustomerLeft,
     Event,
     MessageReceived,
     MessageSent,
     OfferMade,
-    WrapUpStarted,
-    clean_text,
 )
-from contactcentre.limits import AddressBuckets, decode_json
+from contactcentre.limits import AddressBuckets
 from contactcentre.store.chats import (
     HelloRows,
     Opened,
@@ -63,6 +54,46 @@ from contactcentre.store.chats import (
 from contactcentre.store.customers import new_id
 from contactcentre.store.db import DriverFailure
 from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.wsframes import Close, Closes, Outbox
+from contactcentre.wsframes.chat import (
+    AGENT_TYPING,
+    CLOSED,
+    MAX_EMAIL,
+    MAX_ID,
+    MAX_NAME,
+    MAX_OUTBOX,
+    MAX_TEXT,
+    MAX_TOPIC,
+    NEW,
+    OFFLINE,
+    SEND_AGENT_JOINED,
+    SEND_CLOSED,
+    SEND_POSITION,
+    SEND_QUEUED,
+    SEND_TRANSFERRED,
+    TRANSFERRED,
+    WAITING,
+    WITH_AGENT,
+    Ack,
+    AgentJoined,
+    ChatConnection,
+    Closed,
+    Hello,
+    Leave,
+    Line,
+    Offline,
+    Outbound,
+    Position,
+    Queued,
+    Resume,
+    Resumed,
+    Say,
+    Typing,
+    decoder,
+    error,
+    ewt_s,
+    session_step,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -72,23 +103,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 4000  # characters in one chat line, either way
-MAX_NAME = 200
-MAX_EMAIL = 320
-MAX_TOPIC = 500
-MAX_ID = 200  # client ids, tokens, message ids
-RATE_WINDOW_S = 10.0
-ABUSE_WINDOW_S = 60.0
-ABUSE_STRIKES = 10  # frames refused for the rate within a minute before the socket is closed (1008)
-MAX_OUTBOX = 500  # frames waiting for a slow socket before it is dropped (the customer can resume)
 MAX_CLIENT_IDS = 200  # remembered per session, so a line re-sent after a lost ack is stored once
-
-# Session states, as the customer sees them in ``resumed``.
-NEW = "new"  # hello in progress
-WAITING = "waiting"
-WITH_AGENT = "with_agent"
-OFFLINE = "offline"
-CLOSED = "closed"
 
 # Router contact states in which a chat is still the customer's to resume.
 _LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
@@ -111,131 +126,42 @@ class _BadRequest(Exception):
     pass
 
 
-class _Close(NamedTuple):
-    code: int
-    reason: str
-
-
 def token_hash(token: str) -> str:
     """What the log keeps of a resume token (the token itself stays with the customer)."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _ewt_s(ewt_ms: int | None) -> int | None:
-    return None if ewt_ms is None else round(ewt_ms / 1000)
-
-
-def _encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------------------------------- connections
 
 
 class _Conn:
-    """One customer socket. Frames go out through one pump task in the order they were queued; while a
-    hello or a resume is being made durable the outbox is *held*, so the reply goes out before anything the
-    router said in the meantime (an agent may accept during the commit)."""
+    """One customer socket: its outbox (one pump task sends the frames in the order they were queued) and its
+    frame rules (``ChatConnection``). While a hello or a resume is being made durable the outbox is *held*,
+    so the reply goes out before anything the router said in the meantime (an agent may accept during the
+    commit)."""
 
     def __init__(self, ws: ServerConnection, loop: asyncio.AbstractEventLoop, rate: int) -> None:
         self.ws = ws
         peer = getattr(ws, "remote_address", None)
         self.address = str(peer[0]) if peer else ""  # the peer's IP address: the unit of the per-address caps
-        self.loop = loop
-        self.rate = rate
         self.session: _Session | None = None
-        self.out: deque[dict[str, Any] | _Close] = deque()
-        self.held = False
-        self.closing = False  # a close is queued or done: read no further frames
-        self.done = False  # the socket is finished: the pump stops once the outbox is empty
-        self.wake = asyncio.Event()
-        self.recent: deque[float] = deque()  # loop times of admitted frames in the rate window
-        self.strikes: deque[float] = deque()  # loop times of refused frames in the abuse window
+        self.outbox = Outbox(ws, limit=MAX_OUTBOX, too_slow=Closes.CHAT_TOO_SLOW, name="chat")
+        self.rules = ChatConnection(rate, loop.time())
+        self.send = self.outbox.send
+        self.close = self.outbox.close
+        self.hold = self.outbox.hold
 
-    def send(self, frame: dict[str, Any]) -> None:
-        if self.closing or self.done:
-            return
-        if len(self.out) >= MAX_OUTBOX:
-            # A socket this far behind is as good as gone; the session keeps everything for a resume.
-            self.out.clear()
-            self.close(1013, "too slow; resume")
-            return
-        self.out.append(frame)
-        if not self.held:
-            self.wake.set()
+    @property
+    def closing(self) -> bool:
+        return self.outbox.closing
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self.out.append(_Close(code, reason))
-        if not self.held:
-            self.wake.set()
+    @property
+    def held(self) -> bool:
+        return self.outbox.held
 
-    def hold(self) -> None:
-        self.held = True
-
-    def release(self, front: Iterable[dict[str, Any] | _Close] = (), skip_ids: frozenset[str] = frozenset()) -> None:
+    def release(self, front: Iterable[Outbound | Close] = (), skip_ids: frozenset[str] = frozenset()) -> None:
         """Send ``front`` first, then what was queued while held, minus lines ``front`` already carries."""
-        rest = [
-            f
-            for f in self.out
-            if not (isinstance(f, dict) and f.get("type") == "message" and f.get("message_id") in skip_ids)
-        ]
-        self.out = deque([*front, *rest])
-        if any(isinstance(f, _Close) for f in self.out):
-            self.closing = True
-        self.held = False
-        self.wake.set()
-
-    def admit(self, quiet: bool) -> bool:
-        """The per-socket rate limit: at most ``rate`` frames in any ten seconds. A refused frame gets an
-        error (typing is refused quietly); repeated refusals close the socket with 1008."""
-        now = self.loop.time()
-        recent = self.recent
-        while recent and recent[0] <= now - RATE_WINDOW_S:
-            recent.popleft()
-        if len(recent) < self.rate:
-            recent.append(now)
-            return True
-        strikes = self.strikes
-        while strikes and strikes[0] <= now - ABUSE_WINDOW_S:
-            strikes.popleft()
-        strikes.append(now)
-        if len(strikes) >= ABUSE_STRIKES:
-            self.close(1008, "rate limit exceeded")
-        elif not quiet:
-            self.send(_error("rate_limited", f"at most {self.rate} frames in {RATE_WINDOW_S:g} s; dropped"))
-        return False
-
-    async def pump(self) -> None:
-        try:
-            while True:
-                while self.out and not self.held:
-                    item = self.out.popleft()
-                    if isinstance(item, _Close):
-                        await self.ws.close(item.code, item.reason)
-                        return
-                    await self.ws.send(_encode(item))
-                if self.done and not self.held:
-                    return
-                self.wake.clear()
-                await self.wake.wait()
-        except ConnectionClosed:
-            pass
-        except Exception:  # a frame that does not encode must not take the server down
-            log.exception("chat: sending to a customer failed")
-            with contextlib.suppress(Exception):
-                await self.ws.close(1011, "internal error")
-
-
-def _error(code: str, detail: str = "", client_id: str | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": code}
-    if detail:
-        frame["detail"] = detail
-    if client_id is not None:
-        frame["client_id"] = client_id
-    return frame
+        self.outbox.release(front, (lambda f: type(f) is Line and f.message_id in skip_ids) if skip_ids else None)
 
 
 # ---------------------------------------------------------------------------------------------- sessions
@@ -262,8 +188,8 @@ class _Session:
     ewt_ms: int | None = None
     conn: _Conn | None = None
     timer: asyncio.TimerHandle | None = None
-    hello_reply: dict[str, Any] | None = None  # the queued reply, built when the router queues the contact
-    hello_frame: dict[str, Any] | None = None  # that reply, held in the outbox until the hello is committed
+    hello_token: str | None = None  # the resume token for the queued reply, sent when the router queues it
+    hello_frame: Queued | None = None  # that reply, held in the outbox until the hello is committed
     failed: str | None = None  # the router refused to queue it (queue closed or full)
     said: bool = False  # the customer has sent a line: a dropped socket gets the whole resume window
     acked: dict[str, tuple[str, int]] = field(default_factory=dict)  # client_id -> (message_id, at_ms)
@@ -273,7 +199,7 @@ class _Session:
     acked_all: bool = True
     sending: set[str] = field(default_factory=set)  # client ids of lines logged and not yet committed
 
-    def send(self, frame: dict[str, Any]) -> None:
+    def send(self, frame: Outbound) -> None:
         if self.conn is not None:
             self.conn.send(frame)
 
@@ -379,26 +305,33 @@ class ChatChannel:
         self._limit_frames(ws)
         conn = _Conn(ws, self.loop, self.config.max_messages_per_10s)
         self._conns.add(conn)
-        pump = self.loop.create_task(conn.pump(), name="chat-pump")
+        pump = self.loop.create_task(conn.outbox.run(), name="chat-pump")
+        decode, receive, loop = decoder.decode, conn.rules.receive, self.loop
         try:
             while not conn.closing:
                 try:
                     raw = await ws.recv()
                 except ConnectionClosed:  # includes 1009: websockets closed it for a frame over max_size
                     break
+                s = conn.session
+                step = receive(decode(raw), loop.time(), None if s is None else s.state)
+                if step.reply is not None:
+                    conn.send(step.reply)
+                if step.close is not None:
+                    conn.close(*step.close)
+                if step.do is None:
+                    continue
                 try:
-                    await self._on_frame(conn, raw)
+                    await self._on_frame(conn, step.do)
                 except Exception:
                     log.exception("chat: a frame failed")
                     if conn.held:
                         conn.release()
-                    conn.send(_error("internal", "the server could not handle that frame"))
+                    conn.send(error("internal", "the server could not handle that frame"))
         finally:
             self._conns.discard(conn)
             self._detach(conn)
-            conn.done = True
-            conn.held = False
-            conn.wake.set()
+            conn.outbox.finish()
             try:
                 await pump
             except asyncio.CancelledError:
@@ -430,69 +363,41 @@ class ChatChannel:
                 s.timer = None
         conns = list(self._conns)
         for conn in conns:
-            conn.out.clear()
-            conn.closing = True
+            conn.outbox.drop()
         await asyncio.gather(*(c.ws.close(1001, "server going away") for c in conns), return_exceptions=True)
         self._by_token.clear()
         self._by_contact.clear()
 
     # ------------------------------------------------------------------------------------------- frames
 
-    async def _on_frame(self, conn: _Conn, raw: str | bytes) -> None:
-        try:
-            frame = self._parse(raw)
-        except _BadRequest as exc:
-            if conn.admit(quiet=False):
-                conn.send(_error("bad_request", str(exc)))
-            return
-        kind = frame["type"]
-        if not conn.admit(quiet=kind == "typing"):
-            return
-        client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
-        try:
-            if kind == "hello":
-                await self._hello(conn, frame)
-            elif kind == "message":
-                await self._message(conn, frame)
-            elif kind == "typing":
-                self._typing(conn)
-            elif kind == "resume":
-                await self._resume(conn, frame)
-            elif kind == "close":
-                await self._close(conn)
-            elif kind == "ping":
-                conn.send({"type": "pong"})
-            else:
-                raise _BadRequest(f"unknown type {kind[:40]!r}")
-        except _BadRequest as exc:
-            conn.send(_error("bad_request", str(exc), client_id))
-
-    @staticmethod
-    def _parse(raw: str | bytes) -> dict[str, Any]:
-        if not isinstance(raw, str):
-            raise _BadRequest("send text frames holding JSON objects")
-        try:
-            frame = decode_json(raw)
-        except msgspec.DecodeError as exc:
-            raise _BadRequest(f"not JSON: {exc}") from None
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            raise _BadRequest('a frame is a JSON object with a "type"')
-        return frame
+    async def _on_frame(self, conn: _Conn, f: Hello | Say | Typing | Resume | Leave) -> None:
+        """Carry out a frame the connection's rules passed (``ChatConnection``): they need the store or the router."""
+        kind = type(f)
+        if kind is Say:
+            assert isinstance(f, Say) and conn.session is not None
+            await self._line(conn, conn.session, f.text, f.client_id)
+        elif kind is Hello:
+            assert isinstance(f, Hello)
+            try:
+                await self._hello(conn, f)
+            except _BadRequest as exc:
+                conn.send(error("bad_request", str(exc), f.client_id))
+        elif kind is Typing:
+            self._typing(conn)
+        elif kind is Resume:
+            assert isinstance(f, Resume)
+            await self._resume(conn, f)
+        elif kind is Leave:
+            await self._close(conn)
 
     # ------------------------------------------------------------------------------------------- hello
 
-    async def _hello(self, conn: _Conn, f: dict[str, Any]) -> None:
-        if conn.session is not None:
-            raise _BadRequest("this socket already has a chat")
-        name = _text(f, "name", MAX_NAME)
-        email = _text(f, "email", MAX_EMAIL)
-        topic = _text(f, "topic", MAX_TOPIC)
-        asked = _text(f, "queue", MAX_NAME)
+    async def _hello(self, conn: _Conn, f: Hello) -> None:
+        name, email, topic, asked = f.name, f.email, f.topic, f.queue
         if asked is not None and asked not in self._chat_queues:
             raise _BadRequest(f"queue: no chat queue {asked!r}")
         queue = asked or self.queue
-        first = _text(f, "text", MAX_TEXT)
-        client_id = _text(f, "client_id", MAX_ID)
+        first, client_id = f.text, f.client_id
         if email is not None:
             try:
                 email = normalise_email(email)
@@ -503,7 +408,7 @@ class ChatChannel:
             # cases or queue places.
             per_minute = self.centre.config.server.limits.new_chats_per_minute
             conn.send(
-                _error(
+                error(
                     "rate_limited", f"too many new chats from your address (at most {per_minute:g} a minute)", client_id
                 )
             )
@@ -538,7 +443,7 @@ class ChatChannel:
                 opened = Opened(rows.customer_id, known[1] if known is not None else None, rows.case_id, None)
         except Exception:
             log.exception("chat: could not identify the customer or open a case")
-            conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
+            conn.send(error("unavailable", "the chat is unavailable; try again shortly", client_id))
             return
         tier = opened.tier if opened.tier in centre.config.tiers else None
         s = _Session(
@@ -562,12 +467,7 @@ class ChatChannel:
         self._register(s)
         conn.hold()  # the reply goes out after the commit, and before what the router says meanwhile
         self._attach(s, conn)
-        s.hello_reply = {
-            "type": "queued",
-            "contact_id": s.contact_id,
-            "token": token,
-            "case": None,
-        }
+        s.hello_token = token
         with centre.atomic():
             centre.stage(rows)  # before the arrival: its interaction row names the customer
             centre.submit(
@@ -589,7 +489,7 @@ class ChatChannel:
             self._forget(s)
             conn.session = None
             conn.release()
-            conn.send(_error("unavailable", "the chat is unavailable; try again shortly", client_id))
+            conn.send(error("unavailable", "the chat is unavailable; try again shortly", client_id))
             return
         try:
             await centre.commit()
@@ -599,8 +499,8 @@ class ChatChannel:
                 centre.submit(CustomerLeft(at_ms=centre.now_ms(), contact_id=s.contact_id))
             self._forget(s)
             conn.session = s.conn = None
-            conn.out.clear()
-            conn.release([_error("unavailable", "the chat could not be stored; try again shortly", client_id)])
+            conn.outbox.items.clear()
+            conn.release([error("unavailable", "the chat could not be stored; try again shortly", client_id)])
             return
         finally:
             self._minted(email, rows)
@@ -611,7 +511,7 @@ class ChatChannel:
                 log.exception("chat: could not store the customer or case of %s", s.contact_id)
         s.case_token = rows.token
         if s.hello_frame is not None:  # still held: the pump has not encoded it
-            s.hello_frame["case"] = rows.token
+            s.hello_frame.case = rows.token
             s.hello_frame = None
         if s.failed is not None:  # queue closed or full: the customer may leave a message instead
             self._by_contact.pop(s.contact_id, None)
@@ -697,30 +597,20 @@ class ChatChannel:
         if not registered:
             self._register(s)
             self._attach(s, conn)
-        conn.send({"type": "offline", "case": s.case_token, "token": token, "reason": reason})
+        conn.send(Offline(s.case_token, token, reason))
         if first is not None:
             await self._line(conn, s, first, client_id)
 
     # ----------------------------------------------------------------------------------------- messages
 
-    async def _message(self, conn: _Conn, f: dict[str, Any]) -> None:
-        s = conn.session
-        client_id = _text(f, "client_id", MAX_ID)
-        if s is None:
-            conn.send(_error("no_session", "say hello (or resume) first", client_id))
-            return
-        text = _text(f, "text", MAX_TEXT, required=True)
-        assert text is not None
-        await self._line(conn, s, text, client_id)
-
     async def _line(self, conn: _Conn, s: _Session, text: str, client_id: str | None) -> None:
         """Log a customer line and ack it once it is durable."""
         if s.state == CLOSED:
-            conn.send(_error("closed", "this chat has ended", client_id))
+            conn.send(error("closed", "this chat has ended", client_id))
             return
         if client_id is not None and client_id in s.acked:  # a retry after a lost ack: stored already
             message_id, at_ms = s.acked[client_id]
-            conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": at_ms})
+            conn.send(Ack(client_id, message_id, at_ms))
             return
         await self.centre.room()
         centre = self.centre
@@ -732,11 +622,11 @@ class ChatChannel:
                 stored = await centre.read(line_stored_at, message_id)
             except DriverFailure as exc:  # the database is failing (an outage, a lock): not a bug of ours
                 log.warning("chat: looking up a resent line failed: %s", exc.orig)
-                conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
+                conn.send(error("unavailable", "the line could not be stored; send it again", client_id))
                 return
             if stored is not None:
                 s.acked[client_id] = (message_id, stored)
-                conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": stored})
+                conn.send(Ack(client_id, message_id, stored))
                 return
         at_ms = centre.now_ms()
         s.said = True
@@ -765,7 +655,7 @@ class ChatChannel:
         except Exception:
             log.exception("chat: committing a customer line failed")
             s.acked_all = False  # the writer may store the line yet
-            conn.send(_error("unavailable", "the line could not be stored; send it again", client_id))
+            conn.send(error("unavailable", "the line could not be stored; send it again", client_id))
             return
         finally:
             if client_id is not None:
@@ -775,7 +665,7 @@ class ChatChannel:
                 s.acked.pop(next(iter(s.acked)))
                 s.acked_all = False
             s.acked[client_id] = (message_id, at_ms)
-        conn.send({"type": "ack", "client_id": client_id, "message_id": message_id, "at_ms": at_ms})
+        conn.send(Ack(client_id, message_id, at_ms))
 
     def _offline_line(self, s: _Session, text: str, message_id: str, at_ms: int) -> None:
         """A line left while nobody could answer: on the case, under an e-mail-like contact that the first
@@ -826,22 +716,16 @@ class ChatChannel:
 
     # ------------------------------------------------------------------------------------------- resume
 
-    async def _resume(self, conn: _Conn, f: dict[str, Any]) -> None:
-        token = _text(f, "token", MAX_ID, required=True)
-        last = _text(f, "last_message_id", MAX_ID)
-        assert token is not None
-        s = self._by_token.get(token_hash(token))
+    async def _resume(self, conn: _Conn, f: Resume) -> None:
+        last = f.last_message_id
+        s = self._by_token.get(token_hash(f.token))
         if s is None:
-            conn.send(_error("unknown_session", "no chat with that token (it ended, or the window passed)"))
+            conn.send(error("unknown_session", "no chat with that token (it ended, or the window passed)"))
             return
-        if conn.session is s:
-            raise _BadRequest("this socket already has this chat")
-        if conn.session is not None:
-            raise _BadRequest("this socket already has a chat")
         old = s.conn
         if old is not None:
             old.session = None
-            old.close(4000, "resumed on another connection")
+            old.close(*Closes.CHAT_RESUMED_ELSEWHERE.value)
         self._disarm(s)
         was_closed = s.state == CLOSED
         conn.hold()
@@ -852,35 +736,26 @@ class ChatChannel:
             log.exception("chat: reading a transcript for a resume failed")
             lines = None
         if lines is None:
-            conn.release([_error("unavailable", "could not read the conversation; resume again")])
+            conn.release([error("unavailable", "could not read the conversation; resume again")])
             return
-        reply: dict[str, Any] = {"type": "resumed", "state": s.state, "case": s.case_token}
+        reply = Resumed(s.state, s.case_token)
         if s.contact_id is not None:
-            reply["contact_id"] = s.contact_id
+            reply.contact_id = s.contact_id
         if s.state == WAITING:
-            reply["position"] = s.position
-            reply["ewt_s"] = _ewt_s(s.ewt_ms)
+            reply.position = s.position
+            reply.ewt_s = ewt_s(s.ewt_ms)
         elif s.state == WITH_AGENT and s.agent_id is not None:
-            reply["agent"] = self._agent_names.get(s.agent_id, s.agent_id)
-        front: list[dict[str, Any] | _Close] = [reply]
+            reply.agent = self._agent_names.get(s.agent_id, s.agent_id)
+        front: list[Outbound | Close] = [reply]
+        names = self._agent_names
         for r in lines:
-            front.append(
-                {
-                    "type": "message",
-                    "from": "customer" if r["direction"] == "inbound" else "agent",
-                    "text": r["body"],
-                    "message_id": r["message_id"],
-                    "at_ms": r["at_ms"],
-                    **(
-                        {"agent": self._agent_names.get(r["author"], r["author"])}
-                        if r["direction"] == "outbound"
-                        else {}
-                    ),
-                }
-            )
+            line = Line("customer", r["body"], r["message_id"], r["at_ms"])
+            if r["direction"] == "outbound":
+                line.from_, line.agent = "agent", names.get(r["author"], r["author"])
+            front.append(line)
         if was_closed:
-            front.append({"type": "closed", "reason": s.reason})
-            front.append(_Close(1000, "chat ended"))
+            front.append(Closed(s.reason))
+            front.append(Closes.CHAT_ENDED.value)
             self._forget(s)  # everything is delivered: the token has served its last purpose
         conn.release(front, frozenset(r["message_id"] for r in lines))
         if not was_closed:
@@ -891,7 +766,7 @@ class ChatChannel:
     async def _close(self, conn: _Conn) -> None:
         s = conn.session
         if s is None:
-            conn.close(1000, "bye")
+            conn.close(*Closes.BYE.value)
             return
         contact_live = s.state in (WAITING, WITH_AGENT)
         s.state, s.reason = CLOSED, "customer"
@@ -899,8 +774,8 @@ class ChatChannel:
             self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=s.contact_id))
             with contextlib.suppress(Exception):  # the router has it; the log catches up
                 await self.centre.commit()
-        conn.send({"type": "closed", "reason": "customer"})
-        conn.close(1000, "chat ended")
+        conn.send(Closed("customer"))
+        conn.close(*Closes.CHAT_ENDED.value)
         self._forget(s)
 
     # ------------------------------------------------------------------------------------------- agents
@@ -939,23 +814,14 @@ class ChatChannel:
             ]
         )
         await centre.commit()
-        s.send(
-            {
-                "type": "message",
-                "from": "agent",
-                "agent": self._agent_names.get(agent_id, agent_id),
-                "text": text,
-                "message_id": message_id,
-                "at_ms": at_ms,
-            }
-        )
+        s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
         return message_id
 
     def agent_typing(self, contact_id: str, agent_id: str) -> None:
         """The agent handling ``contact_id`` is typing: the customer sees it (nothing is logged)."""
         s = self._by_contact.get(contact_id)
         if s is not None and s.state == WITH_AGENT and s.agent_id == agent_id:
-            s.send({"type": "typing", "from": "agent"})
+            s.send(AGENT_TYPING)
 
     # ------------------------------------------------------------------------------------ router output
 
@@ -970,29 +836,23 @@ class ChatChannel:
             s = by_contact.get(cid) if cid is not None else None
             if s is None:
                 continue
-            if kind is ContactQueued:
-                self._queued(s, ev)  # type: ignore[arg-type]
-            elif kind is ContactFailed:
+            if kind is ContactFailed:
                 s.failed = ev.reason  # type: ignore[attr-defined]
-            elif kind is ContactConnected:
-                if s.state != CLOSED:
-                    s.state, s.agent_id = WITH_AGENT, ev.agent_id  # type: ignore[attr-defined]
-                    s.send({"type": "agent_joined", "agent": self._agent_names.get(s.agent_id, s.agent_id)})
-            elif kind is ContactTransferred:
-                if ev.to_external is not None:  # type: ignore[attr-defined]
-                    self._finish(s, "transferred")
-                elif s.state != CLOSED:
-                    s.state, s.agent_id = WAITING, None
-                    s.send({"type": "transferred"})
-            elif kind is WrapUpStarted:
-                self._finish(s, "ended" if ev.by == "agent" else "customer")  # type: ignore[attr-defined]
-            elif kind is ContactAbandoned:
-                self._finish(s, "abandoned")
-            elif kind is ContactOverflowed:
-                if ev.left:  # type: ignore[attr-defined]
-                    self._finish(s, "overflowed")
-            elif kind is ContactClosed:
-                self._finish(s, "ended")
+                continue
+            change = session_step(s.state, ev)
+            if change is None:
+                continue
+            send = change.send
+            if send == SEND_CLOSED:
+                self._finish(s, change.reason or "ended")
+            elif send in (SEND_QUEUED, SEND_POSITION):
+                self._queued(s, ev)  # type: ignore[arg-type]
+            elif send == SEND_AGENT_JOINED:
+                s.state, s.agent_id = change.state, ev.agent_id  # type: ignore[attr-defined]
+                s.send(AgentJoined(self._agent_names.get(s.agent_id, s.agent_id)))
+            elif send == SEND_TRANSFERRED:
+                s.state, s.agent_id = change.state, None
+                s.send(TRANSFERRED)
         if push and self._push_timer is None and by_contact:
             self._push_timer = self.loop.call_later(self.position_push_s, self._push_positions)
 
@@ -1000,15 +860,16 @@ class ChatChannel:
         s.position, s.ewt_ms = ev.position, ev.ewt_ms
         if s.state == NEW:
             s.state = WAITING
-            reply = s.hello_reply or {"type": "queued", "contact_id": s.contact_id}
-            s.hello_reply = None  # it holds the token: keep it no longer than needed
-            frame = {**reply, "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)}
-            if "case" in reply and reply["case"] is None:
-                s.hello_frame = frame  # the case token is filled in once the hello is committed
+            token, s.hello_token = s.hello_token, None  # it is the customer's secret: keep it no longer than needed
+            if token is None:
+                s.send(Queued(s.contact_id, position=ev.position, ewt_s=ewt_s(ev.ewt_ms)))
+                return
+            frame = Queued(s.contact_id, token, None, ev.position, ewt_s(ev.ewt_ms))
+            s.hello_frame = frame  # the case token is filled in once the hello is committed
             s.send(frame)
         elif s.state != CLOSED:
             s.state = WAITING
-            s.send({"type": "position", "position": ev.position, "ewt_s": _ewt_s(ev.ewt_ms)})
+            s.send(Position(ev.position, ewt_s(ev.ewt_ms)))
 
     def _push_positions(self) -> None:
         self._push_timer = None
@@ -1020,7 +881,7 @@ class ChatChannel:
             if now is None or now == (s.position, s.ewt_ms):
                 continue
             s.position, s.ewt_ms = now
-            s.send({"type": "position", "position": s.position, "ewt_s": _ewt_s(s.ewt_ms)})
+            s.send(Position(s.position, ewt_s(s.ewt_ms)))
 
     def _finish(self, s: _Session, reason: str) -> None:
         """The router finished the chat: tell the customer (if there) and keep the session for the window,
@@ -1029,8 +890,8 @@ class ChatChannel:
             return
         s.state, s.reason = CLOSED, reason
         if s.conn is not None:
-            s.conn.send({"type": "closed", "reason": reason})
-            s.conn.close(1000, "chat ended")
+            s.conn.send(Closed(reason))
+            s.conn.close(*Closes.CHAT_ENDED.value)
         self._arm(s, self._forget)
 
     # ---------------------------------------------------------------------------------------- bookkeeping
@@ -1116,24 +977,4 @@ def _line_id(token_hash_: str, client_id: str) -> str:
     return "cm-" + hashlib.sha256(f"{token_hash_}:{client_id}".encode()).hexdigest()[:16]
 
 
-def _text(f: dict[str, Any], key: str, limit: int, *, required: bool = False) -> str | None:
-    """A string field of a frame: absent/null is None (or an error when required); otherwise a string of
-    at most ``limit`` characters, stripped (a required one must not be blank)."""
-    value = f.get(key)
-    if value is None:
-        if required:
-            raise _BadRequest(f"{key}: required")
-        return None
-    if not isinstance(value, str):
-        raise _BadRequest(f"{key}: must be a string")
-    if len(value) > limit:
-        raise _BadRequest(f"{key}: at most {limit} characters")
-    value = clean_text(value).strip()  # a lone surrogate or NUL must never reach the store
-    if not value:
-        if required:
-            raise _BadRequest(f"{key}: must not be empty")
-        return None
-    return value
-
-
-__all__ = ["ChatChannel", "ChatError", "token_hash"]
+__all__ = ["MAX_EMAIL", "MAX_ID", "MAX_NAME", "MAX_TEXT", "MAX_TOPIC", "ChatChannel", "ChatError", "token_hash"]

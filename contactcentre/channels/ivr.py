@@ -44,7 +44,7 @@ import msgspec
 from contactcentre.config import WEEKDAYS, CalendarConfig
 from contactcentre.cti.events import ConnectionCleared, DigitsGenerated, Established, Failed, SwitchEvent, Transferred
 from contactcentre.cti.switch import SwitchError
-from contactcentre.cti.timer import DeadlineTimer
+from contactcentre.cti.timer import DeadlineTimer, on_reactor
 from contactcentre.events import Event, IvrFinished, IvrInputFailed, IvrNodeEntered, IvrNodeExited, IvrStarted
 from contactcentre.ivr import actions as A
 from contactcentre.ivr.handoff import attached_data
@@ -153,7 +153,7 @@ class IvrRunner:
         # Told every action (a media server, the demo's callers). A listener must not operate the switch from
         # the callback: the runner is in the middle of that call's step; schedule it instead.
         self.listeners: list[ActionListener] = []
-        self._timer = DeadlineTimer(clock, switch_driver.now_ms, self._on_deadline)
+        self._timer = DeadlineTimer(on_reactor(clock, switch_driver.now_ms), self._on_deadline)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # caller look-ups and callback requests under way
         self._unsubscribe = switch_driver.subscribe(self._on_switch)

@@ -38,7 +38,7 @@ from contactcentre.channels.sip import (
 )
 from contactcentre.cti.events import ConnectionCleared, Delivered, Established, Failed, Originated, Queued, SwitchEvent
 from contactcentre.cti.switch import TRUNK, SwitchError
-from contactcentre.cti.timer import DeadlineTimer
+from contactcentre.cti.timer import DeadlineTimer, on_reactor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -86,7 +86,7 @@ class SipTransport(DatagramProtocol):
         self.by_dialog: dict[str, _Leg] = {}
         self.by_call: dict[str, _Leg] = {}
         self._arriving: str | None = None  # the dialog whose switch.inbound is running
-        self._timer = DeadlineTimer(clock, driver.now_ms, self._on_deadline)
+        self._timer = DeadlineTimer(on_reactor(clock, driver.now_ms), self._on_deadline)
         self.closed = False
         self._unsubscribe = driver.subscribe(self._on_switch)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from contactcentre.cti.events import SwitchEvent
 from contactcentre.cti.switch import Switch, SwitchError
-from contactcentre.cti.timer import DeadlineTimer
+from contactcentre.cti.timer import DeadlineTimer, on_reactor
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -42,7 +42,7 @@ class SwitchDriver:
         self._now_ms = now_ms
         self.subscribers: list[Subscriber] = []
         self.closed = False
-        self._timer = DeadlineTimer(clock, self.now_ms, self._on_deadline)
+        self._timer = DeadlineTimer(on_reactor(clock, self.now_ms), self._on_deadline)
         self._outbox: deque[list[SwitchEvent]] = deque()
         self._dispatching = False
 

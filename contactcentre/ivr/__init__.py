@@ -32,7 +32,6 @@ from contactcentre.ivr.session import (
     IvrError,
     IvrSession,
 )
-from contactcentre.ivr.stats import IvrStats, NodeStats, stats_from_events, stats_from_store
 
 __all__ = [
     "OUTCOMES",
@@ -48,12 +47,10 @@ __all__ = [
     "IvrError",
     "IvrFact",
     "IvrSession",
-    "IvrStats",
     "Menu",
     "MenuFile",
     "NodeEntered",
     "NodeExited",
-    "NodeStats",
     "Play",
     "RequestCallback",
     "SelfServiceDone",
@@ -62,6 +59,4 @@ __all__ = [
     "keypad_digits",
     "load_menu",
     "parse_menu",
-    "stats_from_events",
-    "stats_from_store",
 ]

@@ -13,21 +13,23 @@ import string
 import tomllib
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from contactcentre.acd.calendar import BusinessCalendar
-from contactcentre.config import (
+from contactcentre.config_base import (
     ALWAYS_OPEN,
     MAX_LEVEL,
     MIN_LEVEL,
     CalendarConfig,
-    CentreConfig,
     ConfigError,
     _Strict,
     convert,
 )
+
+if TYPE_CHECKING:
+    from contactcentre.config import CentreConfig
 
 DTMF_KEYS = frozenset("0123456789*#")
 BUILTIN_HOOKS: dict[str, frozenset[str]] = {

@@ -6,11 +6,12 @@ closed case stays closed (a new message starts a new case that refers to it in i
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from contactcentre.store.customers import new_id
 from contactcentre.store.db import insert_unless_taken
@@ -95,14 +96,19 @@ def status_from_disposition(conn: Connection, interaction_id: str, status: str, 
     (``[dispositions] case_status``). Only along ``CASE_TRANSITIONS``: a closed case stays closed, and a
     status the case cannot go to from where it is leaves it alone. A guarded UPDATE rather than ``set_status``,
     which raises: this runs in the store writer's shared transaction, where a refusal is not an error."""
-    case_id = conn.execute(select(interactions.c.case_id).where(interactions.c.id == interaction_id)).scalar()
-    if case_id is None:
-        return
+    conn.execute(_status_move(status), {"interaction_id": interaction_id, "now_ms": now_ms})
+
+
+@functools.cache
+def _status_move(status: str) -> Any:
+    # One statement (the case found by a subquery), built once per status: this runs in the store writer for
+    # every wrap-up closed with such a code.
+    case_id = select(interactions.c.case_id).where(interactions.c.id == bindparam("interaction_id")).scalar_subquery()
     from_statuses = [old for old, to in CASE_TRANSITIONS.items() if status in to]
-    values: dict[str, Any] = {"status": status, "updated_ms": now_ms}
+    values: dict[str, Any] = {"status": status, "updated_ms": bindparam("now_ms")}
     if status == "closed":
-        values["closed_ms"] = now_ms
-    conn.execute(update(cases).where(cases.c.id == case_id, cases.c.status.in_(from_statuses)).values(values))
+        values["closed_ms"] = bindparam("now_ms")
+    return update(cases).where(cases.c.id == case_id, cases.c.status.in_(from_statuses)).values(values)
 
 
 def case_by_token(conn: Connection, subject: str) -> str | None:

@@ -35,7 +35,6 @@ class DatabaseError(Exception):
 # What the database layer raises, named here so that nothing outside the store imports SQLAlchemy:
 StoreFailure = SQLAlchemyError  # anything the store's library raised (a CLI reports it and exits)
 DriverFailure = DBAPIError  # the database itself failed the statement (an outage, a lock): not a bug of ours
-Trouble = OperationalError  # a lost connection, a deadlock, a lock timeout: the whole transaction may be retried
 LOST_RACE = (IntegrityError, OperationalError)  # a transaction worth running again from the start
 
 

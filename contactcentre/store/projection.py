@@ -219,20 +219,24 @@ def fold(evs: Iterable[Event]) -> Batch:
     return batch
 
 
-def _insert_ignoring_duplicates(conn: Connection) -> Any:
+# The statements, built once: a Core construct built per call costs its construction and cache key each time.
+INSERT_EVENTS = insert(events)
+INSERT_MESSAGES = insert(messages)
+_INSERT_INTERACTIONS = {
     # A restart may replay events already stored; the interaction row that exists is the truth.
-    name = conn.dialect.name
-    if name == "sqlite":
-        return sqlite.insert(interactions).on_conflict_do_nothing(index_elements=["id"])
-    if name == "postgresql":
-        return postgresql.insert(interactions).on_conflict_do_nothing(index_elements=["id"])
-    return insert(interactions)
+    "sqlite": sqlite.insert(interactions).on_conflict_do_nothing(index_elements=["id"]),
+    "postgresql": postgresql.insert(interactions).on_conflict_do_nothing(index_elements=["id"]),
+}
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    return _INSERT_INTERACTIONS.get(conn.dialect.name, insert(interactions))
 
 
 def write(conn: Connection, batch: Batch) -> None:
     """Write one folded batch inside the caller's transaction."""
     if batch.events:
-        conn.execute(insert(events), batch.events)
+        conn.execute(INSERT_EVENTS, batch.events)
     if batch.arrivals:
         rows = []
         for row in batch.arrivals.values():
@@ -251,7 +255,7 @@ def write(conn: Connection, batch: Batch) -> None:
         for cols, params in groups.items():
             conn.execute(_update_statement(cols), params)
     if batch.messages:
-        conn.execute(insert(messages), batch.messages)
+        conn.execute(INSERT_MESSAGES, batch.messages)
 
 
 _UPDATES: dict[frozenset[str], Any] = {}

@@ -24,7 +24,6 @@ from sqlalchemy import ColumnElement, Connection, Integer, and_, case, cast, fun
 from contactcentre.store.schema import interactions, messages
 
 _CURSOR = re.compile(r"(\d{1,15})\.(\d{1,18})")
-MAX_MESSAGE_ID = messages.c.message_id.type.length  # the longest a stored Message-ID can be
 
 
 class BadCursor(ValueError):
@@ -274,7 +273,6 @@ def message_text(
 
 
 __all__ = [
-    "MAX_MESSAGE_ID",
     "MESSAGE_COLUMNS",
     "BadCursor",
     "Page",

@@ -18,6 +18,11 @@ bound.
 
 A failed commit stops the writer: the events stay in memory, every waiter gets the error, and nothing after
 them is written out of order. ``retry()`` tries again (for a database that came back).
+
+Staged work (``stage``: rows other adapters add to the shared transaction) must not take everyone's events
+down with it when it fails, so each unit is isolated — but only when one has failed: a commit runs them plain
+first, and if one raises, rolls the whole transaction back and runs it again with each unit in a savepoint of
+its own (two statements a unit, on every commit, that almost never roll anything back).
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 
 from contactcentre.events import Event, decode, scrub
 from contactcentre.store import projection
@@ -40,6 +46,22 @@ log = logging.getLogger(__name__)
 
 Work = Callable[[Connection], None]
 MAX_BATCHES_PER_COMMIT = 10
+
+
+class Staged:
+    """A unit of work whose failure is its own (``StoreWriter.stage``): logged and rolled back alone."""
+
+    __slots__ = ("work",)
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+
+    def __repr__(self) -> str:
+        return repr(self.work)
+
+
+class _StagedFailed(Exception):
+    """A staged unit raised in a commit run without savepoints: the commit is run again, isolating each."""
 
 
 class StoreWriter:
@@ -114,6 +136,12 @@ class StoreWriter:
         elif before == 0 and self._deadline is None and self._error is None:
             self._deadline = self.loop.call_later(self.max_delay_s, self._wake.set)
         return self.appended
+
+    def stage(self, work: Work) -> int:
+        """Queue ``work(connection)`` like ``append``, but as a unit that fails alone: what it raises is logged
+        and its writes rolled back, and the commit goes on without them. A database in trouble
+        (``OperationalError``) fails the whole commit instead, which is then retried with the unit in it."""
+        return self.append([Staged(work)])
 
     async def durable(self, seq: int) -> None:
         """Return once record number ``seq`` (from ``append``) is committed; re-raise a failed commit."""
@@ -249,28 +277,63 @@ class StoreWriter:
     def _commit(self, records: list[Event | Work]) -> None:
         """One transaction: runs of events folded and written together, work items in their place.
 
-        A string no database takes (a lone surrogate, a NUL for PostgreSQL) that slipped past an adapter
+        A staged unit that fails has the transaction run again with every unit isolated (see the module's
+        doc). A string no database takes (a lone surrogate, a NUL for PostgreSQL) that slipped past an adapter
         would otherwise fail this commit and hold everyone's records: the batch is then written again with
         every event's strings cleaned, so one client's bad byte costs a character, not the centre."""
         try:
-            self._transaction(records)
+            try:
+                self._transaction(records, isolate=False)
+            except _StagedFailed:
+                self._transaction(records, isolate=True)
         except (UnicodeError, ValueError, DataError) as exc:
             log.warning("store writer: unstorable text in a batch (%s); writing it cleaned", exc)
-            self._transaction([scrub(r) if isinstance(r, Event) else r for r in records])
+            self._transaction([scrub(r) if isinstance(r, Event) else r for r in records], isolate=True)
 
-    def _transaction(self, records: list[Event | Work]) -> None:
+    def _transaction(self, records: list[Event | Work], *, isolate: bool) -> None:
         with write_transaction(self.engine) as conn:
+            logged: list[dict[str, Any]] = []  # every event's row, in order: one INSERT for the commit
             run: list[Event] = []
             for rec in records:
                 if isinstance(rec, Event):
                     run.append(rec)
                     continue
                 if run:
-                    projection.write(conn, projection.fold(run))
+                    self._project(conn, run, logged)
                     run = []
-                rec(conn)
+                if type(rec) is Staged:
+                    self._staged(conn, rec, isolate)
+                else:
+                    rec(conn)
             if run:
-                projection.write(conn, projection.fold(run))
+                self._project(conn, run, logged)
+            if logged:
+                conn.execute(projection.INSERT_EVENTS, logged)
+
+    @staticmethod
+    def _project(conn: Connection, run: list[Event], logged: list[dict[str, Any]]) -> None:
+        batch = projection.fold(run)
+        logged.extend(batch.events)
+        batch.events = []  # written once for the whole commit (nothing staged reads the log)
+        projection.write(conn, batch)
+
+    @staticmethod
+    def _staged(conn: Connection, rec: Staged, isolate: bool) -> None:
+        if not isolate:
+            try:
+                rec.work(conn)
+            except OperationalError:
+                raise
+            except Exception as exc:
+                raise _StagedFailed from exc
+            return
+        try:
+            with conn.begin_nested():
+                rec.work(conn)
+        except OperationalError:
+            raise
+        except Exception:
+            log.exception("store: a staged write failed and was rolled back (%r)", rec.work)
 
 
 def read_events(engine: Engine) -> list[Event]:
