@@ -15,11 +15,27 @@ arrive.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, and_, case, cast, func, literal, null, or_, select, union_all
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from contactcentre.store.schema import interactions, messages
 
@@ -160,21 +176,12 @@ def contact_page(
     (two indexed probes rather than an OR the planner may scan for) as the parts of a UNION ALL, each message's
     body with it when it is at most ``INLINE_CHARS`` long. Only longer bodies the page keeps take a second
     read, so a long body never leaves the database for a page that does not show it."""
-    older = _older_than(before)
-    own_case = select(interactions.c.case_id).where(interactions.c.id == contact_id).scalar_subquery()
-    probes = [
-        _probe(messages.c.interaction_id == contact_id, older, limit, body_chars),
-        _probe(messages.c.case_id == own_case, older, limit, body_chars),
-    ]
-    row = select(
-        literal(0, Integer()).label("part"),
-        interactions.c.case_id.label("contact_case_id"),
-        interactions.c.subject.label("contact_subject"),
-        *[cast(null(), c.type).label(c.name) for c in _head_columns(body_chars)],
-    ).where(interactions.c.id == contact_id)
+    params: dict[str, Any] = {"contact_id": contact_id, "limit": limit + 1, "body_chars": body_chars}
+    if before is not None:
+        params["before_at_ms"], params["before_id"] = parse_cursor(before)
     case_id = subject = None
     found: dict[int, Any] = {}
-    for r in conn.execute(union_all(row, *(select(p) for p in probes))).mappings():
+    for r in conn.execute(_contact_page_query(before is not None), params).mappings():
         if r["part"] == 0:
             case_id, subject = r["contact_case_id"], r["contact_subject"]
         else:
@@ -189,21 +196,45 @@ _PART_COLUMNS = frozenset({"part", "contact_case_id", "contact_subject"})
 _PAGE_ONLY = frozenset({"inline"})
 
 
-def _head_columns(body_chars: int) -> list[Any]:
+@functools.cache
+def _contact_page_query(paged: bool) -> Any:
+    """``contact_page``'s statement, built once (with and without a cursor): building it costs more than
+    running it from the compiled cache."""
+    contact_id = bindparam("contact_id", type_=interactions.c.id.type)
+    body_chars = bindparam("body_chars", type_=Integer())
+    limit = bindparam("limit", type_=Integer())
+    older = None
+    if paged:
+        at_ms, row_id = bindparam("before_at_ms", type_=BigInteger()), bindparam("before_id", type_=BigInteger())
+        older = or_(messages.c.at_ms < at_ms, and_(messages.c.at_ms == at_ms, messages.c.id < row_id))
+    own_case = select(interactions.c.case_id).where(interactions.c.id == contact_id).scalar_subquery()
+    probes = [
+        _probe(messages.c.interaction_id == contact_id, older, limit, body_chars),
+        _probe(messages.c.case_id == own_case, older, limit, body_chars),
+    ]
+    row = select(
+        literal(0, Integer()).label("part"),
+        interactions.c.case_id.label("contact_case_id"),
+        interactions.c.subject.label("contact_subject"),
+        *[cast(null(), c.type).label(c.name) for c in _head_columns(body_chars)],
+    ).where(interactions.c.id == contact_id)
+    return union_all(row, *(select(p) for p in probes))
+
+
+def _head_columns(body_chars: Any) -> list[Any]:
     """A head (``_heads``), its body cut to ``body_chars`` when it is short, and whether it was (``inline``)."""
     short = func.coalesce(func.length(messages.c.body), 0) <= INLINE_CHARS
+    cut = func.substr(messages.c.body, 1, body_chars, type_=messages.c.body.type)
     return [
         *_heads(),
-        case((short, func.substr(messages.c.body, 1, body_chars, type_=messages.c.body.type)), else_=null()).label(
-            "body"
-        ),
+        case((short, cut), else_=null()).label("body"),
         case((short, literal(1, Integer())), else_=literal(0, Integer())).label("inline"),
     ]
 
 
-def _probe(where: ColumnElement[bool], older: ColumnElement[bool] | None, limit: int, body_chars: int) -> Any:
-    """Up to ``limit + 1`` heads matching ``where`` older than ``older``, newest first, as one part of a UNION
-    ALL (a subquery: SQLite takes no ORDER BY or LIMIT on a part itself)."""
+def _probe(where: ColumnElement[bool], older: ColumnElement[bool] | None, limit: Any, body_chars: Any) -> Any:
+    """Up to ``limit`` heads matching ``where`` older than ``older``, newest first, as one part of a UNION ALL
+    (a subquery: SQLite takes no ORDER BY or LIMIT on a part itself)."""
     clauses = [where] if older is None else [where, older]
     return (
         select(
@@ -214,7 +245,7 @@ def _probe(where: ColumnElement[bool], older: ColumnElement[bool] | None, limit:
         )
         .where(*clauses)
         .order_by(messages.c.at_ms.desc(), messages.c.id.desc())
-        .limit(limit + 1)
+        .limit(limit)
         .subquery()
     )
 
