@@ -34,8 +34,7 @@ from contactcentre.store.db import reader, write_transaction
 from contactcentre.store.schema import events as events_table
 
 if TYPE_CHECKING:
-    from contactcentre.acd import Router
-    from contactcentre.acd.stats import LiveStats
+    from contactcentre.acd import LiveStats, Router, RouterError
     from contactcentre.driver import RouterDriver
     from contactcentre.store.writer import StoreWriter
 
@@ -95,9 +94,10 @@ class Centre:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
-    def submit(self, event: Event) -> None:
-        """Hand one router input over (stamp it with ``now_ms()``); refused inputs are logged and dropped."""
-        self.driver.submit(event)
+    def submit(self, event: Event) -> RouterError | None:
+        """Hand one router input over (stamp it with ``now_ms()``); a refused input is logged and dropped, and
+        its refusal returned (see ``RouterDriver.submit``)."""
+        return self.driver.submit(event)
 
     def publish(self, events: Iterable[Event]) -> None:
         """Log facts that are not router inputs and fan them out to every subscriber."""
@@ -232,10 +232,8 @@ def disconnected_agents(router: Router, now_ms: int) -> list[Event]:
     """After a restart no agent is connected: each one logged in and not away is put away, so the router
     offers nothing to a console that is not there (their offers fall through; contacts keep their place).
     An agent who reconnects says ``ready`` again; contacts they were handling stay theirs."""
-    from contactcentre.acd.agent import READY
-
     out: list[Event] = []
-    for a in router.agents.values():
-        if a.presence == READY:
+    for a in router.agent_list():
+        if a.ready:
             out.append(AgentAway(at_ms=now_ms, agent_id=a.id, reason="disconnected"))
     return out

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from contactcentre.acd.calendar import BusinessCalendar
+from contactcentre.acd import BusinessCalendar
 from contactcentre.config import (
     ALWAYS_OPEN,
     MAX_LEVEL,

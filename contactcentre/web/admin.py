@@ -99,8 +99,8 @@ class AdminPage(Resource):
         """Each agent's skills as the router has them now (a change from this page or the dashboard included),
         in the form the skills box takes: ``general=8, technical=9``."""
         return {
-            agent_id: ", ".join(f"{k}={v}" for k, v in a.skills.items())
-            for agent_id, a in self.centre.router.agents.items()
+            a.id: ", ".join(f"{k}={v}" for k, v in a.skills.items())
+            for a in self.centre.router.agent_list()
         }
 
     # ---------------------------------------------------------- add a user, set skills, reset a password
