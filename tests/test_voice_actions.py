@@ -68,7 +68,7 @@ def test_ring_no_answer_puts_the_agent_away_and_the_next_agent_answers(tmp_path:
         other = "a2" if first.agent_id == "a1" else "a1"
         rig.clock.set(first.expires_ms)
         rig.centre.driver._run(rig.clock.now_ms())  # the router's ring-no-answer
-        missed = rig.centre.router.agents[first.agent_id]
+        missed = rig.centre.router.agent(first.agent_id)
         assert missed.presence == "away" and missed.away_reason == "missed_offer"
         assert rig.state(cid) == "offered" and offer_of(rig, cid).agent_id == other
         assert rig.at(cid, other) == "alerting" and rig.at(cid, first.agent_id) is None
@@ -137,9 +137,9 @@ def test_consultative_transfer_to_an_agent(tmp_path: Path) -> None:
         rig.clock.advance(4_000)
         await actions.complete_transfer(cid, agent)
         assert consultation not in rig.switch.calls and rig.at(cid, "a2") == "connected" and rig.at(cid, agent) is None
-        c = rig.centre.router.contacts[cid]
+        c = rig.centre.router.contact(cid)
         assert c.state == "connected" and c.agent_id == "a2"  # the router gave it to the one already talking
-        assert rig.centre.router.agents[agent].state in ("available", "wrap_up")
+        assert rig.centre.router.agent(agent).state in ("available", "wrap_up")
         rig.clock.advance(10_000)
         rig.hang_up_caller(cid)
         wrap_up(rig, cid, "a2")
@@ -263,11 +263,11 @@ def test_conference_is_recorded_and_leaving_it_hands_the_call_to_the_colleague(t
         await actions.conference(cid, agent)
         [conf] = rig.of(E.ContactConferenced, cid)
         assert conf.agent_id == agent and conf.parties == ["a2"]
-        assert rig.state(cid) == "connected" and rig.centre.router.contacts[cid].agent_id == agent  # hold over
+        assert rig.state(cid) == "connected" and rig.centre.router.contact(cid).agent_id == agent  # hold over
         assert rig.switch.calls[cid].state == "conferenced"
         rig.clock.advance(5_000)
         await actions.hang_up(cid, agent)  # a1 leaves: the caller stays with a2
-        c = rig.centre.router.contacts[cid]
+        c = rig.centre.router.contact(cid)
         assert c.state == "connected" and c.agent_id == "a2" and rig.at(cid, "a2") == "connected"
         rig.clock.advance(8_000)
         await actions.hang_up(cid, "a2")
