@@ -2,9 +2,11 @@
 
 It joins the router (through its ``RouterDriver``), the store (the writer for everything that is logged, a
 small thread pool for reads and for the few writes that are not events) and the clock. Adapters never touch
-the router or the database directly; they
+the router's state or the database directly; they
 
-* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting;
+* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting; it returns
+  the router's refusal, if it refused;
+* ask ``router``'s read methods (``contact``, ``agent``, ``check``, …): frozen values, never its objects;
 * ``publish`` facts that are not router inputs (a chat line, an e-mail reply) — logged and fanned out to
   every subscriber exactly like the router's output, so the one event vocabulary carries them too;
 * ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
