@@ -221,7 +221,7 @@ class RouterDriver:
     def serving(self) -> dict[str, list[str]]:
         """Agents whose skills meet each queue's base requirement (cached until skills change)."""
         if self._serving is None:
-            self._serving = {q.name: self.router.agents_serving(q.name) for q in self.router.config.queues}
+            self._serving = {q.name: self.router.serving_agents(q.name) for q in self.router.config.queues}
         return self._serving
 
     def agent_rows(self) -> list[dict[str, Any]]:

@@ -536,7 +536,7 @@ class LiveCollector(Collector):
             fam["agents"].add_metric([state], n)
         for q in router.config.queues:
             per = dict.fromkeys(AGENT_STATES, 0)
-            for aid in router.agents_serving(q.name):
+            for aid in router.serving_agents(q.name):
                 per[agent_states[aid]] += 1
             for state, n in per.items():
                 fam["queue_agents"].add_metric([q.name, state], n)

@@ -475,7 +475,7 @@ class Simulation:
             total=total,
             queues=queues,
             occupancy=_occupancy(occ.values()),
-            queue_occupancy={q: _occupancy(occ[a] for a in router.agents_serving(q) if a in occ) for q in queues},
+            queue_occupancy={q: _occupancy(occ[a] for a in router.serving_agents(q) if a in occ) for q in queues},
             threshold_ms=threshold,
             arrivals=arrivals,
             measured_from_ms=measure_from if measure_from is not None else start,

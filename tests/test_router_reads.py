@@ -126,8 +126,8 @@ def test_queue_loads_and_agents_serving_follow_skill_changes() -> None:
     (load,) = h.router.queue_loads()
     assert (load.offered, load.with_agents) == (0, 1)
     assert load.ewt_ms["voice"] is not None and load.ewt_ms["email"] is None  # nobody ready takes e-mail
-    assert h.router.agents_serving("support") == ["a1", "a2"]
+    assert h.router.serving_agents("support") == ["a1", "a2"]
     h.send(E.AgentSkillsChanged, agent_id="a2", skills={"general": 1})
-    assert h.router.agents_serving("support") == ["a1"] and h.router.queues_served_by("a2") == []
+    assert h.router.serving_agents("support") == ["a1"] and h.router.served_queues("a2") == []
     assert [q.name for q in h.router.queue_list()] == ["support"] and h.router.serves("support", "chat")
     assert not h.router.serves("support", "sms") and h.router.queue("nowhere") is None

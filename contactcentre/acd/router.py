@@ -149,7 +149,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         self.waiting = WaitIndex()
         self.timers = TimerHeap()
         self.agents: dict[str, Agent] = {}
-        self._serving: dict[str, list[str]] = {}  # queue -> agents_serving, until an agent or its skills change
+        self._serving: dict[str, list[str]] = {}  # queue -> serving_agents, until an agent or its skills change
         self._skill_roster: dict[str, dict[str, Agent]] = {}
         for a in config.agents:
             self._add_agent(a.id, a.name, dict(a.skills), dict(a.capacity or r.default_capacity))
@@ -258,7 +258,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
     def can_take(self, agent: Agent, channel: str) -> bool:
         return self.avail.can_take(agent, channel)
 
-    def agents_serving(self, queue: str) -> list[str]:
+    def serving_agents(self, queue: str) -> list[str]:
         """Agents whose skills meet the queue's base requirement (for per-queue occupancy)."""
         return list(self._serving_ids(queue))
 
@@ -269,8 +269,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             got = self._serving[queue] = [a.id for a in self.agents.values() if any(a.meets(r) for r in reqs)]
         return got
 
-    def queues_served_by(self, agent_id: str) -> list[str]:
-        """Queues whose base requirement the agent's skills meet, in configuration order (``agents_serving``
+    def served_queues(self, agent_id: str) -> list[str]:
+        """Queues whose base requirement the agent's skills meet, in configuration order (``serving_agents``
         seen from the agent: the console's own queues)."""
         a = self.agents[agent_id]
         return [name for name, plan in self.queues.items() if any(a.meets(r) for r in plan.reqs)]
