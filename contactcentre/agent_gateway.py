@@ -7,9 +7,9 @@ around them:
 * **who**: the browser console's web session (the ``cc_session`` cookie sent with the handshake, from the site's
   own pages only) or else a first frame with an API token; a second console of the same agent replaces the first;
   the console lasts only as long as that login (logout, a disabled user, a revoked token close it: web/sockets.py);
-* **checking before submitting**: the driver drops a refused input with a log line, so every command is
-  checked against the router's state first and answered with an ``error`` frame the agent can act on (a
-  refusal the checks missed is still caught, from the driver's refusal count);
+* **checking before submitting**: every command is checked against the router's read side first
+  (``Router.check`` and its views) and answered with an ``error`` frame the agent can act on (a refusal the
+  checks missed is still caught: ``submit`` returns it);
 * **order**: every connection has one outgoing queue, filled in the order the centre's events happened.
   Frames that need the database (a contact's transcript, an offer's preview after a restart) are tasks
   started at once and sent in their place, so a console sees ``offer`` before ``offer_gone`` and

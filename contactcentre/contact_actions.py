@@ -328,17 +328,16 @@ class ContactActions:
             raise ActionError("refused", f"the router refused {type(event).__name__}: {refusal}")
 
     async def _on_phone(self, action: str, contact_id: str, agent_id: str, phone: Any) -> None:
-        driver = self.centre.driver
-        if driver.closed:
+        """The agent's phone does it; the switch's events reach the router, and the phone channel refuses the
+        operation (``refused``) if the router refused what they led to."""
+        if self.centre.driver.closed:
             raise ActionError("unavailable", "the server is shutting down")
-        before = driver.refused
         try:
             await getattr(phone, action)(contact_id, agent_id)
         except Exception as exc:
+            if getattr(exc, "code", None) == "refused":
+                raise ActionError("refused", f"the router refused the {action}: {exc}") from None
             raise channel_error(exc) from None
-        if driver.refused != before:
-            last = driver.last_refusal
-            raise ActionError("refused", f"the router refused the {action}: {last[1] if last else '?'}")
 
 
 def _address_of(conn: Connection, contact_id: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import contactcentre.events as E
+from contactcentre.acd import RouterError
 from contactcentre.config import parse_config
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.store.projection import contact_legs, fold_legs
@@ -405,5 +406,28 @@ def test_without_a_callback_channel_the_action_says_so(tmp_path: Path) -> None:
         with pytest.raises(ActionError) as err:
             await ContactActions(rig.centre).callback(cid, agent, customer_asked=True)
         assert err.value.code == "channel_unavailable"
+
+    run(tmp_path, scenario)
+
+
+def test_a_phone_action_whose_router_input_is_refused_is_refused_with_the_router_s_reason(tmp_path: Path) -> None:
+    """The phone is operated first and the router hears of it from the switch's events; when the router refuses
+    what they led to (a rule the checks before did not know), the action says so, with the router's words."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.login("a1")
+        cid = await rig.call()
+        real = rig.centre.driver.submit
+
+        def refusing(ev: E.Event) -> Any:
+            if isinstance(ev, E.OfferAccepted):
+                return RouterError("no answering today")  # as the router would say it, and nothing applied
+            return real(ev)
+
+        rig.centre.driver.submit = refusing  # type: ignore[method-assign]
+        with pytest.raises(ActionError) as err:
+            await ContactActions(rig.centre).answer(cid, "a1")
+        assert err.value.code == "refused" and "no answering today" in err.value.detail
+        assert rig.state(cid) == "offered"
 
     run(tmp_path, scenario)

@@ -286,12 +286,9 @@ class CallbackChannel:
         return Requested(cid, due, False)
 
     def _submit_checked(self, ev: Event) -> None:
-        driver = self.centre.driver
-        before = driver.refused
-        self.centre.submit(ev)
-        if driver.refused != before:
-            last = driver.last_refusal
-            raise CallbackError("refused", f"the router refused it: {last[1] if last else '?'}")
+        refusal = self.centre.submit(ev)
+        if refusal is not None:
+            raise CallbackError("refused", f"the router refused it: {refusal}")
 
     # ------------------------------------------------------------------------------ agents' actions
 
@@ -305,7 +302,7 @@ class CallbackChannel:
         o = c.offer if c is not None else None
         if c is None or c.state != "offered" or o is None or o.agent_id != agent_id:
             raise CallbackError("stale_offer", f"no open offer of {contact_id!r} to {agent_id!r}")
-        self.centre.submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id))
+        self._agent_input(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id))
 
     async def hold(self, contact_id: str, agent_id: str) -> None:
         await self.voice.hold(self._call_of(contact_id), agent_id)
@@ -316,9 +313,15 @@ class CallbackChannel:
     async def hang_up(self, contact_id: str, agent_id: str) -> None:
         d = self._dial_of.get(contact_id)
         if d is None or d.call_id not in self.switch.calls:  # nothing on the line (the dial failed): just end
-            self.centre.submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=contact_id, agent_id=agent_id))
+            self._agent_input(ContactEnded(at_ms=self.centre.now_ms(), contact_id=contact_id, agent_id=agent_id))
             return
         await self.voice.hang_up(d.call_id, agent_id)
+
+    def _agent_input(self, ev: Event) -> None:
+        """An agent's phone action that is a router input here (no call on the switch to operate)."""
+        refusal = self.centre.submit(ev)
+        if refusal is not None:
+            raise CallbackError("refused", str(refusal))
 
     def _call_of(self, contact_id: str) -> str:
         d = self._dial_of.get(contact_id)

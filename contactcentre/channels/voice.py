@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, select
 
+from contactcentre.acd import RouterError
 from contactcentre.cti.events import (
     Conferenced,
     ConnectionCleared,
@@ -164,6 +165,7 @@ class VoiceChannel:
         self._queue_at: dict[str, str] = {queue_number(q): q for q in voice_queues}
         self._agent_at: dict[str, str] = {extension(a.id): a.id for a in centre.config.agents}
         self.calls: dict[str, _Call] = {}  # call id (= contact id) -> what the bridge knows
+        self._refusals: list[RouterError] | None = None  # during an agent's phone operation (``_operate``)
         offer_ms = round(centre.config.channel(CHANNEL).offer_timeout_s * 1000)
         if self.switch.config.ring_timeout_ms < offer_ms:
             log.warning(
@@ -195,7 +197,7 @@ class VoiceChannel:
         now = self.centre.now_ms()
         for c in self.centre.router.contact_list():
             if c.channel == CHANNEL and c.id not in self.switch.calls and (c.waiting or c.handling):
-                self.centre.submit(CustomerLeft(at_ms=now, contact_id=c.id))
+                self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
 
     async def settle(self) -> None:
         """Wait until every caller look-up under way has been submitted (tests, shutdown)."""
@@ -358,10 +360,23 @@ class VoiceChannel:
         return self.extension(agent_id)
 
     def _operate(self, op: Callable[[int], list[SwitchEvent]]) -> list[SwitchEvent]:
+        """An agent's operation on its phone. The router inputs the switch's events lead to are submitted on
+        the way; one the router refuses refuses the operation (``refused``, with the router's reason)."""
+        outer, self._refusals = self._refusals, []
         try:
-            return self.driver.run(op)
+            out = self.driver.run(op)
         except SwitchError as exc:
             raise VoiceError(exc.code, exc.message) from None
+        finally:
+            refusals, self._refusals = self._refusals, outer
+        if refusals:
+            raise VoiceError("refused", str(refusals[0]))
+        return out
+
+    def _submit(self, ev: Event) -> None:
+        refusal = self.centre.submit(ev)
+        if refusal is not None and self._refusals is not None:
+            self._refusals.append(refusal)
 
     # ----------------------------------------------------------------------------------- switch → router
 
@@ -444,7 +459,7 @@ class VoiceChannel:
             skills, priority, attributes = {}, 0, attached
         now = self.centre.now_ms()
         call.arrived = True  # before the submit: what the router says back may already end the call
-        self.centre.submit(
+        self._submit(
             ContactArrived(
                 at_ms=now,
                 contact_id=call.call_id,
@@ -459,7 +474,7 @@ class VoiceChannel:
             )
         )
         if call.left_early:  # hung up during the look-up: logged as a (short) abandon all the same
-            self.centre.submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
+            self._submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
             self._forget(call)
         elif not self.centre.router.has_contact(call.call_id) and call.call_id in self.switch.calls:
             # Refused outright (the queue does not serve voice, a duplicate id): nobody will answer this call.
@@ -472,7 +487,7 @@ class VoiceChannel:
             return
         c = self.centre.router.contact(call.call_id)
         if c is not None and (c.waiting or c.handling):
-            self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=call.call_id))
+            self._submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=call.call_id))
 
     def _agent_cleared(self, call: _Call, device: str) -> None:
         agent_id = self._agent_at.get(device)
@@ -489,13 +504,13 @@ class VoiceChannel:
                 continue
             heir = self._agent_at.get(conn.device)
             if heir is not None and self._may_take(heir, c.id):
-                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_agent_id=heir))
+                self._submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_agent_id=heir))
                 return
             if conn.kind == TRUNK:
                 number = conn.number or conn.device
-                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_external=number))
+                self._submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_external=number))
                 return
-        self.centre.submit(ContactEnded(at_ms=now, contact_id=call.call_id, agent_id=agent_id))
+        self._submit(ContactEnded(at_ms=now, contact_id=call.call_id, agent_id=agent_id))
 
     def _established(self, call: _Call, device: str) -> None:
         agent_id = self._agent_at.get(device)
@@ -508,7 +523,7 @@ class VoiceChannel:
             # the router's expiry timer ran, still takes the call — stamped just inside the offer, or the
             # router would expire it first and leave the caller talking to an agent it has put away.
             at = max(self.centre.router.now_ms, min(self.centre.now_ms(), o.expires_ms - 1))
-            self.centre.submit(OfferAccepted(at_ms=at, offer_id=o.id, contact_id=c.id, agent_id=agent_id))
+            self._submit(OfferAccepted(at_ms=at, offer_id=o.id, contact_id=c.id, agent_id=agent_id))
         elif c.waiting:
             # Picked up without the router's offer (a CTI client answering a call the router has taken back):
             # the caller goes back to waiting in its place rather than talk outside routing.
@@ -526,7 +541,7 @@ class VoiceChannel:
             return
         ev = cls(at_ms=self.centre.now_ms(), contact_id=call.call_id, agent_id=agent_id)  # type: ignore[call-arg]
         if self.centre.router.check(ev) is None:
-            self.centre.submit(ev)
+            self._submit(ev)
 
     def _transferred(self, call: _Call, ev: SwitchEvent, rest: list[SwitchEvent]) -> None:
         agent_id = self._agent_at.get(ev.device)
@@ -559,7 +574,7 @@ class VoiceChannel:
             target["to_external"] = number
         else:  # an extension nobody is known at, a queue DN without a voice queue: the call has left
             target["to_external"] = to
-        self.centre.submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
+        self._submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
 
     def _conferenced(self, call: _Call, ev: SwitchEvent) -> None:
         """The handling agent is talking again (its hold ends) and the consulted party is on the call."""
@@ -569,7 +584,7 @@ class VoiceChannel:
             return
         now = self.centre.now_ms()
         if c.state == "held":
-            self.centre.submit(ContactRetrieved(at_ms=now, contact_id=c.id, agent_id=agent_id))
+            self._submit(ContactRetrieved(at_ms=now, contact_id=c.id, agent_id=agent_id))
         to = ev.to_device  # type: ignore[attr-defined]
         party = self._agent_at.get(to)
         if party is None:
@@ -650,7 +665,7 @@ class VoiceChannel:
             target = self.extension(offer.agent_id)
             if device == target:
                 if state in ("connected", "held"):  # already talking (a consultative transfer): take it
-                    self.centre.submit(
+                    self._submit(
                         OfferAccepted(
                             at_ms=self.centre.now_ms(), offer_id=offer.id, contact_id=cid, agent_id=offer.agent_id
                         )
@@ -666,7 +681,7 @@ class VoiceChannel:
                 log.warning("voice: cannot ring %s for %s: %s", target, cid, exc)
                 if state == ALERTING:
                     self._try(lambda now: self.switch.deflect(cid, device, self.queue_number(c.queue), now))
-                self.centre.submit(
+                self._submit(
                     OfferRejected(
                         at_ms=self.centre.now_ms(),
                         offer_id=offer.id,
