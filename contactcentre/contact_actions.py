@@ -2,11 +2,11 @@
 conference, hang up, request a callback. One set of checks behind the agent protocol (``agent_gateway``) and
 the REST API (``web/api.py``), so that both refuse the same things with the same codes.
 
-Every action is checked against the router's state first (the router's own transition tables answer, without
-changing anything): the driver drops a refused input with only a log line, so whoever asked must be told why
-before it is submitted. A voice contact carried by a switch is operated on the phone (``centre.channels
-["voice"]``): the switch's events then reach the router through the voice bridge, as if the agent had pressed
-the phone's own buttons. Consultation and conference exist only on the phone.
+Every action is checked against the router's state first (``Router.check`` runs the router's own rules
+without applying anything): an action on the phone reaches the router only through the switch's events, so
+whoever asked must be told why before the phone is operated. A voice contact carried by a switch is
+operated on the phone (``centre.channels["voice"]``): the switch's events then reach the router through the
+voice bridge, as if the agent had pressed the phone's own buttons. Consultation and conference exist only on the phone.
 
 Codes (``ActionError.code``) and the HTTP status the API answers with:
 
