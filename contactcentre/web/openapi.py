@@ -22,9 +22,8 @@ from sqlalchemy import Column
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from contactcentre.acd.agent import AGENT_TRANSITIONS
-from contactcentre.acd.contact import CONTACT_STATES
-from contactcentre.events import CHANNELS
+from contactcentre.acd import CONTACT_STATES
+from contactcentre.events import AGENT_STATES, CHANNELS
 from contactcentre.store.schema import ROLES
 from contactcentre.store.screenpop import ScreenPop
 from contactcentre.store.transcripts import MESSAGE_COLUMNS
@@ -187,7 +186,7 @@ def _schemas() -> dict[str, Any]:
             ("id", "name", "state", "reason", "presence", "away_reason", "since_ms", "load"),
             id=_S,
             name=_S,
-            state={"enum": sorted({st for (frm, _), nxt in AGENT_TRANSITIONS.items() for st in (frm, *nxt)})},
+            state={"enum": sorted(AGENT_STATES)},
             reason=_nullable(_S),
             presence={**_S, "description": "what the agent chose; away takes effect when open work ends"},
             away_reason=_nullable(_S),
