@@ -28,13 +28,13 @@ async def change_skills(
     centre: Centre, agent_id: str, skills: dict[str, int] | None, capacity: dict[str, int] | None
 ) -> None:
     """Set an agent's skills (name → level 1-10) and/or channel capacities; returns once the change is logged."""
-    if centre.router.agents.get(agent_id) is None:
+    if not centre.router.has_agent(agent_id):
         raise AgentChangeRefused(404, "not_found", f"no agent {agent_id!r}")
-    driver = centre.driver
-    if driver.closed:
+    if centre.driver.closed:
         raise AgentChangeRefused(503, "unavailable", "the centre is shutting down")
-    refused = driver.refused  # the driver drops a refused input with a log line only: count to notice
-    centre.submit(AgentSkillsChanged(at_ms=centre.now_ms(), agent_id=agent_id, skills=skills, capacity=capacity))
-    if driver.refused != refused:
-        raise AgentChangeRefused(409, "conflict", "the router refused the change (the server log says why)")
+    refusal = centre.submit(
+        AgentSkillsChanged(at_ms=centre.now_ms(), agent_id=agent_id, skills=skills, capacity=capacity)
+    )
+    if refusal is not None:
+        raise AgentChangeRefused(409, "conflict", f"the router refused the change: {refusal}")
     await centre.commit()

@@ -7,9 +7,9 @@ around them:
 * **who**: the browser console's web session (the ``cc_session`` cookie sent with the handshake, from the site's
   own pages only) or else a first frame with an API token; a second console of the same agent replaces the first;
   the console lasts only as long as that login (logout, a disabled user, a revoked token close it: web/sockets.py);
-* **checking before submitting**: the driver drops a refused input with a log line, so every command is
-  checked against the router's state first and answered with an ``error`` frame the agent can act on (a
-  refusal the checks missed is still caught, from the driver's refusal count);
+* **checking before submitting**: every command is checked against the router's read side first
+  (``Router.check`` and its views) and answered with an ``error`` frame the agent can act on (a refusal the
+  checks missed is still caught: ``submit`` returns it);
 * **order**: every connection has one outgoing queue, filled in the order the centre's events happened.
   Frames that need the database (a contact's transcript, an offer's preview after a restart) are tasks
   started at once and sent in their place, so a console sees ``offer`` before ``offer_gone`` and
@@ -35,11 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from websockets.exceptions import ConnectionClosed
 
-from contactcentre.acd.agent import LOGGED_OUT, READY
-from contactcentre.acd.contact import CONNECTED, HELD
-from contactcentre.acd.contact import WRAP_UP as C_WRAP_UP
-from contactcentre.acd.errors import RouterError
-from contactcentre.acd.strategies import score_words
+from contactcentre.acd import score_words
 from contactcentre.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.events import (
@@ -94,8 +90,7 @@ from contactcentre.wsframes.agent import (
 from contactcentre.wsframes.policy import refused_login
 
 if TYPE_CHECKING:
-    from contactcentre.acd.agent import Agent
-    from contactcentre.acd.contact import Contact
+    from contactcentre.acd import AgentView, ContactView
     from contactcentre.centre import Centre
     from contactcentre.web.auth import WebAuth
 
@@ -264,13 +259,13 @@ class AgentGateway:
     def customer_typing(self, contact_id: str, agent_id: str) -> None:
         """A channel's callback: the customer of ``contact_id`` is typing (the chat channel's ``on_typing``)."""
         s = self._sessions.get(agent_id)
-        if s is not None and contact_id in self._agent(s).work:
+        if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "typing", "contact_id": contact_id})
 
     def customer_presence(self, contact_id: str, agent_id: str | None, connected: bool) -> None:
         """A channel's callback: the customer's connection went away or came back (``on_presence``)."""
         s = self._sessions.get(agent_id) if agent_id is not None else None
-        if s is not None and contact_id in self._agent(s).work:
+        if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "customer_presence", "contact_id": contact_id, "connected": connected})
 
     async def handle(self, ws: Any) -> None:
@@ -398,7 +393,7 @@ class AgentGateway:
             await self._refuse(ws, "not_an_agent", f"user {user.id!r} ({user.role}) has no agent id")
             return None
         router = centre.router
-        agent = router.agents.get(agent_id)
+        agent = router.agent(agent_id)
         if agent is None:
             await self._refuse(ws, "unknown_agent", f"agent {agent_id!r} is not in the centre's configuration")
             return None
@@ -411,10 +406,11 @@ class AgentGateway:
         if old is not None:
             log.info("agent %s: a new console replaces the old one", agent_id)
             self._spawn(old.close(*Closes.AGENT_REPLACED.value))
-        if agent.presence == LOGGED_OUT:
+        if not agent.logged_in:
             # Logged in but not ready: the agent chooses when work may come (an offer to someone still
             # putting a headset on would ring out and put them away as missed).
             self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
+            agent = self._agent_now(agent_id)
         rules = AgentConnection(self.rate_per_s, self.burst)
         rules.logged_in(agent_id, centre.loop.time())
         s = _Session(self, ws, user, agent_id, rules)
@@ -424,7 +420,7 @@ class AgentGateway:
                 user.id, functools.partial(self._revoked, s), session_id=session_id, token=token, checked_at=checked_at
             )
         s.last_state = _state_key(agent)
-        work = list(agent.work.values())
+        work = [c for c in map(router.contact, agent.work) if c is not None]
         s.push(
             {
                 "type": "welcome",
@@ -433,7 +429,7 @@ class AgentGateway:
                 "user": {"id": user.id, "role": user.role, "display_name": user.display_name},
                 **_state_fields(agent),
                 "work": [_work_entry(c) for c in work],
-                "offers": list(agent.offers),
+                "offers": [o.id for o in agent.offers],
                 "server_ms": centre.now_ms(),
                 "limits": {"rate_per_s": self.rate_per_s, "burst": self.burst, "max_text": MAX_TEXT},
                 "dispositions": sorted(self.dispositions),
@@ -442,11 +438,11 @@ class AgentGateway:
         for c in work:  # a console that comes back gets its contacts with their transcripts again
             s.push(self._task(self._contact_frame(s, c.id, _work_entry(c))))
         decisions = {d.offer_id: d for d in centre.driver.decisions if d.agent_id == agent_id}
-        for o in agent.offers.values():
-            c = o.contact
+        offered = [(o, router.contact(o.contact_id)) for o in agent.offers]
+        for o, c in offered:
             fields = _offer_fields(o.id, c, o.expires_ms, decisions.get(o.id))
-            s.push(self._task(self._offer_frame(fields, c.id)))
-        for c in [*work, *(o.contact for o in agent.offers.values())]:
+            s.push(self._task(self._offer_frame(fields, o.contact_id)))
+        for c in [*work, *(c for _, c in offered if c is not None)]:
             self._spawn(self._screen_pop(s, c.id, c.offer.id if c.offer is not None else None))
         s.writer = self._task(s.outbox.run())
         self.queue_figures.welcome(agent_id)
@@ -476,8 +472,8 @@ class AgentGateway:
         if self._sessions.get(s.agent_id) is not s:
             return  # replaced by a newer console (which carries on with the agent as it is), or detached already
         del self._sessions[s.agent_id]
-        agent = self.centre.router.agents.get(s.agent_id)
-        if agent is not None and agent.presence == READY and not self.centre.driver.closed:
+        agent = self.centre.router.agent(s.agent_id)
+        if agent is not None and agent.ready and not self.centre.driver.closed:
             # Offers to this agent fall through (contacts keep their place); its work stays its own.
             self.centre.submit(AgentAway(at_ms=self.centre.now_ms(), agent_id=s.agent_id, reason="disconnected"))
         log.info("agent %s: console disconnected", s.agent_id)
@@ -509,24 +505,31 @@ class AgentGateway:
 
     def _submit(self, event: Event) -> None:
         """Hand one input to the router; a refusal the checks before missed still becomes an error frame."""
-        driver = self.centre.driver
-        if driver.closed:
+        if self.centre.driver.closed:
             raise ProtocolError("unavailable", "the server is shutting down")
-        before = driver.refused
-        self.centre.submit(event)
-        if driver.refused != before:
-            last = driver.last_refusal
-            why = str(last[1]) if last is not None and last[0] is event else "the server log says why"
-            raise ProtocolError("refused", f"the router refused {type(event).__name__}: {why}")
+        refusal = self.centre.submit(event)
+        if refusal is not None:
+            raise ProtocolError("refused", f"the router refused {type(event).__name__}: {refusal}")
 
-    def _agent(self, s: _Session) -> Agent:
-        return self.centre.router.agents[s.agent_id]
+    def _check(self, event: Event) -> None:
+        """The router's own rules answer whether it would take the input (nothing is applied)."""
+        refusal = self.centre.router.check(event)
+        if refusal is not None:
+            raise ProtocolError("refused", str(refusal))
 
-    def _own(self, s: _Session, frame: frames.OnContact) -> Contact:
+    def _agent(self, s: _Session) -> AgentView:
+        return self._agent_now(s.agent_id)
+
+    def _agent_now(self, agent_id: str) -> AgentView:
+        a = self.centre.router.agent(agent_id)
+        assert a is not None  # the router forgets no agent, and a console is only opened for a known one
+        return a
+
+    def _own(self, s: _Session, frame: frames.OnContact) -> ContactView:
         """The contact a command is about, if this agent is handling it (connected, held or wrapping up)."""
         cid = frame.contact_id
-        c = self.centre.router.contacts.get(cid)
-        if c is None or cid not in self._agent(s).work:
+        c = self.centre.router.contact(cid)
+        if c is None or self.centre.router.handler_of(cid) != s.agent_id:
             raise ProtocolError("not_your_contact", f"you are not handling contact {cid!r}")
         return c
 
@@ -537,42 +540,45 @@ class AgentGateway:
         want = frame.state
         a = self._agent(s)
         now = self.centre.now_ms()
+        event: Event
         if want == "available":
-            if a.presence == LOGGED_OUT:  # logged out by a supervisor meanwhile: "available" logs in again
-                self._submit(AgentLoggedIn(at_ms=now, agent_id=a.id))
+            if not a.logged_in:  # logged out by a supervisor meanwhile: "available" logs in again
+                event = AgentLoggedIn(at_ms=now, agent_id=a.id)
             else:
-                _check(lambda: a.must("ready"))
-                self._submit(AgentReady(at_ms=now, agent_id=a.id))
+                event = AgentReady(at_ms=now, agent_id=a.id)
+                self._check(event)
         elif want == "away":
             reason = frame.reason or "break"
-            if a.presence == LOGGED_OUT:
-                self._submit(AgentLoggedIn(at_ms=now, agent_id=a.id, away_reason=reason))
+            if not a.logged_in:
+                event = AgentLoggedIn(at_ms=now, agent_id=a.id, away_reason=reason)
             else:
-                _check(lambda: a.must("away"))
-                self._submit(AgentAway(at_ms=now, agent_id=a.id, reason=reason))
+                event = AgentAway(at_ms=now, agent_id=a.id, reason=reason)
+                self._check(event)
         else:
             raise ProtocolError("bad_field", f"state: 'available' or 'away', not {want!r}")
-        return _state_fields(a)
+        self._submit(event)
+        return _state_fields(self._agent(s))
 
     async def _cmd_logout(self, s: _Session, frame: frames.Logout) -> Frame | None:
         a = self._agent(s)
-        if a.active:
-            busy = ", ".join(cid for cid, c in a.work.items() if c.state in (CONNECTED, HELD))
+        if a.handling:
+            busy = ", ".join(a.handling)
             raise ProtocolError("refused", f"you are still handling {busy}: end or transfer it first")
-        if a.presence != LOGGED_OUT:
-            _check(lambda: a.must("logout"))
-            self._submit(AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id))
+        if a.logged_in:
+            event = AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id)
+            self._check(event)
+            self._submit(event)
         return None
 
     def _open_offer(self, s: _Session, frame: frames.Accept | frames.Answer | frames.Reject) -> tuple[str, str]:
         oid = frame.offer_id
-        o = self._agent(s).offers.get(oid)
+        o = next((o for o in self._agent(s).offers if o.id == oid), None)
         if o is None:
             raise ProtocolError("stale_offer", f"offer {oid!r} is not open for you (expired, withdrawn or answered)")
         cid = frame.contact_id
-        if cid is not None and cid != o.contact.id:
-            raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact.id!r}, not {cid!r}")
-        return oid, o.contact.id
+        if cid is not None and cid != o.contact_id:
+            raise ProtocolError("bad_field", f"offer {oid!r} is for contact {o.contact_id!r}, not {cid!r}")
+        return oid, o.contact_id
 
     async def _act(self, fn: Callable[..., Awaitable[Frame]], *args: Any, **kw: Any) -> Frame:
         """One of the shared contact actions (``contact_actions``), its refusal as an error frame."""
@@ -603,7 +609,7 @@ class AgentGateway:
 
     async def _cmd_message(self, s: _Session, frame: frames.Message) -> Frame | None:
         c = self._own(s, frame)
-        if c.state not in (CONNECTED, HELD):
+        if not c.handling:
             raise ProtocolError("refused", f"contact {c.id!r} is {c.state}: handling has ended")
         text = frame.text
         if not text.strip():
@@ -682,15 +688,15 @@ class AgentGateway:
 
     async def _cmd_wrap_up_done(self, s: _Session, frame: frames.WrapUpDone) -> Frame | None:
         c = self._own(s, frame)
-        a = self._agent(s)
-        _check(lambda: (c.must("close"), a.must("wrap_done")))
-        self._submit(WrapUpEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
+        event = WrapUpEnded(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=s.agent_id)
+        self._check(event)
+        self._submit(event)
         return {"contact_id": c.id}
 
     async def _cmd_typing(self, s: _Session, frame: frames.Typing) -> Frame | None:
         c = self._own(s, frame)
         typing = getattr(self.centre.channels.get(c.channel), "agent_typing", None)
-        if typing is not None and c.state in (CONNECTED, HELD):  # channels without it (e-mail) show nothing
+        if typing is not None and c.handling:  # channels without it (e-mail) show nothing
             typing(c.id, s.agent_id)
         return {"contact_id": c.id}
 
@@ -721,9 +727,9 @@ class AgentGateway:
                 self._to_agent(s, ev)
         # One state frame per batch and agent, and only when it changed: the console shows where the agent
         # ended up, and presence changes that leave the state alone (away while busy) are shown too.
-        agents = self.centre.router.agents
+        router = self.centre.router
         for s in touched.values():
-            agent = agents.get(s.agent_id)
+            agent = router.agent(s.agent_id)
             if agent is None:
                 continue
             key = _state_key(agent)
@@ -733,10 +739,10 @@ class AgentGateway:
 
     def _to_agent(self, s: _Session, ev: Event) -> None:
         """The frames one event about this agent makes."""
-        contacts = self.centre.router.contacts
+        router = self.centre.router
         match ev:
             case OfferMade():
-                fields = _offer_fields(ev.offer_id, contacts.get(ev.contact_id), ev.expires_ms, ev)
+                fields = _offer_fields(ev.offer_id, router.contact(ev.contact_id), ev.expires_ms, ev)
                 fields.update(contact_id=ev.contact_id, queue=ev.queue, channel=ev.channel)
                 s.push(self._task(self._offer_frame(fields, ev.contact_id)))
                 self._spawn(self._screen_pop(s, ev.contact_id, ev.offer_id, self.centre.log_position()))
@@ -745,19 +751,19 @@ class AgentGateway:
             case OfferCancelled():
                 s.push(_offer_gone(ev.offer_id, ev.contact_id, ev.reason))
             case ContactConnected():
-                c = contacts.get(ev.contact_id)
+                c = router.contact(ev.contact_id)
                 entry: Frame = {
                     "contact_id": ev.contact_id,
                     "channel": ev.channel,
                     "queue": ev.queue,
-                    "state": CONNECTED,
+                    "state": "connected",
                     "customer_id": c.customer_id if c is not None else None,
                     "tier": ev.tier,
                     "wait_ms": ev.wait_ms,
                 }
                 s.push(self._task(self._contact_frame(s, ev.contact_id, entry)))
             case ContactHeld() | ContactRetrieved():
-                state = HELD if isinstance(ev, ContactHeld) else CONNECTED
+                state = "held" if isinstance(ev, ContactHeld) else "connected"
                 s.push({"type": "contact_state", "contact_id": ev.contact_id, "state": state})
             case WrapUpStarted():
                 if ev.by == "customer":
@@ -807,7 +813,7 @@ class AgentGateway:
             known.said = True
         if inbound:
             known = self._known.get(ev.contact_id)
-            if known is None and ev.contact_id not in self.centre.router.contacts:
+            if known is None and not self.centre.router.has_contact(ev.contact_id):
                 # lines that came before their contact's arrival (or without one): kept for the preview
                 known = self._known[ev.contact_id] = _Known()
                 if len(self._known) > MAX_KNOWN:
@@ -817,11 +823,9 @@ class AgentGateway:
                 if known.subject is None and ev.subject:
                     known.subject = ev.subject
                 known.add_text(ev.body)
-        c = self.centre.router.contacts.get(ev.contact_id)
-        if c is None or c.agent_id is None:
-            return
-        s = self._sessions.get(c.agent_id)
-        if s is None or c.id not in self._agent(s).work:
+        agent_id = self.centre.router.handler_of(ev.contact_id)
+        s = self._sessions.get(agent_id) if agent_id is not None else None
+        if s is None:
             return  # lines that come while a contact waits or rings are in its transcript later
         if not inbound and ev.agent_id == s.agent_id:
             return  # the agent's own line: its ack carried the message id
@@ -929,7 +933,7 @@ class AgentGateway:
         return {"contact_id": c.id, "id": row["id"], "message_id": row["message_id"], "text": row["body"] or ""}
 
     async def _screen_pop(self, s: _Session, contact_id: str, offer_id: str | None, logged: int | None = None) -> None:
-        c = self.centre.router.contacts.get(contact_id)
+        c = self.centre.router.contact(contact_id)
         if c is None:
             return
         now = self.centre.now_ms()
@@ -951,7 +955,7 @@ class AgentGateway:
             pop = None
         # Shown only to the agent who still has the contact (offered or handling): nobody else sees it, so no
         # read is recorded for them.
-        c = self.centre.router.contacts.get(contact_id)
+        c = self.centre.router.contact(contact_id)
         if s.closed or c is None or c.agent_id != s.agent_id or self._sessions.get(s.agent_id) is not s:
             return
         frame: Frame = {"type": "screen_pop", "contact_id": contact_id, "offer_id": offer_id}
@@ -1003,19 +1007,11 @@ def _targets(frame: frames.Transfer) -> dict[str, str | None]:
     return {"to_queue": frame.to_queue, "to_agent": frame.to_agent, "to_external": frame.to_external}
 
 
-def _check(fn: Callable[[], Any]) -> None:
-    """The router's own transition tables answer whether a step is allowed (they change nothing)."""
-    try:
-        fn()
-    except RouterError as exc:
-        raise ProtocolError("refused", str(exc)) from None
-
-
-def _state_key(agent: Agent) -> tuple[Any, ...]:
+def _state_key(agent: AgentView) -> tuple[Any, ...]:
     return (agent.state, agent.state_reason, agent.presence, agent.away_reason)
 
 
-def _state_fields(agent: Agent) -> Frame:
+def _state_fields(agent: AgentView) -> Frame:
     return {
         "state": agent.state,
         "reason": agent.state_reason,
@@ -1025,7 +1021,7 @@ def _state_fields(agent: Agent) -> Frame:
     }
 
 
-def _work_entry(c: Contact) -> Frame:
+def _work_entry(c: ContactView) -> Frame:
     entry: Frame = {
         "contact_id": c.id,
         "channel": c.channel,
@@ -1034,12 +1030,12 @@ def _work_entry(c: Contact) -> Frame:
         "customer_id": c.customer_id,
         "tier": c.tier,
     }
-    if c.state == C_WRAP_UP:
-        entry["wrap_up_ends_ms"] = c.wrap_timer.due_ms if c.wrap_timer is not None else None
+    if c.state == "wrap_up":
+        entry["wrap_up_ends_ms"] = c.wrap_up_ends_ms
     return entry
 
 
-def _offer_fields(offer_id: str, c: Contact | None, expires_ms: int, ev: OfferMade | None) -> Frame:
+def _offer_fields(offer_id: str, c: ContactView | None, expires_ms: int, ev: OfferMade | None) -> Frame:
     """An offer frame but its preview; ``ev`` (the decision, for its explanation) may be gone after a restart."""
     return {
         "offer_id": offer_id,
@@ -1060,7 +1056,7 @@ def _no_wrap_up(ev: WrapUpStarted) -> bool:
     return ev.ends_ms == ev.at_ms
 
 
-def _waiting_since(c: Contact | None) -> int | None:
+def _waiting_since(c: ContactView | None) -> int | None:
     """Since when the customer has waited in the queue (the console's offer card counts it up)."""
     return c.waiting_since_ms if c is not None else None
 

@@ -1,7 +1,7 @@
 """The agent console's own queues: how many contacts wait and since when the oldest has waited, in each queue
 the agent serves (the ``queues`` frame, docs/protocol.md).
 
-Figures come from the router's public reads (``waiting_contacts``, ``queues_served_by``), computed once for
+Figures come from the router's public reads (``waiting_contacts``, ``served_queues``), computed once for
 every console at most every ``every_s`` seconds after the centre's events changed something, and sent to a
 console only when its queues' figures differ from what it was last sent. The frame carries since when the
 oldest contact has waited, not for how long, so the console counts the longest wait up itself and nothing is
@@ -63,7 +63,7 @@ class QueueFigures:
             if agent_id not in self._welcomed:
                 continue
             # Asked each round: a skills change (the dashboard, /admin) changes the queues an agent serves.
-            queues = router.queues_served_by(agent_id)
+            queues = router.served_queues(agent_id)
             rows = [figures.get(q) or {"queue": q, "waiting": 0, "oldest_since_ms": None} for q in queues]
             if self._sent.get(agent_id) != rows:
                 self._sent[agent_id] = rows

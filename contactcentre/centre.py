@@ -2,9 +2,11 @@
 
 It joins the router (through its ``RouterDriver``), the store (the writer for everything that is logged, a
 small thread pool for reads and for the few writes that are not events) and the clock. Adapters never touch
-the router or the database directly; they
+the router's state or the database directly; they
 
-* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting;
+* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting; it returns
+  the router's refusal, if it refused;
+* ask ``router``'s read methods (``contact``, ``agent``, ``check``, …): frozen values, never its objects;
 * ``publish`` facts that are not router inputs (a chat line, an e-mail reply) — logged and fanned out to
   every subscriber exactly like the router's output, so the one event vocabulary carries them too;
 * ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
@@ -31,8 +33,7 @@ from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
 
 if TYPE_CHECKING:
-    from contactcentre.acd import Router
-    from contactcentre.acd.stats import LiveStats
+    from contactcentre.acd import LiveStats, Router, RouterError
     from contactcentre.driver import RouterDriver
     from contactcentre.store.db import Connection, Engine
     from contactcentre.store.writer import StoreWriter
@@ -93,9 +94,10 @@ class Centre:
     def now_ms(self) -> int:
         return self.clock.now_ms()
 
-    def submit(self, event: Event) -> None:
-        """Hand one router input over (stamp it with ``now_ms()``); refused inputs are logged and dropped."""
-        self.driver.submit(event)
+    def submit(self, event: Event) -> RouterError | None:
+        """Hand one router input over (stamp it with ``now_ms()``); a refused input is logged and dropped, and
+        its refusal returned (see ``RouterDriver.submit``)."""
+        return self.driver.submit(event)
 
     def publish(self, events: Iterable[Event]) -> None:
         """Log facts that are not router inputs and fan them out to every subscriber."""
@@ -219,10 +221,8 @@ def disconnected_agents(router: Router, now_ms: int) -> list[Event]:
     """After a restart no agent is connected: each one logged in and not away is put away, so the router
     offers nothing to a console that is not there (their offers fall through; contacts keep their place).
     An agent who reconnects says ``ready`` again; contacts they were handling stay theirs."""
-    from contactcentre.acd.agent import READY
-
     out: list[Event] = []
-    for a in router.agents.values():
-        if a.presence == READY:
+    for a in router.agent_list():
+        if a.ready:
             out.append(AgentAway(at_ms=now_ms, agent_id=a.id, reason="disconnected"))
     return out

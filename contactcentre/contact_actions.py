@@ -2,11 +2,11 @@
 conference, hang up, request a callback. One set of checks behind the agent protocol (``agent_gateway``) and
 the REST API (``web/api.py``), so that both refuse the same things with the same codes.
 
-Every action is checked against the router's state first (the router's own transition tables answer, without
-changing anything): the driver drops a refused input with only a log line, so whoever asked must be told why
-before it is submitted. A voice contact carried by a switch is operated on the phone (``centre.channels
-["voice"]``): the switch's events then reach the router through the voice bridge, as if the agent had pressed
-the phone's own buttons. Consultation and conference exist only on the phone.
+Every action is checked against the router's state first (``Router.check`` runs the router's own rules
+without applying anything): an action on the phone reaches the router only through the switch's events, so
+whoever asked must be told why before the phone is operated. A voice contact carried by a switch is
+operated on the phone (``centre.channels["voice"]``): the switch's events then reach the router through the
+voice bridge, as if the agent had pressed the phone's own buttons. Consultation and conference exist only on the phone.
 
 Codes (``ActionError.code``) and the HTTP status the API answers with:
 
@@ -25,11 +25,8 @@ Codes (``ActionError.code``) and the HTTP status the API answers with:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from contactcentre.acd.agent import LOGGED_OUT
-from contactcentre.acd.errors import RouterError
 from contactcentre.events import (
     ContactEnded,
     ContactHeld,
@@ -41,9 +38,7 @@ from contactcentre.events import (
 from contactcentre.store.contacts import contact_address
 
 if TYPE_CHECKING:
-    from contactcentre.acd.agent import Agent
-    from contactcentre.acd.contact import Contact
-    from contactcentre.acd.offers import Offer
+    from contactcentre.acd import AgentView, ContactView, OfferView
     from contactcentre.centre import Centre
 
 STATUS = {
@@ -77,14 +72,6 @@ class ActionError(Exception):
         return STATUS.get(self.code, 409)
 
 
-def check(fn: Callable[[], Any]) -> None:
-    """The router's own transition tables answer whether a step is allowed (they change nothing)."""
-    try:
-        fn()
-    except RouterError as exc:
-        raise ActionError("refused", str(exc)) from None
-
-
 def channel_error(exc: Exception) -> ActionError:
     """A channel adapter's failure, with the adapter's own code (``not_in_call``, ``busy`` …) as the reason."""
     reason = getattr(exc, "code", None)
@@ -100,39 +87,39 @@ class ContactActions:
 
     # ------------------------------------------------------------------------------------------ lookups
 
-    def contact(self, contact_id: str) -> Contact:
-        c = self.centre.router.contacts.get(contact_id)
+    def contact(self, contact_id: str) -> ContactView:
+        c = self.centre.router.contact(contact_id)
         if c is None:
             raise ActionError("not_found", f"no contact {contact_id!r} in the centre now")
         return c
 
-    def acting_agent(self, c: Contact) -> str:
+    def acting_agent(self, c: ContactView) -> str:
         """Who a supervisor acts for: the agent handling the contact, else the one it is offered to."""
         if c.agent_id is not None:
             return c.agent_id
         if c.offer is not None:
-            return c.offer.agent.id
+            return c.offer.agent_id
         raise ActionError("refused", f"contact {c.id!r} is {c.state}: no agent has it")
 
-    def own(self, contact_id: str, agent_id: str) -> tuple[Contact, Agent]:
+    def own(self, contact_id: str, agent_id: str) -> tuple[ContactView, AgentView]:
         """The contact, if this agent is handling it (connected, held or wrapping up)."""
         c = self.contact(contact_id)
-        a = self.centre.router.agents.get(agent_id)
+        a = self.centre.router.agent(agent_id)
         if a is None or c.id not in a.work:
             raise ActionError("not_your_contact", f"agent {agent_id!r} is not handling contact {contact_id!r}")
         return c, a
 
-    def open_offer(self, contact_id: str, agent_id: str, offer_id: str | None = None) -> Offer:
+    def open_offer(self, contact_id: str, agent_id: str, offer_id: str | None = None) -> OfferView:
         """The agent's open offer of the contact (``offer_id``: that one exactly)."""
         self.centre.driver.catch_up()  # an offer past its deadline is not open, whether or not its timer ran
         c = self.contact(contact_id)
-        a = self.centre.router.agents.get(agent_id)
-        offers = a.offers.values() if a is not None else ()
-        o = next((o for o in offers if o.contact.id == c.id and (offer_id is None or o.id == offer_id)), None)
+        a = self.centre.router.agent(agent_id)
+        offers = a.offers if a is not None else ()
+        o = next((o for o in offers if o.contact_id == c.id and (offer_id is None or o.id == offer_id)), None)
         if o is None:
             if offer_id is not None:
                 raise ActionError("stale_offer", f"offer {offer_id!r} is not open (expired, withdrawn or answered)")
-            if c.id in (a.work if a is not None else {}):
+            if a is not None and c.id in a.work:
                 raise ActionError("refused", f"contact {c.id!r} is {c.state} with you already")
             raise ActionError("stale_offer", f"no offer of {c.id!r} to {agent_id!r} is open (expired or withdrawn)")
         return o
@@ -148,8 +135,8 @@ class ContactActions:
 
     async def answer(self, contact_id: str, agent_id: str, offer_id: str | None = None) -> dict[str, Any]:
         o = self.open_offer(contact_id, agent_id, offer_id)
-        cid = o.contact.id
-        phone = self.phone(o.contact.channel)
+        cid = o.contact_id
+        phone = self.phone(self.contact(cid).channel)
         if phone is not None:
             await self._on_phone("answer", cid, agent_id, phone)  # the phone goes off-hook: that accepts the offer
         else:
@@ -172,7 +159,7 @@ class ContactActions:
         """One step of the agent's own contact, checked against both transition tables first: on the phone
         (whose events reach the router) when a switch carries the contact, else straight to the router."""
         c, a = self.own(contact_id, agent_id)
-        check(lambda: (c.must(action), a.must(action)))
+        self._check(event(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))  # type: ignore[call-arg]
         phone = self.phone(c.channel)
         if phone is not None:
             await self._on_phone(phone_action, c.id, a.id, phone)
@@ -192,7 +179,15 @@ class ContactActions:
         """Blind transfer: to a queue, to a named agent (who gets it first, then its queue), out of the centre."""
         c, a = self.own(contact_id, agent_id)
         self._check_target(c, a, to_queue, to_agent, to_external, "a transfer")
-        check(lambda: (c.must("transfer_out" if to_external is not None else "transfer"), a.must("transfer")))
+        request = TransferRequested(
+            at_ms=self.centre.now_ms(),
+            contact_id=c.id,
+            agent_id=a.id,
+            to_queue=to_queue,
+            to_agent_id=to_agent,
+            to_external=to_external,
+        )
+        self._check(request)
         phone = self.phone(c.channel)
         if phone is not None:  # the switch moves the call first; its Transferred event reaches the router
             try:
@@ -200,16 +195,7 @@ class ContactActions:
             except Exception as exc:
                 raise channel_error(exc) from None
             return {"contact_id": c.id}
-        self._submit(
-            TransferRequested(
-                at_ms=self.centre.now_ms(),
-                contact_id=c.id,
-                agent_id=a.id,
-                to_queue=to_queue,
-                to_agent_id=to_agent,
-                to_external=to_external,
-            )
-        )
+        self._submit(request)
         return {"contact_id": c.id}
 
     async def consult(
@@ -226,7 +212,7 @@ class ContactActions:
         phone = self._voice(c)
         self._check_target(c, a, to_queue, to_agent, to_external, "a consultation")
         if c.state != "held":
-            check(lambda: (c.must("hold"), a.must("hold")))
+            self._check(ContactHeld(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id))
         try:
             call_id = await phone.consult(c.id, a.id, to_queue=to_queue, to_agent=to_agent, to_external=to_external)
         except Exception as exc:
@@ -237,7 +223,8 @@ class ContactActions:
         """The consulted party takes the agent's place: a consultative transfer."""
         c, a = self.own(contact_id, agent_id)
         phone = self._voice(c)
-        check(lambda: (c.must("transfer"), a.must("transfer")))
+        # Checked as a transfer back to its own queue: the consulted party's side is the switch's.
+        self._check(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=a.id, to_queue=c.queue))
         await self._on_phone("complete_transfer", c.id, a.id, phone)
         return {"contact_id": c.id}
 
@@ -289,7 +276,7 @@ class ContactActions:
 
     # ---------------------------------------------------------------------------------------- internals
 
-    def _voice(self, c: Contact) -> Any:
+    def _voice(self, c: ContactView) -> Any:
         phone = self.phone(c.channel)
         if phone is None:
             raise ActionError("not_voice", f"contact {c.id!r} is not a call on the switch ({c.channel})")
@@ -297,8 +284,8 @@ class ContactActions:
 
     def _check_target(
         self,
-        c: Contact,
-        a: Agent,
+        c: ContactView,
+        a: AgentView,
         to_queue: str | None,
         to_agent: str | None,
         to_external: str | None,
@@ -308,43 +295,44 @@ class ContactActions:
         if sum(t is not None for t in (to_queue, to_agent, to_external)) != 1:
             raise ActionError("bad_field", f"{what} needs exactly one of to_queue, to_agent, to_external")
         if to_queue is not None:
-            plan = router.queues.get(to_queue)
-            if plan is None:
+            if router.queue(to_queue) is None:
                 raise ActionError("refused", f"no queue {to_queue!r}")
-            if c.channel not in plan.channels:
+            if not router.serves(to_queue, c.channel):
                 raise ActionError("refused", f"queue {to_queue!r} does not take {c.channel}")
         if to_agent is not None:
-            target = router.agents.get(to_agent)
+            target = router.agent(to_agent)
             if target is None:
                 raise ActionError("refused", f"no agent {to_agent!r}")
-            if target is a:
+            if target.id == a.id:
                 raise ActionError("refused", f"you cannot be the target of your own {what.split()[-1]}")
-            if target.presence == LOGGED_OUT:
+            if not target.logged_in:
                 raise ActionError("refused", f"agent {to_agent!r} is not logged in")
         if to_external is not None and not to_external.strip():
             raise ActionError("bad_field", "to_external: empty")
 
+    def _check(self, event: Event) -> None:
+        """Would the router take ``event`` now? Asked before acting on the phone, whose events reach the
+        router only later (and cannot be refused by then)."""
+        refusal = self.centre.router.check(event)
+        if refusal is not None:
+            raise ActionError("refused", str(refusal))
+
     def _submit(self, event: Event) -> None:
         """Hand one input to the router; a refusal the checks before missed is still reported."""
-        driver = self.centre.driver
-        if driver.closed:
+        if self.centre.driver.closed:
             raise ActionError("unavailable", "the server is shutting down")
-        before = driver.refused
-        self.centre.submit(event)
-        if driver.refused != before:
-            last = driver.last_refusal
-            why = str(last[1]) if last is not None and last[0] is event else "the server log says why"
-            raise ActionError("refused", f"the router refused {type(event).__name__}: {why}")
+        refusal = self.centre.submit(event)
+        if refusal is not None:
+            raise ActionError("refused", f"the router refused {type(event).__name__}: {refusal}")
 
     async def _on_phone(self, action: str, contact_id: str, agent_id: str, phone: Any) -> None:
-        driver = self.centre.driver
-        if driver.closed:
+        """The agent's phone does it; the switch's events reach the router, and the phone channel refuses the
+        operation (``refused``) if the router refused what they led to."""
+        if self.centre.driver.closed:
             raise ActionError("unavailable", "the server is shutting down")
-        before = driver.refused
         try:
             await getattr(phone, action)(contact_id, agent_id)
         except Exception as exc:
+            if getattr(exc, "code", None) == "refused":
+                raise ActionError("refused", f"the router refused the {action}: {exc}") from None
             raise channel_error(exc) from None
-        if driver.refused != before:
-            last = driver.last_refusal
-            raise ActionError("refused", f"the router refused the {action}: {last[1] if last else '?'}")

@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from contactcentre.acd import Router, RouterError
-from contactcentre.acd.stats import LiveStats
-from contactcentre.acd.strategies import score_words
+from contactcentre.acd import LiveStats, Router, RouterError, score_words
 from contactcentre.clock import Clock
 from contactcentre.cti.timer import DeadlineTimer, on_loop
 from contactcentre.events import (
@@ -51,9 +49,10 @@ class RouterDriver:
 
     ``submit(event)`` hands one input (stamped by the caller with ``clock.now_ms()``) to the router and
     dispatches what came out: to the event log, to ``LiveStats``, to the recent-decision list and to every
-    subscriber, in that order. A refused input (``RouterError``) is logged and dropped. Subscribers may
-    submit from their callback; such inputs are handled after the current dispatch finishes, so every
-    subscriber sees every batch in order.
+    subscriber, in that order. A refused input (``RouterError``) is logged, counted and dropped, and ``submit``
+    returns the refusal, so a caller that answers a person says why. Subscribers may submit from their
+    callback; such inputs are handled after the current dispatch finishes, so every subscriber sees every
+    batch in order (their refusal is only logged: ``submit`` has returned by then).
     """
 
     def __init__(
@@ -77,7 +76,6 @@ class RouterDriver:
         self.outcomes: dict[str, str] = {}  # offer id -> outcome, for the offers in ``decisions``
         self.handled = 0  # inputs accepted
         self.refused = 0  # inputs the router refused
-        self.last_refusal: tuple[Event, RouterError] | None = None  # for adapters that answer a person
         self.emitted = 0  # events dispatched (inputs echoed + derived)
         self.closed = False
         self._deadline = DeadlineTimer(on_loop(loop, clock), self._on_deadline)
@@ -100,13 +98,16 @@ class RouterDriver:
 
         return unsubscribe
 
-    def submit(self, event: Event) -> None:
+    def submit(self, event: Event) -> RouterError | None:
+        """Hand ``event`` to the router; the router's refusal of it, or None if it was taken (or dropped by a
+        closed driver, or queued behind the batch a subscriber submitted it from)."""
         if self.closed:
             log.debug("driver closed; dropped %s", type(event).__name__)
-            return
+            return None
         self._inbox.append(event)
         if not self._dispatching:  # else a subscriber submitted from its callback: handled after this batch
-            self._run(None)
+            return self._run(None, event)
+        return None
 
     def catch_up(self) -> None:
         """Run whatever timers are due by now (an adapter about to act on router state it must not find
@@ -127,7 +128,9 @@ class RouterDriver:
         if not self.closed:
             self._run(self.clock.now_ms())
 
-    def _run(self, advance_to: int | None) -> None:
+    def _run(self, advance_to: int | None, submitted: Event | None = None) -> RouterError | None:
+        """Advance, then handle the inbox; returns the refusal of ``submitted`` if the router refused it."""
+        refusal = None
         self._dispatching = True
         try:
             if advance_to is not None and advance_to >= self.router.now_ms:
@@ -143,7 +146,8 @@ class RouterDriver:
                     out = self.router.handle(ev)
                 except RouterError as exc:
                     self.refused += 1
-                    self.last_refusal = (ev, exc)
+                    if ev is submitted:
+                        refusal = exc
                     log.info("refused %s: %s", type(ev).__name__, exc)
                     continue
                 self.handled += 1
@@ -151,6 +155,7 @@ class RouterDriver:
         finally:
             self._dispatching = False
             self._rearm()
+        return refusal
 
     def _rearm(self) -> None:
         """Keep exactly one call armed, for the router's next deadline."""
@@ -196,12 +201,12 @@ class RouterDriver:
     def serving(self) -> dict[str, list[str]]:
         """Agents whose skills meet each queue's base requirement (cached until skills change)."""
         if self._serving is None:
-            self._serving = {q.name: self.router.agents_serving(q.name) for q in self.router.config.queues}
+            self._serving = {q.name: self.router.serving_agents(q.name) for q in self.router.config.queues}
         return self._serving
 
     def agent_rows(self) -> list[dict[str, Any]]:
         rows = []
-        for a in self.router.agents.values():
+        for a in self.router.agent_list():
             rows.append(
                 {
                     "id": a.id,

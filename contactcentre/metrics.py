@@ -235,12 +235,13 @@ class CentreMetrics:
         """Take over the contacts already waiting and the offers already open (a server restored from its log
         starts its metrics after the replay), so that their SLA and offer outcomes are still counted. When
         they were queued or offered is not known here: no estimate, latency or reaction time is observed."""
-        for c in router.contacts.values():
+        for c in router.contact_list():
             if c.state in _WAITING:
                 q, ch, t = self._queue(c.queue), self._channel(c.channel), self._tier(c.tier)
                 self._visits[c.id] = _Visit(q, ch, t, c.waiting_since_ms, None, c.sla_deadline_ms, None)
-        for o in router.offers.values():
-            self._offers[o.id] = _OpenOffer(None, self._queue(o.contact.queue), self._channel(o.contact.channel))
+        for c in router.contact_list():
+            if c.offer is not None:
+                self._offers[c.offer.id] = _OpenOffer(None, self._queue(c.queue), self._channel(c.channel))
 
     def _zero_series(self, config: CentreConfig) -> None:
         # Every configured queue/channel (and tier) pair exists from the start at 0, so that rate() and
@@ -516,7 +517,7 @@ class LiveCollector(Collector):
         for q in router.config.queues:
             for ch in q.channels:
                 count[(q.name, ch)] = 0
-        for c in router.contacts.values():
+        for c in router.contact_list():
             if c.state in _WAITING:
                 key = (c.queue, c.channel)
                 count[key] = count.get(key, 0) + 1
@@ -528,14 +529,15 @@ class LiveCollector(Collector):
             since = oldest.get((queue, channel))
             fam["longest"].add_metric([queue, channel], max(0, now - since) / 1000 if since is not None else 0.0)
         states = dict.fromkeys(AGENT_STATES, 0)
-        for a in router.agents.values():
-            states[a.state] += 1
+        agent_states = router.agent_states()
+        for state in agent_states.values():
+            states[state] += 1
         for state, n in states.items():
             fam["agents"].add_metric([state], n)
         for q in router.config.queues:
             per = dict.fromkeys(AGENT_STATES, 0)
-            for aid in router.agents_serving(q.name):
-                per[router.agents[aid].state] += 1
+            for aid in router.serving_agents(q.name):
+                per[agent_states[aid]] += 1
             for state, n in per.items():
                 fam["queue_agents"].add_metric([q.name, state], n)
         if self.driver is not None:

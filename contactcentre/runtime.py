@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from contactcentre.acd import Router
-from contactcentre.acd.stats import LiveStats
+from contactcentre.acd import LiveStats, Router
 from contactcentre.centre import ServerInfo
 from contactcentre.clock import LoopClock
 from contactcentre.config import CentreConfig
@@ -401,7 +400,7 @@ async def open_centre(
     for ev in disconnected_agents(router, clock.now_ms()):
         driver.submit(ev)
     if replayed:
-        waiting = sum(1 for c in router.contacts.values() if c.state == "queued")
+        waiting = sum(1 for c in router.contact_list() if c.state == "queued")
         log.warning("restore: %d logged inputs replayed; %d contacts waiting", replayed, waiting)
     return centre
 

@@ -318,8 +318,7 @@ class LiveDemo:
         )
 
         def hang_up() -> None:
-            c = self.centre.router.contacts.get(cid)
-            if c is not None and c.state in ("queued", "offered"):
+            if self.centre.router.contact_state(cid) in ("queued", "offered"):
                 self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=cid))
 
         self._later(patience_s, hang_up)
@@ -369,8 +368,8 @@ class LiveDemo:
             self._ivr_caller(ivr, voice, call_id, number, entry.queue)
 
         def hang_up() -> None:
-            c = self.centre.router.contacts.get(call_id)
-            if c is not None and c.state in ("queued", "offered") and call_id in voice.switch.calls:
+            state = self.centre.router.contact_state(call_id)
+            if state in ("queued", "offered") and call_id in voice.switch.calls:
                 try:
                     voice.driver.run(lambda now: voice.switch.clear_call(call_id, now))
                 except Exception as exc:

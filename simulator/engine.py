@@ -23,8 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contactcentre.acd import Router
-from contactcentre.acd.agent import HANDLING, STAFFED
+from contactcentre.acd import HANDLING, STAFFED, Router
 from contactcentre.events import (
     AgentAway,
     AgentLoggedIn,
@@ -385,12 +384,12 @@ class Simulation:
                             next_progress = arrivals + 20_000
                             progress(arrivals / calls if calls else (t - start) / (self.duration_ms or 1))
                     elif kind == _PATIENCE:
-                        c = router.contacts.get(data)
-                        if c is None or c.state not in ("queued", "offered"):
+                        state = router.contact_state(data)
+                        if state != "queued" and state != "offered":
                             continue
                         out = router.handle(CustomerLeft(at_ms=t, contact_id=data))
                     elif kind == _ACCEPT:
-                        if data.offer_id not in router.offers:
+                        if not router.offer_open(data.offer_id):
                             continue  # withdrawn meanwhile (the customer left)
                         out = router.handle(
                             OfferAccepted(
@@ -412,8 +411,8 @@ class Simulation:
                     elif kind == _SHIFT_OFF:  # stop taking work; finish what is in hand
                         out = router.handle(AgentAway(at_ms=t, agent_id=data, reason="off_shift"))
                     else:  # _BACK: an agent the router set away for a missed offer picks up again
-                        a = router.agents[data]
-                        if a.presence != "away" or a.away_reason != "missed_offer":
+                        a = router.agent(data)
+                        if a is None or a.presence != "away" or a.away_reason != "missed_offer":
                             continue
                         out = router.handle(AgentReady(at_ms=t, agent_id=data))
                 elif deadline is not None:
@@ -476,7 +475,7 @@ class Simulation:
             total=total,
             queues=queues,
             occupancy=_occupancy(occ.values()),
-            queue_occupancy={q: _occupancy(occ[a] for a in router.agents_serving(q) if a in occ) for q in queues},
+            queue_occupancy={q: _occupancy(occ[a] for a in router.serving_agents(q) if a in occ) for q in queues},
             threshold_ms=threshold,
             arrivals=arrivals,
             measured_from_ms=measure_from if measure_from is not None else start,

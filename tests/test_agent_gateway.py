@@ -184,7 +184,7 @@ class Env:
         )
 
     def agent(self, agent_id: str) -> Any:
-        return self.centre.router.agents[agent_id]
+        return self.centre.router.agent(agent_id)
 
 
 @contextlib.asynccontextmanager
@@ -345,8 +345,8 @@ def test_offer_carries_why_preview_and_screen_pop_and_the_read_is_audited(tmp_pa
         assert offer["contact_id"] == "chat-1" and offer["channel"] == "chat" and offer["queue"] == "support"
         assert offer["customer_id"] == jo
         # since when the customer has waited: the console's offer card counts it up
-        assert offer["waiting_since_ms"] == env.centre.router.contacts["chat-1"].waiting_since_ms > 0
-        assert offer["expires_ms"] == env.agent("a1").offers[offer["offer_id"]].expires_ms
+        assert offer["waiting_since_ms"] == env.centre.router.contact("chat-1").waiting_since_ms > 0
+        assert offer["expires_ms"] == next(o for o in env.agent("a1").offers if o.id == offer["offer_id"]).expires_ms
         assert offer["why"]["trigger"] == "contact" and offer["why"]["strategy"] == "longest_idle"
         assert offer["why"]["candidates"][0]["id"] == "a1"
         assert offer["preview"] == {"subject": "Router broken", "lines": ["My router blinks red", "since Monday"]}
@@ -448,7 +448,7 @@ def test_an_unanswered_offer_expires_and_the_agent_is_put_away(tmp_path: Path) -
         }
         state = await console.expect("state")
         assert (state["state"], state["reason"]) == ("away", "missed_offer")
-        assert env.centre.router.contacts["call-1"].state == "queued"  # it keeps its place in the queue
+        assert env.centre.router.contact("call-1").state == "queued"  # it keeps its place in the queue
 
     run(tmp_path, body)
 
@@ -516,7 +516,7 @@ def test_hold_end_wrap_up_disposition_and_close(tmp_path: Path) -> None:
         assert (closed["contact_id"], closed["disposition"]) == ("chat-1", "resolved")
         assert (await console.expect("state"))["state"] == "available"
         await console.expect("ack", **{"for": "wrap_up_done"})
-        assert "chat-1" not in env.centre.router.contacts
+        assert not env.centre.router.has_contact("chat-1")
 
     run(tmp_path, body)
 
@@ -566,7 +566,7 @@ def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> 
         env.arrive("chat-1")
         env.arrive("chat-2", queue="sales")
         env.arrive("chat-3")
-        since = env.centre.router.contacts["chat-1"].waiting_since_ms
+        since = env.centre.router.contact("chat-1").waiting_since_ms
         frame = await ann.expect("queues")
         assert frame["queues"] == [{"queue": "support", "waiting": 2, "oldest_since_ms": since}]
         assert (await cat.expect("queues"))["queues"][0]["waiting"] == 1
@@ -575,7 +575,7 @@ def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> 
         assert (await cat.expect("queues"))["queues"][0]["waiting"] == 0
         await ann.send(type="state", state="available")  # takes chat-1: one waits, since chat-3 came
         frame = await ann.expect("queues")
-        later = env.centre.router.contacts["chat-3"].waiting_since_ms
+        later = env.centre.router.contact("chat-3").waiting_since_ms
         assert frame["queues"] == [{"queue": "support", "waiting": 1, "oldest_since_ms": later}]
         assert sum(f["type"] == "queues" for f in ann.frames) == 3
 
@@ -824,9 +824,9 @@ def test_disconnect_puts_a_ready_agent_away_and_a_reconnect_gets_its_work_back(t
         await ann.close()
         await env.until(lambda: env.agent("a1").presence == "away")
         assert env.agent("a1").state == "busy"  # the chat stays hers
-        assert env.centre.router.contacts["chat-1"].agent_id == "a1"
+        assert env.centre.router.contact("chat-1").agent_id == "a1"
         env.arrive("chat-2")  # nobody ready: it waits
-        assert env.centre.router.contacts["chat-2"].state == "queued"
+        assert env.centre.router.contact("chat-2").state == "queued"
 
         again, welcome = await env.login("a1")
         assert (welcome["state"], welcome["presence"], welcome["away_reason"]) == ("busy", "away", "disconnected")
@@ -873,7 +873,7 @@ def test_after_a_restart_the_preview_comes_from_the_store(tmp_path: Path) -> Non
             await close_centre(centre)
 
         async with running(tmp_path) as env:  # the same database: mail-1 waits in the restored router
-            assert env.centre.router.contacts["mail-1"].state == "queued"
+            assert env.centre.router.contact("mail-1").state == "queued"
             console = await env.ready("a1")  # mail-1 is offered at once: before the ack of "available"
             offer = next(f for f in console.frames if f["type"] == "offer")
             assert offer["contact_id"] == "mail-1"
@@ -967,7 +967,7 @@ def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
             ann, bob = await env.ready("a1"), await env.ready("a2")
             call = voice.driver.simulate_inbound("+31201234567", "q-support")
             await voice.settle()
-            first = env.centre.router.contacts[call].offer.agent.id
+            first = env.centre.router.contact(call).offer.agent_id
             me, other = (ann, bob) if first == "a1" else (bob, ann)
             second = "a2" if first == "a1" else "a1"
             await me.expect("offer", contact_id=call)
@@ -1012,7 +1012,7 @@ def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
             await other.expect("ack", **{"for": "answer"})
             await other.send(type="hang_up", contact_id=call)
             await other.expect("wrap_up", contact_id=call, by="agent")
-            assert call not in switch.calls and env.centre.router.contacts[call].state == "wrap_up"
+            assert call not in switch.calls and env.centre.router.contact(call).state == "wrap_up"
 
         finally:
             await voice.stop()

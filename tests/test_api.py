@@ -224,8 +224,8 @@ def _connect_a1(srv: Server) -> None:
     """a1 logs in and takes the oldest contact (mail-1); it stays connected."""
     c = srv.centre
     c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a1"))
-    offer = next(iter(c.router.agents["a1"].offers.values()))
-    c.submit(E.OfferAccepted(at_ms=c.now_ms(), offer_id=offer.id, contact_id=offer.contact.id, agent_id="a1"))
+    offer = next(iter(c.router.agent("a1").offers))
+    c.submit(E.OfferAccepted(at_ms=c.now_ms(), offer_id=offer.id, contact_id=offer.contact_id, agent_id="a1"))
 
 
 # ------------------------------------------------------------------------------------------------- auth
@@ -289,7 +289,7 @@ def test_queues_show_live_figures(server: Server) -> None:
     server.centre.submit(E.AgentLoggedIn(at_ms=server.centre.now_ms(), agent_id="a2", away_reason="break"))
     assert server.post_state("bob", "a2", {"state": "available"}).status == 200
     support = {q["name"]: q for q in server.call("GET", "/api/queues", "sue").json["queues"]}["support"]
-    offered = sum(1 for c in server.centre.router.contacts.values() if c.queue == "support" and c.state == "offered")
+    offered = sum(1 for c in server.centre.router.contact_list() if c.queue == "support" and c.state == "offered")
     assert offered >= 1 and support["offered"] == offered and support["waiting"] == 2 - offered
     assert support["agents_ready"] == 1  # a2; a3 is away
     assert support["ewt_s"]["email"] is not None and support["ewt_s"]["email"] > 0
@@ -377,8 +377,8 @@ def test_agents_read_cases_and_legs_of_contacts_they_hold_or_answered_only(serve
     assert server.call("GET", case, "bob").json["error"] == "forbidden"
     assert server.audit() == []  # refused before anything was shown, so nothing is logged as read
     c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2"))
-    offer = next(iter(c.router.agents["a2"].offers.values()))
-    assert offer.contact.id == "mail-1"
+    offer = next(iter(c.router.agent("a2").offers))
+    assert offer.contact_id == "mail-1"
     assert (status(case, "bob"), status(legs, "bob")) == (200, 200)  # offered to him now
     c.submit(E.OfferRejected(at_ms=c.now_ms(), offer_id=offer.id, contact_id="mail-1", agent_id="a2"))
     c.submit(E.AgentAway(at_ms=c.now_ms(), agent_id="a2", reason="break"))
@@ -447,17 +447,18 @@ def test_agents_change_their_own_state(server: Server) -> None:
     c = server.centre
     c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2", away_reason="break"))
     r = server.post_state("bob", "a2", {"state": "available"})
-    a2 = c.router.agents["a2"]
+    a2 = c.router.agent("a2")
     assert r.status == 200 and a2.presence == "ready"
     assert a2.state == "reserved" and r.json["state"] == "reserved"  # offered billing's waiting call at once
     r = server.post_state("bob", "a2", {"state": "away", "reason": "lunch"})
+    a2 = c.router.agent("a2")
     assert r.status == 200 and a2.state == "away" and a2.away_reason == "lunch"
     assert r.json["presence"] == "away" and r.json["away_reason"] == "lunch"
-    assert c.router.contacts["call-1"].state == "queued"  # the offer went back
+    assert c.router.contact("call-1").state == "queued"  # the offer went back
     r = server.call("GET", "/api/agents/a2/state", "bob")
     assert r.status == 200 and r.json["state"] == "away"
     r = server.post_state("bob", "a2", {"state": "logged_out"})
-    assert r.status == 200 and a2.state == "logged_out"
+    assert r.status == 200 and c.router.agent("a2").state == "logged_out"
     assert server.post_state("bob", "a2", {"state": "logged_out"}).status == 200  # already: no conflict
 
     # The changes are in the log, stamped with the centre's clock.
@@ -473,11 +474,11 @@ def test_only_supervisors_change_other_agents(server: Server) -> None:
     c = server.centre
     c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a3", away_reason="break"))
     r = server.post_state("alice", "a3", {"state": "available"})
-    assert r.status == 403 and r.json["error"] == "forbidden" and c.router.agents["a3"].state == "away"
+    assert r.status == 403 and r.json["error"] == "forbidden" and c.router.agent("a3").state == "away"
     assert server.call("GET", "/api/agents/a3/state", "alice").status == 403
     assert server.post_state("alice", "nobody", {"state": "available"}).status == 403  # no probing for ids
     r = server.post_state("sue", "a3", {"state": "available"})
-    assert r.status == 200 and c.router.agents["a3"].presence == "ready"
+    assert r.status == 200 and c.router.agent("a3").presence == "ready"
     r = server.post_state("sue", "nobody", {"state": "available"})
     assert r.status == 404 and r.json["error"] == "not_found"
 
@@ -490,7 +491,7 @@ def test_refused_changes_are_conflicts(server: Server) -> None:
     _connect_a1(server)
     r = server.post_state("alice", "a1", {"state": "logged_out"})
     assert r.status == 409 and "still handling mail-1" in r.json["detail"]
-    assert server.centre.router.agents["a1"].state == "busy"
+    assert server.centre.router.agent("a1").state == "busy"
     r = server.post_state("alice", "a1", {"state": "away", "reason": "training"})  # after the work is done
     assert r.status == 200 and r.json["state"] == "busy" and r.json["presence"] == "away"
     assert server.centre.driver.refused == refused  # refused here, never handed to the router
@@ -512,7 +513,7 @@ def test_malformed_requests(server: Server) -> None:
     ):
         r = server.post_state("bob", "a2", body)
         assert r.status == 400 and r.json["error"] == code, (body, r.json)
-    assert server.centre.router.agents["a2"].away_reason == "break"
+    assert server.centre.router.agent("a2").away_reason == "break"
 
     big = json.dumps({"state": "away", "reason": "x" * (64 * 1024)}).encode()
     r = server.post_state("bob", "a2", big)
@@ -625,7 +626,7 @@ def test_voice_actions_on_a_call(server: Server) -> None:
         c.submit(E.AgentLoggedIn(at_ms=c.now_ms(), agent_id="a2", away_reason="break"))
         call = voice.driver.simulate_inbound("+31201234567", "q-support")
         server.run(voice.settle())
-        assert c.router.contacts[call].offer.agent.id == "a1"
+        assert c.router.contact(call).offer.agent_id == "a1"
 
         def post(who: str, action: str, payload: Any = None, cid: str = call) -> Reply:
             body = b"" if payload is None else json.dumps(payload).encode()

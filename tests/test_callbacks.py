@@ -385,14 +385,14 @@ def test_do_not_call_consent_and_bad_requests_are_refused(tmp_path: Path) -> Non
         assert await code(number="12") == "bad_number"
         assert await code(number=ANN, queue="mail") == "bad_queue"
         assert await code(number=ANN, contact_id="nope") == "not_waiting"
-        assert not rig.centre.router.scheduled and not rig.centre.router.contacts
+        assert not rig.centre.router.scheduled and not rig.centre.router.contact_list()
         # The customer asking is their consent; a known customer's consent stands for any callback.
         got = await cb.request(number="020 123 4569", queue="support", by_customer=True, at_ms=START + 3_600_000)
         assert (got.contact_id, got.due_ms, got.virtual_hold) == ("cb1", START + 3_600_000, False)
         (scheduled,) = rig.of(E.CallbackScheduled)
         assert (scheduled.number, scheduled.customer_id) == ("+31201234569", "cas")
         got = await cb.request(number=ANN, queue="support")
-        assert rig.centre.router.contacts[got.contact_id].tier == "gold"
+        assert rig.centre.router.contact(got.contact_id).tier == "gold"
 
     run_rig(tmp_path, scenario)
 
@@ -423,15 +423,15 @@ def test_agent_accepts_the_switch_dials_the_customer_answers_and_hangs_up(tmp_pa
         call = rig.switch.calls[call_id]
         assert (call.ani, call.dnis) == ("a1", ANN)  # from the agent's extension to the customer's number
         assert call.connections[trunk].state == "alerting"
-        assert rig.centre.router.contacts[cid].state == "connected"
+        assert rig.centre.router.contact(cid).state == "connected"
         rig.advance(5_000)
         rig.far_end("answer")
         (answered,) = rig.of(E.CallbackAttemptEnded, cid)
         assert (answered.outcome, answered.attempt) == ("answered", 1)
         await rig.callbacks.hold(cid, "a1")
-        assert rig.centre.router.contacts[cid].state == "held"
+        assert rig.centre.router.contact(cid).state == "held"
         await rig.callbacks.retrieve(cid, "a1")
-        assert rig.centre.router.contacts[cid].state == "connected"
+        assert rig.centre.router.contact(cid).state == "connected"
         rig.advance(60_000)
         rig.far_end("hang_up")
         (wrap,) = rig.of(E.WrapUpStarted, cid)
@@ -476,9 +476,9 @@ def test_the_console_and_api_actions_operate_the_callback_call(tmp_path: Path) -
         rig.dialled()  # a1's phone is dialling the customer
         rig.far_end("answer")
         await actions.hold(cid, "a1")
-        assert rig.centre.router.contacts[cid].state == "held"
+        assert rig.centre.router.contact(cid).state == "held"
         await actions.retrieve(cid, "a1")
-        assert rig.centre.router.contacts[cid].state == "connected"
+        assert rig.centre.router.contact(cid).state == "connected"
         await actions.hang_up(cid, "a1")
         assert not rig.switch.calls
         (wrap,) = rig.of(E.WrapUpStarted, cid)
@@ -548,7 +548,7 @@ def test_virtual_hold_the_caller_presses_1_hangs_up_and_is_called_back_in_turn(t
 
         press_1(bob)  # do-not-call: Bob stays on the line and keeps waiting
         await rig.callbacks.settle()
-        assert bob in rig.switch.calls and rig.centre.router.contacts[bob].channel == "voice"
+        assert bob in rig.switch.calls and rig.centre.router.contact(bob).channel == "voice"
         rig.advance(10_000)
         press_1(ann)
         await rig.callbacks.settle()
@@ -556,7 +556,7 @@ def test_virtual_hold_the_caller_presses_1_hangs_up_and_is_called_back_in_turn(t
         assert requested.number == ANN
         assert ann not in rig.switch.calls  # goodbye: the call is cleared
         assert not rig.of(E.ContactAbandoned)  # and that is no abandon
-        c = rig.centre.router.contacts[ann]
+        c = rig.centre.router.contact(ann)
         assert (c.channel, c.state) == ("callback", "queued")
         # a1 finishes the first call; Ann arrived before Bob, so her callback is next.
         await rig.voice.hang_up(first, "a1")
@@ -641,7 +641,7 @@ def test_a_callback_being_dialled_when_the_server_dies_is_retried_after_the_rest
         centre.submit(E.CallbackScheduled(at_ms=now, contact_id="cb-1", queue="support", due_ms=now, number=ANN))
         (o,) = centre.router.offers.values()
         centre.submit(E.OfferAccepted(at_ms=now + 1, offer_id=o.id, contact_id="cb-1", agent_id="a1"))
-        assert centre.router.contacts["cb-1"].state == "connected"  # a1's phone would be dialling Ann
+        assert centre.router.contact("cb-1").state == "connected"  # a1's phone would be dialling Ann
         await centre.commit()
         centre.driver.close()  # the process dies here
         await centre.writer.close()

@@ -424,7 +424,7 @@ def test_resume_after_a_dropped_socket_resends_what_was_missed(tmp_path: Path) -
             await ws.close()
             await asyncio.wait_for(gone, TIMEOUT)  # the server noticed; the chat goes on without the socket
             assert not env.chat.connected(cid)
-            assert env.centre.router.contacts[cid].state == "connected"
+            assert env.centre.router.contact(cid).state == "connected"
             second = await env.chat.agent_message(cid, "a1", "two")
             third = await env.chat.agent_message(cid, "a1", "three")
 
@@ -569,7 +569,7 @@ def test_a_silent_chat_whose_socket_went_away_leaves_after_the_grace_not_the_win
             await silent.close()
             cid = q["contact_id"]
             await env.event(lambda ev: isinstance(ev, E.ContactAbandoned) and ev.contact_id == cid)
-            assert env.centre.router.contacts[t["contact_id"]].state == "queued"  # it keeps its place
+            assert env.centre.router.contact(t["contact_id"]).state == "queued"  # it keeps its place
             assert env.chat.sessions()[t["contact_id"]] == "waiting"
             ws = await client(env)
             await send(ws, type="resume", token=t["token"])
@@ -592,7 +592,7 @@ def test_a_flood_of_hellos_from_one_address_is_refused_before_anything_is_stored
             assert refused["client_id"] == "h3"
             await send(ws, type="ping")  # the socket stays
             await expect(ws, "pong")
-            assert len(env.centre.router.contacts) == 2
+            assert len(env.centre.router.contact_list()) == 2
             await env.centre.commit()
             assert len(await env.rows(cases)) == 2 and len(await env.rows(interactions)) == 2
             for w, _ in first:
@@ -623,7 +623,7 @@ def test_offline_when_nobody_can_answer_leaves_a_message_on_a_case(tmp_path: Pat
             mail = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.channel == "email")
             assert mail.queue == "support" and mail.address == "bob@example.com"
             assert mail.subject == "My invoice"
-            assert env.centre.router.contacts[mail.contact_id].state == "queued"  # waits for an e-mail agent
+            assert env.centre.router.contact(mail.contact_id).state == "queued"  # waits for an e-mail agent
             assert not any(isinstance(ev, E.ContactArrived) and ev.channel == "chat" for ev in env.events)
             [case] = await env.rows(cases, cases.c.token == offline["case"])
             assert mail.case_id == case["id"]

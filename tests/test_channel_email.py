@@ -262,7 +262,7 @@ def test_new_mail_is_stored_before_250_queued_and_acknowledged(tmp_path: Path) -
         assert msg.body.strip() == "Where is my invoice?" and msg.subject == "Invoice question"
         contact = w.rows(select(interactions).where(interactions.c.id == msg.interaction_id))[0]
         assert contact.queue == "support" and contact.case_id == msg.case_id and contact.address == "ann@example.com"
-        assert w.centre.router.contacts[contact.id].state == "queued"
+        assert w.centre.router.contact(contact.id).state == "queued"
         queued = w.rows(select(events.c.type).where(events.c.contact_id == contact.id))
         assert ("contact.queued",) in queued
 
@@ -318,7 +318,7 @@ def test_replies_thread_into_their_case_by_headers_then_by_token(tmp_path: Path)
         assert w.count(cases) == 1
         contacts = {r.interaction_id for r in rows}
         assert len(contacts) == 4  # every mail is work: a contact of its own
-        assert all(w.centre.router.contacts[c].state == "queued" for c in contacts)
+        assert all(w.centre.router.contact(c).state == "queued" for c in contacts)
         assert len(outbound(w)) == 1  # one acknowledgement per case, not per mail
         assert case_row(w, case_id).status == "new"
 
@@ -373,11 +373,11 @@ def test_queue_follows_the_address_written_to_and_stays_with_the_case(tmp_path: 
         await w.deliver(data, to=["billing@centre.test"])
         first = inbound(w, msgid)
         assert case_row(w, first.case_id).queue == "billing"
-        assert w.centre.router.contacts[first.interaction_id].queue == "billing"
+        assert w.centre.router.contact(first.interaction_id).queue == "billing"
         # the answer goes to our own address (the acknowledgement's From) but belongs to the billing case
         reply, reply_id = mail("Re: x", headers=[("In-Reply-To", f"<{msgid}>")])
         await w.deliver(reply)
-        assert w.centre.router.contacts[inbound(w, reply_id).interaction_id].queue == "billing"
+        assert w.centre.router.contact(inbound(w, reply_id).interaction_id).queue == "billing"
 
     run(tmp_path, scenario)
 
@@ -433,7 +433,7 @@ def test_gold_customers_are_promised_an_answer_within_the_hour(tmp_path: Path) -
         await w.deliver(gold, mail_from="goldie@example.com")
         row = inbound(w, gold_id)
         contact = w.rows(select(interactions).where(interactions.c.id == row.interaction_id))[0]
-        assert contact.tier == "gold" and w.centre.router.contacts[contact.id].tier == "gold"
+        assert contact.tier == "gold" and w.centre.router.contact(contact.id).tier == "gold"
         assert case_row(w, row.case_id).first_response_due_ms == contact.started_ms + HOUR_MS
         _, _, ack = await w.sink.next()
         text = ack.get_content()

@@ -176,7 +176,7 @@ def test_only_codes_from_the_controlled_list_are_taken(reactor_loop: asyncio.Abs
             await console.send(type="disposition", contact_id="chat-1", code=code, ref=code)
             err = await console.expect("error", ref=code)
             assert err["code"] == "bad_field" and repr(code) in err["detail"] and err["codes"] == sorted(CODES)
-        assert env.centre.router.contacts["chat-1"].disposition is None
+        assert env.centre.router.contact("chat-1").disposition is None
         await console.send(type="disposition", contact_id="chat-1", code="follow_up")
         assert (await console.expect("ack", **{"for": "disposition"}))["code"] == "follow_up"
         await console.send(type="wrap_up_done", contact_id="chat-1")

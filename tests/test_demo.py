@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import select
 
 from contactcentre import events as E
-from contactcentre.acd import Router
+from contactcentre.acd import Router, StaleOffer, UnknownAgent
 from contactcentre.cli import main
 from contactcentre.clock import LoopClock, ManualClock
 from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
@@ -338,17 +338,33 @@ def test_driver_keeps_one_timer_and_survives_refused_inputs(caplog: pytest.LogCa
     assert len(armed) == 1 and round(armed[0].when() * 1000) == driver.router.next_deadline()
 
     with caplog.at_level(logging.INFO, logger="contactcentre.driver"):
-        driver.submit(E.OfferAccepted(at_ms=clock.now_ms(), offer_id="o99", contact_id="c1", agent_id="ada"))
-    assert driver.refused == 1 and "o99" in caplog.text
+        refusal = driver.submit(E.OfferAccepted(at_ms=clock.now_ms(), offer_id="o99", contact_id="c1", agent_id="ada"))
+    assert isinstance(refusal, StaleOffer) and driver.refused == 1 and "o99" in caplog.text
 
     loop.run_until(offer.expires_ms)  # nobody answered: the router's own timer fires through the driver
     assert any(isinstance(ev, E.OfferExpired) for ev in batches[-1])
     assert len(loop.pending()) == 1  # re-armed for the next deadline (SLA, reoffer...)
+    assert driver.submit(E.AgentAway(at_ms=clock.now_ms(), agent_id="ada", reason="lunch")) is None  # taken
     live = driver.live()
     assert live["decisions"][0]["outcome"] == "expired"
     assert live["snapshot"]["total"]["waiting"] == 1
     driver.close()
     assert loop.pending() == []
+
+
+def test_submit_returns_the_refusal_unless_a_subscriber_submits_during_a_batch() -> None:
+    clock = ManualClock(START_MS)
+    driver = RouterDriver(Router(load_config(), start_ms=START_MS), clock, VirtualLoop(clock))  # type: ignore[arg-type]
+    got: list[object] = []
+
+    def submits_from_its_callback(batch: list[E.Event]) -> None:
+        if any(isinstance(ev, E.AgentLoggedIn) for ev in batch):  # handled after this batch: nothing to return yet
+            got.append(driver.submit(E.AgentReady(at_ms=clock.now_ms(), agent_id="nobody")))
+
+    driver.subscribe(submits_from_its_callback)
+    assert isinstance(driver.submit(E.AgentReady(at_ms=clock.now_ms(), agent_id="nobody")), UnknownAgent)
+    assert driver.submit(E.AgentLoggedIn(at_ms=clock.now_ms(), agent_id="ada")) is None
+    assert got == [None] and driver.refused == 2  # the nested one was refused after the batch, and counted
 
 
 def test_event_log_group_commits_and_reads_back(tmp_path: Path) -> None:

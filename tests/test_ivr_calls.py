@@ -308,7 +308,7 @@ def test_a_call_through_the_ivr_queue_and_agent(tmp_path: Path) -> None:
         assert cid not in rig.ivr.calls and rig.ivr.next_deadline() is None
 
         assert rig.wire.request("AnswerCall", call_id=cid, device="1002")["ok"]
-        assert rig.centre.router.contacts[cid].state == "connected"
+        assert rig.centre.router.contact(cid).state == "connected"
         rig.advance(30_000)
         rig.hang_up(cid)
         assert cid not in rig.switch.calls
@@ -388,7 +388,7 @@ def test_caller_hanging_up_in_the_ivr_is_an_ivr_abandon_not_a_queue_abandon(tmp_
         [finished] = rig.of(E.IvrFinished, cid)
         assert (finished.outcome, finished.node, finished.queue) == ("abandoned", "main", None)
         assert not rig.of(E.ContactArrived) and not rig.of(E.ContactAbandoned) and not rig.of(E.CustomerLeft)
-        assert rig.centre.router.contacts == {}
+        assert rig.centre.router.contact_list() == []
         stats = rig.ivr.stats
         assert stats.outcomes["abandoned"] == 1 and stats.node("main").abandoned == 1
         assert stats.abandon_rate == 1.0 and stats.containment_rate == 0.0
@@ -600,8 +600,8 @@ def test_a_phone_answering_as_the_offer_runs_out_takes_the_call(tmp_path: Path) 
         (offer,) = rig.of(E.OfferMade, cid)
         rig.clock.advance(offer.expires_ms - rig.clock.now_ms() + 1)  # past the deadline; no timer has run
         assert rig.wire.request("AnswerCall", call_id=cid, device="1001")["ok"]
-        c = rig.centre.router.contacts[cid]
-        assert (c.state, c.agent_id, rig.centre.router.agents["a1"].state) == ("connected", "a1", "busy")
+        c = rig.centre.router.contact(cid)
+        assert (c.state, c.agent_id, rig.centre.router.agent("a1").state) == ("connected", "a1", "busy")
         (accepted,) = rig.of(E.OfferAccepted, cid)
         assert accepted.at_ms == offer.expires_ms - 1
         assert not rig.of(E.OfferExpired, cid)

@@ -280,6 +280,6 @@ def test_a_supervisor_changes_an_agents_skills_through_the_api(server: Server) -
         assert r.status == 400 and r.json["error"] == "bad_request", bad
     r = _post_skills(server, "sue", {"skills": {"general": 9, "sales": 2}, "capacity": {"chat": 2}})
     assert r.status == 200, r.body
-    agent = server.centre.router.agents["a2"]
+    agent = server.centre.router.agent("a2")
     assert agent.skills == {"general": 9, "sales": 2} and agent.capacity["chat"] == 2
     assert server.call("GET", "/api/agents/a2/skills", "sue").status == 405

@@ -31,9 +31,9 @@ def test_restart_restores_waiting_contacts_and_open_work(store: Engine) -> None:
         now = centre.now_ms()
         centre.submit(E.AgentLoggedIn(at_ms=now, agent_id="a1"))
         centre.submit(E.ContactArrived(at_ms=now, contact_id="mail-1", queue="support", channel="email"))
-        offer = next(c for c in centre.router.contacts.values() if c.id == "mail-1")
+        offer = next(c for c in centre.router.contact_list() if c.id == "mail-1")
         assert offer.state == "offered"
-        offer_id = next(iter(centre.router.agents["a1"].offers))
+        offer_id = centre.router.agent("a1").offers[0].id
         centre.submit(E.OfferAccepted(at_ms=now, offer_id=offer_id, contact_id="mail-1", agent_id="a1"))
         centre.submit(E.ContactArrived(at_ms=now, contact_id="chat-1", queue="support", channel="chat"))
         centre.submit(E.ContactArrived(at_ms=now + 1, contact_id="call-1", queue="support", channel="voice"))
@@ -46,9 +46,9 @@ def test_restart_restores_waiting_contacts_and_open_work(store: Engine) -> None:
     async def second_run() -> tuple[dict[str, str], dict[str, str], int]:
         centre = await open_centre(CONFIG, url)
         try:
-            contacts = {cid: c.state for cid, c in centre.router.contacts.items()}
-            agents = {aid: a.state for aid, a in centre.router.agents.items()}
-            assert centre.router.agents["a1"].presence == "away"
+            contacts = {c.id: c.state for c in centre.router.contact_list()}
+            agents = {a.id: a.state for a in centre.router.agent_list()}
+            assert centre.router.agent("a1").presence == "away"
             return contacts, agents, centre.router.arrived
         finally:
             await close_centre(centre)

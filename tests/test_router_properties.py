@@ -180,11 +180,19 @@ class RouterMachine(RuleBasedStateMachine):
         global steps_taken
         steps_taken += 1
         before = self._fingerprint()
+        predicted = self.router.check(ev)
+        assert self._fingerprint() == before, "check() changed the router's state"
+        # check() answers for the state now; handle() first fires the timers due by the input's time
+        deadline = self.router.next_deadline()
+        comparable = deadline is None or deadline > ev.at_ms
         try:
             out = self.router.handle(ev)
-        except RouterError:
+        except RouterError as exc:
             assert self._fingerprint() == before, "a refused input changed the router's state"
+            assert not comparable or str(predicted) == str(exc), (predicted, exc)
             out = self.router.advance(self.now)  # timers due before the refused input are handed over
+        else:
+            assert not comparable or predicted is None, (ev, predicted)
         self._take(out)
 
     def _take(self, out: list[E.Event]) -> None:

@@ -92,7 +92,7 @@ def test_stats_from_a_router_run_match_the_run() -> None:
     h.at(60)
     s = LiveStats()
     s.apply_all(h.log)
-    snap = s.snapshot(h.now, {"support": h.router.agents_serving("support")})
+    snap = s.snapshot(h.now, {"support": h.router.serving_agents("support")})
     q = snap["queues"]["support"]
     assert (q["answered"], q["abandoned"], q["handled"]) == (2, 1, 1)
     assert q["asa_s"] == pytest.approx(4.0)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import contactcentre.events as E
+from contactcentre.acd import RouterError
 from contactcentre.config import parse_config
 from contactcentre.contact_actions import ActionError, ContactActions
 from contactcentre.store.projection import contact_legs, fold_legs
@@ -68,7 +69,7 @@ def test_ring_no_answer_puts_the_agent_away_and_the_next_agent_answers(tmp_path:
         other = "a2" if first.agent_id == "a1" else "a1"
         rig.clock.set(first.expires_ms)
         rig.centre.driver._run(rig.clock.now_ms())  # the router's ring-no-answer
-        missed = rig.centre.router.agents[first.agent_id]
+        missed = rig.centre.router.agent(first.agent_id)
         assert missed.presence == "away" and missed.away_reason == "missed_offer"
         assert rig.state(cid) == "offered" and offer_of(rig, cid).agent_id == other
         assert rig.at(cid, other) == "alerting" and rig.at(cid, first.agent_id) is None
@@ -137,9 +138,9 @@ def test_consultative_transfer_to_an_agent(tmp_path: Path) -> None:
         rig.clock.advance(4_000)
         await actions.complete_transfer(cid, agent)
         assert consultation not in rig.switch.calls and rig.at(cid, "a2") == "connected" and rig.at(cid, agent) is None
-        c = rig.centre.router.contacts[cid]
+        c = rig.centre.router.contact(cid)
         assert c.state == "connected" and c.agent_id == "a2"  # the router gave it to the one already talking
-        assert rig.centre.router.agents[agent].state in ("available", "wrap_up")
+        assert rig.centre.router.agent(agent).state in ("available", "wrap_up")
         rig.clock.advance(10_000)
         rig.hang_up_caller(cid)
         wrap_up(rig, cid, "a2")
@@ -263,11 +264,11 @@ def test_conference_is_recorded_and_leaving_it_hands_the_call_to_the_colleague(t
         await actions.conference(cid, agent)
         [conf] = rig.of(E.ContactConferenced, cid)
         assert conf.agent_id == agent and conf.parties == ["a2"]
-        assert rig.state(cid) == "connected" and rig.centre.router.contacts[cid].agent_id == agent  # hold over
+        assert rig.state(cid) == "connected" and rig.centre.router.contact(cid).agent_id == agent  # hold over
         assert rig.switch.calls[cid].state == "conferenced"
         rig.clock.advance(5_000)
         await actions.hang_up(cid, agent)  # a1 leaves: the caller stays with a2
-        c = rig.centre.router.contacts[cid]
+        c = rig.centre.router.contact(cid)
         assert c.state == "connected" and c.agent_id == "a2" and rig.at(cid, "a2") == "connected"
         rig.clock.advance(8_000)
         await actions.hang_up(cid, "a2")
@@ -405,5 +406,28 @@ def test_without_a_callback_channel_the_action_says_so(tmp_path: Path) -> None:
         with pytest.raises(ActionError) as err:
             await ContactActions(rig.centre).callback(cid, agent, customer_asked=True)
         assert err.value.code == "channel_unavailable"
+
+    run(tmp_path, scenario)
+
+
+def test_a_phone_action_whose_router_input_is_refused_is_refused_with_the_router_s_reason(tmp_path: Path) -> None:
+    """The phone is operated first and the router hears of it from the switch's events; when the router refuses
+    what they led to (a rule the checks before did not know), the action says so, with the router's words."""
+
+    async def scenario(rig: Rig) -> None:
+        rig.login("a1")
+        cid = await rig.call()
+        real = rig.centre.driver.submit
+
+        def refusing(ev: E.Event) -> Any:
+            if isinstance(ev, E.OfferAccepted):
+                return RouterError("no answering today")  # as the router would say it, and nothing applied
+            return real(ev)
+
+        rig.centre.driver.submit = refusing  # type: ignore[method-assign]
+        with pytest.raises(ActionError) as err:
+            await ContactActions(rig.centre).answer(cid, "a1")
+        assert err.value.code == "refused" and "no answering today" in err.value.detail
+        assert rig.state(cid) == "offered"
 
     run(tmp_path, scenario)

@@ -87,7 +87,7 @@ class Rig:
         ]
 
     def state(self, cid: str) -> str | None:
-        c = self.centre.router.contacts.get(cid)
+        c = self.centre.router.contact(cid)
         return c.state if c is not None else None
 
     def at(self, cid: str, device: str) -> str | None:
@@ -169,7 +169,7 @@ def test_inbound_call_is_identified_offered_answered_and_ended_by_the_caller(tmp
         [accepted] = rig.of(E.OfferAccepted, cid)
         assert accepted.offer_id == offer.offer_id and accepted.agent_id == "a1"
         assert rig.state(cid) == "connected"
-        assert rig.centre.router.agents["a1"].state == "busy"
+        assert rig.centre.router.agent("a1").state == "busy"
 
         rig.clock.advance(60_000)
         rig.hang_up_caller(cid)
@@ -251,7 +251,7 @@ def test_caller_hangs_up_while_ringing_cancels_the_offer(tmp_path: Path) -> None
         [cancelled] = rig.of(E.OfferCancelled, cid)
         assert cancelled.reason == "customer_left"
         assert rig.of(E.ContactAbandoned, cid)
-        assert rig.centre.router.agents["a1"].state == "available"
+        assert rig.centre.router.agent("a1").state == "available"
         assert rig.centre.driver.refused == 0
 
     run(tmp_path, scenario)
@@ -282,7 +282,7 @@ def test_ring_no_answer_is_the_routers_call_and_the_next_agent_rings(tmp_path: P
         rig.centre.driver._run(rig.clock.now_ms())  # the router's offer timer fires (before the switch's)
         [expired] = rig.of(E.OfferExpired, cid)
         assert expired.agent_id == first.agent_id
-        assert rig.centre.router.agents[first.agent_id].presence == "away"  # missed offer
+        assert rig.centre.router.agent(first.agent_id).presence == "away"  # missed offer
         second = offer_of(rig, cid)
         assert second.agent_id == other
         assert rig.at(cid, first.agent_id) is None
@@ -376,7 +376,7 @@ def test_blind_transfer_to_a_queue_from_the_phone(tmp_path: Path) -> None:
         assert moved.to_queue == "sales" and moved.agent_id == "a1"
         assert offer_of(rig, cid).agent_id == "a3"
         assert rig.at(cid, "a3") == "alerting" and rig.at(cid, "a1") is None
-        assert rig.centre.router.agents["a1"].state in ("available", "wrap_up")
+        assert rig.centre.router.agent("a1").state in ("available", "wrap_up")
         await rig.voice.answer(cid, "a3")
         assert rig.state(cid) == "connected"
         assert rig.centre.router.arrived == 1 and rig.centre.driver.refused == 0
@@ -398,7 +398,7 @@ def test_blind_transfer_to_an_agent_from_the_phone(tmp_path: Path) -> None:
         assert offer_of(rig, cid).agent_id == "a2"
         assert rig.at(cid, "a2") == "alerting"
         await rig.voice.answer(cid, "a2")
-        assert rig.state(cid) == "connected" and rig.centre.router.contacts[cid].agent_id == "a2"
+        assert rig.state(cid) == "connected" and rig.centre.router.contact(cid).agent_id == "a2"
 
     run(tmp_path, scenario)
 
@@ -430,7 +430,7 @@ def test_consultative_transfer_from_the_phone_hands_the_contact_to_the_consulted
         assert rig.of(E.ContactTransferred, cid)[0].to_agent_id == other
         assert rig.at(cid, other) == "connected"
         # Already talking to the caller: the router's offer to them is taken at once.
-        assert rig.state(cid) == "connected" and rig.centre.router.contacts[cid].agent_id == other
+        assert rig.state(cid) == "connected" and rig.centre.router.contact(cid).agent_id == other
         assert rig.centre.router.arrived == 1 and rig.centre.driver.refused == 0
 
     run(tmp_path, scenario)

@@ -1,5 +1,13 @@
-"""The ACD core: pure, synchronous, deterministic. Time is integer milliseconds passed in; no I/O."""
+"""The ACD core: pure, synchronous, deterministic. Time is integer milliseconds passed in; no I/O.
 
+Everything outside this package uses only the names below (``tests/test_architecture.py`` checks it): the
+``Router`` and its inputs' refusals, the plain values its read methods return (``views``), and the few
+tables and helpers the edge shares with it.
+"""
+
+from contactcentre.acd.agent import HANDLING, STAFFED
+from contactcentre.acd.calendar import BusinessCalendar
+from contactcentre.acd.contact import CONTACT_STATES
 from contactcentre.acd.errors import (
     DuplicateContact,
     IllegalTransition,
@@ -11,12 +19,25 @@ from contactcentre.acd.errors import (
     UnknownQueue,
 )
 from contactcentre.acd.router import ArrivalAdjust, CustomerDirectory, Router, RoutingHooks
+from contactcentre.acd.stats import LiveStats
+from contactcentre.acd.strategies import score_words
+from contactcentre.acd.views import AgentView, ContactView, OfferView, QueueLoad, QueueView, WaitEstimate
 
 __all__ = [
+    "CONTACT_STATES",
+    "HANDLING",
+    "STAFFED",
+    "AgentView",
     "ArrivalAdjust",
+    "BusinessCalendar",
+    "ContactView",
     "CustomerDirectory",
     "DuplicateContact",
     "IllegalTransition",
+    "LiveStats",
+    "OfferView",
+    "QueueLoad",
+    "QueueView",
     "Router",
     "RouterError",
     "RoutingHooks",
@@ -25,4 +46,6 @@ __all__ = [
     "UnknownAgent",
     "UnknownContact",
     "UnknownQueue",
+    "WaitEstimate",
+    "score_words",
 ]

@@ -55,6 +55,7 @@ class Presence(_Base):
     def _add_agent(self, agent_id: str, name: str, skills: dict[str, int], capacity: dict[str, int]) -> Agent:
         a = Agent(agent_id, name, len(self.agents), skills, capacity)
         self.agents[agent_id] = a
+        self._serving.clear()
         for s in skills:
             self._skill_roster.setdefault(s, {})[agent_id] = a
         return a
@@ -169,6 +170,7 @@ class Presence(_Base):
         only moves it if the channels it can take changed)."""
         self._end_drain_by(a)
         self.staffing.leave(a)
+        self._serving.clear()
         if skills is not None:
             for s in a.skills:
                 self._skill_roster.get(s, {}).pop(a.id, None)

@@ -47,6 +47,7 @@ from contactcentre.acd.queue import OFF_LINE_CHANNELS, QueuePlan, as_req, build_
 from contactcentre.acd.staffing import Staffing
 from contactcentre.acd.strategies import choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
+from contactcentre.acd.views import ContactView, Reads, contact_view
 from contactcentre.acd.waiting import WaitIndex, reqs_text
 from contactcentre.config_base import ALWAYS_OPEN
 from contactcentre.events import (
@@ -110,7 +111,7 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
-class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
+class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
     def __init__(
         self,
         config: CentreConfig,
@@ -151,6 +152,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
         self.waiting = WaitIndex()
         self.timers = TimerHeap()
         self.agents: dict[str, Agent] = {}
+        self._serving: dict[str, list[str]] = {}  # queue -> serving_agents, until an agent or its skills change
         self._skill_roster: dict[str, dict[str, Agent]] = {}
         for a in config.agents:
             self._add_agent(a.id, a.name, dict(a.skills), dict(a.capacity or r.default_capacity))
@@ -238,11 +240,11 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
         c.update(self.finished)
         return c
 
-    def waiting_contacts(self, queue: str | None = None) -> list[Contact]:
+    def waiting_contacts(self, queue: str | None = None) -> list[ContactView]:
         """Queued contacts in service order (best first), optionally of one queue."""
         out = [c for g in self.waiting for c in g.contacts if queue is None or c.queue == queue]
         out.sort(key=lambda c: c.rank)
-        return out
+        return [contact_view(c) for c in out]
 
     def eligible(self, contact: Contact, agent: Agent) -> bool:
         """May ``agent`` take ``contact`` right now? (The definition the invariants are checked against.)"""
@@ -259,13 +261,19 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks):
     def can_take(self, agent: Agent, channel: str) -> bool:
         return self.avail.can_take(agent, channel)
 
-    def agents_serving(self, queue: str) -> list[str]:
+    def serving_agents(self, queue: str) -> list[str]:
         """Agents whose skills meet the queue's base requirement (for per-queue occupancy)."""
-        reqs = self.queues[queue].reqs
-        return [a.id for a in self.agents.values() if any(a.meets(r) for r in reqs)]
+        return list(self._serving_ids(queue))
 
-    def queues_served_by(self, agent_id: str) -> list[str]:
-        """Queues whose base requirement the agent's skills meet, in configuration order (``agents_serving``
+    def _serving_ids(self, queue: str) -> list[str]:
+        got = self._serving.get(queue)
+        if got is None:
+            reqs = self.queues[queue].reqs
+            got = self._serving[queue] = [a.id for a in self.agents.values() if any(a.meets(r) for r in reqs)]
+        return got
+
+    def served_queues(self, agent_id: str) -> list[str]:
+        """Queues whose base requirement the agent's skills meet, in configuration order (``serving_agents``
         seen from the agent: the console's own queues)."""
         a = self.agents[agent_id]
         return [name for name, plan in self.queues.items() if any(a.meets(r) for r in plan.reqs)]

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import phonenumbers
 from phonenumbers import timezone as pn_timezone
 
-from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
 from contactcentre.config import parse_range
 from contactcentre.cti.events import (
     ConnectionCleared,
@@ -199,8 +198,8 @@ class CallbackChannel:
         the switch's, not a router input), and either way the customer's request is not yet met: the attempt
         ends as ``interrupted`` and another is scheduled while attempts are left. Queued and scheduled
         callbacks simply wait on."""
-        for c in list(self.centre.router.contacts.values()):
-            if c.channel == CHANNEL and c.state in (CONNECTED, HELD) and c.id not in self._dial_of:
+        for c in self.centre.router.contact_list():
+            if c.channel == CHANNEL and c.handling and c.id not in self._dial_of:
                 assert c.agent_id is not None
                 lost = _Dial("", c.id, c.agent_id, self.voice.extension(c.agent_id))
                 self._attempt_over(lost, "interrupted", retry=True)
@@ -244,13 +243,13 @@ class CallbackChannel:
         except IdentityError as exc:
             raise CallbackError("bad_number", str(exc)) from None
         router = self.centre.router
-        waiting = router.contacts.get(contact_id) if contact_id is not None else None
+        waiting = router.contact(contact_id) if contact_id is not None else None
         if contact_id is not None:
-            if waiting is None or waiting.channel != "voice" or waiting.state != QUEUED:
+            if waiting is None or waiting.channel != "voice" or waiting.state != "queued":
                 raise CallbackError("not_waiting", f"{contact_id!r} is not a call waiting in a queue")
             queue = waiting.queue
             customer_id = customer_id or waiting.customer_id
-        if queue is None or queue not in router.queues or CHANNEL not in router.queues[queue].channels:
+        if queue is None or not router.serves(queue, CHANNEL):
             raise CallbackError("bad_queue", f"no queue {queue!r} that takes callbacks")
         who = await self.centre.read(_look_up, e164, customer_id)
         if who.do_not_call:
@@ -287,12 +286,9 @@ class CallbackChannel:
         return Requested(cid, due, False)
 
     def _submit_checked(self, ev: Event) -> None:
-        driver = self.centre.driver
-        before = driver.refused
-        self.centre.submit(ev)
-        if driver.refused != before:
-            last = driver.last_refusal
-            raise CallbackError("refused", f"the router refused it: {last[1] if last else '?'}")
+        refusal = self.centre.submit(ev)
+        if refusal is not None:
+            raise CallbackError("refused", f"the router refused it: {refusal}")
 
     # ------------------------------------------------------------------------------ agents' actions
 
@@ -302,11 +298,11 @@ class CallbackChannel:
     async def answer(self, contact_id: str, agent_id: str) -> None:
         """The agent takes the callback offered to it; the switch then dials the customer from its phone."""
         self.centre.driver.catch_up()
-        c = self.centre.router.contacts.get(contact_id)
+        c = self.centre.router.contact(contact_id)
         o = c.offer if c is not None else None
-        if c is None or c.state != OFFERED or o is None or o.agent.id != agent_id:
+        if c is None or c.state != "offered" or o is None or o.agent_id != agent_id:
             raise CallbackError("stale_offer", f"no open offer of {contact_id!r} to {agent_id!r}")
-        self.centre.submit(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id))
+        self._agent_input(OfferAccepted(at_ms=self.centre.now_ms(), offer_id=o.id, contact_id=c.id, agent_id=agent_id))
 
     async def hold(self, contact_id: str, agent_id: str) -> None:
         await self.voice.hold(self._call_of(contact_id), agent_id)
@@ -317,9 +313,15 @@ class CallbackChannel:
     async def hang_up(self, contact_id: str, agent_id: str) -> None:
         d = self._dial_of.get(contact_id)
         if d is None or d.call_id not in self.switch.calls:  # nothing on the line (the dial failed): just end
-            self.centre.submit(ContactEnded(at_ms=self.centre.now_ms(), contact_id=contact_id, agent_id=agent_id))
+            self._agent_input(ContactEnded(at_ms=self.centre.now_ms(), contact_id=contact_id, agent_id=agent_id))
             return
         await self.voice.hang_up(d.call_id, agent_id)
+
+    def _agent_input(self, ev: Event) -> None:
+        """An agent's phone action that is a router input here (no call on the switch to operate)."""
+        refusal = self.centre.submit(ev)
+        if refusal is not None:
+            raise CallbackError("refused", str(refusal))
 
     def _call_of(self, contact_id: str) -> str:
         d = self._dial_of.get(contact_id)
@@ -332,8 +334,8 @@ class CallbackChannel:
     def _on_centre(self, events: list[Event]) -> None:
         for ev in events:
             if self.offered and getattr(ev, "contact_id", None) in self.offered:
-                c = self.centre.router.contacts.get(ev.contact_id)  # type: ignore[attr-defined]
-                if c is None or c.channel != "voice" or c.state not in (QUEUED, OFFERED):
+                c = self.centre.router.contact(ev.contact_id)  # type: ignore[attr-defined]
+                if c is None or c.channel != "voice" or not c.waiting:
                     self.offered.discard(ev.contact_id)  # type: ignore[attr-defined]
             try:
                 if isinstance(ev, ContactConnected) and ev.channel == CHANNEL:
@@ -346,7 +348,7 @@ class CallbackChannel:
                 log.exception("callback: handling %s of %s failed", type(ev).__name__, getattr(ev, "contact_id", "?"))
 
     def _dial(self, contact_id: str, agent_id: str) -> None:
-        c = self.centre.router.contacts.get(contact_id)
+        c = self.centre.router.contact(contact_id)
         if c is None or c.callback_number is None:
             return
         ext = self.voice.extension(agent_id)
@@ -414,30 +416,32 @@ class CallbackChannel:
             elif kind is ConnectionCleared and at_phone:
                 if d.answered:
                     d.over = True
-                    self._submit_if(d, (CONNECTED, HELD), ContactEnded)
+                    self._submit_if(d, ContactEnded)
                 else:  # the agent gave up while the customer's phone rang: nobody was reached, try again
                     self._attempt_over(d, "no_answer", retry=True)
             elif kind is Held and at_phone:
-                self._submit_if(d, (CONNECTED,), ContactHeld)
+                self._submit_if(d, ContactHeld)
             elif kind is Retrieved and at_phone:
-                self._submit_if(d, (HELD,), ContactRetrieved)
+                self._submit_if(d, ContactRetrieved)
         if not ev.parties:  # the call is over on the switch
             self.dials.pop(d.call_id, None)
             if self._dial_of.get(d.contact_id) is d:
                 del self._dial_of[d.contact_id]
 
-    def _submit_if(self, d: _Dial, states: tuple[str, ...], cls: type[Event]) -> None:
-        c = self.centre.router.contacts.get(d.contact_id)
-        if c is not None and c.agent_id == d.agent_id and c.state in states:
-            self.centre.submit(cls(at_ms=self.centre.now_ms(), contact_id=d.contact_id, agent_id=d.agent_id))  # type: ignore[call-arg]
+    def _submit_if(self, d: _Dial, cls: type[Event]) -> None:
+        """The agent's phone did it: tell the router, if the router would take it (the contact is still this
+        agent's, in a state that allows the step) — else the phone only caught up with what it knows."""
+        ev = cls(at_ms=self.centre.now_ms(), contact_id=d.contact_id, agent_id=d.agent_id)  # type: ignore[call-arg]
+        if self.centre.router.check(ev) is None:
+            self.centre.submit(ev)
 
     def _attempt_over(self, d: _Dial, outcome: str, *, retry: bool) -> None:
         """An attempt that reached nobody: it ends now with ``outcome`` as its disposition (the agent's
         wrap-up follows), and another attempt is scheduled while attempts are left."""
         d.over = True
         now = self.centre.now_ms()
-        c = self.centre.router.contacts.get(d.contact_id)
-        if c is None or c.state not in (CONNECTED, HELD):
+        c = self.centre.router.contact(d.contact_id)
+        if c is None or not c.handling:
             return
         self.centre.submit(DispositionSet(at_ms=now, contact_id=c.id, agent_id=d.agent_id, code=outcome))
         self.centre.submit(ContactEnded(at_ms=now, contact_id=c.id, agent_id=d.agent_id))
@@ -484,7 +488,7 @@ class CallbackChannel:
         self, d: _Dial, outcome: str, *, attempt: int | None = None, retry: tuple[str, int] | None = None
     ) -> None:
         if attempt is None:
-            c = self.centre.router.contacts.get(d.contact_id)
+            c = self.centre.router.contact(d.contact_id)
             attempt = c.attempt if c is not None else 1
         self.centre.publish(
             [

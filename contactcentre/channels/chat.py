@@ -98,7 +98,6 @@ from contactcentre.wsframes.chat import (
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from contactcentre.acd import Router
     from contactcentre.centre import Centre
 
 log = logging.getLogger(__name__)
@@ -207,21 +206,6 @@ class _Session:
         return [i for i in (self.contact_id, self.mail_contact_id) if i is not None]
 
 
-def _wait_now(router: Router, contact_id: str) -> tuple[int, int | None] | None:
-    """Position and EWT of a waiting contact now, the way the router computes them when it queues one.
-
-    This reads the router's waiting index and staffing (read-only); a ``Router.wait_estimate(contact_id)``
-    would be the better home for it."""
-    from contactcentre.acd.ewt import WaitSituation
-
-    c = router.contacts.get(contact_id)
-    if c is None or c.state != "queued" or c.group is None or c.preferred_agent_id is not None:
-        return None
-    ahead = c.group.position(c)
-    servers = router.staffing.servers(c.channel, c.reqs)
-    return ahead + 1, router.estimator.estimate(WaitSituation(c.queue, c.channel, ahead, servers, c.priority))
-
-
 # ---------------------------------------------------------------------------------------------- channel
 
 
@@ -264,10 +248,9 @@ class ChatChannel:
         """Rebuild the sessions of chats the router still holds after a restart (waiting, offered, with an
         agent), so that their customers can resume with the token they have. Each gets the resume window
         from now; a customer who does not come back within it has left."""
-        router = self.centre.router
         live = [
             c
-            for c in router.contacts.values()
+            for c in self.centre.router.contact_list()
             if c.channel == "chat" and c.state in _LIVE_CONTACT_STATES and c.attributes.get("resume")
         ]
         if not live:
@@ -495,7 +478,7 @@ class ChatChannel:
             await centre.commit()
         except Exception:  # the store is failing: take the chat back rather than promise what is not kept
             log.exception("chat: committing a chat arrival failed")
-            if s.contact_id in self.centre.router.contacts:
+            if self.centre.router.has_contact(s.contact_id):
                 centre.submit(CustomerLeft(at_ms=centre.now_ms(), contact_id=s.contact_id))
             self._forget(s)
             conn.session = s.conn = None
@@ -560,27 +543,9 @@ class ChatChannel:
         return await self.centre.write(identify_and_open_case, self.centre.now_ms(), name, email, visitor, topic, queue)
 
     def _offline_reason(self, queue: str | None) -> str | None:
-        """Why nobody can answer a chat in ``queue`` now (``closed``, ``no_agents``), or None if someone
-        could: the queue (or where it sends contacts while closed) is open and an agent who may serve it
-        with chat capacity is logged in (ready, busy or away — a chat may wait for them)."""
-        from contactcentre.acd.agent import LOGGED_OUT
-
-        router = self.centre.router
-        if queue is None or queue not in router.queues:
-            return "no_agents"
-        now = self.centre.now_ms()
-        plan = router.queues[queue]
-        seen: set[str] = set()
-        while not plan.hours.always_open and not plan.hours.is_open(now):
-            if plan.when_closed in ("accept", "refuse") or plan.when_closed in seen:
-                return "closed"  # a chat that waits for the morning is an offline message
-            seen.add(plan.name)
-            plan = router.queues[plan.when_closed]
-        for agent_id in self.centre.driver.serving().get(plan.name, ()):
-            a = router.agents[agent_id]
-            if a.presence != LOGGED_OUT and a.capacity.get("chat", 0) > 0:
-                return None
-        return "no_agents"
+        """Why nobody can answer a chat in ``queue`` now (``closed``, ``no_agents``), or None if someone could
+        (the router's answer: ``Router.offline_reason``)."""
+        return self.centre.router.offline_reason(queue, "chat", self.centre.now_ms())
 
     async def _go_offline(
         self,
@@ -784,7 +749,7 @@ class ChatChannel:
         """An agent's line to the customer of chat ``contact_id``: logged (``MessageSent``), made durable,
         then delivered if the customer's socket is there (else it comes with their resume). Returns the
         message id. Raises ``ChatError`` if the contact is not a live chat this agent handles."""
-        c = self.centre.router.contacts.get(contact_id)
+        c = self.centre.router.contact(contact_id)
         if c is None or c.channel != "chat":
             raise ChatError("unknown_contact", f"no live chat {contact_id}")
         if c.agent_id != agent_id or c.state not in ("connected", "held", "wrap_up"):
@@ -877,10 +842,10 @@ class ChatChannel:
         for s in list(self._by_contact.values()):
             if s.state != WAITING or s.conn is None or s.contact_id is None:
                 continue
-            now = _wait_now(router, s.contact_id)
-            if now is None or now == (s.position, s.ewt_ms):
+            now = router.wait_estimate(s.contact_id)
+            if now is None or (now.position, now.ewt_ms) == (s.position, s.ewt_ms):
                 continue
-            s.position, s.ewt_ms = now
+            s.position, s.ewt_ms = now.position, now.ewt_ms
             s.send(Position(s.position, ewt_s(s.ewt_ms)))
 
     def _finish(self, s: _Session, reason: str) -> None:
@@ -949,7 +914,7 @@ class ChatChannel:
         live = s.state in (WAITING, WITH_AGENT, NEW)
         s.state, s.reason = CLOSED, "timeout"
         self._forget(s)
-        if live and s.contact_id is not None and s.contact_id in self.centre.router.contacts:
+        if live and s.contact_id is not None and self.centre.router.has_contact(s.contact_id):
             self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=s.contact_id))
 
     def _presence(self, s: _Session, connected: bool) -> None:

@@ -41,8 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from contactcentre.acd.agent import LOGGED_OUT
-from contactcentre.acd.contact import CONNECTED, HELD, OFFERED, QUEUED
+from contactcentre.acd import RouterError
 from contactcentre.cti.events import (
     Conferenced,
     ConnectionCleared,
@@ -163,6 +162,7 @@ class VoiceChannel:
         self._queue_at: dict[str, str] = {queue_number(q): q for q in voice_queues}
         self._agent_at: dict[str, str] = {extension(a.id): a.id for a in centre.config.agents}
         self.calls: dict[str, _Call] = {}  # call id (= contact id) -> what the bridge knows
+        self._refusals: list[RouterError] | None = None  # during an agent's phone operation (``_operate``)
         offer_ms = round(centre.config.channel(CHANNEL).offer_timeout_s * 1000)
         if self.switch.config.ring_timeout_ms < offer_ms:
             log.warning(
@@ -192,9 +192,9 @@ class VoiceChannel:
         """After a restart the (simulated) switch has no calls: voice contacts the router restored from its
         log have no caller any more. They are ended as the customer having left."""
         now = self.centre.now_ms()
-        for c in list(self.centre.router.contacts.values()):
-            if c.channel == CHANNEL and c.id not in self.switch.calls and c.state in (QUEUED, OFFERED, CONNECTED, HELD):
-                self.centre.submit(CustomerLeft(at_ms=now, contact_id=c.id))
+        for c in self.centre.router.contact_list():
+            if c.channel == CHANNEL and c.id not in self.switch.calls and (c.waiting or c.handling):
+                self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
 
     async def settle(self) -> None:
         """Wait until every caller look-up under way has been submitted (tests, shutdown)."""
@@ -221,13 +221,13 @@ class VoiceChannel:
         # pick up only a call whose offer is still this agent's, or the caller would talk to an agent the
         # router has already taken the call from.
         self.centre.driver.catch_up()
-        agent = self.centre.router.agents.get(agent_id)
+        agent = self.centre.router.agent(agent_id)
         ringing = contact_id in self.switch.calls and any(
             conn.state == "alerting"
             for conn in self.switch.calls[contact_id].connections.values()
             if conn.device == ext
         )
-        if ringing and (agent is None or not any(o.contact.id == contact_id for o in agent.offers.values())):
+        if ringing and (agent is None or agent.offer_of(contact_id) is None):
             raise VoiceError("stale_offer", f"the offer of {contact_id!r} to {agent_id!r} is no longer open")
         self._operate(lambda now: self.switch.answer(contact_id, ext, now))
 
@@ -322,8 +322,8 @@ class VoiceChannel:
                 raise VoiceError("unknown_queue", f"no voice queue {to_queue!r}")
             return self.queue_number(to_queue)
         if to_agent is not None:
-            a = self.centre.router.agents.get(to_agent)
-            if a is None or a.presence == LOGGED_OUT:
+            a = self.centre.router.agent(to_agent)
+            if a is None or not a.logged_in:
                 raise VoiceError("unknown_agent", f"agent {to_agent!r} is not logged in")
             if to_agent == agent_id:
                 raise VoiceError("bad_request", f"an agent cannot be the target of its own {what.split()[-1]}")
@@ -349,12 +349,7 @@ class VoiceChannel:
 
     def _may_take(self, agent_id: str, contact_id: str) -> bool:
         """Would the router offer the contact to this agent at once (a transfer to a named agent)?"""
-        router = self.centre.router
-        a = router.agents.get(agent_id)
-        c = router.contacts.get(contact_id)
-        if a is None or c is None or a.presence == LOGGED_OUT or agent_id in c.rejected_by:
-            return False
-        return router.can_take(a, CHANNEL)
+        return self.centre.router.may_take_now(agent_id, contact_id)
 
     def _own_extension(self, contact_id: str, agent_id: str) -> str:
         if contact_id not in self.switch.calls:
@@ -362,10 +357,23 @@ class VoiceChannel:
         return self.extension(agent_id)
 
     def _operate(self, op: Callable[[int], list[SwitchEvent]]) -> list[SwitchEvent]:
+        """An agent's operation on its phone. The router inputs the switch's events lead to are submitted on
+        the way; one the router refuses refuses the operation (``refused``, with the router's reason)."""
+        outer, self._refusals = self._refusals, []
         try:
-            return self.driver.run(op)
+            out = self.driver.run(op)
         except SwitchError as exc:
             raise VoiceError(exc.code, exc.message) from None
+        finally:
+            refusals, self._refusals = self._refusals, outer
+        if refusals:
+            raise VoiceError("refused", str(refusals[0]))
+        return out
+
+    def _submit(self, ev: Event) -> None:
+        refusal = self.centre.submit(ev)
+        if refusal is not None and self._refusals is not None:
+            self._refusals.append(refusal)
 
     # ----------------------------------------------------------------------------------- switch → router
 
@@ -406,9 +414,9 @@ class VoiceChannel:
         if kind is Established:
             self._established(call, ev.device)
         elif kind is Held:
-            self._handling_input(call, ev.device, CONNECTED, ContactHeld)
+            self._handling_input(call, ev.device, ContactHeld)
         elif kind is Retrieved:
-            self._handling_input(call, ev.device, HELD, ContactRetrieved)
+            self._handling_input(call, ev.device, ContactRetrieved)
         elif kind is Transferred:  # blind, or consultative (the consulted party took the agent's place)
             self._transferred(call, ev, rest)
         elif kind is Conferenced:
@@ -418,8 +426,8 @@ class VoiceChannel:
         return self.switch.kinds.get(device)
 
     def _left_routing(self, call: _Call) -> bool:
-        c = self.centre.router.contacts.get(call.call_id)
-        return c is None or c.state not in (QUEUED, OFFERED, CONNECTED, HELD)
+        c = self.centre.router.contact(call.call_id)
+        return c is None or not (c.waiting or c.handling)
 
     def _is_consultation(self, call_id: str) -> bool:
         c = self.switch.calls.get(call_id)
@@ -448,7 +456,7 @@ class VoiceChannel:
             skills, priority, attributes = {}, 0, attached
         now = self.centre.now_ms()
         call.arrived = True  # before the submit: what the router says back may already end the call
-        self.centre.submit(
+        self._submit(
             ContactArrived(
                 at_ms=now,
                 contact_id=call.call_id,
@@ -463,9 +471,9 @@ class VoiceChannel:
             )
         )
         if call.left_early:  # hung up during the look-up: logged as a (short) abandon all the same
-            self.centre.submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
+            self._submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
             self._forget(call)
-        elif call.call_id not in self.centre.router.contacts and call.call_id in self.switch.calls:
+        elif not self.centre.router.has_contact(call.call_id) and call.call_id in self.switch.calls:
             # Refused outright (the queue does not serve voice, a duplicate id): nobody will answer this call.
             log.warning("voice: the router refused call %s; clearing it", call.call_id)
             self._try(lambda now: self.switch.clear_call(call.call_id, now))
@@ -474,14 +482,14 @@ class VoiceChannel:
         if not call.arrived:
             call.left_early = True
             return
-        c = self.centre.router.contacts.get(call.call_id)
-        if c is not None and c.state in (QUEUED, OFFERED, CONNECTED, HELD):
-            self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=call.call_id))
+        c = self.centre.router.contact(call.call_id)
+        if c is not None and (c.waiting or c.handling):
+            self._submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=call.call_id))
 
     def _agent_cleared(self, call: _Call, device: str) -> None:
         agent_id = self._agent_at.get(device)
-        c = self.centre.router.contacts.get(call.call_id)
-        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+        c = self.centre.router.contact(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or not c.handling:
             return  # not the agent handling it (an alerting phone cleared, the call already ended)
         now = self.centre.now_ms()
         # Leaving a conference hands the caller to whoever stays on the line: a colleague the router may give
@@ -493,27 +501,27 @@ class VoiceChannel:
                 continue
             heir = self._agent_at.get(conn.device)
             if heir is not None and self._may_take(heir, c.id):
-                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_agent_id=heir))
+                self._submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_agent_id=heir))
                 return
             if conn.kind == TRUNK:
                 number = conn.number or conn.device
-                self.centre.submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_external=number))
+                self._submit(TransferRequested(at_ms=now, contact_id=c.id, agent_id=agent_id, to_external=number))
                 return
-        self.centre.submit(ContactEnded(at_ms=now, contact_id=call.call_id, agent_id=agent_id))
+        self._submit(ContactEnded(at_ms=now, contact_id=call.call_id, agent_id=agent_id))
 
     def _established(self, call: _Call, device: str) -> None:
         agent_id = self._agent_at.get(device)
-        c = self.centre.router.contacts.get(call.call_id)
+        c = self.centre.router.contact(call.call_id)
         if agent_id is None or c is None:
             return
         o = c.offer
-        if c.state == OFFERED and o is not None and o.agent.id == agent_id:
+        if c.state == "offered" and o is not None and o.agent_id == agent_id:
             # The phone is the truth: an answer that reached the switch in the instant the offer ran out, before
             # the router's expiry timer ran, still takes the call — stamped just inside the offer, or the
             # router would expire it first and leave the caller talking to an agent it has put away.
             at = max(self.centre.router.now_ms, min(self.centre.now_ms(), o.expires_ms - 1))
-            self.centre.submit(OfferAccepted(at_ms=at, offer_id=o.id, contact_id=c.id, agent_id=agent_id))
-        elif c.state in (QUEUED, OFFERED):
+            self._submit(OfferAccepted(at_ms=at, offer_id=o.id, contact_id=c.id, agent_id=agent_id))
+        elif c.waiting:
             # Picked up without the router's offer (a CTI client answering a call the router has taken back):
             # the caller goes back to waiting in its place rather than talk outside routing.
             log.warning("voice: %s answered %s without the router's offer; back to its queue", device, c.id)
@@ -522,17 +530,20 @@ class VoiceChannel:
         else:
             log.warning("voice: %s answered %s without the router's offer (%s)", device, call.call_id, c.state)
 
-    def _handling_input(self, call: _Call, device: str, state: str, cls: type[Event]) -> None:
+    def _handling_input(self, call: _Call, device: str, cls: type[Event]) -> None:
+        """The agent's phone held or retrieved the call: tell the router, if the router would take it (the call
+        is this agent's contact, in a state that allows the step)."""
         agent_id = self._agent_at.get(device)
-        c = self.centre.router.contacts.get(call.call_id)
-        if agent_id is None or c is None or c.agent_id != agent_id or c.state != state:
+        if agent_id is None:
             return
-        self.centre.submit(cls(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id))  # type: ignore[call-arg]
+        ev = cls(at_ms=self.centre.now_ms(), contact_id=call.call_id, agent_id=agent_id)  # type: ignore[call-arg]
+        if self.centre.router.check(ev) is None:
+            self._submit(ev)
 
     def _transferred(self, call: _Call, ev: SwitchEvent, rest: list[SwitchEvent]) -> None:
         agent_id = self._agent_at.get(ev.device)
-        c = self.centre.router.contacts.get(call.call_id)
-        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+        c = self.centre.router.contact(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or not c.handling:
             return
         to = ev.to_device  # type: ignore[attr-defined]
         target: dict[str, str] = {}
@@ -560,17 +571,17 @@ class VoiceChannel:
             target["to_external"] = number
         else:  # an extension nobody is known at, a queue DN without a voice queue: the call has left
             target["to_external"] = to
-        self.centre.submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
+        self._submit(TransferRequested(at_ms=self.centre.now_ms(), contact_id=c.id, agent_id=agent_id, **target))
 
     def _conferenced(self, call: _Call, ev: SwitchEvent) -> None:
         """The handling agent is talking again (its hold ends) and the consulted party is on the call."""
         agent_id = self._agent_at.get(ev.device)
-        c = self.centre.router.contacts.get(call.call_id)
-        if agent_id is None or c is None or c.agent_id != agent_id or c.state not in (CONNECTED, HELD):
+        c = self.centre.router.contact(call.call_id)
+        if agent_id is None or c is None or c.agent_id != agent_id or not c.handling:
             return
         now = self.centre.now_ms()
-        if c.state == HELD:
-            self.centre.submit(ContactRetrieved(at_ms=now, contact_id=c.id, agent_id=agent_id))
+        if c.state == "held":
+            self._submit(ContactRetrieved(at_ms=now, contact_id=c.id, agent_id=agent_id))
         to = ev.to_device  # type: ignore[attr-defined]
         party = self._agent_at.get(to)
         if party is None:
@@ -639,21 +650,21 @@ class VoiceChannel:
     def _reconcile(self, cid: str) -> None:
         """Move the call to where the router wants it: ringing at the offered agent, or back in a queue."""
         call = self.switch.calls.get(cid)
-        c = self.centre.router.contacts.get(cid)
+        c = self.centre.router.contact(cid)
         if call is None or c is None or c.channel != CHANNEL:  # a call turned callback is not moved again
             return
         where = self._where(call)
         if where is None:
             return
         state, device = where
-        if c.state == OFFERED and c.offer is not None:
+        if c.state == "offered" and c.offer is not None:
             offer = c.offer
-            target = self.extension(offer.agent.id)
+            target = self.extension(offer.agent_id)
             if device == target:
                 if state in ("connected", "held"):  # already talking (a consultative transfer): take it
-                    self.centre.submit(
+                    self._submit(
                         OfferAccepted(
-                            at_ms=self.centre.now_ms(), offer_id=offer.id, contact_id=cid, agent_id=offer.agent.id
+                            at_ms=self.centre.now_ms(), offer_id=offer.id, contact_id=cid, agent_id=offer.agent_id
                         )
                     )
                 return
@@ -667,16 +678,16 @@ class VoiceChannel:
                 log.warning("voice: cannot ring %s for %s: %s", target, cid, exc)
                 if state == ALERTING:
                     self._try(lambda now: self.switch.deflect(cid, device, self.queue_number(c.queue), now))
-                self.centre.submit(
+                self._submit(
                     OfferRejected(
                         at_ms=self.centre.now_ms(),
                         offer_id=offer.id,
                         contact_id=cid,
-                        agent_id=offer.agent.id,
+                        agent_id=offer.agent_id,
                         reason=f"phone_{exc.code}",
                     )
                 )
-        elif c.state == QUEUED and state == ALERTING:
+        elif c.state == "queued" and state == ALERTING:
             back = self.queue_number(c.queue)
             self._try(lambda now: self.switch.deflect(cid, device, back, now))
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from contactcentre.acd.calendar import BusinessCalendar
+from contactcentre.acd import BusinessCalendar
 from contactcentre.config_base import (
     ALWAYS_OPEN,
     MAX_LEVEL,

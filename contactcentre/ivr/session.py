@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from contactcentre.acd.errors import IllegalTransition
+from contactcentre.acd import IllegalTransition
 from contactcentre.ivr import actions as A
 from contactcentre.ivr.menu import (
     CALLBACK_TIMES,

@@ -98,10 +98,7 @@ class AdminPage(Resource):
     def _live_skills(self) -> dict[str, str]:
         """Each agent's skills as the router has them now (a change from this page or the dashboard included),
         in the form the skills box takes: ``general=8, technical=9``."""
-        return {
-            agent_id: ", ".join(f"{k}={v}" for k, v in a.skills.items())
-            for agent_id, a in self.centre.router.agents.items()
-        }
+        return {a.id: ", ".join(f"{k}={v}" for k, v in a.skills.items()) for a in self.centre.router.agent_list()}
 
     # ---------------------------------------------------------- add a user, set skills, reset a password
 

@@ -51,10 +51,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from contactcentre.acd.agent import LOGGED_OUT, READY, Agent
-from contactcentre.acd.contact import CONNECTED, CONTACT_STATES, HELD, OFFERED, QUEUED, WITH_AGENT, Contact
-from contactcentre.acd.errors import IllegalTransition
-from contactcentre.acd.ewt import WaitSituation
+from contactcentre.acd import CONTACT_STATES, AgentView, ContactView
 from contactcentre.agent_actions import AgentChangeRefused, change_skills
 from contactcentre.centre import Centre
 from contactcentre.contact_actions import ActionError, ContactActions
@@ -306,49 +303,25 @@ class Api:
         driver = centre.driver
         router = centre.router
         now = centre.now_ms()
-        serving = driver.serving()
-        snapshot = driver.stats.snapshot(now, serving=serving)["queues"]
-        # One pass over the live contacts: counts per queue, and per (queue, channel) for the EWT.
-        waiting: dict[tuple[str, str], int] = {}
-        oldest: dict[str, int] = {}
-        offered: dict[str, int] = {}
-        handling: dict[str, int] = {}
-        for c in router.contacts.values():
-            if c.state == QUEUED:
-                waiting[c.queue, c.channel] = waiting.get((c.queue, c.channel), 0) + 1
-                if c.waiting_since_ms < oldest.get(c.queue, now + 1):
-                    oldest[c.queue] = c.waiting_since_ms
-            elif c.state == OFFERED:
-                offered[c.queue] = offered.get(c.queue, 0) + 1
-            elif c.state in WITH_AGENT:
-                handling[c.queue] = handling.get(c.queue, 0) + 1
+        snapshot = driver.stats.snapshot(now, serving=driver.serving())["queues"]
+        loads = {q.name: q for q in router.queue_loads()}
         rows = []
         for q in router.config.queues:
-            plan = router.queues[q.name]
-            agents = [router.agents[a] for a in serving.get(q.name, ()) if a in router.agents]
-            ready = [a for a in agents if a.presence == READY]
-            ewt: dict[str, float | None] = {}
-            for ch in q.channels:
-                # What a contact arriving now at the queue's own priority would be told: everyone waiting on
-                # the channel is ahead of it; servers are the ready agents' capacity on the channel.
-                servers = sum(a.capacity.get(ch, 0) for a in ready)
-                ms = router.estimator.estimate(
-                    WaitSituation(q.name, ch, waiting.get((q.name, ch), 0), servers, plan.priority)
-                )
-                ewt[ch] = None if ms is None else ms / 1000
+            load = loads[q.name]
+            oldest = load.oldest_waiting_since_ms
             rows.append(
                 {
                     "name": q.name,
                     "description": q.description,
                     "channels": list(q.channels),
-                    "waiting": sum(n for (name, _), n in waiting.items() if name == q.name),
-                    "waiting_by_channel": {ch: n for (name, ch), n in waiting.items() if name == q.name},
-                    "longest_wait_s": (now - oldest[q.name]) / 1000 if q.name in oldest else 0.0,
-                    "offered": offered.get(q.name, 0),
-                    "with_agents": handling.get(q.name, 0),
-                    "ewt_s": ewt,
-                    "agents_serving": len(agents),
-                    "agents_ready": len(ready),
+                    "waiting": sum(load.waiting.values()),
+                    "waiting_by_channel": load.waiting,
+                    "longest_wait_s": (now - oldest) / 1000 if oldest is not None else 0.0,
+                    "offered": load.offered,
+                    "with_agents": load.with_agents,
+                    "ewt_s": {ch: None if ms is None else ms / 1000 for ch, ms in load.ewt_ms.items()},
+                    "agents_serving": load.agents_serving,
+                    "agents_ready": load.agents_ready,
                     "today": snapshot.get(q.name, {}),
                 }
             )
@@ -362,7 +335,7 @@ class Api:
         if bad:
             raise ApiError(400, "bad_request", f"state {bad[0]!r}: one of {', '.join(CONTACT_STATES)}")
         queue = _arg(request, b"queue")
-        if queue is not None and queue not in router.queues:
+        if queue is not None and router.queue(queue) is None:
             raise ApiError(400, "bad_request", f"queue {queue!r}: no such queue")
         channel = _arg(request, b"channel")
         if channel is not None and channel not in CHANNELS:
@@ -379,7 +352,7 @@ class Api:
         wanted = set(states)
         found = [
             c
-            for c in router.contacts.values()
+            for c in router.contact_list()
             if (not wanted or c.state in wanted)
             and (queue is None or c.queue == queue)
             and (channel is None or c.channel == channel)
@@ -416,8 +389,8 @@ class Api:
         agent_id = user.agent_id
         if agent_id is None:
             return False
-        contacts = self.centre.router.contacts
-        if any(c is not None and c.agent_id == agent_id for c in map(contacts.get, contact_ids)):
+        router = self.centre.router
+        if any(c is not None and c.agent_id == agent_id for c in map(router.contact, contact_ids)):
             return True
         return await self.centre.read(handled_any, agent_id, contact_ids)
 
@@ -481,8 +454,8 @@ class Api:
                 agent_id = actions.acting_agent(c)
             else:
                 agent_id = user.agent_id
-                a = centre.router.agents.get(agent_id) if agent_id is not None else None
-                offered = c.offer is not None and c.offer.agent.id == agent_id
+                a = centre.router.agent(agent_id) if agent_id is not None else None
+                offered = c.offered_to == agent_id
                 if a is None or not (c.id in a.work or (needs == "offer" and offered)):
                     raise ActionError("not_your_contact", f"contact {contact_id!r} is not yours")
             fn = getattr(actions, action)
@@ -490,7 +463,7 @@ class Api:
         except ActionError as exc:
             raise ApiError(exc.status, exc.code, exc.detail, reason=exc.reason) from None
         await centre.commit()
-        now_c = centre.router.contacts.get(contact_id)
+        now_c = centre.router.contact(contact_id)
         return {
             "action": action,
             "agent_id": agent_id,
@@ -503,7 +476,7 @@ class Api:
         """``GET /api/contacts/{id}/legs``: each agent's part in the contact, live or finished, from the log."""
         await self.centre.commit()
         legs = (await self.centre.read(contact_legs, [contact_id]))[contact_id]
-        if not legs and contact_id not in self.centre.router.contacts:
+        if not legs and not self.centre.router.has_contact(contact_id):
             found = await self.centre.read(contact_exists, contact_id)
             if not found:
                 raise _not_found(f"no contact {contact_id!r}")
@@ -511,11 +484,11 @@ class Api:
             raise ApiError(403, "forbidden", "agents read the legs of contacts they hold or have answered only")
         return {"contact_id": contact_id, "legs": legs}
 
-    def _agent_for(self, user: User, agent_id: str) -> Agent:
+    def _agent_for(self, user: User, agent_id: str) -> AgentView:
         if not user.may("supervisor") and user.agent_id != agent_id:
             # Checked before existence, so an agent cannot probe which agent ids exist.
             raise ApiError(403, "forbidden", "agents may see and change their own state only")
-        a = self.centre.router.agents.get(agent_id)
+        a = self.centre.router.agent(agent_id)
         if a is None:
             raise _not_found(f"no agent {agent_id!r}")
         return a
@@ -530,32 +503,29 @@ class Api:
         now = centre.now_ms()
         event: Event
         if change.state == "available":
-            event, action = AgentReady(at_ms=now, agent_id=a.id), "ready"
+            event = AgentReady(at_ms=now, agent_id=a.id)
         elif change.state == "away":
-            event, action = AgentAway(at_ms=now, agent_id=a.id, reason=change.reason or "break"), "away"
+            event = AgentAway(at_ms=now, agent_id=a.id, reason=change.reason or "break")
         else:
-            if a.state == LOGGED_OUT:  # already there: asking twice is not a conflict
+            if not a.logged_in:  # already there: asking twice is not a conflict
                 return _agent_row(a)
-            event, action = AgentLoggedOut(at_ms=now, agent_id=a.id), "logout"
-        # The driver logs and drops what the router refuses, so ask the agent's transition table first to
-        # be able to say why.
-        if action == "logout" and a.active:
-            busy = ", ".join(cid for cid, c in a.work.items() if c.state in (CONNECTED, HELD))
+            event = AgentLoggedOut(at_ms=now, agent_id=a.id)
+        if isinstance(event, AgentLoggedOut) and a.handling:
+            busy = ", ".join(a.handling)
             raise ApiError(409, "conflict", f"agent {a.id!r} is still handling {busy}; end it first")
-        try:
-            a.must(action)
-        except IllegalTransition as exc:
-            hint = "; log in first" if a.state == LOGGED_OUT else ""
-            raise ApiError(409, "conflict", f"{exc}{hint}") from None
-        driver = centre.driver
-        if driver.closed:
+        # Asked first so that a change the agent's state does not allow is answered without being logged as
+        # refused: a person asked, not the router's input stream.
+        refusal = centre.router.check(event)
+        if refusal is not None:
+            hint = "; log in first" if not a.logged_in else ""
+            raise ApiError(409, "conflict", f"{refusal}{hint}")
+        if centre.driver.closed:
             raise ApiError(503, "unavailable", "the centre is shutting down")
-        refused = driver.refused
-        centre.submit(event)
-        if driver.refused != refused:  # a rule the pre-check does not know about
-            raise ApiError(409, "conflict", "the router refused the change (the server log says why)")
+        refusal = centre.submit(event)
+        if refusal is not None:
+            raise ApiError(409, "conflict", f"the router refused the change: {refusal}")
         await centre.commit()  # answered once the change is in the log
-        return _agent_row(a)
+        return _agent_row(self._agent_for(user, agent_id))
 
     async def set_agent_skills(self, request: Request, user: User, agent_id: str) -> Any:
         change = _decode_body(request, SkillsChange, self.max_body)
@@ -566,7 +536,7 @@ class Api:
             await change_skills(self.centre, a.id, change.skills, change.capacity)
         except AgentChangeRefused as exc:
             raise ApiError(exc.status, exc.code, str(exc)) from None
-        return _agent_row(a)
+        return _agent_row(self._agent_for(user, agent_id))
 
 
 # -------------------------------------------------------------------------------------------- resources
@@ -802,8 +772,7 @@ def _decode_body(request: Request, kind: type[Any], limit: int, *, empty_ok: boo
 # ------------------------------------------------------------------------------------------------ views
 
 
-def _contact_row(c: Contact, now_ms: int) -> dict[str, Any]:
-    waiting = c.state in (QUEUED, OFFERED)
+def _contact_row(c: ContactView, now_ms: int) -> dict[str, Any]:
     return {
         "id": c.id,
         "channel": c.channel,
@@ -813,17 +782,17 @@ def _contact_row(c: Contact, now_ms: int) -> dict[str, Any]:
         "tier": c.tier,
         "priority": c.priority,
         "waiting_since_ms": c.waiting_since_ms,
-        "wait_s": (now_ms - c.waiting_since_ms) / 1000 if waiting else None,
+        "wait_s": (now_ms - c.waiting_since_ms) / 1000 if c.waiting else None,
         "agent_id": c.agent_id,
         "offer_expires_ms": c.offer.expires_ms if c.offer is not None else None,
         "connected_ms": c.connected_ms or None,
         "sla_deadline_ms": c.sla_deadline_ms,
         # As ContactQueued counts it: 1 = next among the contacts waiting for the same agents.
-        "position": c.group.position(c) + 1 if c.state == QUEUED and c.group is not None else None,
+        "position": c.position,
     }
 
 
-def _agent_row(a: Agent) -> dict[str, Any]:
+def _agent_row(a: AgentView) -> dict[str, Any]:
     return {
         "id": a.id,
         "name": a.name,

@@ -294,10 +294,9 @@ def build_snapshot(live: dict[str, Any], board: LiveBoard, sla: dict[str, tuple[
 def queue_sla(centre_router: Any) -> dict[str, tuple[float, float]]:
     """Each queue's base SLA (its first channel's), the target the staffing hint aims at."""
     out = {}
-    for name, plan in centre_router.queues.items():
-        slas = list(plan.sla_by_channel.values())
-        if slas:
-            out[name] = (slas[0].threshold_s, slas[0].target)
+    for q in centre_router.queue_list():
+        if q.sla_threshold_s is not None and q.sla_target is not None:
+            out[q.name] = (q.sla_threshold_s, q.sla_target)
     return out
 
 

@@ -21,9 +21,8 @@ import msgspec
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from contactcentre.acd.agent import AGENT_TRANSITIONS
-from contactcentre.acd.contact import CONTACT_STATES
-from contactcentre.events import CHANNELS
+from contactcentre.acd import CONTACT_STATES
+from contactcentre.events import AGENT_STATES, CHANNELS
 from contactcentre.store.caseview import interaction_row_schema
 from contactcentre.store.schema import ROLES
 from contactcentre.store.screenpop import ScreenPop
@@ -173,7 +172,7 @@ def _schemas() -> dict[str, Any]:
             ("id", "name", "state", "reason", "presence", "away_reason", "since_ms", "load"),
             id=_S,
             name=_S,
-            state={"enum": sorted({st for (frm, _), nxt in AGENT_TRANSITIONS.items() for st in (frm, *nxt)})},
+            state={"enum": sorted(AGENT_STATES)},
             reason=_nullable(_S),
             presence={**_S, "description": "what the agent chose; away takes effect when open work ends"},
             away_reason=_nullable(_S),

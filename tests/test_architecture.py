@@ -1,0 +1,177 @@
+"""The edge talks to the router through its public API only.
+
+Every module outside ``contactcentre/acd/`` (the package, the simulator, the benchmarks) may import from the
+ACD core only the names ``contactcentre.acd`` lists in ``__all__`` — never one of its submodules — and from
+``contactcentre.events`` only its public names (not underscored, and defined there rather than imported). It
+reads no router object either: ``router.contacts``, ``.agents``, ``.queues`` and the rest hold the router's
+mutable state, which an adapter in another process could not reach; the router's read methods return plain
+values instead (``contactcentre/acd/views.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+import types
+from pathlib import Path
+
+import pytest
+
+import contactcentre.acd
+import contactcentre.events
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "contactcentre" / "acd"
+SCANNED = ("contactcentre", "simulator", "benchmarks")
+
+# Attributes of the router that are its internal state (or take or return its objects).
+ROUTER_INTERNALS = frozenset(
+    {
+        "agents",
+        "avail",
+        "calendars",
+        "can_take",
+        "contacts",
+        "eligible",
+        "estimator",
+        "offers",
+        "queues",
+        "scheduled",
+        "staffing",
+        "timers",
+        "waiting",
+    }
+)
+
+
+def _public_events() -> frozenset[str]:
+    """``__all__`` if the module declares one; else every name not underscored that the module itself defines
+    (its classes and functions, and what its own source assigns), not what it imported."""
+    mod = contactcentre.events
+    declared = getattr(mod, "__all__", None)
+    if declared is not None:
+        return frozenset(declared)
+    own = {
+        name
+        for name, value in vars(mod).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and getattr(value, "__module__", None) == mod.__name__
+    }
+    return frozenset(own | _constants(mod))
+
+
+def _constants(mod: types.ModuleType) -> set[str]:
+    """Module-level names assigned in the module's own source (constants, type aliases, tables)."""
+    tree = ast.parse(Path(mod.__file__ or "").read_text())
+    out: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
+        out.update(t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("_"))
+    return out
+
+
+PUBLIC = {"contactcentre.acd": frozenset(contactcentre.acd.__all__), "contactcentre.events": _public_events()}
+
+
+def _modules() -> list[Path]:
+    out = []
+    for top in SCANNED:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if CORE not in path.parents:
+                out.append(path)
+    return out
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    package = path.relative_to(ROOT).parent.parts
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _ends_in_router(node: ast.expr) -> bool:
+    """``router``, ``self.router``, ``centre.router``, ``centre_router``: an expression naming a router."""
+    if isinstance(node, ast.Name):
+        return node.id.endswith("router")
+    if isinstance(node, ast.Attribute):
+        return node.attr.endswith("router")
+    return False
+
+
+def violations(path: Path, source: str | None = None) -> list[str]:
+    tree = ast.parse(source if source is not None else path.read_text(), str(path))
+    out: list[str] = []
+    aliases: dict[str, str] = {}  # a local name bound to contactcentre.acd / .events -> that module
+    where = path.relative_to(ROOT) if path.is_absolute() else path
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("contactcentre.acd."):
+                    out.append(f"{where}:{node.lineno}: imports {a.name} (a module inside the ACD core)")
+                elif a.name in PUBLIC and a.asname:
+                    aliases[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom):
+            module = _absolute(path, node)
+            if module.startswith("contactcentre.acd."):
+                out.append(f"{where}:{node.lineno}: imports from {module} (a module inside the ACD core)")
+            elif module in PUBLIC:
+                for a in node.names:
+                    if a.name not in PUBLIC[module]:
+                        out.append(f"{where}:{node.lineno}: imports {a.name} from {module}, not a public name")
+            elif module == "contactcentre":
+                for a in node.names:
+                    full = f"contactcentre.{a.name}"
+                    if full in PUBLIC:
+                        aliases[a.asname or a.name] = full
+        elif isinstance(node, ast.Attribute):
+            if node.attr in ROUTER_INTERNALS and _ends_in_router(node.value):
+                out.append(f"{where}:{node.lineno}: reads .{node.attr} of a router (use its read methods)")
+            if isinstance(node.value, ast.Name) and node.value.id in aliases:
+                module = aliases[node.value.id]
+                if node.attr not in PUBLIC[module]:
+                    out.append(f"{where}:{node.lineno}: uses {module}.{node.attr}, not a public name")
+    return out
+
+
+def test_the_edge_uses_only_the_public_names_and_reads_of_the_core() -> None:
+    found = [v for path in _modules() for v in violations(path)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "what"),
+    [
+        ("from contactcentre.acd.contact import QUEUED\n", "a module inside the ACD core"),
+        ("import contactcentre.acd.agent\n", "a module inside the ACD core"),
+        ("from .acd.stats import LiveStats\n", "a module inside the ACD core"),
+        ("from contactcentre.acd import Agent\n", "not a public name"),
+        ("from contactcentre.events import _Strict\n", "not a public name"),
+        ("from contactcentre.events import msgspec\n", "not a public name"),
+        ("from contactcentre import events as E\nE._Strict\n", "not a public name"),
+        ("def f(centre):\n    return centre.router.contacts.get('c1')\n", "reads .contacts of a router"),
+        ("def f(router):\n    return router.agents\n", "reads .agents of a router"),
+        ("def f(self):\n    return self.router.estimator\n", "reads .estimator of a router"),
+        ("def f(centre_router):\n    return centre_router.queues\n", "reads .queues of a router"),
+    ],
+)
+def test_the_check_catches(source: str, what: str) -> None:
+    found = violations(ROOT / "contactcentre" / "example.py", source)
+    assert len(found) == 1 and what in found[0], found
+
+
+def test_the_check_lets_the_public_api_through() -> None:
+    source = (
+        "from contactcentre.acd import Router, RouterError\n"
+        "from contactcentre.events import ContactArrived, Event\n"
+        "from contactcentre import events as E\n"
+        "def f(centre):\n"
+        "    E.ContactArrived\n"
+        "    return centre.router.contact('c1'), centre.router.config, centre.contacts\n"
+    )
+    assert violations(ROOT / "contactcentre" / "example.py", source) == []
