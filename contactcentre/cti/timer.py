@@ -38,14 +38,12 @@ def on_reactor(clock: IReactorTime, now_ms: Callable[[], int]) -> Schedule:
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, clock: object) -> Schedule:
-    loop_time = getattr(clock, "loop_time", None)
-    now_ms: Callable[[], int] = clock.now_ms  # type: ignore[attr-defined]
-
     def schedule(deadline: int, fire: Callable[[], None]) -> Handle:
+        loop_time = getattr(clock, "loop_time", None)
         if loop_time is not None:
             return loop.call_at(loop_time(deadline), fire)
         # any other clock: measure the distance from now
-        return loop.call_at(loop.time() + max(0, deadline - now_ms()) / 1000, fire)
+        return loop.call_at(loop.time() + max(0, deadline - clock.now_ms()) / 1000, fire)  # type: ignore[attr-defined]
 
     return schedule
 
