@@ -1,7 +1,7 @@
 """Live latency and throughput: a real ``contactcentre serve`` (SQLite event log on) driven by
 ``contactcentre loadgen`` in its own process, in steps of contacts per second (docs/loadgen.md).
 
-The server runs ``config/default.toml`` with chat wrap-up set to 0 and ``--agents`` extra first-line agents
+The server runs ``contactcentre/data/default.toml`` with chat wrap-up set to 0 and ``--agents`` extra first-line agents
 (``general = 5``, chat capacity ``--chat-capacity``) appended, so an idle agent is always available: the
 figure measured is the routing path, not queueing. The mix is chat only (a WebSocket ``hello`` per contact,
 the cheapest contact to generate at rate); handle time is fixed ``--handle-s``. Every step gets a fresh
@@ -16,7 +16,7 @@ the agents' logins) until the generator has drained and exited, divided by the c
 ``--baseline REV`` measures a previous version side by side in the same run: REV is checked out into a
 temporary ``git worktree`` and every step runs against its server too (alternating which goes first), with
 the same interpreter and libraries, the generator of this tree for both, and the baseline's own
-``config/default.toml``. Each server prints the ``contactcentre`` package it imported, which must lie in its
+``contactcentre/data/default.toml``. Each server prints the ``contactcentre`` package it imported, which must lie in its
 tree. ``--profile DIR`` records this tree's server with py-spy during the highest step (a ``--format raw``
 collapsed-stack file) when py-spy is installed and allowed to attach.
 """
@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import LOADGEN_LIMITS, REPO, cli, cpu_seconds, start, stop
 
-DEFAULT_CONFIG = REPO / "config" / "default.toml"
+DEFAULT_CONFIG = REPO / "contactcentre" / "data" / "default.toml"
 READY = re.compile(
     r"contactcentre serve: http://127\.0\.0\.1:(\d+)/ · smtp://127\.0\.0\.1:(\d+) · ws://127\.0\.0\.1:(\d+)/"
 )
@@ -99,14 +99,14 @@ handle_time = {{ distribution = "fixed", mean_s = {handle_s} }}
 
 
 def write_config(tmp: Path, agents: int, capacity: int, email: int = 0, default: Path = DEFAULT_CONFIG) -> Path:
-    """``config/default.toml`` (or ``default``) with chat wrap-up 0 and ``agents`` extra agents (``general =
+    """``contactcentre/data/default.toml`` (or ``default``) with chat wrap-up 0 and ``agents`` extra agents (``general =
     5``, chat ``capacity``, e-mail ``email``)."""
     text = default.read_text(encoding="utf-8")
     chat = text.index("[channels.chat]")
     end = text.index("[channels.email]")
     section, n = re.subn(r"(?m)^wrap_up_s = \d+", "wrap_up_s = 0", text[chat:end])
     if n != 1:
-        raise SystemExit("config/default.toml no longer has [channels.chat] wrap_up_s as this script expects")
+        raise SystemExit("the shipped default.toml no longer has [channels.chat] wrap_up_s as this script expects")
     text = text[:chat] + section + text[end:]
     ivr_dir = (default.parent / "ivr").as_posix()
     text = re.sub(r'(?m)^(\s*ivr = \{[^}]*")ivr/', rf"\g<1>{ivr_dir}/", text)
@@ -121,7 +121,7 @@ def write_config(tmp: Path, agents: int, capacity: int, email: int = 0, default:
     # a fixed CTI token: the load generator reads it from this file (--config), and it survives a restart
     text, n = re.subn(r"(?m)^(\s*)\[server\.voice\]\n", rf'\g<0>\g<1>cti_token = "{secrets.token_urlsafe(24)}"\n', text)
     if n != 1:
-        raise SystemExit("config/default.toml no longer has a [server.voice] table as this script expects")
+        raise SystemExit("contactcentre/data/default.toml no longer has a [server.voice] table as this script expects")
     text += LOADGEN_LIMITS
     path = tmp / "centre.toml"
     path.write_text(text, encoding="utf-8")

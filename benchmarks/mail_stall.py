@@ -47,7 +47,7 @@ def on_the_loop(data: bytes, limit_s: float) -> tuple[float, str]:
     """Parse as the old server did (no caps) in a child process, so a mail that never finishes can be stopped."""
     code = (
         "import sys, time\n"
-        "from contactcentre.channels.email import Rejected, parse_inbound\n"
+        "from contactcentre.edge.email.channel import Rejected, parse_inbound\n"
         "data = sys.stdin.buffer.read()\n"
         "t = time.perf_counter()\n"
         "try:\n"
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         token = re.search(r"cc_\S+", added.stdout).group(0)  # type: ignore[union-attr]
         config = tmp / "centre.toml"
-        text = (REPO / "config" / "default.toml").read_text(encoding="utf-8")
+        text = (REPO / "contactcentre" / "data" / "default.toml").read_text(encoding="utf-8")
         config.write_text(text.replace("smarthost_port = 25", "smarthost_port = 9"), encoding="utf-8")
         cmd = cli("serve", "--config", str(config), "--database-url", str(db), "--http-port", "0", "--smtp-port", "0")
         cmd += ["--ws-port", "0", "--cti-port", "0", "--sip-port", "0"]

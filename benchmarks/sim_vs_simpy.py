@@ -11,7 +11,7 @@ abandonment). The SimPy model is the textbook one: ``Resource(capacity=50)``, on
 report P(wait) and ASA next to Erlang C so the two can be seen to simulate the same thing. The figure is
 simulated calls per wall-clock second (best of ``--repeat``), and the ratio ours / SimPy.
 
-Case 2 is ``config/scenarios/day_200_agents.toml``: 200 agents in ten teams, 20 skills, ten queues on voice,
+Case 2 is ``contactcentre/data/scenarios/day_200_agents.toml``: 200 agents in ten teams, 20 skills, ten queues on voice,
 chat and e-mail with time-of-day curves, two shifts, lognormal handle times, impatient customers, blended
 agents, overflow steps and all five routing strategies. The figure is wall seconds for the simulated day
 (the goal is under 5 s).
@@ -25,9 +25,9 @@ import random
 import time
 from pathlib import Path
 
-from contactcentre.planning import erlang_c
-from simulator.engine import simulate
-from simulator.scenario import load_scenario, parse_scenario
+from contactcentre.planning.erlang import erlang_c
+from contactcentre.simulation.engine import simulate
+from contactcentre.simulation.scenario import load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_HOUR, AHT_S, AGENTS, T_S = 850.0, 180.0, 50, 20.0
@@ -114,7 +114,7 @@ def main() -> None:
     )
     print("  (ours runs the production router: offers, SLA timers, agent states and explanations for every call)")
 
-    loaded = load_scenario(ROOT / "config" / "scenarios" / "day_200_agents.toml")
+    loaded = load_scenario(ROOT / "contactcentre" / "data" / "scenarios" / "day_200_agents.toml")
     gc.collect()
     t0 = time.perf_counter()
     r = simulate(loaded)

@@ -12,8 +12,9 @@ SIPp cannot be started at all). Needs the SIPp binary (Debian's ``sip-tester``; 
 
 The server is ``contactcentre serve`` in a subprocess (``sys.executable -m contactcentre.cli serve``) on a fresh
 SQLite file in a temporary directory, with every port ephemeral (``--http-port 0`` ... ``--sip-port 0``), on
-``config/default.toml`` copied with ``[server.voice] trunks`` raised (``--trunks``, default 1,000: the default
-30 trunks would turn the benchmark into a test of the trunk limit, every call past 30 at once getting 503) and
+``contactcentre/data/default.toml`` copied with ``[server.voice] trunks`` raised (``--trunks``, default 1,000:
+the default 30 trunks would turn the benchmark into a test of the trunk limit, every call past 30 at once getting
+503) and
 ``sip_trusted = ["127.0.0.1"]`` (SIPp's address; else the per-source flood limits would be measured). The
 support queue (number 2001, ``max_depth`` 200, ``when_full = "refuse"``) keeps its configuration; no agent logs
 in, so every call waits in the queue until the caller hangs up. Its output goes to files (not pipes, which
@@ -81,7 +82,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving import LOADGEN_LIMITS, REPO, cpu_model, cpu_seconds, load_average, pct, start, stop
 
-DEFAULT_CONFIG = REPO / "config" / "default.toml"
+DEFAULT_CONFIG = REPO / "contactcentre" / "data" / "default.toml"
 READY = re.compile(
     r"contactcentre serve: (http://127\.0\.0\.1:(\d+)/) · smtp://127\.0\.0\.1:(\d+) · "
     r"ws://127\.0\.0\.1:(\d+)/chat and /agent · store (.+) \(Ctrl-C to stop\)"
@@ -246,7 +247,7 @@ def write_config(tmp: Path, trunks: int) -> Path:
     ivr_dir = (DEFAULT_CONFIG.parent / "ivr").as_posix()
     text, m = re.subn(r'(?m)^(\s*ivr = \{[^}]*")ivr/', rf"\g<1>{ivr_dir}/", text)  # menus stay where they are
     if n != 1 or m != 1 or t != 1:
-        raise SystemExit("config/default.toml no longer has [server.voice] trunks, sip_trusted and ivr as expected")
+        raise SystemExit("the shipped default.toml no longer has [server.voice] trunks, sip_trusted and ivr")
     path = tmp / "centre.toml"
     path.write_text(text + LOADGEN_LIMITS, encoding="utf-8")
     return path

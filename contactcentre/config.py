@@ -1,7 +1,7 @@
 """Centre configuration: TOML in, typed and checked structs out.
 
 Every problem is reported as one ``ConfigError`` that names the file, the key and what is wrong, e.g.
-``config/default.toml: queues[1].skills.billing: level 11 is outside 1-10``. The structs are msgspec
+``contactcentre/data/default.toml: queues[1].skills.billing: level 11 is outside 1-10``. The structs are msgspec
 ``Struct``s, so unknown keys (typos) are errors too, not silently ignored.
 """
 
@@ -30,12 +30,13 @@ from contactcentre.config_base import (
     parse_range,
 )
 from contactcentre.events import Channel
-from contactcentre.ivr.menu import QueueNode, load_menu
+from contactcentre.telephony.ivr.menu import QueueNode, load_menu
 
 Strategy = Literal["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+# shipped inside the package (package data), so an installed centre finds it from any directory
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "data" / "default.toml"
 
 
 class SlaConfig(_Strict):
@@ -454,7 +455,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> CentreConfig
 
 
 def _menu_path(source: str, name: str) -> Path:
-    """An IVR menu file named relative to the configuration file, or else to the shipped ``config/``
+    """An IVR menu file named relative to the configuration file, or else to the shipped ``contactcentre/data/``
     directory (so a copy of the demo configuration elsewhere still finds ``ivr/main.toml``)."""
     here = Path(source).parent if Path(source).is_file() else Path.cwd()
     first = here / name

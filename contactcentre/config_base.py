@@ -1,6 +1,6 @@
 """The bottom of the configuration: the error every check raises, the strict struct base, skill levels and
 the calendar's open hours — what the router's calendar (``acd/calendar.py``) and the IVR menus
-(``ivr/menu.py``) need. They import this, not ``config.py``: the centre's configuration loads and checks the
+(``telephony/ivr/menu.py``) need. They import this, not ``config.py``: the centre's configuration loads and checks the
 IVR menus, so a menu importing it back would close an import circle.
 """
 

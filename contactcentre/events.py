@@ -554,8 +554,8 @@ class CaseNoteAdded(Event, tag="case.note_added"):
 
 
 # ------------------------------------------------------------------------------- derived (the voice IVR)
-# Published by the IVR runner (contactcentre/channels/ivr.py), one per session fact, so that containment
-# statistics per node can be rebuilt from the log alone (contactcentre.ivr.stats.stats_from_events). A call in
+# Published by the IVR runner (contactcentre/edge/voice/ivr.py), one per session fact, so that containment
+# statistics per node can be rebuilt from the log alone (contactcentre.reporting.ivr_stats.stats_from_events). A call in
 # the IVR is not a contact yet; ``contact_id`` is its call id, which becomes the contact id if the IVR queues
 # it (so the contact's journey and its erasure include its IVR steps). No caller number is logged here.
 
@@ -590,7 +590,7 @@ class IvrInputFailed(Event, tag="ivr.input_failed"):
 
 class IvrNodeExited(Event, tag="ivr.node_exited"):
     """How the call left ``node``: ``option:K``, ``digits``, ``next``, a hook's outcome, ``hangup`` (the
-    caller), ``queued``, ``callback``… (``contactcentre.ivr.actions.NodeExited``)."""
+    caller), ``queued``, ``callback``… (``contactcentre.telephony.ivr.actions.NodeExited``)."""
 
     contact_id: str
     menu: str

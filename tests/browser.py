@@ -15,7 +15,7 @@ How to use (fixtures come in through tests/conftest.py; nothing to import for th
 * ``chromium`` (module scope): a headless Chromium from /usr/bin/chromium (``apt-get install chromium``; never
   ``playwright install``). Missing: the test fails under CI=true and is skipped elsewhere.
 * ``live_server`` (per test): ``contactcentre serve`` in a subprocess on a fresh SQLite store, every port
-  ephemeral, config/default.toml with the outgoing smarthost pointed at an SMTP sink (``live_server.sink``
+  ephemeral, contactcentre/data/default.toml with the outgoing smarthost pointed at an SMTP sink (``live_server.sink``
   keeps what the server mails). Users, passwords in ``live_server.passwords`` and API tokens in
   ``live_server.tokens``: ``ada`` and ``grace`` (agents ``ada`` and ``grace`` of the config), ``boss``
   (supervisor), ``root`` (admin). ``live_server.url("/agent")`` builds page URLs; ``live_server.server``
@@ -194,7 +194,7 @@ def _config(tmp_path: Path, smarthost_port: int, edit: Callable[[str], str] | No
 
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
     text, n = re.subn(r"(?m)^(\s*)smarthost_port = \d+", rf"\g<1>smarthost_port = {smarthost_port}", text)
-    assert n == 1, "config/default.toml: expected one smarthost_port line"
+    assert n == 1, "contactcentre/data/default.toml: expected one smarthost_port line"
     if edit is not None:
         text = edit(text)
     path = tmp_path / "centre.toml"

@@ -102,7 +102,7 @@ def store(database_url: str) -> Iterator[object]:
 def reactor_loop() -> Iterator[object]:
     import asyncio
 
-    from contactcentre.runtime import install_reactor
+    from contactcentre.server.runtime import install_reactor
 
     loop = asyncio.new_event_loop()
     install_reactor(loop)

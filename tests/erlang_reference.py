@@ -1,4 +1,4 @@
-"""Closed forms that cross-check ``contactcentre.planning`` in the tests, kept out of the package because
+"""Closed forms that cross-check ``contactcentre.planning.erlang`` in the tests, kept out of the package because
 nothing but the tests uses them.
 
 * ``betainc`` — SciPy's regularised incomplete beta I_x(a, b), which the Erlang A chain walks by recurrence.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from scipy.special import betainc as _scipy_betainc
 
-from contactcentre.planning import MAX_CHAIN_TERMS, erlang_b
+from contactcentre.planning.erlang import MAX_CHAIN_TERMS, erlang_b
 
 
 def betainc(a: float, b: float, x: float) -> float:

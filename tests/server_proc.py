@@ -159,7 +159,7 @@ class Sink:
 
 
 def server_config(tmp_path: Path, smarthost_port: int) -> Path:
-    """config/default.toml with replies going to the SMTP sink on ``smarthost_port`` and a known address."""
+    """contactcentre/data/default.toml with replies going to the SMTP sink on ``smarthost_port`` and a known address."""
     text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
     edited = re.sub(r"(?m)^(\s*)smarthost_port = \d+", rf"\g<1>smarthost_port = {smarthost_port}", text)
     edited = re.sub(r'(?m)^(\s*)address = "[^"]*"', r'\g<1>address = "support@centre.example"', edited)

@@ -15,12 +15,13 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from contactcentre.admin_cli import admin_users, format_text, overview
 from contactcentre.cli import main
+from contactcentre.cli.admin import format_text
 from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from contactcentre.reporting.admin_view import overview
 from contactcentre.store.db import open_store
 from contactcentre.store.schema import audit_log
-from contactcentre.store.users import add_user, set_totp_secret
+from contactcentre.store.users import add_user, admin_users, set_totp_secret
 from tests.browser import LiveServer, login, screenshot, start_live_server, watch
 from tests.server_proc import Sink
 
@@ -116,7 +117,7 @@ def test_admin_show_prints_users_queues_routing_codes_canned_and_ivr(
     assert "  away_after_missed_offer = true" in out and "True" not in out and "False" not in out
     assert "resolved, follow_up, escalated" in out
     assert "greeting (chat): Hello, thank you" in out
-    assert re.search(r"(?m)^  3000: .*config/ivr/main\.toml$", out)
+    assert re.search(r"(?m)^  3000: .*data/ivr/main\.toml$", out)
     assert "JBSWY3DPEHPK3PXP" not in out and "scrypt" not in out  # no secrets, no hashes
 
     assert main(["admin", "show", "--json", "--database-url", str(db)]) == 0

@@ -19,10 +19,10 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 import contactcentre.events as E
-from contactcentre.agent_gateway import AgentGateway
-from contactcentre.centre import Centre
 from contactcentre.config import DispositionsConfig, TranscriptConfig, parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.agents.gateway import AgentGateway
+from contactcentre.server.centre import Centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store import cases, customers, users
 from contactcentre.store.privacy import audit_trail
 
@@ -585,7 +585,7 @@ def test_the_console_is_told_how_many_wait_in_its_own_queues(tmp_path: Path) -> 
 def test_the_consoles_queues_follow_a_skills_change(tmp_path: Path) -> None:
     # The queues an agent serves were fixed at login: after a supervisor (or /admin) gave Ann the sales skill
     # her console went on showing support only until she reconnected.
-    from contactcentre.agent_actions import change_skills
+    from contactcentre.server.agent_actions import change_skills
 
     async def body(env: Env) -> None:
         ann, _ = await env.login("a1")  # general: serves support only
@@ -952,9 +952,9 @@ def test_voice_commands_operate_the_phone(tmp_path: Path) -> None:
     the console's commands move the call, and the switch's events bring the router along."""
     from twisted.internet import task
 
-    from contactcentre.channels.voice import VoiceChannel
-    from contactcentre.cti import Switch, SwitchConfig
-    from contactcentre.cti.driver import SwitchDriver
+    from contactcentre.edge.voice.channel import VoiceChannel
+    from contactcentre.telephony import Switch, SwitchConfig
+    from contactcentre.telephony.driver import SwitchDriver
 
     async def body(env: Env) -> None:
         c = env.centre

@@ -1,4 +1,4 @@
-"""The agent protocol's connection rules without a socket (contactcentre/wsframes/agent.py): the login, the
+"""The agent protocol's connection rules without a socket (contactcentre/edge/agents/protocol.py): the login, the
 rate limit, the answers to frames that do not decode, and the commands as Structs (docs/protocol.md)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from contactcentre.edge.agents import protocol as A
+from contactcentre.edge.agents.protocol import ENDED, LIVE, LOGIN, AgentConnection, decoder
+from contactcentre.edge.frames.policy import Close, Closes
 from contactcentre.store.schema import messages
-from contactcentre.wsframes import agent as A
-from contactcentre.wsframes.agent import ENDED, LIVE, LOGIN, AgentConnection, decoder
-from contactcentre.wsframes.policy import Close, Closes
 
 
 def frame(raw: dict[str, Any] | str) -> Any:

@@ -19,16 +19,16 @@ import pytest
 from sqlalchemy import select
 
 import contactcentre.events as E
-from contactcentre.centre import Centre
 from contactcentre.config import TranscriptConfig, parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.web import api as api_module
+from contactcentre.edge.web.api import Api
+from contactcentre.server.centre import Centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.cases import open_case
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import audit_log
 from contactcentre.store.users import add_user, revoke_tokens, user_for_token
 from contactcentre.store.writer import read_events
-from contactcentre.web import api as api_module
-from contactcentre.web.api import Api
 
 CONFIG = parse_config(
     {
@@ -132,7 +132,7 @@ def server(reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path) -> Iterator[
     from twisted.protocols.policies import WrappingFactory
     from twisted.web.server import Site
 
-    from contactcentre.web import _Node
+    from contactcentre.edge.web import _Node
 
     loop = reactor_loop
     centre: Centre = loop.run_until_complete(open_centre(CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}", loop=loop))
@@ -546,7 +546,7 @@ def test_server_errors_are_logged_not_shown(server: Server, caplog: pytest.LogCa
         raise RuntimeError("secret internals")
 
     server.centre.read = broken  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="contactcentre.web.api"):
+    with caplog.at_level(logging.ERROR, logger="contactcentre.edge.web.api"):
         r = server.call("GET", "/api/customers/cus-ann", "sue")
     assert r.status == 500 and r.json == {"error": "internal_error", "detail": "see the server log"}
     assert b"secret" not in r.body and b"Traceback" not in r.body
@@ -609,9 +609,9 @@ def test_voice_actions_on_a_call(server: Server) -> None:
     acts on its own contacts, a supervisor on any (for the agent who has it); each leg is in the log."""
     from twisted.internet import task
 
-    from contactcentre.channels.voice import VoiceChannel
-    from contactcentre.cti import Switch, SwitchConfig
-    from contactcentre.cti.driver import SwitchDriver
+    from contactcentre.edge.voice.channel import VoiceChannel
+    from contactcentre.telephony import Switch, SwitchConfig
+    from contactcentre.telephony.driver import SwitchDriver
 
     c = server.centre
     for cid in ("mail-1", "chat-1", "call-1"):  # the populated contacts would take the agents' capacity

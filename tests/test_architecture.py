@@ -1,6 +1,6 @@
 """The edge talks to the router through its public API only.
 
-Every module outside ``contactcentre/acd/`` (the package, the simulator, the benchmarks) may import from the
+Every module outside ``contactcentre/acd/`` (the package, the benchmarks) may import from the
 ACD core only the names ``contactcentre.acd`` lists in ``__all__`` — never one of its submodules — and from
 ``contactcentre.events`` only its public names (not underscored, and defined there rather than imported). It
 reads no router object either: ``router.contacts``, ``.agents``, ``.queues`` and the rest hold the router's
@@ -21,7 +21,7 @@ import contactcentre.events
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "contactcentre" / "acd"
-SCANNED = ("contactcentre", "simulator", "benchmarks")
+SCANNED = ("contactcentre", "benchmarks")
 
 # Attributes of the router that are its internal state (or take or return its objects).
 ROUTER_INTERNALS = frozenset(

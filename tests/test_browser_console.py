@@ -164,7 +164,7 @@ def test_an_agent_reads_an_email_and_replies_with_a_canned_response(live_server:
 def _short_transcripts(text: str) -> str:
     # Two messages per transcript page, bodies cut at 1,000 characters: the console's buttons show at once.
     for old, new in (("body_chars = 65536", "body_chars = 1000"), ("messages = 50 ", "messages = 2 ")):
-        assert text.count(old) == 1, f"config/default.toml: expected the line with {old!r}"
+        assert text.count(old) == 1, f"contactcentre/data/default.toml: expected the line with {old!r}"
         text = text.replace(old, new)
     return text
 

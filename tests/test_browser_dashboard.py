@@ -25,7 +25,7 @@ CHAT_SLA = "sla = { threshold_s = 60, target = 0.8 }"
 
 def _quick_chat_sla(text: str) -> str:
     # A chat's answer target of 2 s: warned at 1.6 s, breached at 2 s, so the alerts come within the test.
-    assert text.count(CHAT_SLA) == 1, "config/default.toml: expected the chat channel's SLA line"
+    assert text.count(CHAT_SLA) == 1, "contactcentre/data/default.toml: expected the chat channel's SLA line"
     return text.replace(CHAT_SLA, "sla = { threshold_s = 2, target = 0.8 }")
 
 

@@ -1,5 +1,5 @@
 """In Chromium: times on the agent console and the customers' chat widget are the centre's, with the zone
-named (docs/web.md "Times"), whatever zone the browser is in. The centre (config/default.toml) keeps
+named (docs/web.md "Times"), whatever zone the browser is in. The centre (contactcentre/data/default.toml) keeps
 Europe/Amsterdam; the agent's browser is in New York and the customer's in Tokyo."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from tests.browser import T_MS, LiveServer, watch
 def test_the_widget_offers_customer_labels_and_starts_without_a_topic(live_server: LiveServer, new_page: Any) -> None:
     page = new_page()
     page.goto(live_server.url("/chat"))
-    # config/default.toml: the queues' labels, or their names; never the staff's description of a queue
+    # contactcentre/data/default.toml: the queues' labels, or their names; never the staff's description of a queue
     options = page.locator("#queue option")
     expect(options).to_have_text(["General questions", "Billing", "Technical", "Orders and new subscriptions"])
     assert "First-line support" not in page.content()

@@ -17,16 +17,16 @@ from twisted.internet import task
 import contactcentre.events as E
 from contactcentre.acd import Router, RouterError
 from contactcentre.acd.stats import LiveStats
-from contactcentre.centre import Centre
-from contactcentre.channels.callback import CallbackChannel, CallbackError, number_zones, window_start
-from contactcentre.channels.voice import VoiceChannel
-from contactcentre.clock import ManualClock
 from contactcentre.config import ConfigError, parse_config
-from contactcentre.cti import Switch, SwitchConfig
-from contactcentre.cti.driver import SwitchDriver
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.voice.callback import CallbackChannel, CallbackError, number_zones, window_start
+from contactcentre.edge.voice.channel import VoiceChannel
+from contactcentre.server.centre import Centre
+from contactcentre.server.clock import ManualClock
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import interactions
+from contactcentre.telephony import Switch, SwitchConfig
+from contactcentre.telephony.driver import SwitchDriver
 from tests.harness import Harness, agents
 
 QUEUES = [
@@ -465,7 +465,7 @@ def test_the_agent_hanging_up_from_the_console_clears_the_phone(tmp_path: Path) 
 def test_the_console_and_api_actions_operate_the_callback_call(tmp_path: Path) -> None:
     """``ContactActions`` (the agent protocol's and the REST API's door) reaches the callback channel's phone,
     not the voice channel's, for a callback contact."""
-    from contactcentre.contact_actions import ContactActions
+    from contactcentre.server.contact_actions import ContactActions
 
     async def scenario(rig: Rig) -> None:
         actions = ContactActions(rig.centre)

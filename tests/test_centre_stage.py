@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 
 import contactcentre.events as E
 from contactcentre.config import parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import customers, interactions
 

@@ -20,10 +20,10 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 import contactcentre.events as E
-from contactcentre.centre import Centre
-from contactcentre.channels.chat import MAX_TEXT, ChatChannel, ChatError, token_hash
 from contactcentre.config import CentreConfig, parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.chat.channel import MAX_TEXT, ChatChannel, ChatError, token_hash
+from contactcentre.server.centre import Centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -476,7 +476,7 @@ def test_a_line_resent_after_a_lost_ack_is_stored_once(tmp_path: Path) -> None:
 def test_a_line_resent_after_its_ack_was_forgotten_is_found_in_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import contactcentre.channels.chat as chat_module
+    import contactcentre.edge.chat.channel as chat_module
 
     monkeypatch.setattr(chat_module, "MAX_CLIENT_IDS", 2)
 
@@ -708,7 +708,7 @@ def test_a_database_outage_while_checking_a_resent_line_is_unavailable_not_inter
 ) -> None:
     # Only a session restored after a restart asks the store whether a line is a resend (one born in this
     # process knows every line it stored): an outage then is "unavailable", and the resend is kept after.
-    import contactcentre.channels.chat as chat_module
+    import contactcentre.edge.chat.channel as chat_module
 
     db = tmp_path / "s.sqlite"
     stored_at = chat_module.line_stored_at
@@ -877,7 +877,7 @@ def test_a_waiting_chat_survives_a_restart(tmp_path: Path) -> None:
 def test_widget_page_has_a_strict_policy_and_escapes_config_text(reactor_loop: object) -> None:
     from twisted.web.test.requesthelper import DummyRequest
 
-    from contactcentre.web.widget import widget_resource
+    from contactcentre.edge.web.widget import widget_resource
 
     config = make_config(name='Evil <script>alert("x")</script> & Co')
     resource = widget_resource(config, 8123)

@@ -23,8 +23,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
-from contactcentre.centre import Centre
-from contactcentre.channels.email import (
+from contactcentre.config import CentreConfig, ConfigError, parse_config
+from contactcentre.edge.email.channel import (
     EmailChannel,
     EmailError,
     Rejected,
@@ -36,9 +36,9 @@ from contactcentre.channels.email import (
     promise_text,
     reply_subject,
 )
-from contactcentre.config import CentreConfig, ConfigError, parse_config
 from contactcentre.events import MessageSent
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.server.centre import Centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store import cases as case_store
 from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import mailbox

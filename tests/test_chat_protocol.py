@@ -1,4 +1,4 @@
-"""The customer chat protocol's rules without a socket (contactcentre/wsframes/chat.py): what a frame comes to
+"""The customer chat protocol's rules without a socket (contactcentre/edge/chat/protocol.py): what a frame comes to
 in each state of the socket's chat, the chat's transitions on router events, and the frames as clients see
 them (docs/chat-protocol.md)."""
 
@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from contactcentre import events as E
-from contactcentre.wsframes import FrameError, encode
-from contactcentre.wsframes.chat import (
+from contactcentre.edge.chat.protocol import (
     CLOSED,
     NEW,
     OFFLINE,
@@ -42,7 +41,8 @@ from contactcentre.wsframes.chat import (
     error,
     session_step,
 )
-from contactcentre.wsframes.policy import Closes
+from contactcentre.edge.frames import FrameError, encode
+from contactcentre.edge.frames.policy import Closes
 
 
 def wire(frame: Any) -> dict[str, Any]:

@@ -19,9 +19,9 @@ import msgspec
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from contactcentre.agent_gateway import AgentGateway
 from contactcentre.config import parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.agents.gateway import AgentGateway
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store import users
 from contactcentre.store.sessions import create_session
 from tests.test_agent_gateway import CONFIG, TIMEOUT, Console, Env, FakeChannel
@@ -56,7 +56,7 @@ class WebEnv(Env):
 
 @contextlib.asynccontextmanager
 async def web_running(tmp_path: Path) -> AsyncIterator[WebEnv]:
-    from contactcentre.web.auth import WebAuth
+    from contactcentre.edge.web.auth import WebAuth
 
     centre = await open_centre(WEB_CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}")
     try:
@@ -195,8 +195,8 @@ def _render(
     from twisted.web.server import Request
     from twisted.web.test.requesthelper import DummyChannel
 
+    from contactcentre.edge.web.console import ConsolePage
     from contactcentre.store.users import User
-    from contactcentre.web.console import ConsolePage
 
     page = ConsolePage(WEB_CONFIG, 8081)
     request = Request(DummyChannel())

@@ -15,8 +15,8 @@ from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
 from contactcentre.config import parse_config
-from contactcentre.cti import Switch, SwitchConfig
-from contactcentre.cti.link import CtiClient, CtiProtocol, CtiRequestError, CtiServer
+from contactcentre.edge.cti.link import CtiClient, CtiProtocol, CtiRequestError, CtiServer
+from contactcentre.telephony import Switch, SwitchConfig
 
 RING_S = 20
 CUSTOMER = "+31201234567"
@@ -427,7 +427,7 @@ def test_serve_puts_the_cti_link_and_sip_on_addresses_of_their_own(
     reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path
 ) -> None:
     """``[server] cti_host`` / ``sip_host``: the web site on one address, call control on another."""
-    from contactcentre.runtime import serve
+    from contactcentre.server.runtime import serve
 
     server = {"host": "127.0.0.1", "cti_host": "127.0.0.2", "sip_host": "127.0.0.3", "email": {"enabled": False}}
     server["voice"] = {"cti_token": TOKEN, "sip_trusted": ["127.0.0.1"]}  # a bare OPTIONS gets its answer

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from contactcentre.cti import (
+from contactcentre.telephony import (
     CONNECTION_ACTIONS,
     CONNECTION_STATES,
     CONNECTION_TRANSITIONS,
@@ -31,7 +31,7 @@ from contactcentre.cti import (
     Transferred,
     replay,
 )
-from contactcentre.cti.switch import ACTIVE, ALERTING, CLEARED, CONNECTED, HELD, NULL, QUEUED
+from contactcentre.telephony.switch import ACTIVE, ALERTING, CLEARED, CONNECTED, HELD, NULL, QUEUED
 
 RING = 20_000
 EXTS = ("1001", "1002", "1003", "1004")

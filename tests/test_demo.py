@@ -29,9 +29,9 @@ from sqlalchemy import select
 from contactcentre import events as E
 from contactcentre.acd import Router, StaleOffer, UnknownAgent
 from contactcentre.cli import main
-from contactcentre.clock import LoopClock, ManualClock
 from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
-from contactcentre.driver import RouterDriver
+from contactcentre.server.clock import LoopClock, ManualClock
+from contactcentre.server.driver import RouterDriver
 from contactcentre.store.db import connect, open_store
 from contactcentre.store.schema import interactions, messages
 from contactcentre.store.screenpop import screen_pop
@@ -337,7 +337,7 @@ def test_driver_keeps_one_timer_and_survives_refused_inputs(caplog: pytest.LogCa
     armed = loop.pending()
     assert len(armed) == 1 and round(armed[0].when() * 1000) == driver.router.next_deadline()
 
-    with caplog.at_level(logging.INFO, logger="contactcentre.driver"):
+    with caplog.at_level(logging.INFO, logger="contactcentre.server.driver"):
         refusal = driver.submit(E.OfferAccepted(at_ms=clock.now_ms(), offer_id="o99", contact_id="c1", agent_id="ada"))
     assert isinstance(refusal, StaleOffer) and driver.refused == 1 and "o99" in caplog.text
 
@@ -414,7 +414,7 @@ def test_loop_clock_follows_the_loop() -> None:
 
 
 def test_dashboard_escapes_everything() -> None:
-    from contactcentre.web import make_environment, queue_rows
+    from contactcentre.edge.web import make_environment, queue_rows
 
     data = tomllib.loads(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
     data["name"] = "<script>alert('centre')</script>"
@@ -493,10 +493,10 @@ def test_the_demo_shows_every_channel_within_seconds_at_any_hour(tmp_path: Path,
 def test_a_demo_caller_answers_every_question_of_the_menu() -> None:
     """The closed menu leads to no queue; the demo's caller asks for a callback there (and confirms its own
     number, then the first time offered) instead of saying nothing until the IVR gives up on it."""
-    from contactcentre.ivr.menu import key_towards, load_menu
-    from simulator.demo_live import caller_key
+    from contactcentre.demo.live import caller_key
+    from contactcentre.telephony.ivr.menu import key_towards, load_menu
 
-    menu = load_menu(REPO / "config" / "ivr" / "main.toml", load_config(DEFAULT_CONFIG_PATH))
+    menu = load_menu(REPO / "contactcentre" / "data" / "ivr" / "main.toml", load_config(DEFAULT_CONFIG_PATH))
     assert key_towards(menu, "closed", "billing") is None  # no way to billing when closed
     assert caller_key(menu, "closed", "billing") == "1"  # 1: be called back
     assert caller_key(menu, "callback", "billing", 0) == "1"  # yes, on the number I am calling from

@@ -44,3 +44,36 @@ def test_the_check_sees_a_document_outside_the_repository() -> None:
     assert unresolved(ROOT / "contactcentre" / "x.py", "see ../elsewhere/NOTES.md §2") == ["../elsewhere/NOTES.md"]
     assert unresolved(ROOT / "contactcentre" / "x.py", "see NOWHERE.md R7") == ["NOWHERE.md"]
     assert unresolved(ROOT / "contactcentre" / "x.py", "see docs/queueing.md") == []
+
+
+PY_PATH = re.compile(r"(?<![\w/.-])((?:[\w-]+/)+[\w-]+\.(?:py|toml))(?![\w.])")
+
+
+def unresolved_paths(path: Path, text: str) -> list[str]:
+    """Source paths with a folder in them (``edge/web/api.py``, ``benchmarks/routing.py``) that name no file:
+    read from the repository, from the package, from the shipped configuration (whose IVR menus are named
+    relative to it), or from the naming file's own folder and those above it."""
+    missing = []
+    for name in PY_PATH.findall(text):
+        bases = [ROOT, ROOT / "contactcentre", ROOT / "contactcentre" / "data", *path.parents]
+        if not any((base / name).is_file() for base in bases):
+            missing.append(name)
+    return missing
+
+
+def test_every_named_source_file_exists() -> None:
+    """The package was re-laid out once; a page or comment that still names the old place misleads."""
+    missing = {}
+    for f in tracked_text_files():
+        if f.name.startswith("test_"):  # tests name files that are missing on purpose (a menu that is not there)
+            continue
+        names = unresolved_paths(f, f.read_text(encoding="utf-8", errors="replace"))
+        if names:
+            missing[str(f.relative_to(ROOT))] = names
+    assert missing == {}
+
+
+def test_the_check_sees_a_source_file_that_moved() -> None:
+    assert unresolved_paths(ROOT / "docs" / "x.md", "see `channels/chat.py`") == ["channels/chat.py"]
+    assert unresolved_paths(ROOT / "docs" / "x.md", "see `edge/chat/channel.py`") == []
+    assert unresolved_paths(ROOT / "README.md", "see benchmarks/routing.py") == []

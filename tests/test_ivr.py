@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from contactcentre import events as E
 from contactcentre.acd import IllegalTransition, Router
 from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from contactcentre.ivr import (
+from contactcentre.reporting.ivr_stats import IvrStats
+from contactcentre.telephony.ivr import (
     OUTCOMES,
     SESSION_INPUTS,
     SESSION_TRANSITIONS,
@@ -43,12 +44,11 @@ from contactcentre.ivr import (
     load_menu,
     parse_menu,
 )
-from contactcentre.ivr.menu import DTMF_KEYS
-from contactcentre.ivr.session import SESSION_INPUT_NAMES, SESSION_STATES, SESSION_STEPS
-from contactcentre.ivr.stats import IvrStats
+from contactcentre.telephony.ivr.menu import DTMF_KEYS
+from contactcentre.telephony.ivr.session import SESSION_INPUT_NAMES, SESSION_STATES, SESSION_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
-MAIN = ROOT / "config" / "ivr" / "main.toml"
+MAIN = ROOT / "contactcentre" / "data" / "ivr" / "main.toml"
 CENTRE = load_config(DEFAULT_CONFIG_PATH)
 AMS = zoneinfo.ZoneInfo("Europe/Amsterdam")
 ANI = "+31201234567"
@@ -758,7 +758,7 @@ def test_statistics_read_back_from_logged_facts() -> None:
     call.press("1")
     call.played()
     logged = msgspec.json.encode(call.s.facts)
-    from contactcentre.ivr.actions import IvrFact
+    from contactcentre.telephony.ivr.actions import IvrFact
 
     facts = msgspec.json.decode(logged, type=list[IvrFact])
     live, replayed = IvrStats(), IvrStats()

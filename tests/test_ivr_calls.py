@@ -23,21 +23,21 @@ from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
 import contactcentre.events as E
-from contactcentre.centre import Centre
-from contactcentre.channels.callback import CallbackChannel
-from contactcentre.channels.ivr import CallerRecord, IvrRunner, hours_text, read_caller
-from contactcentre.channels.voice import VoiceChannel, switch_config
 from contactcentre.cli import main
-from contactcentre.clock import ManualClock
 from contactcentre.config import CalendarConfig, ConfigError, parse_config
-from contactcentre.cti import Switch
-from contactcentre.cti.link import CtiProtocol, CtiServer
-from contactcentre.ivr import Enqueue, IvrAction, Play, keypad_digits, parse_menu
-from contactcentre.ivr.handoff import attached_data, routing_from_attached
-from contactcentre.ivr.stats import stats_from_events, stats_from_store
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.cti.link import CtiProtocol, CtiServer
+from contactcentre.edge.voice.callback import CallbackChannel
+from contactcentre.edge.voice.channel import VoiceChannel, switch_config
+from contactcentre.edge.voice.ivr import CallerRecord, IvrRunner, hours_text, read_caller
+from contactcentre.reporting.ivr_stats import stats_from_events, stats_from_store
+from contactcentre.server.centre import Centre
+from contactcentre.server.clock import ManualClock
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.cases import open_case, set_status
 from contactcentre.store.customers import create_customer
+from contactcentre.telephony import Switch
+from contactcentre.telephony.ivr import Enqueue, IvrAction, Play, keypad_digits, parse_menu
+from contactcentre.telephony.ivr.handoff import attached_data, routing_from_attached
 
 T = TypeVar("T")
 IVR = "3000"
@@ -543,10 +543,10 @@ def test_reading_the_caller_knows_only_their_own_cases(tmp_path: Path) -> None:
 def test_ivr_numbers_in_the_configuration(tmp_path: Path) -> None:
     menu_dir = tmp_path / "ivr"
     menu_dir.mkdir()
-    (menu_dir / "main.toml").write_text(Path("config/ivr/main.toml").read_text())
+    (menu_dir / "main.toml").write_text(Path("contactcentre/data/ivr/main.toml").read_text())
     conf = tmp_path / "centre.toml"
     conf.write_text("")
-    base = Path("config/default.toml").read_text()
+    base = Path("contactcentre/data/default.toml").read_text()
     data = tomllib.loads(base)
     data["server"]["voice"]["ivr"] = {"3999": "ivr/main.toml"}
     cfg = parse_config(data, str(conf))
@@ -576,10 +576,10 @@ def test_a_menu_queue_that_does_not_take_calls_is_refused(tmp_path: Path) -> Non
 
 def test_the_key_towards_a_queue() -> None:
     from contactcentre.config import load_config
-    from contactcentre.ivr.menu import key_towards, load_menu
+    from contactcentre.telephony.ivr.menu import key_towards, load_menu
 
     centre = load_config()
-    menu = load_menu("config/ivr/main.toml", centre)
+    menu = load_menu("contactcentre/data/ivr/main.toml", centre)
     assert [key_towards(menu, "main", q) for q in ("billing", "technical", "support", "sales")] == ["1", "2", "0", None]
     assert key_towards(menu, "language", "technical") == "1"  # both languages lead there: the lowest key
     assert key_towards(menu, "case_unknown", "support") == "0"
@@ -616,7 +616,7 @@ def test_a_call_sent_back_to_the_ivr_is_cleared_when_it_queues_again_not_left_wa
     """A phone's blind transfer to the IVR number ends the contact (it left routing); when the IVR queues
     the call again it cannot become the same contact twice, so the bridge clears it instead of leaving the
     caller at a queue number nobody routes. The console's and API's transfer refuse the IVR as a target."""
-    from contactcentre.channels.voice import VoiceError
+    from contactcentre.edge.voice.channel import VoiceError
 
     async def scenario(rig: Rig) -> None:
         rig.centre.submit(E.AgentLoggedIn(at_ms=rig.clock.now_ms(), agent_id="a1"))

@@ -22,7 +22,7 @@ from tests.server_proc import Server, T, server_config, start_server
 
 
 def limited_server(tmp_path: Path, **limits: object) -> Server:
-    """config/default.toml with ``[server.limits]`` set to ``limits``."""
+    """contactcentre/data/default.toml with ``[server.limits]`` set to ``limits``."""
     config = server_config(tmp_path, 9)  # nothing is mailed here: the smarthost port is never used
     table = "".join(f"{k} = {json.dumps(v)}\n" for k, v in limits.items())
     config.write_text(config.read_text(encoding="utf-8") + f"\n[server.limits]\n{table}", encoding="utf-8")

@@ -1,12 +1,12 @@
-"""The caps' bookkeeping (contactcentre/limits.py) on its own: what counts as one address, and the per-address
+"""The caps' bookkeeping (contactcentre/edge/limits.py) on its own: what counts as one address, and the per-address
 token bucket's memory staying bounded."""
 
 from __future__ import annotations
 
 import pytest
 
-from contactcentre import limits
-from contactcentre.limits import AddressBuckets, PeerCount, address_key
+from contactcentre.edge import limits
+from contactcentre.edge.limits import AddressBuckets, PeerCount, address_key
 
 
 def test_an_ipv6_subscriber_is_one_address_however_many_it_uses() -> None:

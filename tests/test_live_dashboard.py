@@ -1,4 +1,4 @@
-"""The supervisor dashboard's live side (contactcentre/web/live.py): the snapshot from a scripted router run,
+"""The supervisor dashboard's live side (contactcentre/edge/web/live.py): the snapshot from a scripted router run,
 number by number; the ``/live`` WebSocket (who may watch, a snapshot at connect, an update after an event);
 today's series rebuilt from the store's log after a restart. The browser drives it in
 tests/test_browser_dashboard.py."""
@@ -16,12 +16,12 @@ from websockets.asyncio.server import serve
 
 from contactcentre import events as E
 from contactcentre.acd.stats import LiveStats
-from contactcentre.driver import RouterDriver
-from contactcentre.planning import staff
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.web.live import BUCKET_MS, LiveBoard, LiveHub, build_snapshot, day_start_ms, queue_sla
+from contactcentre.planning.erlang import staff
+from contactcentre.server.driver import RouterDriver
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store import users
 from contactcentre.store.sessions import create_session
-from contactcentre.web.live import BUCKET_MS, LiveBoard, LiveHub, build_snapshot, day_start_ms, queue_sla
 from tests.harness import Harness
 from tests.test_agent_gateway import CONFIG, TIMEOUT
 from tests.test_api import Server, server  # noqa: F401  (the REST API on a real port, with users)
@@ -161,7 +161,7 @@ def _waiting(frame: dict[str, Any], queue: str) -> int:
 def test_the_websocket_refuses_strangers_and_pushes_supervisors_live_figures(
     reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path
 ) -> None:
-    from contactcentre.web.auth import WebAuth
+    from contactcentre.edge.web.auth import WebAuth
 
     async def main() -> None:
         centre = await open_centre(CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}")
@@ -211,7 +211,7 @@ def test_the_websocket_refuses_strangers_and_pushes_supervisors_live_figures(
 def test_todays_series_is_rebuilt_from_the_store_after_a_restart(
     reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path
 ) -> None:
-    from contactcentre.web.auth import WebAuth
+    from contactcentre.edge.web.auth import WebAuth
 
     db = f"sqlite:///{tmp_path / 's.sqlite'}"
 
@@ -257,7 +257,7 @@ class _Request:
     [(b"cc.example.com", "cc.example.com"), (b"<script>alert(1)</script>", "127.0.0.1"), (b"x y", "127.0.0.1")],
 )
 def test_the_dashboard_websocket_url_never_carries_a_hostile_host(host: bytes, shown: str) -> None:
-    from contactcentre.web.live import live_ws_url
+    from contactcentre.edge.web.live import live_ws_url
 
     url, csp = live_ws_url(_Request(host), 9001, b"connect-src 'self'; x")  # type: ignore[arg-type]
     assert url == f"ws://{shown}:9001/live"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from contactcentre.config import DEFAULT_CONFIG_PATH
-from simulator import loadgen
-from simulator.loadgen import LoadGen, TargetRefused, check_target, quantiles_ms
-from simulator.scenario import load_scenario
+from contactcentre.loadgen import generator as loadgen
+from contactcentre.loadgen.generator import LoadGen, TargetRefused, check_target, quantiles_ms
+from contactcentre.simulation.scenario import load_scenario
 from tests.server_proc import start_server
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contactcentre.metrics import LoopLag
+from contactcentre.reporting.metrics import LoopLag
 from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
 from tests.worst_mails import MAILS, many_parts, send_mail
 
@@ -76,7 +76,7 @@ def test_loop_lag_records_how_late_its_timer_ran_and_warns_over_the_threshold(
     assert len(loop.timers) == 1  # one timer, never a loop of sleeps
     loop.run_until(100.1)  # on time
     loop.run_until(100.23)  # 30 ms late: recorded, not worth a warning
-    with caplog.at_level(logging.WARNING, logger="contactcentre.metrics"):
+    with caplog.at_level(logging.WARNING, logger="contactcentre.reporting.metrics"):
         loop.run_until(102.33)  # a callback held the loop for 2 s
     assert _lag(registry, "count") == 3
     assert _lag(registry, "bucket", "0.001") == 1 and _lag(registry, "bucket", "0.05") == 2
@@ -86,7 +86,7 @@ def test_loop_lag_records_how_late_its_timer_ran_and_warns_over_the_threshold(
     assert warning.getMessage() == "the event loop ran 2000 ms late: every channel waited that long"
     # more late ticks within the minute are counted, and told as one line once the minute has passed
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="contactcentre.metrics"):
+    with caplog.at_level(logging.WARNING, logger="contactcentre.reporting.metrics"):
         loop.run_until(102.53)  # 100 ms late
         loop.run_until(102.83)  # 200 ms late
         assert caplog.records == []

@@ -24,8 +24,8 @@ from contactcentre import events as E
 from contactcentre.acd import Router
 from contactcentre.acd.stats import LiveStats
 from contactcentre.config import ConfigError, load_config, parse_config
-from contactcentre.metrics import CentreMetrics
-from contactcentre.web.metrics import exposition
+from contactcentre.edge.web.metrics import exposition
+from contactcentre.reporting.metrics import CentreMetrics
 from tests.harness import Harness, agents
 from tests.world import START_MS
 
@@ -365,7 +365,7 @@ def test_promtool_check_metrics_passes() -> None:
 def test_importing_the_metrics_modules_installs_no_reactor() -> None:
     code = (
         "import sys\n"
-        "import contactcentre.metrics, contactcentre.web.metrics\n"
+        "import contactcentre.reporting.metrics, contactcentre.edge.web.metrics\n"
         "assert 'twisted.internet.reactor' not in sys.modules, 'a reactor was installed'\n"
         "assert 'prometheus_client.twisted' not in sys.modules\n"
     )
@@ -400,10 +400,10 @@ def site(reactor_loop: asyncio.AbstractEventLoop) -> Iterator[Any]:
     from twisted.internet import reactor
     from twisted.web.server import Site as WebSite
 
-    from contactcentre.clock import ManualClock
-    from contactcentre.driver import RouterDriver
-    from contactcentre.web import _Node
-    from contactcentre.web.metrics import MetricsResource
+    from contactcentre.edge.web import _Node
+    from contactcentre.edge.web.metrics import MetricsResource
+    from contactcentre.server.clock import ManualClock
+    from contactcentre.server.driver import RouterDriver
 
     loop = reactor_loop
     h = Harness(queues=[{"name": "support", "skills": {"general": 1}}], agents=agents(("a1", {"general": 5})))
@@ -439,7 +439,7 @@ def test_metrics_page_over_a_real_request(site: Any) -> None:
     assert headers["cache-control"] == "no-store"
     text = body.decode()
     assert lint(text) == []
-    assert "_created" not in text  # left out of the classic format (see web/metrics.py)
+    assert "_created" not in text  # left out of the classic format (see edge/web/metrics.py)
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for f in text_string_to_metric_families(text)
@@ -487,7 +487,7 @@ def test_without_a_token_only_loopback_clients_are_served() -> None:
     from twisted.internet.address import IPv4Address, IPv6Address
     from twisted.web.test.requesthelper import DummyRequest
 
-    from contactcentre.web.metrics import MetricsResource
+    from contactcentre.edge.web.metrics import MetricsResource
 
     resource = MetricsResource(CollectorRegistry())
 
@@ -506,7 +506,7 @@ def test_without_a_token_only_loopback_clients_are_served() -> None:
 
 
 def test_serve_wires_metrics_at_slash_metrics(reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
-    from contactcentre.runtime import serve
+    from contactcentre.server.runtime import serve
 
     cfg = parse_config(
         {

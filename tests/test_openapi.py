@@ -20,12 +20,12 @@ from openapi_spec_validator import validate
 from twisted.web.resource import Resource
 
 from contactcentre.config import ServerConfig, parse_config
-from contactcentre.runtime import close_centre, open_centre
-from contactcentre.web import DashboardSite
-from contactcentre.web import api as api_module
-from contactcentre.web.api import Api
-from contactcentre.web.auth import WebAuth, _Guarded
-from contactcentre.web.openapi import PATH, document, document_json, route_table
+from contactcentre.edge.web import DashboardSite
+from contactcentre.edge.web import api as api_module
+from contactcentre.edge.web.api import Api
+from contactcentre.edge.web.auth import WebAuth, _Guarded
+from contactcentre.edge.web.openapi import PATH, document, document_json, route_table
+from contactcentre.server.runtime import close_centre, open_centre
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONFIG = parse_config(
@@ -36,7 +36,7 @@ CONFIG = parse_config(
     },
     "<test>",
 )
-ROUTES_START = "<!-- routes: generated from contactcentre/web/openapi.py -->\n"
+ROUTES_START = "<!-- routes: generated from contactcentre/edge/web/openapi.py -->\n"
 ROUTES_END = "<!-- /routes -->"
 STALE = "is stale: UPDATE_DOCS=1 pytest tests/test_openapi.py rewrites it"
 ANY_ID = b"x"  # what a collection is asked for: any id makes the same kind of child

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contactcentre import planning
 from contactcentre.cli import main
-from contactcentre.planning import (
+from contactcentre.planning import erlang as planning
+from contactcentre.planning.erlang import (
     ErlangA,
     ErlangC,
     erlang_a,

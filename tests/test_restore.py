@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 import contactcentre.events as E
 from contactcentre.config import parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.writer import read_events
 
 CONFIG = parse_config(

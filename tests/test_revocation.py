@@ -21,9 +21,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from contactcentre.cli import main
+from contactcentre.edge.web.auth import csrf_token
 from contactcentre.store.db import open_store
 from contactcentre.store.users import add_user
-from contactcentre.web.auth import csrf_token
 from tests.server_proc import Server, Sink, T, next_frame, server_config, start_server
 
 PASSWORD = "correct horse battery"

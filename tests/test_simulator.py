@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from contactcentre.config import ConfigError
-from simulator.engine import simulate
-from simulator.scenario import apply_overrides, load_scenario, parse_scenario
+from contactcentre.simulation.engine import simulate
+from contactcentre.simulation.scenario import apply_overrides, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers() -> None:
 
 
 def test_example_scenarios_load_and_run_briefly() -> None:
-    for path in sorted((ROOT / "config" / "scenarios").glob("*.toml")):
+    for path in sorted((ROOT / "contactcentre" / "data" / "scenarios").glob("*.toml")):
         loaded = load_scenario(path)
         d = simulate(loaded, calls=300 if loaded.scenario.simulation.calls else None).to_json()
         assert d["offered"] > 0, path
@@ -203,7 +203,7 @@ def test_bad_scenarios_name_the_key(edit: Any, key: str, problem: str) -> None:
 def test_simulate_cli_json_has_every_promised_key(capsys: pytest.CaptureFixture[str]) -> None:
     from contactcentre.cli import main
 
-    scenario = str(ROOT / "config" / "scenarios" / "e8_mmc.toml")
+    scenario = str(ROOT / "contactcentre" / "data" / "scenarios" / "e8_mmc.toml")
     assert main(["simulate", scenario, "--calls", "3000", "--seed", "4", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     keys = ("offered", "answered", "abandoned", "p_wait", "p_abandon", "mean_wait_s", "asa_s",
@@ -225,11 +225,24 @@ def test_simulate_cli_refuses_a_bad_scenario(tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().err.strip() == f"{bad}: arrivals[0].per_hour: must be > 0"
 
 
+def test_simulate_cli_takes_a_shipped_scenario_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From any directory (an installed package has no contactcentre/data/ beside the user), by name."""
+    from contactcentre.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "e8_mmc", "--calls", "500", "--seed", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 1
+    assert main(["simulate", "no_such_scenario"]) == 2
+    assert "no_such_scenario: cannot read" in capsys.readouterr().err
+
+
 def test_report_has_the_day_and_the_staffing_sweep(tmp_path: Path) -> None:
     from contactcentre.cli import main
 
     out = tmp_path / "report.html"
-    scenario = str(ROOT / "config" / "scenarios" / "e8_mmc.toml")
+    scenario = str(ROOT / "contactcentre" / "data" / "scenarios" / "e8_mmc.toml")
     assert main(["simulate", scenario, "--calls", "2000", "--report", str(out), "--sweep", "49:51"]) == 0
     page = out.read_text()
     assert page.count("data:image/png;base64,") == 2
@@ -237,7 +250,7 @@ def test_report_has_the_day_and_the_staffing_sweep(tmp_path: Path) -> None:
 
 
 def test_every_measured_arrival_has_an_outcome() -> None:
-    d = simulate(load_scenario(ROOT / "config" / "scenarios" / "day_200_agents.toml")).to_json()
+    d = simulate(load_scenario(ROOT / "contactcentre" / "data" / "scenarios" / "day_200_agents.toml")).to_json()
     assert d["offered"] == d["answered"] + d["abandoned"] + d["overflowed_or_refused"] + d["still_waiting"]
     for q in d["queues"].values():
         assert q["offered"] == q["answered"] + q["abandoned"] + q["overflowed_or_refused"] + q["still_waiting"]

@@ -23,7 +23,8 @@ from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import FakeDatagramTransport
 
-from contactcentre.channels.sip import (
+from contactcentre.config import parse_config
+from contactcentre.edge.voice.sip import (
     DIALOG_EVENTS,
     DIALOG_STATES,
     DIALOG_TRANSITIONS,
@@ -45,7 +46,7 @@ from contactcentre.channels.sip import (
     dialog_step,
     source_key,
 )
-from contactcentre.channels.sip_message import (
+from contactcentre.edge.voice.sip_message import (
     Request,
     Response,
     SipError,
@@ -55,11 +56,10 @@ from contactcentre.channels.sip_message import (
     serialise,
     tag_of,
 )
-from contactcentre.channels.sip_transport import SipTransport, source_limits
-from contactcentre.config import parse_config
-from contactcentre.cti import Switch, SwitchConfig, SwitchEvent
-from contactcentre.cti.driver import SwitchDriver
-from contactcentre.cti.events import DigitsGenerated
+from contactcentre.edge.voice.sip_transport import SipTransport, source_limits
+from contactcentre.telephony import Switch, SwitchConfig, SwitchEvent
+from contactcentre.telephony.driver import SwitchDriver
+from contactcentre.telephony.events import DigitsGenerated
 from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
 
 CALLER = ("127.0.0.1", 5062)
@@ -619,7 +619,7 @@ def test_the_limits_come_from_server_voice() -> None:
 
 
 def mini(method: str, n: int) -> bytes:
-    """The attacker's smallest well-formed request outside a call (attack/t_sip.py ``options``)."""
+    """The attacker's smallest well-formed request outside a call (the security review's ``options`` probe)."""
     return (
         f"{method} sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{n}\r\nFrom: <sip:a@b>;tag=1\r\n"
         f"To: <sip:a@b>\r\nCall-ID: {n}\r\nCSeq: 1 {method}\r\n\r\n"
@@ -652,7 +652,7 @@ STRAYS = [
 def test_requests_outside_a_call_from_an_unverified_source_share_its_bucket_and_get_no_larger_answer(
     make: Any, status: int | None
 ) -> None:
-    """attack/t_sip.py ``options``: each answer was 1.4-1.8 times its request, with no limit. Now the first
+    """The security review's ``options`` probe: each answer was 1.4-1.8 times its request, with no limit. Now the first
     ``invite_burst`` are answered (if the answer, stripped to what RFC 3261 requires, is no larger than the
     request; the attacker's bare requests: not at all), the rest of the flood gets nothing back."""
     uas = SipUas("127.0.0.1", 5070, limits=LIMITS)
@@ -720,7 +720,8 @@ def resends(uas: SipUas, until: int) -> tuple[dict[str, list[int]], list[Output]
 def test_what_an_unacked_final_response_costs(
     verified: bool, calls: int, finish: str, resent: list[list[int]], byes: int
 ) -> None:
-    """attack/t_sip.py ``amp``: each INVITE never ACKed got 11 200s over 32 s and a BYE resent 11 times more."""
+    """The security review's ``amp`` probe: each INVITE never ACKed got 11 200s over 32 s and a BYE resent 11
+    times more."""
     uas = SipUas("127.0.0.1", 5070, limits=dataclasses.replace(LIMITS, invite_burst=10))
     if verified:
         acked_call(uas)
@@ -755,7 +756,7 @@ def test_an_ack_within_the_short_schedule_confirms_the_call_and_the_source() -> 
 
 def test_a_burst_of_never_acked_invites_from_a_forged_source_bounces_at_most_three_times_its_bytes() -> None:
     """The bound docs/security.md states, with the default limits (a burst of 10), every call answered at
-    once (a queue number), the attacker's INVITEs (attack/t_sip.py ``amp``): 100 and 200 for each (no 180
+    once (a queue number), the attacker's INVITEs (the security review's ``amp`` probe): 100 and 200 for each (no 180
     before a 200 at once), two of the 200s resent three times, nothing after 7.5 s. Before: 180 too, 11 200s
     and 11 BYEs each, about 19 times."""
     voice = parse_config({}, "<t>").server.voice
@@ -942,7 +943,7 @@ def test_sipp_calls_in_presses_a_key_waits_in_the_queue_and_the_agent_hangs_up(t
     menu = (Path(__file__).parent / "sip" / "menu.toml").as_posix()
     text, n = re.subn(r"(?m)^(\s*)ivr = \{.*\}", rf'\g<1>ivr = {{ "3000" = "{menu}" }}', text)
     text, m = re.subn(r"(?m)^(\s*)ivr_ms_per_word = \d+", r"\g<1>ivr_ms_per_word = 0", text)
-    assert n == 1 and m == 1, "config/default.toml no longer has [server.voice] ivr and ivr_ms_per_word"
+    assert n == 1 and m == 1, "contactcentre/data/default.toml no longer has [server.voice] ivr and ivr_ms_per_word"
     config.write_text(text, encoding="utf-8")
     server = start_server(config, db)
     try:

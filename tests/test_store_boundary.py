@@ -13,7 +13,7 @@ from sqlalchemy import Table
 from contactcentre.store import schema
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKED = [ROOT / "contactcentre", ROOT / "simulator"]
+CHECKED = [ROOT / "contactcentre"]
 STORE = ROOT / "contactcentre" / "store"
 
 

@@ -120,7 +120,7 @@ def test_screen_pop_prints_times_in_the_centres_zone_and_names_it(
         cases.open_case(conn, due - 86_400_000, customer_id=ann, subject="Router", resolution_due_ms=due)
     db = ("--database-url", store.url.render_as_string(hide_password=False))
 
-    code, out, err = cc(capsys, "screen-pop", "--phone", "0201234567", *db)  # config/default.toml: Amsterdam
+    code, out, err = cc(capsys, "screen-pop", "--phone", "0201234567", *db)  # the shipped default.toml: Amsterdam
     assert code == 0, err
     assert "due 2026-12-07 14:05 CET" in out, out
     new_york = tmp_path / "ny.toml"

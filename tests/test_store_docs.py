@@ -63,8 +63,8 @@ def test_docs_store_md_names_every_column_of_the_schema() -> None:
 def test_docs_ivr_md_shows_the_json_ivr_stats_prints() -> None:
     """docs/ivr.md's `ivr-stats --json` example is what three calls through the `main` node of its text
     report example really give (one queued, one self-served after a wrong key, one hung up)."""
-    from contactcentre.ivr.actions import InputFailed, NodeEntered, NodeExited, SessionFinished
-    from contactcentre.ivr.stats import IvrStats
+    from contactcentre.reporting.ivr_stats import IvrStats
+    from contactcentre.telephony.ivr.actions import InputFailed, NodeEntered, NodeExited, SessionFinished
 
     text = (DOC.parent / "ivr.md").read_text(encoding="utf-8")
     example = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])

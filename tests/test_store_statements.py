@@ -19,10 +19,10 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 import contactcentre.events as E
-from contactcentre.agent_gateway import AgentGateway
-from contactcentre.channels.chat import ChatChannel
 from contactcentre.config import parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.agents.gateway import AgentGateway
+from contactcentre.edge.chat.channel import ChatChannel
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store import users
 
 TIMEOUT = 10.0

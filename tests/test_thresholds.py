@@ -1,8 +1,8 @@
-"""The dashboard's red / amber / green rules (contactcentre/web/thresholds.py, docs/web.md "Colours")."""
+"""The dashboard's red / amber / green rules (contactcentre/edge/web/thresholds.py, docs/web.md "Colours")."""
 
 from __future__ import annotations
 
-from contactcentre.web.thresholds import queue_colours
+from contactcentre.edge.web.thresholds import queue_colours
 
 
 def test_service_levels_are_green_at_target_amber_within_five_points_red_below() -> None:

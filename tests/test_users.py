@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
+from contactcentre.cli.users import add_parser, run
 from contactcentre.store.schema import api_tokens, users
 from contactcentre.store.users import (
     User,
@@ -23,7 +24,6 @@ from contactcentre.store.users import (
     user_for_password,
     user_for_token,
 )
-from contactcentre.users_cli import add_parser, run
 
 T0 = 1_790_000_000_000
 

@@ -16,7 +16,7 @@ import pytest
 import contactcentre.events as E
 from contactcentre.acd import RouterError
 from contactcentre.config import parse_config
-from contactcentre.contact_actions import ActionError, ContactActions
+from contactcentre.server.contact_actions import ActionError, ContactActions
 from contactcentre.store.projection import contact_legs, fold_legs
 from tests.test_voice_bridge import ANN_E164, OFFER_MS, Rig, offer_of, run
 
@@ -371,7 +371,7 @@ CB_CONFIG = parse_config(
 
 def test_an_agent_requests_a_callback_for_the_caller(tmp_path: Path) -> None:
     async def scenario(rig: Rig) -> None:
-        from contactcentre.channels.callback import CallbackChannel
+        from contactcentre.edge.voice.callback import CallbackChannel
 
         callbacks = CallbackChannel(rig.centre, rig.voice)
         try:

@@ -18,15 +18,15 @@ from sqlalchemy import select
 from twisted.internet import task
 
 import contactcentre.events as E
-from contactcentre.centre import Centre
-from contactcentre.channels.voice import VoiceChannel, VoiceError, switch_config
-from contactcentre.clock import ManualClock
 from contactcentre.config import parse_config
-from contactcentre.cti import Diverted, Switch, SwitchConfig, SwitchEvent
-from contactcentre.cti.driver import SwitchDriver
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.voice.channel import VoiceChannel, VoiceError, switch_config
+from contactcentre.server.centre import Centre
+from contactcentre.server.clock import ManualClock
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import interactions
+from contactcentre.telephony import Diverted, Switch, SwitchConfig, SwitchEvent
+from contactcentre.telephony.driver import SwitchDriver
 
 T = TypeVar("T")
 OFFER_MS = 15_000

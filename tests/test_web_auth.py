@@ -19,14 +19,14 @@ import pyotp
 import pytest
 from sqlalchemy import Engine, inspect, select
 
-from contactcentre.centre import Centre
 from contactcentre.cli import main
 from contactcentre.config import AuthConfig, ServerConfig, parse_config
-from contactcentre.runtime import close_centre, open_centre
+from contactcentre.edge.web.auth import Throttle, WebAuth, csrf_token, origin_of, safe_next, session_cookie
+from contactcentre.server.centre import Centre
+from contactcentre.server.runtime import close_centre, open_centre
 from contactcentre.store.db import connect, current_revision, head_revision, migrate, open_store
 from contactcentre.store.schema import audit_log, users, web_sessions
 from contactcentre.store.users import add_user, new_token, revoke_tokens, set_disabled, set_totp_secret
-from contactcentre.web.auth import Throttle, WebAuth, csrf_token, origin_of, safe_next, session_cookie
 
 CONFIG = parse_config(
     {
@@ -146,8 +146,8 @@ class Site:
     def start(self) -> None:
         from twisted.internet import reactor
 
-        from contactcentre.web import DashboardSite
-        from contactcentre.web.api import Api
+        from contactcentre.edge.web import DashboardSite
+        from contactcentre.edge.web.api import Api
 
         self.centre = self.loop.run_until_complete(open_centre(CONFIG, self.database_url, loop=self.loop))
         self.auth = WebAuth(self.centre, server=self.server_config, now_ms=self.now)
@@ -551,7 +551,7 @@ def test_authenticate_accepts_a_bearer_token_without_csrf(site: Site) -> None:
     assert user.id == "bot"
     req2 = DummyRequest([b""])
     req2.requestHeaders.addRawHeader(b"authorization", b"Bearer cc_nonsense")
-    from contactcentre.web.auth import AuthError
+    from contactcentre.edge.web.auth import AuthError
 
     with pytest.raises(AuthError) as err:
         site.loop.run_until_complete(site.auth.authenticate(req2))
@@ -643,7 +643,7 @@ def test_failed_logins_lock_the_address_out(sqlite_site: Any) -> None:
 def test_the_addresses_of_one_ipv6_slash_64_are_one_address(sqlite_site: Any, monkeypatch: Any) -> None:
     """A client with an IPv6 /64 (one subscriber's) takes a fresh address for every guess: the address limit
     counts its /64, as every other per-address cap does (docs/security.md, "What one client means")."""
-    import contactcentre.web.auth as web_auth
+    import contactcentre.edge.web.auth as web_auth
 
     b = sqlite_site(max_failures_per_address=4).browser()
     hosts = (f"2001:db8:1:2::{n:x}" for n in itertools.count(1))

@@ -1,4 +1,4 @@
-"""The JSON-over-WebSocket layer both protocols share (contactcentre/wsframes): decoding with clear errors,
+"""The JSON-over-WebSocket layer both protocols share (contactcentre/edge/frames): decoding with clear errors,
 the outbox, the rate limiter and the close table, without sockets."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
-from contactcentre.wsframes import Close, Closes, FrameDecoder, FrameError, FrameLimiter, Lazy, Outbox, Verdict
-from contactcentre.wsframes.codec import FIELD, FRAME, JSON, TYPE
+from contactcentre.edge.frames import Close, Closes, FrameDecoder, FrameError, FrameLimiter, Lazy, Outbox, Verdict
+from contactcentre.edge.frames.codec import FIELD, FRAME, JSON, TYPE
 
 
 class Ping(msgspec.Struct, tag="ping", tag_field="type"):

@@ -1,6 +1,6 @@
 """A small seeded world around the router: customers who arrive, wait and give up; agents who answer, talk,
 hold, transfer and take breaks. It produces a realistic, repeatable input sequence for golden and replay
-tests. (The full discrete-event simulator lives in ``simulator/``; this stays small on purpose.)"""
+tests. (The full discrete-event simulator lives in ``contactcentre/simulation/``; this stays small on purpose.)"""
 
 from __future__ import annotations
 

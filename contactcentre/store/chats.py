@@ -21,7 +21,7 @@ from contactcentre.store.customers import (
 )
 from contactcentre.store.schema import cases, interactions, messages
 
-log = logging.getLogger("contactcentre.channels.chat")  # its lines read as the chat channel's
+log = logging.getLogger("contactcentre.edge.chat.channel")  # its lines read as the chat channel's
 
 
 class Opened(NamedTuple):

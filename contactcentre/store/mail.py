@@ -16,7 +16,7 @@ from contactcentre.store import cases as cases_
 from contactcentre.store import customers as customers_
 from contactcentre.store.schema import cases, customers, interactions, messages
 
-log = logging.getLogger("contactcentre.channels.email")  # its lines read as the e-mail channel's
+log = logging.getLogger("contactcentre.edge.email.channel")  # its lines read as the e-mail channel's
 
 
 class Mail(Protocol):

@@ -75,7 +75,7 @@ def check_new_password(password: str) -> None:
 
 
 def token_hash(token: str) -> str:
-    """What the table keeps of a token (and what identifies a token-opened socket, ``web/sockets.py``)."""
+    """What the table keeps of a token (and what identifies a token-opened socket, ``edge/web/sockets.py``)."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -1,0 +1,1 @@
+"""The live demo: seeded customers and simulated people on the real sockets."""

@@ -1,0 +1,1 @@
+"""The agent gateway: the console's WebSocket protocol (docs/protocol.md)."""

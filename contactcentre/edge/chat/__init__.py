@@ -1,0 +1,1 @@
+"""The chat channel: the customer's WebSocket protocol (docs/chat-protocol.md)."""

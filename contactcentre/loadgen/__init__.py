@@ -1,0 +1,1 @@
+"""The load generator: customers and agents over real sockets against a running server."""

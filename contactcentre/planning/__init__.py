@@ -1,0 +1,1 @@
+"""Capacity planning: Erlang B, C and A and the staffing solver (``erlang``)."""

@@ -1,0 +1,1 @@
+"""Projections of the event stream: Prometheus metrics, the console's queue figures, IVR statistics."""

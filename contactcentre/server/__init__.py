@@ -1,0 +1,3 @@
+"""The live centre: the facade adapters hold, the router's deadline driver, actions on contacts and agents, the
+clock, and the one wiring place (``runtime``).
+"""

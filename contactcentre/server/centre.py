@@ -1,0 +1,228 @@
+"""The live centre as the adapters see it: one object that channels, the agent gateway and the web API hold.
+
+It joins the router (through its ``RouterDriver``), the store (the writer for everything that is logged, a
+small thread pool for reads and for the few writes that are not events) and the clock. Adapters never touch
+the router's state or the database directly; they
+
+* ``submit`` router inputs (a contact arrived, an agent accepted) — synchronous, never waiting; it returns
+  the router's refusal, if it refused;
+* ask ``router``'s read methods (``contact``, ``agent``, ``check``, …): frozen values, never its objects;
+* ``publish`` facts that are not router inputs (a chat line, an e-mail reply) — logged and fanned out to
+  every subscriber exactly like the router's output, so the one event vocabulary carries them too;
+* ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
+  gateway for ``OfferMade`` to its agent);
+* ``await commit()`` before acknowledging anything they promised to keep (SMTP ``250``, a chat ack);
+* ``with atomic():`` around what must be committed together (a stored e-mail and its contact);
+* ``await read(fn)`` / ``await write(fn)`` for queries and for rows that are not events (customers, cases).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from contactcentre.config import CentreConfig
+from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
+from contactcentre.store.cases import status_from_disposition
+from contactcentre.store.db import LOST_RACE, reader, write_transaction
+from contactcentre.store.eventlog import logged_payloads
+
+if TYPE_CHECKING:
+    from contactcentre.acd import LiveStats, Router, RouterError
+    from contactcentre.server.driver import RouterDriver
+    from contactcentre.store.db import Connection, Engine
+    from contactcentre.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WRITE_ATTEMPTS = 5
+Subscriber = Callable[[list[Event]], None]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where a running server listens (what ``serve`` reports once everything is up)."""
+
+    url: str  # the web site (dashboard, /api, /chat widget)
+    host: str
+    http_port: int
+    smtp_port: int | None
+    ws_port: int
+    database: str
+    cti_port: int | None = None  # the simulated switch's CTI link, when calls are taken
+    sip_port: int | None = None  # the SIP front door (UDP), when calls are taken and it is on
+    cti_host: str | None = None  # where the CTI link listens ([server] cti_host, default host)
+    sip_host: str | None = None
+    cti_token: str | None = None  # the CTI link's secret (configured, or this run's random one)
+
+
+class Centre:
+    def __init__(
+        self,
+        config: CentreConfig,
+        engine: Engine,
+        driver: RouterDriver,
+        writer: StoreWriter,
+        *,
+        readers: int = 4,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.driver = driver
+        self.writer = writer
+        self.loop = driver.loop
+        self.clock = driver.clock
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+        # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
+        self.channels: dict[str, Any] = {}
+        self._case_status = dict(config.dispositions.case_status)
+        if self._case_status:
+            driver.subscribe(self._dispositions_move_cases)
+
+    # --------------------------------------------------------------------------------------------- router
+
+    @property
+    def router(self) -> Router:
+        return self.driver.router
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms()
+
+    def submit(self, event: Event) -> RouterError | None:
+        """Hand one router input over (stamp it with ``now_ms()``); a refused input is logged and dropped, and
+        its refusal returned (see ``RouterDriver.submit``)."""
+        return self.driver.submit(event)
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Log facts that are not router inputs and fan them out to every subscriber."""
+        self.driver.publish(list(events))
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        return self.driver.subscribe(fn)
+
+    def _dispositions_move_cases(self, batch: list[Event]) -> None:
+        """A wrap-up closed with a code of ``[dispositions] case_status``: its case moves to that status, in
+        the commit after the closing event (whose interaction row names the case)."""
+        for ev in batch:
+            if isinstance(ev, ContactClosed) and ev.disposition in self._case_status:
+                status = self._case_status[ev.disposition]
+                self.stage(
+                    functools.partial(
+                        status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
+                    )
+                )
+
+    # ---------------------------------------------------------------------------------------------- store
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """What is submitted or published inside the block is committed in one transaction (no awaits)."""
+        with self.writer.atomic():
+            yield
+
+    def stage(self, work: Callable[[Connection], None]) -> None:
+        """Queue ``work(connection)`` for the store writer's next commit, in order with what is submitted and
+        published (rows that go with an event, without a transaction of their own). It shares the writer's
+        transaction with other adapters' records, so it runs in a savepoint and what it raises is logged and
+        rolled back to there: one bad row never holds up everyone's events. A database in trouble (a lost
+        connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
+        writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
+        self.writer.stage(work)
+
+    async def commit(self, upto: int | None = None) -> None:
+        """Return once everything logged so far (or up to ``log_position()`` ``upto``) is durable."""
+        if upto is None:
+            await self.writer.flush()
+        else:
+            await self.writer.durable(upto)
+
+    def log_position(self) -> int:
+        """The position of the last record handed to the store: ``commit(upto=...)`` waits for it and no more
+        (a reader that needs what was logged by now, without forcing a commit for what comes later)."""
+        return self.writer.appended
+
+    async def room(self) -> None:
+        """Back-pressure for intake: wait while the store writer is far behind."""
+        await self.writer.room()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on a read connection in the reader pool."""
+
+        def run() -> T:
+            with reader(self.engine) as conn:
+                return fn(conn, *args)
+
+        return await self.loop.run_in_executor(self._readers, run)
+
+    def read_now(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on a read connection, blocking the caller: for start-up only (an adapter
+        restoring its sessions before any socket is open), never on the loop while it serves."""
+        with reader(self.engine) as conn:
+            return fn(conn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any, attempts: int = WRITE_ATTEMPTS) -> T:
+        """``fn(connection, *args)`` in a transaction of its own (customers, cases, users: not events).
+
+        A transaction that lost a race is run again, up to ``attempts`` times: two first contacts from one new
+        address at once (the second's insert of the identity conflicts, and on its next run it finds it), or a
+        lock the database gave up waiting for. ``fn`` must therefore be safe to run again, which a whole
+        transaction rolled back is."""
+
+        def run() -> T:
+            with write_transaction(self.engine) as conn:
+                return fn(conn, *args)
+
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.loop.run_in_executor(self._readers, run)
+            except LOST_RACE as exc:
+                if attempt == attempts:
+                    raise
+                log.info("store: a write lost a race (%s); running it again", type(exc).__name__)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True)
+
+
+# ------------------------------------------------------------------------------------------------ restore
+
+
+def replay_log(engine: Engine, router: Router, stats: LiveStats | None = None, *, chunk: int = 10_000) -> int:
+    """Bring a fresh router to where the logged one was: feed it every logged input, in order, at its own
+    time. The router is deterministic, so its state (waiting contacts with their places, open offers,
+    agents, timers) is the logged one's. What it says is dropped — that is in the log already — except that
+    ``stats`` (if given) re-learns the day from the logged events. Returns the number of inputs replayed."""
+    from contactcentre.acd import RouterError
+
+    replayed = 0
+    with engine.connect() as conn:
+        for payload in logged_payloads(conn, chunk):
+            ev = decode(payload)
+            if stats is not None:
+                stats.apply(ev)
+            if not is_input(ev):
+                continue
+            try:
+                router.handle(ev)
+            except RouterError as exc:  # a config change since the log was written: say so, carry on
+                log.warning("restore: the logged %s is refused now: %s", type(ev).__name__, exc)
+            replayed += 1
+    return replayed
+
+
+def disconnected_agents(router: Router, now_ms: int) -> list[Event]:
+    """After a restart no agent is connected: each one logged in and not away is put away, so the router
+    offers nothing to a console that is not there (their offers fall through; contacts keep their place).
+    An agent who reconnects says ``ready`` again; contacts they were handling stay theirs."""
+    out: list[Event] = []
+    for a in router.agent_list():
+        if a.ready:
+            out.append(AgentAway(at_ms=now_ms, agent_id=a.id, reason="disconnected"))
+    return out

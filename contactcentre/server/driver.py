@@ -1,0 +1,291 @@
+"""``RouterDriver``: the live counterpart of the simulator's event heap.
+
+It feeds the pure router, fans its output out (store writer, live statistics, subscribers) and keeps exactly
+one ``loop.call_at`` armed for the router's next deadline. Nothing in it sleeps or polls, and nothing on the
+routing path waits for the database. The runtime builds one; the centre, the web site and the adapters use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from contactcentre.acd import LiveStats, Router, RouterError, score_words
+from contactcentre.deadlines import DeadlineTimer, on_loop
+from contactcentre.events import (
+    AgentLoggedIn,
+    AgentSkillsChanged,
+    Event,
+    OfferAccepted,
+    OfferCancelled,
+    OfferExpired,
+    OfferMade,
+    OfferRejected,
+)
+from contactcentre.server.clock import Clock
+
+if TYPE_CHECKING:
+    from contactcentre.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[list[Event]], None]
+
+_OUTCOMES: dict[type, str] = {
+    OfferAccepted: "accepted",
+    OfferRejected: "rejected",
+    OfferExpired: "expired",
+    OfferCancelled: "cancelled",
+}
+
+
+class RouterDriver:
+    """Drives a ``Router`` on an asyncio loop.
+
+    ``submit(event)`` hands one input (stamped by the caller with ``clock.now_ms()``) to the router and
+    dispatches what came out: to the event log, to ``LiveStats``, to the recent-decision list and to every
+    subscriber, in that order. A refused input (``RouterError``) is logged, counted and dropped, and ``submit``
+    returns the refusal, so a caller that answers a person says why. Subscribers may submit from their
+    callback; such inputs are handled after the current dispatch finishes, so every subscriber sees every
+    batch in order (their refusal is only logged: ``submit`` has returned by then).
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        clock: Clock,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        stats: LiveStats | None = None,
+        writer: StoreWriter | None = None,
+        recent: int = 20,
+        live_cache_ms: int = 250,
+    ) -> None:
+        self.router = router
+        self.clock = clock
+        self.loop = loop
+        self.stats = stats if stats is not None else LiveStats()
+        self.writer = writer
+        self.subscribers: list[Subscriber] = []
+        self.decisions: deque[OfferMade] = deque(maxlen=recent)
+        self.outcomes: dict[str, str] = {}  # offer id -> outcome, for the offers in ``decisions``
+        self.handled = 0  # inputs accepted
+        self.refused = 0  # inputs the router refused
+        self.emitted = 0  # events dispatched (inputs echoed + derived)
+        self.closed = False
+        self._deadline = DeadlineTimer(on_loop(loop, clock), self._on_deadline)
+        self._inbox: deque[Event] = deque()
+        self._outbox: deque[list[Event]] = deque()  # published during a dispatch
+        self._dispatching = False
+        self._serving: dict[str, list[str]] | None = None
+        self._live_cache_ms = live_cache_ms
+        self._live_cached: tuple[int, bytes] | None = None
+
+    # -------------------------------------------------------------------------------------------- inputs
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn(events)`` with every batch the router produces; returns an unsubscribe function."""
+        self.subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self.subscribers:
+                self.subscribers.remove(fn)
+
+        return unsubscribe
+
+    def submit(self, event: Event) -> RouterError | None:
+        """Hand ``event`` to the router; the router's refusal of it, or None if it was taken (or dropped by a
+        closed driver, or queued behind the batch a subscriber submitted it from)."""
+        if self.closed:
+            log.debug("driver closed; dropped %s", type(event).__name__)
+            return None
+        self._inbox.append(event)
+        if not self._dispatching:  # else a subscriber submitted from its callback: handled after this batch
+            return self._run(None, event)
+        return None
+
+    def catch_up(self) -> None:
+        """Run whatever timers are due by now (an adapter about to act on router state it must not find
+        stale: an offer past its deadline whose expiry the loop has not yet run)."""
+        if not self.closed and not self._dispatching:
+            self._run(self.clock.now_ms())
+
+    def publish(self, events: list[Event]) -> None:
+        """Log and fan out facts that are not router inputs (chat lines, e-mail replies). Published while a
+        batch is being dispatched, they follow that batch."""
+        if not events or self.closed:
+            return
+        self._outbox.append(events)
+        if not self._dispatching:
+            self._run(None)
+
+    def _on_deadline(self, _due: int) -> None:
+        if not self.closed:
+            self._run(self.clock.now_ms())
+
+    def _run(self, advance_to: int | None, submitted: Event | None = None) -> RouterError | None:
+        """Advance, then handle the inbox; returns the refusal of ``submitted`` if the router refused it."""
+        refusal = None
+        self._dispatching = True
+        try:
+            if advance_to is not None and advance_to >= self.router.now_ms:
+                self._dispatch(self.router.advance(advance_to))
+            inbox = self._inbox
+            while inbox or self._outbox:
+                while self._outbox:
+                    self._dispatch(self._outbox.popleft())
+                if not inbox:
+                    break
+                ev = inbox.popleft()
+                try:
+                    out = self.router.handle(ev)
+                except RouterError as exc:
+                    self.refused += 1
+                    if ev is submitted:
+                        refusal = exc
+                    log.info("refused %s: %s", type(ev).__name__, exc)
+                    continue
+                self.handled += 1
+                self._dispatch(out)
+        finally:
+            self._dispatching = False
+            self._rearm()
+        return refusal
+
+    def _rearm(self) -> None:
+        """Keep exactly one call armed, for the router's next deadline."""
+        if not self.closed:
+            self._deadline.arm(self.router.next_deadline())
+
+    # ------------------------------------------------------------------------------------------- fan-out
+
+    def _dispatch(self, out: list[Event]) -> None:
+        if not out:
+            return
+        self.emitted += len(out)
+        if self.writer is not None:
+            self.writer.append(out)
+        self.stats.apply_all(out)
+        outcomes = self.outcomes
+        for ev in out:
+            kind = type(ev)
+            if kind is OfferMade:
+                if len(self.decisions) == self.decisions.maxlen:
+                    outcomes.pop(self.decisions[0].offer_id, None)
+                self.decisions.append(ev)  # type: ignore[arg-type]
+                outcomes[ev.offer_id] = "open"  # type: ignore[attr-defined]
+            elif kind in _OUTCOMES:
+                oid = ev.offer_id  # type: ignore[attr-defined]
+                if oid in outcomes:
+                    outcomes[oid] = _OUTCOMES[kind]
+            elif kind is AgentSkillsChanged or kind is AgentLoggedIn:
+                self._serving = None
+        for fn in list(self.subscribers):
+            try:
+                fn(out)
+            except Exception:
+                log.exception("subscriber %r failed", fn)
+
+    def close(self) -> None:
+        """Stop: disarm the timer and refuse further inputs. (The writer is closed by its owner.)"""
+        self.closed = True
+        self._deadline.cancel()
+
+    # -------------------------------------------------------------------------------------------- views
+
+    def serving(self) -> dict[str, list[str]]:
+        """Agents whose skills meet each queue's base requirement (cached until skills change)."""
+        if self._serving is None:
+            self._serving = {q.name: self.router.serving_agents(q.name) for q in self.router.config.queues}
+        return self._serving
+
+    def agent_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for a in self.router.agent_list():
+            rows.append(
+                {
+                    "id": a.id,
+                    "name": a.name,
+                    "state": a.state,
+                    "reason": a.state_reason,
+                    "since_ms": a.state_since_ms,
+                    "load": {ch: n for ch, n in a.load.items() if n},
+                    "capacity": {ch: n for ch, n in a.capacity.items() if n},
+                    "skills": a.skills,
+                    "handled_today": a.handled_today,
+                }
+            )
+        return rows
+
+    def decision_rows(self) -> list[dict[str, Any]]:
+        """The latest offers, newest first, each with its explanation and what became of it."""
+        out = []
+        for ev in reversed(self.decisions):
+            why = ev.why
+            out.append(
+                {
+                    "at_ms": ev.at_ms,
+                    "offer_id": ev.offer_id,
+                    "contact_id": ev.contact_id,
+                    "agent_id": ev.agent_id,
+                    "queue": ev.queue,
+                    "channel": ev.channel,
+                    "expires_ms": ev.expires_ms,
+                    "outcome": self.outcomes.get(ev.offer_id, "open"),
+                    "why": {
+                        "trigger": why.trigger,
+                        "strategy": why.strategy,
+                        "requirement": why.requirement,
+                        "step": why.step,
+                        "considered": why.considered,
+                        "filters": why.filters,
+                        "tie_break": why.tie_break,
+                        "candidates": [
+                            {
+                                "id": c.id,
+                                "score": c.score,
+                                "note": c.note or score_words(why, c.score, ev.at_ms),
+                            }
+                            for c in why.candidates
+                        ],
+                    },
+                }
+            )
+        return out
+
+    def live(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Everything the dashboard shows, as plain data."""
+        now = self.clock.now_ms() if now_ms is None else now_ms
+        cfg = self.router.config
+        return {
+            "at_ms": now,
+            "centre": cfg.name,
+            "timezone": cfg.timezone,
+            "queues": [
+                {"name": q.name, "description": q.description, "channels": list(q.channels)} for q in cfg.queues
+            ],
+            "snapshot": self.stats.snapshot(now, serving=self.serving()),
+            "agents": self.agent_rows(),
+            "decisions": self.decision_rows(),
+            "counters": {
+                "handled": self.handled,
+                "refused": self.refused,
+                "emitted": self.emitted,
+                "logged": self.writer.committed if self.writer is not None else None,
+            },
+        }
+
+    def live_json(self) -> bytes:
+        """``live()`` as JSON, computed at most once per ``live_cache_ms`` however many dashboards poll."""
+        now = self.clock.now_ms()
+        cached = self._live_cached
+        if cached is not None and 0 <= now - cached[0] < self._live_cache_ms:
+            return cached[1]
+        body = msgspec.json.encode(self.live(now))
+        self._live_cached = (now, body)
+        return body

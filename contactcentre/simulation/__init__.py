@@ -1,0 +1,1 @@
+"""The discrete-event simulator around the production router (imports only acd, events, config and planning)."""
