@@ -371,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         for v in versions:
             where = tmp if v is THIS else tmp / f"config-{v.label}"
             where.mkdir(exist_ok=True)
-            default = v.tree / "config" / "default.toml"
+            # the shipped centre: package data since issue 17's re-layout, config/ in older versions
+            default = next(
+                p for p in (v.tree / "contactcentre" / "data" / "default.toml", v.tree / "config" / "default.toml")
+                if p.is_file()
+            )
             configs[v] = write_config(where, args.agents, args.chat_capacity, default=default)
         try:
             for i, rate in enumerate(steps):
