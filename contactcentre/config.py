@@ -770,7 +770,7 @@ def _check(cfg: CentreConfig, source: str) -> None:
         for key in ("max_parts", "max_depth", "parse_workers"):
             if getattr(srv.email, key) < 1:
                 fail(f"server.email.{key}", "must be at least 1")
-        if srv.email.max_depth > 100:  # channels.email.MAX_DEPTH_LIMIT: the parser's stack ends near 1000 levels
+        if srv.email.max_depth > 100:  # edge.email.channel.MAX_DEPTH_LIMIT: the parser's stack ends near 1000 levels
             fail("server.email.max_depth", "must be at most 100")
         if not srv.email.parse_timeout_s > 0:
             fail("server.email.parse_timeout_s", "must be > 0")

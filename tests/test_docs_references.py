@@ -46,7 +46,9 @@ def test_the_check_sees_a_document_outside_the_repository() -> None:
     assert unresolved(ROOT / "contactcentre" / "x.py", "see docs/queueing.md") == []
 
 
-PY_PATH = re.compile(r"(?<![\w/.-])((?:[\w-]+/)+[\w-]+\.(?:py|toml))(?![\w.])")
+PY_PATH = re.compile(r"(?<![\w/.-])((?:[\w-]+/)+[\w-]+\.(?:py|toml|js|css|html|txt))(?![\w.])")
+#: a path broken over a line end right after a slash (``contactcentre/edge/web/static/`` / ``chat.js``)
+WRAPPED = re.compile(r"/\n[ \t#*>]*(?:(?:#|//|\*)[ \t]*)?")
 
 
 def unresolved_paths(path: Path, text: str) -> list[str]:
@@ -54,8 +56,9 @@ def unresolved_paths(path: Path, text: str) -> list[str]:
     read from the repository, from the package, from the shipped configuration (whose IVR menus are named
     relative to it), or from the naming file's own folder and those above it."""
     missing = []
-    for name in PY_PATH.findall(text):
-        bases = [ROOT, ROOT / "contactcentre", ROOT / "contactcentre" / "data", *path.parents]
+    for name in PY_PATH.findall(WRAPPED.sub("/", text)):
+        web = ROOT / "contactcentre" / "edge" / "web"  # docs/web.md names static/ and templates/ from there
+        bases = [ROOT, ROOT / "contactcentre", ROOT / "contactcentre" / "data", web, *path.parents]
         if not any((base / name).is_file() for base in bases):
             missing.append(name)
     return missing
@@ -77,3 +80,6 @@ def test_the_check_sees_a_source_file_that_moved() -> None:
     assert unresolved_paths(ROOT / "docs" / "x.md", "see `channels/chat.py`") == ["channels/chat.py"]
     assert unresolved_paths(ROOT / "docs" / "x.md", "see `edge/chat/channel.py`") == []
     assert unresolved_paths(ROOT / "README.md", "see benchmarks/routing.py") == []
+    assert unresolved_paths(ROOT / "docs" / "x.md", "(`contactcentre/web/static/\nchat.js`)") == [
+        "contactcentre/web/static/chat.js"
+    ]

@@ -131,3 +131,26 @@ def test_queue_loads_and_agents_serving_follow_skill_changes() -> None:
     assert h.router.serving_agents("support") == ["a1"] and h.router.served_queues("a2") == []
     assert [q.name for q in h.router.queue_list()] == ["support"] and h.router.serves("support", "chat")
     assert not h.router.serves("support", "sms") and h.router.queue("nowhere") is None
+
+
+def test_waiting_counts_agree_with_the_contacts_one_by_one() -> None:
+    """The aggregate the consoles' queue figures and every metrics scrape read, against the views it replaced."""
+    h = _floor()
+    h.login("a1")
+    for i, channel in enumerate(["voice", "chat", "email", "email", "voice", "chat", "chat"]):
+        h.at(i + 1)  # distinct waiting_since_ms, so "oldest" is tested
+        h.arrive(f"c{i}", channel=channel)
+
+    def by_hand(states: tuple[str, ...]) -> dict[tuple[str, str], tuple[int, int]]:
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for c in h.router.contact_list():
+            if c.state in states:
+                n, since = out.get((c.queue, c.channel), (0, c.waiting_since_ms))
+                out[(c.queue, c.channel)] = (n + 1, min(since, c.waiting_since_ms))
+        return out
+
+    got = {k: (w.count, w.oldest_since_ms) for k, w in h.router.waiting_counts().items()}
+    assert got == by_hand(("queued",)) and got
+    assert sum(n for n, _ in got.values()) == len(h.router.waiting_contacts())
+    ringing = {k: (w.count, w.oldest_since_ms) for k, w in h.router.waiting_counts(ringing_too=True).items()}
+    assert ringing == by_hand(("queued", "offered")) and ringing != got  # a1 has an offer ringing

@@ -21,7 +21,7 @@ from contactcentre.acd.errors import (
 from contactcentre.acd.router import ArrivalAdjust, CustomerDirectory, Router, RoutingHooks
 from contactcentre.acd.stats import LiveStats
 from contactcentre.acd.strategies import score_words
-from contactcentre.acd.views import AgentView, ContactView, OfferView, QueueLoad, QueueView, WaitEstimate
+from contactcentre.acd.views import AgentView, ContactView, OfferView, QueueLoad, QueueView, WaitEstimate, Waiting
 
 __all__ = [
     "CONTACT_STATES",
@@ -47,5 +47,6 @@ __all__ = [
     "UnknownContact",
     "UnknownQueue",
     "WaitEstimate",
+    "Waiting",
     "score_words",
 ]

@@ -132,6 +132,13 @@ class QueueLoad(msgspec.Struct, frozen=True):
     agents_ready: int
 
 
+class Waiting(msgspec.Struct, frozen=True):
+    """Contacts of one queue and channel not yet answered, and since when the oldest of them has waited."""
+
+    count: int
+    oldest_since_ms: int
+
+
 class WaitEstimate(msgspec.Struct, frozen=True):
     position: int  # 1 = next
     ewt_ms: int | None  # None: nobody who may take it is ready
@@ -214,6 +221,23 @@ class Reads(_Base):
     def contact_list(self) -> list[ContactView]:
         """Every contact in the centre now, in arrival order."""
         return [contact_view(c) for c in self.contacts.values()]
+
+    def waiting_counts(self, *, ringing_too: bool = False) -> dict[tuple[str, str], Waiting]:
+        """Per (queue, channel) with someone waiting: how many and the oldest's ``waiting_since_ms``; queued
+        contacts, and those ringing at an agent too with ``ringing_too``. One pass, no view per contact: the
+        consoles' queue figures and every metrics scrape ask this, and an e-mail backlog can be thousands."""
+        states = (QUEUED, OFFERED) if ringing_too else (QUEUED,)
+        acc: dict[tuple[str, str], list[int]] = {}
+        for c in self.contacts.values():
+            if c.state in states:
+                row = acc.get((c.queue, c.channel))
+                if row is None:
+                    acc[(c.queue, c.channel)] = [1, c.waiting_since_ms]
+                else:
+                    row[0] += 1
+                    if c.waiting_since_ms < row[1]:
+                        row[1] = c.waiting_since_ms
+        return {key: Waiting(n, since) for key, (n, since) in acc.items()}
 
     def handler_of(self, contact_id: str) -> str | None:
         """The agent handling the contact (connected, held or wrapping up), or None (waiting, ringing, gone)."""

@@ -11,7 +11,7 @@ callers ring in on the simulated switch — every other one (the first) through 
 (``caller_key``) — and hang up when their patience runs out (callers the switch has no driver for are submitted
 to the router directly).
 
-Customers come from the demo's book (``demo_customers``), so screen-pop shows history as the demo runs.
+Customers come from the demo's book (``demo/customers.py``), so screen-pop shows history as the demo runs.
 Randomness comes from ``random.Random(seed)`` only (one child generator per stream); wall-clock timing decides
 the exact instants, so a demo is seeded, not replayable — its event log is.
 """

@@ -72,11 +72,11 @@ class QueueFigures:
     def _figures(self) -> dict[str, Frame]:
         """Per queue with someone waiting: how many, and since when the oldest has waited."""
         out: dict[str, Frame] = {}
-        for c in self.centre.router.waiting_contacts():
-            row = out.get(c.queue)
+        for (queue, _channel), w in self.centre.router.waiting_counts().items():
+            row = out.get(queue)
             if row is None:
-                out[c.queue] = {"queue": c.queue, "waiting": 1, "oldest_since_ms": c.waiting_since_ms}
+                out[queue] = {"queue": queue, "waiting": w.count, "oldest_since_ms": w.oldest_since_ms}
             else:
-                row["waiting"] += 1
-                row["oldest_since_ms"] = min(row["oldest_since_ms"], c.waiting_since_ms)
+                row["waiting"] += w.count
+                row["oldest_since_ms"] = min(row["oldest_since_ms"], w.oldest_since_ms)
         return out

@@ -517,13 +517,9 @@ class LiveCollector(Collector):
         for q in router.config.queues:
             for ch in q.channels:
                 count[(q.name, ch)] = 0
-        for c in router.contact_list():
-            if c.state in _WAITING:
-                key = (c.queue, c.channel)
-                count[key] = count.get(key, 0) + 1
-                since = oldest.get(key)
-                if since is None or c.waiting_since_ms < since:
-                    oldest[key] = c.waiting_since_ms
+        for key, w in router.waiting_counts(ringing_too=True).items():
+            count[key] = w.count
+            oldest[key] = w.oldest_since_ms
         for (queue, channel), n in sorted(count.items()):
             fam["waiting"].add_metric([queue, channel], n)
             since = oldest.get((queue, channel))

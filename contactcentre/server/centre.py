@@ -129,8 +129,9 @@ class Centre:
     def stage(self, work: Callable[[Connection], None]) -> None:
         """Queue ``work(connection)`` for the store writer's next commit, in order with what is submitted and
         published (rows that go with an event, without a transaction of their own). It shares the writer's
-        transaction with other adapters' records, so it runs in a savepoint and what it raises is logged and
-        rolled back to there: one bad row never holds up everyone's events. A database in trouble (a lost
+        transaction with other adapters' records: when it raises, the writer runs the commit again with each
+        unit in a savepoint of its own, so what it raises is logged and rolled back alone (one bad row never
+        holds up everyone's events). A database in trouble (a lost
         connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
         writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
         self.writer.stage(work)

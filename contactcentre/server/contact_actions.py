@@ -1,5 +1,5 @@
 """What an agent does to a contact it has: answer, hold, retrieve, transfer, consult, complete a transfer,
-conference, hang up, request a callback. One set of checks behind the agent protocol (``agent_gateway``) and
+conference, hang up, request a callback. One set of checks behind the agent protocol (``edge/agents/gateway.py``) and
 the REST API (``edge/web/api.py``), so that both refuse the same things with the same codes.
 
 Every action is checked against the router's state first (``Router.check`` runs the router's own rules

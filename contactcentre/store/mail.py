@@ -20,7 +20,7 @@ log = logging.getLogger("contactcentre.edge.email.channel")  # its lines read as
 
 
 class Mail(Protocol):
-    """What intake reads of a received mail (``channels.email.Inbound``)."""
+    """What intake reads of a received mail (``edge.email.channel.Inbound``)."""
 
     @property
     def message_id(self) -> str: ...
