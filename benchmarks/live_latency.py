@@ -371,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         for v in versions:
             where = tmp if v is THIS else tmp / f"config-{v.label}"
             where.mkdir(exist_ok=True)
-            default = v.tree / "config" / "default.toml"
+            default = v.tree / "contactcentre" / "data" / "default.toml"
+            if not default.exists():  # a version from before the package data layout
+                default = v.tree / "config" / "default.toml"
             configs[v] = write_config(where, args.agents, args.chat_capacity, default=default)
         try:
             for i, rate in enumerate(steps):

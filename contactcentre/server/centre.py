@@ -22,12 +22,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
+from contactcentre.server.handoff import Handoff
 from contactcentre.store.cases import status_from_disposition
 from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
@@ -78,7 +78,7 @@ class Centre:
         self.writer = writer
         self.loop = driver.loop
         self.clock = driver.clock
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+        self._readers = Handoff(self.loop, readers, "store-read")
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
         self._case_status = dict(config.dispositions.case_status)
@@ -158,7 +158,7 @@ class Centre:
             with reader(self.engine) as conn:
                 return fn(conn, *args)
 
-        return await self.loop.run_in_executor(self._readers, run)
+        return await self._readers.run(run)
 
     def read_now(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on a read connection, blocking the caller: for start-up only (an adapter
@@ -180,7 +180,7 @@ class Centre:
 
         for attempt in range(1, attempts + 1):
             try:
-                return await self.loop.run_in_executor(self._readers, run)
+                return await self._readers.run(run)
             except LOST_RACE as exc:
                 if attempt == attempts:
                     raise
@@ -188,7 +188,7 @@ class Centre:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._readers.shutdown(wait=True)
+        self._readers.close()
 
 
 # ------------------------------------------------------------------------------------------------ restore

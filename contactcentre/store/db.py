@@ -12,6 +12,7 @@ The schema is only ever created by the Alembic migrations (``contactcentre migra
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,10 +99,18 @@ def insert_unless_taken(conn: Connection, table: Any, unique: list[str], row: di
     """Insert ``row`` unless another row holds its values of the ``unique`` columns; whether it was inserted.
     One statement (``ON CONFLICT DO NOTHING``) rather than a look-up before the insert, and a conflict on any
     other constraint still raises."""
-    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert  # the two we support
-    stmt = dialect_insert(table).values(row).on_conflict_do_nothing(index_elements=unique)
+    stmt = _insert_unless_taken(conn.dialect.name, table, tuple(unique))
+    return conn.execute(stmt, row).first() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_unless_taken(dialect: str, table: Any, unique: tuple[str, ...]) -> Any:
+    """The statement, built once (its values come as parameters): building a Core construct costs more than
+    running it from the compiled cache."""
+    dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert  # the two we support
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=list(unique))
     # RETURNING says whether a row went in (psycopg gives no rowcount for it)
-    return conn.execute(stmt.returning(table.c[unique[0]])).first() is not None
+    return stmt.returning(table.c[unique[0]])
 
 
 @contextlib.contextmanager
