@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from contactcentre.config import parse_config
 from contactcentre.server.handoff import Handoff
+from contactcentre.server.runtime import close_centre, open_centre
 
 
 def test_results_and_errors_come_back_to_their_callers() -> None:
@@ -80,3 +87,58 @@ async def _close_finishes_the_work_handed_over_then_refuses_more() -> None:
     assert done == [1]
     with pytest.raises(RuntimeError):
         pool.run(lambda: None)
+
+
+def test_a_batch_runs_inside_one_around_batch() -> None:
+    asyncio.run(_a_batch_runs_inside_one_around_batch())
+
+
+async def _a_batch_runs_inside_one_around_batch() -> None:
+    log: list[str] = []
+
+    @contextlib.contextmanager
+    def around() -> Iterator[None]:
+        log.append("enter")
+        yield
+        log.append("exit")
+
+    pool = Handoff(asyncio.get_running_loop(), 2, "t", around_batch=around)
+    try:
+        futs = [pool.run(lambda i=i: log.append(f"call {i}")) for i in range(3)]
+        await asyncio.gather(*futs)
+        assert log == ["enter", "call 0", "call 1", "call 2", "exit"]
+    finally:
+        pool.close()
+
+
+def test_a_centres_reads_of_one_turn_share_a_connection_and_a_failed_read_spoils_none(database_url: str) -> None:
+    asyncio.run(_centre_reads(database_url))
+
+
+async def _centre_reads(database_url: str) -> None:
+    config = parse_config(
+        {"skills": {"general": "General"}, "queues": [{"name": "q", "skills": {"general": 1}}]}, "<t>"
+    )
+    centre = await open_centre(config, database_url)
+    try:
+        used: list[Any] = []
+
+        def one(conn: Any) -> int:
+            used.append(conn)
+            return int(conn.execute(text("SELECT 1")).scalar_one())
+
+        def fail(conn: Any) -> None:
+            used.append(conn)
+            conn.execute(text("SELECT * FROM no_such_table"))
+
+        # gather starts the three in one loop turn: one batch
+        first, failed, after = await asyncio.gather(
+            centre.read(one), centre.read(fail), centre.read(one), return_exceptions=True
+        )
+        assert first == 1 and after == 1
+        assert isinstance(failed, DBAPIError)
+        assert used[0] is used[1]  # one connection for the batch
+        assert used[2] is not used[1]  # not the one a failed read left behind
+        assert all(conn.closed for conn in used)  # back in the pool once the batch is done
+    finally:
+        await close_centre(centre)

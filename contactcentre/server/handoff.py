@@ -15,6 +15,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,16 +41,23 @@ class Handoff:
     Like ``run_in_executor``: the caller awaits the result or the exception; a call whose caller was cancelled
     before a thread took it up is not run; ``close`` lets the work already handed over finish and then
     stops the threads; handing work over after ``close`` raises ``RuntimeError``. A batch is one thread's:
-    several batches run at once on several threads."""
+    several batches run at once on several threads, each inside ``around_batch()`` (where the store's readers
+    keep one connection for the batch)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, threads: int, name: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        threads: int,
+        name: str,
+        *,
+        around_batch: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
         self._loop = loop
+        self._around_batch = around_batch  # entered by the thread around each batch it runs
         self._work: queue.SimpleQueue[list[Call] | None] = queue.SimpleQueue()
         self._batch: list[Call] = []  # handed over in this loop turn, not yet put on the queue
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{name}_{i}", daemon=True) for i in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._serve, name=f"{name}_{i}", daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
 
@@ -70,13 +78,14 @@ class Handoff:
         work, loop = self._work, self._loop
         while (batch := work.get()) is not _STOP:
             done: list[tuple[asyncio.Future[Any], BaseException | None, Any]] = []
-            for fn, fut in batch:
-                if fut.cancelled():
-                    continue
-                try:
-                    done.append((fut, None, fn()))
-                except BaseException as exc:  # handed back to the awaiting caller, as run_in_executor does
-                    done.append((fut, exc, None))
+            with self._around_batch():
+                for fn, fut in batch:
+                    if fut.cancelled():
+                        continue
+                    try:
+                        done.append((fut, None, fn()))
+                    except BaseException as exc:  # handed back to the awaiting caller, as run_in_executor does
+                        done.append((fut, exc, None))
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_deliver, done)
 
