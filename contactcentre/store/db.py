@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # Connection and Engine are also the names modules outside the store give the store's handles in type hints.
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -101,6 +101,13 @@ def insert_unless_taken(conn: Connection, table: Any, unique: list[str], row: di
     other constraint still raises."""
     stmt = _insert_unless_taken(conn.dialect.name, table, tuple(unique))
     return conn.execute(stmt, row).first() is not None
+
+
+def one_of(column: Any, values: Any) -> Any:
+    """``column IN (…)`` of fixed values, each its own bound parameter, for a statement built once: ``in_`` of a
+    plain list is an "expanding" parameter, rendered into the SQL again at every execution."""
+    values = list(values)
+    return column.in_([literal(v, column.type) for v in values]) if values else column.in_(values)
 
 
 @functools.lru_cache(maxsize=64)
