@@ -132,6 +132,9 @@ class CentreMetrics:
         self._tiers = frozenset(config.tiers)
         self._visits: dict[str, _Visit] = {}
         self._offers: dict[str, _OpenOffer] = {}
+        # (metric, label values) -> its child: prometheus_client's labels() checks and converts the values and
+        # takes a lock on every call, a few per event; the values are bounded (unknown ones count as OTHER)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._unsubscribe: Callable[[], None] | None = None
         r = self.registry
         qct = ("queue", "channel", "tier")
@@ -275,6 +278,13 @@ class CentreMetrics:
     def _qct(self, ev: Any) -> tuple[str, str, str]:
         return self._queue(ev.queue), self._channel(ev.channel), self._tier(ev.tier)
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     # ------------------------------------------------------------------------------------------ events
 
     def observe(self, events: Iterable[Event]) -> None:
@@ -286,33 +296,33 @@ class CentreMetrics:
                 fn(ev)
 
     def _arrived(self, ev: ContactArrived) -> None:
-        self.arrived.labels(*self._qc(ev)).inc()
+        self._child(self.arrived, *self._qc(ev)).inc()
 
     def _queued(self, ev: ContactQueued) -> None:
         q, ch, t = self._qct(ev)
-        self.offered.labels(q, ch, t).inc()
+        self._child(self.offered, q, ch, t).inc()
         # A new estimate for each queue entry (a transfer or an overflow move is told a new wait there).
         self._visits[ev.contact_id] = _Visit(q, ch, t, ev.at_ms, ev.ewt_ms, ev.sla_deadline_ms, ev.at_ms)
 
     def _failed(self, ev: ContactFailed) -> None:
         # Reasons are the router's own small vocabulary (closed, queue_full), not free text.
-        self.failed.labels(*self._qc(ev), ev.reason).inc()
+        self._child(self.failed, *self._qc(ev), ev.reason).inc()
 
     def _connected(self, ev: ContactConnected) -> None:
         labels = self._qct(ev)
-        self.answered.labels(*labels).inc()
-        self.wait.labels(*labels[:2], "answered").observe(ev.wait_ms / 1000)
+        self._child(self.answered, *labels).inc()
+        self._child(self.wait, *labels[:2], "answered").observe(ev.wait_ms / 1000)
         visit = self._visits.pop(ev.contact_id, None)
         if visit is None:  # waiting since before this process subscribed (a restart): nothing to compare
             return
         if visit.deadline_ms is not None and ev.at_ms <= visit.deadline_ms:
-            self.answered_within.labels(*labels).inc()
+            self._child(self.answered_within, *labels).inc()
         self._ewt_error(visit, ev.at_ms, "answered")
 
     def _abandoned(self, ev: ContactAbandoned) -> None:
         labels = self._qct(ev)
-        self.abandoned.labels(*labels).inc()
-        self.wait.labels(*labels[:2], "abandoned").observe(ev.wait_ms / 1000)
+        self._child(self.abandoned, *labels).inc()
+        self._child(self.wait, *labels[:2], "abandoned").observe(ev.wait_ms / 1000)
         visit = self._visits.pop(ev.contact_id, None)
         if visit is not None:
             self._ewt_error(visit, ev.at_ms, "abandoned")
@@ -323,7 +333,7 @@ class CentreMetrics:
         actual = at_ms - visit.queued_ms  # measured from the estimate's moment, as the estimate was
         error_s = (actual - visit.ewt_ms) / 1000
         direction = "late" if error_s > 0 else "early"
-        self.ewt_error.labels(visit.queue, visit.channel, outcome, direction).observe(abs(error_s))
+        self._child(self.ewt_error, visit.queue, visit.channel, outcome, direction).observe(abs(error_s))
 
     def _overflowed(self, ev: ContactOverflowed) -> None:
         if ev.to_queue is not None:
@@ -333,7 +343,7 @@ class CentreMetrics:
             self._visits.pop(ev.contact_id, None)
         else:
             result = "widened"
-        self.overflows.labels(*self._qc(ev), result).inc()
+        self._child(self.overflows, *self._qc(ev), result).inc()
 
     def _transferred(self, ev: ContactTransferred) -> None:
         if ev.to_external is not None:
@@ -342,49 +352,49 @@ class CentreMetrics:
             target = "agent"
         else:
             target = "queue"
-        self.transfers.labels(*self._qc(ev), target).inc()
+        self._child(self.transfers, *self._qc(ev), target).inc()
 
     def _closed(self, ev: ContactClosed) -> None:
-        self.handle.labels(*self._qc(ev)).observe((ev.talk_ms + ev.hold_ms + ev.wrap_ms) / 1000)
+        self._child(self.handle, *self._qc(ev)).observe((ev.talk_ms + ev.hold_ms + ev.wrap_ms) / 1000)
 
     def _warned(self, ev: SlaWarned) -> None:
-        self.sla_warnings.labels(*self._qct(ev)).inc()
+        self._child(self.sla_warnings, *self._qct(ev)).inc()
 
     def _breached(self, ev: SlaBreached) -> None:
-        self.sla_breaches.labels(*self._qct(ev)).inc()
+        self._child(self.sla_breaches, *self._qct(ev)).inc()
 
     def _offer_made(self, ev: OfferMade) -> None:
         q, ch = self._qc(ev)
-        self.offers_made.labels(q, ch).inc()
+        self._child(self.offers_made, q, ch).inc()
         self._offers[ev.offer_id] = _OpenOffer(ev.at_ms, q, ch)
         visit = self._visits.get(ev.contact_id)
         if visit is not None and visit.ready_ms is not None:
-            self.offer_latency.labels(q, ch).observe((ev.at_ms - visit.ready_ms) / 1000)
+            self._child(self.offer_latency, q, ch).observe((ev.at_ms - visit.ready_ms) / 1000)
             visit.ready_ms = None
 
     def _offer_accepted(self, ev: OfferAccepted) -> None:
         offer = self._offers.pop(ev.offer_id, None)
         if offer is None:
             return
-        self.offer_outcomes.labels(offer.queue, offer.channel, "accepted").inc()
+        self._child(self.offer_outcomes, offer.queue, offer.channel, "accepted").inc()
         if offer.at_ms is not None:
-            self.offer_accept.labels(offer.queue, offer.channel).observe((ev.at_ms - offer.at_ms) / 1000)
+            self._child(self.offer_accept, offer.queue, offer.channel).observe((ev.at_ms - offer.at_ms) / 1000)
 
     def _offer_fell_through(self, ev: OfferRejected | OfferExpired | OfferCancelled) -> None:
         offer = self._offers.pop(ev.offer_id, None)
         if offer is None:
             return
         outcome = _FELL_THROUGH[type(ev)]
-        self.offer_outcomes.labels(offer.queue, offer.channel, outcome).inc()
+        self._child(self.offer_outcomes, offer.queue, offer.channel, outcome).inc()
         visit = self._visits.get(ev.contact_id)
         if visit is not None:  # back to waiting: the next offer's latency counts from here
             visit.ready_ms = ev.at_ms
 
     def _message_received(self, ev: MessageReceived) -> None:
-        self.messages_received.labels(self._channel(ev.channel)).inc()
+        self._child(self.messages_received, self._channel(ev.channel)).inc()
 
     def _message_sent(self, ev: MessageSent) -> None:
-        self.messages_sent.labels(self._channel(ev.channel)).inc()
+        self._child(self.messages_sent, self._channel(ev.channel)).inc()
 
 
 class _Timers(Protocol):

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
+from contactcentre.server.handoff import Handoff
 from contactcentre.store.cases import status_from_disposition
 from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
@@ -78,7 +79,8 @@ class Centre:
         self.writer = writer
         self.loop = driver.loop
         self.clock = driver.clock
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="store-read")
+        self._batch_reader = threading.local()  # a reader thread's connection for the batch it runs
+        self._readers = Handoff(self.loop, readers, "store-read", around_batch=self._reading_batch)
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
         self._case_status = dict(config.dispositions.case_status)
@@ -152,14 +154,35 @@ class Centre:
         """Back-pressure for intake: wait while the store writer is far behind."""
         await self.writer.room()
 
+    @contextlib.contextmanager
+    def _reading_batch(self) -> Iterator[None]:
+        """The reads of one batch share a connection (opened by the first): checking one out of the pool and
+        back costs about as much as a short read."""
+        try:
+            yield
+        finally:
+            self._drop_batch_reader()
+
+    def _drop_batch_reader(self) -> None:
+        conn = getattr(self._batch_reader, "conn", None)
+        self._batch_reader.conn = None
+        if conn is not None:
+            conn.close()
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on a read connection in the reader pool."""
 
         def run() -> T:
-            with reader(self.engine) as conn:
+            conn = getattr(self._batch_reader, "conn", None)
+            if conn is None:
+                conn = self._batch_reader.conn = reader(self.engine)
+            try:
                 return fn(conn, *args)
+            except BaseException:  # the next read of the batch gets a fresh connection, whatever state this is in
+                self._drop_batch_reader()
+                raise
 
-        return await self.loop.run_in_executor(self._readers, run)
+        return await self._readers.run(run)
 
     def read_now(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on a read connection, blocking the caller: for start-up only (an adapter
@@ -181,7 +204,7 @@ class Centre:
 
         for attempt in range(1, attempts + 1):
             try:
-                return await self.loop.run_in_executor(self._readers, run)
+                return await self._readers.run(run)
             except LOST_RACE as exc:
                 if attempt == attempts:
                     raise
@@ -189,7 +212,7 @@ class Centre:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self._readers.shutdown(wait=True)
+        self._readers.close()
 
 
 # ------------------------------------------------------------------------------------------------ restore

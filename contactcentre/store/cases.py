@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from contactcentre.store.customers import new_id
-from contactcentre.store.db import insert_unless_taken
+from contactcentre.store.db import insert_unless_taken, one_of
 from contactcentre.store.identity import mailbox
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -108,7 +108,7 @@ def _status_move(status: str) -> Any:
     values: dict[str, Any] = {"status": status, "updated_ms": bindparam("now_ms")}
     if status == "closed":
         values["closed_ms"] = bindparam("now_ms")
-    return update(cases).where(cases.c.id == case_id, cases.c.status.in_(from_statuses)).values(values)
+    return update(cases).where(cases.c.id == case_id, one_of(cases.c.status, from_statuses)).values(values)
 
 
 def case_by_token(conn: Connection, subject: str) -> str | None:

@@ -12,13 +12,14 @@ The schema is only ever created by the Alembic migrations (``contactcentre migra
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 # Connection and Engine are also the names modules outside the store give the store's handles in type hints.
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -98,10 +99,25 @@ def insert_unless_taken(conn: Connection, table: Any, unique: list[str], row: di
     """Insert ``row`` unless another row holds its values of the ``unique`` columns; whether it was inserted.
     One statement (``ON CONFLICT DO NOTHING``) rather than a look-up before the insert, and a conflict on any
     other constraint still raises."""
-    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert  # the two we support
-    stmt = dialect_insert(table).values(row).on_conflict_do_nothing(index_elements=unique)
+    stmt = _insert_unless_taken(conn.dialect.name, table, tuple(unique))
+    return conn.execute(stmt, row).first() is not None
+
+
+def one_of(column: Any, values: Any) -> Any:
+    """``column IN (…)`` of fixed values, each its own bound parameter, for a statement built once: ``in_`` of a
+    plain list is an "expanding" parameter, rendered into the SQL again at every execution."""
+    values = list(values)
+    return column.in_([literal(v, column.type) for v in values]) if values else column.in_(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_unless_taken(dialect: str, table: Any, unique: tuple[str, ...]) -> Any:
+    """The statement, built once (its values come as parameters): building a Core construct costs more than
+    running it from the compiled cache."""
+    dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert  # the two we support
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=list(unique))
     # RETURNING says whether a row went in (psycopg gives no rowcount for it)
-    return conn.execute(stmt.returning(table.c[unique[0]])).first() is not None
+    return stmt.returning(table.c[unique[0]])
 
 
 @contextlib.contextmanager

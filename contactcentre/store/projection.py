@@ -230,7 +230,8 @@ _INSERT_INTERACTIONS = {
 
 
 def _insert_ignoring_duplicates(conn: Connection) -> Any:
-    return _INSERT_INTERACTIONS.get(conn.dialect.name, insert(interactions))
+    stmt = _INSERT_INTERACTIONS.get(conn.dialect.name)  # not .get(name, insert(...)): that builds one per call
+    return stmt if stmt is not None else insert(interactions)
 
 
 def write(conn: Connection, batch: Batch) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 from sqlalchemy import Connection, Integer, and_, bindparam, cast, func, literal, null, select, union_all
 
+from contactcentre.store.db import one_of
 from contactcentre.store.identity import DEFAULT_REGION, IdentityError, normalise
 from contactcentre.store.schema import OPEN_CASE_STATUSES, cases, customers, identities, interactions
 
@@ -123,7 +124,7 @@ def _signal_counts() -> list[Any]:
 
     return [
         count().label("contacts"),
-        count(interactions.c.disposition.in_(COMPLAINT_DISPOSITIONS)).label("complaints"),
+        count(one_of(interactions.c.disposition, COMPLAINT_DISPOSITIONS)).label("complaints"),
         count(interactions.c.outcome == "abandoned").label("abandoned"),
     ]
 
@@ -186,7 +187,7 @@ def _pop_query(who: Any, card_from: Any) -> Any:
     per_case = select(func.count()).select_from(interactions).where(interactions.c.case_id == cases.c.id)
     open_cases = (
         select(*_part(_CASE_PART, _CASE_AT, [*_CASE, per_case.scalar_subquery(), cases.c.created_ms]))
-        .where(cases.c.customer_id == who, cases.c.status.in_(OPEN_CASE_STATUSES))
+        .where(cases.c.customer_id == who, one_of(cases.c.status, OPEN_CASE_STATUSES))
         .subquery()
     )
     recent = (
