@@ -69,8 +69,8 @@ ERROR_TABLE = [
     ({"type": "dance", "ref": 3}, "unknown_type", {"ref": 3, "for": "dance"}, "no command 'dance' in protocol 1"),
     ({"type": "message", "contact_id": "chat-1"}, "bad_field", {"for": "message"}, "text: required"),
     ({"type": "accept", "ref": "r"}, "bad_field", {"ref": "r", "for": "accept"}, "offer_id: required"),
-    ({"type": "ping", "ref": {"no": "objects"}}, "bad_field", {}, "ref: must be"),
-    ({"type": "ping", "ref": "x" * 129}, "bad_field", {}, "ref: at most 128 characters"),
+    ({"type": "ping", "ref": {"no": "objects"}}, "bad_field", {"for": "ping"}, "ref: must be"),
+    ({"type": "ping", "ref": "x" * 129}, "bad_field", {"for": "ping"}, "ref: at most 128 characters"),
     ({"type": "callback", "contact_id": "c", "at_ms": -1}, "bad_field", {"for": "callback"}, "at_ms"),
     ({"type": "callback", "contact_id": "c", "customer_asked": 1}, "bad_field", {"for": "callback"}, "true or false"),
     ({"type": "message_text", "contact_id": "c"}, "bad_field", {"for": "message_text"}, "exactly one"),
@@ -109,6 +109,8 @@ def test_rate_limited_commands_get_errors_and_more_than_fifty_in_a_row_close_the
         "type": "error",
         "code": "rate_limited",
         "detail": "more than 0.001 frames a second; frame dropped",
+        "ref": 1,  # which command was dropped
+        "for": "ping",
     }
     last = conn.receive(ping, 0.0)
     assert last.close == Closes.AGENT_RATE_ABUSED.value == (1008, "rate limit") and not last.send

@@ -213,6 +213,17 @@ def good_ref(ref: Any) -> bool:
     return isinstance(ref, int) or (isinstance(ref, str) and len(ref) <= MAX_SHORT)
 
 
+def _answer_to(frame: Frame | FrameError) -> dict[str, Any]:
+    """The ``ref``/``for`` of a frame refused before it was looked at (rate limited): what it carried, when it
+    could be read, so the console knows which command was dropped."""
+    if isinstance(frame, FrameError):
+        answer: dict[str, Any] = {"ref": frame.ref} if good_ref(frame.ref) else {}
+        if frame.type is not None and frame.kind in (TYPE, FIELD):
+            answer["for"] = frame.type
+        return answer
+    return {**({} if frame.ref is None else {"ref": frame.ref}), "for": type_name(frame)}
+
+
 def error_frame(code: str, detail: str, answer: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """An ``error`` frame: ``code``, ``detail``, more fields a code has (``reason``, ``codes``), and the
     ``ref``/``for`` of the command it answers."""
@@ -296,11 +307,11 @@ class AgentConnection:
             return Step(close=Closes.AGENT_RATE_ABUSED.value)
         if verdict is Verdict.REFUSE:
             detail = f"more than {self.rate_per_s:g} frames a second; frame dropped"
-            return Step(send=(error_frame("rate_limited", detail),))
+            return Step(send=(error_frame("rate_limited", detail, _answer_to(frame)),))
         if isinstance(frame, FrameError):
             answer: dict[str, Any] = {}
-            if frame.kind in (TYPE, FIELD) and not frame.detail.startswith("ref:"):  # a bad ref is not repeated
-                if good_ref(frame.ref):
+            if frame.kind in (TYPE, FIELD):
+                if good_ref(frame.ref) and not frame.detail.startswith("ref:"):  # a bad ref is not repeated
                     answer["ref"] = frame.ref
                 if frame.type is not None:
                     answer["for"] = frame.type

@@ -258,7 +258,9 @@ class ChatConnection:
             if kind is Typing:  # typing is dropped quietly
                 return _NOTHING
             detail = f"at most {self.rate} frames in {RATE_WINDOW_S:g} s; dropped"
-            return Step(error("rate_limited", detail))
+            # the client id says which line was dropped, so the widget knows what to send again
+            client_id = getattr(frame, "client_id", None)
+            return Step(error("rate_limited", detail, client_id if isinstance(client_id, str) else None))
         if kind is FrameError:
             assert isinstance(frame, FrameError)
             return Step(error("bad_request", frame.detail, frame.client_id))
