@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from contactcentre import events as E
-from contactcentre.acd import AgentView, ContactView, IllegalTransition, StaleOffer, UnknownContact
+from contactcentre.acd import AgentStatus, AgentView, ContactView, IllegalTransition, StaleOffer, UnknownContact
 from tests.harness import Harness, agents
 
 SUPPORT = [{"name": "support", "skills": {"general": 3}, "channels": ["voice", "chat", "email", "callback"]}]
@@ -48,6 +48,17 @@ def test_views_are_frozen_snapshots_that_follow_nothing() -> None:
     assert msgspec.json.decode(msgspec.json.encode(a))["work"] == ["c1"]
     h.end("c1")  # chat: no wrap-up here, the contact closes and leaves the centre
     assert h.router.contact("c1") is None and h.router.contact_state("c1") is None and not h.router.has_contact("c1")
+
+
+def test_agent_status_is_the_agent_views_state_fields_alone() -> None:
+    h = _floor()
+    assert h.router.agent_status("nobody") is None
+    for step in (lambda: None, lambda: h.login("a1"), lambda: h.arrive("c1", channel="chat")):
+        step()
+        a, st = h.router.agent("a1"), h.router.agent_status("a1")
+        assert isinstance(st, AgentStatus) and a is not None
+        assert st == AgentStatus(a.state, a.state_reason, a.state_since_ms, a.presence, a.away_reason)
+    assert h.router.agent_status("a1").state == "reserved"
 
 
 def test_a_queued_contact_has_its_position_and_wait_estimate() -> None:

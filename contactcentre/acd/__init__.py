@@ -21,12 +21,22 @@ from contactcentre.acd.errors import (
 from contactcentre.acd.router import ArrivalAdjust, CustomerDirectory, Router, RoutingHooks
 from contactcentre.acd.stats import LiveStats
 from contactcentre.acd.strategies import score_words
-from contactcentre.acd.views import AgentView, ContactView, OfferView, QueueLoad, QueueView, WaitEstimate, Waiting
+from contactcentre.acd.views import (
+    AgentStatus,
+    AgentView,
+    ContactView,
+    OfferView,
+    QueueLoad,
+    QueueView,
+    WaitEstimate,
+    Waiting,
+)
 
 __all__ = [
     "CONTACT_STATES",
     "HANDLING",
     "STAFFED",
+    "AgentStatus",
     "AgentView",
     "ArrivalAdjust",
     "BusinessCalendar",

@@ -80,6 +80,17 @@ class ContactView(msgspec.Struct, frozen=True):
         return self.offer.agent_id if self.offer is not None else None
 
 
+class AgentStatus(msgspec.Struct, frozen=True):
+    """Where an agent stands, without its load and work: what an agent's console shows after every batch about
+    the agent (a whole ``AgentView`` copies its skills, capacity, load, work and offers each time)."""
+
+    state: str
+    state_reason: str | None
+    state_since_ms: int
+    presence: str
+    away_reason: str | None
+
+
 class AgentView(msgspec.Struct, frozen=True):
     """An agent as the router has it now: presence (what it chose), state (what follows), load and work."""
 
@@ -268,6 +279,12 @@ class Reads(_Base):
     def agent(self, agent_id: str) -> AgentView | None:
         a = self.agents.get(agent_id)
         return agent_view(a) if a is not None else None
+
+    def agent_status(self, agent_id: str) -> AgentStatus | None:
+        a = self.agents.get(agent_id)
+        if a is None:
+            return None
+        return AgentStatus(a.state, a.state_reason, a.state_since_ms, a.presence, a.away_reason)
 
     def has_agent(self, agent_id: str) -> bool:
         return agent_id in self.agents

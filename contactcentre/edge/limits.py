@@ -6,6 +6,7 @@ pure bookkeeping: the caller passes the time and says what to refuse."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def canonical_ip(host: str) -> str:
     return host if ip is None else str(ip)
 
 
+@functools.lru_cache(maxsize=MAX_TRACKED_ADDRESSES)  # parsed once per peer, not at each connect, hello and close
 def address_key(host: str) -> str:
     """The unit the caps count by: an IPv4 address, or an IPv6 address's /64 network, since one subscriber
     is given a whole /64 and could otherwise take a fresh address for every connection."""

@@ -90,7 +90,7 @@ from contactcentre.store.transcripts import (
 from contactcentre.store.users import User, user_for_token
 
 if TYPE_CHECKING:
-    from contactcentre.acd import AgentView, ContactView
+    from contactcentre.acd import AgentStatus, AgentView, ContactView
     from contactcentre.edge.web.auth import WebAuth
     from contactcentre.server.centre import Centre
 
@@ -729,7 +729,7 @@ class AgentGateway:
         # ended up, and presence changes that leave the state alone (away while busy) are shown too.
         router = self.centre.router
         for s in touched.values():
-            agent = router.agent(s.agent_id)
+            agent = router.agent_status(s.agent_id)
             if agent is None:
                 continue
             key = _state_key(agent)
@@ -1007,11 +1007,11 @@ def _targets(frame: frames.Transfer) -> dict[str, str | None]:
     return {"to_queue": frame.to_queue, "to_agent": frame.to_agent, "to_external": frame.to_external}
 
 
-def _state_key(agent: AgentView) -> tuple[Any, ...]:
+def _state_key(agent: AgentView | AgentStatus) -> tuple[Any, ...]:
     return (agent.state, agent.state_reason, agent.presence, agent.away_reason)
 
 
-def _state_fields(agent: AgentView) -> Frame:
+def _state_fields(agent: AgentView | AgentStatus) -> Frame:
     return {
         "state": agent.state,
         "reason": agent.state_reason,
