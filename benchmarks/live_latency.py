@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             where.mkdir(exist_ok=True)
             # the shipped centre: package data since issue 17's re-layout, config/ in older versions
             default = next(
-                p for p in (v.tree / "contactcentre" / "data" / "default.toml", v.tree / "config" / "default.toml")
+                p
+                for p in (v.tree / "contactcentre" / "data" / "default.toml", v.tree / "config" / "default.toml")
                 if p.is_file()
             )
             configs[v] = write_config(where, args.agents, args.chat_capacity, default=default)

@@ -277,6 +277,8 @@ class TranscriptConfig(_Strict):
     messages: int = 50
     max_page: int = 500
     page_chars: int = 1024 * 1024
+
+
 class LimitsConfig(_Strict):
     """Per-client caps, so one address cannot starve everyone else of sockets, queue places or store rows. An
     "address" is the peer's IPv4 address, or its IPv6 /64 network: behind a reverse proxy or one office NAT
@@ -423,7 +425,6 @@ class CentreConfig(_Strict):
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> CentreConfig:

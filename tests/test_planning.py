@@ -232,6 +232,7 @@ def test_bad_arguments_are_refused(call: object, error: type[Exception]) -> None
 # ---------------------------------------------------------------------------------------------------------
 # The A(x, y) series against SciPy's values
 
+
 @pytest.mark.parametrize(
     ("x", "y", "log_a"),  # log(x·e^y·y^−x·γ(x, y)) from scipy.special.gammainc
     [

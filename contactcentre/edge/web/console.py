@@ -76,7 +76,11 @@ class ConsolePage(_Node):
         request.setHeader(b"referrer-policy", b"same-origin")  # the logout form's Origin/Referer check
         request.setHeader(b"content-security-policy", console_csp(host, self.ws_port))
         page = self.env.get_template("console.html").render(
-            user=user, csrf=csrf, ws_url=ws_url, centre=self.config.name, settings=self.settings,
+            user=user,
+            csrf=csrf,
+            ws_url=ws_url,
+            centre=self.config.name,
+            settings=self.settings,
             timezone=self.config.timezone,  # the page shows times in the centre's zone (centre-time.js)
         )
         return page.encode("utf-8")
