@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from websockets.asyncio.server import serve
 
 from contactcentre import events as E
 from contactcentre.acd.stats import LiveStats
+from contactcentre.edge import frames
+from contactcentre.edge.web import live
 from contactcentre.edge.web.live import BUCKET_MS, LiveBoard, LiveHub, build_snapshot, day_start_ms, queue_sla
 from contactcentre.planning.erlang import staff
 from contactcentre.server.driver import RouterDriver
@@ -237,6 +240,156 @@ def test_todays_series_is_rebuilt_from_the_store_after_a_restart(
     after, rebuilt = reactor_loop.run_until_complete(run_once(False))
     assert after[: len(before)] == before
     assert rebuilt.arrivals == board.arrivals
+
+
+class _Dashboard:
+    """A dashboard's socket as ``LiveHub.handle`` sees it, driven by the test: what the page sends is put in
+    ``inbox``, what it is sent lands in ``frames``; while ``reading`` is clear its sends block (a page that does
+    not read)."""
+
+    def __init__(self, session: str) -> None:
+        self.request = SimpleNamespace(headers={"Origin": SITE, "Cookie": f"cc_session={session}"})
+        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.closed: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def send(self, data: str | bytes, text: bool = False) -> None:
+        await self.reading.wait()
+        self.frames.put_nowait(json.loads(data))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed.done():
+            self.closed.set_result((code, reason))
+        self.inbox.put_nowait(None)
+
+    def __aiter__(self) -> _Dashboard:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        message = await self.inbox.get()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def frame(self, want: Any = lambda f: True) -> dict[str, Any]:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                frame = await self.frames.get()
+                if want(frame):
+                    return frame
+
+    def sent(self) -> list[dict[str, Any]]:
+        out = []
+        while not self.frames.empty():
+            out.append(self.frames.get_nowait())
+        return out
+
+
+async def _until(done: Any) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not done():
+            await asyncio.sleep(0)
+
+
+def _with_hub(tmp_path: Path, reactor_loop: asyncio.AbstractEventLoop, test: Any) -> None:
+    from contactcentre.edge.web.auth import WebAuth
+
+    async def main() -> None:
+        centre = await open_centre(CONFIG, f"sqlite:///{tmp_path / 's.sqlite'}")
+        try:
+            sessions = await _people(centre)
+            web_auth = WebAuth(centre)
+            web_auth.add_origin(SITE + "/")
+            hub = LiveHub(centre, web_auth)
+            await hub.start()
+            try:
+                await test(hub, sessions["sue"])
+            finally:
+                hub.stop()
+        finally:
+            await close_centre(centre)
+
+    reactor_loop.run_until_complete(main())
+
+
+def test_a_wrong_frame_is_one_error_and_a_flood_is_rate_limited_then_closed(
+    reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    async def test(hub: LiveHub, session: str) -> None:
+        now = [100.0]
+        hub.clock = lambda: now[0]  # frozen: only the burst is there to spend
+        ws = _Dashboard(session)
+        handler = asyncio.create_task(hub.handle(ws))
+        assert (await ws.frame())["type"] == "snapshot"
+        wrong = [
+            ('{"type": "ack", "id": "7"}', "id: must be a whole number"),
+            ('{"type": "ack"}', "id: required"),
+            ('{"type": "nack", "id": 7}', "'nack' is not a frame"),
+            ("[1]", "JSON object"),
+            ("not json", "not JSON"),
+            (b'{"type": "ack", "id": 7}', "text frames"),
+        ]
+        for raw, said in wrong:
+            ws.inbox.put_nowait(raw)
+            error = await ws.frame()
+            assert set(error) == {"type", "code", "message"}, error
+            assert error["code"] == "bad_frame" and said in error["message"], error
+        for _ in range(live.BURST - len(wrong)):
+            ws.inbox.put_nowait(json.dumps({"type": "ack", "id": 7}))
+            assert (await ws.frame())["code"] == "unknown_alert"
+        ws.inbox.put_nowait(json.dumps({"type": "ack", "id": 7}))  # the burst is spent
+        assert (await ws.frame())["code"] == "rate_limited"
+        now[0] += 1.0  # a second later: RATE_PER_S frames more
+        for _ in range(int(live.RATE_PER_S)):
+            ws.inbox.put_nowait(json.dumps({"type": "ack", "id": 7}))
+            assert (await ws.frame())["code"] == "unknown_alert"
+        for _ in range(live.MAX_REFUSED_IN_A_ROW):  # refused in a row: the next one closes
+            ws.inbox.put_nowait(json.dumps({"type": "ack", "id": 7}))
+            assert (await ws.frame())["code"] == "rate_limited"
+        assert not ws.closed.done()
+        ws.inbox.put_nowait(json.dumps({"type": "ack", "id": 7}))
+        assert await asyncio.wait_for(ws.closed, TIMEOUT) == (1008, "rate_limited")
+        assert [f["code"] for f in ws.sent()] == ["rate_limited"]  # said before the close
+        await asyncio.wait_for(handler, TIMEOUT)
+        assert not hub.clients
+
+    _with_hub(tmp_path, reactor_loop, test)
+
+
+def test_a_dashboard_that_does_not_read_is_dropped_and_a_snapshot_is_encoded_once_for_all(
+    reactor_loop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded = []
+
+    def counting(frame: Any) -> bytes:
+        encoded.append(frame.get("type"))
+        return frames.encode(frame)
+
+    async def test(hub: LiveHub, session: str) -> None:
+        hub.max_backlog = 3
+        reader, stuck = _Dashboard(session), _Dashboard(session)
+        stuck.reading.clear()
+        handlers = [asyncio.create_task(hub.handle(ws)) for ws in (reader, stuck)]
+        assert (await reader.frame())["type"] == "snapshot"
+        await _until(lambda: stuck in hub.clients)
+        monkeypatch.setattr(hub, "snapshot", lambda: {"type": "snapshot", "n": len(encoded)})
+        monkeypatch.setattr(live, "encode", counting, raising=True)
+        for _ in range(hub.max_backlog + 1):  # the stuck page's first snapshot is still being sent
+            hub._push_now()  # a timer's each: the page that reads has read it before the next
+            await _until(lambda: not hub.clients[reader].items)
+        assert encoded == ["snapshot"] * (hub.max_backlog + 1)  # once per push, not once per dashboard
+        assert await asyncio.wait_for(stuck.closed, TIMEOUT) == (4001, "too slow: frames not read")
+        await asyncio.wait_for(handlers[1], TIMEOUT)
+        assert list(hub.clients) == [reader]
+        assert [f["n"] for f in [await reader.frame() for _ in range(hub.max_backlog + 1)]] == [0, 1, 2, 3]
+        hub.stop()
+        assert await asyncio.wait_for(reader.closed, TIMEOUT) == (1001, "server shutting down")
+        await asyncio.wait_for(handlers[0], TIMEOUT)
+        assert not hub.clients
+
+    _with_hub(tmp_path, reactor_loop, test)
 
 
 class _Request:

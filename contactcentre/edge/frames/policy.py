@@ -19,8 +19,9 @@ class Close(NamedTuple):
 
 
 class Closes(enum.Enum):
-    """Every close either protocol makes. The reasons are part of the wire format (docs/chat-protocol.md and
-    docs/protocol.md): clients were written from them."""
+    """Every close the WebSocket protocols make. The reasons are part of the wire format (docs/chat-protocol.md,
+    docs/protocol.md, docs/web.md's dashboard): clients were written from them. The dashboard's share the
+    console's wire values (so they are aliases of those members)."""
 
     CHAT_ENDED = Close(1000, "chat ended")  # chat: the chat is over (after a ``closed`` frame)
     BYE = Close(1000, "bye")  # chat: ``close`` on a socket without a chat
@@ -35,6 +36,8 @@ class Closes(enum.Enum):
     CHAT_RESUMED_ELSEWHERE = Close(4000, "resumed on another connection")
     AGENT_REPLACED = Close(4000, "replaced")
     AGENT_TOO_SLOW = Close(4001, "too slow: frames not read")
+    DASHBOARD_GOING_AWAY = Close(1001, "server shutting down")
+    DASHBOARD_TOO_SLOW = Close(4001, "too slow: frames not read")
 
     @property
     def code(self) -> int:
@@ -46,7 +49,8 @@ class Closes(enum.Enum):
 
 
 def refused_login(code: str) -> Close:
-    """An agent's login refused or ended: 1008 with the error code as the reason."""
+    """A login refused or ended (an agent's console, a supervisor's dashboard; also the dashboard's rate limit):
+    1008 with the error code as the reason."""
     return Close(1008, code)
 
 

@@ -9,7 +9,9 @@ Two halves:
   inputs, so tests feed them scripted router runs and compare numbers.
 * ``LiveHub`` — the edge: it subscribes to the centre, keeps the connected dashboards, and pushes a snapshot
   at connect and then after events, coalesced to at most ``PUSHES_PER_S`` a second. One timer ticks "time in
-  state" and "longest wait" once a second, armed only while a dashboard is connected; nothing polls.
+  state" and "longest wait" once a second, armed only while a dashboard is connected; nothing polls. Its
+  frames go through the shared frame layer (``edge/frames/``): the one inbound frame (``Ack``) decoded in one
+  call, rate limited, and one bounded outbox per dashboard, each snapshot encoded once for them all.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-from contactcentre.edge.limits import decode_json
+from contactcentre.edge.frames import Closes, FrameDecoder, FrameError, FrameLimiter, Outbox, Verdict, encode
+from contactcentre.edge.frames.policy import refused_login
 from contactcentre.edge.web.thresholds import queue_colours
 from contactcentre.events import (
     ContactAbandoned,
@@ -39,8 +42,8 @@ from contactcentre.events import (
     SlaBreached,
     SlaWarned,
     decode,
-    encode,
 )
+from contactcentre.events import encode as encode_event
 from contactcentre.planning.erlang import staff
 from contactcentre.store.eventlog import payloads_since
 
@@ -60,6 +63,24 @@ PUSHES_PER_S = 4
 TICK_S = 1.0
 GOLD = "gold"
 MAY_WATCH = ("supervisor", "admin")
+RATE_PER_S = 20.0  # frames a second from one dashboard (acks): a person clicks far less
+BURST = 40
+MAX_REFUSED_IN_A_ROW = 50  # rate-limited frames in a row before the dashboard is closed
+MAX_BACKLOG = 20  # snapshots (five seconds' worth) queued for a dashboard that does not read them
+
+
+class Ack(msgspec.Struct, tag="ack", tag_field="type"):
+    """The one frame the page sends: acknowledge alert ``id``."""
+
+    id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+decoder: FrameDecoder[Ack] = FrameDecoder(Ack)
+
+
+def error_frame(code: str, message: str) -> dict[str, Any]:
+    """The dashboard's ``error`` frame (docs/web.md): its shape predates the frame layer, hence ``message``."""
+    return {"type": "error", "code": code, "message": message}
 
 
 def day_start_ms(now_ms: int, timezone: str) -> int:
@@ -328,12 +349,13 @@ class LiveHub:
         self.loop = centre.loop
         self.board = LiveBoard(centre.config.timezone, centre.now_ms())
         self.sla = queue_sla(centre.router)
-        self.clients: set[Any] = set()
+        self.clients: dict[Any, Outbox] = {}  # each dashboard's socket and its outbox
+        self.clock = self.loop.time  # the rate limiter's time (tests pass a fake one)
+        self.max_backlog = MAX_BACKLOG
         self._push: asyncio.TimerHandle | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._last_push = -math.inf
         self._unsubscribe: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Rebuild today from the store's log, then follow the live stream. Batches that arrive while the log
@@ -348,7 +370,7 @@ class LiveHub:
         for p in payloads:
             self.board.apply(decode(p))
         self._unsubscribe()
-        self.board.apply_all(ev for ev in held if encode(ev).decode() not in seen)
+        self.board.apply_all(ev for ev in held if encode_event(ev).decode() not in seen)
         self._unsubscribe = self.centre.subscribe(self._on_events)
 
     def stop(self) -> None:
@@ -358,8 +380,8 @@ class LiveHub:
             if handle is not None:
                 handle.cancel()
         self._push = self._tick = None
-        for ws in list(self.clients):
-            self._spawn(ws.close(1001, "server shutting down"))
+        for outbox in list(self.clients.values()):
+            outbox.close_now(Closes.DASHBOARD_GOING_AWAY.value)  # at once: a snapshot may be stuck on a slow one
 
     def snapshot(self) -> dict[str, Any]:
         return build_snapshot(self.centre.driver.live(), self.board, self.sla)
@@ -382,9 +404,9 @@ class LiveHub:
         if not self.clients:
             return
         self._last_push = self.loop.time()
-        frame = msgspec.json.encode(self.snapshot()).decode()
-        for ws in list(self.clients):
-            self._spawn(self._send(ws, frame))
+        frame = encode(self.snapshot())  # once, for every dashboard
+        for outbox in list(self.clients.values()):
+            outbox.send(frame)
         self._arm_tick()
 
     def _arm_tick(self) -> None:
@@ -395,15 +417,6 @@ class LiveHub:
     def _on_tick(self) -> None:
         self._tick = None
         self._schedule()
-
-    def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, ws: Any, frame: str) -> None:
-        with contextlib.suppress(Exception):  # a dashboard that went away is dropped by its handler
-            await ws.send(frame)
 
     # ---------------------------------------------------------------------------------------- endpoint
 
@@ -423,50 +436,63 @@ class LiveHub:
         if user.role not in MAY_WATCH:
             await self._refuse(ws, "forbidden", f"the dashboard needs the supervisor role; {user.id} is {user.role}")
             return
-        self.clients.add(ws)
+        outbox = Outbox(ws, limit=self.max_backlog, too_slow=Closes.DASHBOARD_TOO_SLOW, name=f"dashboard {user.id}")
+        self.clients[ws] = outbox
+        writer = self.loop.create_task(outbox.run())
+        limiter = FrameLimiter(
+            RATE_PER_S, BURST, self.clock(), max_strikes=MAX_REFUSED_IN_A_ROW + 1, strike_window_s=None
+        )
         # Ending the login (logged out, user disabled) ends the stream at once.
         unregister = self.auth.sockets.add(
             user.id, lambda why: self._revoked(ws, why), session_id=session_id, checked_at=checked_at
         )
         try:
-            await ws.send(msgspec.json.encode(self.snapshot()).decode())
+            outbox.send(encode(self.snapshot()))
             self._arm_tick()
             async for message in ws:
                 if ws not in self.clients:
-                    continue  # revoked: only the closing handshake is left
+                    continue  # revoked, too slow or too fast: only the closing handshake is left
+                verdict = limiter.admit(self.clock())
+                if verdict is not Verdict.ADMIT:
+                    outbox.send(error_frame("rate_limited", f"more than {RATE_PER_S:g} frames a second; dropped"))
+                    if verdict is Verdict.CLOSE:
+                        del self.clients[ws]
+                        outbox.close(*refused_login("rate_limited"))
+                    continue
                 reply = self._on_message(message, user.id)
                 if reply is not None:
-                    await ws.send(msgspec.json.encode(reply).decode())
+                    outbox.send(reply)
         except Exception as exc:  # a broken connection ends this dashboard only
             log.debug("live dashboard connection ended: %s", exc)
         finally:
             unregister()
-            self.clients.discard(ws)
+            self.clients.pop(ws, None)
+            outbox.drop()
+            writer.cancel()
             if not self.clients and self._tick is not None:
                 self._tick.cancel()
                 self._tick = None
 
     def _on_message(self, message: str | bytes, user_id: str) -> dict[str, Any] | None:
         """The page sends one kind of frame: ``{"type": "ack", "id": N}`` to acknowledge an alert."""
-        try:
-            frame = decode_json(message)
-        except msgspec.DecodeError:
-            return {"type": "error", "code": "bad_frame", "message": "not JSON"}
-        if not isinstance(frame, dict) or frame.get("type") != "ack" or not isinstance(frame.get("id"), int):
-            return {"type": "error", "code": "bad_frame", "message": 'expected {"type": "ack", "id": N}'}
-        if not self.board.acknowledge(frame["id"], user_id):
-            return {"type": "error", "code": "unknown_alert", "message": f"no open alert {frame['id']}"}
+        frame = decoder.decode(message)
+        if isinstance(frame, FrameError):  # every way of getting it wrong is one code: the page sends one frame
+            return error_frame("bad_frame", f'{frame.detail} (expected {{"type": "ack", "id": N}})')
+        if not self.board.acknowledge(frame.id, user_id):
+            return error_frame("unknown_alert", f"no open alert {frame.id}")
         self._schedule()
         return None
 
     def _revoked(self, ws: Any, why: str) -> None:
-        self.clients.discard(ws)  # no snapshot more, from now on
-        self._spawn(self._refuse(ws, "revoked", why))
+        outbox = self.clients.pop(ws, None)  # no snapshot more, from now on
+        if outbox is not None:
+            outbox.send(error_frame("revoked", why))
+            outbox.close(*refused_login("revoked"))
 
     async def _refuse(self, ws: Any, code: str, message: str) -> None:
         with contextlib.suppress(Exception):
-            await ws.send(msgspec.json.encode({"type": "error", "code": code, "message": message}).decode())
-            await ws.close(1008, code)
+            await ws.send(encode(error_frame(code, message)), text=True)
+            await ws.close(*refused_login(code))
 
 
 __all__ = ["LiveBoard", "LiveHub", "build_snapshot", "day_start_ms", "staffing_hint"]
