@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from contactcentre.cli.store import add_database_argument, database_reason
+from contactcentre.cli.store import add_database_argument, store_failed
 from contactcentre.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from contactcentre.reporting.admin_view import overview
 from contactcentre.store.users import admin_users
@@ -92,18 +92,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         engine = open_store(args.database_url, upgrade=False)
-    except DatabaseError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except StoreFailure as exc:
-        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+    except (DatabaseError, StoreFailure) as exc:
+        return store_failed(prog, exc)
     try:
         with engine.connect() as conn:
             view = overview(config, admin_users(conn))
     except StoreFailure as exc:
-        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+        return store_failed(prog, exc)
     finally:
         engine.dispose()
     sys.stdout.write(json.dumps(view, indent=2) + "\n" if args.json else format_text(view))

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from typing import Any
 
-from contactcentre.cli.store import add_database_argument, database_reason
+from contactcentre.cli.store import add_database_argument, store_failed
 from contactcentre.reporting.ivr_stats import IvrStats
 
 
@@ -48,18 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         engine = open_store(args.database_url, upgrade=False)
-    except DatabaseError as exc:
-        print(f"contactcentre ivr-stats: {exc}", file=sys.stderr)
-        return 2
-    except StoreFailure as exc:
-        print(f"contactcentre ivr-stats: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+    except (DatabaseError, StoreFailure) as exc:
+        return store_failed("contactcentre ivr-stats", exc)
     try:
         with engine.connect() as conn:
             stats = stats_from_store(conn, args.menu, args.since, args.until)
     except StoreFailure as exc:
-        print(f"contactcentre ivr-stats: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+        return store_failed("contactcentre ivr-stats", exc)
     finally:
         engine.dispose()
     print(json.dumps(stats.as_dict(), indent=2) if args.json else report(stats))

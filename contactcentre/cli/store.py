@@ -120,19 +120,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{engine.url.render_as_string(hide_password=True)}: schema at revision {at} (newest)")
             return 0
         engine = open_store(args.database_url, upgrade=False)
-    except DatabaseError as exc:
-        print(f"contactcentre {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except StoreFailure as exc:
-        print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+    except (DatabaseError, StoreFailure) as exc:
+        return store_failed(f"contactcentre {args.command}", exc)
     try:
         if args.command == "screen-pop":
             return _screen_pop(engine, args, actor)
         return _customers(engine, args, actor)
     except StoreFailure as exc:
-        print(f"contactcentre {args.command}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+        return store_failed(f"contactcentre {args.command}", exc)
     finally:
         engine.dispose()
 
@@ -140,6 +135,17 @@ def run(args: argparse.Namespace) -> int:
 def database_reason(exc: Exception) -> str:
     orig = getattr(exc, "orig", None)  # the driver's own message, without SQLAlchemy's statement dump
     return " ".join(str(orig if orig is not None else exc).split())
+
+
+def store_failed(prog: str, exc: Exception) -> int:
+    """Say why the store could not be opened or used, and return the command's exit code: 2 for a database
+    that is not usable as it is (``DatabaseError``: not a centre's store, or not migrated), 1 for an error
+    the database raised (``StoreFailure``)."""
+    if isinstance(exc, DatabaseError):
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
+    return 1
 
 
 def _login() -> str:

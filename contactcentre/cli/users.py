@@ -24,7 +24,7 @@ import secrets
 import sys
 from typing import TYPE_CHECKING, Any
 
-from contactcentre.cli.store import add_database_argument, database_reason, now_ms
+from contactcentre.cli.store import add_database_argument, now_ms, store_failed
 from contactcentre.store.db import DatabaseError
 from contactcentre.store.users import (
     MIN_PASSWORD,
@@ -125,12 +125,8 @@ def run(args: argparse.Namespace) -> int:
         return exc.code
     try:
         engine = open_store(args.database_url, upgrade=False)
-    except DatabaseError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    except StoreFailure as exc:
-        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+    except (DatabaseError, StoreFailure) as exc:
+        return store_failed(prog, exc)
     try:
         with engine.begin() as conn:
             if action == "add":
@@ -151,8 +147,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
     except StoreFailure as exc:
-        print(f"{prog}: database error: {database_reason(exc)}", file=sys.stderr)
-        return 1
+        return store_failed(prog, exc)
     finally:
         engine.dispose()
     return 0
