@@ -18,8 +18,6 @@ import msgspec
 from contactcentre.acd import LiveStats, Router, RouterError, score_words
 from contactcentre.deadlines import DeadlineTimer, on_loop
 from contactcentre.events import (
-    AgentLoggedIn,
-    AgentSkillsChanged,
     Event,
     OfferAccepted,
     OfferCancelled,
@@ -82,7 +80,6 @@ class RouterDriver:
         self._inbox: deque[Event] = deque()
         self._outbox: deque[list[Event]] = deque()  # published during a dispatch
         self._dispatching = False
-        self._serving: dict[str, list[str]] | None = None
         self._live_cache_ms = live_cache_ms
         self._live_cached: tuple[int, bytes] | None = None
 
@@ -183,8 +180,6 @@ class RouterDriver:
                 oid = ev.offer_id  # type: ignore[attr-defined]
                 if oid in outcomes:
                     outcomes[oid] = _OUTCOMES[kind]
-            elif kind is AgentSkillsChanged or kind is AgentLoggedIn:
-                self._serving = None
         for fn in list(self.subscribers):
             try:
                 fn(out)
@@ -199,10 +194,8 @@ class RouterDriver:
     # -------------------------------------------------------------------------------------------- views
 
     def serving(self) -> dict[str, list[str]]:
-        """Agents whose skills meet each queue's base requirement (cached until skills change)."""
-        if self._serving is None:
-            self._serving = {q.name: self.router.serving_agents(q.name) for q in self.router.config.queues}
-        return self._serving
+        """Agents whose skills meet each queue's base requirement (the router caches them until skills change)."""
+        return {q.name: self.router.serving_agents(q.name) for q in self.router.config.queues}
 
     def agent_rows(self) -> list[dict[str, Any]]:
         rows = []
