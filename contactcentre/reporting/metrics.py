@@ -238,11 +238,10 @@ class CentreMetrics:
         """Take over the contacts already waiting and the offers already open (a server restored from its log
         starts its metrics after the replay), so that their SLA and offer outcomes are still counted. When
         they were queued or offered is not known here: no estimate, latency or reaction time is observed."""
-        for c in router.contact_list():
+        for c in router.contact_list():  # one pass: a view per contact is built once
             if c.state in _WAITING:
                 q, ch, t = self._queue(c.queue), self._channel(c.channel), self._tier(c.tier)
                 self._visits[c.id] = _Visit(q, ch, t, c.waiting_since_ms, None, c.sla_deadline_ms, None)
-        for c in router.contact_list():
             if c.offer is not None:
                 self._offers[c.offer.id] = _OpenOffer(None, self._queue(c.queue), self._channel(c.channel))
 
