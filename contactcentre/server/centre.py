@@ -133,9 +133,9 @@ class Centre:
         published (rows that go with an event, without a transaction of their own). It shares the writer's
         transaction with other adapters' records: when it raises, the writer runs the commit again with each
         unit in a savepoint of its own, so what it raises is logged and rolled back alone (one bad row never
-        holds up everyone's events). A database in trouble (a lost
-        connection, a deadlock, a lock timeout: ``OperationalError``) fails the whole commit instead, which the
-        writer then retries with this work in it. Raises ``RuntimeError`` once the writer is closed."""
+        holds up everyone's events). A database in trouble (a lost connection, a deadlock, a lock timeout:
+        ``OperationalError``) fails the whole commit instead, which the writer then retries with this work in
+        it. Raises ``RuntimeError`` once the writer is closed."""
         self.writer.stage(work)
 
     async def commit(self, upto: int | None = None) -> None:
