@@ -3,7 +3,7 @@
     contactcentre demo [--config FILE] [--host H] [--port P] [--cti-port P] [--database PATH] [--seed N]
                        [--rate-scale X] [--duration S]
     contactcentre serve [--config FILE] [--database-url URL] [--host H] [--http-port P] [--smtp-port P]
-                        [--ws-port P]
+                        [--ws-port P] [--role all|router|edge --redis-url URL --node-id NAME]
     contactcentre check-config FILE
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
     contactcentre erlang {b,c,a,staff} ... [--json]
@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from contactcentre.cli import admin as admin_cli
@@ -38,6 +38,8 @@ from contactcentre.cli.erlang import add_erlang_parser, run_erlang
 from contactcentre.config import DEFAULT_CONFIG_PATH, CentreConfig, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from contactcentre.config import CentreConfig
+    from contactcentre.server.roles import Cluster
     from contactcentre.server.runtime import DemoUser
 from contactcentre.cli import simulate as simulate_cli
 from contactcentre.loadgen import generator as loadgen
@@ -111,6 +113,24 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--ws-port", type=int, default=None, metavar="P", help="WebSocket port (chat, agents)")
     srv.add_argument("--cti-port", type=int, default=None, metavar="P", help="CTI link port of the switch")
     srv.add_argument("--sip-port", type=int, default=None, metavar="P", help="UDP port of the SIP front door")
+    srv.add_argument(
+        "--role",
+        choices=("all", "router", "edge"),
+        default="all",
+        help="all: the whole centre in this process (default); router: the ACD, its timers and the store writer"
+        " (active or standby); edge: the front doors (SMTP, WebSockets, HTTP, CTI, SIP). router and edge need"
+        " PostgreSQL and Redis (docs/scaling.md)",
+    )
+    srv.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="Redis for --role router|edge (default $CONTACTCENTRE_REDIS_URL, else redis://127.0.0.1:6379/0)",
+    )
+    srv.add_argument(
+        "--node-id", default=None, metavar="NAME", help="this node's name, unique in the centre (default host-pid)"
+    )
+    srv.add_argument("--redis-prefix", default="cc", metavar="P", help="key prefix of this centre's streams in Redis")
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -204,6 +224,54 @@ def _log_to_stderr(verbose: bool) -> None:
     )
 
 
+def _cluster(args: argparse.Namespace) -> Cluster:
+    import socket
+
+    from contactcentre.server.roles import Cluster
+
+    url = args.redis_url or os.environ.get("CONTACTCENTRE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    node = args.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    return Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix)
+
+
+def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:
+    import asyncio
+    import signal
+
+    from contactcentre.server.roles import RoleError, run_router
+    from contactcentre.server.runtime import run
+
+    cluster = _cluster(args)
+
+    async def main() -> str:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def said(node: Any) -> None:
+            print(f"contactcentre serve --role router: {node.node_id} is {node.state}", flush=True)
+
+        node = await run_router(cfg, args.database_url, cluster, stop=stop, on_state=said)
+        return node.state
+
+    try:
+        state = run(main())
+    except RoleError as exc:
+        print(f"contactcentre serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if state == "lost":
+        print(
+            "contactcentre serve: this router lost its lease to another and stopped routing; start it again to"
+            " come back as a standby",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from contactcentre.server.runtime import ServeError, ServerInfo, run, serve
 
@@ -211,6 +279,9 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
+    if args.role == "router":
+        return _serve_router(args, cfg)
+    cluster = _cluster(args) if args.role == "edge" else None
 
     def ready(info: ServerInfo) -> None:
         smtp = f"smtp://{info.host}:{info.smtp_port}" if info.smtp_port else "e-mail off"
@@ -240,6 +311,7 @@ def _serve(args: argparse.Namespace) -> int:
                 cti_port=args.cti_port,
                 sip_port=args.sip_port,
                 ready=ready,
+                cluster=cluster,
             )
         )
     except ServeError as exc:

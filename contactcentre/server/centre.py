@@ -72,6 +72,7 @@ class Centre:
         writer: StoreWriter,
         *,
         readers: int = 4,
+        moves_cases: bool = True,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -84,7 +85,7 @@ class Centre:
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
         self._case_status = dict(config.dispositions.case_status)
-        if self._case_status:
+        if self._case_status and moves_cases:  # on the node that writes the log (not an edge: it would twice)
             driver.subscribe(self._dispositions_move_cases)
 
     # --------------------------------------------------------------------------------------------- router

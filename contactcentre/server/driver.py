@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -40,6 +40,17 @@ _OUTCOMES: dict[type, str] = {
     OfferExpired: "expired",
     OfferCancelled: "cancelled",
 }
+
+
+class Tap(Protocol):
+    """Told what the driver did, in order: enough for a replica to do the same (``server/wire.py``)."""
+
+    def advanced(self, to_ms: int) -> None: ...
+    def handled(self, event: Event) -> None: ...
+    def refused(self, event: Event, error: RouterError) -> None: ...
+    def dispatched(self, events: list[Event]) -> None: ...
+    def idle(self) -> None:
+        """The driver finished a run (of a submit, a publish or a deadline) and holds nothing more."""
 
 
 class RouterDriver:
@@ -82,6 +93,9 @@ class RouterDriver:
         self._dispatching = False
         self._live_cache_ms = live_cache_ms
         self._live_cached: tuple[int, bytes] | None = None
+        # What the router did, as it did it (``Tap``): the router node of a many-process centre records it for
+        # the replicas (server/router_node.py). None: nobody listens, and nothing is recorded.
+        self.tap: Tap | None = None
 
     # -------------------------------------------------------------------------------------------- inputs
 
@@ -131,7 +145,10 @@ class RouterDriver:
         self._dispatching = True
         try:
             if advance_to is not None and advance_to >= self.router.now_ms:
-                self._dispatch(self.router.advance(advance_to))
+                out = self.router.advance(advance_to)
+                if self.tap is not None:
+                    self.tap.advanced(advance_to)
+                self._dispatch(out)
             inbox = self._inbox
             while inbox or self._outbox:
                 while self._outbox:
@@ -146,12 +163,18 @@ class RouterDriver:
                     if ev is submitted:
                         refusal = exc
                     log.info("refused %s: %s", type(ev).__name__, exc)
+                    if self.tap is not None:
+                        self.tap.refused(ev, exc)
                     continue
                 self.handled += 1
+                if self.tap is not None:
+                    self.tap.handled(ev)
                 self._dispatch(out)
         finally:
             self._dispatching = False
             self._rearm()
+            if self.tap is not None:
+                self.tap.idle()
         return refusal
 
     def _rearm(self) -> None:
@@ -167,6 +190,8 @@ class RouterDriver:
         self.emitted += len(out)
         if self.writer is not None:
             self.writer.append(out)
+        if self.tap is not None:
+            self.tap.dispatched(out)
         self.stats.apply_all(out)
         outcomes = self.outcomes
         for ev in out:
@@ -282,3 +307,60 @@ class RouterDriver:
         body = msgspec.json.encode(self.live(now))
         self._live_cached = (now, body)
         return body
+
+
+class FollowerDriver(RouterDriver):
+    """A replica of the active router, in another process (an edge, or the standby router).
+
+    It never decides: it applies what the active router did (``apply``: the ``Handle`` and ``Advance``
+    operations of an output record, ``server/wire.py``) to its own ``Router`` and fans the events the router
+    sent out to its subscribers, exactly as ``RouterDriver`` does with its own output. Its router is then
+    where the active one was after that record, so the adapters' reads (``router.contact``, ``check``) and the
+    dashboards' views work on any node. It arms no deadline: the active router's timers arrive as ``Advance``.
+    """
+
+    def submit(self, event: Event) -> RouterError | None:
+        raise RuntimeError("a replica takes no inputs: they go to the active router (EdgeCentre.submit)")
+
+    def publish(self, events: list[Event]) -> None:
+        raise RuntimeError("a replica publishes nothing: facts go to the active router (EdgeCentre.publish)")
+
+    def catch_up(self) -> None:
+        """Nothing to do: the replica's timers are the active router's, and they arrive as ``Advance``."""
+
+    def _rearm(self) -> None:
+        pass
+
+    def apply(self, ops: list[Any], events: list[Event]) -> None:
+        """Do what the active router did (``ops``), then fan out what it said (``events``)."""
+        from contactcentre.server.wire import Advance
+
+        router = self.router
+        for op in ops:
+            if type(op) is Advance:
+                if op.to_ms >= router.now_ms:
+                    router.advance(op.to_ms)
+                continue
+            try:
+                router.handle(op.event)
+            except RouterError as exc:  # the replica has diverged (a different configuration?): say it loudly
+                log.error("replica: the active router took %s but this replica refuses it: %s", op.event, exc)
+                continue
+            self.handled += 1
+        if events:
+            self._dispatch(events)
+
+    def replay(self, events: list[Event]) -> None:
+        """Events read back from the store's log (a gap in the stream): their inputs go to the router at their
+        own time, as at a restart (``centre.replay_log``), and all of them to the subscribers."""
+        from contactcentre.events import is_input
+
+        router = self.router
+        for ev in events:
+            if is_input(ev):
+                try:
+                    router.handle(ev)
+                except RouterError as exc:
+                    log.warning("replica: the logged %s is refused now: %s", type(ev).__name__, exc)
+        if events:
+            self._dispatch(events)

@@ -41,6 +41,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from contactcentre.server.centre import Centre
+    from contactcentre.server.roles import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -478,6 +479,7 @@ async def serve(
     started: Callable[[Centre, ServerInfo], Any] | None = None,
     stop: asyncio.Event | None = None,
     start_ms: int | None = None,
+    cluster: Cluster | None = None,
 ) -> ServeSummary:
     """Run the live centre until SIGINT/SIGTERM or ``stop``: the store writer, the restored router, the web
     site with the REST API and the chat widget, SMTP for e-mail, one WebSocket port for customers' chats
@@ -486,6 +488,9 @@ async def serve(
     ``started(centre, info)`` runs once everything listens (the demo starts its simulated traffic there;
     it may return an object with ``stop()``, called first at shutdown). Shutdown stops accepting, tells
     connected clients, commits everything pending and closes the database: no accepted contact is lost.
+
+    With ``cluster`` this is an edge node (``--role edge``, ``docs/scaling.md``): the same front doors, the
+    router in another process (``roles.open_edge``).
     """
     loop = asyncio.get_running_loop()
     reactor = install_reactor(loop)
@@ -518,12 +523,21 @@ async def serve(
     sip_port = srv.sip_port if sip_port is None else sip_port
     cti_host, sip_host = srv.cti_host or host, srv.sip_host or host
     _route_twisted_logging()
-    instance = _lock_database(database_url)
-    try:
-        centre = await open_centre(config, database_url, loop=loop, start_ms=start_ms)
-    except BaseException:
-        instance.release()
-        raise
+    if cluster is None:
+        instance = _lock_database(database_url)
+        try:
+            centre = await open_centre(config, database_url, loop=loop, start_ms=start_ms)
+        except BaseException:
+            instance.release()
+            raise
+    else:
+        from contactcentre.server.roles import RoleError, open_edge
+
+        instance = _NoLock()  # edges share the store; the routers' lease and fence keep one of them routing
+        try:
+            centre = await open_edge(config, database_url, cluster)
+        except RoleError as exc:
+            raise ServeError(str(exc)) from None
     stop = stop or asyncio.Event()
     signals: list[int] = []
     listening = None
@@ -738,7 +752,23 @@ async def serve(
             router = centre.driver.router
             summary = ServeSummary(arrived=router.arrived, events_logged=0, refused=centre.driver.refused)
             try:
-                await close_centre(centre)
+                if cluster is None:
+                    await close_centre(centre)
+                else:
+                    from contactcentre.server.roles import close_edge
+
+                    await close_edge(centre)  # type: ignore[arg-type]
             finally:
                 instance.release()  # only now may another server take the database
-    return ServeSummary(summary.arrived, centre.writer.committed, summary.refused)
+    logged = centre.writer.committed if centre.writer is not None else 0
+    return ServeSummary(summary.arrived, logged, summary.refused)
+
+
+class _NoLock:
+    """An edge takes no lock on the store: it never writes the log."""
+
+    def describe(self, **ports: Any) -> None:
+        pass
+
+    def release(self) -> None:
+        pass

@@ -1,0 +1,157 @@
+"""The streams between the nodes of one centre, on Redis (``docs/scaling.md``).
+
+* ``<prefix>:in`` — inputs, edges to the active router: one entry per ``InputRecord``, read by the routers'
+  consumer group, acknowledged (XACK) once the router's output for it is published, so what a dead router
+  had taken but not finished is claimed by its successor.
+* ``<prefix>:out`` — outputs, the active router to everyone: one entry per ``OutputRecord``, published only
+  after its events are committed. Every node reads all of it from where it is (no group): each record is
+  a step its replica must take.
+* ``<prefix>:lease`` and ``<prefix>:fence`` — the active router's lease and the fencing-token counter
+  (``server/lease.py``).
+
+An output record names the event-log ids it holds, so a reader that missed records (the stream is trimmed
+to its last ``OUTPUT_KEEP`` entries, and a router that dies between its commit and its publish leaves a
+gap) reads the missing events from the store instead (``OutputFollower``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from contactcentre.events import decode
+from contactcentre.server.wire import OutputRecord, decode_output
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from contactcentre.server.driver import FollowerDriver
+    from contactcentre.store.db import Engine
+
+log = logging.getLogger(__name__)
+
+GROUP = "routers"  # the consumer group of the input stream: every router is in it, one reads at a time
+OUTPUT_KEEP = 100_000  # output records kept in Redis (about a minute at 1,500 contacts/s); older: the store
+INPUT_KEEP = 1_000_000  # input entries kept; the router acknowledges them, trimming only bounds memory
+BLOCK_MS = 1000  # a blocking read returns at least this often, so a stopping reader notices
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The Redis keys of one centre (several centres can share a Redis under different prefixes)."""
+
+    prefix: str = "cc"
+
+    @property
+    def inputs(self) -> str:
+        return f"{self.prefix}:in"
+
+    @property
+    def outputs(self) -> str:
+        return f"{self.prefix}:out"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:lease"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.prefix}:fence"
+
+
+def connect_redis(url: str, **kwargs: Any) -> Redis:
+    """A client for ``url`` (hiredis parses replies when it is installed)."""
+    from redis.asyncio import Redis
+
+    return Redis.from_url(url, **kwargs)
+
+
+class OutputFollower:
+    """Keeps a replica (``FollowerDriver``) where the active router is: reads ``<prefix>:out`` and applies each
+    record past ``pos`` (the last event id the replica has), filling gaps from the store's log.
+
+    ``on_record(record)`` is called after each record is applied (an edge resolves the commits its inputs
+    wait for). ``run`` reads until ``stop``; a lost Redis connection is retried, the replica staying where it
+    was meanwhile."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        streams: Streams,
+        driver: FollowerDriver,
+        engine: Engine,
+        pos: int,
+        *,
+        on_record: Callable[[OutputRecord], None] | None = None,
+        retry_s: float = 0.5,
+    ) -> None:
+        self.redis = redis
+        self.streams = streams
+        self.driver = driver
+        self.engine = engine
+        self.pos = pos  # the last event id applied
+        self.on_record = on_record
+        self.last_entry = "0"  # the stream entry read last: everything retained is looked at once
+        self.applied = 0
+        self.gaps = 0
+        self.connected = asyncio.Event()  # set while reads succeed (an edge answers "unavailable" otherwise)
+        self._retry_s = retry_s
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def run(self) -> None:
+        from redis.exceptions import RedisError
+
+        while not self._stopping:
+            try:
+                got = await self.redis.xread({self.streams.outputs: self.last_entry}, count=500, block=BLOCK_MS)
+            except (RedisError, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("follower: reading %s failed (%s); retrying", self.streams.outputs, exc)
+                self.connected.clear()
+                await asyncio.sleep(self._retry_s)  # a reconnection pace, not a wait for a test
+                continue
+            self.connected.set()
+            for _stream, entries in got or ():
+                for entry_id, fields in entries:
+                    self.last_entry = entry_id
+                    try:
+                        record = decode_output(fields[b"r"])
+                    except Exception:
+                        log.exception("follower: an undecodable output record %s was skipped", entry_id)
+                        continue
+                    await self.take(record)
+
+    async def take(self, record: OutputRecord) -> None:
+        """Apply one record (after the missing ones, read from the store, when it skips ahead)."""
+        if record.first_id > self.pos + 1:
+            await self.fill(record.first_id - 1)
+        if record.last_id >= record.first_id and record.last_id <= self.pos:
+            pass  # its events came from the store already (a gap filled past it)
+        else:
+            self.driver.apply(record.ops, record.events)
+            self.pos = max(self.pos, record.last_id)
+            self.applied += 1
+        if self.on_record is not None:
+            self.on_record(record)
+
+    async def fill(self, upto: int | None = None) -> int:
+        """Read the log's events after ``pos`` (up to ``upto``) from the store and replay them; returns how many."""
+        from contactcentre.store.fence import events_after
+
+        def read() -> list[tuple[int, str]]:
+            with self.engine.connect() as conn:
+                return events_after(conn, self.pos, upto)
+
+        rows = await asyncio.get_running_loop().run_in_executor(None, read)
+        if rows:
+            self.gaps += 1
+            log.info("follower: %d events %d..%d read from the store", len(rows), rows[0][0], rows[-1][0])
+            self.driver.replay([decode(payload) for _id, payload in rows])
+            self.pos = rows[-1][0]
+        return len(rows)

@@ -1,0 +1,263 @@
+"""Starting the nodes of a many-process centre: an edge's centre (``open_edge``) and a router node
+(``run_router``: standby, takeover, active). ``docs/scaling.md`` tells the whole story; ``runtime.serve``
+wires an edge's front doors around ``open_edge``.
+
+A many-process centre keeps its store on PostgreSQL: SQLite is one machine's file, and its lock would let only
+one process in anyway. Both functions refuse it with a message saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from contactcentre.acd import LiveStats, Router
+from contactcentre.config import CentreConfig
+from contactcentre.events import decode
+from contactcentre.server.bus import OutputFollower, Streams, connect_redis
+from contactcentre.server.clock import LoopClock
+from contactcentre.server.driver import FollowerDriver
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from contactcentre.server.edge_centre import EdgeCentre
+    from contactcentre.server.router_node import ActiveRouter
+    from contactcentre.store.db import Engine
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_MS = 2000  # a dead router's lease lapses after this; its standby asks every quarter of it
+REPLAY_CHUNK = 10_000
+
+
+class RoleError(Exception):
+    """A node cannot start (SQLite given, the database or Redis unreachable); the message says why."""
+
+
+@dataclass
+class Cluster:
+    """Where a node finds the others: Redis, the key prefix, its own name."""
+
+    redis_url: str
+    node_id: str
+    prefix: str = "cc"
+    lease_ttl_ms: int = LEASE_TTL_MS
+
+    @property
+    def streams(self) -> Streams:
+        return Streams(self.prefix)
+
+
+def open_store_for_nodes(database_url: Any) -> Engine:
+    """The shared store, migrated: PostgreSQL only."""
+    from contactcentre.store.db import DatabaseError, check_current, connect, is_empty, migrate
+
+    try:
+        engine = connect(database_url)
+    except DatabaseError as exc:
+        raise RoleError(str(exc)) from None
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        raise RoleError(
+            "--role router and --role edge share one store between processes and machines: that needs"
+            f" PostgreSQL (--database-url postgresql://...), not {engine.dialect.name}. For one process on"
+            " an embedded SQLite file use --role all (the default)."
+        )
+    try:
+        if is_empty(engine):
+            migrate(engine)
+        check_current(engine)
+    except Exception as exc:
+        engine.dispose()
+        raise RoleError(f"database {engine.url.render_as_string(hide_password=True)}: {exc}") from None
+    return engine
+
+
+def replica(config: CentreConfig, engine: Engine, loop: asyncio.AbstractEventLoop) -> tuple[FollowerDriver, int]:
+    """A router restored from the store's log (as at a restart) and the last event id it holds."""
+    from contactcentre.store.eventlog import first_logged_ms
+    from contactcentre.store.fence import events_after, last_event_id
+
+    with engine.connect() as conn:
+        first = first_logged_ms(conn)
+        end = last_event_id(conn)
+    clock = LoopClock(loop)
+    router = Router(config, start_ms=first if first is not None else clock.now_ms())
+    stats = LiveStats(short_abandon_ms=round(config.routing.short_abandon_s * 1000))
+    driver = FollowerDriver(router, clock, loop, stats=stats)
+    pos = 0
+    while pos < end:
+        with engine.connect() as conn:
+            rows = events_after(conn, pos, min(end, pos + REPLAY_CHUNK))
+        if not rows:
+            break
+        driver.replay([decode(p) for _id, p in rows])
+        pos = rows[-1][0]
+    if router.now_ms > clock.now_ms():
+        driver.clock = LoopClock(loop, not_before_ms=router.now_ms)
+    return driver, pos
+
+
+async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -> EdgeCentre:
+    """An edge's centre: a replica restored from the store, following the output stream."""
+    from contactcentre.server.edge_centre import EdgeCentre
+
+    loop = asyncio.get_running_loop()
+    engine = open_store_for_nodes(database_url)
+    redis = connect_redis(cluster.redis_url)
+    try:
+        await redis.ping()
+    except Exception as exc:
+        engine.dispose()
+        await redis.aclose()
+        raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
+    driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
+    centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
+    follower = OutputFollower(redis, cluster.streams, driver, engine, pos, on_record=centre.answered)
+    centre.follower = follower
+    centre.follower_task = loop.create_task(follower.run(), name="edge-follower")  # type: ignore[attr-defined]
+    return centre
+
+
+async def close_edge(centre: EdgeCentre) -> None:
+    if centre.follower is not None:
+        centre.follower.stop()
+    task = getattr(centre, "follower_task", None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    centre.close()
+    await centre.redis.aclose()
+    centre.engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------- router
+
+
+@dataclass
+class RouterNode:
+    """What ``run_router`` reports as it goes (tests and the benchmark watch it)."""
+
+    node_id: str
+    state: str = "starting"  # starting | standby | active | stopped | lost
+    fence: int | None = None
+    active: ActiveRouter | None = None
+    follower: OutputFollower | None = None
+    took_over_at: float | None = None  # loop time of the takeover
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set(self, state: str) -> None:
+        self.state = state
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+async def run_router(
+    config: CentreConfig,
+    database_url: Any,
+    cluster: Cluster,
+    *,
+    stop: asyncio.Event | None = None,
+    node: RouterNode | None = None,
+    on_state: Callable[[RouterNode], None] | None = None,
+) -> RouterNode:
+    """Run a router node until ``stop`` (or until it loses the lease: ``node.state == "lost"``)."""
+    from contactcentre.server.centre import Centre
+    from contactcentre.server.lease import Lease, next_fence
+    from contactcentre.server.router_node import ActiveDriver, ActiveRouter, Recorder
+    from contactcentre.store.fence import take_fence
+    from contactcentre.store.writer import StoreWriter
+
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    node = node or RouterNode(cluster.node_id)
+
+    def state(s: str) -> None:
+        node.set(s)
+        log.warning("router %s: %s", cluster.node_id, s)
+        if on_state is not None:
+            on_state(node)
+
+    engine = open_store_for_nodes(database_url)
+    redis: Redis = connect_redis(cluster.redis_url)
+    streams = cluster.streams
+    try:
+        try:
+            await redis.ping()
+        except Exception as exc:
+            raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
+        driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
+        follower = OutputFollower(redis, streams, driver, engine, pos)
+        node.follower = follower
+        following = loop.create_task(follower.run(), name="standby-follower")
+        lease = Lease(redis, streams.lease, cluster.node_id, cluster.lease_ttl_ms)
+        state("standby")
+        won = False
+        while not stop.is_set():
+            try:
+                won = await lease.acquire()
+            except Exception as exc:
+                log.warning("router %s: asking for the lease failed: %s", cluster.node_id, exc)
+            if won:
+                break
+            with contextlib.suppress(TimeoutError):  # the lease's rhythm: a dead router's successor comes
+                await asyncio.wait_for(stop.wait(), cluster.lease_ttl_ms / 4000)  # within ttl + ttl / 4
+        follower.stop()
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        if not won:
+            state("stopped")
+            return node
+        node.took_over_at = loop.time()
+        # Takeover. The fence goes into the store first: from then on the old router cannot commit.
+        token = await next_fence(redis, streams.fence)
+        node.fence = token
+        now = driver.clock.now_ms()
+
+        def fence() -> None:
+            with engine.begin() as conn:
+                take_fence(conn, token, cluster.node_id, now)
+
+        await loop.run_in_executor(None, fence)
+        await follower.fill()  # what the old router committed and this replica had not seen
+        router = driver.router
+        clock = LoopClock(loop, not_before_ms=router.now_ms)
+        writer = StoreWriter(engine, loop=loop, fence=token)
+        active_driver = ActiveDriver(router, clock, loop, stats=driver.stats, writer=writer)
+        active_driver.decisions.extend(driver.decisions)
+        active_driver.outcomes.update(driver.outcomes)
+        centre = Centre(config, engine, active_driver, writer)
+        recorder = Recorder(writer, token)
+        active_driver.tap = recorder
+        active = ActiveRouter(
+            centre, redis, streams, cluster.node_id, lease, recorder, lease_ttl_ms=cluster.lease_ttl_ms
+        )
+        node.active = active
+        active_driver.catch_up()  # what fell due since the old router's last word, each at its own instant
+        state("active")
+        try:
+            await active.run(stop)
+        finally:
+            active_driver.close()
+            try:
+                await writer.close()
+            except Exception as exc:  # fenced: a newer router owns the store; nothing of ours is promised
+                log.error("router %s: the last commit failed: %s", cluster.node_id, exc)
+            centre.close()
+            if active.lost.is_set():
+                state("lost")
+            else:
+                try:
+                    await lease.release()
+                except Exception as exc:
+                    log.warning("router %s: releasing the lease failed: %s", cluster.node_id, exc)
+                state("stopped")
+        return node
+    finally:
+        await redis.aclose()
+        engine.dispose()

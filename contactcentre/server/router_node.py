@@ -1,0 +1,395 @@
+"""The router's node of a many-process centre (``serve --role router``): a standby that becomes the active
+router when it wins the lease, and the active router's work on the streams (``docs/scaling.md``).
+
+Standby: a replica restored from the store follows the output stream (``bus.OutputFollower``) and asks for
+the lease every ``ttl / 4``. Takeover: it takes the next fencing token (``cc:fence``), writes it into the
+store (after which the old router's commits are refused: ``store/fence.py``), reads what the store holds
+past its replica (the old router's last commits, which it may not have published), and only then opens its
+writer with the token and arms its timers (what fell due meanwhile fires, each at its own instant). Then it
+claims the inputs the old router left unacknowledged (those already in the store are answered as duplicates,
+not applied again) and serves the input stream.
+
+Active: each input record is applied in one store transaction (with a row naming the record, so a retry
+is known); its output record is published once that transaction is committed, then the input acknowledged.
+The lease is renewed every ``ttl / 3``; a router that cannot renew it in time stops routing at once (its
+writer would be refused anyway) and the process exits, to come back as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from contactcentre.acd import RouterError
+from contactcentre.events import Event
+from contactcentre.server.bus import BLOCK_MS, GROUP, INPUT_KEEP, OUTPUT_KEEP, Streams
+from contactcentre.server.driver import RouterDriver
+from contactcentre.server.wire import (
+    Advance,
+    Handle,
+    InputRecord,
+    Op,
+    OutputRecord,
+    Publish,
+    Stage,
+    Submit,
+    decode_input,
+    encode,
+)
+from contactcentre.store.fence import applied_inputs, record_input
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from contactcentre.server.centre import Centre
+    from contactcentre.server.lease import Lease
+    from contactcentre.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+TAKEN_KEEP = 100_000  # ids of records taken, remembered so a late claim does not take one twice
+
+
+class ActiveDriver(RouterDriver):
+    """``RouterDriver`` whose timer runs are committed whole: a deadline's events are one output record, and a
+    record is published only once all of it is durable."""
+
+    def _on_deadline(self, due: int) -> None:
+        assert self.writer is not None
+        with self.writer.atomic():
+            super()._on_deadline(due)
+
+    def catch_up(self) -> None:
+        assert self.writer is not None
+        with self.writer.atomic():
+            super().catch_up()
+
+
+class Recorder:
+    """The driver's ``Tap``: what the router did for one input record (``begin`` .. ``end``) or for one run of
+    its timers (closed at ``idle``) becomes one ``OutputRecord``, queued until its transaction is committed."""
+
+    def __init__(self, writer: StoreWriter, fence: int) -> None:
+        self.writer = writer
+        self.fence = fence
+        self.ready: deque[tuple[int, OutputRecord, str | None]] = deque()  # (writer seq, record, input entry)
+        self.wake = asyncio.Event()
+        self._ops: list[Op] = []
+        self._events: list[Event] = []
+        self._first: int | None = None
+        self._unit: tuple[InputRecord, str] | None = None
+        self._refused: str | None = None
+
+    # The Tap protocol (server/driver.py).
+    def advanced(self, to_ms: int) -> None:
+        self._ops.append(Advance(to_ms))
+
+    def handled(self, event: Event) -> None:
+        self._ops.append(Handle(event))
+
+    def refused(self, event: Event, error: RouterError) -> None:
+        if self._unit is not None and self._refused is None:
+            self._refused = str(error)
+
+    def dispatched(self, events: list[Event]) -> None:
+        if self._first is None:  # the writer has these already: they are its last ones
+            self._first = self.writer.last_event_id - len(events) + 1
+        self._events.extend(events)
+
+    def idle(self) -> None:
+        if self._unit is None and (self._ops or self._events):
+            self._close(None, None)
+
+    def begin(self, record: InputRecord, entry: str) -> None:
+        self.idle()  # nothing of a timer run is left unrecorded before the input's own record starts
+        self._unit = (record, entry)
+        self._first = self.writer.last_event_id + 1
+
+    def end(self) -> None:
+        unit, self._unit = self._unit, None
+        assert unit is not None
+        self._close(*unit)
+
+    def duplicate(self, record: InputRecord, entry: str) -> None:
+        """The record's input is in the store already: answered, not applied again."""
+        self.idle()
+        last = self.writer.last_event_id
+        out = OutputRecord(
+            fence=self.fence, first_id=last + 1, last_id=last, input_id=record.id, node=record.node, duplicate=True
+        )
+        self._push(out, entry)
+
+    def _close(self, record: InputRecord | None, entry: str | None) -> None:
+        last = self.writer.last_event_id
+        first = self._first if self._first is not None else last + 1
+        out = OutputRecord(
+            fence=self.fence,
+            first_id=first,
+            last_id=last,
+            ops=self._ops,
+            events=self._events,
+            input_id=record.id if record is not None else None,
+            node=record.node if record is not None else None,
+            refused=self._refused,
+        )
+        self._ops, self._events, self._first, self._refused = [], [], None, None
+        self._push(out, entry)
+
+    def _push(self, out: OutputRecord, entry: str | None) -> None:
+        self.ready.append((self.writer.appended, out, entry))
+        self.wake.set()
+
+
+class ActiveRouter:
+    """The active router's three jobs: take inputs from the stream, publish outputs once committed, keep the
+    lease. ``run`` returns when told to stop; ``lost`` is set if the lease (or the fence) was lost."""
+
+    def __init__(
+        self,
+        centre: Centre,
+        redis: Redis,
+        streams: Streams,
+        node_id: str,
+        lease: Lease,
+        recorder: Recorder,
+        *,
+        lease_ttl_ms: int,
+    ) -> None:
+        self.centre = centre
+        self.driver = centre.driver
+        self.writer = centre.writer
+        self.redis = redis
+        self.streams = streams
+        self.node_id = node_id
+        self.lease = lease
+        self.recorder = recorder
+        self.lease_ttl_ms = lease_ttl_ms
+        self.lost = asyncio.Event()
+        self.taken = 0  # input records applied
+        self.duplicates = 0
+        self.published = 0
+        self._stopping = False
+        # Ids of the records this router took, newest last (bounded): a record it took that is still waiting
+        # for its commit when ``claim`` comes round again is not taken twice.
+        self._taken: dict[str, None] = {}
+        self._claimed_at = 0.0
+
+    # ------------------------------------------------------------------------------------------- inputs
+
+    def restamp(self, event: Event) -> Event:
+        """An input at the router's time (never before its last one): edges' clocks never send it back."""
+        now = max(self.centre.clock.now_ms(), self.driver.router.now_ms)
+        return event if event.at_ms == now else msgspec.structs.replace(event, at_ms=now)
+
+    def take(self, record: InputRecord, entry: str) -> None:
+        """Apply one input record in one transaction, and queue its output record."""
+        rec = self.recorder
+        rec.begin(record, entry)
+        centre = self.centre
+        with self.writer.atomic():
+            for part in record.parts:
+                if type(part) is Submit:
+                    centre.submit(self.restamp(part.event))
+                elif type(part) is Publish:
+                    centre.publish([self.restamp(ev) for ev in part.events])
+                elif type(part) is Stage:
+                    centre.stage(part.op)
+            self._taken[record.id] = None
+            if len(self._taken) > TAKEN_KEEP:
+                del self._taken[next(iter(self._taken))]
+            centre.stage(
+                functools.partial(
+                    record_input,
+                    input_id=record.id,
+                    last_event_id=self.writer.last_event_id,
+                    at_ms=self.driver.router.now_ms,
+                )
+            )
+        rec.end()
+        self.taken += 1
+
+    async def _ensure_group(self) -> None:
+        from redis.exceptions import ResponseError
+
+        try:
+            await self.redis.xgroup_create(self.streams.inputs, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim(self, min_idle_ms: int = 0) -> int:
+        """Take over what the group's consumers (a dead router) were given and did not acknowledge for
+        ``min_idle_ms``: records already in the store are answered as duplicates, the others applied. At the
+        takeover everything pending is claimed; afterwards, every lease period, what a router that lost the
+        lease took after it had (before it noticed) is. Returns how many were claimed."""
+        claimed: list[tuple[str, InputRecord]] = []
+        start = "0-0"
+        while True:
+            got = await self.redis.xautoclaim(
+                self.streams.inputs, GROUP, self.node_id, min_idle_time=min_idle_ms, start_id=start, count=1000
+            )
+            start, entries = got[0], got[1]
+            for entry_id, fields in entries:
+                if fields:  # a deleted entry comes back without its fields
+                    record = decode_input(fields[b"r"])
+                    if record.id not in self._taken:  # else it is ours, waiting for its commit
+                        claimed.append((_text(entry_id), record))
+            if _text(start) == "0-0":
+                break
+        if not claimed:
+            return 0
+        ids = [r.id for _e, r in claimed]
+        done = await self.centre.read(applied_inputs, ids)
+        for entry, record in claimed:
+            if record.id in done:
+                self.recorder.duplicate(record, entry)
+                self.duplicates += 1
+            else:
+                self.take(record, entry)
+        log.warning("router: claimed %d unacknowledged inputs (%d already applied)", len(claimed), len(done))
+        return len(claimed)
+
+    async def consume(self) -> None:
+        from redis.exceptions import RedisError
+
+        loop = asyncio.get_running_loop()
+        self._claimed_at = loop.time()
+        while not self._stopping:
+            try:
+                await self.centre.room()
+                if (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
+                    self._claimed_at = loop.time()
+                    await self.claim(min_idle_ms=self.lease_ttl_ms)
+                got = await self.redis.xreadgroup(
+                    GROUP, self.node_id, {self.streams.inputs: ">"}, count=500, block=BLOCK_MS
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("router: reading inputs failed (%s); retrying", exc)
+                await asyncio.sleep(0.2)  # a reconnection pace
+                continue
+            for _stream, entries in got or ():
+                for entry_id, fields in entries:
+                    if self._stopping:
+                        return  # the rest stays pending: the next router claims it
+                    try:
+                        record = decode_input(fields[b"r"])
+                    except Exception:
+                        log.exception("router: an undecodable input %s was dropped", entry_id)
+                        await self.redis.xack(self.streams.inputs, GROUP, entry_id)
+                        continue
+                    self.take(record, _text(entry_id))
+
+    # ------------------------------------------------------------------------------------------ outputs
+
+    async def publish(self) -> None:
+        """Output records go out in order, each once its transaction is committed; then its input is
+        acknowledged. Redis down: they wait (in order) and go when it is back."""
+        from redis.exceptions import RedisError
+
+        ready, writer = self.recorder.ready, self.writer
+        while True:
+            if not ready:
+                if self._stopping:
+                    return
+                self.recorder.wake.clear()
+                await self.recorder.wake.wait()
+                continue
+            await writer.durable(ready[0][0])  # raises Fenced when a newer router took over
+            batch = []
+            while ready and ready[0][0] <= writer.committed:
+                batch.append(ready.popleft())
+            while True:
+                pipe = self.redis.pipeline(transaction=False)
+                acks = []
+                for _seq, out, entry in batch:
+                    pipe.xadd(self.streams.outputs, {"r": encode(out)}, maxlen=OUTPUT_KEEP, approximate=True)
+                    if entry is not None:
+                        acks.append(entry)
+                if acks:
+                    pipe.xack(self.streams.inputs, GROUP, *acks)
+                try:
+                    await pipe.execute()
+                    break
+                except (RedisError, OSError) as exc:
+                    log.warning("router: publishing %d outputs failed (%s); retrying", len(batch), exc)
+                    await asyncio.sleep(0.2)  # a reconnection pace
+            self.published += len(batch)
+
+    async def trim_inputs(self) -> None:
+        await self.redis.xtrim(self.streams.inputs, maxlen=INPUT_KEEP, approximate=True)
+
+    # -------------------------------------------------------------------------------------------- lease
+
+    async def keep_lease(self) -> None:
+        loop = asyncio.get_running_loop()
+        every = self.lease_ttl_ms / 3000
+        renewed = loop.time()
+        while not self._stopping:
+            await asyncio.sleep(every)  # the renewal period: the lease's own rhythm
+            try:
+                ok: bool | None = await self.lease.renew()
+            except Exception as exc:
+                log.warning("router: renewing the lease failed: %s", exc)
+                ok = None
+            if ok:
+                renewed = loop.time()
+                continue
+            if ok is False or (loop.time() - renewed) * 1000 >= self.lease_ttl_ms:
+                log.error("router: the lease is lost (held by %s); routing stops", await self._holder())
+                self.give_up()
+                return
+
+    async def _holder(self) -> str | None:
+        try:
+            return await self.lease.holder()
+        except Exception:
+            return "?"
+
+    def give_up(self) -> None:
+        """Stop routing at once: the lease (or the fence) is someone else's."""
+        self._stopping = True
+        self.driver.close()
+        self.lost.set()
+
+    # ---------------------------------------------------------------------------------------------- run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._ensure_group()
+        await self.claim()
+        tasks = [
+            asyncio.create_task(self.consume(), name="router-inputs"),
+            asyncio.create_task(self.publish(), name="router-outputs"),
+            asyncio.create_task(self.keep_lease(), name="router-lease"),
+        ]
+        stopped = asyncio.create_task(stop.wait())
+        lost = asyncio.create_task(self.lost.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopped, lost], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t in tasks and t.exception() is not None:
+                    log.error("router: %s failed: %r", t.get_name(), t.exception())
+                    self.give_up()
+        finally:
+            self._stopping = True
+            self.recorder.wake.set()
+            for t in (tasks[0], tasks[2], stopped, lost):
+                t.cancel()
+            if not self.lost.is_set():
+                # A clean stop: what was applied is committed and published before the lease goes.
+                try:
+                    async with asyncio.timeout(10):
+                        await tasks[1]
+                except Exception:
+                    log.exception("router: publishing the last outputs failed")
+            else:
+                tasks[1].cancel()
+            await asyncio.gather(*tasks, stopped, lost, return_exceptions=True)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,202 @@
+"""One centre in several nodes over Redis and PostgreSQL (docs/scaling.md), in one test process: a router node
+(standby, then active), edges whose centre is a replica of it, a second router taking over.
+
+Real redis-server (a private one per test, ``redis_url``) and a fresh PostgreSQL database. Waiting is on the
+nodes' own events or by polling with a deadline, never by sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+import contactcentre.events as E
+from contactcentre.config import parse_config
+from contactcentre.server.edge_centre import EdgeCentre
+from contactcentre.server.roles import Cluster, RoleError, RouterNode, close_edge, open_edge, run_router
+from contactcentre.store.db import connect
+from contactcentre.store.writer import read_events
+from tests.conftest import fresh_postgres_database
+
+CONFIG = parse_config(
+    {
+        "skills": {"general": "General"},
+        "queues": [{"name": "support", "skills": {"general": 1}, "channels": ["email", "chat", "voice"]}],
+        "agents": [{"id": f"a{i}", "skills": {"general": 5}} for i in range(1, 5)],
+    },
+    "<test>",
+)
+DEADLINE_S = 20.0
+TTL_MS = 600  # a short lease: a takeover within a second keeps the tests quick
+
+
+@pytest.fixture
+def pg_url(postgres_admin: Any) -> Iterator[str]:
+    url, drop = fresh_postgres_database(postgres_admin)
+    yield url
+    drop()
+
+
+async def until(what: Callable[[], Any], why: str, timeout: float = DEADLINE_S) -> Any:
+    """Poll ``what()`` on the loop until it is truthy (each turn yields to the nodes' tasks)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {why}")
+        await asyncio.sleep(0.01)  # the poll's pace: the nodes run on this same loop meanwhile
+
+
+class Nodes:
+    """Router and edge nodes of one centre on this loop."""
+
+    def __init__(self, pg_url: str, redis_url: str) -> None:
+        self.pg_url = pg_url
+        self.redis_url = redis_url
+        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+        self.routers: dict[str, tuple[RouterNode, asyncio.Event, asyncio.Task[RouterNode]]] = {}
+        self.edges: list[EdgeCentre] = []
+
+    def cluster(self, node_id: str) -> Cluster:
+        return Cluster(redis_url=self.redis_url, node_id=node_id, prefix=self.prefix, lease_ttl_ms=TTL_MS)
+
+    def router(self, node_id: str) -> RouterNode:
+        node, stop = RouterNode(node_id), asyncio.Event()
+        task = asyncio.create_task(run_router(CONFIG, self.pg_url, self.cluster(node_id), stop=stop, node=node))
+        self.routers[node_id] = (node, stop, task)
+        return node
+
+    async def edge(self, node_id: str) -> EdgeCentre:
+        centre = await open_edge(CONFIG, self.pg_url, self.cluster(node_id))
+        self.edges.append(centre)
+        return centre
+
+    def crash(self, node_id: str) -> None:
+        """The router's process dies: its tasks stop where they are, its lease is left to lapse."""
+        node, _stop, task = self.routers[node_id]
+        if node.active is not None:
+            node.active.give_up()  # what kill -9 does to routing: nothing more is decided or committed
+        task.cancel()
+
+    async def close(self) -> None:
+        for centre in self.edges:
+            await close_edge(centre)
+        for _node, stop, task in self.routers.values():
+            stop.set()
+        await asyncio.gather(*(t for _n, _s, t in self.routers.values()), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def centre(pg_url: str, redis_url: str) -> AsyncIterator[Nodes]:
+    nodes = Nodes(pg_url, redis_url)
+    try:
+        yield nodes
+    finally:
+        await nodes.close()
+
+
+def test_an_edge_routes_through_the_router_and_reads_its_replica(pg_url: str, redis_url: str) -> None:
+    async def main() -> None:
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            edge = await nodes.edge("e1")
+            now = edge.now_ms()
+            assert edge.submit(E.AgentLoggedIn(at_ms=now, agent_id="a1")) is None
+            edge.submit(E.ContactArrived(at_ms=now, contact_id="chat-1", queue="support", channel="chat"))
+            await edge.commit()
+            # The replica is where the router is: the offer it made is readable here.
+            assert edge.router.contact("chat-1").state == "offered"
+            offer = edge.router.agent("a1").offers[0]
+            # A refusal the replica foresees is answered at once, and nothing is sent.
+            refusal = edge.submit(E.OfferAccepted(at_ms=now, offer_id="nope", contact_id="chat-1", agent_id="a1"))
+            assert refusal is not None
+            edge.submit(E.OfferAccepted(at_ms=now, offer_id=offer.id, contact_id="chat-1", agent_id="a1"))
+            await edge.commit()
+            assert edge.router.contact("chat-1").state == "connected"
+            # A second edge started now restores the same state from the store and the stream.
+            edge2 = await nodes.edge("e2")
+            await until(lambda: edge2.router.has_contact("chat-1"), "e2's replica")
+            assert edge2.router.contact("chat-1").state == "connected"
+
+        logged = _events(pg_url)
+        arrivals = [ev for ev in logged if isinstance(ev, E.ContactArrived)]
+        assert [ev.contact_id for ev in arrivals] == ["chat-1"]
+
+    asyncio.run(main())
+
+
+def test_a_standby_takes_over_when_the_active_router_dies(pg_url: str, redis_url: str) -> None:
+    async def main() -> None:
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            r2 = nodes.router("r2")
+            await until(lambda: r2.state == "standby", "r2 standby")
+            edge = await nodes.edge("e1")
+            now = edge.now_ms()
+            edge.submit(E.AgentLoggedIn(at_ms=now, agent_id="a1"))
+            for i in range(5):
+                edge.submit(E.ContactArrived(at_ms=now, contact_id=f"mail-{i}", queue="support", channel="email"))
+            await edge.commit()
+            assert edge.router.contact("mail-0").state == "offered"
+            await until(lambda: r2.follower is not None and r2.follower.pos >= 6, "r2 warm")
+
+            nodes.crash("r1")
+            loop = asyncio.get_running_loop()
+            died = loop.time()
+            await until(lambda: r2.state == "active", "r2 takes over")
+            assert loop.time() - died < 3.0
+            # The new router goes on: an agent logs in on the edge and is offered what waits.
+            edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a2"))
+            await edge.commit()
+            assert edge.router.agent("a2").offers
+
+        logged = _events(pg_url)
+        arrived = [ev.contact_id for ev in logged if isinstance(ev, E.ContactArrived)]
+        assert sorted(arrived) == [f"mail-{i}" for i in range(5)]  # each once
+        assert_no_double_offers(logged)
+
+    asyncio.run(main())
+
+
+def test_router_and_edge_refuse_sqlite(tmp_path: Any) -> None:
+    async def main() -> None:
+        cluster = Cluster(redis_url="redis://127.0.0.1:1/0", node_id="x")
+        with pytest.raises(RoleError, match="PostgreSQL"):
+            await open_edge(CONFIG, tmp_path / "c.sqlite", cluster)
+        with pytest.raises(RoleError, match="PostgreSQL"):
+            await run_router(CONFIG, tmp_path / "c.sqlite", cluster)
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _events(url: str) -> list[E.Event]:
+    engine = connect(url)
+    try:
+        return read_events(engine)
+    finally:
+        engine.dispose()
+
+
+def assert_no_double_offers(logged: list[E.Event]) -> None:
+    """From the merged log: no contact is offered to two agents at once, no agent holds two offers of one
+    contact."""
+    open_offers: dict[str, tuple[str, str]] = {}  # offer id -> (contact, agent)
+    for ev in logged:
+        if isinstance(ev, E.OfferMade):
+            for contact, agent in open_offers.values():
+                assert contact != ev.contact_id, f"{ev.contact_id} offered twice at once ({agent}, {ev.agent_id})"
+            open_offers[ev.offer_id] = (ev.contact_id, ev.agent_id)
+        elif isinstance(ev, E.OfferAccepted | E.OfferRejected | E.OfferExpired | E.OfferCancelled):
+            open_offers.pop(ev.offer_id, None)
