@@ -241,6 +241,29 @@ audit_log = Table(
     Index(None, "at_ms"),
 )
 
+# The active router's fencing token (issue 18): one row, the token of the router allowed to write. A router
+# that takes over stores a greater token here; a writer built with an older one finds it gone in its next
+# commit transaction and stops (``contactcentre.store.fence``).
+router_fence = Table(
+    "router_fence",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("token", BigInteger, nullable=False),
+    Column("holder", String(128), nullable=False),  # the node id that took the token
+    Column("since_ms", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+# The routers' inputs applied so far, one row each, written in the same transaction as their events: an input
+# retried across a fail-over is recognised as applied (``fence.applied_inputs``) instead of applied twice.
+router_inputs = Table(
+    "router_inputs",
+    metadata,
+    Column("input_id", String(200), primary_key=True),  # "<node-id>:<boot>:<n>", unique forever
+    Column("last_event_id", BigInteger, nullable=False),  # the events.id of the input's last event
+    Column("at_ms", BigInteger, nullable=False),
+)
+
 # Text columns that can hold personal data, by table. Erasure clears or rewrites exactly these (plus
 # event payloads); the erasure test scans every text column of every table, so a forgotten one fails.
 PERSONAL_COLUMNS: dict[str, tuple[str, ...]] = {

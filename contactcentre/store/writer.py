@@ -19,6 +19,16 @@ bound.
 A failed commit stops the writer: the events stay in memory, every waiter gets the error, and nothing after
 them is written out of order. ``retry()`` tries again (for a database that came back).
 
+Event ids: the writer numbers the log itself (``events.id``), in append order, starting after the largest id
+stored when it is created (or at ``first_event_id``), so a caller knows each event's id as soon as it has
+appended it (``last_event_id``): a router says in what it publishes which log positions it holds. A retried
+or re-run commit writes the same ids again, so the log is dense and in append order whatever failed.
+
+Fencing (one centre, several router processes): a writer built with ``fence=token`` checks that the store
+still holds its fencing token as the first statement of every commit transaction (``fence.check_fence``). When
+it does not, another router has taken over: the writer stops for good (no retry, further appends refused), and
+every waiter gets ``Fenced``.
+
 Staged work (``stage``: rows other adapters add to the shared transaction) must not take everyone's events
 down with it when it fails, so each unit is isolated — but only when one has failed: a commit runs them plain
 first, and if one raises, rolls the whole transaction back and runs it again with each unit in a savepoint of
@@ -40,6 +50,8 @@ from sqlalchemy.exc import DataError, OperationalError
 from contactcentre.events import Event, decode, scrub
 from contactcentre.store import projection
 from contactcentre.store.db import write_transaction
+from contactcentre.store.fence import Fenced, check_fence
+from contactcentre.store.fence import last_event_id as stored_last_event_id
 from contactcentre.store.schema import events as events_table
 
 log = logging.getLogger(__name__)
@@ -76,7 +88,12 @@ class StoreWriter:
         max_pending: int = 50_000,
         retry_after_s: float | None = 1.0,
         loop: asyncio.AbstractEventLoop | None = None,
+        fence: int | None = None,
+        first_event_id: int | None = None,
     ) -> None:
+        """``fence``: the fencing token every commit checks (None: no check, one process owns the store).
+        ``first_event_id``: the id of the first event appended (None: one past the largest stored, read here,
+        synchronously: a writer is made at start-up or at a takeover, before anything is routed)."""
         if batch_size < 1 or max_delay_s < 0 or max_pending < batch_size:
             raise ValueError("need batch_size >= 1, max_delay_s >= 0 and max_pending >= batch_size")
         self.engine = engine
@@ -84,6 +101,13 @@ class StoreWriter:
         self.max_delay_s = max_delay_s
         self.max_pending = max_pending
         self.loop = loop or asyncio.get_running_loop()
+        self.fence = fence
+        if first_event_id is None:
+            with engine.connect() as conn:
+                first_event_id = stored_last_event_id(conn) + 1
+        self.last_event_id = first_event_id - 1  # the id of the last event appended so far
+        self._committed_event_id = self.last_event_id  # ... and committed: the next commit numbers from here
+        self._fenced = False
         self.appended = 0  # records handed to append() so far; a record's sequence number is its count
         self.committed = 0  # records committed so far
         self.commits = 0
@@ -120,6 +144,8 @@ class StoreWriter:
     def append(self, records: Iterable[Event | Work]) -> int:
         """Queue events (and units of work: ``fn(connection)`` run in the same transaction, in order);
         returns the sequence number of the last record queued so far."""
+        if self._fenced:
+            raise self._error  # type: ignore[misc]
         if self._closing:
             raise RuntimeError("the store writer is closed")
         pending = self._pending
@@ -129,6 +155,9 @@ class StoreWriter:
         if not added:
             return self.appended
         self.appended += added
+        for i in range(before, len(pending)):
+            if isinstance(pending[i], Event):
+                self.last_event_id += 1
         if self.pending > self.max_pending:
             self._room.clear()
         if len(pending) >= self.batch_size:
@@ -196,7 +225,7 @@ class StoreWriter:
 
     def retry(self) -> None:
         """After a failed commit: try the held records again."""
-        if self._error is None:
+        if self._error is None or self._fenced:
             return
         log.warning("store writer: retrying %d held records", len(self._pending))
         self._error = None
@@ -210,7 +239,7 @@ class StoreWriter:
         self._closing = True
         if self._retry_timer is not None:
             self._retry_timer.cancel()
-        if self._error is not None:  # one last attempt for what a failed commit held
+        if self._error is not None and not self._fenced:  # one last attempt for what a failed commit held
             self._error = None
         self._wake.set()
         try:
@@ -237,6 +266,12 @@ class StoreWriter:
                 batch, self._pending = self._pending[:cap], self._pending[cap:]
                 try:
                     await self.loop.run_in_executor(self._thread, self._commit, batch)
+                except Fenced as exc:
+                    # Another router writes now: trying again could only fail again, or worse, so stop for good.
+                    log.error("store writer: %s; stopping with %d records unwritten", exc, self.pending)
+                    self._error = exc
+                    self._fenced = True
+                    self._pending[:0] = batch
                 except Exception as exc:
                     log.exception("store writer: a commit of %d records failed; holding them", len(batch))
                     self._error = exc
@@ -248,6 +283,7 @@ class StoreWriter:
                         self._retry_timer = self.loop.call_later(delay, self.retry)
                 else:
                     self.committed += len(batch)
+                    self._committed_event_id += sum(1 for r in batch if isinstance(r, Event))
                     self.commits += 1
                     self._failures = 0
             self._settle_waiters()
@@ -292,6 +328,8 @@ class StoreWriter:
 
     def _transaction(self, records: list[Event | Work], *, isolate: bool) -> None:
         with write_transaction(self.engine) as conn:
+            if self.fence is not None:
+                check_fence(conn, self.fence)  # first, so that its row lock orders us against a takeover
             logged: list[dict[str, Any]] = []  # every event's row, in order: one INSERT for the commit
             run: list[Event] = []
             for rec in records:
@@ -308,6 +346,12 @@ class StoreWriter:
             if run:
                 self._project(conn, run, logged)
             if logged:
+                # Numbered here, not in append(): a re-run of this commit (retry, savepoints, scrub) builds
+                # its rows again and must give them the same ids. Only the loop moves _committed_event_id,
+                # and not while this commit runs.
+                first = self._committed_event_id + 1
+                for i, row in enumerate(logged):
+                    row["id"] = first + i
                 conn.execute(projection.INSERT_EVENTS, logged)
 
     @staticmethod

@@ -1,0 +1,133 @@
+"""The store's side of one centre run by several processes: the fencing token, the routers' applied inputs,
+and the event log read by id.
+
+Only one router may write the centre's log at a time. The lease in Redis says who should; the **fence** here
+makes sure no other one can: a router that takes over stores a token greater than any before
+(``take_fence``), and the store writer of a router checks, as the first statement of every commit
+transaction, that the row still holds its own token (``check_fence``). A paused or partitioned old leader
+that wakes up finds a greater token and its commit fails with ``Fenced``, in the same transaction as the
+writes it would have made, so nothing of it is ever stored after its successor took over.
+
+Why an UPDATE and not a SELECT: ``check_fence`` updates the row to itself, which takes the row's lock until
+the commit. On PostgreSQL a ``take_fence`` that comes while an old leader's commit is open waits for it (that
+commit came first and stays), and an old leader's check that comes while ``take_fence`` is open waits for it
+and then reads the new token (READ COMMITTED re-checks the WHERE against the committed row) and fails. SQLite
+serialises writers (``BEGIN IMMEDIATE``), which gives the same order.
+
+``router_inputs`` keeps one row per input the active router applied, written in the transaction of its
+events, so that a new leader recognises the inputs its predecessor applied but did not acknowledge
+(``applied_inputs``) and does not apply them twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from contactcentre.store.db import DatabaseError, insert_unless_taken
+from contactcentre.store.schema import events, router_fence, router_inputs
+
+FENCE_ROW = 1
+_IN_CHUNK = 500  # ids per IN (...) look-up: far below either database's limit on bound parameters
+
+
+class Fenced(DatabaseError):
+    """The store holds a fencing token other than the writer's: another router took over (or none ever took
+    the fence). ``token`` is the one offered, ``current`` and ``holder`` what the store holds (None: no row)."""
+
+    def __init__(self, token: int, current: int | None, holder: str | None) -> None:
+        self.token = token
+        self.current = current
+        self.holder = holder
+        if current is None:
+            what = "no router has taken the fence"
+        else:
+            what = f"router {holder!r} holds fencing token {current}"
+        super().__init__(f"fenced: this router's token is {token}, but {what}; it must not write")
+
+
+# Built once: their values come as parameters.
+_TAKE = (
+    update(router_fence)
+    .where(router_fence.c.id == FENCE_ROW, router_fence.c.token < bindparam("new_token"))
+    .values(token=bindparam("new_token"), holder=bindparam("new_holder"), since_ms=bindparam("new_since_ms"))
+)
+# SET token = token: a no-op write, for its row lock (see the module's doc) and its row count.
+_CHECK = (
+    update(router_fence)
+    .where(router_fence.c.id == FENCE_ROW, router_fence.c.token == bindparam("held"))
+    .values(token=router_fence.c.token)
+)
+_HOLDER = select(router_fence.c.token, router_fence.c.holder, router_fence.c.since_ms).where(
+    router_fence.c.id == FENCE_ROW
+)
+_RECORD_INPUT = insert(router_inputs)
+_LAST_EVENT_ID = select(func.coalesce(func.max(events.c.id), 0))
+
+
+def fence_holder(conn: Connection) -> tuple[int, str, int] | None:
+    """``(token, holder, since_ms)`` of the fence, or None before any router took it."""
+    row = conn.execute(_HOLDER).first()
+    return None if row is None else (row.token, row.holder, row.since_ms)
+
+
+def _fenced(conn: Connection, token: int) -> Fenced:
+    held = fence_holder(conn)
+    return Fenced(token, None, None) if held is None else Fenced(token, held[0], held[1])
+
+
+def take_fence(conn: Connection, token: int, holder: str, now_ms: int) -> None:
+    """Store ``token`` as the fence, held by node ``holder`` since ``now_ms``, if it is greater than the stored
+    one (the first call inserts the row); otherwise raise ``Fenced``. Commit the caller's transaction promptly:
+    until then every writer's commit waits on the row."""
+    values = {"new_token": token, "new_holder": holder, "new_since_ms": now_ms}
+    if conn.execute(_TAKE, values).rowcount == 1:
+        return
+    if insert_unless_taken(
+        conn, router_fence, ["id"], {"id": FENCE_ROW, "token": token, "holder": holder, "since_ms": now_ms}
+    ):
+        return
+    # A rival inserted the first row between our UPDATE and INSERT: compare with its token.
+    if conn.execute(_TAKE, values).rowcount == 1:
+        return
+    raise _fenced(conn, token)
+
+
+def check_fence(conn: Connection, token: int) -> None:
+    """Raise ``Fenced`` unless the fence still holds ``token``; keeps the row locked until the caller's
+    transaction ends. Run it first in every transaction of a fenced writer."""
+    if conn.execute(_CHECK, {"held": token}).rowcount != 1:
+        raise _fenced(conn, token)
+
+
+def record_input(conn: Connection, input_id: str, last_event_id: int, at_ms: int) -> None:
+    """Note that input ``input_id`` was applied, its last event being ``last_event_id``. A second record of the
+    same input raises (it would mean the input was applied twice)."""
+    conn.execute(_RECORD_INPUT, [{"input_id": input_id, "last_event_id": last_event_id, "at_ms": at_ms}])
+
+
+def applied_inputs(conn: Connection, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` that were applied (recorded by ``record_input``)."""
+    wanted = list(dict.fromkeys(ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        found.update(
+            conn.execute(select(router_inputs.c.input_id).where(router_inputs.c.input_id.in_(chunk))).scalars()
+        )
+    return found
+
+
+def events_after(conn: Connection, after_id: int, upto_id: int | None = None) -> list[tuple[int, str]]:
+    """``(id, payload)`` of the logged events with ``after_id < id <= upto_id`` (no upper bound: None), in log
+    order. Payloads are the stored JSON text (``contactcentre.events.decode`` reads them)."""
+    q = select(events.c.id, events.c.payload).where(events.c.id > after_id)
+    if upto_id is not None:
+        q = q.where(events.c.id <= upto_id)
+    return [(row.id, row.payload) for row in conn.execute(q.order_by(events.c.id))]
+
+
+def last_event_id(conn: Connection) -> int:
+    """The id of the newest logged event (0: the log is empty)."""
+    return int(conn.execute(_LAST_EVENT_ID).scalar_one())
