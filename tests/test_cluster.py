@@ -88,7 +88,7 @@ class Nodes:
     async def close(self) -> None:
         for centre in self.edges:
             await close_edge(centre)
-        for _node, stop, task in self.routers.values():
+        for _node, stop, _task in self.routers.values():
             stop.set()
         await asyncio.gather(*(t for _n, _s, t in self.routers.values()), return_exceptions=True)
 
