@@ -200,3 +200,24 @@ def assert_no_double_offers(logged: list[E.Event]) -> None:
             open_offers[ev.offer_id] = (ev.contact_id, ev.agent_id)
         elif isinstance(ev, E.OfferAccepted | E.OfferRejected | E.OfferExpired | E.OfferCancelled):
             open_offers.pop(ev.offer_id, None)
+
+
+def test_no_single_process_server_routes_beside_router_nodes(pg_url: str, redis_url: str) -> None:
+    """``--role all`` and ``--role router`` on one store: whichever comes second refuses, naming the other."""
+    from contactcentre.server.runtime import ServeError, open_centre
+    from contactcentre.store.instance import lock_database
+
+    async def main() -> None:
+        # A --role all server holds the store: a router that wins the lease does not route beside it.
+        held = lock_database(pg_url)
+        try:
+            nodes = Nodes(pg_url, redis_url)
+            with pytest.raises(RoleError, match=r"cannot take over.*pid"):
+                await run_router(CONFIG, pg_url, nodes.cluster("r1"))
+        finally:
+            held.release()
+        # The router took the fence before it looked: from now on a --role all server refuses this store.
+        with pytest.raises(ServeError, match=r"served by router nodes.*r1.*--role router"):
+            await open_centre(CONFIG, pg_url)
+
+    asyncio.run(main())

@@ -46,6 +46,11 @@ WRITE_ATTEMPTS = 5
 Subscriber = Callable[[list[Event]], None]
 
 
+class Unavailable(Exception):
+    """What an adapter was to promise cannot be made durable now (on an edge: Redis or the router is down, or
+    did not answer in time). The person is told to try again (SMTP 451, chat ``unavailable``, HTTP 503)."""
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """Where a running server listens (what ``serve`` reports once everything is up)."""

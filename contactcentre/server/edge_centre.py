@@ -28,7 +28,7 @@ import msgspec
 
 from contactcentre.acd import RouterError
 from contactcentre.events import Event
-from contactcentre.server.centre import Centre
+from contactcentre.server.centre import Centre, Unavailable
 from contactcentre.server.wire import InputRecord, OutputRecord, Part, Publish, Stage, Submit, encode
 from contactcentre.store.ops import StoreOp
 
@@ -45,9 +45,7 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT_S = 10.0  # an edge gives up waiting for the router's word after this: "try again"
 MAX_OUTSTANDING = 20_000  # inputs handed over and not yet answered before intake waits (``room``)
 
-
-class Unavailable(Exception):
-    """The router's answer could not be had (Redis or the router down): nothing may be promised."""
+__all__ = ["EdgeCentre", "Unavailable"]
 
 
 class EdgeCentre(Centre):

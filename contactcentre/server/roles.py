@@ -139,6 +139,17 @@ async def close_edge(centre: EdgeCentre) -> None:
 # --------------------------------------------------------------------------------------------- router
 
 
+def _single_process_owner(database_url: Any) -> str | None:
+    """The message naming a ``--role all`` server that holds the store, or None."""
+    from contactcentre.store.instance import DatabaseInUse, lock_database
+
+    try:
+        lock_database(database_url).release()
+    except DatabaseInUse as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class RouterNode:
     """What ``run_router`` reports as it goes (tests and the benchmark watch it)."""
@@ -224,6 +235,12 @@ async def run_router(
                 take_fence(conn, token, cluster.node_id, now)
 
         await loop.run_in_executor(None, fence)
+        # A ``--role all`` server on this store routes by itself (it holds the store's instance lock and does
+        # not look at the lease): never route beside it. (It refuses to start once the fence is taken, so one
+        # of the two always sees the other.)
+        owner = await loop.run_in_executor(None, _single_process_owner, database_url)
+        if owner is not None:
+            raise RoleError(f"cannot take over: {owner}")
         await follower.fill()  # what the old router committed and this replica had not seen
         router = driver.router
         clock = LoopClock(loop, not_before_ms=router.now_ms)

@@ -368,6 +368,7 @@ async def open_centre(
     from contactcentre.server.centre import Centre, disconnected_agents, replay_log
     from contactcentre.store.db import DatabaseError, check_current, connect, is_empty, migrate
     from contactcentre.store.eventlog import first_logged_ms
+    from contactcentre.store.fence import fence_holder
     from contactcentre.store.writer import StoreWriter
 
     loop = loop or asyncio.get_running_loop()
@@ -381,9 +382,20 @@ async def open_centre(
         check_current(engine)
         with engine.connect() as conn:
             first = first_logged_ms(conn)
+            routed = fence_holder(conn)
+        if routed is not None:  # router nodes serve this store (docs/scaling.md): never route beside them
+            token, holder, since = routed
+            raise ServeError(
+                f"database {engine.url.render_as_string(hide_password=True)} is served by router nodes (the fence"
+                f" is {token}, taken by {holder} at {since} ms): start this node with --role router (it waits as"
+                " a standby) or --role edge, not --role all"
+            )
     except DatabaseError as exc:
         engine.dispose()
         raise ServeError(str(exc)) from None
+    except ServeError:
+        engine.dispose()
+        raise
     except Exception as exc:
         engine.dispose()
         raise ServeError(f"database {engine.url.render_as_string(hide_password=True)}: {exc}") from None

@@ -55,10 +55,11 @@ from contactcentre.acd import CONTACT_STATES, AgentView, ContactView
 from contactcentre.edge.web.auth import AuthError, WebAuth
 from contactcentre.events import CHANNELS, AgentAway, AgentLoggedOut, AgentReady, Channel, Event
 from contactcentre.server.agent_actions import AgentChangeRefused, change_skills
-from contactcentre.server.centre import Centre
+from contactcentre.server.centre import Centre, Unavailable
 from contactcentre.server.contact_actions import ActionError, ContactActions
 from contactcentre.store.caseview import case_message, case_with_transcript
 from contactcentre.store.contacts import contact_exists
+from contactcentre.store.db import DriverFailure
 from contactcentre.store.privacy import record_read
 from contactcentre.store.projection import contact_legs, handled_any
 from contactcentre.store.screenpop import screen_pop_customer
@@ -258,6 +259,9 @@ class Api:
             return 200, msgspec.json.encode(result), {}
         except ApiError as exc:
             return _error(exc)
+        except (Unavailable, DriverFailure) as exc:  # the store or (on an edge) the router cannot answer now
+            log.warning("API %s: unavailable: %s", _describe(request), exc)
+            return _error(ApiError(503, "unavailable", "the centre cannot do this now; try again shortly"))
         except Exception:
             log.exception("API %s failed", _describe(request))
             return _error(ApiError(500, "internal_error", "see the server log"))
