@@ -129,6 +129,9 @@ class CustomerLeft(Event, tag="contact.customer_left"):
     """The customer hung up, closed the chat or withdrew. Waiting ⇒ abandoned; talking ⇒ handling ends."""
 
     contact_id: str
+    # Set when the customer did not leave of their own accord: "edge_lost" (the edge node that held their call
+    # died, and the call with it: docs/scaling.md).
+    reason: str | None = None
     INPUT: ClassVar[bool] = True
 
 

@@ -221,3 +221,32 @@ def test_no_single_process_server_routes_beside_router_nodes(pg_url: str, redis_
             await open_centre(CONFIG, pg_url)
 
     asyncio.run(main())
+
+
+def test_the_calls_of_a_dead_edge_are_ended_and_logged_as_such(pg_url: str, redis_url: str) -> None:
+    async def main() -> None:
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            edge = await nodes.edge("e1")
+            other = await nodes.edge("e2")
+            now = edge.now_ms()
+            edge.submit(E.AgentLoggedIn(at_ms=now, agent_id="a1"))
+            for i, node in enumerate(("e1", "e1", "e2")):
+                edge.submit(
+                    E.ContactArrived(
+                        at_ms=now, contact_id=f"call-{i}", queue="support", channel="voice", attributes={"edge": node}
+                    )
+                )
+            await edge.commit()
+            # e2 dies: its heartbeat stops and its key expires (here: goes at once).
+            assert other.heartbeat is not None
+            other.heartbeat.stop()
+            await other.redis.delete(nodes.cluster("e2").streams.node("e2"))
+            await until(lambda: not edge.router.has_contact("call-2"), "call-2 ended")
+            assert edge.router.has_contact("call-0") and edge.router.has_contact("call-1")
+
+        left = [ev for ev in _events(pg_url) if isinstance(ev, E.CustomerLeft)]
+        assert [(ev.contact_id, ev.reason) for ev in left] == [("call-2", "edge_lost")]
+
+    asyncio.run(main())

@@ -17,6 +17,7 @@ gap) reads the missing events from the store instead (``OutputFollower``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Streams:
     @property
     def fence(self) -> str:
         return f"{self.prefix}:fence"
+
+    def node(self, node_id: str) -> str:
+        """An edge's heartbeat key: present while the edge lives (``EdgeHeartbeat``)."""
+        return f"{self.prefix}:node:{node_id}"
 
 
 def connect_redis(url: str, **kwargs: Any) -> Redis:
@@ -155,3 +160,37 @@ class OutputFollower:
             self.driver.replay([decode(payload) for _id, payload in rows])
             self.pos = rows[-1][0]
         return len(rows)
+
+
+class EdgeHeartbeat:
+    """An edge says it is alive: ``<prefix>:node:<id>`` with an expiry, renewed three times per ``ttl_ms``.
+
+    The active router ends the calls of an edge whose key has expired (its simulated switch, and the calls on
+    it, died with it: ``router_node.ActiveRouter.reap``)."""
+
+    def __init__(self, redis: Redis, streams: Streams, node_id: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.key = streams.node(node_id)
+        self.ttl_ms = ttl_ms
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    async def run(self) -> None:
+        from redis.exceptions import RedisError
+
+        while not self._stopping:
+            try:
+                await self.redis.set(self.key, "1", px=self.ttl_ms)
+            except (RedisError, OSError) as exc:
+                log.warning("edge: the heartbeat failed (%s)", exc)
+            await asyncio.sleep(self.ttl_ms / 3000)  # the heartbeat's own rhythm
+
+    async def end(self) -> None:
+        """A clean stop: the key goes at once (its calls were ended by the edge itself)."""
+        from redis.exceptions import RedisError
+
+        self._stopping = True
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.key)

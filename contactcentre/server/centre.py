@@ -89,6 +89,8 @@ class Centre:
         self._readers = Handoff(self.loop, readers, "store-read", around_batch=self._reading_batch)
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
+        # This node's name in a many-process centre (``EdgeCentre``); None when one process is the whole centre.
+        self.node_id: str | None = None
         self._case_status = dict(config.dispositions.case_status)
         if self._case_status and moves_cases:  # on the node that writes the log (not an edge: it would twice)
             driver.subscribe(self._dispositions_move_cases)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from contactcentre.config import CentreConfig
-    from contactcentre.server.bus import OutputFollower, Streams
+    from contactcentre.server.bus import EdgeHeartbeat, OutputFollower, Streams
     from contactcentre.server.driver import FollowerDriver
     from contactcentre.store.db import Engine
 
@@ -67,6 +67,8 @@ class EdgeCentre(Centre):
         self.streams = streams
         self.node_id = node_id
         self.follower: OutputFollower | None = None  # set by the wiring once the replica follows the stream
+        self.heartbeat: EdgeHeartbeat | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.commit_timeout_s = commit_timeout_s
         self._boot = f"{os.getpid():x}{self.clock.now_ms():x}"  # ids stay unique across restarts of the node
         self._counter = itertools.count(1)

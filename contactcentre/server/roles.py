@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from contactcentre.acd import LiveStats, Router
 from contactcentre.config import CentreConfig
 from contactcentre.events import decode
-from contactcentre.server.bus import OutputFollower, Streams, connect_redis
+from contactcentre.server.bus import EdgeHeartbeat, OutputFollower, Streams, connect_redis
 from contactcentre.server.clock import LoopClock
 from contactcentre.server.driver import FollowerDriver
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 2000  # a dead router's lease lapses after this; its standby asks every quarter of it
+EDGE_TTL_MS = 3000  # an edge whose heartbeat is this old is dead: the router ends the calls it held
 REPLAY_CHUNK = 10_000
 
 
@@ -120,17 +121,22 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
     centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
     follower = OutputFollower(redis, cluster.streams, driver, engine, pos, on_record=centre.answered)
     centre.follower = follower
-    centre.follower_task = loop.create_task(follower.run(), name="edge-follower")  # type: ignore[attr-defined]
+    centre.heartbeat = EdgeHeartbeat(redis, cluster.streams, cluster.node_id, EDGE_TTL_MS)
+    centre.tasks = [
+        loop.create_task(follower.run(), name="edge-follower"),
+        loop.create_task(centre.heartbeat.run(), name="edge-heartbeat"),
+    ]
     return centre
 
 
 async def close_edge(centre: EdgeCentre) -> None:
     if centre.follower is not None:
         centre.follower.stop()
-    task = getattr(centre, "follower_task", None)
-    if task is not None:
+    if centre.heartbeat is not None:
+        await centre.heartbeat.end()
+    for task in centre.tasks:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*centre.tasks, return_exceptions=True)
     centre.close()
     await centre.redis.aclose()
     centre.engine.dispose()

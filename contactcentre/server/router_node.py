@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from contactcentre.acd import RouterError
-from contactcentre.events import Event
+from contactcentre.events import CustomerLeft, Event
 from contactcentre.server.bus import BLOCK_MS, GROUP, INPUT_KEEP, OUTPUT_KEEP, Streams
 from contactcentre.server.driver import RouterDriver
 from contactcentre.server.wire import (
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+EDGE_ATTRIBUTE = "edge"  # a call's ContactArrived names the edge whose switch holds it (attributes["edge"])
+SWITCHED = frozenset({"voice", "callback"})  # channels whose contacts live on an edge's switch connection
 TAKEN_KEEP = 100_000  # ids of records taken, remembered so a late claim does not take one twice
 
 
@@ -338,11 +340,43 @@ class ActiveRouter:
                 ok = None
             if ok:
                 renewed = loop.time()
+                try:
+                    await self.reap()
+                except Exception as exc:  # Redis trouble: the next round tries again
+                    log.warning("router: looking for lost edges failed: %s", exc)
                 continue
             if ok is False or (loop.time() - renewed) * 1000 >= self.lease_ttl_ms:
                 log.error("router: the lease is lost (held by %s); routing stops", await self._holder())
                 self.give_up()
                 return
+
+    async def reap(self) -> int:
+        """End the calls of edges that died: a call lives on its edge's switch (the simulated one, or the
+        connection to a real one), so when the edge's heartbeat has expired its callers are gone. Each is logged
+        as the customer leaving, with the reason ``edge_lost``. Returns how many were ended."""
+        by_edge: dict[str, list[str]] = {}
+        for c in self.driver.router.contact_list():
+            edge = c.attributes.get(EDGE_ATTRIBUTE)
+            if edge is not None and c.channel in SWITCHED and (c.waiting or c.handling):
+                by_edge.setdefault(edge, []).append(c.id)
+        if not by_edge:
+            return 0
+        edges = list(by_edge)
+        pipe = self.redis.pipeline(transaction=False)
+        for e in edges:
+            pipe.exists(self.streams.node(e))
+        found = await pipe.execute()
+        ended = 0
+        for edge, present in zip(edges, found, strict=True):
+            if present:
+                continue
+            log.warning("router: edge %s is gone; ending its %d calls", edge, len(by_edge[edge]))
+            with self.writer.atomic():
+                for contact_id in by_edge[edge]:
+                    now = max(self.centre.clock.now_ms(), self.driver.router.now_ms)
+                    if self.centre.submit(CustomerLeft(at_ms=now, contact_id=contact_id, reason="edge_lost")) is None:
+                        ended += 1
+        return ended
 
     async def _holder(self) -> str | None:
         try:

@@ -454,6 +454,8 @@ class VoiceChannel:
         except ValueError as exc:
             log.warning("voice: %s: ignoring the IVR's routing data: %s", call.call_id, exc)
             skills, priority, attributes = {}, 0, attached
+        if self.centre.node_id is not None:  # an edge of many: the call lives on this edge's switch (scaling.md)
+            attributes = {**attributes, "edge": self.centre.node_id}
         now = self.centre.now_ms()
         call.arrived = True  # before the submit: what the router says back may already end the call
         self._submit(
