@@ -122,15 +122,20 @@ class OutputFollower:
                 await asyncio.sleep(self._retry_s)  # a reconnection pace, not a wait for a test
                 continue
             self.connected.set()
-            for _stream, entries in got or ():
-                for entry_id, fields in entries:
-                    self.last_entry = entry_id
-                    try:
-                        record = decode_output(fields[b"r"])
-                    except Exception:
-                        log.exception("follower: an undecodable output record %s was skipped", entry_id)
-                        continue
-                    await self.take(record)
+            try:
+                for _stream, entries in got or ():
+                    for entry_id, fields in entries:
+                        try:
+                            record = decode_output(fields[b"r"])
+                        except Exception:
+                            log.exception("follower: an undecodable output record %s was skipped", entry_id)
+                            self.last_entry = entry_id
+                            continue
+                        await self.take(record)
+                        self.last_entry = entry_id
+            except Exception as exc:  # the store could not fill a gap (PostgreSQL down): read it again later
+                log.warning("follower: applying %s failed (%s); retrying", self.streams.outputs, exc)
+                await asyncio.sleep(self._retry_s)
 
     async def take(self, record: OutputRecord) -> None:
         """Apply one record (after the missing ones, read from the store, when it skips ahead)."""

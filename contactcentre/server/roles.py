@@ -145,6 +145,14 @@ async def close_edge(centre: EdgeCentre) -> None:
 # --------------------------------------------------------------------------------------------- router
 
 
+def _stored_fence(engine: Engine) -> int:
+    from contactcentre.store.fence import fence_holder
+
+    with engine.connect() as conn:
+        held = fence_holder(conn)
+    return 0 if held is None else held[0]
+
+
 def _single_process_owner(database_url: Any) -> str | None:
     """The message naming a ``--role all`` server that holds the store, or None."""
     from contactcentre.store.instance import DatabaseInUse, lock_database
@@ -232,7 +240,8 @@ async def run_router(
             return node
         node.took_over_at = loop.time()
         # Takeover. The fence goes into the store first: from then on the old router cannot commit.
-        token = await next_fence(redis, streams.fence)
+        held = await loop.run_in_executor(None, _stored_fence, engine)
+        token = await next_fence(redis, streams.fence, above=held)  # a Redis that lost its data starts over
         node.fence = token
         now = driver.clock.now_ms()
 
