@@ -9,6 +9,7 @@ server and database so steps do not inherit each other's backlog.
 
     .venv/bin/python benchmarks/live_latency.py [--steps 100,200,500,1000] [--seconds 10] [--profile DIR]
         [--baseline REV]
+    .venv/bin/python benchmarks/live_latency.py --edges 1,2 [--steps ...] [--postgres URL] [--redis-url URL]
 
 The server's CPU is its own (all threads, from /proc) from the instant the generator's arrivals begin (after
 the agents' logins) until the generator has drained and exited, divided by the chats placed.
@@ -241,6 +242,119 @@ def run_step(
         stop(proc)
 
 
+ROUTER_ACTIVE = re.compile(r"contactcentre serve --role router: (\S+) is active")
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one step, dropped afterwards."""
+    import psycopg
+
+    name = f"cc_live_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_cluster_step(
+    tmp: Path, config: Path, rate: int, seconds: float, seed: int, edges: int, *, postgres: str, redis: str
+) -> dict[str, Any]:
+    """One step against a centre of one router node and ``edges`` edge nodes (docs/scaling.md), on a fresh
+    PostgreSQL database and its own Redis key prefix; the generator spreads its connections over the edges."""
+    step = tmp / f"cluster{edges}-step{rate}"
+    for again in itertools.count(2):
+        if not step.exists():
+            break
+        step = tmp / f"cluster{edges}-step{rate}-{again}"
+    step.mkdir()
+    prefix = f"bench{secrets.token_hex(3)}"
+    node = ["--config", str(config), "--redis-url", redis, "--redis-prefix", prefix]
+    procs: list[subprocess.Popen[bytes]] = []
+    with postgres_database(postgres) as db:
+        tokens = step / "tokens.json"
+        prepare = ["loadgen", "--prepare", "--config", str(config), "--database-url", db, "--tokens", str(tokens)]
+        subprocess.run(cli(*prepare), cwd=REPO, check=True, capture_output=True)
+        try:
+            (step / "router").mkdir()
+            router, _ = start(
+                step / "router",
+                cli("serve", "--role", "router", "--database-url", db, "--node-id", "r1", *node),
+                ROUTER_ACTIVE.search,
+                60,
+            )
+            procs.append(router)
+            ports = []
+            edge_procs = []
+            for i in range(1, edges + 1):
+                where = step / f"e{i}"
+                where.mkdir()
+                args = ["serve", "--role", "edge", "--database-url", db, "--node-id", f"e{i}", *node]
+                args += ["--http-port", "0", "--smtp-port", "0", "--ws-port", "0", "--cti-port", "0"]
+                args += ["--sip-port", "0"]
+                proc, m = start(where, cli(*args), READY.search, 60)
+                procs.append(proc)
+                edge_procs.append(proc)
+                ports.append((int(m.group(2)), int(m.group(3)), int(m.group(1))))
+            report = step / "report.json"
+            cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
+            cmd += ["--ws-port", ",".join(str(p[1]) for p in ports), "--smtp-port", str(ports[0][0])]
+            cmd += ["--http-port", str(ports[0][2]), "--rate", str(rate)]
+            cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
+            cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
+            lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+
+            def cpu() -> tuple[float, float]:
+                return cpu_seconds(router.pid), sum(cpu_seconds(p.pid) for p in edge_procs)
+
+            samples = [(time.perf_counter(), *cpu())]
+            while True:
+                pid, status, usage = os.wait4(lg.pid, os.WNOHANG)
+                samples.append((time.perf_counter(), *cpu()))
+                if pid:
+                    break
+                time.sleep(SAMPLE_S)  # polling the generator, which ends by itself (--duration, a bounded drain)
+            lg.returncode = os.waitstatus_to_exitcode(status)
+            if lg.returncode != 0 or not report.exists():
+                raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
+            result = json.loads(report.read_text())
+            began = result.get("arrivals_started_perf_s", 0.0)
+            _, router_a, edges_a = max((x for x in samples if x[0] <= began), default=samples[0])
+            _, router_b, edges_b = samples[-1]
+            placed = result["sent"] - result["outcomes"].get("refused", 0)
+            result["router_cpu_s"] = router_b - router_a
+            result["edges_cpu_s"] = edges_b - edges_a
+            result["server_cpu_s"] = result["router_cpu_s"] + result["edges_cpu_s"]
+            result["server_cpu_ms_per_chat"] = 1000 * result["server_cpu_s"] / placed if placed else None
+            result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
+            result["edges"] = edges
+            return result
+        finally:
+            for proc in reversed(procs):  # edges first, then the router: nothing is left half-sent
+                stop(proc)
+
+
+def print_cluster_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
+    head = (
+        f"{'edges':>5} {'rate/s':>7} {'sent':>7} {'answered':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
+        f"{'router ms/chat':>14} {'edges ms/chat':>13} {'total ms/chat':>13} {'router CPU %':>12} {'gen CPU %':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for rate, r in rows:
+        lat = r["arrival_to_offer_ms_all"]
+        print(
+            f"{r['edges']:>5} {rate:>7} {r['sent']:>7} {r['outcomes'].get('answered', 0):>8} {fmt(lat['p50']):>7} "
+            f"{fmt(lat['p99']):>7} {fmt(lat['max']):>8} {fmt(per_chat(r, 'router_cpu_s'), '.2f'):>14} "
+            f"{fmt(per_chat(r, 'edges_cpu_s'), '.2f'):>13} {fmt(r.get('server_cpu_ms_per_chat'), '.2f'):>13} "
+            f"{100 * r['router_cpu_s'] / seconds:>12.0f} {100 * r.get('loadgen_cpu_s', 0) / seconds:>9.0f}"
+        )
+
+
 def fmt(x: Any, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -351,8 +465,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--baseline", default=None, metavar="REV", help="also measure git revision REV's server, side by side"
     )
+    ap.add_argument(
+        "--edges",
+        default=None,
+        metavar="N[,N...]",
+        help="measure a centre of one router node and N edge nodes (PostgreSQL and Redis) instead of one process",
+    )
+    ap.add_argument(
+        "--postgres",
+        default=os.environ.get("CONTACTCENTRE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="with --edges: a PostgreSQL database to create each step's database from",
+    )
+    ap.add_argument(
+        "--redis-url",
+        default=os.environ.get("CONTACTCENTRE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="with --edges: the Redis the nodes share",
+    )
     args = ap.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    if args.edges is not None:
+        return cluster_main(args, steps)
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="live-latency-"))
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "scenario.toml").write_text(
@@ -414,6 +546,39 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(dict(rows), indent=1))
             if args.keep is None:
                 shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def cluster_main(args: argparse.Namespace, steps: list[int]) -> int:
+    counts = [int(n) for n in args.edges.split(",") if n.strip()]
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="live-latency-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "scenario.toml").write_text(
+        SCENARIO.format(seed=args.seed, agents=args.agents, capacity=args.chat_capacity, handle_s=args.handle_s)
+    )
+    config = write_config(tmp, args.agents, args.chat_capacity)
+    print(
+        f"live latency, one router node + N edge nodes: {os.cpu_count()} CPUs shared by every node and the"
+        f" generator, PostgreSQL log, Redis streams, chat only, {args.agents} agents x chat {args.chat_capacity},"
+        f" handle {args.handle_s} s, {args.seconds:.0f} s per step"
+    )
+    rows: list[tuple[int, dict[str, Any]]] = []
+    try:
+        for edges in counts:
+            for rate in steps:
+                r = run_cluster_step(
+                    tmp, config, rate, args.seconds, args.seed, edges, postgres=args.postgres, redis=args.redis_url
+                )
+                rows.append((rate, r))
+                print(f"  {edges} edges, step {rate}/s done", file=sys.stderr, flush=True)
+    finally:
+        if rows:
+            print_cluster_table(rows, args.seconds)
+            print("ms/chat: CPU of the router process, of all edge processes, and both, per chat placed")
+        if args.json is not None:
+            args.json.write_text(json.dumps([r for _rate, r in rows], indent=1))
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

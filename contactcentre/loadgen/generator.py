@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -110,6 +111,16 @@ def quantiles_ms(values: list[float]) -> dict[str, float | None]:
     return {"n": len(v), "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "max": round(v[-1] * 1000, 3)}
 
 
+def _ports(text: str) -> list[int]:
+    try:
+        ports = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port or a comma-separated list of ports: {text!r}") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"ports are 1-65535: {text!r}")
+    return ports
+
+
 class LoadGen:
     def __init__(
         self,
@@ -132,10 +143,14 @@ class LoadGen:
         dial: dict[str, str] | None = None,
         http_port: int | None = None,
         progress: TextIO | None = None,
+        more_ws_ports: Sequence[int] = (),
     ) -> None:
         self.loaded = loaded
         self.host = host
         self.ws_port = ws_port
+        # Several edges of one centre (docs/scaling.md): each new connection goes to the next port in turn,
+        # as a load balancer in front of them would send it.
+        self._ws_ports = itertools.cycle([ws_port, *more_ws_ports])
         self.smtp_port = smtp_port
         self.tokens = tokens
         self.duration_s = duration_s
@@ -181,7 +196,7 @@ class LoadGen:
 
     def _ws(self, path: str) -> str:
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"ws://{host}:{self.ws_port}{path}"
+        return f"ws://{host}:{next(self._ws_ports)}{path}"
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -752,7 +767,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="allow this non-loopback host")
     p.add_argument("--scenario", type=Path, help="a scenario file, as for `contactcentre simulate`")
     p.add_argument("--tokens", type=Path, help="JSON {agent_id: token} (written by --prepare)")
-    p.add_argument("--ws-port", type=int, default=8081, help="the server's WebSocket port (default 8081)")
+    p.add_argument(
+        "--ws-port",
+        type=_ports,
+        default=[8081],
+        help="the server's WebSocket port (default 8081); several, comma-separated (the edges of one centre):"
+        " connections are spread over them in turn",
+    )
     p.add_argument("--smtp-port", type=int, default=2525, help="the server's SMTP port (default 2525)")
     p.add_argument("--rate", type=float, default=None, help="contacts per second in all (the scenario's mix)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals (then a bounded drain)")
@@ -848,14 +869,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
     seed = args.seed if args.seed is not None else loaded.scenario.simulation.seed
     try:
-        socket.getaddrinfo(args.target, args.ws_port)
+        socket.getaddrinfo(args.target, args.ws_port[0])
     except OSError as exc:
         print(f"loadgen: cannot resolve {args.target}: {exc}", file=err)
         return 2
     gen = LoadGen(
         loaded,
         host=args.target,
-        ws_port=args.ws_port,
+        ws_port=args.ws_port[0],
+        more_ws_ports=args.ws_port[1:],
         smtp_port=args.smtp_port,
         tokens=tokens,
         rate=args.rate,
