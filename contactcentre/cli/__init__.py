@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         "--node-id", default=None, metavar="NAME", help="this node's name, unique in the centre (default host-pid)"
     )
     srv.add_argument("--redis-prefix", default="cc", metavar="P", help="key prefix of this centre's streams in Redis")
+    srv.add_argument(
+        "--voice",
+        action="store_true",
+        help="with --role edge: this edge runs the switch (CTI link, SIP, IVR, callbacks); one edge of a centre does",
+    )
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -231,7 +236,7 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
     url = args.redis_url or os.environ.get("CONTACTCENTRE_REDIS_URL") or "redis://127.0.0.1:6379/0"
     node = args.node_id or f"{socket.gethostname()}-{os.getpid()}"
-    return Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix)
+    return Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix, voice=args.voice)
 
 
 def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:

@@ -48,6 +48,9 @@ class Cluster:
     node_id: str
     prefix: str = "cc"
     lease_ttl_ms: int = LEASE_TTL_MS
+    # An edge that runs the switch (the CTI link, SIP, the IVR, callbacks). One edge of a centre does: a call
+    # and the agent's phone that takes it must be on one switch, and callbacks are dialled once.
+    voice: bool = False
 
     @property
     def streams(self) -> Streams:

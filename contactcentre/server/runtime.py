@@ -574,6 +574,7 @@ async def serve(
     loop_lag: LoopLag | None = None
     try:
         takes_calls = any("voice" in q.channels for q in config.queues) and bool(config.agents)
+        takes_calls = takes_calls and (cluster is None or cluster.voice)  # one edge of many runs the switch
         if srv.voice.enabled and takes_calls:
             # The simulated switch shares the centre's clock, so its events and the router's agree on time.
             run = f"{centre.now_ms():x}"[-8:]  # call ids are contact ids: unique to this run of the server
@@ -612,7 +613,8 @@ async def serve(
                     raise ServeError(_cannot_listen("for SIP ", sip_host, sip_port, exc.socketError)) from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
-            chat.restore()
+            if cluster is None:  # an edge of many adopts a chat when its customer resumes here (scaling.md)
+                chat.restore()
             chat.on_typing.append(agents.customer_typing)
             chat.on_presence.append(agents.customer_presence)
         chat_limit = srv.chat.max_frame_bytes

@@ -192,9 +192,11 @@ class VoiceChannel:
         """After a restart the (simulated) switch has no calls: voice contacts the router restored from its
         log have no caller any more. They are ended as the customer having left."""
         now = self.centre.now_ms()
+        node = self.centre.node_id  # an edge of many ends only the calls its own switch held (scaling.md)
         for c in self.centre.router.contact_list():
             if c.channel == CHANNEL and c.id not in self.switch.calls and (c.waiting or c.handling):
-                self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
+                if node is None or c.attributes.get("edge") == node:
+                    self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
 
     async def settle(self) -> None:
         """Wait until every caller look-up under way has been submitted (tests, shutdown)."""
