@@ -194,9 +194,9 @@ class VoiceChannel:
         now = self.centre.now_ms()
         node = self.centre.node_id  # an edge of many ends only the calls its own switch held (scaling.md)
         for c in self.centre.router.contact_list():
-            if c.channel == CHANNEL and c.id not in self.switch.calls and (c.waiting or c.handling):
-                if node is None or c.attributes.get("edge") == node:
-                    self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
+            mine = node is None or c.attributes.get("edge") == node
+            if mine and c.channel == CHANNEL and c.id not in self.switch.calls and (c.waiting or c.handling):
+                self._submit(CustomerLeft(at_ms=now, contact_id=c.id))
 
     async def settle(self) -> None:
         """Wait until every caller look-up under way has been submitted (tests, shutdown)."""
