@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 import contactcentre.events as E
 from contactcentre.store.db import connect, open_store
@@ -47,9 +47,9 @@ def logged(engine: Engine) -> list[tuple[int, str]]:
         return [(i, E.decode(p).contact_id) for i, p in events_after(conn, 0)]  # type: ignore[attr-defined]
 
 
-def take(engine: Engine, token: int, holder: str) -> None:
+def take(engine: Engine, token: int, holder: str, stale_after_ms: int = 1_000) -> None:
     with engine.begin() as conn:
-        take_fence(conn, token, holder, T0 + token)
+        take_fence(conn, token, holder, T0 + token, stale_after_ms=stale_after_ms)
 
 
 def second_engine(engine: Engine) -> Engine:
@@ -219,7 +219,8 @@ def test_a_takeover_that_meets_an_open_old_commit_waits_for_it_and_the_next_one_
         old.append([hold])
         first = asyncio.ensure_future(old.durable(w))
         assert await asyncio.to_thread(inside.wait, DEADLINE_S)
-        takeover = asyncio.ensure_future(asyncio.to_thread(take, other, 2, "router-b"))
+        # (stale_after_ms: however slow this machine, the open commit is not taken for a stalled one)
+        takeover = asyncio.ensure_future(asyncio.to_thread(take, other, 2, "router-b", DEADLINE_S * 1000))
         await asyncio.to_thread(_until_waiting, postgres_admin, database)
         assert not takeover.done()
         gate.set()
@@ -236,6 +237,51 @@ def test_a_takeover_that_meets_an_open_old_commit_waits_for_it_and_the_next_one_
 
     asyncio.run(go())
     assert logged(store) == [(1, "c0"), (2, "c1"), (3, "new0")]
+
+
+def test_an_old_leader_stalled_inside_its_commit_does_not_hold_a_takeover_up(
+    postgres_store: Engine, postgres_admin: Any
+) -> None:
+    """The old leader stops (a pause, a partition) in the middle of a commit that holds the fence's row: the
+    takeover waits for the row only so long, then ends that session and goes through; the old commit is never
+    stored (its writer fails, and is fenced when it tries again)."""
+    store = postgres_store
+    take(store, 1, "router-a")
+    other = second_engine(store)
+    inside, gate = threading.Event(), threading.Event()
+
+    def stall(conn: Connection) -> None:
+        inside.set()
+        assert gate.wait(DEADLINE_S)
+
+    async def go() -> None:
+        old = StoreWriter(store, fence=1, max_delay_s=0, retry_after_s=0.01)
+        seq = old.append([*arrivals(2), stall])
+        stalled = asyncio.ensure_future(old.durable(seq))
+        assert await asyncio.to_thread(inside.wait, DEADLINE_S)
+
+        def takeover() -> None:
+            with other.begin() as conn:
+                take_fence(conn, 2, "router-b", T0 + 2, stale_after_ms=200)
+
+        await asyncio.wait_for(asyncio.to_thread(takeover), DEADLINE_S / 2)  # the old leader is still stalled
+        gate.set()  # the old leader wakes up and carries on with its commit
+        with pytest.raises(OperationalError):  # the server ended its transaction and closed its connection
+            await asyncio.wait_for(stalled, DEADLINE_S)
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while not isinstance(old.error, Fenced):  # its own retry meets the new token
+            assert asyncio.get_running_loop().time() < deadline, f"not fenced: {old.error!r}"
+            await asyncio.sleep(0.01)
+        with pytest.raises(Fenced):
+            await old.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        other.dispose()
+    assert logged(store) == []
+    with store.connect() as conn:
+        assert fence_holder(conn) == (2, "router-b", T0 + 2)
 
 
 # ----------------------------------------------------------------------------------------- event numbering
