@@ -343,6 +343,34 @@ def test_event_ids_are_dense_and_in_append_order_across_writers_and_failed_commi
     assert [i for i, _ in expected] == list(range(1, 15))
 
 
+def test_a_commit_whose_outcome_was_lost_is_not_written_twice(store: Engine) -> None:
+    """The connection drops as COMMIT is sent: the writer cannot know it went through. Its retry finds the
+    commit's first event stored under its id and counts the commit done instead of failing on the ids (or, with
+    ids from the database, logging everything twice)."""
+    lost = {"once": True}
+
+    class LosingAcks(StoreWriter):
+        def _commit(self, records: list[Any]) -> None:
+            super()._commit(records)
+            if lost["once"]:
+                lost["once"] = False
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    async def go() -> None:
+        w = LosingAcks(store, max_delay_s=0, retry_after_s=0.01)
+        with pytest.raises(OperationalError):
+            await w.write(arrivals(3))
+        deadline = asyncio.get_running_loop().time() + DEADLINE_S
+        while w.committed < 3:
+            assert asyncio.get_running_loop().time() < deadline, f"not retried: {w.error!r}"
+            await asyncio.sleep(0.01)
+        await w.write(arrivals(2, 3))
+        await w.close()
+
+    asyncio.run(go())
+    assert logged(store) == [(1, "c0"), (2, "c1"), (3, "c2"), (4, "c3"), (5, "c4")]
+
+
 def test_a_writer_given_its_first_event_id_numbers_from_there(store: Engine) -> None:
     async def go() -> None:
         w = StoreWriter(store, max_delay_s=0, first_event_id=40)
