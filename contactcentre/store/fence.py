@@ -14,6 +14,12 @@ commit came first and stays), and an old leader's check that comes while ``take_
 and then reads the new token (READ COMMITTED re-checks the WHERE against the committed row) and fails. SQLite
 serialises writers (``BEGIN IMMEDIATE``), which gives the same order.
 
+An old leader that stops (a pause, a partition) in the middle of a commit keeps that row lock for as long as
+its connection lives, which can be hours. So on PostgreSQL ``take_fence`` waits for the row at most
+``stale_after_ms``, then ends the sessions holding it (``pg_terminate_backend``: their transactions roll back,
+nothing of them is stored) and takes it. (The server's idle-in-transaction timeout would be the gentler tool,
+but the server does not arm it after psycopg's pipelined ``executemany``, which every commit uses.)
+
 ``router_inputs`` keeps one row per input the active router applied, written in the transaction of its
 events, so that a new leader recognises the inputs its predecessor applied but did not acknowledge
 (``applied_inputs``) and does not apply them twice.
@@ -21,14 +27,19 @@ events, so that a new leader recognises the inputs its predecessor applied but d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 
 from contactcentre.store.db import DatabaseError, insert_unless_taken
 from contactcentre.store.schema import events, router_fence, router_inputs
 
+log = logging.getLogger(__name__)
+
 FENCE_ROW = 1
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout that ran out
 _IN_CHUNK = 500  # ids per IN (...) look-up: far below either database's limit on bound parameters
 
 
@@ -62,6 +73,14 @@ _CHECK = (
 _HOLDER = select(router_fence.c.token, router_fence.c.holder, router_fence.c.since_ms).where(
     router_fence.c.id == FENCE_ROW
 )
+_LOCK_ROW = select(router_fence.c.id).where(router_fence.c.id == FENCE_ROW).with_for_update()
+# The other sessions that wrote the fence's row in a transaction still open (a commit's check holds
+# RowExclusiveLock on the table until it ends; a takeover waiting beside us holds only RowShareLock).
+_END_HOLDERS = text(
+    "SELECT pid, pg_terminate_backend(pid) FROM pg_locks"
+    " WHERE relation = CAST('router_fence' AS regclass) AND mode = 'RowExclusiveLock' AND granted"
+    " AND pid <> pg_backend_pid()"
+)
 _RECORD_INPUT = insert(router_inputs)
 _LAST_EVENT_ID = select(func.coalesce(func.max(events.c.id), 0))
 
@@ -77,10 +96,13 @@ def _fenced(conn: Connection, token: int) -> Fenced:
     return Fenced(token, None, None) if held is None else Fenced(token, held[0], held[1])
 
 
-def take_fence(conn: Connection, token: int, holder: str, now_ms: int) -> None:
+def take_fence(conn: Connection, token: int, holder: str, now_ms: int, *, stale_after_ms: int = 1_000) -> None:
     """Store ``token`` as the fence, held by node ``holder`` since ``now_ms``, if it is greater than the stored
     one (the first call inserts the row); otherwise raise ``Fenced``. Commit the caller's transaction promptly:
-    until then every writer's commit waits on the row."""
+    until then every writer's commit waits on the row. On PostgreSQL, sessions that hold the row longer than
+    ``stale_after_ms`` (an old leader stalled inside a commit) are ended (see the module's doc)."""
+    if conn.dialect.name == "postgresql":
+        _lock_row_ending_stale_holders(conn, stale_after_ms)
     values = {"new_token": token, "new_holder": holder, "new_since_ms": now_ms}
     if conn.execute(_TAKE, values).rowcount == 1:
         return
@@ -92,6 +114,24 @@ def take_fence(conn: Connection, token: int, holder: str, now_ms: int) -> None:
     if conn.execute(_TAKE, values).rowcount == 1:
         return
     raise _fenced(conn, token)
+
+
+def _lock_row_ending_stale_holders(conn: Connection, stale_after_ms: int) -> None:
+    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    for _ in range(3):  # a terminated session's locks go within moments; a new holder each time is not likely
+        try:
+            with conn.begin_nested():  # a lock_timeout error rolls back to here, not the caller's transaction
+                conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"), {"ms": f"{int(stale_after_ms)}ms"})
+                conn.execute(_LOCK_ROW)
+            break
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+        ended = [row.pid for row in conn.execute(_END_HOLDERS)]
+        log.warning("fence: the row was held over %d ms; ended sessions %s", stale_after_ms, ended)
+    else:
+        conn.execute(_LOCK_ROW)  # still held: wait for it like any writer
+    conn.execute(text("SELECT set_config('lock_timeout', :before, true)"), {"before": before})
 
 
 def check_fence(conn: Connection, token: int) -> None:

@@ -22,7 +22,9 @@ them is written out of order. ``retry()`` tries again (for a database that came 
 Event ids: the writer numbers the log itself (``events.id``), in append order, starting after the largest id
 stored when it is created (or at ``first_event_id``), so a caller knows each event's id as soon as it has
 appended it (``last_event_id``): a router says in what it publishes which log positions it holds. A retried
-or re-run commit writes the same ids again, so the log is dense and in append order whatever failed.
+or re-run commit writes the same ids again, so the log is dense and in append order whatever failed. A commit
+whose outcome was lost (the connection dropped during COMMIT) is looked for before it is tried again: if its
+first event is stored under its id, it went through and is not written twice.
 
 Fencing (one centre, several router processes): a writer built with ``fence=token`` checks that the store
 still holds its fencing token as the first statement of every commit transaction (``fence.check_fence``). When
@@ -114,6 +116,7 @@ class StoreWriter:
         self._pending: list[Event | Work] = []
         self.retry_after_s = retry_after_s  # None: only retry() tries a failed batch again
         self._failures = 0
+        self._in_doubt = False  # the last commit failed: it may have gone through all the same
         self._retry_timer: asyncio.TimerHandle | None = None
         self._atomic_depth = 0
         self._unsplittable: list[tuple[int, int]] = []  # (first, last) record numbers of atomic groups
@@ -275,6 +278,7 @@ class StoreWriter:
                 except Exception as exc:
                     log.exception("store writer: a commit of %d records failed; holding them", len(batch))
                     self._error = exc
+                    self._in_doubt = True
                     self._pending[:0] = batch  # keep order: the failed batch goes first on retry
                     if self.retry_after_s is not None and not self._closing:
                         # A database that hiccuped (a restart, a full disk freed) is tried again, backing off.
@@ -286,6 +290,7 @@ class StoreWriter:
                     self._committed_event_id += sum(1 for r in batch if isinstance(r, Event))
                     self.commits += 1
                     self._failures = 0
+                    self._in_doubt = False
             self._settle_waiters()
             if self.pending <= self.max_pending or self._error is not None:
                 self._room.set()
@@ -317,6 +322,9 @@ class StoreWriter:
         doc). A string no database takes (a lone surrogate, a NUL for PostgreSQL) that slipped past an adapter
         would otherwise fail this commit and hold everyone's records: the batch is then written again with
         every event's strings cleaned, so one client's bad byte costs a character, not the centre."""
+        if self._in_doubt and self._went_through(records):
+            log.warning("store writer: the commit that failed had gone through; not writing it again")
+            return
         try:
             try:
                 self._transaction(records, isolate=False)
@@ -325,6 +333,20 @@ class StoreWriter:
         except (UnicodeError, ValueError, DataError) as exc:
             log.warning("store writer: unstorable text in a batch (%s); writing it cleaned", exc)
             self._transaction([scrub(r) if isinstance(r, Event) else r for r in records], isolate=True)
+
+    def _went_through(self, records: list[Event | Work]) -> bool:
+        """Whether the first event of ``records`` is stored under the id it was to have (a batch without events
+        cannot tell, and is written again)."""
+        first = next((r for r in records if isinstance(r, Event)), None)
+        if first is None:
+            return False
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(events_table.c.at_ms, events_table.c.type).where(
+                    events_table.c.id == self._committed_event_id + 1
+                )
+            ).first()
+        return row is not None and (row.at_ms, row.type) == (first.at_ms, first.__struct_config__.tag)
 
     def _transaction(self, records: list[Event | Work], *, isolate: bool) -> None:
         with write_transaction(self.engine) as conn:
