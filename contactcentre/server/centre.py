@@ -19,7 +19,6 @@ the router's state or the database directly; they
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -29,9 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
 from contactcentre.server.handoff import Handoff
-from contactcentre.store.cases import status_from_disposition
 from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
+from contactcentre.store.ops import CaseStatusFromDisposition
 
 if TYPE_CHECKING:
     from contactcentre.acd import LiveStats, Router, RouterError
@@ -114,11 +113,7 @@ class Centre:
         for ev in batch:
             if isinstance(ev, ContactClosed) and ev.disposition in self._case_status:
                 status = self._case_status[ev.disposition]
-                self.stage(
-                    functools.partial(
-                        status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
-                    )
-                )
+                self.stage(CaseStatusFromDisposition(interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms))
 
     # ---------------------------------------------------------------------------------------------- store
 

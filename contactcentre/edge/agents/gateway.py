@@ -78,7 +78,7 @@ from contactcentre.events import (
 from contactcentre.reporting.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.server.contact_actions import ActionError, ContactActions
 from contactcentre.store.contacts import Preview, contact_case, contact_preview
-from contactcentre.store.privacy import ReadRecords
+from contactcentre.store.ops import ReadRecords
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
 from contactcentre.store.transcripts import (
     BadCursor,
@@ -975,14 +975,15 @@ class AgentGateway:
         reads until that commit are one batch, written in one statement."""
         now = self.centre.now_ms()
         if self._reads is not None and self._reads.add(customer_id, now, actor=actor, what=what):
-            return  # rides with the batch already staged for the next commit
-        self._reads = ReadRecords()
-        self._reads.add(customer_id, now, actor=actor, what=what)
+            return  # rides with the batch already staged for the next commit (or not yet sealed for the wire)
+        self._reads = None
         try:
-            self.centre.stage(self._reads)  # a failure is logged with the batch's customers and actors
+            # a failure is logged with the batch's customers and actors
+            self.centre.stage(reads := ReadRecords([(customer_id, now, actor, what)]))
         except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
-            self._reads = None
             log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
+            return
+        self._reads = reads
 
 
 # ------------------------------------------------------------------------------------------------ helpers

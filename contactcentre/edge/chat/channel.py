@@ -83,8 +83,8 @@ from contactcentre.events import (
     OfferMade,
 )
 from contactcentre.store.chats import (
-    HelloRows,
     Opened,
+    case_token,
     identify_and_open_case,
     known_customer,
     line_stored_at,
@@ -94,6 +94,7 @@ from contactcentre.store.chats import (
 from contactcentre.store.customers import new_id
 from contactcentre.store.db import DriverFailure
 from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.store.ops import HelloRows
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -487,9 +488,13 @@ class ChatChannel:
             return
         finally:
             self._minted(email, rows)
-        if rows.token is None:  # the staged rows failed (logged): write them on their own before answering
+        if rows.token is None:
+            # Written by another process (an edge's rows are run by the router's writer), or they failed there
+            # (logged): the store has the case, or it is written on its own before answering.
             try:
-                await centre.write(rows)
+                rows.token = await centre.read(case_token, rows.case_id)
+                if rows.token is None:
+                    await centre.write(rows)
             except Exception:
                 log.exception("chat: could not store the customer or case of %s", s.contact_id)
         s.case_token = rows.token

@@ -66,13 +66,12 @@ from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, mailbox, normalise_email
 from contactcentre.store.mail import (
     Intake,
-    case_touched,
-    first_response,
     mail_intake,
     queued_mail,
     record_delivery,
     reply_context,
 )
+from contactcentre.store.ops import CaseTouched, FirstResponse
 
 if TYPE_CHECKING:
     from contactcentre.server.centre import Centre
@@ -944,7 +943,7 @@ class EmailChannel:
                     log.error("e-mail: the router refused contact %s; its message is kept in the case", contact_id)
                 elif watch.failed:
                     log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
-                centre.stage(functools.partial(case_touched, got.case_id, now, watch.deadline_ms))
+                centre.stage(CaseTouched(got.case_id, now, watch.deadline_ms))
                 if self._acknowledge(mail, got, now):
                     ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
                     self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
@@ -1060,7 +1059,7 @@ class EmailChannel:
         with self.centre.atomic():
             self._log_sent(out, contact_id, agent_id, ctx.case_id)
             if ctx.case_id is not None:
-                self.centre.stage(functools.partial(first_response, ctx.case_id, now))
+                self.centre.stage(FirstResponse(ctx.case_id, now))
         await self.centre.commit()
         self._schedule(out, 0)  # stopped meanwhile: it stays queued and goes out at the next start
         return out.message_id
