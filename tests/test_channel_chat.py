@@ -241,6 +241,53 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
     run(main())
 
 
+def test_an_agent_line_from_another_nodes_channel_reaches_the_customer_once(tmp_path: Path) -> None:
+    """The agent's console may be served by another edge than the customer's socket: that edge's chat channel
+    has no session of the chat, so it takes what the line carries from the store, and the channel holding the
+    session delivers the line when it comes out of the log. Two channels on one centre stand for the two
+    edges' channels on one log."""
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1")
+            ws, queued = await hello(env, email="ann@example.com")
+            cid = queued["contact_id"]
+            assert await env.accept(cid) == "a1"
+            await expect(ws, "agent_joined")
+            elsewhere = ChatChannel(env.centre)  # another edge's channel: no session, no socket of this chat
+            env.centre.channels["chat"] = env.chat
+            try:
+                mid = await elsewhere.agent_message(cid, "a1", "From the other node")
+                line = await expect(ws, "message")
+                assert (line["from"], line["agent"], line["text"], line["message_id"]) == (
+                    "agent",
+                    "Ada Lovelace",
+                    "From the other node",
+                    mid,
+                )
+                # The session's own channel sends its agent's line itself, after the commit: once, not twice.
+                mid2 = await env.chat.agent_message(cid, "a1", "And from here")
+                assert (await expect(ws, "message"))["message_id"] == mid2
+                await send(ws, type="message", text="thanks", client_id="c-1")
+                assert (await expect(ws, "ack"))["client_id"] == "c-1"  # no second copy of either line before it
+                arrived = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == cid)
+                [row] = await env.rows(messages, messages.c.message_id == mid)
+                assert row["direction"] == "outbound" and row["case_id"] == arrived.case_id
+                sent = await env.event(lambda ev: isinstance(ev, E.MessageSent) and ev.message_id == mid)
+                assert sent.address == arrived.address  # the visitor, as the session's own channel says it
+                with pytest.raises(ChatError) as err:
+                    await elsewhere.agent_message(cid, "a2", "not mine")
+                assert err.value.code == "not_handling"
+                env.submit(E.ContactEnded, contact_id=cid, agent_id="a1")
+                assert (await expect(ws, "closed"))["reason"] == "ended"
+                with pytest.raises(ChatError):
+                    await elsewhere.agent_message(cid, "a1", "too late")
+            finally:
+                await elsewhere.stop()
+
+    run(main())
+
+
 def test_two_first_chats_from_one_new_address_at_once_are_one_customer(tmp_path: Path) -> None:
     # The customer and case rows of a hello are written in the writer's next commit, after the contact is
     # routed: a second hello from the same new address meanwhile must not mint a second customer.

@@ -13,7 +13,9 @@ router's output. Timers are ``loop.call_later`` handles; nothing polls.
 
 What the agent gateway uses: ``agent_message`` (an agent's line), ``agent_typing`` (the customer sees
 "typing"), and the callback lists ``on_typing`` (the customer is typing) and ``on_presence`` (the customer's
-socket went away or came back). Chat lines themselves reach the gateway as ``MessageReceived`` events.
+socket went away or came back). Chat lines themselves reach the gateway as ``MessageReceived`` events, and an
+agent's line reaches the customer from the log too when the channel that logged it (the agent's node) does not
+hold the chat's session (the customer's node does).
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ class ChatChannel:
         self._chat_queues = {q.name for q in cfg.queues if "chat" in q.channels}
         self._by_token: dict[str, _Session] = {}
         self._by_contact: dict[str, _Session] = {}  # chat contact id -> session (router events)
+        self._delivering: set[str] = set()  # agents' lines ``agent_message`` sends itself once committed
         # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
         # chat from the same new address meanwhile gets the same customer
         self._minting: dict[str, tuple[str, str | None]] = {}
@@ -760,31 +763,47 @@ class ChatChannel:
         if c.agent_id != agent_id or c.state not in ("connected", "held", "wrap_up"):
             raise ChatError("not_handling", f"{agent_id} is not handling chat {contact_id}")
         s = self._by_contact.get(contact_id)
-        if s is None or s.state == CLOSED or c.state == "wrap_up":
+        if (s is not None and s.state == CLOSED) or c.state == "wrap_up":
             raise ChatError("closed", "the chat has ended")
         if not isinstance(text, str) or not text.strip():
             raise ChatError("bad_request", "empty message")
         if len(text) > MAX_TEXT:
             raise ChatError("bad_request", f"a chat line has at most {MAX_TEXT} characters")
         centre = self.centre
+        if s is not None:
+            case_id, visitor = s.case_id, s.visitor
+        else:
+            # The customer's session is on another node (its socket is served there; the router says the chat
+            # is live): what the line carries is read from the chat's row, and that node's channel delivers it
+            # when the line comes out of the log (``_on_events``).
+            row = (await centre.read(restore_rows, [contact_id])).get(contact_id)
+            if row is None:
+                raise ChatError("unknown_contact", f"no live chat {contact_id}")
+            case_id, visitor = row["case_id"], row["address"] or ""
         message_id = new_id("cm")
         at_ms = centre.now_ms()
-        centre.publish(
-            [
-                MessageSent(
-                    at_ms=at_ms,
-                    contact_id=contact_id,
-                    message_id=message_id,
-                    channel="chat",
-                    agent_id=agent_id,
-                    body=text,
-                    case_id=s.case_id,
-                    address=s.visitor,
-                )
-            ]
-        )
-        await centre.commit()
-        s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
+        if s is not None:
+            self._delivering.add(message_id)  # sent below once durable, not by the subscriber
+        try:
+            centre.publish(
+                [
+                    MessageSent(
+                        at_ms=at_ms,
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        channel="chat",
+                        agent_id=agent_id,
+                        body=text,
+                        case_id=case_id,
+                        address=visitor,
+                    )
+                ]
+            )
+            await centre.commit()
+        finally:
+            self._delivering.discard(message_id)
+        if s is not None:
+            s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
         return message_id
 
     def agent_typing(self, contact_id: str, agent_id: str) -> None:
@@ -806,6 +825,9 @@ class ChatChannel:
             s = by_contact.get(cid) if cid is not None else None
             if s is None:
                 continue
+            if kind is MessageSent:
+                self._agent_line(s, ev)  # type: ignore[arg-type]
+                continue
             if kind is ContactFailed:
                 s.failed = ev.reason  # type: ignore[attr-defined]
                 continue
@@ -825,6 +847,14 @@ class ChatChannel:
                 s.send(TRANSFERRED)
         if push and self._push_timer is None and by_contact:
             self._push_timer = self.loop.call_later(self.position_push_s, self._push_positions)
+
+    def _agent_line(self, s: _Session, ev: MessageSent) -> None:
+        """An agent's line on a chat whose session is here, from an agent served by another node (its
+        ``agent_message`` ran there): logged and durable by the time another node's line comes out of the log.
+        A line this channel's own ``agent_message`` is sending is delivered by it, after its commit."""
+        if ev.channel != "chat" or ev.message_id in self._delivering or s.state == CLOSED:
+            return
+        s.send(Line("agent", ev.body, ev.message_id, ev.at_ms, self._agent_names.get(ev.agent_id, ev.agent_id)))
 
     def _queued(self, s: _Session, ev: ContactQueued) -> None:
         s.position, s.ewt_ms = ev.position, ev.ewt_ms
