@@ -174,6 +174,7 @@ class _Session:
         self.last_state: tuple[Any, ...] | None = None
         self.seen: dict[str, set[str]] = {}  # contact id -> message ids its transcript frame carried
         self.writer: asyncio.Task[None] | None = None
+        self.logged_out = False  # the console logged its agent out (the router may not have applied it yet)
         self.unregister: Callable[[], None] = lambda: None  # from the gateway's LiveSockets, when it has one
 
     @property
@@ -397,20 +398,23 @@ class AgentGateway:
         if agent is None:
             await self._refuse(ws, "unknown_agent", f"agent {agent_id!r} is not in the centre's configuration")
             return None
+        if not agent.logged_in and not self._stopping:
+            # Logged in but not ready: the agent chooses when work may come (an offer to someone still
+            # putting a headset on would ring out and put them away as missed). The welcome shows the agent
+            # as the router has it once the login is applied, which on an edge node is when the commit returns.
+            self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
+            with contextlib.suppress(Exception):  # the router has it; the log catches up
+                await centre.commit()
         if self._stopping:
             await self._close_quietly(ws, *Closes.AGENT_GOING_AWAY.value)
             return None
         # Nothing below awaits until the session is registered: no event for this agent can fall between
         # the welcome's snapshot and the first pushed frame.
+        agent = self._agent_now(agent_id)
         old = self._sessions.pop(agent_id, None)
         if old is not None:
             log.info("agent %s: a new console replaces the old one", agent_id)
             self._spawn(old.close(*Closes.AGENT_REPLACED.value))
-        if not agent.logged_in:
-            # Logged in but not ready: the agent chooses when work may come (an offer to someone still
-            # putting a headset on would ring out and put them away as missed).
-            self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
-            agent = self._agent_now(agent_id)
         rules = AgentConnection(self.rate_per_s, self.burst)
         rules.logged_in(agent_id, centre.loop.time())
         s = _Session(self, ws, user, agent_id, rules)
@@ -473,7 +477,7 @@ class AgentGateway:
             return  # replaced by a newer console (which carries on with the agent as it is), or detached already
         del self._sessions[s.agent_id]
         agent = self.centre.router.agent(s.agent_id)
-        if agent is not None and agent.ready and not self.centre.driver.closed:
+        if agent is not None and agent.ready and not s.logged_out and not self.centre.driver.closed:
             # Offers to this agent fall through (contacts keep their place); its work stays its own.
             self.centre.submit(AgentAway(at_ms=self.centre.now_ms(), agent_id=s.agent_id, reason="disconnected"))
         log.info("agent %s: console disconnected", s.agent_id)
@@ -557,6 +561,9 @@ class AgentGateway:
         else:
             raise ProtocolError("bad_field", f"state: 'available' or 'away', not {want!r}")
         self._submit(event)
+        # Answered once the change is in the log, with the state the router has then (on an edge node its copy
+        # here has applied the change only by then; the ``state`` frame its event makes came before).
+        await self.centre.commit()
         return _state_fields(self._agent(s))
 
     async def _cmd_logout(self, s: _Session, frame: frames.Logout) -> Frame | None:
@@ -568,6 +575,9 @@ class AgentGateway:
             event = AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id)
             self._check(event)
             self._submit(event)
+            # The console closes after the ack; its agent is not put away then (``_detach``), whatever the
+            # router's copy on an edge node says before it has applied the logout.
+            s.logged_out = True
         return None
 
     def _open_offer(self, s: _Session, frame: frames.Accept | frames.Answer | frames.Reject) -> tuple[str, str]:

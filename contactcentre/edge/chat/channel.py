@@ -457,7 +457,7 @@ class ChatChannel:
         s.hello_token = token
         with centre.atomic():
             centre.stage(rows)  # before the arrival: its interaction row names the customer
-            centre.submit(
+            refusal = centre.submit(
                 ContactArrived(
                     at_ms=centre.now_ms(),
                     contact_id=s.contact_id,
@@ -471,7 +471,9 @@ class ChatChannel:
                     attributes={"resume": s.token_hash},
                 )
             )
-        if s.state == NEW and s.failed is None:  # the router refused the arrival outright
+        # The router refused the arrival outright. Its answer, not the session's state: what the router does
+        # with the arrival reaches the session when it is applied, which on an edge node is after the commit.
+        if refusal is not None:
             self._forget_minted_after_commit(email, rows)
             self._forget(s)
             conn.session = None
