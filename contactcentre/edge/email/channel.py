@@ -931,31 +931,48 @@ class EmailChannel:
                         subject=mail.subject,
                     )
                 )
-                # ``watch`` is filled by this channel's subscriber as the router answers: at once in one process;
-                # on an edge node only after the commit (the router there has not applied the arrival yet), so
-                # its deadline is None here and the case's due time and the acknowledgement's promise go without.
                 if refusal is not None:
                     log.error("e-mail: the router refused contact %s; its message is kept in the case", contact_id)
-                elif watch.failed:
-                    log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
-                centre.stage(CaseTouched(got.case_id, now, watch.deadline_ms))
-                if self._acknowledge(mail, got, now):
-                    ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
-                    self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
-                    box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
-                    self._acked[box] = now
-                    self._acked.move_to_end(box)
+                # ``watch`` is filled by this channel's subscriber as the router answers the arrival (queued with
+                # its SLA deadline, or failed): at once in one process, so the case's due time and the
+                # acknowledgement's promise go in this group. On an edge node the router's answer comes back
+                # with the commit: they then go in a group of their own after it, before the 250.
+                answered = refusal is not None or watch.queued or watch.failed
+                if answered:
+                    ack = self._touch_and_acknowledge(mail, got, contact_id, now, watch)
+            try:
+                await centre.commit()
+                if not answered:
+                    with centre.atomic():
+                        ack = self._touch_and_acknowledge(mail, got, contact_id, now, watch)
+                    await centre.commit()
+            except Exception:
+                log.exception("e-mail: committing a message from %s failed", mail.from_addr)
+                self._held.add(key)
+                return "451 4.3.0 The message store is unavailable; please try again later"
         finally:
             self._watching.pop(contact_id, None)
-        try:
-            await centre.commit()
-        except Exception:
-            log.exception("e-mail: committing a message from %s failed", mail.from_addr)
-            self._held.add(key)
-            return "451 4.3.0 The message store is unavailable; please try again later"
         if ack is not None:
             self._schedule(ack, 0)
         return f"250 2.0.0 OK: case [#{got.token}]"
+
+    def _touch_and_acknowledge(
+        self, mail: Inbound, got: Intake, contact_id: str, now: int, watch: _Watch
+    ) -> Outgoing | None:
+        """Stage the case's update (re-opened, its first-response due time from the contact's SLA deadline) and
+        log the acknowledgement if one is owed (inside the caller's atomic block); returns the acknowledgement."""
+        assert got.case_id is not None
+        if watch.failed:
+            log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
+        self.centre.stage(CaseTouched(got.case_id, now, watch.deadline_ms))
+        if not self._acknowledge(mail, got, now):
+            return None
+        ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
+        self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
+        box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
+        self._acked[box] = now
+        self._acked.move_to_end(box)
+        return ack
 
     def _acknowledge(self, mail: Inbound, got: Intake, now_ms: int) -> bool:
         """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
