@@ -24,6 +24,7 @@ from contactcentre.config import CentreConfig, parse_config
 from contactcentre.edge.chat.channel import MAX_TEXT, ChatChannel, ChatError, token_hash
 from contactcentre.server.centre import Centre
 from contactcentre.server.runtime import close_centre, open_centre
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -194,9 +195,11 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
             assert await env.accept(cid) == "a1"
             assert (await expect(ws, "agent_joined"))["agent"] == "Ada Lovelace"
 
-            # Customer → agent: the agent gateway hears typing through a callback, lines as events.
+            # Customer → agent: the agent gateway hears typing as a signal (nothing logs it), lines as events.
             typing: list[tuple[str, str]] = []
-            env.chat.on_typing.append(lambda contact, agent: typing.append((contact, agent)))
+            env.centre.on_signal(
+                lambda sig: typing.append((sig.contact_id, sig.agent_id)) if isinstance(sig, CustomerTyping) else None
+            )
             await send(ws, type="typing")
             await send(ws, type="message", text="My invoice is wrong", client_id="c-2")
             ack2 = await expect(ws, "ack")
@@ -205,7 +208,8 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
             assert got.contact_id == cid and got.body == "My invoice is wrong"
 
             # Agent → customer.
-            env.chat.agent_typing(cid, "a1")
+            env.centre.signal(AgentTyping(cid, "a2"))  # not the agent handling it: nothing
+            env.centre.signal(AgentTyping(cid, "a1"))  # the agent gateway's, from wherever the agent's console is
             assert (await expect(ws, "typing"))["from"] == "agent"
             mid = await env.chat.agent_message(cid, "a1", "Let me look <b>at</b> it")
             line = await expect(ws, "message")
@@ -462,12 +466,15 @@ def test_resume_after_a_dropped_socket_resends_what_was_missed(tmp_path: Path) -
             presence: list[bool] = []
             gone = asyncio.get_running_loop().create_future()
 
-            def on_presence(contact: str, agent: str | None, connected: bool) -> None:
-                presence.append(connected)
-                if not connected and not gone.done():
+            def on_presence(sig: Signal) -> None:
+                if not isinstance(sig, CustomerPresence):
+                    return
+                assert (sig.contact_id, sig.agent_id) == (cid, "a1")
+                presence.append(sig.connected)
+                if not sig.connected and not gone.done():
                     gone.set_result(None)
 
-            env.chat.on_presence.append(on_presence)
+            env.centre.on_signal(on_presence)
             await ws.close()
             await asyncio.wait_for(gone, TIMEOUT)  # the server noticed; the chat goes on without the socket
             assert not env.chat.connected(cid)

@@ -41,7 +41,6 @@ def test_a_chat_with_an_agent_on_a_console_against_a_lagging_router(tmp_path: Pa
         token = await centre.write(lambda c: users.add_user(c, "ann", "agent", now, agent_id="a1"))
         chat = ChatChannel(centre)
         gateway = AgentGateway(centre)
-        chat.on_typing.append(gateway.customer_typing)
         try:
             async with (
                 serve(chat.handle, "127.0.0.1", 0) as chat_server,

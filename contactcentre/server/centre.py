@@ -11,6 +11,8 @@ the router's state or the database directly; they
   every subscriber exactly like the router's output, so the one event vocabulary carries them too;
 * ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
   gateway for ``OfferMade`` to its agent);
+* ``signal`` what is not kept (typing, a customer's socket gone or back: ``server/signals.py``) to whichever
+  adapter listens (``on_signal``), never calling another adapter directly;
 * ``await commit()`` before acknowledging anything they promised to keep (SMTP ``250``, a chat ack);
 * ``with atomic():`` around what must be committed together (a stored e-mail and its contact);
 * ``await read(fn)`` / ``await write(fn)`` for queries and for rows that are not events (customers, cases).
@@ -35,6 +37,7 @@ from contactcentre.store.ops import CaseStatusFromDisposition
 if TYPE_CHECKING:
     from contactcentre.acd import LiveStats, Router, RouterError
     from contactcentre.server.driver import RouterDriver
+    from contactcentre.server.signals import Signal
     from contactcentre.store.db import Connection, Engine
     from contactcentre.store.writer import StoreWriter
 
@@ -82,6 +85,7 @@ class Centre:
         self._readers = Handoff(self.loop, readers, "store-read", around_batch=self._reading_batch)
         # channel name -> adapter with ``async agent_message(contact_id, agent_id, text) -> str``
         self.channels: dict[str, Any] = {}
+        self._signal_listeners: list[Callable[[Signal], None]] = []
         self._case_status = dict(config.dispositions.case_status)
         if self._case_status:
             driver.subscribe(self._dispositions_move_cases)
@@ -106,6 +110,24 @@ class Centre:
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         return self.driver.subscribe(fn)
+
+    def signal(self, signal: Signal) -> None:
+        """Hand a signal (``server/signals.py``: nothing logs or keeps it) to every listener, at once."""
+        for fn in list(self._signal_listeners):
+            try:
+                fn(signal)
+            except Exception:
+                log.exception("signal listener %r failed", fn)
+
+    def on_signal(self, fn: Callable[[Signal], None]) -> Callable[[], None]:
+        """Call ``fn(signal)`` with every signal; returns the function that stops it."""
+        self._signal_listeners.append(fn)
+
+        def stop() -> None:
+            if fn in self._signal_listeners:
+                self._signal_listeners.remove(fn)
+
+        return stop
 
     def _dispositions_move_cases(self, batch: list[Event]) -> None:
         """A wrap-up closed with a code of ``[dispositions] case_status``: its case moves to that status, in

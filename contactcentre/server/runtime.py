@@ -587,8 +587,6 @@ async def serve(
         if srv.chat.enabled:
             chat = ChatChannel(centre)
             chat.restore()
-            chat.on_typing.append(agents.customer_typing)
-            chat.on_presence.append(agents.customer_presence)
         chat_limit = srv.chat.max_frame_bytes
         live_hub = LiveHub(centre, web_auth)  # the supervisors' dashboards (/live), today rebuilt from the log
         await live_hub.start()

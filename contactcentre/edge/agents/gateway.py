@@ -77,6 +77,7 @@ from contactcentre.events import (
 )
 from contactcentre.reporting.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.server.contact_actions import ActionError, ContactActions
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.contacts import Preview, contact_case, contact_preview
 from contactcentre.store.ops import ReadRecords
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
@@ -250,6 +251,7 @@ class AgentGateway:
         self.actions = ContactActions(centre)
         self.queue_figures = QueueFigures(centre, lambda: self._sessions, queues_every_s)
         self._unsubscribe = centre.subscribe(self._on_events)
+        self._unlisten = centre.on_signal(self._on_signal)
 
     # ----------------------------------------------------------------------------------------- public
 
@@ -257,14 +259,21 @@ class AgentGateway:
         """Agent ids with a console logged in now."""
         return sorted(self._sessions)
 
+    def _on_signal(self, signal: Signal) -> None:
+        """A channel's signal (``server/signals.py``), for the console of the agent it names if it is here."""
+        if type(signal) is CustomerTyping:
+            self.customer_typing(signal.contact_id, signal.agent_id)
+        elif type(signal) is CustomerPresence:
+            self.customer_presence(signal.contact_id, signal.agent_id, signal.connected)
+
     def customer_typing(self, contact_id: str, agent_id: str) -> None:
-        """A channel's callback: the customer of ``contact_id`` is typing (the chat channel's ``on_typing``)."""
+        """The customer of ``contact_id`` is typing (the chat channel's ``CustomerTyping``)."""
         s = self._sessions.get(agent_id)
         if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "typing", "contact_id": contact_id})
 
     def customer_presence(self, contact_id: str, agent_id: str | None, connected: bool) -> None:
-        """A channel's callback: the customer's connection went away or came back (``on_presence``)."""
+        """The customer's connection went away or came back (the chat channel's ``CustomerPresence``)."""
         s = self._sessions.get(agent_id) if agent_id is not None else None
         if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "customer_presence", "contact_id": contact_id, "connected": connected})
@@ -310,6 +319,7 @@ class AgentGateway:
         """Close every console (1001) and wait for their handlers to finish."""
         self._stopping = True
         self._unsubscribe()
+        self._unlisten()
         self.queue_figures.stop()
         for s in list(self._sessions.values()):
             s.drop()
@@ -705,9 +715,8 @@ class AgentGateway:
 
     async def _cmd_typing(self, s: _Session, frame: frames.Typing) -> Frame | None:
         c = self._own(s, frame)
-        typing = getattr(self.centre.channels.get(c.channel), "agent_typing", None)
-        if typing is not None and c.handling:  # channels without it (e-mail) show nothing
-            typing(c.id, s.agent_id)
+        if c.handling:  # the channel holding the contact's customer shows it; those without typing (e-mail) do not
+            self.centre.signal(AgentTyping(c.id, s.agent_id))
         return {"contact_id": c.id}
 
     # ------------------------------------------------------------------------------------------- events

@@ -11,11 +11,12 @@ Every line is logged as ``MessageReceived``/``MessageSent`` (the store writer pr
 The adapter makes no routing decisions: it submits router inputs, publishes chat lines and follows the
 router's output. Timers are ``loop.call_later`` handles; nothing polls.
 
-What the agent gateway uses: ``agent_message`` (an agent's line), ``agent_typing`` (the customer sees
-"typing"), and the callback lists ``on_typing`` (the customer is typing) and ``on_presence`` (the customer's
-socket went away or came back). Chat lines themselves reach the gateway as ``MessageReceived`` events, and an
-agent's line reaches the customer from the log too when the channel that logged it (the agent's node) does not
-hold the chat's session (the customer's node does).
+What the agent gateway uses: ``agent_message`` (an agent's line). The rest goes between them as the centre's
+signals (``server/signals.py``), so the customer's socket and the agent's console may be on different nodes:
+the channel signals ``CustomerTyping`` and ``CustomerPresence`` (the customer's socket went away or came back)
+and shows ``AgentTyping`` to a chat whose session it holds. Chat lines themselves reach the gateway as
+``MessageReceived`` events, and an agent's line reaches the customer from the log too when the channel that
+logged it (the agent's node) does not hold the chat's session (the customer's node does).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from contactcentre.events import (
     MessageSent,
     OfferMade,
 )
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.chats import (
     Opened,
     case_token,
@@ -109,9 +111,6 @@ MAX_CLIENT_IDS = 200  # remembered per session, so a line re-sent after a lost a
 
 # Router contact states in which a chat is still the customer's to resume.
 _LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
-
-TypingCallback = Callable[[str, str], None]  # (contact_id, agent_id)
-PresenceCallback = Callable[[str, "str | None", bool], None]  # (contact_id, agent_id or None, connected)
 
 
 class ChatError(Exception):
@@ -229,8 +228,6 @@ class ChatChannel:
         self.silent_grace_s = min(limits.silent_chat_grace_s, self.window_s)
         self._hellos = AddressBuckets(limits.new_chats_per_minute / 60, limits.new_chats_burst)
         self.loop = centre.loop
-        self.on_typing: list[TypingCallback] = []
-        self.on_presence: list[PresenceCallback] = []
         self._agent_names = {a.id: a.name or a.id for a in cfg.agents}
         self._chat_queues = {q.name for q in cfg.queues if "chat" in q.channels}
         self._by_token: dict[str, _Session] = {}
@@ -245,6 +242,7 @@ class ChatChannel:
         self._stopped = False
         centre.channels["chat"] = self
         self._unsubscribe = centre.subscribe(self._on_events)
+        self._unlisten = centre.on_signal(self._on_signal)
 
     # ------------------------------------------------------------------------------------------ restore
 
@@ -339,6 +337,7 @@ class ChatChannel:
         are not ended: the router and the log keep the chats, and ``restore`` brings them back."""
         self._stopped = True
         self._unsubscribe()
+        self._unlisten()
         for task in list(self._background):
             task.cancel()
         if self._push_timer is not None:
@@ -683,11 +682,7 @@ class ChatChannel:
         s = conn.session
         if s is None or s.state != WITH_AGENT or s.contact_id is None or s.agent_id is None:
             return  # nobody to tell
-        for fn in list(self.on_typing):
-            try:
-                fn(s.contact_id, s.agent_id)
-            except Exception:
-                log.exception("chat: typing callback %r failed", fn)
+        self.centre.signal(CustomerTyping(s.contact_id, s.agent_id))
 
     # ------------------------------------------------------------------------------------------- resume
 
@@ -808,8 +803,13 @@ class ChatChannel:
             s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
         return message_id
 
+    def _on_signal(self, signal: Signal) -> None:
+        if type(signal) is AgentTyping:
+            self.agent_typing(signal.contact_id, signal.agent_id)
+
     def agent_typing(self, contact_id: str, agent_id: str) -> None:
-        """The agent handling ``contact_id`` is typing: the customer sees it (nothing is logged)."""
+        """The agent handling ``contact_id`` is typing (``AgentTyping``): the customer sees it if the chat's
+        session is here (nothing is logged)."""
         s = self._by_contact.get(contact_id)
         if s is not None and s.state == WITH_AGENT and s.agent_id == agent_id:
             s.send(AGENT_TYPING)
@@ -957,11 +957,7 @@ class ChatChannel:
     def _presence(self, s: _Session, connected: bool) -> None:
         if s.contact_id is None or s.state not in (WAITING, WITH_AGENT):
             return
-        for fn in list(self.on_presence):
-            try:
-                fn(s.contact_id, s.agent_id, connected)
-            except Exception:
-                log.exception("chat: presence callback %r failed", fn)
+        self.centre.signal(CustomerPresence(s.contact_id, s.agent_id, connected))
 
     # ------------------------------------------------------------------------------------------- views
 
