@@ -245,6 +245,75 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_customer_resumes_on_another_nodes_channel_which_then_holds_the_chat(tmp_path: Path) -> None:
+    """A customer whose node went away (or whose new socket reached another node) resumes there with the
+    token they have: that node's channel builds the session from the router and the store, and the node that
+    held it lets go when it hears the customer is back elsewhere (so its resume window cannot end the chat).
+    Several channels on one centre stand for the nodes' channels on one log."""
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            late = ChatChannel(env.centre)  # a node up before the chat: learns it from the log
+            env.centre.channels["chat"] = env.chat
+            servers, nodes = [], [late]
+            try:
+                env.login("a1")
+                ws, queued = await hello(env, email="ann@example.com")
+                cid, token = queued["contact_id"], queued["token"]
+                assert await env.accept(cid) == "a1"
+                await expect(ws, "agent_joined")
+                first = await env.chat.agent_message(cid, "a1", "one")
+                assert (await expect(ws, "message"))["message_id"] == first
+                joined = ChatChannel(env.centre)  # a node started after it: learns it from the router
+                nodes.append(joined)
+                env.centre.channels["chat"] = env.chat
+                joined.restore(hold=False)
+                assert joined.sessions() == {}  # its window is the other node's to keep
+                urls = []
+                for channel in (joined, late):
+                    server = await serve(channel.handle, "127.0.0.1", 0)
+                    servers.append(server)
+                    urls.append(f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/chat")
+
+                await ws.close()  # the customer's node went away, or their network changed
+                ws = await connect(urls[0], proxy=None, open_timeout=TIMEOUT)
+                await send(ws, type="resume", token=token, last_message_id=first)
+                resumed = await expect(ws, "resumed")
+                assert (resumed["state"], resumed["agent"], resumed["case"]) == (
+                    "with_agent",
+                    "Ada Lovelace",
+                    queued["case"],
+                )
+                assert joined.sessions() == {cid: "with_agent"}
+                assert env.chat.sessions() == {}  # let go: the customer is back on another node
+
+                second = await env.chat.agent_message(cid, "a1", "two")  # from the agent's node, no session there
+                assert (await expect(ws, "message"))["message_id"] == second
+                await send(ws, type="message", text="still here", client_id="c-1")
+                assert (await expect(ws, "ack"))["client_id"] == "c-1"
+
+                await ws.close()
+                ws = await connect(urls[1], proxy=None, open_timeout=TIMEOUT)
+                await send(ws, type="resume", token=token, last_message_id=second)
+                resumed = await expect(ws, "resumed")
+                assert resumed["state"] == "with_agent"
+                line = await expect(ws, "message")  # what came after the last line it saw: the customer's own
+                assert line["text"] == "still here"
+                assert late.sessions() == {cid: "with_agent"} and joined.sessions() == {}
+                assert env.centre.router.contact(cid).state == "connected"
+
+                env.submit(E.ContactEnded, contact_id=cid, agent_id="a1")
+                assert (await expect(ws, "closed"))["reason"] == "ended"
+            finally:
+                for server in servers:
+                    server.close()
+                    await server.wait_closed()
+                for node in nodes:
+                    await node.stop()
+
+    run(main())
+
+
 def test_an_agent_line_from_another_nodes_channel_reaches_the_customer_once(tmp_path: Path) -> None:
     """The agent's console may be served by another edge than the customer's socket: that edge's chat channel
     has no session of the chat, so it takes what the line carries from the store, and the channel holding the

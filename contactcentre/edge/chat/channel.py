@@ -28,7 +28,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -103,11 +103,13 @@ from contactcentre.store.ops import HelloRows
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from contactcentre.acd import ContactView
     from contactcentre.server.centre import Centre
 
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_IDS = 200  # remembered per session, so a line re-sent after a lost ack is stored once
+MAX_RESUMABLE = 50_000  # live chats held by other nodes, remembered for a resume here
 
 # Router contact states in which a chat is still the customer's to resume.
 _LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
@@ -233,6 +235,9 @@ class ChatChannel:
         self._by_token: dict[str, _Session] = {}
         self._by_contact: dict[str, _Session] = {}  # chat contact id -> session (router events)
         self._delivering: set[str] = set()  # agents' lines ``agent_message`` sends itself once committed
+        # Live chats whose session another node holds (token hash -> contact id, oldest first): a customer whose
+        # node went away resumes here with the token they have (``_adopt``).
+        self._resumable: dict[str, str] = {}
         # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
         # chat from the same new address meanwhile gets the same customer
         self._minting: dict[str, tuple[str, str | None]] = {}
@@ -246,39 +251,47 @@ class ChatChannel:
 
     # ------------------------------------------------------------------------------------------ restore
 
-    def restore(self) -> None:
+    def restore(self, *, hold: bool = True) -> None:
         """Rebuild the sessions of chats the router still holds after a restart (waiting, offered, with an
         agent), so that their customers can resume with the token they have. Each gets the resume window
-        from now; a customer who does not come back within it has left."""
+        from now; a customer who does not come back within it has left.
+
+        ``hold=False``: a node joining a centre whose other nodes serve these chats only learns them, so a
+        customer may resume here (``_adopt``); their windows are the other nodes' to keep."""
         live = [
             c
             for c in self.centre.router.contact_list()
             if c.channel == "chat" and c.state in _LIVE_CONTACT_STATES and c.attributes.get("resume")
         ]
+        if not hold:
+            self._resumable.update((c.attributes["resume"], c.id) for c in live)
+            return
         if not live:
             return
         # start-up, before any socket: a blocking read is fine
         rows = self.centre.read_now(restore_rows, [c.id for c in live])
         for c in live:
-            row = rows.get(c.id, {})
-            s = _Session(
-                token_hash=c.attributes["resume"],
-                customer_id=c.customer_id,
-                case_id=row.get("case_id"),
-                case_token=row.get("token"),
-                visitor=row.get("address") or "",
-                queue=c.queue,
-                tier=c.tier,
-                topic=row.get("subject"),
-                contact_id=c.id,
-                state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
-                agent_id=c.agent_id if c.state in ("connected", "held") else None,
-                said=True,  # not known after a restart: it keeps the whole window
-                acked_all=False,  # the acks sent before the restart are the store's to tell
-            )
+            s = _restored(c, rows.get(c.id, {}))
             self._register(s)
             self._arm(s, self._gone)
         log.info("chat: %d sessions restored", len(live))
+
+    async def _adopt(self, th: str) -> _Session | None:
+        """The session of a live chat this channel has not held (its socket was served by another node, which
+        went away, or the customer's new socket reached this one), built from the router's contact and the
+        store as ``restore`` builds one; None if there is no such live chat."""
+        cid = self._resumable.get(th)
+        c = self.centre.router.contact(cid) if cid is not None else None
+        if c is None or c.state not in _LIVE_CONTACT_STATES or c.attributes.get("resume") != th:
+            self._resumable.pop(th, None)
+            return None
+        row = (await self.centre.read(restore_rows, [c.id])).get(c.id, {})
+        s = self._by_token.get(th)  # another resume with the token got here first
+        if s is None:
+            s = _restored(c, row)
+            self._register(s)
+        self._resumable.pop(th, None)
+        return s
 
     # ------------------------------------------------------------------------------------------ sockets
 
@@ -688,7 +701,15 @@ class ChatChannel:
 
     async def _resume(self, conn: _Conn, f: Resume) -> None:
         last = f.last_message_id
-        s = self._by_token.get(token_hash(f.token))
+        th = token_hash(f.token)
+        s = self._by_token.get(th)
+        if s is None and th in self._resumable:
+            try:
+                s = await self._adopt(th)
+            except Exception:
+                log.exception("chat: reading a chat to resume it failed")
+                conn.send(error("unavailable", "could not read the conversation; resume again"))
+                return
         if s is None:
             conn.send(error("unknown_session", "no chat with that token (it ended, or the window passed)"))
             return
@@ -728,7 +749,7 @@ class ChatChannel:
             front.append(Closes.CHAT_ENDED.value)
             self._forget(s)  # everything is delivered: the token has served its last purpose
         conn.release(front, frozenset(r["message_id"] for r in lines))
-        if not was_closed:
+        if not was_closed and s.conn is conn:  # (not if the socket went again during the read)
             self._presence(s, True)
 
     # -------------------------------------------------------------------------------------------- close
@@ -803,9 +824,25 @@ class ChatChannel:
             s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
         return message_id
 
+    def _elsewhere(self, ev: ContactArrived) -> None:
+        """A chat that arrived through another node's channel: resumable here."""
+        th = ev.attributes.get("resume")
+        if ev.channel == "chat" and th:
+            self._resumable[th] = ev.contact_id
+            if len(self._resumable) > MAX_RESUMABLE:  # ended chats are dropped when asked for; the oldest go too
+                self._resumable.pop(next(iter(self._resumable)))
+
     def _on_signal(self, signal: Signal) -> None:
-        if type(signal) is AgentTyping:
+        kind = type(signal)
+        if kind is AgentTyping:
             self.agent_typing(signal.contact_id, signal.agent_id)
+        elif kind is CustomerPresence and signal.connected:  # type: ignore[attr-defined]
+            s = self._by_contact.get(signal.contact_id)
+            if s is not None and s.conn is None and s.state != CLOSED and s.contact_id is not None:
+                # Its customer is back on another node's socket: that node holds the chat now, and this one
+                # must not end it when its resume window runs out here.
+                self._forget(s)
+                self._resumable[s.token_hash] = s.contact_id
 
     def agent_typing(self, contact_id: str, agent_id: str) -> None:
         """The agent handling ``contact_id`` is typing (``AgentTyping``): the customer sees it if the chat's
@@ -826,6 +863,8 @@ class ChatChannel:
             cid = getattr(ev, "contact_id", None)
             s = by_contact.get(cid) if cid is not None else None
             if s is None:
+                if kind is ContactArrived:
+                    self._elsewhere(ev)  # type: ignore[arg-type]
                 continue
             if kind is MessageSent:
                 self._agent_line(s, ev)  # type: ignore[arg-type]
@@ -969,6 +1008,25 @@ class ChatChannel:
         """Is the customer of this chat on a socket right now?"""
         s = self._by_contact.get(contact_id)
         return s is not None and s.conn is not None
+
+
+def _restored(c: ContactView, row: dict[str, Any]) -> _Session:
+    """The session of a live chat from the router's contact and its row in the store (``restore_rows``)."""
+    return _Session(
+        token_hash=c.attributes["resume"],
+        customer_id=c.customer_id,
+        case_id=row.get("case_id"),
+        case_token=row.get("token"),
+        visitor=row.get("address") or "",
+        queue=c.queue,
+        tier=c.tier,
+        topic=row.get("subject"),
+        contact_id=c.id,
+        state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
+        agent_id=c.agent_id if c.state in ("connected", "held") else None,
+        said=True,  # not known here: it keeps the whole window
+        acked_all=False,  # the acks sent elsewhere (or before a restart) are the store's to tell
+    )
 
 
 def _line_id(token_hash_: str, client_id: str) -> str:
