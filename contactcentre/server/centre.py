@@ -152,7 +152,11 @@ class Centre:
         unit in a savepoint of its own, so what it raises is logged and rolled back alone (one bad row never
         holds up everyone's events). A database in trouble (a lost connection, a deadlock, a lock timeout:
         ``OperationalError``) fails the whole commit instead, which the writer then retries with this work in
-        it. Raises ``RuntimeError`` once the writer is closed."""
+        it. Raises ``RuntimeError`` once the writer is closed.
+
+        Adapters stage store ops (``store/ops.py``: data an edge node encodes for the router's writer, at the
+        moment the record leaves, so an op that gathers takes no more once sent); the router's side may stage any
+        callable."""
         self.writer.stage(work)
 
     async def commit(self, upto: int | None = None) -> None:
