@@ -23,6 +23,7 @@ from contactcentre.config import DispositionsConfig, TranscriptConfig, parse_con
 from contactcentre.edge.agents.gateway import AgentGateway
 from contactcentre.server.centre import Centre
 from contactcentre.server.runtime import close_centre, open_centre
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store import cases, customers, users
 from contactcentre.store.privacy import audit_trail
 
@@ -60,9 +61,13 @@ class FakeChannel:
         self.calls: list[tuple[str, str, str]] = []
         self.typing: list[tuple[str, str]] = []
         self.fail: Exception | None = None
+        centre.on_signal(self._on_signal)
 
-    def agent_typing(self, contact_id: str, agent_id: str) -> None:
-        self.typing.append((contact_id, agent_id))
+    def _on_signal(self, signal: Signal) -> None:
+        """An agent typing on one of this channel's contacts (a chat channel shows it to its customer)."""
+        c = self.centre.router.contact(signal.contact_id)
+        if isinstance(signal, AgentTyping) and c is not None and c.channel == self.channel:
+            self.typing.append((signal.contact_id, signal.agent_id))
 
     async def agent_message(self, contact_id: str, agent_id: str, text: str) -> str:
         if self.fail is not None:
@@ -914,12 +919,13 @@ def test_typing_presence_and_a_failing_channel(tmp_path: Path) -> None:
         await console.expect("ack", **{"for": "typing"})
         assert env.chat.typing == [("chat-1", "a1")]
 
-        env.gateway.customer_typing("chat-1", "a1")  # what the chat channel's on_typing calls
+        assert env.email.typing == []
+        env.centre.signal(CustomerTyping("chat-1", "a1"))  # what the chat channel signals, from any node
         assert await console.recv() == {"type": "typing", "contact_id": "chat-1"}
-        env.gateway.customer_presence("chat-1", "a1", False)
+        env.centre.signal(CustomerPresence("chat-1", "a1", connected=False))
         assert await console.recv() == {"type": "customer_presence", "contact_id": "chat-1", "connected": False}
-        env.gateway.customer_typing("chat-9", "a1")  # not hers: nothing
-        env.gateway.customer_presence("chat-1", None, True)
+        env.centre.signal(CustomerTyping("chat-9", "a1"))  # not hers: nothing
+        env.centre.signal(CustomerPresence("chat-1", None, connected=True))
 
         env.chat.fail = Gone("the customer has left")
         await console.send(type="message", contact_id="chat-1", text="hello?")

@@ -208,3 +208,117 @@ def test_the_check_lets_the_public_api_through() -> None:
         "    return centre.router.contact('c1'), centre.router.config, centre.contacts\n"
     )
     assert violations(ROOT / "contactcentre" / "example.py", source) == []
+
+
+# ------------------------------------------------------------------------------------------ staged store work
+
+#: The adapters whose staged store work must be data (``contactcentre/store/ops.py``): on an edge node it is
+#: encoded and run by the router's writer in another process, which a function or a ``functools.partial``
+#: could not be. ``Centre.stage`` itself still takes any callable (the router's side stages its own).
+ADAPTERS = (
+    *sorted((ROOT / "contactcentre" / "edge").rglob("*.py")),
+    ROOT / "contactcentre" / "server" / "contact_actions.py",
+    ROOT / "contactcentre" / "server" / "agent_actions.py",
+    *sorted((ROOT / "contactcentre" / "demo").rglob("*.py")),
+)
+OPS_MODULE = "contactcentre.store.ops"
+
+
+def _op_names(path: Path, tree: ast.AST) -> frozenset[str]:
+    """Local names of what the module imports from ``contactcentre.store.ops``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _absolute(path, node) == OPS_MODULE:
+            names.update(a.asname or a.name for a in node.names)
+    return frozenset(names)
+
+
+def _is_op(node: ast.expr, ops: frozenset[str]) -> bool:
+    """``SomeOp(...)`` for a name imported from the ops module (or ``x := SomeOp(...)``)."""
+    if isinstance(node, ast.NamedExpr):
+        node = node.value
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ops
+
+
+def _holds_only_ops(function: ast.AST, name: str, ops: frozenset[str]) -> bool:
+    """Every value the function binds to ``name`` is a store op (or None, the "not yet")."""
+    values: list[ast.expr] = []
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            values.append(node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
+            if node.value is not None:
+                values.append(node.value)
+        elif isinstance(node, ast.NamedExpr) and node.target.id == name:
+            values.append(node.value)
+        elif isinstance(node, ast.For) and name in {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}:
+            return False  # a loop variable: whatever the iterable held
+        elif isinstance(node, ast.arguments) and name in {
+            a.arg for a in [*node.posonlyargs, *node.args, *node.kwonlyargs]
+        }:
+            return False  # an argument: whatever the caller passed
+    return bool(values) and all(_is_op(v, ops) or (isinstance(v, ast.Constant) and v.value is None) for v in values)
+
+
+def stage_violations(path: Path, source: str | None = None) -> list[str]:
+    """``centre.stage(x)`` calls whose ``x`` is not a store op from ``contactcentre.store.ops``: built in the
+    call, or a local name the function binds to store ops only."""
+    tree = ast.parse(source if source is not None else path.read_text(), str(path))
+    ops = _op_names(path, tree)
+    where = path.relative_to(ROOT) if path.is_absolute() else path
+    out: list[str] = []
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for function in functions:
+        for node in ast.walk(function):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "stage"):
+                continue
+            args = [*node.args, *(k.value for k in node.keywords)]
+            arg = args[0] if len(args) == 1 else None
+            ok = arg is not None and (
+                _is_op(arg, ops) or (isinstance(arg, ast.Name) and _holds_only_ops(function, arg.id, ops))
+            )
+            if not ok:
+                what = ast.unparse(arg) if arg is not None else "?"
+                out.append(f"{where}:{node.lineno}: stages {what}, not a store op of {OPS_MODULE}")
+    return out
+
+
+def test_adapters_stage_only_store_ops() -> None:
+    assert len(ADAPTERS) > 10  # the folders are where this test thinks they are
+    found = [v for path in ADAPTERS for v in stage_violations(path)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import functools\nfrom contactcentre.store.mail import first_response\n"
+        "def f(centre):\n    centre.stage(functools.partial(first_response, 'case-1', 1))\n",
+        "from contactcentre.store.ops import FirstResponse\ndef f(self):\n    self.centre.stage(lambda conn: None)\n",
+        "from contactcentre.store.privacy import ReadRecords\ndef f(self):\n    self.centre.stage(ReadRecords())\n",
+        "from contactcentre.store.ops import HelloRows\ndef f(centre, rows):\n    centre.stage(rows)\n",
+        "from contactcentre.store.ops import HelloRows\n"
+        "def f(centre, make):\n    rows = None\n    rows = make()\n    centre.stage(rows)\n",
+        "from contactcentre.store.ops import HelloRows\n"
+        "def f(centre, many):\n    for rows in many:\n        centre.stage(rows)\n",
+        "def f(self):\n    self.centre.stage(self._reads)\n",
+    ],
+)
+def test_the_stage_check_catches(source: str) -> None:
+    found = stage_violations(ROOT / "contactcentre" / "edge" / "example.py", source)
+    assert len(found) == 1 and "not a store op" in found[0], found
+
+
+def test_the_stage_check_lets_store_ops_through() -> None:
+    source = (
+        "from contactcentre.store.ops import CaseTouched, HelloRows, ReadRecords\n"
+        "from contactcentre.store import ops\n"
+        "def f(centre, self):\n"
+        "    centre.stage(CaseTouched('case-1', 1))\n"
+        "    rows: HelloRows | None = None\n"
+        "    rows = HelloRows(now_ms=1)\n"
+        "    centre.stage(rows)\n"
+        "    self.centre.stage(reads := ReadRecords())\n"
+        "    self._reads = reads\n"
+    )
+    assert stage_violations(ROOT / "contactcentre" / "edge" / "example.py", source) == []

@@ -24,6 +24,7 @@ from contactcentre.config import CentreConfig, parse_config
 from contactcentre.edge.chat.channel import MAX_TEXT, ChatChannel, ChatError, token_hash
 from contactcentre.server.centre import Centre
 from contactcentre.server.runtime import close_centre, open_centre
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.customers import create_customer
 from contactcentre.store.schema import cases, interactions, messages
 
@@ -194,9 +195,11 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
             assert await env.accept(cid) == "a1"
             assert (await expect(ws, "agent_joined"))["agent"] == "Ada Lovelace"
 
-            # Customer → agent: the agent gateway hears typing through a callback, lines as events.
+            # Customer → agent: the agent gateway hears typing as a signal (nothing logs it), lines as events.
             typing: list[tuple[str, str]] = []
-            env.chat.on_typing.append(lambda contact, agent: typing.append((contact, agent)))
+            env.centre.on_signal(
+                lambda sig: typing.append((sig.contact_id, sig.agent_id)) if isinstance(sig, CustomerTyping) else None
+            )
             await send(ws, type="typing")
             await send(ws, type="message", text="My invoice is wrong", client_id="c-2")
             ack2 = await expect(ws, "ack")
@@ -205,7 +208,8 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
             assert got.contact_id == cid and got.body == "My invoice is wrong"
 
             # Agent → customer.
-            env.chat.agent_typing(cid, "a1")
+            env.centre.signal(AgentTyping(cid, "a2"))  # not the agent handling it: nothing
+            env.centre.signal(AgentTyping(cid, "a1"))  # the agent gateway's, from wherever the agent's console is
             assert (await expect(ws, "typing"))["from"] == "agent"
             mid = await env.chat.agent_message(cid, "a1", "Let me look <b>at</b> it")
             line = await expect(ws, "message")
@@ -237,6 +241,122 @@ def test_a_chat_from_hello_to_the_agent_ending_it(tmp_path: Path) -> None:
             assert await closed_code(ws) == 1000
             with pytest.raises(ChatError):
                 await env.chat.agent_message(cid, "a1", "too late")
+
+    run(main())
+
+
+def test_a_customer_resumes_on_another_nodes_channel_which_then_holds_the_chat(tmp_path: Path) -> None:
+    """A customer whose node went away (or whose new socket reached another node) resumes there with the
+    token they have: that node's channel builds the session from the router and the store, and the node that
+    held it lets go when it hears the customer is back elsewhere (so its resume window cannot end the chat).
+    Several channels on one centre stand for the nodes' channels on one log."""
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            late = ChatChannel(env.centre)  # a node up before the chat: learns it from the log
+            env.centre.channels["chat"] = env.chat
+            servers, nodes = [], [late]
+            try:
+                env.login("a1")
+                ws, queued = await hello(env, email="ann@example.com")
+                cid, token = queued["contact_id"], queued["token"]
+                assert await env.accept(cid) == "a1"
+                await expect(ws, "agent_joined")
+                first = await env.chat.agent_message(cid, "a1", "one")
+                assert (await expect(ws, "message"))["message_id"] == first
+                joined = ChatChannel(env.centre)  # a node started after it: learns it from the router
+                nodes.append(joined)
+                env.centre.channels["chat"] = env.chat
+                joined.restore(hold=False)
+                assert joined.sessions() == {}  # its window is the other node's to keep
+                urls = []
+                for channel in (joined, late):
+                    server = await serve(channel.handle, "127.0.0.1", 0)
+                    servers.append(server)
+                    urls.append(f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/chat")
+
+                await ws.close()  # the customer's node went away, or their network changed
+                ws = await connect(urls[0], proxy=None, open_timeout=TIMEOUT)
+                await send(ws, type="resume", token=token, last_message_id=first)
+                resumed = await expect(ws, "resumed")
+                assert (resumed["state"], resumed["agent"], resumed["case"]) == (
+                    "with_agent",
+                    "Ada Lovelace",
+                    queued["case"],
+                )
+                assert joined.sessions() == {cid: "with_agent"}
+                assert env.chat.sessions() == {}  # let go: the customer is back on another node
+
+                second = await env.chat.agent_message(cid, "a1", "two")  # from the agent's node, no session there
+                assert (await expect(ws, "message"))["message_id"] == second
+                await send(ws, type="message", text="still here", client_id="c-1")
+                assert (await expect(ws, "ack"))["client_id"] == "c-1"
+
+                await ws.close()
+                ws = await connect(urls[1], proxy=None, open_timeout=TIMEOUT)
+                await send(ws, type="resume", token=token, last_message_id=second)
+                resumed = await expect(ws, "resumed")
+                assert resumed["state"] == "with_agent"
+                line = await expect(ws, "message")  # what came after the last line it saw: the customer's own
+                assert line["text"] == "still here"
+                assert late.sessions() == {cid: "with_agent"} and joined.sessions() == {}
+                assert env.centre.router.contact(cid).state == "connected"
+
+                env.submit(E.ContactEnded, contact_id=cid, agent_id="a1")
+                assert (await expect(ws, "closed"))["reason"] == "ended"
+            finally:
+                for server in servers:
+                    server.close()
+                    await server.wait_closed()
+                for node in nodes:
+                    await node.stop()
+
+    run(main())
+
+
+def test_an_agent_line_from_another_nodes_channel_reaches_the_customer_once(tmp_path: Path) -> None:
+    """The agent's console may be served by another edge than the customer's socket: that edge's chat channel
+    has no session of the chat, so it takes what the line carries from the store, and the channel holding the
+    session delivers the line when it comes out of the log. Two channels on one centre stand for the two
+    edges' channels on one log."""
+
+    async def main() -> None:
+        async with running(tmp_path / "s.sqlite") as env:
+            env.login("a1")
+            ws, queued = await hello(env, email="ann@example.com")
+            cid = queued["contact_id"]
+            assert await env.accept(cid) == "a1"
+            await expect(ws, "agent_joined")
+            elsewhere = ChatChannel(env.centre)  # another edge's channel: no session, no socket of this chat
+            env.centre.channels["chat"] = env.chat
+            try:
+                mid = await elsewhere.agent_message(cid, "a1", "From the other node")
+                line = await expect(ws, "message")
+                assert (line["from"], line["agent"], line["text"], line["message_id"]) == (
+                    "agent",
+                    "Ada Lovelace",
+                    "From the other node",
+                    mid,
+                )
+                # The session's own channel sends its agent's line itself, after the commit: once, not twice.
+                mid2 = await env.chat.agent_message(cid, "a1", "And from here")
+                assert (await expect(ws, "message"))["message_id"] == mid2
+                await send(ws, type="message", text="thanks", client_id="c-1")
+                assert (await expect(ws, "ack"))["client_id"] == "c-1"  # no second copy of either line before it
+                arrived = await env.event(lambda ev: isinstance(ev, E.ContactArrived) and ev.contact_id == cid)
+                [row] = await env.rows(messages, messages.c.message_id == mid)
+                assert row["direction"] == "outbound" and row["case_id"] == arrived.case_id
+                sent = await env.event(lambda ev: isinstance(ev, E.MessageSent) and ev.message_id == mid)
+                assert sent.address == arrived.address  # the visitor, as the session's own channel says it
+                with pytest.raises(ChatError) as err:
+                    await elsewhere.agent_message(cid, "a2", "not mine")
+                assert err.value.code == "not_handling"
+                env.submit(E.ContactEnded, contact_id=cid, agent_id="a1")
+                assert (await expect(ws, "closed"))["reason"] == "ended"
+                with pytest.raises(ChatError):
+                    await elsewhere.agent_message(cid, "a1", "too late")
+            finally:
+                await elsewhere.stop()
 
     run(main())
 
@@ -415,12 +535,15 @@ def test_resume_after_a_dropped_socket_resends_what_was_missed(tmp_path: Path) -
             presence: list[bool] = []
             gone = asyncio.get_running_loop().create_future()
 
-            def on_presence(contact: str, agent: str | None, connected: bool) -> None:
-                presence.append(connected)
-                if not connected and not gone.done():
+            def on_presence(sig: Signal) -> None:
+                if not isinstance(sig, CustomerPresence):
+                    return
+                assert (sig.contact_id, sig.agent_id) == (cid, "a1")
+                presence.append(sig.connected)
+                if not sig.connected and not gone.done():
                     gone.set_result(None)
 
-            env.chat.on_presence.append(on_presence)
+            env.centre.on_signal(on_presence)
             await ws.close()
             await asyncio.wait_for(gone, TIMEOUT)  # the server noticed; the chat goes on without the socket
             assert not env.chat.connected(cid)

@@ -1062,7 +1062,8 @@ def test_ids_with_like_wildcards_and_non_ascii_are_found_in_the_log(store: Engin
 def test_reads_gathered_until_a_commit_are_one_statement_and_a_written_batch_takes_no_more(store: Engine) -> None:
     from sqlalchemy import event
 
-    from contactcentre.store.privacy import ReadRecords, audit_trail
+    from contactcentre.store.ops import ReadRecords
+    from contactcentre.store.privacy import audit_trail
 
     reads = ReadRecords()
     assert reads.add("cus-1", 10, actor="ann", what="screen-pop")
@@ -1083,3 +1084,21 @@ def test_reads_gathered_until_a_commit_are_one_statement_and_a_written_batch_tak
     with store.begin() as conn:  # the writer running a commit again (a retry) writes the same rows again
         reads(conn)
         assert len(audit_trail(conn, "cus-2")) == 2
+
+
+def test_reads_sealed_for_another_process_travel_whole_and_take_no_more(store: Engine) -> None:
+    from contactcentre.store.ops import ReadRecords, decode_op, encode_op
+    from contactcentre.store.privacy import audit_trail
+
+    reads = ReadRecords()
+    assert reads.add("cus-1", 10, actor="ann", what="screen-pop")
+    assert reads.add("cus-1", 11, actor="bob", what="interaction:chat-1")
+    wire = encode_op(reads)
+    assert not reads.add("cus-1", 12, actor="ann", what="after it left")  # the next batch takes it
+    there = decode_op(wire)
+    assert isinstance(there, ReadRecords) and not there.written
+    with store.begin() as conn:
+        there(conn)
+    with store.connect() as conn:
+        trail = [(r["actor"], r["detail"]["what"], r["at_ms"]) for r in audit_trail(conn, "cus-1")]
+    assert trail == [("ann", "screen-pop", 10), ("bob", "interaction:chat-1", 11)]

@@ -56,8 +56,6 @@ async def _one_chat(database_url: str) -> tuple[int, list[str]]:
         token = await centre.write(lambda c: users.add_user(c, "ada", "agent", centre.now_ms(), agent_id="a1"))
         gateway = AgentGateway(centre)
         chat = ChatChannel(centre)
-        chat.on_typing.append(gateway.customer_typing)
-        chat.on_presence.append(gateway.customer_presence)
         closed: asyncio.Future[None] = centre.loop.create_future()
 
         def watch(batch: list[E.Event]) -> None:

@@ -62,6 +62,11 @@ class Streams:
     def fence(self) -> str:
         return f"{self.prefix}:fence"
 
+    @property
+    def signals(self) -> str:
+        """The pub/sub channel of signals between edges (server/signals.py): nothing keeps them."""
+        return f"{self.prefix}:signals"
+
     def node(self, node_id: str) -> str:
         """An edge's heartbeat key: present while the edge lives (``EdgeHeartbeat``)."""
         return f"{self.prefix}:node:{node_id}"

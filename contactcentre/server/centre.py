@@ -11,6 +11,8 @@ the router's state or the database directly; they
   every subscriber exactly like the router's output, so the one event vocabulary carries them too;
 * ``subscribe`` to that stream (the chat channel waits for ``MessageSent`` to its customer, the agent
   gateway for ``OfferMade`` to its agent);
+* ``signal`` what is not kept (typing, a customer's socket gone or back: ``server/signals.py``) to whichever
+  adapter listens (``on_signal``), never calling another adapter directly;
 * ``await commit()`` before acknowledging anything they promised to keep (SMTP ``250``, a chat ack);
 * ``with atomic():`` around what must be committed together (a stored e-mail and its contact);
 * ``await read(fn)`` / ``await write(fn)`` for queries and for rows that are not events (customers, cases).
@@ -19,7 +21,6 @@ the router's state or the database directly; they
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -29,13 +30,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from contactcentre.config import CentreConfig
 from contactcentre.events import AgentAway, ContactClosed, Event, decode, is_input
 from contactcentre.server.handoff import Handoff
-from contactcentre.store.cases import status_from_disposition
 from contactcentre.store.db import LOST_RACE, reader, write_transaction
 from contactcentre.store.eventlog import logged_payloads
+from contactcentre.store.ops import CaseStatusFromDisposition
 
 if TYPE_CHECKING:
     from contactcentre.acd import LiveStats, Router, RouterError
     from contactcentre.server.driver import RouterDriver
+    from contactcentre.server.signals import Signal
     from contactcentre.store.db import Connection, Engine
     from contactcentre.store.writer import StoreWriter
 
@@ -91,6 +93,7 @@ class Centre:
         self.channels: dict[str, Any] = {}
         # This node's name in a many-process centre (``EdgeCentre``); None when one process is the whole centre.
         self.node_id: str | None = None
+        self._signal_listeners: list[Callable[[Signal], None]] = []
         self._case_status = dict(config.dispositions.case_status)
         if self._case_status and moves_cases:  # on the node that writes the log (not an edge: it would twice)
             driver.subscribe(self._dispositions_move_cases)
@@ -116,17 +119,31 @@ class Centre:
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         return self.driver.subscribe(fn)
 
+    def signal(self, signal: Signal) -> None:
+        """Hand a signal (``server/signals.py``: nothing logs or keeps it) to every listener, at once."""
+        for fn in list(self._signal_listeners):
+            try:
+                fn(signal)
+            except Exception:
+                log.exception("signal listener %r failed", fn)
+
+    def on_signal(self, fn: Callable[[Signal], None]) -> Callable[[], None]:
+        """Call ``fn(signal)`` with every signal; returns the function that stops it."""
+        self._signal_listeners.append(fn)
+
+        def stop() -> None:
+            if fn in self._signal_listeners:
+                self._signal_listeners.remove(fn)
+
+        return stop
+
     def _dispositions_move_cases(self, batch: list[Event]) -> None:
         """A wrap-up closed with a code of ``[dispositions] case_status``: its case moves to that status, in
         the commit after the closing event (whose interaction row names the case)."""
         for ev in batch:
             if isinstance(ev, ContactClosed) and ev.disposition in self._case_status:
                 status = self._case_status[ev.disposition]
-                self.stage(
-                    functools.partial(
-                        status_from_disposition, interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms
-                    )
-                )
+                self.stage(CaseStatusFromDisposition(interaction_id=ev.contact_id, status=status, now_ms=ev.at_ms))
 
     # ---------------------------------------------------------------------------------------------- store
 
@@ -143,7 +160,11 @@ class Centre:
         unit in a savepoint of its own, so what it raises is logged and rolled back alone (one bad row never
         holds up everyone's events). A database in trouble (a lost connection, a deadlock, a lock timeout:
         ``OperationalError``) fails the whole commit instead, which the writer then retries with this work in
-        it. Raises ``RuntimeError`` once the writer is closed."""
+        it. Raises ``RuntimeError`` once the writer is closed.
+
+        Adapters stage store ops (``store/ops.py``: data an edge node encodes for the router's writer, at the
+        moment the record leaves, so an op that gathers takes no more once sent); the router's side may stage any
+        callable."""
         self.writer.stage(work)
 
     async def commit(self, upto: int | None = None) -> None:

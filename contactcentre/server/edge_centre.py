@@ -29,6 +29,7 @@ import msgspec
 from contactcentre.acd import RouterError
 from contactcentre.events import Event
 from contactcentre.server.centre import Centre, Unavailable
+from contactcentre.server.signals import Signal, decode_signal, encode_signal
 from contactcentre.server.wire import InputRecord, OutputRecord, Part, Publish, Stage, Submit, encode
 from contactcentre.store.ops import StoreOp
 
@@ -76,8 +77,9 @@ class EdgeCentre(Centre):
         self._answers: dict[str, tuple[int, asyncio.Future[OutputRecord]]] = {}  # input id -> (number, answer)
         self._group: list[Part] | None = None  # inside ``atomic()``: the parts of the record being built
         self._depth = 0
-        self._queue: list[tuple[str, bytes]] = []  # encoded records not yet sent to Redis
+        self._queue: list[InputRecord] = []  # records not yet sent to Redis
         self._flushing = False
+        self._signals: list[bytes] = []  # encoded signals for the other nodes, sent at the end of this turn
         self._room = asyncio.Event()
         self._room.set()
         self.closed = False
@@ -142,7 +144,7 @@ class EdgeCentre(Centre):
         self._answers[rid] = (self._sent, self.loop.create_future())
         if len(self._answers) >= MAX_OUTSTANDING:
             self._room.clear()
-        self._queue.append((rid, encode(record)))
+        self._queue.append(record)  # encoded when it leaves: an op that gathers (audit reads) gathers till then
         if not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._start_flush)
@@ -158,18 +160,71 @@ class EdgeCentre(Centre):
             while self._queue:
                 batch, self._queue = self._queue, []
                 pipe = self.redis.pipeline(transaction=False)
-                for _rid, data in batch:
-                    pipe.xadd(self.streams.inputs, {"r": data})
+                for record in batch:
+                    pipe.xadd(self.streams.inputs, {"r": encode(_sealed(record))})
                 try:
                     await pipe.execute()
                 except (RedisError, OSError) as exc:
                     # Whether Redis kept them cannot be known: their answers fail, and the people waiting are
                     # told to try again. (Had they arrived, the router applies them all the same.)
                     log.warning("edge: %d inputs could not be handed to Redis: %s", len(batch), exc)
-                    for rid, _data in batch:
-                        self._fail(rid, Unavailable(f"the router could not be reached: {exc}"))
+                    for record in batch:
+                        self._fail(record.id, Unavailable(f"the router could not be reached: {exc}"))
         finally:
             self._flushing = False
+
+    # ------------------------------------------------------------------------------------------ signals
+
+    def signal(self, signal: Signal) -> None:
+        """To this node's listeners at once, and to the other nodes' over Redis (``PUBLISH``): the customer's
+        socket and the agent's console may be on different edges. Nothing keeps a signal (signals.py)."""
+        super().signal(signal)
+        if self.closed:
+            return
+        self._signals.append(encode_signal(signal))
+        if len(self._signals) == 1:
+            self.loop.call_soon(self._start_signals)
+
+    def _start_signals(self) -> None:
+        self.loop.create_task(self._send_signals(), name="edge-signals")
+
+    async def _send_signals(self) -> None:
+        from redis.exceptions import RedisError
+
+        batch, self._signals = self._signals, []
+        pipe = self.redis.pipeline(transaction=False)
+        for data in batch:
+            pipe.publish(self.streams.signals, self.node_id.encode() + b" " + data)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:  # an indicator on a screen is late or missed: nothing more
+            log.info("edge: %d signals not sent: %s", len(batch), exc)
+
+    async def hear_signals(self) -> None:
+        """Hand the other nodes' signals to this node's listeners (a task for the node's life)."""
+        from redis.exceptions import RedisError
+
+        mine = self.node_id.encode() + b" "
+        while not self.closed:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.streams.signals)
+                async for message in pubsub.listen():
+                    data = message.get("data")
+                    if not isinstance(data, bytes) or data.startswith(mine):
+                        continue
+                    try:
+                        signal = decode_signal(data.split(b" ", 1)[1])
+                    except Exception:
+                        log.warning("edge: an undecodable signal was dropped")
+                        continue
+                    super().signal(signal)
+            except (RedisError, OSError) as exc:
+                log.info("edge: listening for signals failed (%s); again", exc)
+                await asyncio.sleep(0.5)  # a reconnection pace
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
 
     def _fail(self, rid: str, exc: BaseException) -> None:
         got = self._answers.pop(rid, None)
@@ -217,3 +272,11 @@ class EdgeCentre(Centre):
         for rid in list(self._answers):
             self._fail(rid, Unavailable("the edge is stopping"))
         super().close()
+
+
+def _sealed(record: InputRecord) -> InputRecord:
+    """The record as it leaves: each op as it stands now (an op that gathers stops gathering: ``sealed``)."""
+    if not any(type(p) is Stage for p in record.parts):
+        return record
+    parts: list[Part] = [Stage(p.op.sealed()) if type(p) is Stage else p for p in record.parts]
+    return InputRecord(id=record.id, node=record.node, parts=parts)

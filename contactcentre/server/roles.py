@@ -128,6 +128,7 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
     centre.tasks = [
         loop.create_task(follower.run(), name="edge-follower"),
         loop.create_task(centre.heartbeat.run(), name="edge-heartbeat"),
+        loop.create_task(centre.hear_signals(), name="edge-signals"),
     ]
     return centre
 

@@ -613,10 +613,9 @@ async def serve(
                     raise ServeError(_cannot_listen("for SIP ", sip_host, sip_port, exc.socketError)) from None
         if srv.chat.enabled:
             chat = ChatChannel(centre)
-            if cluster is None:  # an edge of many adopts a chat when its customer resumes here (scaling.md)
-                chat.restore()
-            chat.on_typing.append(agents.customer_typing)
-            chat.on_presence.append(agents.customer_presence)
+            # An edge joining a centre only learns its chats: their windows are the edges' that hold them, and a
+            # customer who resumes here is adopted (scaling.md).
+            chat.restore(hold=cluster is None)
         chat_limit = srv.chat.max_frame_bytes
         live_hub = LiveHub(centre, web_auth)  # the supervisors' dashboards (/live), today rebuilt from the log
         await live_hub.start()

@@ -5,7 +5,6 @@ whether a resent line is stored already."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
@@ -58,49 +57,39 @@ def known_customer(conn: Connection, email: str) -> tuple[str, str | None] | Non
     return customer_id, row.get("tier") if row else None
 
 
-@dataclass
-class HelloRows:
-    """The rows a hello makes (a new customer, the case), written in the store writer's transaction just before
-    the contact's arrival, so nothing waits for a transaction of its own before the chat is routed.
-
-    Ids are minted here; the case token is chosen in that transaction (where it can be checked for
-    uniqueness) and read back once the hello is committed."""
-
-    now_ms: int
-    customer_id: str
-    new_customer: bool
-    name: str | None
-    email: str | None
-    visitor: str
-    case_id: str
-    topic: str | None
-    queue: str | None
-    token: str | None = None
-
-    def __call__(self, conn: Connection) -> None:
-        # Staged (Centre.stage): a failure is rolled back there and leaves ``token`` None, which the hello
-        # notices after the commit. The writer may run a batch twice (a retry): the token is this run's.
-        self.token = None
-        if self.new_customer:
-            self._customer(conn)
-        _, self.token = open_case(
-            conn,
-            self.now_ms,
-            customer_id=self.customer_id,
-            subject=self.topic,
-            queue=self.queue,
-            case_id=self.case_id,
-        )
-
-    def _customer(self, conn: Connection) -> None:
-        kind, value = ("email", self.email) if self.email is not None else ("chat", self.visitor)
-        create_customer(conn, self.now_ms, customer_id=self.customer_id, name=self.name)
+def write_hello_rows(
+    conn: Connection,
+    *,
+    now_ms: int,
+    customer_id: str,
+    new_customer: bool,
+    name: str | None,
+    email: str | None,
+    visitor: str,
+    case_id: str,
+    topic: str | None,
+    queue: str | None,
+) -> str:
+    """The rows a hello makes (a new customer, the case), written in the store writer's transaction just
+    before the contact's arrival (the ``HelloRows`` store op), so nothing waits for a transaction of its own
+    before the chat is routed. Ids are minted by the chat; the case token is chosen here, where it can be
+    checked for uniqueness, and returned."""
+    if new_customer:
+        kind, value = ("email", email) if email is not None else ("chat", visitor)
+        create_customer(conn, now_ms, customer_id=customer_id, name=name)
         try:  # add_identity checks the owner before it inserts: nothing failed in the transaction if it raises
-            add_identity(conn, self.customer_id, kind, value, self.now_ms)
+            add_identity(conn, customer_id, kind, value, now_ms)
         except IdentityTaken:
             # The address reached the store another way since the hello looked it up (an e-mail, another
             # server): this chat keeps the customer it was routed with, and the duplicate finder pairs them.
-            log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, self.customer_id)
+            log.info("chat: %s was taken meanwhile; customer %s kept apart", kind, customer_id)
+    _, token = open_case(conn, now_ms, customer_id=customer_id, subject=topic, queue=queue, case_id=case_id)
+    return token
+
+
+def case_token(conn: Connection, case_id: str) -> str | None:
+    """The token of a case (None: no such case), for a hello whose rows another process wrote."""
+    return conn.execute(select(cases.c.token).where(cases.c.id == case_id)).scalar_one_or_none()
 
 
 def lines_after(conn: Connection, contact_ids: list[str], last_message_id: str | None) -> list[dict[str, Any]]:

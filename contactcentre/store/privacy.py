@@ -27,8 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -321,43 +320,16 @@ def record_read(conn: Connection, customer_id: str, now_ms: int, *, actor: str, 
     _audit(conn, now_ms, actor, "customer.read", customer_id, {"what": what})
 
 
-class ReadRecords:
-    """Reads of customers' data (``record_read`` rows) gathered for the store writer's next commit and written
-    there in one statement however many there are: a screen-pop comes with every offer, and its record rides
-    with the offers' commit rather than one INSERT (and one savepoint) each.
-
-    Stage the object itself (``Centre.stage``). Once the writer has run it, it takes no more rows (``add``
-    says so: start a new one); a commit the writer runs again (a retry) writes the same rows again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # ``add`` runs on the loop, the write on the writer's thread
-        self._rows: list[dict[str, Any]] = []
-        self._written = False
-
-    def add(self, customer_id: str, now_ms: int, *, actor: str, what: str) -> bool:
-        """Gather one read; False (nothing gathered) once this batch has been written."""
-        row = {
-            "at_ms": now_ms,
-            "actor": actor,
-            "action": "customer.read",
-            "customer_id": customer_id,
-            "detail": _dump({"what": what}),
-        }
-        with self._lock:
-            if self._written:
-                return False
-            self._rows.append(row)
-            return True
-
-    def __call__(self, conn: Connection) -> None:
-        with self._lock:
-            self._written = True
-            rows = list(self._rows)
-        if rows:
-            conn.execute(insert(audit_log), rows)
-
-    def __repr__(self) -> str:  # what a failed write logs
-        return f"ReadRecords({[(r['customer_id'], r['actor']) for r in self._rows]!r})"
+def record_reads(conn: Connection, reads: Iterable[tuple[str, int, str, str]]) -> None:
+    """Log reads of customers' data, ``(customer_id, at_ms, actor, what)`` each, in one statement however many
+    there are: a screen-pop comes with every offer, and its record rides with the offers' commit (the
+    ``ReadRecords`` store op) rather than one INSERT (and one savepoint) each."""
+    rows = [
+        {"at_ms": at_ms, "actor": actor, "action": "customer.read", "customer_id": cid, "detail": _dump({"what": what})}
+        for cid, at_ms, actor, what in reads
+    ]
+    if rows:
+        conn.execute(insert(audit_log), rows)
 
 
 def audit_trail(conn: Connection, customer_id: str) -> list[dict[str, Any]]:

@@ -77,8 +77,9 @@ from contactcentre.events import (
 )
 from contactcentre.reporting.agent_queues import QUEUES_EVERY_S, QueueFigures
 from contactcentre.server.contact_actions import ActionError, ContactActions
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.contacts import Preview, contact_case, contact_preview
-from contactcentre.store.privacy import ReadRecords
+from contactcentre.store.ops import ReadRecords
 from contactcentre.store.screenpop import ScreenPop, screen_pop, screen_pop_customer
 from contactcentre.store.transcripts import (
     BadCursor,
@@ -174,6 +175,7 @@ class _Session:
         self.last_state: tuple[Any, ...] | None = None
         self.seen: dict[str, set[str]] = {}  # contact id -> message ids its transcript frame carried
         self.writer: asyncio.Task[None] | None = None
+        self.logged_out = False  # the console logged its agent out (the router may not have applied it yet)
         self.unregister: Callable[[], None] = lambda: None  # from the gateway's LiveSockets, when it has one
 
     @property
@@ -249,6 +251,7 @@ class AgentGateway:
         self.actions = ContactActions(centre)
         self.queue_figures = QueueFigures(centre, lambda: self._sessions, queues_every_s)
         self._unsubscribe = centre.subscribe(self._on_events)
+        self._unlisten = centre.on_signal(self._on_signal)
 
     # ----------------------------------------------------------------------------------------- public
 
@@ -256,14 +259,21 @@ class AgentGateway:
         """Agent ids with a console logged in now."""
         return sorted(self._sessions)
 
+    def _on_signal(self, signal: Signal) -> None:
+        """A channel's signal (``server/signals.py``), for the console of the agent it names if it is here."""
+        if type(signal) is CustomerTyping:
+            self.customer_typing(signal.contact_id, signal.agent_id)
+        elif type(signal) is CustomerPresence:
+            self.customer_presence(signal.contact_id, signal.agent_id, signal.connected)
+
     def customer_typing(self, contact_id: str, agent_id: str) -> None:
-        """A channel's callback: the customer of ``contact_id`` is typing (the chat channel's ``on_typing``)."""
+        """The customer of ``contact_id`` is typing (the chat channel's ``CustomerTyping``)."""
         s = self._sessions.get(agent_id)
         if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "typing", "contact_id": contact_id})
 
     def customer_presence(self, contact_id: str, agent_id: str | None, connected: bool) -> None:
-        """A channel's callback: the customer's connection went away or came back (``on_presence``)."""
+        """The customer's connection went away or came back (the chat channel's ``CustomerPresence``)."""
         s = self._sessions.get(agent_id) if agent_id is not None else None
         if s is not None and self.centre.router.handler_of(contact_id) == s.agent_id:
             s.push({"type": "customer_presence", "contact_id": contact_id, "connected": connected})
@@ -309,6 +319,7 @@ class AgentGateway:
         """Close every console (1001) and wait for their handlers to finish."""
         self._stopping = True
         self._unsubscribe()
+        self._unlisten()
         self.queue_figures.stop()
         for s in list(self._sessions.values()):
             s.drop()
@@ -397,20 +408,23 @@ class AgentGateway:
         if agent is None:
             await self._refuse(ws, "unknown_agent", f"agent {agent_id!r} is not in the centre's configuration")
             return None
+        if not agent.logged_in and not self._stopping:
+            # Logged in but not ready: the agent chooses when work may come (an offer to someone still
+            # putting a headset on would ring out and put them away as missed). The welcome shows the agent
+            # as the router has it once the login is applied, which on an edge node is when the commit returns.
+            self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
+            with contextlib.suppress(Exception):  # the router has it; the log catches up
+                await centre.commit()
         if self._stopping:
             await self._close_quietly(ws, *Closes.AGENT_GOING_AWAY.value)
             return None
         # Nothing below awaits until the session is registered: no event for this agent can fall between
         # the welcome's snapshot and the first pushed frame.
+        agent = self._agent_now(agent_id)
         old = self._sessions.pop(agent_id, None)
         if old is not None:
             log.info("agent %s: a new console replaces the old one", agent_id)
             self._spawn(old.close(*Closes.AGENT_REPLACED.value))
-        if not agent.logged_in:
-            # Logged in but not ready: the agent chooses when work may come (an offer to someone still
-            # putting a headset on would ring out and put them away as missed).
-            self.centre.submit(AgentLoggedIn(at_ms=centre.now_ms(), agent_id=agent_id, away_reason="not_ready"))
-            agent = self._agent_now(agent_id)
         rules = AgentConnection(self.rate_per_s, self.burst)
         rules.logged_in(agent_id, centre.loop.time())
         s = _Session(self, ws, user, agent_id, rules)
@@ -473,7 +487,7 @@ class AgentGateway:
             return  # replaced by a newer console (which carries on with the agent as it is), or detached already
         del self._sessions[s.agent_id]
         agent = self.centre.router.agent(s.agent_id)
-        if agent is not None and agent.ready and not self.centre.driver.closed:
+        if agent is not None and agent.ready and not s.logged_out and not self.centre.driver.closed:
             # Offers to this agent fall through (contacts keep their place); its work stays its own.
             self.centre.submit(AgentAway(at_ms=self.centre.now_ms(), agent_id=s.agent_id, reason="disconnected"))
         log.info("agent %s: console disconnected", s.agent_id)
@@ -557,6 +571,9 @@ class AgentGateway:
         else:
             raise ProtocolError("bad_field", f"state: 'available' or 'away', not {want!r}")
         self._submit(event)
+        # Answered once the change is in the log, with the state the router has then (on an edge node its copy
+        # here has applied the change only by then; the ``state`` frame its event makes came before).
+        await self.centre.commit()
         return _state_fields(self._agent(s))
 
     async def _cmd_logout(self, s: _Session, frame: frames.Logout) -> Frame | None:
@@ -568,6 +585,9 @@ class AgentGateway:
             event = AgentLoggedOut(at_ms=self.centre.now_ms(), agent_id=a.id)
             self._check(event)
             self._submit(event)
+            # The console closes after the ack; its agent is not put away then (``_detach``), whatever the
+            # router's copy on an edge node says before it has applied the logout.
+            s.logged_out = True
         return None
 
     def _open_offer(self, s: _Session, frame: frames.Accept | frames.Answer | frames.Reject) -> tuple[str, str]:
@@ -695,9 +715,8 @@ class AgentGateway:
 
     async def _cmd_typing(self, s: _Session, frame: frames.Typing) -> Frame | None:
         c = self._own(s, frame)
-        typing = getattr(self.centre.channels.get(c.channel), "agent_typing", None)
-        if typing is not None and c.handling:  # channels without it (e-mail) show nothing
-            typing(c.id, s.agent_id)
+        if c.handling:  # the channel holding the contact's customer shows it; those without typing (e-mail) do not
+            self.centre.signal(AgentTyping(c.id, s.agent_id))
         return {"contact_id": c.id}
 
     # ------------------------------------------------------------------------------------------- events
@@ -975,14 +994,15 @@ class AgentGateway:
         reads until that commit are one batch, written in one statement."""
         now = self.centre.now_ms()
         if self._reads is not None and self._reads.add(customer_id, now, actor=actor, what=what):
-            return  # rides with the batch already staged for the next commit
-        self._reads = ReadRecords()
-        self._reads.add(customer_id, now, actor=actor, what=what)
+            return  # rides with the batch already staged for the next commit (or not yet sealed for the wire)
+        self._reads = None
         try:
-            self.centre.stage(self._reads)  # a failure is logged with the batch's customers and actors
+            # a failure is logged with the batch's customers and actors
+            self.centre.stage(reads := ReadRecords([(customer_id, now, actor, what)]))
         except RuntimeError:  # the writer is closed: the server is stopping and showed nothing more
-            self._reads = None
             log.warning("audit of a read of customer %s not recorded: the store writer is closed", customer_id)
+            return
+        self._reads = reads
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -11,9 +11,12 @@ Every line is logged as ``MessageReceived``/``MessageSent`` (the store writer pr
 The adapter makes no routing decisions: it submits router inputs, publishes chat lines and follows the
 router's output. Timers are ``loop.call_later`` handles; nothing polls.
 
-What the agent gateway uses: ``agent_message`` (an agent's line), ``agent_typing`` (the customer sees
-"typing"), and the callback lists ``on_typing`` (the customer is typing) and ``on_presence`` (the customer's
-socket went away or came back). Chat lines themselves reach the gateway as ``MessageReceived`` events.
+What the agent gateway uses: ``agent_message`` (an agent's line). The rest goes between them as the centre's
+signals (``server/signals.py``), so the customer's socket and the agent's console may be on different nodes:
+the channel signals ``CustomerTyping`` and ``CustomerPresence`` (the customer's socket went away or came back)
+and shows ``AgentTyping`` to a chat whose session it holds. Chat lines themselves reach the gateway as
+``MessageReceived`` events, and an agent's line reaches the customer from the log too when the channel that
+logged it (the agent's node) does not hold the chat's session (the customer's node does).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -82,9 +85,10 @@ from contactcentre.events import (
     MessageSent,
     OfferMade,
 )
+from contactcentre.server.signals import AgentTyping, CustomerPresence, CustomerTyping, Signal
 from contactcentre.store.chats import (
-    HelloRows,
     Opened,
+    case_token,
     identify_and_open_case,
     known_customer,
     line_stored_at,
@@ -94,21 +98,21 @@ from contactcentre.store.chats import (
 from contactcentre.store.customers import new_id
 from contactcentre.store.db import DriverFailure
 from contactcentre.store.identity import IdentityError, normalise_email
+from contactcentre.store.ops import HelloRows
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from contactcentre.acd import ContactView
     from contactcentre.server.centre import Centre
 
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_IDS = 200  # remembered per session, so a line re-sent after a lost ack is stored once
+MAX_RESUMABLE = 50_000  # live chats held by other nodes, remembered for a resume here
 
 # Router contact states in which a chat is still the customer's to resume.
 _LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
-
-TypingCallback = Callable[[str, str], None]  # (contact_id, agent_id)
-PresenceCallback = Callable[[str, "str | None", bool], None]  # (contact_id, agent_id or None, connected)
 
 
 class ChatError(Exception):
@@ -226,12 +230,14 @@ class ChatChannel:
         self.silent_grace_s = min(limits.silent_chat_grace_s, self.window_s)
         self._hellos = AddressBuckets(limits.new_chats_per_minute / 60, limits.new_chats_burst)
         self.loop = centre.loop
-        self.on_typing: list[TypingCallback] = []
-        self.on_presence: list[PresenceCallback] = []
         self._agent_names = {a.id: a.name or a.id for a in cfg.agents}
         self._chat_queues = {q.name for q in cfg.queues if "chat" in q.channels}
         self._by_token: dict[str, _Session] = {}
         self._by_contact: dict[str, _Session] = {}  # chat contact id -> session (router events)
+        self._delivering: set[str] = set()  # agents' lines ``agent_message`` sends itself once committed
+        # Live chats whose session another node holds (token hash -> contact id, oldest first): a customer whose
+        # node went away resumes here with the token they have (``_adopt``).
+        self._resumable: dict[str, str] = {}
         # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
         # chat from the same new address meanwhile gets the same customer
         self._minting: dict[str, tuple[str, str | None]] = {}
@@ -241,42 +247,51 @@ class ChatChannel:
         self._stopped = False
         centre.channels["chat"] = self
         self._unsubscribe = centre.subscribe(self._on_events)
+        self._unlisten = centre.on_signal(self._on_signal)
 
     # ------------------------------------------------------------------------------------------ restore
 
-    def restore(self) -> None:
+    def restore(self, *, hold: bool = True) -> None:
         """Rebuild the sessions of chats the router still holds after a restart (waiting, offered, with an
         agent), so that their customers can resume with the token they have. Each gets the resume window
-        from now; a customer who does not come back within it has left."""
+        from now; a customer who does not come back within it has left.
+
+        ``hold=False``: a node joining a centre whose other nodes serve these chats only learns them, so a
+        customer may resume here (``_adopt``); their windows are the other nodes' to keep."""
         live = [
             c
             for c in self.centre.router.contact_list()
             if c.channel == "chat" and c.state in _LIVE_CONTACT_STATES and c.attributes.get("resume")
         ]
+        if not hold:
+            self._resumable.update((c.attributes["resume"], c.id) for c in live)
+            return
         if not live:
             return
         # start-up, before any socket: a blocking read is fine
         rows = self.centre.read_now(restore_rows, [c.id for c in live])
         for c in live:
-            row = rows.get(c.id, {})
-            s = _Session(
-                token_hash=c.attributes["resume"],
-                customer_id=c.customer_id,
-                case_id=row.get("case_id"),
-                case_token=row.get("token"),
-                visitor=row.get("address") or "",
-                queue=c.queue,
-                tier=c.tier,
-                topic=row.get("subject"),
-                contact_id=c.id,
-                state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
-                agent_id=c.agent_id if c.state in ("connected", "held") else None,
-                said=True,  # not known after a restart: it keeps the whole window
-                acked_all=False,  # the acks sent before the restart are the store's to tell
-            )
+            s = _restored(c, rows.get(c.id, {}))
             self._register(s)
             self._arm(s, self._gone)
         log.info("chat: %d sessions restored", len(live))
+
+    async def _adopt(self, th: str) -> _Session | None:
+        """The session of a live chat this channel has not held (its socket was served by another node, which
+        went away, or the customer's new socket reached this one), built from the router's contact and the
+        store as ``restore`` builds one; None if there is no such live chat."""
+        cid = self._resumable.get(th)
+        c = self.centre.router.contact(cid) if cid is not None else None
+        if c is None or c.state not in _LIVE_CONTACT_STATES or c.attributes.get("resume") != th:
+            self._resumable.pop(th, None)
+            return None
+        row = (await self.centre.read(restore_rows, [c.id])).get(c.id, {})
+        s = self._by_token.get(th)  # another resume with the token got here first
+        if s is None:
+            s = _restored(c, row)
+            self._register(s)
+        self._resumable.pop(th, None)
+        return s
 
     # ------------------------------------------------------------------------------------------ sockets
 
@@ -335,6 +350,7 @@ class ChatChannel:
         are not ended: the router and the log keep the chats, and ``restore`` brings them back."""
         self._stopped = True
         self._unsubscribe()
+        self._unlisten()
         for task in list(self._background):
             task.cancel()
         if self._push_timer is not None:
@@ -453,7 +469,7 @@ class ChatChannel:
         s.hello_token = token
         with centre.atomic():
             centre.stage(rows)  # before the arrival: its interaction row names the customer
-            centre.submit(
+            refusal = centre.submit(
                 ContactArrived(
                     at_ms=centre.now_ms(),
                     contact_id=s.contact_id,
@@ -467,7 +483,9 @@ class ChatChannel:
                     attributes={"resume": s.token_hash},
                 )
             )
-        if s.state == NEW and s.failed is None:  # the router refused the arrival outright
+        # The router refused the arrival outright. Its answer, not the session's state: what the router does
+        # with the arrival reaches the session when it is applied, which on an edge node is after the commit.
+        if refusal is not None:
             self._forget_minted_after_commit(email, rows)
             self._forget(s)
             conn.session = None
@@ -487,9 +505,13 @@ class ChatChannel:
             return
         finally:
             self._minted(email, rows)
-        if rows.token is None:  # the staged rows failed (logged): write them on their own before answering
+        if rows.token is None:
+            # Written by another process (an edge's rows are run by the router's writer), or they failed there
+            # (logged): the store has the case, or it is written on its own before answering.
             try:
-                await centre.write(rows)
+                rows.token = await centre.read(case_token, rows.case_id)
+                if rows.token is None:
+                    await centre.write(rows)
             except Exception:
                 log.exception("chat: could not store the customer or case of %s", s.contact_id)
         s.case_token = rows.token
@@ -673,17 +695,21 @@ class ChatChannel:
         s = conn.session
         if s is None or s.state != WITH_AGENT or s.contact_id is None or s.agent_id is None:
             return  # nobody to tell
-        for fn in list(self.on_typing):
-            try:
-                fn(s.contact_id, s.agent_id)
-            except Exception:
-                log.exception("chat: typing callback %r failed", fn)
+        self.centre.signal(CustomerTyping(s.contact_id, s.agent_id))
 
     # ------------------------------------------------------------------------------------------- resume
 
     async def _resume(self, conn: _Conn, f: Resume) -> None:
         last = f.last_message_id
-        s = self._by_token.get(token_hash(f.token))
+        th = token_hash(f.token)
+        s = self._by_token.get(th)
+        if s is None and th in self._resumable:
+            try:
+                s = await self._adopt(th)
+            except Exception:
+                log.exception("chat: reading a chat to resume it failed")
+                conn.send(error("unavailable", "could not read the conversation; resume again"))
+                return
         if s is None:
             conn.send(error("unknown_session", "no chat with that token (it ended, or the window passed)"))
             return
@@ -723,7 +749,7 @@ class ChatChannel:
             front.append(Closes.CHAT_ENDED.value)
             self._forget(s)  # everything is delivered: the token has served its last purpose
         conn.release(front, frozenset(r["message_id"] for r in lines))
-        if not was_closed:
+        if not was_closed and s.conn is conn:  # (not if the socket went again during the read)
             self._presence(s, True)
 
     # -------------------------------------------------------------------------------------------- close
@@ -755,35 +781,72 @@ class ChatChannel:
         if c.agent_id != agent_id or c.state not in ("connected", "held", "wrap_up"):
             raise ChatError("not_handling", f"{agent_id} is not handling chat {contact_id}")
         s = self._by_contact.get(contact_id)
-        if s is None or s.state == CLOSED or c.state == "wrap_up":
+        if (s is not None and s.state == CLOSED) or c.state == "wrap_up":
             raise ChatError("closed", "the chat has ended")
         if not isinstance(text, str) or not text.strip():
             raise ChatError("bad_request", "empty message")
         if len(text) > MAX_TEXT:
             raise ChatError("bad_request", f"a chat line has at most {MAX_TEXT} characters")
         centre = self.centre
+        if s is not None:
+            case_id, visitor = s.case_id, s.visitor
+        else:
+            # The customer's session is on another node (its socket is served there; the router says the chat
+            # is live): what the line carries is read from the chat's row, and that node's channel delivers it
+            # when the line comes out of the log (``_on_events``).
+            row = (await centre.read(restore_rows, [contact_id])).get(contact_id)
+            if row is None:
+                raise ChatError("unknown_contact", f"no live chat {contact_id}")
+            case_id, visitor = row["case_id"], row["address"] or ""
         message_id = new_id("cm")
         at_ms = centre.now_ms()
-        centre.publish(
-            [
-                MessageSent(
-                    at_ms=at_ms,
-                    contact_id=contact_id,
-                    message_id=message_id,
-                    channel="chat",
-                    agent_id=agent_id,
-                    body=text,
-                    case_id=s.case_id,
-                    address=s.visitor,
-                )
-            ]
-        )
-        await centre.commit()
-        s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
+        if s is not None:
+            self._delivering.add(message_id)  # sent below once durable, not by the subscriber
+        try:
+            centre.publish(
+                [
+                    MessageSent(
+                        at_ms=at_ms,
+                        contact_id=contact_id,
+                        message_id=message_id,
+                        channel="chat",
+                        agent_id=agent_id,
+                        body=text,
+                        case_id=case_id,
+                        address=visitor,
+                    )
+                ]
+            )
+            await centre.commit()
+        finally:
+            self._delivering.discard(message_id)
+        if s is not None:
+            s.send(Line("agent", text, message_id, at_ms, self._agent_names.get(agent_id, agent_id)))
         return message_id
 
+    def _elsewhere(self, ev: ContactArrived) -> None:
+        """A chat that arrived through another node's channel: resumable here."""
+        th = ev.attributes.get("resume")
+        if ev.channel == "chat" and th:
+            self._resumable[th] = ev.contact_id
+            if len(self._resumable) > MAX_RESUMABLE:  # ended chats are dropped when asked for; the oldest go too
+                self._resumable.pop(next(iter(self._resumable)))
+
+    def _on_signal(self, signal: Signal) -> None:
+        kind = type(signal)
+        if kind is AgentTyping:
+            self.agent_typing(signal.contact_id, signal.agent_id)
+        elif kind is CustomerPresence and signal.connected:  # type: ignore[attr-defined]
+            s = self._by_contact.get(signal.contact_id)
+            if s is not None and s.conn is None and s.state != CLOSED and s.contact_id is not None:
+                # Its customer is back on another node's socket: that node holds the chat now, and this one
+                # must not end it when its resume window runs out here.
+                self._forget(s)
+                self._resumable[s.token_hash] = s.contact_id
+
     def agent_typing(self, contact_id: str, agent_id: str) -> None:
-        """The agent handling ``contact_id`` is typing: the customer sees it (nothing is logged)."""
+        """The agent handling ``contact_id`` is typing (``AgentTyping``): the customer sees it if the chat's
+        session is here (nothing is logged)."""
         s = self._by_contact.get(contact_id)
         if s is not None and s.state == WITH_AGENT and s.agent_id == agent_id:
             s.send(AGENT_TYPING)
@@ -800,6 +863,11 @@ class ChatChannel:
             cid = getattr(ev, "contact_id", None)
             s = by_contact.get(cid) if cid is not None else None
             if s is None:
+                if kind is ContactArrived:
+                    self._elsewhere(ev)  # type: ignore[arg-type]
+                continue
+            if kind is MessageSent:
+                self._agent_line(s, ev)  # type: ignore[arg-type]
                 continue
             if kind is ContactFailed:
                 s.failed = ev.reason  # type: ignore[attr-defined]
@@ -820,6 +888,14 @@ class ChatChannel:
                 s.send(TRANSFERRED)
         if push and self._push_timer is None and by_contact:
             self._push_timer = self.loop.call_later(self.position_push_s, self._push_positions)
+
+    def _agent_line(self, s: _Session, ev: MessageSent) -> None:
+        """An agent's line on a chat whose session is here, from an agent served by another node (its
+        ``agent_message`` ran there): logged and durable by the time another node's line comes out of the log.
+        A line this channel's own ``agent_message`` is sending is delivered by it, after its commit."""
+        if ev.channel != "chat" or ev.message_id in self._delivering or s.state == CLOSED:
+            return
+        s.send(Line("agent", ev.body, ev.message_id, ev.at_ms, self._agent_names.get(ev.agent_id, ev.agent_id)))
 
     def _queued(self, s: _Session, ev: ContactQueued) -> None:
         s.position, s.ewt_ms = ev.position, ev.ewt_ms
@@ -920,11 +996,7 @@ class ChatChannel:
     def _presence(self, s: _Session, connected: bool) -> None:
         if s.contact_id is None or s.state not in (WAITING, WITH_AGENT):
             return
-        for fn in list(self.on_presence):
-            try:
-                fn(s.contact_id, s.agent_id, connected)
-            except Exception:
-                log.exception("chat: presence callback %r failed", fn)
+        self.centre.signal(CustomerPresence(s.contact_id, s.agent_id, connected))
 
     # ------------------------------------------------------------------------------------------- views
 
@@ -936,6 +1008,25 @@ class ChatChannel:
         """Is the customer of this chat on a socket right now?"""
         s = self._by_contact.get(contact_id)
         return s is not None and s.conn is not None
+
+
+def _restored(c: ContactView, row: dict[str, Any]) -> _Session:
+    """The session of a live chat from the router's contact and its row in the store (``restore_rows``)."""
+    return _Session(
+        token_hash=c.attributes["resume"],
+        customer_id=c.customer_id,
+        case_id=row.get("case_id"),
+        case_token=row.get("token"),
+        visitor=row.get("address") or "",
+        queue=c.queue,
+        tier=c.tier,
+        topic=row.get("subject"),
+        contact_id=c.id,
+        state=WAITING if c.state == "queued" or c.state == "offered" else WITH_AGENT,
+        agent_id=c.agent_id if c.state in ("connected", "held") else None,
+        said=True,  # not known here: it keeps the whole window
+        acked_all=False,  # the acks sent elsewhere (or before a restart) are the store's to tell
+    )
 
 
 def _line_id(token_hash_: str, client_id: str) -> str:

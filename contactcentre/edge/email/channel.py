@@ -66,13 +66,12 @@ from contactcentre.store import customers as customer_store
 from contactcentre.store.identity import IdentityError, mailbox, normalise_email
 from contactcentre.store.mail import (
     Intake,
-    case_touched,
-    first_response,
     mail_intake,
     queued_mail,
     record_delivery,
     reply_context,
 )
+from contactcentre.store.ops import CaseTouched, FirstResponse
 
 if TYPE_CHECKING:
     from contactcentre.server.centre import Centre
@@ -540,9 +539,9 @@ def _permanent(exc: BaseException) -> bool:
 
 @dataclass
 class _Watch:
-    """What the centre's event stream said about one thing we logged (seen synchronously on submit)."""
+    """What the centre's event stream said about a contact we submitted (seen synchronously on submit in one
+    process; on an edge node, by the time the commit returns)."""
 
-    logged: bool = False
     queued: bool = False
     failed: bool = False
     deadline_ms: int | None = None
@@ -788,15 +787,7 @@ class EmailChannel:
             return
         for ev in events:
             kind = type(ev)
-            if kind is MessageReceived:
-                w = watching.get(ev.contact_id)  # type: ignore[attr-defined]
-                if w is not None:
-                    w.logged = True
-            elif kind is MessageSent:
-                w = watching.get(ev.message_id)  # type: ignore[attr-defined]
-                if w is not None:
-                    w.logged = True
-            elif kind is ContactQueued:
+            if kind is ContactQueued:
                 w = watching.get(ev.contact_id)  # type: ignore[attr-defined]
                 if w is not None and not w.queued:
                     w.queued = True
@@ -909,6 +900,8 @@ class EmailChannel:
         ack: Outgoing | None = None
         try:
             with centre.atomic():
+                if centre.driver.closed:  # the centre is shutting down: nothing would be written
+                    return "421 4.3.2 Service shutting down; please try again later"
                 centre.publish(
                     [
                         MessageReceived(
@@ -925,9 +918,7 @@ class EmailChannel:
                         )
                     ]
                 )
-                if not watch.logged:  # the centre is shutting down: nothing was written
-                    return "421 4.3.2 Service shutting down; please try again later"
-                centre.submit(
+                refusal = centre.submit(
                     ContactArrived(
                         at_ms=now,
                         contact_id=contact_id,
@@ -940,28 +931,48 @@ class EmailChannel:
                         subject=mail.subject,
                     )
                 )
-                if not watch.queued and not watch.failed:
+                if refusal is not None:
                     log.error("e-mail: the router refused contact %s; its message is kept in the case", contact_id)
-                elif watch.failed:
-                    log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
-                centre.stage(functools.partial(case_touched, got.case_id, now, watch.deadline_ms))
-                if self._acknowledge(mail, got, now):
-                    ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
-                    self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
-                    box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
-                    self._acked[box] = now
-                    self._acked.move_to_end(box)
+                # ``watch`` is filled by this channel's subscriber as the router answers the arrival (queued with
+                # its SLA deadline, or failed): at once in one process, so the case's due time and the
+                # acknowledgement's promise go in this group. On an edge node the router's answer comes back
+                # with the commit: they then go in a group of their own after it, before the 250.
+                answered = refusal is not None or watch.queued or watch.failed
+                if answered:
+                    ack = self._touch_and_acknowledge(mail, got, contact_id, now, watch)
+            try:
+                await centre.commit()
+                if not answered:
+                    with centre.atomic():
+                        ack = self._touch_and_acknowledge(mail, got, contact_id, now, watch)
+                    await centre.commit()
+            except Exception:
+                log.exception("e-mail: committing a message from %s failed", mail.from_addr)
+                self._held.add(key)
+                return "451 4.3.0 The message store is unavailable; please try again later"
         finally:
             self._watching.pop(contact_id, None)
-        try:
-            await centre.commit()
-        except Exception:
-            log.exception("e-mail: committing a message from %s failed", mail.from_addr)
-            self._held.add(key)
-            return "451 4.3.0 The message store is unavailable; please try again later"
         if ack is not None:
             self._schedule(ack, 0)
         return f"250 2.0.0 OK: case [#{got.token}]"
+
+    def _touch_and_acknowledge(
+        self, mail: Inbound, got: Intake, contact_id: str, now: int, watch: _Watch
+    ) -> Outgoing | None:
+        """Stage the case's update (re-opened, its first-response due time from the contact's SLA deadline) and
+        log the acknowledgement if one is owed (inside the caller's atomic block); returns the acknowledgement."""
+        assert got.case_id is not None
+        if watch.failed:
+            log.warning("e-mail: contact %s could not be queued; its message is kept in the case", contact_id)
+        self.centre.stage(CaseTouched(got.case_id, now, watch.deadline_ms))
+        if not self._acknowledge(mail, got, now):
+            return None
+        ack = self._acknowledgement(mail, got, now, watch.deadline_ms)
+        self._log_sent(ack, contact_id, SYSTEM_AGENT, got.case_id)
+        box = mailbox(ack.recipient)  # ann+1@ and ann+2@ are ann@'s mailbox: one memory
+        self._acked[box] = now
+        self._acked.move_to_end(box)
+        return ack
 
     def _acknowledge(self, mail: Inbound, got: Intake, now_ms: int) -> bool:
         """RFC 3834: acknowledge a new (or reopened) case, never automatic mail, and one sender at most once per
@@ -1001,31 +1012,27 @@ class EmailChannel:
         return email.utils.make_msgid(domain=self.domain)[1:-1]
 
     def _log_sent(self, out: Outgoing, contact_id: str, agent_id: str, case_id: str | None) -> None:
-        """Publish the ``MessageSent`` (inside the caller's atomic block); raise if it was not logged."""
-        watch = _Watch()
-        self._watching[out.message_id] = watch
-        try:
-            self.centre.publish(
-                [
-                    MessageSent(
-                        at_ms=out.at_ms,
-                        contact_id=contact_id,
-                        message_id=out.message_id,
-                        channel="email",
-                        agent_id=agent_id,
-                        body=out.body,
-                        case_id=case_id,
-                        address=out.recipient,
-                        subject=out.subject,
-                        in_reply_to=out.in_reply_to,
-                        references=list(out.references),
-                    )
-                ]
-            )
-        finally:
-            self._watching.pop(out.message_id, None)
-        if not watch.logged:
+        """Publish the ``MessageSent`` (inside the caller's atomic block); raise if it would not be logged."""
+        # Asked before, not seen in the event stream after: on an edge node the log's answer comes later.
+        if self.centre.driver.closed:
             raise EmailError("the centre is shutting down; the message was not logged")
+        self.centre.publish(
+            [
+                MessageSent(
+                    at_ms=out.at_ms,
+                    contact_id=contact_id,
+                    message_id=out.message_id,
+                    channel="email",
+                    agent_id=agent_id,
+                    body=out.body,
+                    case_id=case_id,
+                    address=out.recipient,
+                    subject=out.subject,
+                    in_reply_to=out.in_reply_to,
+                    references=list(out.references),
+                )
+            ]
+        )
 
     # ----------------------------------------------------------------------------------------- outbound
 
@@ -1060,7 +1067,7 @@ class EmailChannel:
         with self.centre.atomic():
             self._log_sent(out, contact_id, agent_id, ctx.case_id)
             if ctx.case_id is not None:
-                self.centre.stage(functools.partial(first_response, ctx.case_id, now))
+                self.centre.stage(FirstResponse(ctx.case_id, now))
         await self.centre.commit()
         self._schedule(out, 0)  # stopped meanwhile: it stays queued and goes out at the next start
         return out.message_id

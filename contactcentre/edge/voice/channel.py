@@ -372,10 +372,11 @@ class VoiceChannel:
             raise VoiceError("refused", str(refusals[0]))
         return out
 
-    def _submit(self, ev: Event) -> None:
+    def _submit(self, ev: Event) -> RouterError | None:
         refusal = self.centre.submit(ev)
         if refusal is not None and self._refusals is not None:
             self._refusals.append(refusal)
+        return refusal
 
     # ----------------------------------------------------------------------------------- switch → router
 
@@ -460,7 +461,7 @@ class VoiceChannel:
             attributes = {**attributes, "edge": self.centre.node_id}
         now = self.centre.now_ms()
         call.arrived = True  # before the submit: what the router says back may already end the call
-        self._submit(
+        refusal = self._submit(
             ContactArrived(
                 at_ms=now,
                 contact_id=call.call_id,
@@ -477,7 +478,7 @@ class VoiceChannel:
         if call.left_early:  # hung up during the look-up: logged as a (short) abandon all the same
             self._submit(CustomerLeft(at_ms=now, contact_id=call.call_id))
             self._forget(call)
-        elif not self.centre.router.has_contact(call.call_id) and call.call_id in self.switch.calls:
+        elif refusal is not None and call.call_id in self.switch.calls:
             # Refused outright (the queue does not serve voice, a duplicate id): nobody will answer this call.
             log.warning("voice: the router refused call %s; clearing it", call.call_id)
             self._try(lambda now: self.switch.clear_call(call.call_id, now))
