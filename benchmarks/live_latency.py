@@ -262,7 +262,16 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 
 
 def run_cluster_step(
-    tmp: Path, config: Path, rate: int, seconds: float, seed: int, edges: int, *, postgres: str, redis: str
+    tmp: Path,
+    config: Path,
+    rate: int,
+    seconds: float,
+    seed: int,
+    edges: int,
+    *,
+    postgres: str,
+    redis: str,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """One step against a centre of one router node and ``edges`` edge nodes (docs/scaling.md), on a fresh
     PostgreSQL database and its own Redis key prefix; the generator spreads its connections over the edges."""
@@ -307,6 +316,15 @@ def run_cluster_step(
             cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
             cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
             lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+            spies = []
+            spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+            if profile is not None and spy_bin:
+                profile.mkdir(parents=True, exist_ok=True)
+                for name, proc in [("router", router)] + [(f"e{i}", p) for i, p in enumerate(edge_procs, 1)]:
+                    out = profile / f"{name}-{edges}edges-{rate}.txt"
+                    spy = [spy_bin, "record", "--pid", str(proc.pid), "--duration", str(max(1, int(seconds)))]
+                    spy += ["--rate", "200", "--format", "raw", "--output", str(out)]
+                    spies.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
             def cpu() -> tuple[float, float]:
                 return cpu_seconds(router.pid), sum(cpu_seconds(p.pid) for p in edge_procs)
@@ -332,6 +350,8 @@ def run_cluster_step(
             result["server_cpu_ms_per_chat"] = 1000 * result["server_cpu_s"] / placed if placed else None
             result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
             result["edges"] = edges
+            for spy_proc in spies:
+                spy_proc.wait(60)
             return result
         finally:
             for proc in reversed(procs):  # edges first, then the router: nothing is left half-sent
@@ -566,8 +586,17 @@ def cluster_main(args: argparse.Namespace, steps: list[int]) -> int:
     try:
         for edges in counts:
             for rate in steps:
+                prof = args.profile if rate == max(steps) else None
                 r = run_cluster_step(
-                    tmp, config, rate, args.seconds, args.seed, edges, postgres=args.postgres, redis=args.redis_url
+                    tmp,
+                    config,
+                    rate,
+                    args.seconds,
+                    args.seed,
+                    edges,
+                    postgres=args.postgres,
+                    redis=args.redis_url,
+                    profile=prof,
                 )
                 rows.append((rate, r))
                 print(f"  {edges} edges, step {rate}/s done", file=sys.stderr, flush=True)

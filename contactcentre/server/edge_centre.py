@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import os
@@ -74,7 +75,8 @@ class EdgeCentre(Centre):
         self._boot = f"{os.getpid():x}{self.clock.now_ms():x}"  # ids stay unique across restarts of the node
         self._counter = itertools.count(1)
         self._sent = 0  # records handed over so far (``log_position``)
-        self._answers: dict[str, tuple[int, asyncio.Future[OutputRecord]]] = {}  # input id -> (number, answer)
+        self._answers: dict[str, tuple[int, None]] = {}  # unanswered input id -> its number, in the order sent
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (commit's limit, tie, future): a heap
         self._group: list[Part] | None = None  # inside ``atomic()``: the parts of the record being built
         self._depth = 0
         self._queue: list[InputRecord] = []  # records not yet sent to Redis
@@ -141,7 +143,7 @@ class EdgeCentre(Centre):
         rid = f"{self.node_id}:{self._boot}:{n}"
         record = InputRecord(id=rid, node=self.node_id, parts=parts)
         self._sent += 1
-        self._answers[rid] = (self._sent, self.loop.create_future())
+        self._answers[rid] = (self._sent, None)
         if len(self._answers) >= MAX_OUTSTANDING:
             self._room.clear()
         self._queue.append(record)  # encoded when it leaves: an op that gathers (audit reads) gathers till then
@@ -228,18 +230,18 @@ class EdgeCentre(Centre):
 
     def _fail(self, rid: str, exc: BaseException) -> None:
         got = self._answers.pop(rid, None)
-        if got is not None and not got[1].done():
-            got[1].set_exception(exc)
-            got[1].exception()  # retrieved: nobody may be waiting for this one
+        if got is not None:
+            self._wake_waiters((got[0], exc))
         self._check_room()
 
     def answered(self, record: OutputRecord) -> None:
         """An output record came back (``OutputFollower.on_record``): the input it answers is durable."""
         if record.node != self.node_id or record.input_id is None:
             return
-        got = self._answers.pop(record.input_id, None)
-        if got is not None and not got[1].done():
-            got[1].set_result(record)
+        if self._answers.pop(record.input_id, None) is not None:
+            if record.refused is not None:  # foreseen by nobody: another node's input changed things first
+                log.info("edge: the router refused input %s: %s", record.input_id, record.refused)
+            self._wake_waiters()
         self._check_room()
 
     def _check_room(self) -> None:
@@ -251,15 +253,44 @@ class EdgeCentre(Centre):
     async def commit(self, upto: int | None = None) -> None:
         """Return once everything handed over so far (or up to ``log_position()`` ``upto``) is durable."""
         limit = self._sent if upto is None else upto
-        waiting = [fut for n, fut in self._answers.values() if n <= limit]
-        if not waiting:
+        if limit <= self._answered_upto():
             return
+        fut: asyncio.Future[None] = self.loop.create_future()
+        heapq.heappush(self._waiters, (limit, next(self._counter), fut))
         try:
             async with asyncio.timeout(self.commit_timeout_s):
-                for fut in waiting:
-                    await asyncio.shield(fut)
+                await fut
         except TimeoutError:
+            # Given up: what is still unanswered is told so (an input a restarted Redis lost is never answered;
+            # left outstanding it would fail every later commit too).
+            for rid, (n, _answer) in list(self._answers.items()):
+                if n <= limit:
+                    self._fail(rid, Unavailable("the router did not answer in time"))
             raise Unavailable(f"the router did not answer within {self.commit_timeout_s:g} s") from None
+
+    def _answered_upto(self) -> int:
+        """Every record numbered up to this has been answered (or given up)."""
+        for n, _answer in self._answers.values():  # in the order handed over: the first is the oldest
+            return n - 1
+        return self._sent
+
+    def _wake_waiters(self, failed: tuple[int, BaseException] | None = None) -> None:
+        done = self._answered_upto()
+        waiters = self._waiters
+        if failed is not None:  # every commit that covers a failed record fails with it
+            n, exc = failed
+            keep = []
+            for w in waiters:
+                if w[0] >= n and not w[2].done():
+                    w[2].set_exception(exc)
+                else:
+                    keep.append(w)
+            heapq.heapify(keep)
+            self._waiters = waiters = keep
+        while waiters and waiters[0][0] <= done:
+            _limit, _i, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
 
     def log_position(self) -> int:
         return self._sent

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 LEASE_TTL_MS = 2000  # a dead router's lease lapses after this; its standby asks every quarter of it
 EDGE_TTL_MS = 3000  # an edge whose heartbeat is this old is dead: the router ends the calls it held
 REPLAY_CHUNK = 10_000
+ROUTER_COMMIT_DELAY_S = 0.002
 
 
 class RoleError(Exception):
@@ -263,7 +264,9 @@ async def run_router(
         await follower.fill()  # what the old router committed and this replica had not seen
         router = driver.router
         clock = LoopClock(loop, not_before_ms=router.now_ms)
-        writer = StoreWriter(engine, loop=loop, fence=token)
+        # Every hop of a contact waits for this writer's commit (outputs are published once durable), so it does
+        # not hold a lone record back for company: a commit under way gathers what comes meanwhile anyway.
+        writer = StoreWriter(engine, loop=loop, fence=token, max_delay_s=ROUTER_COMMIT_DELAY_S)
         active_driver = ActiveDriver(router, clock, loop, stats=driver.stats, writer=writer)
         active_driver.decisions.extend(driver.decisions)
         active_driver.outcomes.update(driver.outcomes)

@@ -18,7 +18,6 @@ writer would be refused anyway) and the process exits, to come back as a standby
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,7 @@ from contactcentre.server.wire import (
     decode_input,
     encode,
 )
-from contactcentre.store.fence import applied_inputs, record_input
+from contactcentre.store.fence import applied_inputs
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -204,14 +203,7 @@ class ActiveRouter:
             self._taken[record.id] = None
             if len(self._taken) > TAKEN_KEEP:
                 del self._taken[next(iter(self._taken))]
-            centre.stage(
-                functools.partial(
-                    record_input,
-                    input_id=record.id,
-                    last_event_id=self.writer.last_event_id,
-                    at_ms=self.driver.router.now_ms,
-                )
-            )
+            self.writer.mark_input(record.id, self.driver.router.now_ms)
         rec.end()
         self.taken += 1
 

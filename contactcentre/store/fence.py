@@ -147,6 +147,12 @@ def record_input(conn: Connection, input_id: str, last_event_id: int, at_ms: int
     conn.execute(_RECORD_INPUT, [{"input_id": input_id, "last_event_id": last_event_id, "at_ms": at_ms}])
 
 
+def record_inputs(conn: Connection, rows: list[tuple[str, int, int]]) -> None:
+    """``record_input`` for many ``(input_id, last_event_id, at_ms)`` in one statement."""
+    if rows:
+        conn.execute(_RECORD_INPUT, [{"input_id": i, "last_event_id": e, "at_ms": t} for i, e, t in rows])
+
+
 def applied_inputs(conn: Connection, ids: Iterable[str]) -> set[str]:
     """Those of ``ids`` that were applied (recorded by ``record_input``)."""
     wanted = list(dict.fromkeys(ids))

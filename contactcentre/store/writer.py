@@ -52,7 +52,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from contactcentre.events import Event, decode, scrub
 from contactcentre.store import projection
 from contactcentre.store.db import write_transaction
-from contactcentre.store.fence import Fenced, check_fence
+from contactcentre.store.fence import Fenced, check_fence, record_inputs
 from contactcentre.store.fence import last_event_id as stored_last_event_id
 from contactcentre.store.schema import events as events_table
 
@@ -72,6 +72,18 @@ class Staged:
 
     def __repr__(self) -> str:
         return repr(self.work)
+
+
+class InputMark:
+    """A router input record applied (``StoreWriter.mark_input``): a row of ``router_inputs``, written in the
+    same transaction as the record's events, with every other mark of the commit in one statement."""
+
+    __slots__ = ("at_ms", "input_id", "last_event_id")
+
+    def __init__(self, input_id: str, last_event_id: int, at_ms: int) -> None:
+        self.input_id = input_id
+        self.last_event_id = last_event_id
+        self.at_ms = at_ms
 
 
 class _StagedFailed(Exception):
@@ -168,6 +180,13 @@ class StoreWriter:
         elif before == 0 and self._deadline is None and self._error is None:
             self._deadline = self.loop.call_later(self.max_delay_s, self._wake.set)
         return self.appended
+
+    def mark_input(self, input_id: str, at_ms: int) -> int:
+        """Note that the router applied input record ``input_id`` (``store.fence.record_inputs``): committed with
+        what was appended before it, so a router that takes over knows the record was applied exactly when its
+        events are in the log. Marks do not split the commit's runs of events (each run is projected with
+        statements of its own)."""
+        return self.append([InputMark(input_id, self.last_event_id, at_ms)])  # type: ignore[list-item]
 
     def stage(self, work: Work) -> int:
         """Queue ``work(connection)`` like ``append``, but as a unit that fails alone: what it raises is logged
@@ -353,10 +372,14 @@ class StoreWriter:
             if self.fence is not None:
                 check_fence(conn, self.fence)  # first, so that its row lock orders us against a takeover
             logged: list[dict[str, Any]] = []  # every event's row, in order: one INSERT for the commit
+            marks: list[InputMark] = []  # the router's input records applied: one INSERT for the commit
             run: list[Event] = []
             for rec in records:
                 if isinstance(rec, Event):
                     run.append(rec)
+                    continue
+                if type(rec) is InputMark:
+                    marks.append(rec)
                     continue
                 if run:
                     self._project(conn, run, logged)
@@ -375,6 +398,8 @@ class StoreWriter:
                 for i, row in enumerate(logged):
                     row["id"] = first + i
                 conn.execute(projection.INSERT_EVENTS, logged)
+            if marks:
+                record_inputs(conn, [(m.input_id, m.last_event_id, m.at_ms) for m in marks])
 
     @staticmethod
     def _project(conn: Connection, run: list[Event], logged: list[dict[str, Any]]) -> None:
