@@ -149,6 +149,7 @@ class RouterNode:
     active: ActiveRouter | None = None
     follower: OutputFollower | None = None
     took_over_at: float | None = None  # loop time of the takeover
+    holder: str | None = None  # state "lost": the node that holds the lease (or the fence) now
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set(self, state: str) -> None:
@@ -250,6 +251,10 @@ async def run_router(
                 log.error("router %s: the last commit failed: %s", cluster.node_id, exc)
             centre.close()
             if active.lost.is_set():
+                node.holder = active.holder
+                if node.holder is None:
+                    with contextlib.suppress(Exception):
+                        node.holder = await lease.holder()
                 state("lost")
             else:
                 try:

@@ -41,7 +41,7 @@ from contactcentre.server.wire import (
     decode_input,
     encode,
 )
-from contactcentre.store.fence import applied_inputs, record_input
+from contactcentre.store.fence import Fenced, applied_inputs, record_input
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -170,6 +170,7 @@ class ActiveRouter:
         self.recorder = recorder
         self.lease_ttl_ms = lease_ttl_ms
         self.lost = asyncio.Event()
+        self.holder: str | None = None  # who holds the lease (or the fence) once this router lost it
         self.taken = 0  # input records applied
         self.duplicates = 0
         self.published = 0
@@ -340,7 +341,8 @@ class ActiveRouter:
                 renewed = loop.time()
                 continue
             if ok is False or (loop.time() - renewed) * 1000 >= self.lease_ttl_ms:
-                log.error("router: the lease is lost (held by %s); routing stops", await self._holder())
+                self.holder = await self._holder()
+                log.error("router: the lease is lost (held by %s); routing stops", self.holder)
                 self.give_up()
                 return
 
@@ -372,7 +374,10 @@ class ActiveRouter:
             done, _ = await asyncio.wait([*tasks, stopped, lost], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t in tasks and t.exception() is not None:
-                    log.error("router: %s failed: %r", t.get_name(), t.exception())
+                    exc = t.exception()
+                    log.error("router: %s failed: %r", t.get_name(), exc)
+                    if isinstance(exc, Fenced) and self.holder is None:
+                        self.holder = exc.holder  # the router that took the fence: the one to name
                     self.give_up()
         finally:
             self._stopping = True
