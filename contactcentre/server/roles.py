@@ -171,7 +171,7 @@ async def run_router(
     from contactcentre.server.centre import Centre
     from contactcentre.server.lease import Lease, next_fence
     from contactcentre.server.router_node import ActiveDriver, ActiveRouter, Recorder
-    from contactcentre.store.fence import take_fence
+    from contactcentre.store.fence import fence_holder, take_fence
     from contactcentre.store.writer import StoreWriter
 
     loop = asyncio.get_running_loop()
@@ -215,8 +215,15 @@ async def run_router(
             state("stopped")
             return node
         node.took_over_at = loop.time()
-        # Takeover. The fence goes into the store first: from then on the old router cannot commit.
-        token = await next_fence(redis, streams.fence)
+
+        # Takeover. The fence goes into the store first: from then on the old router cannot commit. The token
+        # must be above the store's: a Redis restarted without its data counts from 1 again.
+        def stored_fence() -> int:
+            with engine.connect() as conn:
+                held = fence_holder(conn)
+            return 0 if held is None else held[0]
+
+        token = await next_fence(redis, streams.fence, above=await loop.run_in_executor(None, stored_fence))
         node.fence = token
         now = driver.clock.now_ms()
 
