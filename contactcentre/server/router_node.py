@@ -256,7 +256,7 @@ class ActiveRouter:
         return len(claimed)
 
     async def consume(self) -> None:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError, ResponseError
 
         loop = asyncio.get_running_loop()
         self._claimed_at = loop.time()
@@ -269,6 +269,17 @@ class ActiveRouter:
                 got = await self.redis.xreadgroup(
                     GROUP, self.node_id, {self.streams.inputs: ">"}, count=500, block=BLOCK_MS
                 )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis came back without its data (a restart without persistence): the stream and the group
+                # are gone, and with them whatever was not yet read. The edges retry what they were not answered.
+                log.warning("router: the input stream's group is gone (%s); creating it again", exc)
+                try:
+                    await self._ensure_group()
+                except (RedisError, OSError):
+                    await asyncio.sleep(0.2)  # a reconnection pace
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("router: reading inputs failed (%s); retrying", exc)
                 await asyncio.sleep(0.2)  # a reconnection pace
