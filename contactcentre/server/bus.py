@@ -117,6 +117,8 @@ class OutputFollower:
                 await asyncio.sleep(self._retry_s)  # a reconnection pace, not a wait for a test
                 continue
             self.connected.set()
+            if self._stopping:
+                return  # the standby became the active router meanwhile: the store has these, not this read
             for _stream, entries in got or ():
                 for entry_id, fields in entries:
                     self.last_entry = entry_id

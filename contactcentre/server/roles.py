@@ -187,6 +187,7 @@ async def run_router(
     engine = open_store_for_nodes(database_url)
     redis: Redis = connect_redis(cluster.redis_url)
     streams = cluster.streams
+    holding: asyncio.Task[None] | None = None
     try:
         try:
             await redis.ping()
@@ -208,6 +209,12 @@ async def run_router(
                 break
             with contextlib.suppress(TimeoutError):  # the lease's rhythm: a dead router's successor comes
                 await asyncio.wait_for(stop.wait(), cluster.lease_ttl_ms / 4000)  # within ttl + ttl / 4
+        # From the lease won, it is renewed during the takeover too (stopping the follower, reading the store,
+        # opening the writer and catching up can outlast what is left of it on a loaded machine); the active
+        # router's own renewal follows on.
+        lost_lease = asyncio.Event()
+        if won:
+            holding = loop.create_task(_hold(lease, cluster.lease_ttl_ms, lost_lease), name="takeover-lease")
         follower.stop()
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
@@ -247,9 +254,16 @@ async def run_router(
         )
         node.active = active
         active_driver.catch_up()  # what fell due since the old router's last word, each at its own instant
-        state("active")
+        assert holding is not None
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+        if lost_lease.is_set():
+            active.give_up()  # another router won the lease meanwhile: it takes a fence above ours
+        else:
+            state("active")
         try:
-            await active.run(stop)
+            if not lost_lease.is_set():
+                await active.run(stop)
         finally:
             active_driver.close()
             try:
@@ -271,5 +285,19 @@ async def run_router(
                 state("stopped")
         return node
     finally:
+        if holding is not None:
+            holding.cancel()
         await redis.aclose()
         engine.dispose()
+
+
+async def _hold(lease: Any, ttl_ms: int, lost: asyncio.Event) -> None:
+    """Renew ``lease`` every ``ttl / 3`` until cancelled; set ``lost`` and return if it is someone else's."""
+    while True:
+        await asyncio.sleep(ttl_ms / 3000)  # the lease's rhythm
+        try:
+            if not await lease.renew():
+                lost.set()
+                return
+        except Exception as exc:  # Redis unreachable: try again; the lease runs out if it stays so
+            log.warning("router %s: renewing the lease failed: %s", lease.node_id, exc)

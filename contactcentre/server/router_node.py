@@ -178,7 +178,7 @@ class ActiveRouter:
         # Ids of the records this router took, newest last (bounded): a record it took that is still waiting
         # for its commit when ``claim`` comes round again is not taken twice.
         self._taken: dict[str, None] = {}
-        self._claimed_at = 0.0
+        self._claimed_at: float | None = None  # loop time of the last claim (None: not yet, at the takeover)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -259,11 +259,15 @@ class ActiveRouter:
         from redis.exceptions import RedisError, ResponseError
 
         loop = asyncio.get_running_loop()
-        self._claimed_at = loop.time()
+        self._claimed_at = None
         while not self._stopping:
             try:
                 await self.centre.room()
-                if (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
+                if self._claimed_at is None:  # the takeover: the group made if missing, everything pending claimed
+                    await self._ensure_group()
+                    await self.claim()
+                    self._claimed_at = loop.time()
+                elif (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
                     self._claimed_at = loop.time()
                     await self.claim(min_idle_ms=self.lease_ttl_ms)
                 got = await self.redis.xreadgroup(
@@ -372,8 +376,7 @@ class ActiveRouter:
     # ---------------------------------------------------------------------------------------------- run
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._ensure_group()
-        await self.claim()
+        # The lease is kept from the start: the takeover's claim can take longer than what is left of it.
         tasks = [
             asyncio.create_task(self.consume(), name="router-inputs"),
             asyncio.create_task(self.publish(), name="router-outputs"),
