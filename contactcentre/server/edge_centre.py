@@ -204,6 +204,12 @@ class EdgeCentre(Centre):
                 for fut in waiting:
                     await asyncio.shield(fut)
         except TimeoutError:
+            # What is still unanswered is given up (its waiters are told to try again): an input Redis lost
+            # (restarted without its data) is never answered, and left here it would fail every later commit.
+            # Answered after all, the answer is ignored (a retried arrival is then refused: already in the centre).
+            for rid, (n, fut) in list(self._answers.items()):
+                if n <= limit and not fut.done():
+                    self._fail(rid, Unavailable(f"the router did not answer within {self.commit_timeout_s:g} s"))
             raise Unavailable(f"the router did not answer within {self.commit_timeout_s:g} s") from None
 
     def log_position(self) -> int:
