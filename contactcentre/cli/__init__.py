@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MS",
         help="--role router: the active router's lease in Redis lapses this long after its last renewal, and a"
-        " standby takes over within about 1.25 times it (default 2000; shorter only for tests and benchmarks)",
+        " standby takes over about this long after its death (default 2000; shorter only for tests and benchmarks)",
     )
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 

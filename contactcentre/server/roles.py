@@ -201,14 +201,21 @@ async def run_router(
         state("standby")
         won = False
         while not stop.is_set():
+            pause_s = cluster.lease_ttl_ms / 4000
             try:
                 won = await lease.acquire()
+                if not won:
+                    # Asked again just after the holder's lease runs out (if it is not renewed by then): a dead
+                    # router's successor comes within ttl of its last renewal, not ttl + ttl / 4.
+                    left_ms = await redis.pttl(streams.lease)
+                    if left_ms >= 0:
+                        pause_s = min(pause_s, left_ms / 1000 + 0.002)
             except Exception as exc:
                 log.warning("router %s: asking for the lease failed: %s", cluster.node_id, exc)
             if won:
                 break
-            with contextlib.suppress(TimeoutError):  # the lease's rhythm: a dead router's successor comes
-                await asyncio.wait_for(stop.wait(), cluster.lease_ttl_ms / 4000)  # within ttl + ttl / 4
+            with contextlib.suppress(TimeoutError):  # the lease's rhythm
+                await asyncio.wait_for(stop.wait(), pause_s)
         # From the lease won, it is renewed during the takeover too (stopping the follower, reading the store,
         # opening the writer and catching up can outlast what is left of it on a loaded machine); the active
         # router's own renewal follows on.
