@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +18,7 @@ import contactcentre.events as E
 from contactcentre.config import parse_config
 from contactcentre.server.edge_centre import EdgeCentre
 from contactcentre.server.roles import Cluster, RoleError, RouterNode, close_edge, open_edge, run_router
-from contactcentre.store.db import connect
-from contactcentre.store.writer import read_events
+from tests.cluster_support import assert_no_double_offers, logged_events, until
 from tests.conftest import fresh_postgres_database
 
 CONFIG = parse_config(
@@ -30,7 +29,6 @@ CONFIG = parse_config(
     },
     "<test>",
 )
-DEADLINE_S = 20.0
 TTL_MS = 600  # a short lease: a takeover within a second keeps the tests quick
 
 
@@ -39,19 +37,6 @@ def pg_url(postgres_admin: Any) -> Iterator[str]:
     url, drop = fresh_postgres_database(postgres_admin)
     yield url
     drop()
-
-
-async def until(what: Callable[[], Any], why: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll ``what()`` on the loop until it is truthy (each turn yields to the nodes' tasks)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.01)  # the poll's pace: the nodes run on this same loop meanwhile
 
 
 class Nodes:
@@ -126,7 +111,7 @@ def test_an_edge_routes_through_the_router_and_reads_its_replica(pg_url: str, re
             await until(lambda: edge2.router.has_contact("chat-1"), "e2's replica")
             assert edge2.router.contact("chat-1").state == "connected"
 
-        logged = _events(pg_url)
+        logged = logged_events(pg_url)
         arrivals = [ev for ev in logged if isinstance(ev, E.ContactArrived)]
         assert [ev.contact_id for ev in arrivals] == ["chat-1"]
 
@@ -159,7 +144,7 @@ def test_a_standby_takes_over_when_the_active_router_dies(pg_url: str, redis_url
             await edge.commit()
             assert edge.router.agent("a2").offers
 
-        logged = _events(pg_url)
+        logged = logged_events(pg_url)
         arrived = [ev.contact_id for ev in logged if isinstance(ev, E.ContactArrived)]
         assert sorted(arrived) == [f"mail-{i}" for i in range(5)]  # each once
         assert_no_double_offers(logged)
@@ -176,27 +161,3 @@ def test_router_and_edge_refuse_sqlite(tmp_path: Any) -> None:
             await run_router(CONFIG, tmp_path / "c.sqlite", cluster)
 
     asyncio.run(main())
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def _events(url: str) -> list[E.Event]:
-    engine = connect(url)
-    try:
-        return read_events(engine)
-    finally:
-        engine.dispose()
-
-
-def assert_no_double_offers(logged: list[E.Event]) -> None:
-    """From the merged log: no contact is offered to two agents at once, no agent holds two offers of one
-    contact."""
-    open_offers: dict[str, tuple[str, str]] = {}  # offer id -> (contact, agent)
-    for ev in logged:
-        if isinstance(ev, E.OfferMade):
-            for contact, agent in open_offers.values():
-                assert contact != ev.contact_id, f"{ev.contact_id} offered twice at once ({agent}, {ev.agent_id})"
-            open_offers[ev.offer_id] = (ev.contact_id, ev.agent_id)
-        elif isinstance(ev, E.OfferAccepted | E.OfferRejected | E.OfferExpired | E.OfferCancelled):
-            open_offers.pop(ev.offer_id, None)
