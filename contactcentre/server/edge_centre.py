@@ -73,7 +73,8 @@ class EdgeCentre(Centre):
         self._boot = f"{os.getpid():x}{self.clock.now_ms():x}"  # ids stay unique across restarts of the node
         self._counter = itertools.count(1)
         self._sent = 0  # records handed over so far (``log_position``)
-        self._answers: dict[str, tuple[int, asyncio.Future[OutputRecord]]] = {}  # input id -> (number, answer)
+        # input id -> (number, answer): its output record, or None when it came from the store (``filled``)
+        self._answers: dict[str, tuple[int, asyncio.Future[OutputRecord | None]]] = {}
         self._group: list[Part] | None = None  # inside ``atomic()``: the parts of the record being built
         self._depth = 0
         self._queue: list[tuple[str, bytes]] = []  # encoded records not yet sent to Redis
@@ -185,6 +186,15 @@ class EdgeCentre(Centre):
         got = self._answers.pop(record.input_id, None)
         if got is not None and not got[1].done():
             got[1].set_result(record)
+        self._check_room()
+
+    def filled(self, input_ids: list[str]) -> None:
+        """Inputs whose output records never came (a gap the follower filled from the store): their events are
+        in the store and the replica, so they are durable all the same (``OutputFollower.on_filled``)."""
+        for rid in input_ids:
+            got = self._answers.pop(rid, None)
+            if got is not None and not got[1].done():
+                got[1].set_result(None)
         self._check_room()
 
     def _check_room(self) -> None:

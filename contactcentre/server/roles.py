@@ -118,7 +118,9 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
         raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
     driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
     centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
-    follower = OutputFollower(redis, cluster.streams, driver, engine, pos, on_record=centre.answered)
+    follower = OutputFollower(
+        redis, cluster.streams, driver, engine, pos, on_record=centre.answered, on_filled=centre.filled
+    )
     centre.follower = follower
     centre.follower_task = loop.create_task(follower.run(), name="edge-follower")  # type: ignore[attr-defined]
     return centre
