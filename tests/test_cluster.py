@@ -16,8 +16,10 @@ import pytest
 
 import contactcentre.events as E
 from contactcentre.config import parse_config
+from contactcentre.server.bus import OutputFollower, Streams
 from contactcentre.server.edge_centre import EdgeCentre
 from contactcentre.server.roles import Cluster, RoleError, RouterNode, close_edge, open_edge, run_router
+from contactcentre.server.wire import decode_output
 from tests.cluster_support import assert_no_double_offers, logged_events, until
 from tests.conftest import fresh_postgres_database
 
@@ -148,6 +150,56 @@ def test_a_standby_takes_over_when_the_active_router_dies(pg_url: str, redis_url
         arrived = [ev.contact_id for ev in logged if isinstance(ev, E.ContactArrived)]
         assert sorted(arrived) == [f"mail-{i}" for i in range(5)]  # each once
         assert_no_double_offers(logged)
+
+    asyncio.run(main())
+
+
+def test_an_edge_answers_inputs_whose_output_records_were_lost(pg_url: str, redis_url: str) -> None:
+    """An input applied and committed whose output record the edge never reads (Redis restarted without its
+    data, a router that died between commit and publish) is answered when the edge fills the gap from the store,
+    not left to time out as "try again"."""
+
+    async def main() -> None:
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            edge = await nodes.edge("e1")
+            edge.commit_timeout_s = 5.0
+            stopped = edge.follower
+            assert stopped is not None
+            stopped.stop()
+            edge.follower_task.cancel()  # type: ignore[attr-defined]
+            await asyncio.gather(edge.follower_task, return_exceptions=True)  # type: ignore[attr-defined]
+            edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a1"))
+            first = edge.log_position()
+            outputs = f"{nodes.prefix}:out"
+
+            async def published() -> bool:
+                entries = await edge.redis.xrange(outputs)
+                return any(decode_output(f[b"r"]).node == "e1" for _id, f in entries)
+
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 20
+            while not await published():
+                assert loop.time() < end, "the router did not publish"
+                await asyncio.sleep(0.01)  # the poll's pace
+            await edge.redis.xtrim(outputs, maxlen=0)  # the record is lost
+            follower = OutputFollower(
+                edge.redis,
+                Streams(nodes.prefix),
+                edge.driver,
+                edge.engine,
+                stopped.pos,
+                on_record=edge.answered,
+                on_filled=edge.filled,
+            )
+            edge.follower = follower
+            edge.follower_task = loop.create_task(follower.run())  # type: ignore[attr-defined]
+            edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a2"))
+            await edge.commit(first)  # answered from the store: no Unavailable after 5 s
+            await edge.commit()
+            assert follower.gaps == 1
+            assert edge.router.agent("a1").logged_in and edge.router.agent("a2").logged_in
 
     asyncio.run(main())
 
