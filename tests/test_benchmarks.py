@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +38,12 @@ def test_store_benchmark_smoke_run() -> None:
 def test_mail_stall_benchmark_smoke_run() -> None:
     out = run("benchmarks/mail_stall.py", "--quick", "--soup-limit", "5")
     assert "held the loop" in out and "idle (floor)" in out and "tag soup" in out
+
+
+@pytest.mark.e2e
+def test_failover_benchmark_smoke_run(postgres_admin: Any, redis_server: Any) -> None:
+    # The fixtures only make sure PostgreSQL and redis-server are there (else skip, or fail under CI=true): the
+    # benchmark starts a redis-server and creates a database of its own.
+    out = run("benchmarks/failover.py", "--runs", "1", "--lease-ttl-ms", "600")
+    assert "kill -9 -> first offer by the new router: p50" in out
+    assert "lost 0, logged twice 0; double offers 0" in out and "GOAL met" in out

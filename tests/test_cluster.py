@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 import contactcentre.events as E
 from contactcentre.config import parse_config
+from contactcentre.server.bus import OutputFollower, Streams
 from contactcentre.server.edge_centre import EdgeCentre
 from contactcentre.server.roles import Cluster, RoleError, RouterNode, close_edge, open_edge, run_router
-from contactcentre.store.db import connect
-from contactcentre.store.writer import read_events
+from contactcentre.server.wire import decode_output
+from tests.cluster_support import assert_no_double_offers, logged_events, until
 from tests.conftest import fresh_postgres_database
 
 CONFIG = parse_config(
@@ -30,7 +31,6 @@ CONFIG = parse_config(
     },
     "<test>",
 )
-DEADLINE_S = 20.0
 TTL_MS = 600  # a short lease: a takeover within a second keeps the tests quick
 
 
@@ -39,19 +39,6 @@ def pg_url(postgres_admin: Any) -> Iterator[str]:
     url, drop = fresh_postgres_database(postgres_admin)
     yield url
     drop()
-
-
-async def until(what: Callable[[], Any], why: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll ``what()`` on the loop until it is truthy (each turn yields to the nodes' tasks)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.01)  # the poll's pace: the nodes run on this same loop meanwhile
 
 
 class Nodes:
@@ -126,7 +113,7 @@ def test_an_edge_routes_through_the_router_and_reads_its_replica(pg_url: str, re
             await until(lambda: edge2.router.has_contact("chat-1"), "e2's replica")
             assert edge2.router.contact("chat-1").state == "connected"
 
-        logged = _events(pg_url)
+        logged = logged_events(pg_url)
         arrivals = [ev for ev in logged if isinstance(ev, E.ContactArrived)]
         assert [ev.contact_id for ev in arrivals] == ["chat-1"]
 
@@ -159,10 +146,60 @@ def test_a_standby_takes_over_when_the_active_router_dies(pg_url: str, redis_url
             await edge.commit()
             assert edge.router.agent("a2").offers
 
-        logged = _events(pg_url)
+        logged = logged_events(pg_url)
         arrived = [ev.contact_id for ev in logged if isinstance(ev, E.ContactArrived)]
         assert sorted(arrived) == [f"mail-{i}" for i in range(5)]  # each once
         assert_no_double_offers(logged)
+
+    asyncio.run(main())
+
+
+def test_an_edge_answers_inputs_whose_output_records_were_lost(pg_url: str, redis_url: str) -> None:
+    """An input applied and committed whose output record the edge never reads (Redis restarted without its
+    data, a router that died between commit and publish) is answered when the edge fills the gap from the store,
+    not left to time out as "try again"."""
+
+    async def main() -> None:
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            edge = await nodes.edge("e1")
+            edge.commit_timeout_s = 5.0
+            stopped = edge.follower
+            assert stopped is not None
+            stopped.stop()
+            edge.follower_task.cancel()  # type: ignore[attr-defined]
+            await asyncio.gather(edge.follower_task, return_exceptions=True)  # type: ignore[attr-defined]
+            edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a1"))
+            first = edge.log_position()
+            outputs = f"{nodes.prefix}:out"
+
+            async def published() -> bool:
+                entries = await edge.redis.xrange(outputs)
+                return any(decode_output(f[b"r"]).node == "e1" for _id, f in entries)
+
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 20
+            while not await published():
+                assert loop.time() < end, "the router did not publish"
+                await asyncio.sleep(0.01)  # the poll's pace
+            await edge.redis.xtrim(outputs, maxlen=0)  # the record is lost
+            follower = OutputFollower(
+                edge.redis,
+                Streams(nodes.prefix),
+                edge.driver,
+                edge.engine,
+                stopped.pos,
+                on_record=edge.answered,
+                on_filled=edge.filled,
+            )
+            edge.follower = follower
+            edge.follower_task = loop.create_task(follower.run())  # type: ignore[attr-defined]
+            edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a2"))
+            await edge.commit(first)  # answered from the store: no Unavailable after 5 s
+            await edge.commit()
+            assert follower.gaps == 1
+            assert edge.router.agent("a1").logged_in and edge.router.agent("a2").logged_in
 
     asyncio.run(main())
 
@@ -176,30 +213,6 @@ def test_router_and_edge_refuse_sqlite(tmp_path: Any) -> None:
             await run_router(CONFIG, tmp_path / "c.sqlite", cluster)
 
     asyncio.run(main())
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-
-def _events(url: str) -> list[E.Event]:
-    engine = connect(url)
-    try:
-        return read_events(engine)
-    finally:
-        engine.dispose()
-
-
-def assert_no_double_offers(logged: list[E.Event]) -> None:
-    """From the merged log: no contact is offered to two agents at once, no agent holds two offers of one
-    contact."""
-    open_offers: dict[str, tuple[str, str]] = {}  # offer id -> (contact, agent)
-    for ev in logged:
-        if isinstance(ev, E.OfferMade):
-            for contact, agent in open_offers.values():
-                assert contact != ev.contact_id, f"{ev.contact_id} offered twice at once ({agent}, {ev.agent_id})"
-            open_offers[ev.offer_id] = (ev.contact_id, ev.agent_id)
-        elif isinstance(ev, E.OfferAccepted | E.OfferRejected | E.OfferExpired | E.OfferCancelled):
-            open_offers.pop(ev.offer_id, None)
 
 
 def test_no_single_process_server_routes_beside_router_nodes(pg_url: str, redis_url: str) -> None:
@@ -246,7 +259,7 @@ def test_the_calls_of_a_dead_edge_are_ended_and_logged_as_such(pg_url: str, redi
             await until(lambda: not edge.router.has_contact("call-2"), "call-2 ended")
             assert edge.router.has_contact("call-0") and edge.router.has_contact("call-1")
 
-        left = [ev for ev in _events(pg_url) if isinstance(ev, E.CustomerLeft)]
+        left = [ev for ev in logged_events(pg_url) if isinstance(ev, E.CustomerLeft)]
         assert [(ev.contact_id, ev.reason) for ev in left] == [("call-2", "edge_lost")]
 
     asyncio.run(main())

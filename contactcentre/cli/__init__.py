@@ -136,6 +136,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --role edge: this edge runs the switch (CTI link, SIP, IVR, callbacks); one edge of a centre does",
     )
+    srv.add_argument(
+        "--lease-ttl-ms",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="--role router: the active router's lease in Redis lapses this long after its last renewal, and a"
+        " standby takes over about this long after its death (default 2000; shorter only for tests and benchmarks)",
+    )
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -236,7 +244,10 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
     url = args.redis_url or os.environ.get("CONTACTCENTRE_REDIS_URL") or "redis://127.0.0.1:6379/0"
     node = args.node_id or f"{socket.gethostname()}-{os.getpid()}"
-    return Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix, voice=args.voice)
+    cluster = Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix, voice=args.voice)
+    if args.lease_ttl_ms is not None:
+        cluster.lease_ttl_ms = args.lease_ttl_ms
+    return cluster
 
 
 def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:
@@ -248,7 +259,7 @@ def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:
 
     cluster = _cluster(args)
 
-    async def main() -> str:
+    async def main() -> Any:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -257,20 +268,22 @@ def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:
         def said(node: Any) -> None:
             print(f"contactcentre serve --role router: {node.node_id} is {node.state}", flush=True)
 
-        node = await run_router(cfg, args.database_url, cluster, stop=stop, on_state=said)
-        return node.state
+        return await run_router(cfg, args.database_url, cluster, stop=stop, on_state=said)
 
+    if args.lease_ttl_ms is not None and args.lease_ttl_ms < 100:
+        print("contactcentre serve: --lease-ttl-ms must be at least 100", file=sys.stderr)
+        return 2
     try:
-        state = run(main())
+        node = run(main())
     except RoleError as exc:
         print(f"contactcentre serve: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    if state == "lost":
+    if node.state == "lost":
         print(
-            "contactcentre serve: this router lost its lease to another and stopped routing; start it again to"
-            " come back as a standby",
+            f"contactcentre serve: router {node.node_id} lost its lease (now held by {node.holder or 'nobody'})"
+            " and stopped routing; start it again to come back as a standby",
             file=sys.stderr,
         )
         return 1

@@ -96,6 +96,7 @@ class OutputFollower:
         pos: int,
         *,
         on_record: Callable[[OutputRecord], None] | None = None,
+        on_filled: Callable[[list[str]], None] | None = None,
         retry_s: float = 0.5,
     ) -> None:
         self.redis = redis
@@ -104,6 +105,7 @@ class OutputFollower:
         self.engine = engine
         self.pos = pos  # the last event id applied
         self.on_record = on_record
+        self.on_filled = on_filled  # the ids of the inputs a gap filled from the store held (their records were lost)
         self.last_entry = "0"  # the stream entry read last: everything retained is looked at once
         self.applied = 0
         self.gaps = 0
@@ -127,6 +129,8 @@ class OutputFollower:
                 await asyncio.sleep(self._retry_s)  # a reconnection pace, not a wait for a test
                 continue
             self.connected.set()
+            if self._stopping:
+                return  # the standby became the active router meanwhile: the store has these, not this read
             try:
                 for _stream, entries in got or ():
                     for entry_id, fields in entries:
@@ -157,18 +161,22 @@ class OutputFollower:
 
     async def fill(self, upto: int | None = None) -> int:
         """Read the log's events after ``pos`` (up to ``upto``) from the store and replay them; returns how many."""
-        from contactcentre.store.fence import events_after
+        from contactcentre.store.fence import events_after, inputs_logged_between
 
-        def read() -> list[tuple[int, str]]:
+        def read() -> tuple[list[tuple[int, str]], list[str]]:
             with self.engine.connect() as conn:
-                return events_after(conn, self.pos, upto)
+                rows = events_after(conn, self.pos, upto)
+                inputs = inputs_logged_between(conn, self.pos, rows[-1][0]) if rows and self.on_filled else []
+                return rows, inputs
 
-        rows = await asyncio.get_running_loop().run_in_executor(None, read)
+        rows, inputs = await asyncio.get_running_loop().run_in_executor(None, read)
         if rows:
             self.gaps += 1
             log.info("follower: %d events %d..%d read from the store", len(rows), rows[0][0], rows[-1][0])
             self.driver.replay([decode(payload) for _id, payload in rows])
             self.pos = rows[-1][0]
+            if inputs and self.on_filled is not None:
+                self.on_filled(inputs)
         return len(rows)
 
 

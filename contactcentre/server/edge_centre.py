@@ -244,6 +244,13 @@ class EdgeCentre(Centre):
             self._wake_waiters()
         self._check_room()
 
+    def filled(self, input_ids: list[str]) -> None:
+        """Inputs whose output records never came (a gap the follower filled from the store): their events are
+        in the store and the replica, so they are durable all the same (``OutputFollower.on_filled``)."""
+        if any([self._answers.pop(rid, None) is not None for rid in input_ids]):
+            self._wake_waiters()
+        self._check_room()
+
     def _check_room(self) -> None:
         if not self._room.is_set() and len(self._answers) < MAX_OUTSTANDING // 2:
             self._room.set()
@@ -261,11 +268,12 @@ class EdgeCentre(Centre):
             async with asyncio.timeout(self.commit_timeout_s):
                 await fut
         except TimeoutError:
-            # Given up: what is still unanswered is told so (an input a restarted Redis lost is never answered;
-            # left outstanding it would fail every later commit too).
+            # What is still unanswered is given up (its waiters are told to try again): an input Redis lost
+            # (restarted without its data) is never answered, and left here it would fail every later commit.
+            # Answered after all, the answer is ignored (a retried arrival is then refused: already in the centre).
             for rid, (n, _answer) in list(self._answers.items()):
                 if n <= limit:
-                    self._fail(rid, Unavailable("the router did not answer in time"))
+                    self._fail(rid, Unavailable(f"the router did not answer within {self.commit_timeout_s:g} s"))
             raise Unavailable(f"the router did not answer within {self.commit_timeout_s:g} s") from None
 
     def _answered_upto(self) -> int:

@@ -123,7 +123,9 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
         raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
     driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
     centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
-    follower = OutputFollower(redis, cluster.streams, driver, engine, pos, on_record=centre.answered)
+    follower = OutputFollower(
+        redis, cluster.streams, driver, engine, pos, on_record=centre.answered, on_filled=centre.filled
+    )
     centre.follower = follower
     centre.heartbeat = EdgeHeartbeat(redis, cluster.streams, cluster.node_id, EDGE_TTL_MS)
     centre.tasks = [
@@ -179,6 +181,7 @@ class RouterNode:
     active: ActiveRouter | None = None
     follower: OutputFollower | None = None
     took_over_at: float | None = None  # loop time of the takeover
+    holder: str | None = None  # state "lost": the node that holds the lease (or the fence) now
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set(self, state: str) -> None:
@@ -216,6 +219,7 @@ async def run_router(
     engine = open_store_for_nodes(database_url)
     redis: Redis = connect_redis(cluster.redis_url)
     streams = cluster.streams
+    holding: asyncio.Task[None] | None = None
     try:
         try:
             await redis.ping()
@@ -229,14 +233,27 @@ async def run_router(
         state("standby")
         won = False
         while not stop.is_set():
+            pause_s = cluster.lease_ttl_ms / 4000
             try:
                 won = await lease.acquire()
+                if not won:
+                    # Asked again just after the holder's lease runs out (if it is not renewed by then): a dead
+                    # router's successor comes within ttl of its last renewal, not ttl + ttl / 4.
+                    left_ms = await redis.pttl(streams.lease)
+                    if left_ms >= 0:
+                        pause_s = min(pause_s, left_ms / 1000 + 0.002)
             except Exception as exc:
                 log.warning("router %s: asking for the lease failed: %s", cluster.node_id, exc)
             if won:
                 break
-            with contextlib.suppress(TimeoutError):  # the lease's rhythm: a dead router's successor comes
-                await asyncio.wait_for(stop.wait(), cluster.lease_ttl_ms / 4000)  # within ttl + ttl / 4
+            with contextlib.suppress(TimeoutError):  # the lease's rhythm
+                await asyncio.wait_for(stop.wait(), pause_s)
+        # From the lease won, it is renewed during the takeover too (stopping the follower, reading the store,
+        # opening the writer and catching up can outlast what is left of it on a loaded machine); the active
+        # router's own renewal follows on.
+        lost_lease = asyncio.Event()
+        if won:
+            holding = loop.create_task(_hold(lease, cluster.lease_ttl_ms, lost_lease), name="takeover-lease")
         follower.stop()
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
@@ -278,9 +295,16 @@ async def run_router(
         )
         node.active = active
         active_driver.catch_up()  # what fell due since the old router's last word, each at its own instant
-        state("active")
+        assert holding is not None
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+        if lost_lease.is_set():
+            active.give_up()  # another router won the lease meanwhile: it takes a fence above ours
+        else:
+            state("active")
         try:
-            await active.run(stop)
+            if not lost_lease.is_set():
+                await active.run(stop)
         finally:
             active_driver.close()
             try:
@@ -289,6 +313,10 @@ async def run_router(
                 log.error("router %s: the last commit failed: %s", cluster.node_id, exc)
             centre.close()
             if active.lost.is_set():
+                node.holder = active.holder
+                if node.holder is None:
+                    with contextlib.suppress(Exception):
+                        node.holder = await lease.holder()
                 state("lost")
             else:
                 try:
@@ -298,5 +326,19 @@ async def run_router(
                 state("stopped")
         return node
     finally:
+        if holding is not None:
+            holding.cancel()
         await redis.aclose()
         engine.dispose()
+
+
+async def _hold(lease: Any, ttl_ms: int, lost: asyncio.Event) -> None:
+    """Renew ``lease`` every ``ttl / 3`` until cancelled; set ``lost`` and return if it is someone else's."""
+    while True:
+        await asyncio.sleep(ttl_ms / 3000)  # the lease's rhythm
+        try:
+            if not await lease.renew():
+                lost.set()
+                return
+        except Exception as exc:  # Redis unreachable: try again; the lease runs out if it stays so
+            log.warning("router %s: renewing the lease failed: %s", lease.node_id, exc)

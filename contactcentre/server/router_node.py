@@ -40,7 +40,7 @@ from contactcentre.server.wire import (
     decode_input,
     encode,
 )
-from contactcentre.store.fence import applied_inputs
+from contactcentre.store.fence import Fenced, applied_inputs
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -171,6 +171,7 @@ class ActiveRouter:
         self.recorder = recorder
         self.lease_ttl_ms = lease_ttl_ms
         self.lost = asyncio.Event()
+        self.holder: str | None = None  # who holds the lease (or the fence) once this router lost it
         self.taken = 0  # input records applied
         self.duplicates = 0
         self.published = 0
@@ -178,7 +179,7 @@ class ActiveRouter:
         # Ids of the records this router took, newest last (bounded): a record it took that is still waiting
         # for its commit when ``claim`` comes round again is not taken twice.
         self._taken: dict[str, None] = {}
-        self._claimed_at = 0.0
+        self._claimed_at: float | None = None  # loop time of the last claim (None: not yet, at the takeover)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -249,19 +250,34 @@ class ActiveRouter:
         return len(claimed)
 
     async def consume(self) -> None:
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisError, ResponseError
 
         loop = asyncio.get_running_loop()
-        self._claimed_at = loop.time()
+        self._claimed_at = None
         while not self._stopping:
             try:
                 await self.centre.room()
-                if (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
+                if self._claimed_at is None:  # the takeover: the group made if missing, everything pending claimed
+                    await self._ensure_group()
+                    await self.claim()
+                    self._claimed_at = loop.time()
+                elif (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
                     self._claimed_at = loop.time()
                     await self.claim(min_idle_ms=self.lease_ttl_ms)
                 got = await self.redis.xreadgroup(
                     GROUP, self.node_id, {self.streams.inputs: ">"}, count=500, block=BLOCK_MS
                 )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis came back without its data (a restart without persistence): the stream and the group
+                # are gone, and with them whatever was not yet read. The edges retry what they were not answered.
+                log.warning("router: the input stream's group is gone (%s); creating it again", exc)
+                try:
+                    await self._ensure_group()
+                except (RedisError, OSError):
+                    await asyncio.sleep(0.2)  # a reconnection pace
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("router: reading inputs failed (%s); retrying", exc)
                 await asyncio.sleep(0.2)  # a reconnection pace
@@ -338,7 +354,8 @@ class ActiveRouter:
                     log.warning("router: looking for lost edges failed: %s", exc)
                 continue
             if ok is False or (loop.time() - renewed) * 1000 >= self.lease_ttl_ms:
-                log.error("router: the lease is lost (held by %s); routing stops", await self._holder())
+                self.holder = await self._holder()
+                log.error("router: the lease is lost (held by %s); routing stops", self.holder)
                 self.give_up()
                 return
 
@@ -385,8 +402,7 @@ class ActiveRouter:
     # ---------------------------------------------------------------------------------------------- run
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._ensure_group()
-        await self.claim()
+        # The lease is kept from the start: the takeover's claim can take longer than what is left of it.
         tasks = [
             asyncio.create_task(self.consume(), name="router-inputs"),
             asyncio.create_task(self.publish(), name="router-outputs"),
@@ -398,7 +414,10 @@ class ActiveRouter:
             done, _ = await asyncio.wait([*tasks, stopped, lost], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t in tasks and t.exception() is not None:
-                    log.error("router: %s failed: %r", t.get_name(), t.exception())
+                    exc = t.exception()
+                    log.error("router: %s failed: %r", t.get_name(), exc)
+                    if isinstance(exc, Fenced) and self.holder is None:
+                        self.holder = exc.holder  # the router that took the fence: the one to name
                     self.give_up()
         finally:
             self._stopping = True

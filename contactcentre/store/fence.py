@@ -165,6 +165,17 @@ def applied_inputs(conn: Connection, ids: Iterable[str]) -> set[str]:
     return found
 
 
+def inputs_logged_between(conn: Connection, after_id: int, upto_id: int) -> list[str]:
+    """Ids of the applied inputs whose last event has an id in ``after_id < id <= upto_id``: what an edge that
+    read those events from the store (a gap in the output stream) may answer as durable. A scan of
+    ``router_inputs``, which has no index on ``last_event_id``: gaps are rare (a router died between its commit
+    and its publish, Redis lost its data, a reader fell behind the trim)."""
+    q = select(router_inputs.c.input_id).where(
+        router_inputs.c.last_event_id > after_id, router_inputs.c.last_event_id <= upto_id
+    )
+    return list(conn.execute(q).scalars())
+
+
 def events_after(conn: Connection, after_id: int, upto_id: int | None = None) -> list[tuple[int, str]]:
     """``(id, payload)`` of the logged events with ``after_id < id <= upto_id`` (no upper bound: None), in log
     order. Payloads are the stored JSON text (``contactcentre.events.decode`` reads them)."""
