@@ -168,8 +168,9 @@ def test_an_edge_answers_inputs_whose_output_records_were_lost(pg_url: str, redi
             stopped = edge.follower
             assert stopped is not None
             stopped.stop()
-            edge.follower_task.cancel()  # type: ignore[attr-defined]
-            await asyncio.gather(edge.follower_task, return_exceptions=True)  # type: ignore[attr-defined]
+            following = edge.tasks[0]  # open_edge's first task follows the output stream
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
             edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a1"))
             first = edge.log_position()
             outputs = f"{nodes.prefix}:out"
@@ -194,7 +195,7 @@ def test_an_edge_answers_inputs_whose_output_records_were_lost(pg_url: str, redi
                 on_filled=edge.filled,
             )
             edge.follower = follower
-            edge.follower_task = loop.create_task(follower.run())  # type: ignore[attr-defined]
+            edge.tasks[0] = loop.create_task(follower.run())
             edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a2"))
             await edge.commit(first)  # answered from the store: no Unavailable after 5 s
             await edge.commit()
