@@ -62,12 +62,21 @@ class Server:
         self.proc.communicate(timeout=30)
 
 
-def start_server(config: Path, database: Path, *, timeout: float = 30, launcher: list[str] | None = None) -> Server:
+def start_server(
+    config: Path,
+    database: Path | str,
+    *,
+    timeout: float = 30,
+    launcher: list[str] | None = None,
+    extra: list[str] | None = None,
+    voice: bool = True,
+) -> Server:
     """``contactcentre serve`` on free ports; ``launcher`` runs the command line instead of ``python -m
-    contactcentre.cli`` (it gets ``serve …`` as its arguments)."""
+    contactcentre.cli`` (it gets ``serve …`` as its arguments); ``extra`` arguments go after the ports (an edge
+    node's ``--role edge …``); ``voice`` False: the server takes no calls (no CTI or SIP line to wait for)."""
     cmd = [*(launcher or [sys.executable, "-m", "contactcentre.cli"]), "serve", "--config", str(config)]
     cmd += ["--database-url", str(database), "--http-port", "0", "--smtp-port", "0", "--ws-port", "0"]
-    cmd += ["--cti-port", "0", "--sip-port", "0"]
+    cmd += ["--cti-port", "0", "--sip-port", "0", *(extra or [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
@@ -86,6 +95,9 @@ def start_server(config: Path, database: Path, *, timeout: float = 30, launcher:
             out += chunk
             text = out.decode(errors="replace")
             m, c, s = READY.search(text), CTI.search(text), SIP.search(text)
+            if m and not voice:
+                sel.close()
+                return Server(proc, m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), 0, 0, "", errs)
             if m and c and s:
                 sel.close()
                 ports = int(m.group(2)), int(m.group(3)), int(m.group(4)), int(c.group(1)), int(s.group(1))
