@@ -253,6 +253,8 @@ def test_the_calls_of_a_dead_edge_are_ended_and_logged_as_such(pg_url: str, redi
                     )
                 )
             await edge.commit()
+            assert r1.active is not None
+            r1.active.edge_gone_ms = 300  # dead once missing this long (3 s in service)
             # e2 dies: its heartbeat stops and its key expires (here: goes at once).
             assert other.heartbeat is not None
             other.heartbeat.stop()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from contactcentre.acd import RouterError
-from contactcentre.events import CustomerLeft, Event
+from contactcentre.events import ContactArrived, CustomerLeft, Event
 from contactcentre.server.bus import BLOCK_MS, GROUP, INPUT_KEEP, OUTPUT_KEEP, Streams
 from contactcentre.server.driver import RouterDriver
 from contactcentre.server.wire import (
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 EDGE_ATTRIBUTE = "edge"  # a call's ContactArrived names the edge whose switch holds it (attributes["edge"])
 SWITCHED = frozenset({"voice", "callback"})  # channels whose contacts live on an edge's switch connection
+EDGE_GONE_MS = 3000  # an edge's heartbeat missing this long: it died (its key lives 3 s, renewed every second)
 TAKEN_KEEP = 100_000  # ids of records taken, remembered so a late claim does not take one twice
 
 
@@ -180,6 +181,15 @@ class ActiveRouter:
         # for its commit when ``claim`` comes round again is not taken twice.
         self._taken: dict[str, None] = {}
         self._claimed_at: float | None = None  # loop time of the last claim (None: not yet, at the takeover)
+        # Edges that have held calls, and since when (loop time) each of those has been missing its heartbeat.
+        self._call_edges: set[str] = {
+            c.attributes[EDGE_ATTRIBUTE]
+            for c in self.driver.router.contact_list()
+            if c.channel in SWITCHED and EDGE_ATTRIBUTE in c.attributes
+        }
+        self._missing: dict[str, float] = {}
+        self.edge_gone_ms = EDGE_GONE_MS
+        self.driver.subscribe(self._note_calls)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -359,29 +369,50 @@ class ActiveRouter:
                 self.give_up()
                 return
 
+    def _note_calls(self, batch: list[Event]) -> None:
+        """Which edges hold calls (a subscriber to the router's output): only those are checked for life."""
+        for ev in batch:
+            if type(ev) is ContactArrived and ev.channel in SWITCHED:
+                edge = ev.attributes.get(EDGE_ATTRIBUTE)
+                if edge is not None:
+                    self._call_edges.add(edge)
+
     async def reap(self) -> int:
         """End the calls of edges that died: a call lives on its edge's switch (the simulated one, or the
-        connection to a real one), so when the edge's heartbeat has expired its callers are gone. Each is logged
-        as the customer leaving, with the reason ``edge_lost``. Returns how many were ended."""
-        by_edge: dict[str, list[str]] = {}
-        for c in self.driver.router.contact_list():
-            edge = c.attributes.get(EDGE_ATTRIBUTE)
-            if edge is not None and c.channel in SWITCHED and (c.waiting or c.handling):
-                by_edge.setdefault(edge, []).append(c.id)
-        if not by_edge:
+        connection to a real one), so when the edge's heartbeat has been gone for ``EDGE_GONE_MS`` (one missed
+        renewal is not a death: a restarted Redis forgets every key until each edge renews its own) its callers
+        are gone. Each is logged as the customer leaving, with the reason ``edge_lost``. Returns how many were
+        ended."""
+        if not self._call_edges:
             return 0
-        edges = list(by_edge)
+        edges = sorted(self._call_edges)
         pipe = self.redis.pipeline(transaction=False)
         for e in edges:
             pipe.exists(self.streams.node(e))
         found = await pipe.execute()
-        ended = 0
+        now_s = asyncio.get_running_loop().time()
+        dead = []
         for edge, present in zip(edges, found, strict=True):
             if present:
+                self._missing.pop(edge, None)
+            elif now_s - self._missing.setdefault(edge, now_s) >= self.edge_gone_ms / 1000:
+                dead.append(edge)
+        if not dead:
+            return 0
+        by_edge: dict[str, list[str]] = {e: [] for e in dead}
+        for c in self.driver.router.contact_list():  # only when an edge died: a view per contact costs
+            edge = c.attributes.get(EDGE_ATTRIBUTE)
+            if edge in by_edge and c.channel in SWITCHED and (c.waiting or c.handling):
+                by_edge[edge].append(c.id)
+        ended = 0
+        for edge, calls in by_edge.items():
+            self._call_edges.discard(edge)
+            self._missing.pop(edge, None)
+            if not calls:
                 continue
-            log.warning("router: edge %s is gone; ending its %d calls", edge, len(by_edge[edge]))
+            log.warning("router: edge %s is gone; ending its %d calls", edge, len(calls))
             with self.writer.atomic():
-                for contact_id in by_edge[edge]:
+                for contact_id in calls:
                     now = max(self.centre.clock.now_ms(), self.driver.router.now_ms)
                     if self.centre.submit(CustomerLeft(at_ms=now, contact_id=contact_id, reason="edge_lost")) is None:
                         ended += 1
