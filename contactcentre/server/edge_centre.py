@@ -22,8 +22,9 @@ import heapq
 import itertools
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -77,9 +78,9 @@ class EdgeCentre(Centre):
         self._sent = 0  # records handed over so far (``log_position``)
         self._answers: dict[str, tuple[int, None]] = {}  # unanswered input id -> its number, in the order sent
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (commit's limit, tie, future): a heap
-        self._group: list[Part] | None = None  # inside ``atomic()``: the parts of the record being built
+        self._group: list[Part | _AtEdge] | None = None  # inside ``atomic()``: the parts of the record being built
         self._depth = 0
-        self._queue: list[InputRecord] = []  # records not yet sent to Redis
+        self._queue: deque[_Outgoing] = deque()  # records not yet sent to Redis, in the order made
         self._flushing = False
         self._signals: list[bytes] = []  # encoded signals for the other nodes, sent at the end of this turn
         self._room = asyncio.Event()
@@ -112,11 +113,16 @@ class EdgeCentre(Centre):
             self._part(Publish(evs))
 
     def stage(self, work: Callable[..., None]) -> None:
+        """A named store operation, committed with the record it is staged in. One that writes rows which are
+        not events (``StoreOp.AT_EDGE``: a chat's new customer and case) is written here instead, in a
+        transaction of its own just before its record is handed over — as an e-mail's intake is — so the
+        router's commit, which every hop of a contact waits for, does not carry it (and what it chose, the
+        case token, is known here at once)."""
         if not isinstance(work, StoreOp):
             raise TypeError(f"an edge stages only named store operations (store/ops.py), not {work!r}")
         if self.closed:
             raise RuntimeError("the centre is closed")
-        self._part(Stage(work))
+        self._part(_AtEdge(work) if work.AT_EDGE else Stage(work))
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
@@ -132,21 +138,42 @@ class EdgeCentre(Centre):
                 if group:
                     self._send(group)
 
-    def _part(self, part: Part) -> None:
+    def _part(self, part: Part | _AtEdge) -> None:
         if self._group is not None:
             self._group.append(part)
         else:
             self._send([part])
 
-    def _send(self, parts: list[Part]) -> None:
+    def _send(self, parts: list[Part | _AtEdge]) -> None:
         n = next(self._counter)
         rid = f"{self.node_id}:{self._boot}:{n}"
-        record = InputRecord(id=rid, node=self.node_id, parts=parts)
+        here = [p.op for p in parts if type(p) is _AtEdge]
+        wire: list[Part] = [p for p in parts if type(p) is not _AtEdge]  # type: ignore[misc]
+        record = InputRecord(id=rid, node=self.node_id, parts=wire)
         self._sent += 1
         self._answers[rid] = (self._sent, None)
         if len(self._answers) >= MAX_OUTSTANDING:
             self._room.clear()
-        self._queue.append(record)  # encoded when it leaves: an op that gathers (audit reads) gathers till then
+        # Encoded when it leaves: an op that gathers (audit reads) gathers till then. Records leave in the order
+        # they were made; one with rows to write here first waits for them, and the ones after it with it.
+        entry = _Outgoing(record, ready=not here)
+        self._queue.append(entry)
+        if here:
+            self.loop.create_task(self._write_here(entry, here), name="edge-rows")
+        elif not self._flushing:
+            self._flushing = True
+            self.loop.call_soon(self._start_flush)
+
+    async def _write_here(self, entry: _Outgoing, ops: list[StoreOp]) -> None:
+        def run(conn: Any) -> None:  # the store's connection: what every op is called with
+            for op in ops:
+                op(conn)
+
+        try:
+            await self.write(run)
+        except Exception:  # as in one process, the rows' failure is theirs: logged, and the record goes on
+            log.exception("edge: writing %r failed; its record goes on without it", ops)
+        entry.ready = True
         if not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._start_flush)
@@ -159,8 +186,10 @@ class EdgeCentre(Centre):
         from redis.exceptions import RedisError
 
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
+            while self._queue and self._queue[0].ready:
+                batch = []
+                while self._queue and self._queue[0].ready:
+                    batch.append(self._queue.popleft().record)
                 pipe = self.redis.pipeline(transaction=False)
                 for record in batch:
                     pipe.xadd(self.streams.inputs, {"r": encode(_sealed(record))})
@@ -319,3 +348,22 @@ def _sealed(record: InputRecord) -> InputRecord:
         return record
     parts: list[Part] = [Stage(p.op.sealed()) if type(p) is Stage else p for p in record.parts]
     return InputRecord(id=record.id, node=record.node, parts=parts)
+
+
+class _AtEdge:
+    """A staged op this node writes itself (``StoreOp.AT_EDGE``), before its record leaves."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: StoreOp) -> None:
+        self.op = op
+
+
+class _Outgoing:
+    """A record waiting to be handed over; ``ready`` once the rows it writes here are written."""
+
+    __slots__ = ("ready", "record")
+
+    def __init__(self, record: InputRecord, *, ready: bool) -> None:
+        self.record = record
+        self.ready = ready

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 class StoreOp(msgspec.Struct, tag_field="op", omit_defaults=True):
     """Base of the store ops: ``op(connection)`` runs it in the writer's transaction."""
 
+    # Rows that are not events and need no event's transaction: an edge node writes them itself, in a
+    # transaction of its own just before it hands the record over (server/edge_centre.py); in one process they
+    # stay in the writer's commit.
+    AT_EDGE: ClassVar[bool] = False
+
     def __call__(self, conn: Connection) -> None:
         raise NotImplementedError(type(self).__name__)  # every op below defines it
 
@@ -56,6 +61,7 @@ class HelloRows(StoreOp, tag="chat.hello_rows"):
     topic: str | None
     queue: str | None
     token: str | None = None
+    AT_EDGE: ClassVar[bool] = True  # a customer and a case: an edge writes them before the arrival leaves
 
     def __call__(self, conn: Connection) -> None:
         # The writer may run a batch twice (a retry after a failed unit): the token is this run's.

@@ -506,8 +506,8 @@ class ChatChannel:
         finally:
             self._minted(email, rows)
         if rows.token is None:
-            # Written by another process (an edge's rows are run by the router's writer), or they failed there
-            # (logged): the store has the case, or it is written on its own before answering.
+            # They failed where they ran (logged), or ran in another process: the store has the case, or it is
+            # written on its own before answering.
             try:
                 rows.token = await centre.read(case_token, rows.case_id)
                 if rows.token is None:
