@@ -36,6 +36,9 @@ class Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True, g
 
     at_ms: int
     INPUT: ClassVar[bool] = False
+    # A fact an adapter publishes (``centre.publish``): neither a router input nor what the router says. Only
+    # these may come from an edge node as published facts (server/router_node.py refuses others).
+    FACT: ClassVar[bool] = False
     # Every field of every event is classified, so that erasure cannot miss one (``classification_errors``
     # and its test): PERSONAL fields can hold a customer's personal data (an address, a number, free text)
     # and erasure blanks them in the logged payloads; NOT_PERSONAL fields, and the COMMON_FIELDS every event
@@ -133,6 +136,7 @@ class CustomerLeft(Event, tag="contact.customer_left"):
     # died, and the call with it: docs/scaling.md).
     reason: str | None = None
     INPUT: ClassVar[bool] = True
+    NOT_PERSONAL: ClassVar[tuple[str, ...]] = ("reason",)
 
 
 class AgentLoggedIn(Event, tag="agent.logged_in"):
@@ -395,6 +399,8 @@ class ContactConferenced(Event, tag="contact.conferenced"):
     number) into the customer's call: a three-way conference. The agent keeps the contact; nothing changes for
     the router, which is why this is published rather than submitted."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     agent_id: str
     parties: list[str] = []
@@ -482,6 +488,8 @@ class CallbackAttemptEnded(Event, tag="callback.attempt_ended"):
     ``outcome``: ``answered``, ``no_answer``, ``busy``, ``failed`` (the switch refused the call). A retry is
     ``retry_contact_id`` at ``retry_ms``; neither set and not answered means the callback has failed."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     agent_id: str
     attempt: int
@@ -508,6 +516,8 @@ class MessageReceived(Event, tag="message.received"):
     ``message_id`` is the channel's id for the message (an e-mail's Message-ID without angle brackets);
     ``in_reply_to`` and ``references`` thread e-mail into cases; ``address`` is the sender."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     message_id: str
     channel: Channel
@@ -532,6 +542,8 @@ class MessageReceived(Event, tag="message.received"):
 class MessageSent(Event, tag="message.sent"):
     """An agent's message to the customer; ``address`` is the recipient."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     message_id: str
     channel: Channel
@@ -548,6 +560,8 @@ class MessageSent(Event, tag="message.sent"):
 class CaseNoteAdded(Event, tag="case.note_added"):
     """An agent's note about a contact, for colleagues: never sent to the customer. Stored as a message of
     channel ``note`` on the contact's case (``case_id``, when it has one) and interaction."""
+
+    FACT: ClassVar[bool] = True
 
     contact_id: str
     agent_id: str
@@ -566,6 +580,8 @@ class CaseNoteAdded(Event, tag="case.note_added"):
 class IvrStarted(Event, tag="ivr.started"):
     """A call reached an IVR number (``number``) and its menu started."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     menu: str
     number: str = ""
@@ -574,6 +590,7 @@ class IvrStarted(Event, tag="ivr.started"):
 
 
 class IvrNodeEntered(Event, tag="ivr.node_entered"):
+    FACT: ClassVar[bool] = True
     contact_id: str
     menu: str
     node: str
@@ -582,6 +599,8 @@ class IvrNodeEntered(Event, tag="ivr.node_entered"):
 
 class IvrInputFailed(Event, tag="ivr.input_failed"):
     """One failed attempt at a question: no key in time (``timeout``) or keys that are no answer (``invalid``)."""
+
+    FACT: ClassVar[bool] = True
 
     contact_id: str
     menu: str
@@ -595,6 +614,8 @@ class IvrNodeExited(Event, tag="ivr.node_exited"):
     """How the call left ``node``: ``option:K``, ``digits``, ``next``, a hook's outcome, ``hangup`` (the
     caller), ``queued``, ``callback``… (``contactcentre.telephony.ivr.actions.NodeExited``)."""
 
+    FACT: ClassVar[bool] = True
+
     contact_id: str
     menu: str
     node: str
@@ -606,6 +627,8 @@ class IvrFinished(Event, tag="ivr.finished"):
     """The call left the IVR. ``outcome``: ``queued`` (to ``queue``), ``self_served``, ``abandoned`` (the caller
     hung up in the IVR: not a queue abandon), ``callback``, ``ivr_hangup`` or ``handed_off``. ``customer_id``:
     who the caller's number belongs to, when the store knew by then."""
+
+    FACT: ClassVar[bool] = True
 
     contact_id: str
     menu: str

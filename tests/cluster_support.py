@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import contactcentre.events as E
 from contactcentre.config import parse_config
 from contactcentre.server.edge_centre import EdgeCentre, Unavailable
+from contactcentre.server.roles import Cluster, RouterNode, close_edge, open_edge, run_router
 from contactcentre.store.db import connect
 from contactcentre.store.writer import read_events
 
@@ -267,3 +270,56 @@ class Load:
                 if edge.submit(ev) is None:
                     taken += 1
         return taken
+
+
+# ---------------------------------------------------------------------------------------------- in-process
+
+TTL_MS = 600  # a short lease: a takeover within a second keeps the tests quick
+
+
+class Nodes:
+    """Router and edge nodes of one centre on this loop."""
+
+    def __init__(self, pg_url: str, redis_url: str) -> None:
+        self.pg_url = pg_url
+        self.redis_url = redis_url
+        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+        self.routers: dict[str, tuple[RouterNode, asyncio.Event, asyncio.Task[RouterNode]]] = {}
+        self.edges: list[EdgeCentre] = []
+
+    def cluster(self, node_id: str) -> Cluster:
+        return Cluster(redis_url=self.redis_url, node_id=node_id, prefix=self.prefix, lease_ttl_ms=TTL_MS)
+
+    def router(self, node_id: str) -> RouterNode:
+        node, stop = RouterNode(node_id), asyncio.Event()
+        task = asyncio.create_task(run_router(CONFIG, self.pg_url, self.cluster(node_id), stop=stop, node=node))
+        self.routers[node_id] = (node, stop, task)
+        return node
+
+    async def edge(self, node_id: str) -> EdgeCentre:
+        centre = await open_edge(CONFIG, self.pg_url, self.cluster(node_id))
+        self.edges.append(centre)
+        return centre
+
+    def crash(self, node_id: str) -> None:
+        """The router's process dies: its tasks stop where they are, its lease is left to lapse."""
+        node, _stop, task = self.routers[node_id]
+        if node.active is not None:
+            node.active.give_up()  # what kill -9 does to routing: nothing more is decided or committed
+        task.cancel()
+
+    async def close(self) -> None:
+        for centre in self.edges:
+            await close_edge(centre)
+        for _node, stop, _task in self.routers.values():
+            stop.set()
+        await asyncio.gather(*(t for _n, _s, t in self.routers.values()), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def centre(pg_url: str, redis_url: str) -> AsyncIterator[Nodes]:
+    nodes = Nodes(pg_url, redis_url)
+    try:
+        yield nodes
+    finally:
+        await nodes.close()

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -132,3 +133,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             _module_is_e2e[path] = any(sign in text for sign in _E2E_SIGNS)
         if _module_is_e2e[path] or "live_server" in fixtures:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def pg_url(postgres_admin: Any) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (the nodes of a many-process centre share it), dropped after."""
+    url, drop = fresh_postgres_database(postgres_admin)
+    yield url
+    drop()

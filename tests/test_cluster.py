@@ -7,86 +7,15 @@ nodes' own events or by polling with a deadline, never by sleeping."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 import contactcentre.events as E
-from contactcentre.config import parse_config
 from contactcentre.server.bus import OutputFollower, Streams
-from contactcentre.server.edge_centre import EdgeCentre
-from contactcentre.server.roles import Cluster, RoleError, RouterNode, close_edge, open_edge, run_router
+from contactcentre.server.roles import Cluster, RoleError, open_edge, run_router
 from contactcentre.server.wire import decode_output
-from tests.cluster_support import assert_no_double_offers, logged_events, until
-from tests.conftest import fresh_postgres_database
-
-CONFIG = parse_config(
-    {
-        "skills": {"general": "General"},
-        "queues": [{"name": "support", "skills": {"general": 1}, "channels": ["email", "chat", "voice"]}],
-        "agents": [{"id": f"a{i}", "skills": {"general": 5}} for i in range(1, 5)],
-    },
-    "<test>",
-)
-TTL_MS = 600  # a short lease: a takeover within a second keeps the tests quick
-
-
-@pytest.fixture
-def pg_url(postgres_admin: Any) -> Iterator[str]:
-    url, drop = fresh_postgres_database(postgres_admin)
-    yield url
-    drop()
-
-
-class Nodes:
-    """Router and edge nodes of one centre on this loop."""
-
-    def __init__(self, pg_url: str, redis_url: str) -> None:
-        self.pg_url = pg_url
-        self.redis_url = redis_url
-        self.prefix = f"t{uuid.uuid4().hex[:8]}"
-        self.routers: dict[str, tuple[RouterNode, asyncio.Event, asyncio.Task[RouterNode]]] = {}
-        self.edges: list[EdgeCentre] = []
-
-    def cluster(self, node_id: str) -> Cluster:
-        return Cluster(redis_url=self.redis_url, node_id=node_id, prefix=self.prefix, lease_ttl_ms=TTL_MS)
-
-    def router(self, node_id: str) -> RouterNode:
-        node, stop = RouterNode(node_id), asyncio.Event()
-        task = asyncio.create_task(run_router(CONFIG, self.pg_url, self.cluster(node_id), stop=stop, node=node))
-        self.routers[node_id] = (node, stop, task)
-        return node
-
-    async def edge(self, node_id: str) -> EdgeCentre:
-        centre = await open_edge(CONFIG, self.pg_url, self.cluster(node_id))
-        self.edges.append(centre)
-        return centre
-
-    def crash(self, node_id: str) -> None:
-        """The router's process dies: its tasks stop where they are, its lease is left to lapse."""
-        node, _stop, task = self.routers[node_id]
-        if node.active is not None:
-            node.active.give_up()  # what kill -9 does to routing: nothing more is decided or committed
-        task.cancel()
-
-    async def close(self) -> None:
-        for centre in self.edges:
-            await close_edge(centre)
-        for _node, stop, _task in self.routers.values():
-            stop.set()
-        await asyncio.gather(*(t for _n, _s, t in self.routers.values()), return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def centre(pg_url: str, redis_url: str) -> AsyncIterator[Nodes]:
-    nodes = Nodes(pg_url, redis_url)
-    try:
-        yield nodes
-    finally:
-        await nodes.close()
+from tests.cluster_support import CONFIG, Nodes, assert_no_double_offers, centre, logged_events, until
 
 
 def test_an_edge_routes_through_the_router_and_reads_its_replica(pg_url: str, redis_url: str) -> None:
@@ -230,9 +159,12 @@ def test_no_single_process_server_routes_beside_router_nodes(pg_url: str, redis_
                 await run_router(CONFIG, pg_url, nodes.cluster("r1"))
         finally:
             held.release()
-        # The router took the fence before it looked: from now on a --role all server refuses this store.
-        with pytest.raises(ServeError, match=r"served by router nodes.*r1.*--role router"):
-            await open_centre(CONFIG, pg_url)
+        # A router routes this store: a --role all server refuses it, naming the router.
+        async with centre(pg_url, redis_url) as nodes:
+            r1 = nodes.router("r1")
+            await until(lambda: r1.state == "active", "r1 active")
+            with pytest.raises(ServeError, match=r"served by router nodes.*r1.*--role router"):
+                await open_centre(CONFIG, pg_url)
 
     asyncio.run(main())
 

@@ -413,3 +413,87 @@ def test_events_after_reads_the_log_by_id(store: Engine) -> None:
         window = events_after(conn, 2, 4)
         assert [(i, E.decode(p)) for i, p in window] == [(3, arrivals(1, 2)[0]), (4, arrivals(1, 3)[0])]
         assert events_after(conn, 5) == [] and events_after(conn, 4, 4) == []
+
+
+# ------------------------------------------------------------------ commits whose outcome was lost (in doubt)
+
+
+class LosingAcks(StoreWriter):
+    """The connection drops as COMMIT is sent, once: the commit went through, the writer cannot know."""
+
+    lost = True
+
+    def _commit(self, records: list[Any]) -> None:
+        super()._commit(records)
+        if self.lost:
+            self.lost = False
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+
+class FailingOnce(StoreWriter):
+    """The first commit fails before anything is written (the database restarting)."""
+
+    failed = False
+
+    def _commit(self, records: list[Any]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OperationalError("BEGIN", {}, Exception("the database system is starting up"))
+        super()._commit(records)
+
+
+def test_a_commit_whose_outcome_was_lost_is_retried_alone_and_what_came_after_is_written(
+    postgres_store: Engine,
+) -> None:
+    async def go() -> None:
+        w = LosingAcks(postgres_store, max_delay_s=0, retry_after_s=None)
+        with pytest.raises(OperationalError):
+            await w.write(arrivals(3))  # c0..c2: stored, outcome lost
+        seq = w.append(arrivals(2, 3))  # c3, c4 arrive while the failed batch is held
+        w.retry()
+        await w.durable(seq)  # the writer says c3 and c4 are durable (an SMTP 250, an output record)
+        await w.write(arrivals(1, 5))  # c5
+        await w.close()
+
+    asyncio.run(go())
+    assert logged(postgres_store) == [(1, "c0"), (2, "c1"), (3, "c2"), (4, "c3"), (5, "c4"), (6, "c5")]
+
+
+def test_a_fenced_writer_whose_commit_failed_is_refused_not_vouched_for_by_its_successor(
+    postgres_store: Engine,
+) -> None:
+    take(postgres_store, 1, "r1")
+
+    async def go() -> None:
+        old = FailingOnce(postgres_store, fence=1, max_delay_s=0, retry_after_s=None)
+        seq = old.append([E.ContactArrived(at_ms=T0, contact_id="old-router's", queue="support", channel="chat")])
+        with pytest.raises(OperationalError):
+            await old.durable(seq)
+        # r2 takes over and logs its first event: at the same instant and of the same type (both replicas of one
+        # deterministic router fire the same timers at the same instants, or take the same kind of input).
+        take(postgres_store, 2, "r2")
+        other = second_engine(postgres_store)
+        new = StoreWriter(other, fence=2, max_delay_s=0)
+        await new.write([E.ContactArrived(at_ms=T0, contact_id="new-router's", queue="support", channel="chat")])
+        await new.close()
+        old.retry()
+        with pytest.raises(Fenced):
+            await old.durable(seq)  # must be refused: r1 may no longer write, and nothing of it was stored
+
+    asyncio.run(go())
+
+
+def test_a_commit_of_input_marks_only_whose_outcome_was_lost_is_written_again_harmlessly(
+    postgres_store: Engine,
+) -> None:
+    async def go() -> None:
+        w = LosingAcks(postgres_store, max_delay_s=0, retry_after_s=None)
+        seq = w.mark_input("e1:boot:1", T0)  # a record the router refused: no events, one router_inputs row
+        with pytest.raises(OperationalError):
+            await w.durable(seq)
+        seq2 = w.append(arrivals(1))
+        w.retry()  # the mark, written again (unless taken), then the arrival
+        await w.durable(seq2)
+        assert w.committed >= seq2
+
+    asyncio.run(go())

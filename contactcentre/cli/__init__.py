@@ -243,21 +243,19 @@ def _cluster(args: argparse.Namespace) -> Cluster:
     from contactcentre.server.roles import Cluster
 
     url = args.redis_url or os.environ.get("CONTACTCENTRE_REDIS_URL") or "redis://127.0.0.1:6379/0"
-    node = args.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    node = args.node_id or f"{socket.gethostname()[:40]}-{os.getpid()}"
     cluster = Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix, voice=args.voice)
     if args.lease_ttl_ms is not None:
         cluster.lease_ttl_ms = args.lease_ttl_ms
     return cluster
 
 
-def _serve_router(args: argparse.Namespace, cfg: CentreConfig) -> int:
+def _serve_router(args: argparse.Namespace, cfg: CentreConfig, cluster: Cluster) -> int:
     import asyncio
     import signal
 
     from contactcentre.server.roles import RoleError, run_router
     from contactcentre.server.runtime import run
-
-    cluster = _cluster(args)
 
     async def main() -> Any:
         stop = asyncio.Event()
@@ -297,9 +295,16 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
+    from contactcentre.server.roles import RoleError
+
+    try:
+        cluster = _cluster(args) if args.role != "all" else None
+    except RoleError as exc:
+        print(f"contactcentre serve: {exc}", file=sys.stderr)
+        return 2
     if args.role == "router":
-        return _serve_router(args, cfg)
-    cluster = _cluster(args) if args.role == "edge" else None
+        assert cluster is not None
+        return _serve_router(args, cfg, cluster)
 
     def ready(info: ServerInfo) -> None:
         smtp = f"smtp://{info.host}:{info.smtp_port}" if info.smtp_port else "e-mail off"

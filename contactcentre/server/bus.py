@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 GROUP = "routers"  # the consumer group of the input stream: every router is in it, one reads at a time
 OUTPUT_KEEP = 100_000  # output records kept in Redis (about a minute at 1,500 contacts/s); older: the store
-INPUT_KEEP = 1_000_000  # input entries kept; the router acknowledges them, trimming only bounds memory
 BLOCK_MS = 1000  # a blocking read returns at least this often, so a stopping reader notices
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,9 @@ class RoleError(Exception):
     """A node cannot start (SQLite given, the database or Redis unreachable); the message says why."""
 
 
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it names keys, input ids and log rows: kept short
+
+
 @dataclass
 class Cluster:
     """Where a node finds the others: Redis, the key prefix, its own name."""
@@ -52,6 +56,13 @@ class Cluster:
     # An edge that runs the switch (the CTI link, SIP, the IVR, callbacks). One edge of a centre does: a call
     # and the agent's phone that takes it must be on one switch, and callbacks are dialled once.
     voice: bool = False
+
+    def __post_init__(self) -> None:
+        for what, value in (("--node-id", self.node_id), ("--redis-prefix", self.prefix)):
+            if not NODE_ID.fullmatch(value):
+                raise RoleError(
+                    f"{what} {value!r}: 1 to 64 letters, digits, '.', '_' or '-', the first a letter or digit"
+                )
 
     @property
     def streams(self) -> Streams:
@@ -203,7 +214,7 @@ async def run_router(
     from contactcentre.server.centre import Centre
     from contactcentre.server.lease import Lease, next_fence
     from contactcentre.server.router_node import ActiveDriver, ActiveRouter, Recorder
-    from contactcentre.store.fence import take_fence
+    from contactcentre.store.fence import release_fence, take_fence
     from contactcentre.store.writer import StoreWriter
 
     loop = asyncio.get_running_loop()
@@ -277,6 +288,13 @@ async def run_router(
         # of the two always sees the other.)
         owner = await loop.run_in_executor(None, _single_process_owner, database_url)
         if owner is not None:
+
+            def unfence() -> None:  # the store stays that server's: it must be able to start on it again
+                with engine.begin() as conn:
+                    release_fence(conn, token)
+
+            await loop.run_in_executor(None, unfence)
+            state("refused")
             raise RoleError(f"cannot take over: {owner}")
         await follower.fill()  # what the old router committed and this replica had not seen
         router = driver.router

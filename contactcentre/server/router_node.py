@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ import msgspec
 
 from contactcentre.acd import RouterError
 from contactcentre.events import ContactArrived, CustomerLeft, Event
-from contactcentre.server.bus import BLOCK_MS, GROUP, INPUT_KEEP, OUTPUT_KEEP, Streams
+from contactcentre.server.bus import BLOCK_MS, GROUP, OUTPUT_KEEP, Streams
 from contactcentre.server.driver import RouterDriver
 from contactcentre.server.wire import (
     Advance,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 EDGE_ATTRIBUTE = "edge"  # a call's ContactArrived names the edge whose switch holds it (attributes["edge"])
 SWITCHED = frozenset({"voice", "callback"})  # channels whose contacts live on an edge's switch connection
 EDGE_GONE_MS = 3000  # an edge's heartbeat missing this long: it died (its key lives 3 s, renewed every second)
+INPUT_KEEP_MS = 10 * 60_000  # acknowledged inputs kept this long in Redis, for a person to look at
+DEAD_KEEP = 10_000  # undecodable inputs kept aside for a person to look at
 TAKEN_KEEP = 100_000  # ids of records taken, remembered so a late claim does not take one twice
 
 
@@ -181,6 +184,9 @@ class ActiveRouter:
         # for its commit when ``claim`` comes round again is not taken twice.
         self._taken: dict[str, None] = {}
         self._claimed_at: float | None = None  # loop time of the last claim (None: not yet, at the takeover)
+        self.active_since_ms = int(time.time() * 1000)  # a Redis entry id's time: older ones are looked up
+        self.dead = f"{streams.inputs}:dead"
+        self.input_keep_ms = INPUT_KEEP_MS
         # Edges that have held calls, and since when (loop time) each of those has been missing its heartbeat.
         self._call_edges: set[str] = {
             c.attributes[EDGE_ATTRIBUTE]
@@ -208,7 +214,10 @@ class ActiveRouter:
                 if type(part) is Submit:
                     centre.submit(self.restamp(part.event))
                 elif type(part) is Publish:
-                    centre.publish([self.restamp(ev) for ev in part.events])
+                    facts = [self.restamp(ev) for ev in part.events if type(ev).FACT]
+                    if len(facts) != len(part.events):  # a router input or a router decision, from outside
+                        log.warning("router: input %s published events that are not facts; dropped", record.id)
+                    centre.publish(facts)
                 elif type(part) is Stage:
                     centre.stage(part.op)
             self._taken[record.id] = None
@@ -240,10 +249,11 @@ class ActiveRouter:
             )
             start, entries = got[0], got[1]
             for entry_id, fields in entries:
-                if fields:  # a deleted entry comes back without its fields
-                    record = decode_input(fields[b"r"])
-                    if record.id not in self._taken:  # else it is ours, waiting for its commit
-                        claimed.append((_text(entry_id), record))
+                if not fields:  # a deleted entry comes back without its fields
+                    continue
+                record = await self._decoded(entry_id, fields)
+                if record is not None and record.id not in self._taken:  # else ours, waiting for its commit
+                    claimed.append((_text(entry_id), record))
             if _text(start) == "0-0":
                 break
         if not claimed:
@@ -274,6 +284,7 @@ class ActiveRouter:
                 elif (loop.time() - self._claimed_at) * 1000 >= self.lease_ttl_ms:
                     self._claimed_at = loop.time()
                     await self.claim(min_idle_ms=self.lease_ttl_ms)
+                    await self._trim_inputs()
                 got = await self.redis.xreadgroup(
                     GROUP, self.node_id, {self.streams.inputs: ">"}, count=500, block=BLOCK_MS
                 )
@@ -293,16 +304,52 @@ class ActiveRouter:
                 await asyncio.sleep(0.2)  # a reconnection pace
                 continue
             for _stream, entries in got or ():
+                batch: list[tuple[str, InputRecord]] = []
                 for entry_id, fields in entries:
+                    record = await self._decoded(entry_id, fields)
+                    if record is not None:
+                        batch.append((_text(entry_id), record))
+                # An entry older than this router's takeover that the group hands out as new was handed out
+                # before (a Redis brought back from a point-in-time copy forgets acknowledgements): looked up.
+                old = [r.id for e, r in batch if r.id in self._taken or _entry_ms(e) < self.active_since_ms]
+                done = set(old) & set(self._taken)
+                if len(done) < len(old):
+                    done |= await self.centre.read(applied_inputs, [i for i in old if i not in done])
+                for entry, record in batch:
                     if self._stopping:
                         return  # the rest stays pending: the next router claims it
-                    try:
-                        record = decode_input(fields[b"r"])
-                    except Exception:
-                        log.exception("router: an undecodable input %s was dropped", entry_id)
-                        await self.redis.xack(self.streams.inputs, GROUP, entry_id)
-                        continue
-                    self.take(record, _text(entry_id))
+                    if record.id in done:
+                        self.recorder.duplicate(record, entry)
+                        self.duplicates += 1
+                    else:
+                        self.take(record, entry)
+
+    async def _trim_inputs(self) -> None:
+        """Drop the inputs nobody needs any more: below the oldest one still unacknowledged, below what the
+        group has not yet handed out, and older than ``input_keep_ms`` (kept for a person to look at)."""
+        stream = self.streams.inputs
+        floor = f"{int(time.time() * 1000) - self.input_keep_ms}-0"
+        keep = [floor]
+        for group in await self.redis.xinfo_groups(stream):
+            if _text(group["name"]) == GROUP:
+                keep.append(_text(group["last-delivered-id"]))
+        pending = await self.redis.xpending(stream, GROUP)
+        if pending["pending"]:
+            keep.append(_text(pending["min"]))
+        await self.redis.xtrim(stream, minid=min(keep, key=_entry_key), approximate=True)
+
+    async def _decoded(self, entry_id: Any, fields: dict[bytes, bytes]) -> InputRecord | None:
+        """The entry's record; one that cannot be decoded (a newer edge's, or not ours at all) is set aside in
+        ``<prefix>:in:dead`` and acknowledged, so it cannot stop every router that tries it."""
+        try:
+            return decode_input(fields[b"r"])
+        except Exception as exc:
+            log.error("router: input %s cannot be decoded (%s); set aside in %s", entry_id, exc, self.dead)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self.dead, {k: v for k, v in fields.items()}, maxlen=DEAD_KEEP, approximate=True)
+            pipe.xack(self.streams.inputs, GROUP, entry_id)
+            await pipe.execute()
+            return None
 
     # ------------------------------------------------------------------------------------------ outputs
 
@@ -340,9 +387,6 @@ class ActiveRouter:
                     await asyncio.sleep(0.2)  # a reconnection pace
             self.published += len(batch)
 
-    async def trim_inputs(self) -> None:
-        await self.redis.xtrim(self.streams.inputs, maxlen=INPUT_KEEP, approximate=True)
-
     # -------------------------------------------------------------------------------------------- lease
 
     async def keep_lease(self) -> None:
@@ -352,7 +396,8 @@ class ActiveRouter:
         while not self._stopping:
             await asyncio.sleep(every)  # the renewal period: the lease's own rhythm
             try:
-                ok: bool | None = await self.lease.renew()
+                # Bounded: a renewal stuck in a partition that drops packets must not outlive the lease unnoticed.
+                ok: bool | None = await asyncio.wait_for(self.lease.renew(), every)
             except Exception as exc:
                 log.warning("router: renewing the lease failed: %s", exc)
                 ok = None
@@ -465,6 +510,16 @@ class ActiveRouter:
             else:
                 tasks[1].cancel()
             await asyncio.gather(*tasks, stopped, lost, return_exceptions=True)
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _entry_ms(entry: str) -> int:
+    """The time part of a Redis stream entry id (``<ms>-<seq>``)."""
+    return int(entry.split("-", 1)[0])
 
 
 def _text(value: Any) -> str:

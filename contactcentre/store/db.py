@@ -120,6 +120,18 @@ def _insert_unless_taken(dialect: str, table: Any, unique: tuple[str, ...]) -> A
     return stmt.returning(table.c[unique[0]])
 
 
+def insert_many_unless_taken(conn: Connection, table: Any, unique: list[str], rows: list[dict[str, Any]]) -> None:
+    """``insert_unless_taken`` for many rows in one statement (an executemany), without saying which went in."""
+    if rows:
+        conn.execute(_insert_many_unless_taken(conn.dialect.name, table, tuple(unique)), rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_many_unless_taken(dialect: str, table: Any, unique: tuple[str, ...]) -> Any:
+    dialect_insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(unique))
+
+
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: on SQLite it takes the write lock at BEGIN (see ``_sqlite_begin``)."""

@@ -30,10 +30,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 
-from contactcentre.store.db import DatabaseError, insert_unless_taken
+from contactcentre.store.db import DatabaseError, insert_many_unless_taken, insert_unless_taken
 from contactcentre.store.schema import events, router_fence, router_inputs
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ _END_HOLDERS = text(
     " WHERE relation = CAST('router_fence' AS regclass) AND mode = 'RowExclusiveLock' AND granted"
     " AND pid <> pg_backend_pid()"
 )
-_RECORD_INPUT = insert(router_inputs)
+_RECORD_INPUT = insert(router_inputs)  # a second mark of one input is a bug: it raises (see record_inputs)
 _LAST_EVENT_ID = select(func.coalesce(func.max(events.c.id), 0))
 
 
@@ -134,6 +134,12 @@ def _lock_row_ending_stale_holders(conn: Connection, stale_after_ms: int) -> Non
     conn.execute(text("SELECT set_config('lock_timeout', :before, true)"), {"before": before})
 
 
+def release_fence(conn: Connection, token: int) -> None:
+    """Remove the fence if it still holds ``token``: a router that took it and found the store held by a
+    single-process server gives the store back (that server refuses a store with a fence)."""
+    conn.execute(delete(router_fence).where(router_fence.c.id == FENCE_ROW, router_fence.c.token == token))
+
+
 def check_fence(conn: Connection, token: int) -> None:
     """Raise ``Fenced`` unless the fence still holds ``token``; keeps the row locked until the caller's
     transaction ends. Run it first in every transaction of a fenced writer."""
@@ -148,9 +154,11 @@ def record_input(conn: Connection, input_id: str, last_event_id: int, at_ms: int
 
 
 def record_inputs(conn: Connection, rows: list[tuple[str, int, int]]) -> None:
-    """``record_input`` for many ``(input_id, last_event_id, at_ms)`` in one statement."""
-    if rows:
-        conn.execute(_RECORD_INPUT, [{"input_id": i, "last_event_id": e, "at_ms": t} for i, e, t in rows])
+    """``record_input`` for many ``(input_id, last_event_id, at_ms)``, in one statement; a mark already there
+    is left as it is (a commit whose outcome was lost and which held marks only is written again: the writer
+    cannot tell it went through). The router never applies an input twice: it looks marks up first."""
+    marks = [{"input_id": i, "last_event_id": e, "at_ms": t} for i, e, t in rows]
+    insert_many_unless_taken(conn, router_inputs, ["input_id"], marks)
 
 
 def applied_inputs(conn: Connection, ids: Iterable[str]) -> set[str]:

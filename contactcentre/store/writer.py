@@ -129,6 +129,7 @@ class StoreWriter:
         self.retry_after_s = retry_after_s  # None: only retry() tries a failed batch again
         self._failures = 0
         self._in_doubt = False  # the last commit failed: it may have gone through all the same
+        self._doubt_len = 0  # ... and held this many records
         self._retry_timer: asyncio.TimerHandle | None = None
         self._atomic_depth = 0
         self._unsplittable: list[tuple[int, int]] = []  # (first, last) record numbers of atomic groups
@@ -285,6 +286,10 @@ class StoreWriter:
                 # Bounded, so a backlog becomes several commits and a caller awaiting an early record
                 # (an SMTP 250) waits for one bounded transaction, not for the whole backlog.
                 cap = self._cut(self.batch_size * MAX_BATCHES_PER_COMMIT)
+                if self._in_doubt:
+                    # The batch whose commit may have gone through is retried alone, exactly as it was: what
+                    # came after it is a batch of its own, which its check must never vouch for.
+                    cap = self._doubt_len
                 batch, self._pending = self._pending[:cap], self._pending[cap:]
                 try:
                     await self.loop.run_in_executor(self._thread, self._commit, batch)
@@ -298,6 +303,7 @@ class StoreWriter:
                     log.exception("store writer: a commit of %d records failed; holding them", len(batch))
                     self._error = exc
                     self._in_doubt = True
+                    self._doubt_len = len(batch)
                     self._pending[:0] = batch  # keep order: the failed batch goes first on retry
                     if self.retry_after_s is not None and not self._closing:
                         # A database that hiccuped (a restart, a full disk freed) is tried again, backing off.
@@ -354,18 +360,24 @@ class StoreWriter:
             self._transaction([scrub(r) if isinstance(r, Event) else r for r in records], isolate=True)
 
     def _went_through(self, records: list[Event | Work]) -> bool:
-        """Whether the first event of ``records`` is stored under the id it was to have (a batch without events
-        cannot tell, and is written again)."""
-        first = next((r for r in records if isinstance(r, Event)), None)
-        if first is None:
+        """Whether the failed commit of ``records`` went through after all: its last event is stored, whole, under
+        the id it was to have (one transaction wrote all of it or none). A batch without events cannot tell and
+        is written again (its input marks are written unless taken). A fenced writer is refused here too: a
+        successor's events at those ids must never vouch for ours."""
+        logged = [r for r in records if isinstance(r, Event)]
+        if not logged:
             return False
+        last = logged[-1]
         with self.engine.connect() as conn:
+            if self.fence is not None:
+                check_fence(conn, self.fence)
             row = conn.execute(
-                select(events_table.c.at_ms, events_table.c.type).where(
-                    events_table.c.id == self._committed_event_id + 1
-                )
+                select(events_table.c.payload).where(events_table.c.id == self._committed_event_id + len(logged))
             ).first()
-        return row is not None and (row.at_ms, row.type) == (first.at_ms, first.__struct_config__.tag)
+            conn.rollback()  # the fence check's row lock goes at once
+        if row is None:
+            return False
+        return row.payload in (projection.event_row(last)["payload"], projection.event_row(scrub(last))["payload"])
 
     def _transaction(self, records: list[Event | Work], *, isolate: bool) -> None:
         with write_transaction(self.engine) as conn:

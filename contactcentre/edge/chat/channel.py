@@ -113,6 +113,7 @@ MAX_RESUMABLE = 50_000  # live chats held by other nodes, remembered for a resum
 
 # Router contact states in which a chat is still the customer's to resume.
 _LIVE_CONTACT_STATES = frozenset({"queued", "offered", "connected", "held"})
+GIVEN_UP_KEEP = 10_000  # chats told to try again whose arrival may still be applied, remembered
 
 
 class ChatError(Exception):
@@ -238,6 +239,7 @@ class ChatChannel:
         # Live chats whose session another node holds (token hash -> contact id, oldest first): a customer whose
         # node went away resumes here with the token they have (``_adopt``).
         self._resumable: dict[str, str] = {}
+        self._given_up: dict[str, None] = {}  # chats whose customer was told to try again (``_give_up``)
         # address -> (customer id, tier) minted by a hello whose rows are not committed yet: a second first
         # chat from the same new address meanwhile gets the same customer
         self._minting: dict[str, tuple[str, str | None]] = {}
@@ -498,6 +500,8 @@ class ChatChannel:
             log.exception("chat: committing a chat arrival failed")
             if self.centre.router.has_contact(s.contact_id):
                 centre.submit(CustomerLeft(at_ms=centre.now_ms(), contact_id=s.contact_id))
+            else:  # on an edge the arrival may still be applied: withdrawn then (``_on_events``)
+                self._give_up(s.contact_id)
             self._forget(s)
             conn.session = s.conn = None
             conn.outbox.items.clear()
@@ -853,6 +857,14 @@ class ChatChannel:
 
     # ------------------------------------------------------------------------------------ router output
 
+    def _give_up(self, contact_id: str) -> None:
+        """Remember a chat whose customer was told to try again before its arrival was answered (bounded: an
+        answer comes within the edge's commit timeout or never)."""
+        given_up = self._given_up
+        given_up[contact_id] = None
+        while len(given_up) > GIVEN_UP_KEEP:
+            del given_up[next(iter(given_up))]
+
     def _on_events(self, events: list[Event]) -> None:
         by_contact = self._by_contact
         push = False
@@ -864,7 +876,12 @@ class ChatChannel:
             s = by_contact.get(cid) if cid is not None else None
             if s is None:
                 if kind is ContactArrived:
-                    self._elsewhere(ev)  # type: ignore[arg-type]
+                    if self._given_up.pop(cid, None) is not None:  # type: ignore[arg-type]
+                        # Its customer was told to try again, and the arrival was applied after all (an edge
+                        # whose router answered too late): the contact is withdrawn, not left to an agent.
+                        self.centre.submit(CustomerLeft(at_ms=self.centre.now_ms(), contact_id=cid))  # type: ignore[arg-type]
+                    else:
+                        self._elsewhere(ev)  # type: ignore[arg-type]
                 continue
             if kind is MessageSent:
                 self._agent_line(s, ev)  # type: ignore[arg-type]
