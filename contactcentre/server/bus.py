@@ -75,6 +75,11 @@ def connect_redis(url: str, **kwargs: Any) -> Redis:
     """A client for ``url`` (hiredis parses replies when it is installed)."""
     from redis.asyncio import Redis
 
+    # Bounded: a call stuck in a network that drops packets must fail, not hang (a blocking read waits
+    # BLOCK_MS on the server, well inside this).
+    kwargs.setdefault("socket_connect_timeout", 5)
+    kwargs.setdefault("socket_timeout", 10)
+    kwargs.setdefault("socket_keepalive", True)
     return Redis.from_url(url, **kwargs)
 
 
@@ -108,6 +113,7 @@ class OutputFollower:
         self.last_entry = "0"  # the stream entry read last: everything retained is looked at once
         self.applied = 0
         self.gaps = 0
+        self.fence = 0  # the highest fencing token heard from
         self.connected = asyncio.Event()  # set while reads succeed (an edge answers "unavailable" otherwise)
         self._retry_s = retry_s
         self._stopping = False
@@ -146,7 +152,13 @@ class OutputFollower:
                 await asyncio.sleep(self._retry_s)
 
     async def take(self, record: OutputRecord) -> None:
-        """Apply one record (after the missing ones, read from the store, when it skips ahead)."""
+        """Apply one record (after the missing ones, read from the store, when it skips ahead). A record of a
+        router older than one already heard from (a lower fencing token) comes late: what it held that was
+        committed is in the store, and read from there when the newer router's records skip ahead of it."""
+        if record.fence < self.fence:
+            log.info("follower: a late record of fence %d (now %d) is ignored", record.fence, self.fence)
+            return
+        self.fence = record.fence
         if record.first_id > self.pos + 1:
             await self.fill(record.first_id - 1)
         if record.last_id >= record.first_id and record.last_id <= self.pos:

@@ -82,6 +82,7 @@ class EdgeCentre(Centre):
         self._depth = 0
         self._queue: deque[_Outgoing] = deque()  # records not yet sent to Redis, in the order made
         self._flushing = False
+        self._running: set[asyncio.Task[None]] = set()
         self._signals: list[bytes] = []  # encoded signals for the other nodes, sent at the end of this turn
         self._room = asyncio.Event()
         self._room.set()
@@ -159,7 +160,7 @@ class EdgeCentre(Centre):
         entry = _Outgoing(record, ready=not here)
         self._queue.append(entry)
         if here:
-            self.loop.create_task(self._write_here(entry, here), name="edge-rows")
+            self._keep(self.loop.create_task(self._write_here(entry, here), name="edge-rows"))
         elif not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._start_flush)
@@ -179,7 +180,12 @@ class EdgeCentre(Centre):
             self.loop.call_soon(self._start_flush)
 
     def _start_flush(self) -> None:
-        self.loop.create_task(self._flush(), name="edge-send")
+        self._keep(self.loop.create_task(self._flush(), name="edge-send"))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """The loop holds its tasks weakly: each is kept here until it is done."""
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _flush(self) -> None:
         """Send what this loop turn handed over in one round trip (a pipeline of XADDs)."""
@@ -217,7 +223,7 @@ class EdgeCentre(Centre):
             self.loop.call_soon(self._start_signals)
 
     def _start_signals(self) -> None:
-        self.loop.create_task(self._send_signals(), name="edge-signals")
+        self._keep(self.loop.create_task(self._send_signals(), name="edge-signals"))
 
     async def _send_signals(self) -> None:
         from redis.exceptions import RedisError
