@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import LOADGEN_LIMITS, REPO, cli, cpu_seconds, start, stop
+from serving import LOADGEN_LIMITS, REPO, cli, cpu_seconds, pct, start, stop
 
 DEFAULT_CONFIG = REPO / "contactcentre" / "data" / "default.toml"
 READY = re.compile(
@@ -165,6 +165,7 @@ def run_step(
     gil: bool = False,
     profile_loadgen: bool = False,
     version: Version = THIS,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
     name = f"step{rate}" if version is THIS else f"baseline-step{rate}"
     step = tmp / name
@@ -173,7 +174,26 @@ def run_step(
             break
         step = tmp / f"{name}-{again}"
     step.mkdir()
-    db = step / "events.sqlite"
+    with contextlib.ExitStack() as stack:
+        db: Any = step / "events.sqlite"
+        if postgres is not None:  # one process on PostgreSQL instead (beside --edges' nodes, which need it)
+            db = stack.enter_context(postgres_database(postgres))
+        return _run_step(step, config, rate, seconds, seed, profile, db, gil, profile_loadgen, version)
+
+
+def _run_step(
+    step: Path,
+    config: Path,
+    rate: int,
+    seconds: float,
+    seed: int,
+    profile: Path | None,
+    db: Any,
+    gil: bool,
+    profile_loadgen: bool,
+    version: Version,
+) -> dict[str, Any]:
+    tmp = step.parent
     tokens = step / "tokens.json"
     prepare = ["loadgen", "--prepare", "--config", str(config), "--database-url", str(db), "--tokens", str(tokens)]
     subprocess.run(  # the users go in with the server's own code, so its schema is the server's
@@ -350,6 +370,7 @@ def run_cluster_step(
             result["server_cpu_ms_per_chat"] = 1000 * result["server_cpu_s"] / placed if placed else None
             result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
             result["edges"] = edges
+            result["offer_round_trip_ms"] = offer_round_trips(db)
             for spy_proc in spies:
                 spy_proc.wait(60)
             return result
@@ -358,10 +379,40 @@ def run_cluster_step(
                 stop(proc)
 
 
+def offer_round_trips(db: str) -> dict[str, float | None]:
+    """From the log: an offer made (the router's stamp) to its acceptance (the router's stamp of the agent's
+    accept): the router's output to an edge, the edge to the agent's console, the accept back, and its input
+    to the router, two commits on the way. The generator's agents accept at once."""
+    from contactcentre.events import OfferAccepted, OfferMade, decode
+    from contactcentre.store.db import connect
+    from contactcentre.store.eventlog import payloads_of_types
+
+    engine = connect(db)
+    try:
+        with engine.connect() as conn:
+            payloads = payloads_of_types(conn, ["offer.made", "offer.accepted"])
+    finally:
+        engine.dispose()
+    made: dict[str, int] = {}
+    gaps = []
+    for ev in map(decode, payloads):
+        if isinstance(ev, OfferMade):
+            made[ev.offer_id] = ev.at_ms
+        elif isinstance(ev, OfferAccepted) and ev.offer_id in made:
+            gaps.append(ev.at_ms - made[ev.offer_id])
+    gaps.sort()
+    return {
+        "n": len(gaps),
+        "p50": pct(gaps, 50) if gaps else None,
+        "p99": pct(gaps, 99) if gaps else None,
+    }
+
+
 def print_cluster_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) -> None:
     head = (
         f"{'edges':>5} {'rate/s':>7} {'sent':>7} {'answered':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
-        f"{'router ms/chat':>14} {'edges ms/chat':>13} {'total ms/chat':>13} {'router CPU %':>12} {'gen CPU %':>9}"
+        f"{'router ms/chat':>14} {'edges ms/chat':>13} {'total ms/chat':>13} {'router CPU %':>12} {'gen CPU %':>9} "
+        f"{'rt p50 ms':>9} {'rt p99 ms':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -371,7 +422,8 @@ def print_cluster_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) 
             f"{r['edges']:>5} {rate:>7} {r['sent']:>7} {r['outcomes'].get('answered', 0):>8} {fmt(lat['p50']):>7} "
             f"{fmt(lat['p99']):>7} {fmt(lat['max']):>8} {fmt(per_chat(r, 'router_cpu_s'), '.2f'):>14} "
             f"{fmt(per_chat(r, 'edges_cpu_s'), '.2f'):>13} {fmt(r.get('server_cpu_ms_per_chat'), '.2f'):>13} "
-            f"{100 * r['router_cpu_s'] / seconds:>12.0f} {100 * r.get('loadgen_cpu_s', 0) / seconds:>9.0f}"
+            f"{100 * r['router_cpu_s'] / seconds:>12.0f} {100 * r.get('loadgen_cpu_s', 0) / seconds:>9.0f} "
+            f"{fmt(r['offer_round_trip_ms']['p50']):>9} {fmt(r['offer_round_trip_ms']['p99']):>9}"
         )
 
 
@@ -501,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("CONTACTCENTRE_REDIS_URL", "redis://127.0.0.1:6379/0"),
         help="with --edges: the Redis the nodes share",
     )
+    ap.add_argument(
+        "--one-on-postgres",
+        action="store_true",
+        help="the one-process server on a fresh PostgreSQL database (--postgres) instead of SQLite",
+    )
     args = ap.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
     if args.edges is not None:
@@ -545,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                         gil=args.gil,
                         profile_loadgen=args.profile_loadgen,
                         version=v,
+                        postgres=args.postgres if args.one_on_postgres else None,
                     )
                     print(f"  step {rate}/s done ({v.label})", file=sys.stderr, flush=True)
                 r = results[THIS]
@@ -603,7 +661,10 @@ def cluster_main(args: argparse.Namespace, steps: list[int]) -> int:
     finally:
         if rows:
             print_cluster_table(rows, args.seconds)
-            print("ms/chat: CPU of the router process, of all edge processes, and both, per chat placed")
+            print("ms/chat: CPU of the router process, of all edge processes, and both, per chat placed; rt: an offer")
+            print(
+                "made to its acceptance, both as the router stamped them (router -> edge -> console -> edge -> router)"
+            )
         if args.json is not None:
             args.json.write_text(json.dumps([r for _rate, r in rows], indent=1))
         if args.keep is None:
