@@ -36,6 +36,9 @@ class StoreOp(msgspec.Struct, tag_field="op", omit_defaults=True):
     # transaction of its own just before it hands the record over (server/edge_centre.py); in one process they
     # stay in the writer's commit.
     AT_EDGE: ClassVar[bool] = False
+    # It reads and writes no row the commit's events write (the audit of reads): the writer may run it after
+    # them, so it does not split their run (each run of events is projected with statements of its own).
+    ANY_ORDER: ClassVar[bool] = False
 
     def __call__(self, conn: Connection) -> None:
         raise NotImplementedError(type(self).__name__)  # every op below defines it
@@ -87,6 +90,8 @@ class ReadRecords(StoreOp, tag="audit.reads"):
     It gathers: the adapter stages one and ``add``s reads to it until the writer has run it (or, on an edge,
     until it was sealed for the wire); ``add`` then says False and the adapter starts a new one. A commit the
     writer runs again (a retry) writes the same rows again."""
+
+    ANY_ORDER: ClassVar[bool] = True  # audit rows: read by nobody in the commit
 
     reads: list[tuple[str, int, str, str]] = msgspec.field(default_factory=list)
     written: bool = False  # run by the writer or sealed: it takes no more reads

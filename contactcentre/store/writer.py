@@ -385,6 +385,7 @@ class StoreWriter:
                 check_fence(conn, self.fence)  # first, so that its row lock orders us against a takeover
             logged: list[dict[str, Any]] = []  # every event's row, in order: one INSERT for the commit
             marks: list[InputMark] = []  # the router's input records applied: one INSERT for the commit
+            later: list[Staged] = []  # staged work that may run anywhere in the commit: after the events
             run: list[Event] = []
             for rec in records:
                 if isinstance(rec, Event):
@@ -397,6 +398,9 @@ class StoreWriter:
                     self._project(conn, run, logged)
                     run = []
                 if type(rec) is Staged:
+                    if getattr(rec.work, "ANY_ORDER", False):
+                        later.append(rec)  # it reads no row of this commit: no reason to split the events' run
+                        continue
                     self._staged(conn, rec, isolate)
                 else:
                     rec(conn)
@@ -412,6 +416,8 @@ class StoreWriter:
                 conn.execute(projection.INSERT_EVENTS, logged)
             if marks:
                 record_inputs(conn, [(m.input_id, m.last_event_id, m.at_ms) for m in marks])
+            for rec in later:
+                self._staged(conn, rec, isolate)
 
     @staticmethod
     def _project(conn: Connection, run: list[Event], logged: list[dict[str, Any]]) -> None:
