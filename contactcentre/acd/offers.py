@@ -71,18 +71,19 @@ class Offers(_Base):
             self._end_drain_of(c)
         if a.draining_for is not None and self._exclusive.get(ch, False):
             self._end_drain_by(a)  # it has exclusive work now; another agent may drain for its call
-        self._emit(
-            OfferMade(
-                at_ms=now,
-                offer_id=oid,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                channel=ch,
-                expires_ms=o.expires_ms,
-                why=why,
+        if OfferMade in self._wants:
+            self._emit(
+                OfferMade(
+                    at_ms=now,
+                    offer_id=oid,
+                    contact_id=c.id,
+                    agent_id=a.id,
+                    queue=c.queue,
+                    channel=ch,
+                    expires_ms=o.expires_ms,
+                    why=why,
+                )
             )
-        )
         self._settle(a, allowed)
         self.avail.relist(a, now, moved=True)
 
@@ -149,17 +150,18 @@ class Offers(_Base):
         a.work[c.id] = c
         a.active += 1
         self._leave_queue(c)
-        self._emit(
-            ContactConnected(
-                at_ms=now,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                channel=c.channel,
-                wait_ms=now - c.waiting_since_ms,
-                tier=c.tier,
+        if ContactConnected in self._wants:
+            self._emit(
+                ContactConnected(
+                    at_ms=now,
+                    contact_id=c.id,
+                    agent_id=a.id,
+                    queue=c.queue,
+                    channel=c.channel,
+                    wait_ms=now - c.waiting_since_ms,
+                    tier=c.tier,
+                )
             )
-        )
         self._settle(a, allowed)
         self.avail.relist(a, now, moved=False)
         self._route_agent(a)
@@ -190,7 +192,8 @@ class Offers(_Base):
 
     def _fire_offer_expiry(self, o: Offer) -> None:
         allowed = o.agent.must("expire")
-        self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=o.agent.id))
+        if OfferExpired in self._wants:
+            self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=o.agent.id))
         self._fell_through(o, "expire", allowed, "missed_offer" if self._away_after_missed else None)
 
     def _fell_through(self, o: Offer, action: str, allowed: tuple[str, ...], away: str | None) -> None:
@@ -211,8 +214,11 @@ class Offers(_Base):
     def _cancel_offers(self, a: Agent, reason: str) -> list[Contact]:
         out = []
         for o in list(a.offers.values()):
-            self._emit(
-                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason)
-            )
+            if OfferCancelled in self._wants:
+                self._emit(
+                    OfferCancelled(
+                        at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason
+                    )
+                )
             out.append(self._close_offer(o, "cancel"))
         return out

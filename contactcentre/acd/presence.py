@@ -74,7 +74,8 @@ class Presence(_Base):
         a.state = new
         a.state_reason = reason
         a.state_since_ms = now
-        self._emit(AgentStateChanged(at_ms=now, agent_id=a.id, state=new, previous=old, reason=reason))  # type: ignore[arg-type]
+        if AgentStateChanged in self._wants:
+            self._emit(AgentStateChanged(at_ms=now, agent_id=a.id, state=new, previous=old, reason=reason))  # type: ignore[arg-type]
 
     def _new_day(self) -> None:
         """Local midnight passed: "today" starts again for every agent (contacts handled, occupancy), and

@@ -11,6 +11,15 @@ and never touches a socket; the live server and the simulator drive the same obj
 An input the router refuses raises a ``RouterError`` and changes nothing. Timer events that fell due before
 a refused input are not lost: they come out with the next call.
 
+What comes out costs only when somebody reads it. By default a router writes the full log: every derived
+event, and with every offer its explanation (``OfferMade.why``) — the live server, the store and replay
+need all of it. A caller that reads less says so: ``explain=False`` skips writing the reasons (every
+``why`` is then ``UNEXPLAINED``), and ``events={OfferMade, ...}`` names the derived event types it reads;
+the others are never built (accepted inputs are always echoed). Either way the router runs the same code
+to the same decisions — only the writing-down is skipped — so the full log of one router and the lean
+output of another fed the same inputs agree event for event (``tests/test_golden.py`` and
+``tests/test_router_properties.py`` check it).
+
 Invariants (checked by the property tests): no agent holds more than its capacity, or anything beside
 exclusive work; every contact is in exactly one state; arrived = finished + in the centre; and no contact
 waits while an agent that may take it can.
@@ -20,7 +29,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from contactcentre.acd import timers as T
@@ -45,7 +54,7 @@ from contactcentre.acd.overflow import Overflow
 from contactcentre.acd.presence import Presence, check_levels
 from contactcentre.acd.queue import OFF_LINE_CHANNELS, QueuePlan, as_req, build_plans, sla_policy
 from contactcentre.acd.staffing import Staffing
-from contactcentre.acd.strategies import choose_agent, choose_contact
+from contactcentre.acd.strategies import UNEXPLAINED, choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
 from contactcentre.acd.views import ContactView, Reads, contact_view
 from contactcentre.acd.waiting import WaitIndex, reqs_text
@@ -111,6 +120,16 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
+def _event_types(cls: type[Event]) -> set[type[Event]]:
+    out = {cls}
+    for sub in cls.__subclasses__():
+        out |= _event_types(sub)
+    return out
+
+
+ALL_EVENTS: frozenset[type[Event]] = frozenset(_event_types(Event))
+
+
 class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
     def __init__(
         self,
@@ -119,8 +138,21 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         start_ms: int = 0,
         estimator: WaitEstimator | None = None,
         hooks: RoutingHooks | None = None,
+        explain: bool = True,
+        events: Iterable[type[Event]] | None = None,
     ) -> None:
+        """``explain``: write each offer's reasons (``OfferMade.why``). ``events``: the derived event types
+        the caller reads (``None``: all of them, the full log); the others are not built. Neither changes
+        a decision."""
         self.config = config
+        self._explain = explain
+        if events is None:
+            self._wants = ALL_EVENTS
+        else:
+            self._wants = frozenset(events)
+            strangers = [t for t in self._wants if t not in ALL_EVENTS]
+            if strangers:
+                raise TypeError(f"not event types: {strangers!r}")
         self.now_ms = start_ms
         r = config.routing
         self._weight_ms = round(r.priority_weight_s * 1000)
@@ -378,16 +410,17 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
 
     def _fail(self, c: Contact, plan: QueuePlan, reason: str) -> None:
         c.step_to("fail")
-        self._emit(
-            ContactFailed(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=plan.name,
-                channel=c.channel,
-                reason=reason,
-                tier=c.tier,
+        if ContactFailed in self._wants:
+            self._emit(
+                ContactFailed(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=plan.name,
+                    channel=c.channel,
+                    reason=reason,
+                    tier=c.tier,
+                )
             )
-        )
         self._finish(c)
 
     def _set_reqs(self, c: Contact, plan: QueuePlan) -> None:
@@ -437,27 +470,27 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             c.timers.append(timers.set(now + plan.max_wait_ms, T.MAX_WAIT, c))
         group = self.waiting.add(c)
         agent, why = self._find_agent(c)
-        if agent is None:
-            ewt = self.estimator.estimate(
-                WaitSituation(plan.name, c.channel, group.position(c), self._servers(c), c.priority)
+        if ContactQueued in self._wants:  # the wait estimate is only ever told in this event
+            ahead = group.position(c)
+            if agent is None:
+                ewt = self.estimator.estimate(WaitSituation(plan.name, c.channel, ahead, self._servers(c), c.priority))
+            else:
+                ewt = 0
+            self._emit(
+                ContactQueued(
+                    at_ms=now,
+                    contact_id=c.id,
+                    queue=plan.name,
+                    channel=c.channel,
+                    priority=c.priority,
+                    tier=c.tier,
+                    position=ahead + 1,
+                    ewt_ms=ewt,
+                    sla_deadline_ms=c.sla_deadline_ms,
+                    via=via,
+                    waiting_since_ms=since if since != now else None,
+                )
             )
-        else:
-            ewt = 0
-        self._emit(
-            ContactQueued(
-                at_ms=now,
-                contact_id=c.id,
-                queue=plan.name,
-                channel=c.channel,
-                priority=c.priority,
-                tier=c.tier,
-                position=group.position(c) + 1,
-                ewt_ms=ewt,
-                sla_deadline_ms=c.sla_deadline_ms,
-                via=via,
-                waiting_since_ms=since if since != now else None,
-            )
-        )
         if agent is not None:
             assert why is not None
             self._offer(c, agent, why)
@@ -468,6 +501,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         if c.preferred_agent_id is not None:
             a = self.agents[c.preferred_agent_id]
             if a.id not in c.rejected_by and self.avail.can_take(a, c.channel) and not self._held_back(a, c):
+                if not self._explain:
+                    return a, UNEXPLAINED
                 return a, Explanation(
                     trigger="contact",
                     strategy="preferred_agent",
@@ -486,6 +521,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             cursor=self._rr.get(plan.name, -1),
             agent_count=len(self.agents),
             blocked=(lambda a: self._held_back(a, c)) if self._drain_enabled else None,
+            explain=self._explain,
         )
 
     def _route_contact(self, c: Contact) -> None:
@@ -512,7 +548,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             channels = tuple(ch for ch in a.capacity if avail.can_take(a, ch))
             if not channels or not self.waiting.count:
                 return
-            c, why = choose_contact(a, channels, self.waiting)
+            c, why = choose_contact(a, channels, self.waiting, self._explain)
             if c is None:
                 return
             assert why is not None

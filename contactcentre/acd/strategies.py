@@ -34,6 +34,10 @@ Req = tuple[tuple[str, int], ...]
 
 TOP = 3  # candidates kept in an explanation
 
+# The ``why`` of every offer a router built with ``explain=False`` makes: nobody asked for the reasons, so
+# none were written down. The choice itself is the same (see ``choose_agent``).
+UNEXPLAINED = Explanation(trigger="contact", strategy="", requirement="")
+
 
 def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
     """The strategy's key for ``a`` serving ``req`` (without the idle-order tie-break)."""
@@ -97,12 +101,15 @@ def choose_agent(
     cursor: int = -1,
     agent_count: int = 0,
     blocked: Callable[[Agent], bool] | None = None,
+    explain: bool = True,
 ) -> tuple[Agent | None, Explanation | None]:
     """The best agent that can take ``contact`` now, or ``(None, None)``. ``blocked`` vetoes agents that
     hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``.
 
     The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
     ``most_skilled`` over several skills walks on while an agent further down could still score better.
+    ``explain=False`` walks exactly the same agents and picks the same one; it only skips writing the
+    explanation (``UNEXPLAINED`` stands in for it).
     """
     rejected = contact.rejected_by
     indexed = strategy == "longest_idle" or strategy in avail.orders()
@@ -142,6 +149,8 @@ def choose_agent(
         seen: set[str] = set()
         found = [f for f in found if not (f[2].id in seen or seen.add(f[2].id))]  # type: ignore[func-returns-value]
     best_agent = found[0][2]
+    if not explain:
+        return best_agent, UNEXPLAINED
     filters: dict[str, int] = {}
     if below:
         filters["below_level"] = below
@@ -168,10 +177,11 @@ AGENT_PULL = "priority_then_wait"
 
 
 def choose_contact(
-    agent: Agent, channels: tuple[str, ...], waiting: WaitIndex
+    agent: Agent, channels: tuple[str, ...], waiting: WaitIndex, explain: bool = True
 ) -> tuple[Contact | None, Explanation | None]:
     """The best waiting contact ``agent`` may take on any of ``channels``: lowest rank across every group
-    it serves, i.e. highest priority first, then longest waiting, across all queues."""
+    it serves, i.e. highest priority first, then longest waiting, across all queues. (``explain=False``:
+    the same contact, with ``UNEXPLAINED`` for the reasons.)"""
     heads: list[Contact] = []
     offered_before = groups = 0
     aid = agent.id
@@ -191,6 +201,8 @@ def choose_contact(
         return None, None
     heads.sort(key=lambda c: c.rank)
     best = heads[0]
+    if not explain:
+        return best, UNEXPLAINED
     filters = {"offered_before": offered_before} if offered_before else {}
     return best, Explanation(
         trigger="agent",
