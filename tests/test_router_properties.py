@@ -165,7 +165,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     def _fingerprint(self, r: Router | None = None) -> Any:
         r = r or self.router
-        timers = sorted((t.due_ms, t.kind, getattr(t.target, "id", "")) for t in r.timers._heap if not t.cancelled)
+        timers = sorted((t.due_ms, t.kind, getattr(t.target, "id", "")) for t in r.timers.pending())
         return (
             timers,
             r.now_ms,
@@ -445,9 +445,7 @@ class RouterMachine(RuleBasedStateMachine):
         if not hasattr(self, "router"):
             return
         r = self.router
-        for t in r.timers._heap:
-            if t.cancelled:
-                continue
+        for t in r.timers.pending():
             assert t.due_ms > r.now_ms, t  # everything due has fired
             target = t.target
             if type(target).__name__ == "Offer":

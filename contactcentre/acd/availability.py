@@ -57,14 +57,29 @@ class Availability:
             return False
         return not (self._exclusive.get(channel, False) and agent.total_load)
 
+    def takeable(self, agent: Agent) -> tuple[str, ...]:
+        """The channels ``agent`` can take one more contact on now: ``can_take`` for each of its channels,
+        with the checks that do not depend on the channel made once."""
+        if agent.presence != READY or agent.exclusive_load or len(agent.offers) >= self._offers_per_agent:
+            return ()
+        load = agent.load
+        busy = agent.total_load
+        exclusive = self._exclusive
+        out: tuple[str, ...] = ()
+        for ch, cap in agent.capacity.items():
+            if cap > load.get(ch, 0) and not (busy and exclusive.get(ch, False)):
+                out += (ch,)
+        return out
+
     def relist(self, agent: Agent, now_ms: int, *, moved: bool) -> None:
         """Bring the lists up to date for ``agent``. ``moved``: its load changed, so it goes to the back."""
-        want = tuple(ch for ch in agent.capacity if self.can_take(agent, ch))
+        want = self.takeable(agent)
         if not moved and want == agent.listed:
             if want and self._orders:
                 self._resort(agent, want)
             return
-        self.unlist(agent)
+        if agent.listed or self._orders:
+            self.unlist(agent)
         lists = self._lists
         aid = agent.id
         for ch in want:

@@ -54,7 +54,8 @@ class Offers(_Base):
         allowed = a.must("offer")
         c.must("offer")
         now = self.now_ms
-        self.waiting.remove(c)
+        if c.group is not None:  # not yet in the wait index when offered on arrival (``_enter_queue``)
+            self.waiting.remove(c)
         c.step_to("offer")
         self._offer_seq += 1
         oid = f"o{self._offer_seq}"
@@ -169,16 +170,21 @@ class Offers(_Base):
     def _leave_queue(self, c: Contact) -> None:
         """The contact stops waiting in its queue (answered, transferred out, finished): stop its clocks."""
         timers = self.timers
-        for t in c.timers:
-            timers.cancel(t)
-        c.timers = []
-        timers.cancel(c.sla_timer)
-        c.sla_timer = None
-        timers.cancel(c.preferred_timer)
-        c.preferred_timer = None
-        timers.cancel(c.exclusion_timer)
-        c.exclusion_timer = None
-        c.rejected_by.clear()
+        if c.timers:
+            for t in c.timers:
+                timers.cancel(t)
+            c.timers = []
+        if c.sla_timer is not None:
+            timers.cancel(c.sla_timer)
+            c.sla_timer = None
+        if c.preferred_timer is not None:
+            timers.cancel(c.preferred_timer)
+            c.preferred_timer = None
+        if c.exclusion_timer is not None:
+            timers.cancel(c.exclusion_timer)
+            c.exclusion_timer = None
+        if c.rejected_by:
+            c.rejected_by.clear()
         c.preferred_agent_id = None
         self.queues[c.queue].depth -= c.channel not in OFF_LINE_CHANNELS
 

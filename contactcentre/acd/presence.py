@@ -70,7 +70,12 @@ class Presence(_Base):
         if new == old and reason == a.state_reason:
             return
         now = self.now_ms
-        self._count_time(a, old, now)
+        if old in STAFFED:  # _count_time, inline: three state changes per contact
+            elapsed = now - a.counted_since_ms
+            a.staffed_ms += elapsed
+            if old in HANDLING:
+                a.handling_ms += elapsed
+        a.counted_since_ms = now
         a.state = new
         a.state_reason = reason
         a.state_since_ms = now

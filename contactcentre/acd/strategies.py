@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from itertools import repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from contactcentre.acd.availability import ANY_SKILL, ORDER_KEYS
 from contactcentre.events import Candidate, Explanation
@@ -51,6 +53,10 @@ def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
     return list(ORDER_KEYS[strategy](a, ANY_SKILL))
 
 
+_AGENT = itemgetter(-1)
+_FIRST_KEY = itemgetter(0)
+
+
 def _walk(
     strategy: str, avail: Availability, channel: str, req: Req, cursor: int
 ) -> Iterator[tuple[Agent | None, int]]:
@@ -60,33 +66,44 @@ def _walk(
     ``most_skilled`` over several skills reads each skill's level-ordered list in turn (Fagin's threshold
     algorithm): an agent not yet met has, in every skill, at most the level where that list's reading stands,
     so the sum of those levels bounds the rest of the walk. (``None`` marks an agent met again in another
-    list: nothing to score, only the bound moved.)"""
+    list: nothing to score, only the bound moved.)
+
+    The two common walks (the idle order, and one sorted list from its start) are iterators built in C
+    (``zip``/``map``), not generators: a generator resumes a Python frame for every agent it yields."""
     if strategy == "longest_idle" or strategy not in avail.orders():
-        for a in avail.pool(channel, req).values():
-            yield a, 0
-        return
+        return zip(avail.pool(channel, req).values(), repeat(0))
     if strategy == "most_skilled" and len(req) > 1:
-        lists = [avail.sorted_list(strategy, channel, s) for s, _ in req]
-        levels = [0] * len(lists)
-        pos = [0] * len(lists)
-        seen: set[str] = set()
-        while True:
-            for i, lst in enumerate(lists):
-                if pos[i] >= len(lst):
-                    return  # every agent holding all the skills has been met in this list already
-                e = lst[pos[i]]
-                pos[i] += 1
-                levels[i] = -e[0]
-                a = e[-1]
-                bound = -sum(levels)
-                if a.id in seen:
-                    yield None, bound
-                else:
-                    seen.add(a.id)
-                    yield a, bound
+        return _walk_threshold(avail, channel, req)
     _, entries = avail.sorted_pool(strategy, channel, req)
+    if strategy != "round_robin":
+        return zip(map(_AGENT, entries), map(_FIRST_KEY, entries), strict=True)
+    return _walk_round(entries, cursor)
+
+
+def _walk_threshold(avail: Availability, channel: str, req: Req) -> Iterator[tuple[Agent | None, int]]:
+    lists = [avail.sorted_list("most_skilled", channel, s) for s, _ in req]
+    levels = [0] * len(lists)
+    pos = [0] * len(lists)
+    seen: set[str] = set()
+    while True:
+        for i, lst in enumerate(lists):
+            if pos[i] >= len(lst):
+                return  # every agent holding all the skills has been met in this list already
+            e = lst[pos[i]]
+            pos[i] += 1
+            levels[i] = -e[0]
+            a = e[-1]
+            bound = -sum(levels)
+            if a.id in seen:
+                yield None, bound
+            else:
+                seen.add(a.id)
+                yield a, bound
+
+
+def _walk_round(entries: list[tuple[Any, ...]], cursor: int) -> Iterator[tuple[Agent | None, int]]:
     n = len(entries)
-    start = bisect_left(entries, (cursor + 1,)) if strategy == "round_robin" else 0  # after the last chosen
+    start = bisect_left(entries, (cursor + 1,))  # after the last chosen
     for j in range(start, start + n):
         e = entries[j - n] if j >= n else entries[j]
         yield e[-1], e[0]
@@ -104,7 +121,8 @@ def choose_agent(
     explain: bool = True,
 ) -> tuple[Agent | None, Explanation | None]:
     """The best agent that can take ``contact`` now, or ``(None, None)``. ``blocked`` vetoes agents that
-    hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``.
+    hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``. Only an
+    agent draining for such work (``draining_for`` set) can be held back, so only those are asked about.
 
     The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
     ``most_skilled`` over several skills walks on while an agent further down could still score better.
@@ -112,7 +130,8 @@ def choose_agent(
     explanation (``UNEXPLAINED`` stands in for it).
     """
     rejected = contact.rejected_by
-    indexed = strategy == "longest_idle" or strategy in avail.orders()
+    idle_order = strategy == "longest_idle"  # its key is the idle order alone: nothing to score
+    indexed = idle_order or strategy in avail.orders()
     found: list[tuple[list[int], int, Agent]] = []  # (key, idle order, agent); an agent may meet several reqs
     considered = below = offered_before = held_back = 0
     for req in contact.reqs:
@@ -131,10 +150,10 @@ def choose_agent(
             if not a.meets(req):
                 below += 1
                 continue
-            if blocked is not None and blocked(a):
+            if a.draining_for is not None and blocked is not None and blocked(a):
                 held_back += 1
                 continue
-            key = _score(strategy, a, req, cursor, agent_count)
+            key = [] if idle_order else _score(strategy, a, req, cursor, agent_count)
             found.append((key, a.listing_seq, a))
             got += 1
             if bounded:

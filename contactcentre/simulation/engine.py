@@ -294,6 +294,8 @@ class Simulation:
             waiting_now += delta
 
         def account(aid: str, at_ms: int, new_state: str | None) -> None:
+            """Add the agent's time in its current state to the measured window (inline in the loop below,
+            for the state changes; this is for the end of the run)."""
             old = agent_state.get(aid)
             if old is not None and measure_from is not None:
                 state, since = old
@@ -428,7 +430,25 @@ class Simulation:
             events += len(out)
             for ev in out:
                 kind = type(ev)
-                if kind is OfferMade:
+                if kind is AgentStateChanged:  # the most frequent: three per contact
+                    aid = ev.agent_id
+                    old = agent_state.get(aid)
+                    if old is not None and measure_from is not None:  # account(), inline
+                        state, since = old
+                        lo = since if since > measure_from else measure_from
+                        hi = ev.at_ms if ev.at_ms < stop_ms else stop_ms
+                        if hi > lo and state in STAFFED:
+                            acc = occ.get(aid)
+                            if acc is None:
+                                acc = occ[aid] = [0, 0]
+                            acc[0] += hi - lo
+                            if state in HANDLING:
+                                acc[1] += hi - lo
+                    agent_state[aid] = (ev.state, ev.at_ms)
+                    if ev.reason == "missed_offer":
+                        seq += 1
+                        push(heap, (ev.at_ms + self.back_after_ms[aid], seq, _BACK, aid))
+                elif kind is OfferMade:
                     delay = accept[ev.agent_id]()
                     if delay <= 0:
                         pending.append(
@@ -449,11 +469,6 @@ class Simulation:
                     push(heap, (ev.at_ms + handle[info[0]](), seq, _END, (ev.contact_id, ev.agent_id)))
                     if timeline:
                         waiting_changed(ev.at_ms, -1)
-                elif kind is AgentStateChanged:
-                    account(ev.agent_id, ev.at_ms, ev.state)
-                    if ev.reason == "missed_offer":
-                        seq += 1
-                        push(heap, (ev.at_ms + self.back_after_ms[ev.agent_id], seq, _BACK, ev.agent_id))
                 elif kind is ContactQueued:
                     if timeline:
                         waiting_changed(ev.at_ms, +1)
