@@ -12,6 +12,11 @@ exactly as the plain lists do. Keys are recomputed whenever an agent is relisted
 load, state or skills), so a walk in list order meets agents best-first and stops after the first few that
 qualify. A key that changes with the calendar (contacts handled *today*) is refreshed by ``refresh_all``
 when the day rolls over.
+
+A sorted list is kept only for a (strategy, channel, skill) that some walk reads: the ones the queues'
+requirements name are opened up front (``open_lists``), any other (a skill an arrival adds) the first time
+a walk asks for it, built from the plain list with each agent's key as it was last filed. Keeping a list
+for every skill of every agent cost two dozen sorted inserts each time an agent moved.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ class Availability:
         self._offers_per_agent = offers_per_agent
         self._lists: dict[tuple[str, str], dict[str, Agent]] = {}
         self._orders = tuple(sorted(o for o in set(orders) if o in ORDER_KEYS))
-        self._sorted: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        self._sorted: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}  # the lists kept, by key
+        self._open: dict[tuple[str, str], dict[str, list[tuple[Any, ...]]]] = {}  # (order, channel) -> skill -> list
         self._seq = 0
         # per agent: the entries it has in sorted lists, to find them again when it moves
         self._entries: dict[str, list[tuple[list[tuple[Any, ...]], tuple[Any, ...]]]] = {}
@@ -67,7 +73,9 @@ class Availability:
         exclusive = self._exclusive
         out: tuple[str, ...] = ()
         for ch, cap in agent.capacity.items():
-            if cap > load.get(ch, 0) and not (busy and exclusive.get(ch, False)):
+            if cap > load[ch] and not (
+                busy and exclusive[ch]
+            ):  # load has every capacity channel; exclusive every channel
                 out += (ch,)
         return out
 
@@ -128,14 +136,48 @@ class Availability:
         self._signatures[agent.id] = self._signature(agent)
         entries = self._entries.setdefault(agent.id, [])
         seq = agent.listing_seq
+        skills = agent.skills
         for order in self._orders:
             keyf = ORDER_KEYS[order]
             for ch in channels:
-                for skill in (ANY_SKILL, *agent.skills):
-                    entry = (*keyf(agent, skill), seq, agent)
-                    lst = self._sorted.setdefault((order, ch, skill), [])
-                    insort(lst, entry)
-                    entries.append((lst, entry))
+                kept = self._open.get((order, ch))
+                if not kept:
+                    continue
+                for skill, lst in kept.items():
+                    if skill == ANY_SKILL or skill in skills:
+                        entry = (*keyf(agent, skill), seq, agent)
+                        insort(lst, entry)
+                        entries.append((lst, entry))
+
+    def open_lists(self, wanted: Iterable[tuple[str, str, str]]) -> None:
+        """Keep the sorted lists for these (order, channel, skill) from now on (those of orders not in use
+        are ignored)."""
+        for order, channel, skill in wanted:
+            if order in self._orders:
+                self._list(order, channel, skill)
+
+    def _list(self, order: str, channel: str, skill: str) -> list[tuple[Any, ...]]:
+        """The kept sorted list, opened now if it was not kept: every agent listed on (channel, skill), keyed
+        as when it was last filed (``_signatures``; a skill level only changes by a refiling), so the list
+        is the one that filing every agent into it all along would have built."""
+        got = self._sorted.get((order, channel, skill))
+        if got is not None:
+            return got
+        i = self._orders.index(order)
+        by_skill = order == "most_skilled"  # the one key that depends on the skill
+        lst: list[tuple[Any, ...]] = []
+        kept: list[tuple[tuple[Any, ...], Agent]] = []
+        for a in self._lists.get((channel, skill), {}).values():
+            key = (-a.skills.get(skill, 0),) if by_skill else self._signatures[a.id][i]
+            entry = (*key, a.listing_seq, a)
+            lst.append(entry)
+            kept.append((entry, a))
+        lst.sort(key=lambda e: e[:-1])  # the listing sequence is unique: agents themselves never compare
+        for entry, a in kept:
+            self._entries.setdefault(a.id, []).append((lst, entry))
+        self._sorted[(order, channel, skill)] = lst
+        self._open.setdefault((order, channel), {})[skill] = lst
+        return lst
 
     def _signature(self, agent: Agent) -> tuple[tuple[int, ...], ...]:
         # Keys that move without a relist-with-move depend on the agent alone (load, occupancy, handled);
@@ -182,20 +224,23 @@ class Availability:
         if order not in self._orders:
             raise KeyError(order)
         if not req:
-            return ANY_SKILL, self._sorted.get((order, channel, ANY_SKILL), [])
-        best: list[tuple[Any, ...]] | None = None
+            return ANY_SKILL, self._list(order, channel, ANY_SKILL)
+        # The sorted list of a skill holds the same agents as its plain list: pick by the plain lengths, so
+        # only the list walked needs to be kept.
+        lists = self._lists
+        best = -1
         best_skill = ANY_SKILL
         for skill, _ in req:
-            lst = self._sorted.get((order, channel, skill))
-            if not lst:
+            n = len(lists.get((channel, skill), ()))
+            if not n:
                 return skill, []
-            if best is None or len(lst) < len(best):
-                best, best_skill = lst, skill
-        return best_skill, best or []
+            if best < 0 or n < best:
+                best, best_skill = n, skill
+        return best_skill, self._list(order, channel, best_skill)
 
     def sorted_list(self, order: str, channel: str, skill: str) -> list[tuple[Any, ...]]:
         """One (channel, skill) list in ``order``'s sort order."""
-        return self._sorted.get((order, channel, skill), [])
+        return self._list(order, channel, skill)
 
     def count(self, channel: str) -> int:
         """How many agents could take one more contact on ``channel`` now (dashboards, benchmarks)."""

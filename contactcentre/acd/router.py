@@ -181,6 +181,13 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         self.hooks = hooks
         strategies = {r.strategy, *(q.strategy for q in config.queues if q.strategy)}
         self.avail = Availability(self._exclusive, r.offers_per_agent, strategies)
+        self.avail.open_lists(
+            (plan.strategy, ch, skill)
+            for plan in self.queues.values()
+            for ch in plan.channels
+            for req in (*plan.reqs, *(alt for step in plan.steps for alt in step.alternatives))
+            for skill in ([s for s, _ in req] or [""])  # "": the list of every agent on the channel
+        )
         self.waiting = WaitIndex()
         self.timers = TimerHeap()
         self.agents: dict[str, Agent] = {}
