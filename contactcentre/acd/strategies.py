@@ -55,6 +55,7 @@ def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
 
 _AGENT = itemgetter(-1)
 _FIRST_KEY = itemgetter(0)
+_KEY_THEN_IDLE = itemgetter(0, 1)  # (strategy key, listing sequence): never the agent itself
 
 
 def _walk(
@@ -163,7 +164,7 @@ def choose_agent(
                 break
     if not found:
         return None, None
-    found.sort(key=lambda f: (f[0], f[1]))
+    found.sort(key=_KEY_THEN_IDLE)
     if len(contact.reqs) > 1:
         seen: set[str] = set()
         found = [f for f in found if not (f[2].id in seen or seen.add(f[2].id))]  # type: ignore[func-returns-value]
