@@ -133,19 +133,20 @@ class Availability:
             del lst[bisect_left(lst, entry)]
 
     def _insert_sorted(self, agent: Agent, channels: tuple[str, ...]) -> None:
-        self._signatures[agent.id] = self._signature(agent)
+        signature = self._signatures[agent.id] = self._signature(agent)
         entries = self._entries.setdefault(agent.id, [])
         seq = agent.listing_seq
         skills = agent.skills
-        for order in self._orders:
-            keyf = ORDER_KEYS[order]
+        for order, key in zip(self._orders, signature, strict=True):
+            by_skill = order == "most_skilled"  # ORDER_KEYS["most_skilled"], the one key that reads the skill; the
+            # others are the signature's, computed just now
             for ch in channels:
                 kept = self._open.get((order, ch))
                 if not kept:
                     continue
                 for skill, lst in kept.items():
                     if skill == ANY_SKILL or skill in skills:
-                        entry = (*keyf(agent, skill), seq, agent)
+                        entry = (-skills.get(skill, 0), seq, agent) if by_skill else (*key, seq, agent)
                         insort(lst, entry)
                         entries.append((lst, entry))
 
