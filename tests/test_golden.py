@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from contactcentre import events as E
 from contactcentre.acd import UNEXPLAINED
@@ -82,3 +83,10 @@ def test_same_seed_same_log_other_seed_other_log() -> None:
     c, _ = run_world(cfg, seed=4, contacts=40)
     assert E.encode_lines(a) == E.encode_lines(b)
     assert E.encode_lines(a) != E.encode_lines(c)
+
+
+def test_a_router_asked_for_something_that_is_no_event_type_says_so() -> None:
+    from contactcentre.acd import Router
+
+    with pytest.raises(TypeError, match="not event types"):
+        Router(load_config(), events={E.OfferMade, "contact.closed"})  # type: ignore[arg-type]

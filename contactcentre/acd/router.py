@@ -150,7 +150,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             self._wants = ALL_EVENTS
         else:
             self._wants = frozenset(events)
-            strangers = [t for t in self._wants if t not in ALL_EVENTS]
+            strangers = [t for t in self._wants if not (isinstance(t, type) and issubclass(t, Event))]
             if strangers:
                 raise TypeError(f"not event types: {strangers!r}")
         self.now_ms = start_ms
