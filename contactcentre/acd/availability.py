@@ -144,11 +144,16 @@ class Availability:
                 kept = self._open.get((order, ch))
                 if not kept:
                     continue
-                for skill, lst in kept.items():
-                    if skill == ANY_SKILL or skill in skills:
-                        entry = (-skills.get(skill, 0), seq, agent) if by_skill else (*key, seq, agent)
-                        insort(lst, entry)
-                        entries.append((lst, entry))
+                # the lists both kept and the agent's: walk the shorter side (a few kept lists on a small
+                # centre; a few skills of the agent's among hundreds kept on a large one)
+                if len(kept) <= len(skills):
+                    mine = [(k, lst) for k, lst in kept.items() if k == ANY_SKILL or k in skills]
+                else:
+                    mine = [(k, kept[k]) for k in (ANY_SKILL, *skills) if k in kept]
+                for skill, lst in mine:
+                    entry = (-skills.get(skill, 0), seq, agent) if by_skill else (*key, seq, agent)
+                    insort(lst, entry)
+                    entries.append((lst, entry))
 
     def open_lists(self, wanted: Iterable[tuple[str, str, str]]) -> None:
         """Keep the sorted lists for these (order, channel, skill) from now on (those of orders not in use
