@@ -48,8 +48,16 @@ class Availability:
         self._lists: dict[tuple[str, str], dict[str, Agent]] = {}
         self._orders = tuple(sorted(o for o in set(orders) if o in ORDER_KEYS))
         self._sorted: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}  # the lists kept, by key
+        self._by_skill = self._orders.index("most_skilled") if "most_skilled" in self._orders else -1
+        self._keyfs = tuple(ORDER_KEYS[o] for o in self._orders)
         self._open: dict[tuple[str, str], dict[str, list[tuple[Any, ...]]]] = {}  # (order, channel) -> skill -> list
         self._seq = 0
+        # Per agent, while its skills and channels stay the same: the plain lists it is in, and the kept
+        # sorted lists it is filed into (with the number of lists kept when that was worked out) — an agent
+        # is relisted two or three times per contact, and working these out again was most of the cost.
+        self._plain_of: dict[str, dict[str, list[dict[str, Agent]]]] = {}  # agent -> channel -> plain lists
+        # agent -> (lists kept when worked out, channel -> [(order's index, skill, sorted list)])
+        self._filing: dict[str, tuple[int, dict[str, list[tuple[int, str, list[tuple[Any, ...]]]]]]] = {}
         # per agent: the entries it has in sorted lists, to find them again when it moves
         self._entries: dict[str, list[tuple[list[tuple[Any, ...]], tuple[Any, ...]]]] = {}
         self._signatures: dict[str, tuple[tuple[int, ...], ...]] = {}
@@ -88,12 +96,17 @@ class Availability:
             return
         if agent.listed or self._orders:
             self.unlist(agent)
-        lists = self._lists
         aid = agent.id
+        per = self._plain_of.get(aid)
+        if per is None:
+            per = self._plain_of[aid] = {}
         for ch in want:
-            lists.setdefault((ch, ANY_SKILL), {})[aid] = agent
-            for skill in agent.skills:
-                lists.setdefault((ch, skill), {})[aid] = agent
+            plain = per.get(ch)
+            if plain is None:
+                lists = self._lists
+                plain = per[ch] = [lists.setdefault((ch, skill), {}) for skill in (ANY_SKILL, *agent.skills)]
+            for d in plain:
+                d[aid] = agent
         agent.idle_since_ms = now_ms
         agent.listed = want
         self._seq += 1
@@ -107,6 +120,8 @@ class Availability:
         everywhere else."""
         lists = self._lists
         old = agent.skills
+        self._plain_of.pop(agent.id, None)  # its lists change here, in place
+        self._filing.pop(agent.id, None)
         for ch in agent.listed:
             for skill in old:
                 if skill not in skills:
@@ -122,12 +137,19 @@ class Availability:
 
     def unlist(self, agent: Agent) -> None:
         """Remove ``agent`` everywhere (before its skills change, or when it can take nothing)."""
+        aid = agent.id
+        per = self._plain_of.get(aid) or {}
         for ch in agent.listed:
-            self._lists[(ch, ANY_SKILL)].pop(agent.id, None)
+            plain = per.get(ch)
+            if plain is not None:
+                for d in plain:
+                    d.pop(aid, None)
+                continue
+            self._lists[(ch, ANY_SKILL)].pop(aid, None)
             for skill in agent.skills:
                 lst = self._lists.get((ch, skill))
                 if lst is not None:
-                    lst.pop(agent.id, None)
+                    lst.pop(aid, None)
         agent.listed = ()
         for lst, entry in self._entries.pop(agent.id, ()):
             del lst[bisect_left(lst, entry)]
@@ -137,23 +159,37 @@ class Availability:
         entries = self._entries.setdefault(agent.id, [])
         seq = agent.listing_seq
         skills = agent.skills
-        for order, key in zip(self._orders, signature, strict=True):
-            by_skill = order == "most_skilled"  # ORDER_KEYS["most_skilled"], the one key that reads the skill; the
-            # others are the signature's, computed just now
-            for ch in channels:
-                kept = self._open.get((order, ch))
-                if not kept:
-                    continue
-                # the lists both kept and the agent's: walk the shorter side (a few kept lists on a small
-                # centre; a few skills of the agent's among hundreds kept on a large one)
-                if len(kept) <= len(skills):
-                    mine = [(k, lst) for k, lst in kept.items() if k == ANY_SKILL or k in skills]
-                else:
-                    mine = [(k, kept[k]) for k in (ANY_SKILL, *skills) if k in kept]
-                for skill, lst in mine:
-                    entry = (-skills.get(skill, 0), seq, agent) if by_skill else (*key, seq, agent)
-                    insort(lst, entry)
-                    entries.append((lst, entry))
+        got = self._filing.get(agent.id)
+        if got is None or got[0] != len(self._sorted):  # lists are only ever added: their number dates them
+            got = self._filing[agent.id] = (len(self._sorted), {})
+        per = got[1]
+        by_skill = self._by_skill
+        for ch in channels:
+            targets = per.get(ch)
+            if targets is None:
+                targets = per[ch] = self._filing_targets(skills, ch)
+            for i, skill, lst in targets:
+                # ORDER_KEYS["most_skilled"] is the one key that reads the skill; the others are the
+                # signature's, computed just now
+                entry = (-skills.get(skill, 0), seq, agent) if i == by_skill else (*signature[i], seq, agent)
+                insort(lst, entry)
+                entries.append((lst, entry))
+
+    def _filing_targets(self, skills: dict[str, int], channel: str) -> list[tuple[int, str, list[tuple[Any, ...]]]]:
+        """The kept sorted lists on ``channel`` an agent with ``skills`` belongs in, as (order's index, skill,
+        list)."""
+        out = []
+        for i, order in enumerate(self._orders):
+            kept = self._open.get((order, channel))
+            if not kept:
+                continue
+            # walk the shorter side: a few kept lists on a small centre, a few of the agent's skills among
+            # hundreds kept on a large one
+            if len(kept) <= len(skills):
+                out += [(i, k, lst) for k, lst in kept.items() if k == ANY_SKILL or k in skills]
+            else:
+                out += [(i, k, kept[k]) for k in (ANY_SKILL, *skills) if k in kept]
+        return out
 
     def open_lists(self, wanted: Iterable[tuple[str, str, str]]) -> None:
         """Keep the sorted lists for these (order, channel, skill) from now on (those of orders not in use
@@ -188,7 +224,7 @@ class Availability:
     def _signature(self, agent: Agent) -> tuple[tuple[int, ...], ...]:
         # Keys that move without a relist-with-move depend on the agent alone (load, occupancy, handled);
         # skill levels only change through unlist + relist.
-        return tuple(ORDER_KEYS[o](agent, ANY_SKILL) for o in self._orders)
+        return tuple([f(agent, ANY_SKILL) for f in self._keyfs])
 
     def _resort(self, agent: Agent, channels: tuple[str, ...]) -> None:
         """Same lists, but a key may have changed (occupancy, handled count): move the entries if so."""
