@@ -10,7 +10,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import msgspec
+import pytest
+
 from contactcentre import events as E
+from contactcentre.acd import UNEXPLAINED
 from contactcentre.config import load_config
 from tests.world import replay, run_world
 
@@ -25,6 +29,28 @@ def test_seeded_world_matches_the_golden_log_byte_for_byte() -> None:
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_bytes(data)
     assert data == GOLDEN.read_bytes(), "routing changed: review and regenerate with UPDATE_GOLDEN=1"
+
+
+def _unexplained(ev: E.Event) -> E.Event:
+    return msgspec.structs.replace(ev, why=UNEXPLAINED) if type(ev) is E.OfferMade else ev
+
+
+# What a lean consumer reads: the world's reactions need the first three; the rest make the check wider.
+LEAN_READS = {E.OfferMade, E.ContactConnected, E.WrapUpStarted, E.AgentStateChanged, E.ContactAbandoned}
+
+
+def test_the_golden_world_without_explanations_or_unread_events_decides_the_same() -> None:
+    """Asking for less output changes nothing but the output: with no explanations the log is the golden
+    one with every ``why`` blank, and a router that builds only some event types says exactly the golden
+    log's events of those types, in the same order (the inputs it echoes included)."""
+    cfg = load_config()
+    golden = E.decode_lines(GOLDEN.read_bytes())
+    unexplained, _ = run_world(cfg, seed=7, router_options={"explain": False})
+    assert E.encode_lines(unexplained) == E.encode_lines([_unexplained(e) for e in golden])
+    lean, _ = run_world(cfg, seed=7, router_options={"explain": False, "events": LEAN_READS})
+    expected = [_unexplained(e) for e in golden if type(e) in LEAN_READS or E.is_input(e)]
+    assert E.encode_lines(lean) == E.encode_lines(expected)
+    assert len(lean) < len(golden) * 0.8  # the unread kinds (queued, closed, SLA, ...) really were skipped
 
 
 def test_golden_log_exercises_the_interesting_paths() -> None:
@@ -57,3 +83,10 @@ def test_same_seed_same_log_other_seed_other_log() -> None:
     c, _ = run_world(cfg, seed=4, contacts=40)
     assert E.encode_lines(a) == E.encode_lines(b)
     assert E.encode_lines(a) != E.encode_lines(c)
+
+
+def test_a_router_asked_for_something_that_is_no_event_type_says_so() -> None:
+    from contactcentre.acd import Router
+
+    with pytest.raises(TypeError, match="not event types"):
+        Router(load_config(), events={E.OfferMade, "contact.closed"})  # type: ignore[arg-type]

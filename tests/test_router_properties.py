@@ -9,7 +9,10 @@ skill changes and clock advances — including inputs the router must refuse. Af
 * conservation: arrived = answered + abandoned + waiting + offered + transferred/overflowed out + failed;
 * no contact waits while an agent that may take it is able to;
 * agents' reported states follow the transition table and the event stream, and a refused input changes
-  nothing at all.
+  nothing at all;
+* a lean twin — a router built with ``explain=False`` and only a random few derived event types — fed the
+  same inputs makes the same offers (contact, agent, time), ends in the same state, refuses the same inputs,
+  and says exactly the full router's events of the types it builds (its explanations left blank).
 
 In CI (``CI`` set) the machine runs at least ``MIN_CI_STEPS`` steps in total, which the test asserts.
 """
@@ -20,15 +23,17 @@ import os
 from collections import Counter
 from typing import Any
 
+import msgspec
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from contactcentre import events as E
-from contactcentre.acd import Router, RouterError, strategies
+from contactcentre.acd import UNEXPLAINED, Router, RouterError, strategies
 from contactcentre.acd import router as router_module
 from contactcentre.acd.agent import AGENT_TRANSITIONS, READY
 from contactcentre.acd.contact import CONTACT_STATES, OFFERED, QUEUED, WITH_AGENT
+from contactcentre.acd.router import ALL_EVENTS
 from contactcentre.acd.stats import LiveStats
 from contactcentre.config import parse_config
 
@@ -92,6 +97,16 @@ CONFIG: dict[str, Any] = {
 
 steps_taken = 0
 
+# Derived event types a lean router may be asked for (OfferMade it is always asked for: the offers compared).
+DERIVED = sorted(
+    (t for t in ALL_EVENTS if not t.INPUT and t not in (E.Event, E.OfferMade) and t.__module__ == E.__name__),
+    key=lambda t: t.__name__,
+)
+
+
+def _unexplained(ev: E.Event) -> E.Event:
+    return msgspec.structs.replace(ev, why=UNEXPLAINED) if type(ev) is E.OfferMade else ev
+
 
 def _shadow_apply(shadow: dict[str, str], ev: E.Event) -> None:
     """Contact states as the event stream alone tells them."""
@@ -125,8 +140,9 @@ class RouterMachine(RuleBasedStateMachine):
     @initialize(
         offers_per_agent=st.sampled_from([1, 2]),
         strategy=st.sampled_from(["longest_idle", "most_skilled", "least_occupied", "round_robin", "fewest_handled"]),
+        lean_reads=st.sets(st.sampled_from(DERIVED), max_size=4),
     )
-    def setup(self, offers_per_agent: int, strategy: str) -> None:
+    def setup(self, offers_per_agent: int, strategy: str, lean_reads: set[type[E.Event]]) -> None:
         cfg = dict(CONFIG)
         cfg["routing"] = {**CONFIG["routing"], "offers_per_agent": offers_per_agent, "strategy": strategy}
         cfg["queues"] = [
@@ -134,6 +150,8 @@ class RouterMachine(RuleBasedStateMachine):
         ]
         self.config = parse_config(cfg)
         self.router = Router(self.config, start_ms=0)
+        self.lean_reads = {E.OfferMade, *lean_reads}
+        self.lean = Router(self.config, start_ms=0, explain=False, events=self.lean_reads)
         brute_force_choice.agents = self.router.agents.values  # type: ignore[attr-defined]
         self.now = 0
         self.n = 0
@@ -145,9 +163,9 @@ class RouterMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------------------------------- driving
 
-    def _fingerprint(self) -> Any:
-        r = self.router
-        timers = sorted((t.due_ms, t.kind, getattr(t.target, "id", "")) for t in r.timers._heap if not t.cancelled)
+    def _fingerprint(self, r: Router | None = None) -> Any:
+        r = r or self.router
+        timers = sorted((t.due_ms, t.kind, getattr(t.target, "id", "")) for t in r.timers.pending())
         return (
             timers,
             r.now_ms,
@@ -191,9 +209,31 @@ class RouterMachine(RuleBasedStateMachine):
             assert self._fingerprint() == before, "a refused input changed the router's state"
             assert not comparable or str(predicted) == str(exc), (predicted, exc)
             out = self.router.advance(self.now)  # timers due before the refused input are handed over
+            self._lean_agrees(lambda: self.lean.handle(ev), out, refused=str(exc))
         else:
             assert not comparable or predicted is None, (ev, predicted)
+            self._lean_agrees(lambda: self.lean.handle(ev), out)
         self._take(out)
+
+    def _lean_agrees(self, step: Any, full: list[E.Event], refused: str | None = None) -> None:
+        """Apply the same step to the lean twin: same refusal, same offers, the same events of the types it
+        builds, the same state afterwards."""
+        brute_force_choice.agents = self.lean.agents.values  # type: ignore[attr-defined]
+        try:
+            lean = step()
+        except RouterError as exc:
+            assert refused == str(exc), (refused, exc)
+            lean = self.lean.advance(self.now)
+        else:
+            assert refused is None, f"the lean router took what the full one refused: {refused}"
+        finally:
+            brute_force_choice.agents = self.router.agents.values  # type: ignore[attr-defined]
+        offers = [(e.contact_id, e.agent_id, e.at_ms) for e in full if type(e) is E.OfferMade]
+        assert [(e.contact_id, e.agent_id, e.at_ms) for e in lean if type(e) is E.OfferMade] == offers
+        expected = [_unexplained(e) for e in full if type(e) in self.lean_reads or E.is_input(e)]
+        assert E.encode_lines(lean) == E.encode_lines(expected)
+        assert all(e.why is UNEXPLAINED for e in lean if type(e) is E.OfferMade)
+        assert self._fingerprint(self.lean) == self._fingerprint(), "the lean router's state parted"
 
     def _take(self, out: list[E.Event]) -> None:
         for ev in out:
@@ -218,7 +258,9 @@ class RouterMachine(RuleBasedStateMachine):
         global steps_taken
         steps_taken += 1
         self.now += ms
-        self._take(self.router.advance(self.now))
+        out = self.router.advance(self.now)
+        self._lean_agrees(lambda: self.lean.advance(self.now), out)
+        self._take(out)
 
     @rule(
         queue=st.sampled_from(QUEUES),
@@ -403,9 +445,7 @@ class RouterMachine(RuleBasedStateMachine):
         if not hasattr(self, "router"):
             return
         r = self.router
-        for t in r.timers._heap:
-            if t.cancelled:
-                continue
+        for t in r.timers.pending():
             assert t.due_ms > r.now_ms, t  # everything due has fired
             target = t.target
             if type(target).__name__ == "Offer":

@@ -15,9 +15,13 @@ from contactcentre.config import CentreConfig
 START_MS = 1_795_424_400_000  # Monday 2026-11-23 09:00 Europe/Amsterdam
 
 
-def run_world(config: CentreConfig, seed: int, contacts: int = 80) -> tuple[list[E.Event], int]:
+def run_world(
+    config: CentreConfig, seed: int, contacts: int = 80, router_options: dict[str, Any] | None = None
+) -> tuple[list[E.Event], int]:
+    """``router_options`` (e.g. ``explain=False``, ``events=...``) go to the ``Router``; the world reacts to
+    OfferMade, ContactConnected and WrapUpStarted, so a lean router must still say those."""
     rng = random.Random(seed)
-    router = Router(config, start_ms=START_MS)
+    router = Router(config, start_ms=START_MS, **(router_options or {}))
     log: list[E.Event] = []
     heap: list[tuple[int, int, Any]] = []
     seq = 0

@@ -20,7 +20,7 @@ from contactcentre.acd.errors import (
 )
 from contactcentre.acd.router import ArrivalAdjust, CustomerDirectory, Router, RoutingHooks
 from contactcentre.acd.stats import LiveStats
-from contactcentre.acd.strategies import score_words
+from contactcentre.acd.strategies import UNEXPLAINED, score_words
 from contactcentre.acd.views import (
     AgentStatus,
     AgentView,
@@ -36,6 +36,7 @@ __all__ = [
     "CONTACT_STATES",
     "HANDLING",
     "STAFFED",
+    "UNEXPLAINED",
     "AgentStatus",
     "AgentView",
     "ArrivalAdjust",

@@ -73,39 +73,41 @@ class Callbacks(_Base):
         c.attempt = 1
         group = self.waiting.add(c)  # same rank: same place among everyone the same agents serve
         now = self.now_ms
-        self._emit(
-            ContactCallbackQueued(
-                at_ms=now,
-                contact_id=c.id,
-                queue=c.queue,
-                via="virtual_hold",
-                waiting_since_ms=c.waiting_since_ms,
-                attempt=1,
-                customer_id=c.customer_id,
-                tier=c.tier,
+        if ContactCallbackQueued in self._wants:
+            self._emit(
+                ContactCallbackQueued(
+                    at_ms=now,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    via="virtual_hold",
+                    waiting_since_ms=c.waiting_since_ms,
+                    attempt=1,
+                    customer_id=c.customer_id,
+                    tier=c.tier,
+                )
             )
-        )
         # Its place among everyone the same agents serve: the callbacks and the calls still on the line.
         ahead = group.position(c)
         voice = self.waiting.groups.get(("voice", c.reqs, c.preferred_agent_id))
         if voice is not None:
             ahead += voice.position(c)
         agent, why = self._find_agent(c)
-        self._emit(
-            ContactQueued(
-                at_ms=now,
-                contact_id=c.id,
-                queue=c.queue,
-                channel=CALLBACK,
-                priority=c.priority,
-                tier=c.tier,
-                position=ahead + 1,
-                ewt_ms=0 if agent is not None else self._ewt(c, ahead),
-                sla_deadline_ms=c.sla_deadline_ms,
-                via="virtual_hold",
-                waiting_since_ms=c.waiting_since_ms,
+        if ContactQueued in self._wants:
+            self._emit(
+                ContactQueued(
+                    at_ms=now,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    channel=CALLBACK,
+                    priority=c.priority,
+                    tier=c.tier,
+                    position=ahead + 1,
+                    ewt_ms=0 if agent is not None else self._ewt(c, ahead),
+                    sla_deadline_ms=c.sla_deadline_ms,
+                    via="virtual_hold",
+                    waiting_since_ms=c.waiting_since_ms,
+                )
             )
-        )
         if agent is not None:
             assert why is not None
             self._offer(c, agent, why)
@@ -147,33 +149,35 @@ class Callbacks(_Base):
         def announce(c: Contact) -> None:
             c.callback_number = ev.number
             c.attempt = ev.attempt
-            self._emit(
-                ContactCallbackQueued(
-                    at_ms=self.now_ms,
-                    contact_id=c.id,
-                    queue=ev.queue,
-                    via="scheduled",
-                    waiting_since_ms=self.now_ms,
-                    attempt=ev.attempt,
-                    customer_id=ev.customer_id,
-                    tier=c.tier,
+            if ContactCallbackQueued in self._wants:
+                self._emit(
+                    ContactCallbackQueued(
+                        at_ms=self.now_ms,
+                        contact_id=c.id,
+                        queue=ev.queue,
+                        via="scheduled",
+                        waiting_since_ms=self.now_ms,
+                        attempt=ev.attempt,
+                        customer_id=ev.customer_id,
+                        tier=c.tier,
+                    )
                 )
-            )
 
         try:
             self._admit(arrival, emit=False, before=announce)
         except RouterError as exc:  # checked when scheduled; only a contact id reused since can land here
-            self._emit(
-                ContactWithdrawn(
-                    at_ms=self.now_ms,
-                    contact_id=ev.contact_id,
-                    queue=ev.queue,
-                    channel=CALLBACK,
-                    wait_ms=0,
-                    reason=f"refused: {exc}",
-                    tier=ev.tier,
+            if ContactWithdrawn in self._wants:
+                self._emit(
+                    ContactWithdrawn(
+                        at_ms=self.now_ms,
+                        contact_id=ev.contact_id,
+                        queue=ev.queue,
+                        channel=CALLBACK,
+                        wait_ms=0,
+                        reason=f"refused: {exc}",
+                        tier=ev.tier,
+                    )
                 )
-            )
 
     def _on_callback_cancelled(self, ev: CallbackCancelled) -> None:
         got = self.scheduled.get(ev.contact_id)
@@ -195,25 +199,27 @@ class Callbacks(_Base):
         if o is not None:
             assert allowed is not None
             a = o.agent
-            self._emit(
-                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="withdrawn")
-            )
+            if OfferCancelled in self._wants:
+                self._emit(
+                    OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="withdrawn")
+                )
             self._close_offer(o, "cancel")
         self.waiting.remove(c)
         self._end_drain_of(c)
         c.step_to("withdraw")
         self._leave_queue(c)
-        self._emit(
-            ContactWithdrawn(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                channel=c.channel,
-                wait_ms=self.now_ms - c.waiting_since_ms,
-                reason=ev.reason,
-                tier=c.tier,
+        if ContactWithdrawn in self._wants:
+            self._emit(
+                ContactWithdrawn(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    channel=c.channel,
+                    wait_ms=self.now_ms - c.waiting_since_ms,
+                    reason=ev.reason,
+                    tier=c.tier,
+                )
             )
-        )
         self._finish(c)
         if o is not None:
             assert allowed is not None

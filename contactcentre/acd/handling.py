@@ -60,9 +60,12 @@ class Handling(_Base):
             assert o is not None
             a = o.agent
             allowed = a.must("cancel")
-            self._emit(
-                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="customer_left")
-            )
+            if OfferCancelled in self._wants:
+                self._emit(
+                    OfferCancelled(
+                        at_ms=self.now_ms, offer_id=o.id, contact_id=c.id, agent_id=a.id, reason="customer_left"
+                    )
+                )
             self._close_offer(o, "cancel")
             self._abandon(c)
             self._slot_freed(a, allowed)
@@ -75,16 +78,17 @@ class Handling(_Base):
             self._end_drain_of(c)
         c.step_to("abandon")
         self._leave_queue(c)
-        self._emit(
-            ContactAbandoned(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                channel=c.channel,
-                wait_ms=self.now_ms - c.waiting_since_ms,
-                tier=c.tier,
+        if ContactAbandoned in self._wants:
+            self._emit(
+                ContactAbandoned(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    channel=c.channel,
+                    wait_ms=self.now_ms - c.waiting_since_ms,
+                    tier=c.tier,
+                )
             )
-        )
         self._finish(c)
 
     def _finish(self, c: Contact) -> None:
@@ -120,7 +124,8 @@ class Handling(_Base):
         a.wrapping += 1
         wrap = self._wrap_ms.get(c.channel, 0)
         ends = None if wrap is None else now + wrap
-        self._emit(WrapUpStarted(at_ms=now, contact_id=c.id, agent_id=a.id, by=by, ends_ms=ends))  # type: ignore[arg-type]
+        if WrapUpStarted in self._wants:
+            self._emit(WrapUpStarted(at_ms=now, contact_id=c.id, agent_id=a.id, by=by, ends_ms=ends))  # type: ignore[arg-type]
         if wrap == 0:
             self._close(c, a)
             return self._slot_freed(a, allowed)
@@ -148,8 +153,9 @@ class Handling(_Base):
             tier=c.tier,
             disposition=c.disposition,
         )
-        self._emit(closed)
-        self.estimator.observe(closed)
+        if ContactClosed in self._wants:
+            self._emit(closed)
+        self.estimator.observe(closed)  # built even when nobody reads it: the wait estimate learns from it
         self._finish(c)
 
     def _on_wrap_done(self, ev: WrapUpEnded) -> None:
@@ -164,7 +170,8 @@ class Handling(_Base):
     def _fire_wrap_end(self, c: Contact) -> None:
         a = self.agents[c.agent_id]  # type: ignore[index]
         allowed = a.must("wrap_expire")
-        self._emit(WrapUpExpired(at_ms=self.now_ms, contact_id=c.id, agent_id=a.id))
+        if WrapUpExpired in self._wants:
+            self._emit(WrapUpExpired(at_ms=self.now_ms, contact_id=c.id, agent_id=a.id))
         self._close(c, a)
         self._slot_freed(a, allowed)
 
@@ -227,20 +234,21 @@ class Handling(_Base):
         a.handled_today += 1
         c.agent_id = None
         c.transfers += 1
-        self._emit(
-            ContactTransferred(
-                at_ms=now,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                to_queue=ev.to_queue,
-                to_agent_id=ev.to_agent_id,
-                to_external=ev.to_external,
-                channel=c.channel,
-                tier=c.tier,
-                talk_ms=talk,
+        if ContactTransferred in self._wants:
+            self._emit(
+                ContactTransferred(
+                    at_ms=now,
+                    contact_id=c.id,
+                    agent_id=a.id,
+                    queue=c.queue,
+                    to_queue=ev.to_queue,
+                    to_agent_id=ev.to_agent_id,
+                    to_external=ev.to_external,
+                    channel=c.channel,
+                    tier=c.tier,
+                    talk_ms=talk,
+                )
             )
-        )
         self._settle(a, allowed)  # the transferring agent is free before anyone is routed
         self.avail.relist(a, now, moved=True)
         if ev.to_external is not None:

@@ -54,7 +54,8 @@ class Offers(_Base):
         allowed = a.must("offer")
         c.must("offer")
         now = self.now_ms
-        self.waiting.remove(c)
+        if c.group is not None:  # not yet in the wait index when offered on arrival (``_enter_queue``)
+            self.waiting.remove(c)
         c.step_to("offer")
         self._offer_seq += 1
         oid = f"o{self._offer_seq}"
@@ -71,18 +72,19 @@ class Offers(_Base):
             self._end_drain_of(c)
         if a.draining_for is not None and self._exclusive.get(ch, False):
             self._end_drain_by(a)  # it has exclusive work now; another agent may drain for its call
-        self._emit(
-            OfferMade(
-                at_ms=now,
-                offer_id=oid,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                channel=ch,
-                expires_ms=o.expires_ms,
-                why=why,
+        if OfferMade in self._wants:
+            self._emit(
+                OfferMade(
+                    at_ms=now,
+                    offer_id=oid,
+                    contact_id=c.id,
+                    agent_id=a.id,
+                    queue=c.queue,
+                    channel=ch,
+                    expires_ms=o.expires_ms,
+                    why=why,
+                )
             )
-        )
         self._settle(a, allowed)
         self.avail.relist(a, now, moved=True)
 
@@ -149,17 +151,18 @@ class Offers(_Base):
         a.work[c.id] = c
         a.active += 1
         self._leave_queue(c)
-        self._emit(
-            ContactConnected(
-                at_ms=now,
-                contact_id=c.id,
-                agent_id=a.id,
-                queue=c.queue,
-                channel=c.channel,
-                wait_ms=now - c.waiting_since_ms,
-                tier=c.tier,
+        if ContactConnected in self._wants:
+            self._emit(
+                ContactConnected(
+                    at_ms=now,
+                    contact_id=c.id,
+                    agent_id=a.id,
+                    queue=c.queue,
+                    channel=c.channel,
+                    wait_ms=now - c.waiting_since_ms,
+                    tier=c.tier,
+                )
             )
-        )
         self._settle(a, allowed)
         self.avail.relist(a, now, moved=False)
         self._route_agent(a)
@@ -167,16 +170,21 @@ class Offers(_Base):
     def _leave_queue(self, c: Contact) -> None:
         """The contact stops waiting in its queue (answered, transferred out, finished): stop its clocks."""
         timers = self.timers
-        for t in c.timers:
-            timers.cancel(t)
-        c.timers = []
-        timers.cancel(c.sla_timer)
-        c.sla_timer = None
-        timers.cancel(c.preferred_timer)
-        c.preferred_timer = None
-        timers.cancel(c.exclusion_timer)
-        c.exclusion_timer = None
-        c.rejected_by.clear()
+        if c.timers:
+            for t in c.timers:
+                timers.cancel(t)
+            c.timers = []
+        if c.sla_timer is not None:
+            timers.cancel(c.sla_timer)
+            c.sla_timer = None
+        if c.preferred_timer is not None:
+            timers.cancel(c.preferred_timer)
+            c.preferred_timer = None
+        if c.exclusion_timer is not None:
+            timers.cancel(c.exclusion_timer)
+            c.exclusion_timer = None
+        if c.rejected_by:
+            c.rejected_by.clear()
         c.preferred_agent_id = None
         self.queues[c.queue].depth -= c.channel not in OFF_LINE_CHANNELS
 
@@ -190,7 +198,8 @@ class Offers(_Base):
 
     def _fire_offer_expiry(self, o: Offer) -> None:
         allowed = o.agent.must("expire")
-        self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=o.agent.id))
+        if OfferExpired in self._wants:
+            self._emit(OfferExpired(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=o.agent.id))
         self._fell_through(o, "expire", allowed, "missed_offer" if self._away_after_missed else None)
 
     def _fell_through(self, o: Offer, action: str, allowed: tuple[str, ...], away: str | None) -> None:
@@ -211,8 +220,11 @@ class Offers(_Base):
     def _cancel_offers(self, a: Agent, reason: str) -> list[Contact]:
         out = []
         for o in list(a.offers.values()):
-            self._emit(
-                OfferCancelled(at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason)
-            )
+            if OfferCancelled in self._wants:
+                self._emit(
+                    OfferCancelled(
+                        at_ms=self.now_ms, offer_id=o.id, contact_id=o.contact.id, agent_id=a.id, reason=reason
+                    )
+                )
             out.append(self._close_offer(o, "cancel"))
         return out

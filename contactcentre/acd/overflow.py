@@ -27,22 +27,23 @@ class Overflow(_Base):
     def _fire_sla_warn(self, c: Contact) -> None:
         deadline = c.sla_deadline_ms
         assert deadline is not None
-        self._emit(
-            SlaWarned(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                channel=c.channel,
-                deadline_ms=deadline,
-                tier=c.tier,
+        if SlaWarned in self._wants:
+            self._emit(
+                SlaWarned(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    channel=c.channel,
+                    deadline_ms=deadline,
+                    tier=c.tier,
+                )
             )
-        )
         # Answered at the deadline itself is still in time (stats count wait <= T): breached is one ms later.
         c.sla_timer = self.timers.set(deadline + 1, T.SLA_BREACH, c)
 
     def _fire_sla_breach(self, c: Contact) -> None:
         c.sla_timer = None
-        if c.state in (QUEUED, OFFERED):
+        if c.state in (QUEUED, OFFERED) and SlaBreached in self._wants:
             self._emit(
                 SlaBreached(
                     at_ms=self.now_ms,
@@ -74,18 +75,19 @@ class Overflow(_Base):
         c.reqs_text = reqs_text(c.reqs)
         c.bonus += step.raise_priority
         self._rerank(c, plan)
-        self._emit(
-            ContactOverflowed(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                step=step.index,
-                actions=actions,
-                wait_ms=self.now_ms - c.waiting_since_ms,
-                channel=c.channel,
-                tier=c.tier,
+        if ContactOverflowed in self._wants:
+            self._emit(
+                ContactOverflowed(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    step=step.index,
+                    actions=actions,
+                    wait_ms=self.now_ms - c.waiting_since_ms,
+                    channel=c.channel,
+                    tier=c.tier,
+                )
             )
-        )
         if queued:
             self.waiting.add(c)
             self._route_contact(c)
@@ -111,19 +113,20 @@ class Overflow(_Base):
         self._end_drain_of(c)
         c.step_to("overflow_out")
         self._leave_queue(c)
-        self._emit(
-            ContactOverflowed(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                step=c.step,
-                actions=actions,
-                left=True,
-                wait_ms=self.now_ms - c.waiting_since_ms,
-                channel=c.channel,
-                tier=c.tier,
+        if ContactOverflowed in self._wants:
+            self._emit(
+                ContactOverflowed(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    step=c.step,
+                    actions=actions,
+                    left=True,
+                    wait_ms=self.now_ms - c.waiting_since_ms,
+                    channel=c.channel,
+                    tier=c.tier,
+                )
             )
-        )
         self._finish(c)
 
     def _move(self, c: Contact, target: QueuePlan, actions: list[str]) -> None:
@@ -135,19 +138,20 @@ class Overflow(_Base):
             self.timers.cancel(t)
         c.timers = []
         self.queues[c.queue].depth -= c.channel not in OFF_LINE_CHANNELS
-        self._emit(
-            ContactOverflowed(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=c.queue,
-                step=c.step,
-                actions=actions,
-                to_queue=target.name,
-                wait_ms=self.now_ms - c.waiting_since_ms,
-                channel=c.channel,
-                tier=c.tier,
+        if ContactOverflowed in self._wants:
+            self._emit(
+                ContactOverflowed(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=c.queue,
+                    step=c.step,
+                    actions=actions,
+                    to_queue=target.name,
+                    wait_ms=self.now_ms - c.waiting_since_ms,
+                    channel=c.channel,
+                    tier=c.tier,
+                )
             )
-        )
         self._enter_queue(c, target, since=c.waiting_since_ms, via=f"overflow:{c.queue}", new_sla=False)
 
     def _fire_preferred_end(self, c: Contact) -> None:

@@ -70,11 +70,17 @@ class Presence(_Base):
         if new == old and reason == a.state_reason:
             return
         now = self.now_ms
-        self._count_time(a, old, now)
+        if old in STAFFED:  # _count_time, inline: three state changes per contact
+            elapsed = now - a.counted_since_ms
+            a.staffed_ms += elapsed
+            if old in HANDLING:
+                a.handling_ms += elapsed
+        a.counted_since_ms = now
         a.state = new
         a.state_reason = reason
         a.state_since_ms = now
-        self._emit(AgentStateChanged(at_ms=now, agent_id=a.id, state=new, previous=old, reason=reason))  # type: ignore[arg-type]
+        if AgentStateChanged in self._wants:
+            self._emit(AgentStateChanged(at_ms=now, agent_id=a.id, state=new, previous=old, reason=reason))  # type: ignore[arg-type]
 
     def _new_day(self) -> None:
         """Local midnight passed: "today" starts again for every agent (contacts handled, occupancy), and

@@ -11,6 +11,15 @@ and never touches a socket; the live server and the simulator drive the same obj
 An input the router refuses raises a ``RouterError`` and changes nothing. Timer events that fell due before
 a refused input are not lost: they come out with the next call.
 
+What comes out costs only when somebody reads it. By default a router writes the full log: every derived
+event, and with every offer its explanation (``OfferMade.why``) — the live server, the store and replay
+need all of it. A caller that reads less says so: ``explain=False`` skips writing the reasons (every
+``why`` is then ``UNEXPLAINED``), and ``events={OfferMade, ...}`` names the derived event types it reads;
+the others are never built (accepted inputs are always echoed). Either way the router runs the same code
+to the same decisions — only the writing-down is skipped — so the full log of one router and the lean
+output of another fed the same inputs agree event for event (``tests/test_golden.py`` and
+``tests/test_router_properties.py`` check it).
+
 Invariants (checked by the property tests): no agent holds more than its capacity, or anything beside
 exclusive work; every contact is in exactly one state; arrived = finished + in the centre; and no contact
 waits while an agent that may take it can.
@@ -20,7 +29,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from contactcentre.acd import timers as T
@@ -45,7 +54,7 @@ from contactcentre.acd.overflow import Overflow
 from contactcentre.acd.presence import Presence, check_levels
 from contactcentre.acd.queue import OFF_LINE_CHANNELS, QueuePlan, as_req, build_plans, sla_policy
 from contactcentre.acd.staffing import Staffing
-from contactcentre.acd.strategies import choose_agent, choose_contact
+from contactcentre.acd.strategies import UNEXPLAINED, choose_agent, choose_contact
 from contactcentre.acd.timers import TimerHeap
 from contactcentre.acd.views import ContactView, Reads, contact_view
 from contactcentre.acd.waiting import WaitIndex, reqs_text
@@ -111,6 +120,16 @@ class CustomerDirectory:
         return ArrivalAdjust(tier=tier, preferred_agent_id=manager)
 
 
+def _event_types(cls: type[Event]) -> set[type[Event]]:
+    out = {cls}
+    for sub in cls.__subclasses__():
+        out |= _event_types(sub)
+    return out
+
+
+ALL_EVENTS: frozenset[type[Event]] = frozenset(_event_types(Event))
+
+
 class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
     def __init__(
         self,
@@ -119,8 +138,21 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         start_ms: int = 0,
         estimator: WaitEstimator | None = None,
         hooks: RoutingHooks | None = None,
+        explain: bool = True,
+        events: Iterable[type[Event]] | None = None,
     ) -> None:
+        """``explain``: write each offer's reasons (``OfferMade.why``). ``events``: the derived event types
+        the caller reads (``None``: all of them, the full log); the others are not built. Neither changes
+        a decision."""
         self.config = config
+        self._explain = explain
+        if events is None:
+            self._wants = ALL_EVENTS
+        else:
+            self._wants = frozenset(events)
+            strangers = [t for t in self._wants if not (isinstance(t, type) and issubclass(t, Event))]
+            if strangers:
+                raise TypeError(f"not event types: {strangers!r}")
         self.now_ms = start_ms
         r = config.routing
         self._weight_ms = round(r.priority_weight_s * 1000)
@@ -149,6 +181,13 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         self.hooks = hooks
         strategies = {r.strategy, *(q.strategy for q in config.queues if q.strategy)}
         self.avail = Availability(self._exclusive, r.offers_per_agent, strategies)
+        self.avail.open_lists(
+            (plan.strategy, ch, skill)
+            for plan in self.queues.values()
+            for ch in plan.channels
+            for req in (*plan.reqs, *(alt for step in plan.steps for alt in step.alternatives))
+            for skill in ([s for s, _ in req] or [""])  # "": the list of every agent on the channel
+        )
         self.waiting = WaitIndex()
         self.timers = TimerHeap()
         self.agents: dict[str, Agent] = {}
@@ -221,7 +260,10 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         handler(event)
         if self._recheck:
             self._recheck_drained()
-        return self._take_output()
+        out = self._out  # _take_output, inline: three handle() calls per contact in a simulation
+        self._out = []
+        self._emit = self._out.append
+        return out
 
     def next_deadline(self) -> int | None:
         """When ``advance`` next has something to do, or ``None`` if nothing is scheduled."""
@@ -334,8 +376,10 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         tier = ev.tier or (adjust.tier if adjust else None)  # a tier the config lacks gets no tier policy:
         # customer data from another system must never cost a customer their place in the queue
         extra = dict(adjust.skills or {}) if adjust else {}
-        extra.update(ev.skills)
-        check_levels(extra)
+        if ev.skills:
+            extra.update(ev.skills)
+        if extra:
+            check_levels(extra)
         if emit:
             self._emit(ev)
         self._seq += 1
@@ -346,7 +390,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         c.attributes = ev.attributes
         tier_cfg = self.config.tiers.get(tier) if tier else None
         c.bonus = ev.priority + (adjust.priority if adjust else 0) + (tier_cfg.priority if tier_cfg else 0)
-        c.extra = as_req(extra)
+        if extra:
+            c.extra = as_req(extra)
         preferred = ev.preferred_agent_id or (adjust.preferred_agent_id if adjust else None)
         if preferred is not None and preferred in self.agents:
             c.preferred_agent_id = preferred
@@ -378,16 +423,17 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
 
     def _fail(self, c: Contact, plan: QueuePlan, reason: str) -> None:
         c.step_to("fail")
-        self._emit(
-            ContactFailed(
-                at_ms=self.now_ms,
-                contact_id=c.id,
-                queue=plan.name,
-                channel=c.channel,
-                reason=reason,
-                tier=c.tier,
+        if ContactFailed in self._wants:
+            self._emit(
+                ContactFailed(
+                    at_ms=self.now_ms,
+                    contact_id=c.id,
+                    queue=plan.name,
+                    channel=c.channel,
+                    reason=reason,
+                    tier=c.tier,
+                )
             )
-        )
         self._finish(c)
 
     def _set_reqs(self, c: Contact, plan: QueuePlan) -> None:
@@ -413,8 +459,9 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         self._set_reqs(c, plan)
         self._rerank(c, plan)
         timers = self.timers
-        timers.cancel(c.preferred_timer)
-        c.preferred_timer = None
+        if c.preferred_timer is not None:
+            timers.cancel(c.preferred_timer)
+            c.preferred_timer = None
         if c.preferred_agent_id is not None:
             # With no window, the preferred agent gets it only if free right now; otherwise it waits for
             # that agent up to the window. A logged-out agent is not waited for.
@@ -424,10 +471,16 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             elif c.preferred_ms > 0:
                 c.preferred_timer = timers.set(now + c.preferred_ms, T.PREFERRED_END, c)
         if new_sla:
-            timers.cancel(c.sla_timer)
-            tier_cfg = self.config.tiers.get(c.tier) if c.tier else None
-            policy = sla_policy(plan, c.channel, c.tier, tier_cfg, self.calendars)
-            warn_at, c.sla_deadline_ms = policy.deadlines(since)
+            if c.sla_timer is not None:
+                timers.cancel(c.sla_timer)
+            policy = plan._sla_cache.get((c.channel, c.tier))  # sla_policy's own cache, read first
+            if policy is None:
+                tier_cfg = self.config.tiers.get(c.tier) if c.tier else None
+                policy = sla_policy(plan, c.channel, c.tier, tier_cfg, self.calendars)
+            if policy.calendar.always_open:
+                warn_at, c.sla_deadline_ms = since + policy.warn_ms, since + policy.threshold_ms
+            else:
+                warn_at, c.sla_deadline_ms = policy.deadlines(since)
             c.sla_timer = timers.set(warn_at, T.SLA_WARN, c)  # the warning sets the breach timer
         if plan.steps:
             c.timers.append(timers.set(now + plan.steps[0].after_ms, T.OVERFLOW_STEP, c))
@@ -435,29 +488,32 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         # contact) waits for its answer under its SLA, it cannot "leave to voicemail".
         if plan.max_wait_ms is not None and c.channel not in OFF_LINE_CHANNELS:
             c.timers.append(timers.set(now + plan.max_wait_ms, T.MAX_WAIT, c))
-        group = self.waiting.add(c)
+        # Choosing an agent reads no waiting contact, so a contact offered at once never enters the wait index
+        # (no insert and removal around the offer); one nobody can take joins it before anything else runs.
         agent, why = self._find_agent(c)
         if agent is None:
-            ewt = self.estimator.estimate(
-                WaitSituation(plan.name, c.channel, group.position(c), self._servers(c), c.priority)
+            self.waiting.add(c)
+        if ContactQueued in self._wants:  # the wait estimate is only ever told in this event
+            ahead = self.waiting.ahead_of(c)
+            if agent is None:
+                ewt = self.estimator.estimate(WaitSituation(plan.name, c.channel, ahead, self._servers(c), c.priority))
+            else:
+                ewt = 0
+            self._emit(
+                ContactQueued(
+                    at_ms=now,
+                    contact_id=c.id,
+                    queue=plan.name,
+                    channel=c.channel,
+                    priority=c.priority,
+                    tier=c.tier,
+                    position=ahead + 1,
+                    ewt_ms=ewt,
+                    sla_deadline_ms=c.sla_deadline_ms,
+                    via=via,
+                    waiting_since_ms=since if since != now else None,
+                )
             )
-        else:
-            ewt = 0
-        self._emit(
-            ContactQueued(
-                at_ms=now,
-                contact_id=c.id,
-                queue=plan.name,
-                channel=c.channel,
-                priority=c.priority,
-                tier=c.tier,
-                position=group.position(c) + 1,
-                ewt_ms=ewt,
-                sla_deadline_ms=c.sla_deadline_ms,
-                via=via,
-                waiting_since_ms=since if since != now else None,
-            )
-        )
         if agent is not None:
             assert why is not None
             self._offer(c, agent, why)
@@ -468,6 +524,8 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
         if c.preferred_agent_id is not None:
             a = self.agents[c.preferred_agent_id]
             if a.id not in c.rejected_by and self.avail.can_take(a, c.channel) and not self._held_back(a, c):
+                if not self._explain:
+                    return a, UNEXPLAINED
                 return a, Explanation(
                     trigger="contact",
                     strategy="preferred_agent",
@@ -486,6 +544,7 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
             cursor=self._rr.get(plan.name, -1),
             agent_count=len(self.agents),
             blocked=(lambda a: self._held_back(a, c)) if self._drain_enabled else None,
+            explain=self._explain,
         )
 
     def _route_contact(self, c: Contact) -> None:
@@ -508,11 +567,14 @@ class Router(Offers, Handling, Overflow, Presence, Blending, Callbacks, Reads):
     def _route_agent(self, a: Agent) -> None:
         """Give a freed agent the best waiting work it may take, until it can take no more."""
         avail = self.avail
+        waiting = self.waiting
         while True:
-            channels = tuple(ch for ch in a.capacity if avail.can_take(a, ch))
-            if not channels or not self.waiting.count:
+            if not waiting.count:
                 return
-            c, why = choose_contact(a, channels, self.waiting)
+            channels = avail.takeable(a)
+            if not channels:
+                return
+            c, why = choose_contact(a, channels, waiting, self._explain)
             if c is None:
                 return
             assert why is not None

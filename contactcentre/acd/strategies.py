@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from itertools import repeat
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from contactcentre.acd.availability import ANY_SKILL, ORDER_KEYS
 from contactcentre.events import Candidate, Explanation
@@ -34,6 +36,10 @@ Req = tuple[tuple[str, int], ...]
 
 TOP = 3  # candidates kept in an explanation
 
+# The ``why`` of every offer a router built with ``explain=False`` makes: nobody asked for the reasons, so
+# none were written down. The choice itself is the same (see ``choose_agent``).
+UNEXPLAINED = Explanation(trigger="contact", strategy="", requirement="")
+
 
 def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
     """The strategy's key for ``a`` serving ``req`` (without the idle-order tie-break)."""
@@ -47,6 +53,11 @@ def _score(strategy: str, a: Agent, req: Req, cursor: int, n: int) -> list[int]:
     return list(ORDER_KEYS[strategy](a, ANY_SKILL))
 
 
+_AGENT = itemgetter(-1)
+_FIRST_KEY = itemgetter(0)
+_KEY_THEN_IDLE = itemgetter(0, 1)  # (strategy key, listing sequence): never the agent itself
+
+
 def _walk(
     strategy: str, avail: Availability, channel: str, req: Req, cursor: int
 ) -> Iterator[tuple[Agent | None, int]]:
@@ -56,33 +67,44 @@ def _walk(
     ``most_skilled`` over several skills reads each skill's level-ordered list in turn (Fagin's threshold
     algorithm): an agent not yet met has, in every skill, at most the level where that list's reading stands,
     so the sum of those levels bounds the rest of the walk. (``None`` marks an agent met again in another
-    list: nothing to score, only the bound moved.)"""
+    list: nothing to score, only the bound moved.)
+
+    The two common walks (the idle order, and one sorted list from its start) are iterators built in C
+    (``zip``/``map``), not generators: a generator resumes a Python frame for every agent it yields."""
     if strategy == "longest_idle" or strategy not in avail.orders():
-        for a in avail.pool(channel, req).values():
-            yield a, 0
-        return
+        return zip(avail.pool(channel, req).values(), repeat(0))
     if strategy == "most_skilled" and len(req) > 1:
-        lists = [avail.sorted_list(strategy, channel, s) for s, _ in req]
-        levels = [0] * len(lists)
-        pos = [0] * len(lists)
-        seen: set[str] = set()
-        while True:
-            for i, lst in enumerate(lists):
-                if pos[i] >= len(lst):
-                    return  # every agent holding all the skills has been met in this list already
-                e = lst[pos[i]]
-                pos[i] += 1
-                levels[i] = -e[0]
-                a = e[-1]
-                bound = -sum(levels)
-                if a.id in seen:
-                    yield None, bound
-                else:
-                    seen.add(a.id)
-                    yield a, bound
+        return _walk_threshold(avail, channel, req)
     _, entries = avail.sorted_pool(strategy, channel, req)
+    if strategy != "round_robin":
+        return zip(map(_AGENT, entries), map(_FIRST_KEY, entries), strict=True)
+    return _walk_round(entries, cursor)
+
+
+def _walk_threshold(avail: Availability, channel: str, req: Req) -> Iterator[tuple[Agent | None, int]]:
+    lists = [avail.sorted_list("most_skilled", channel, s) for s, _ in req]
+    levels = [0] * len(lists)
+    pos = [0] * len(lists)
+    seen: set[str] = set()
+    while True:
+        for i, lst in enumerate(lists):
+            if pos[i] >= len(lst):
+                return  # every agent holding all the skills has been met in this list already
+            e = lst[pos[i]]
+            pos[i] += 1
+            levels[i] = -e[0]
+            a = e[-1]
+            bound = -sum(levels)
+            if a.id in seen:
+                yield None, bound
+            else:
+                seen.add(a.id)
+                yield a, bound
+
+
+def _walk_round(entries: list[tuple[Any, ...]], cursor: int) -> Iterator[tuple[Agent | None, int]]:
     n = len(entries)
-    start = bisect_left(entries, (cursor + 1,)) if strategy == "round_robin" else 0  # after the last chosen
+    start = bisect_left(entries, (cursor + 1,))  # after the last chosen
     for j in range(start, start + n):
         e = entries[j - n] if j >= n else entries[j]
         yield e[-1], e[0]
@@ -97,15 +119,20 @@ def choose_agent(
     cursor: int = -1,
     agent_count: int = 0,
     blocked: Callable[[Agent], bool] | None = None,
+    explain: bool = True,
 ) -> tuple[Agent | None, Explanation | None]:
     """The best agent that can take ``contact`` now, or ``(None, None)``. ``blocked`` vetoes agents that
-    hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``.
+    hold back for other work (see ``blending``); they are counted as ``held_back_for_exclusive``. Only an
+    agent draining for such work (``draining_for`` set) can be held back, so only those are asked about.
 
     The walk meets agents in the strategy's order, so it can stop after the first ``TOP`` that qualify; only
     ``most_skilled`` over several skills walks on while an agent further down could still score better.
+    ``explain=False`` walks exactly the same agents and picks the same one; it only skips writing the
+    explanation (``UNEXPLAINED`` stands in for it).
     """
     rejected = contact.rejected_by
-    indexed = strategy == "longest_idle" or strategy in avail.orders()
+    idle_order = strategy == "longest_idle"  # its key is the idle order alone: nothing to score
+    indexed = idle_order or strategy in avail.orders()
     found: list[tuple[list[int], int, Agent]] = []  # (key, idle order, agent); an agent may meet several reqs
     considered = below = offered_before = held_back = 0
     for req in contact.reqs:
@@ -124,10 +151,10 @@ def choose_agent(
             if not a.meets(req):
                 below += 1
                 continue
-            if blocked is not None and blocked(a):
+            if a.draining_for is not None and blocked is not None and blocked(a):
                 held_back += 1
                 continue
-            key = _score(strategy, a, req, cursor, agent_count)
+            key = [] if idle_order else _score(strategy, a, req, cursor, agent_count)
             found.append((key, a.listing_seq, a))
             got += 1
             if bounded:
@@ -137,11 +164,13 @@ def choose_agent(
                 break
     if not found:
         return None, None
-    found.sort(key=lambda f: (f[0], f[1]))
+    found.sort(key=_KEY_THEN_IDLE)
     if len(contact.reqs) > 1:
         seen: set[str] = set()
         found = [f for f in found if not (f[2].id in seen or seen.add(f[2].id))]  # type: ignore[func-returns-value]
     best_agent = found[0][2]
+    if not explain:
+        return best_agent, UNEXPLAINED
     filters: dict[str, int] = {}
     if below:
         filters["below_level"] = below
@@ -168,10 +197,11 @@ AGENT_PULL = "priority_then_wait"
 
 
 def choose_contact(
-    agent: Agent, channels: tuple[str, ...], waiting: WaitIndex
+    agent: Agent, channels: tuple[str, ...], waiting: WaitIndex, explain: bool = True
 ) -> tuple[Contact | None, Explanation | None]:
     """The best waiting contact ``agent`` may take on any of ``channels``: lowest rank across every group
-    it serves, i.e. highest priority first, then longest waiting, across all queues."""
+    it serves, i.e. highest priority first, then longest waiting, across all queues. (``explain=False``:
+    the same contact, with ``UNEXPLAINED`` for the reasons.)"""
     heads: list[Contact] = []
     offered_before = groups = 0
     aid = agent.id
@@ -191,6 +221,8 @@ def choose_contact(
         return None, None
     heads.sort(key=lambda c: c.rank)
     best = heads[0]
+    if not explain:
+        return best, UNEXPLAINED
     filters = {"offered_before": offered_before} if offered_before else {}
     return best, Explanation(
         trigger="agent",

@@ -96,6 +96,12 @@ class WaitIndex:
         self._per_channel[contact.channel] = self._per_channel.get(contact.channel, 0) + 1
         return g
 
+    def ahead_of(self, contact: Contact) -> int:
+        """How many waiting contacts of ``contact``'s group (same channel, requirement and preferred agent)
+        are served before it, whether it is in the index yet or not."""
+        g = contact.group or self.groups.get((contact.channel, contact.reqs, contact.preferred_agent_id))
+        return 0 if g is None else bisect_left(g.contacts, contact.rank, key=_rank)
+
     def remove(self, contact: Contact) -> None:
         g = contact.group
         assert g is not None, contact

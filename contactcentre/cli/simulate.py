@@ -1,21 +1,27 @@
 """The ``contactcentre simulate`` command:
 
     contactcentre simulate SCENARIO.toml [--seed N] [--calls N] [--set KEY=VALUE ...] [--json] [--report F]
+                                         [--replications N [--jobs J]] [--sweep LO:HI]
 
 
 Human output is a short table; ``--json`` prints one object (see ``SimResult.to_json``); ``--report`` writes
 an HTML page with the day charts (and, with ``--sweep``, a staffing sweep beside the Erlang curve).
+``--replications N`` runs seeds SEED … SEED+N−1 (in ``--jobs`` worker processes) and reports each KPI's
+mean and 95 % confidence interval (``Replications.to_json`` with ``--json``); the sweep's points are then
+means over N runs each, drawn with their intervals.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from contactcentre.simulation.engine import SimResult, simulate
+from contactcentre.simulation.replications import KPIS, Replications, run_many, seeds_for
 from contactcentre.simulation.scenario import load_scenario
 
 
@@ -50,6 +56,21 @@ def add_parser(sub: Any) -> None:
         metavar="LO:HI",
         help="with --report: also simulate agent_groups.0.count from LO to HI for the staffing chart",
     )
+    p.add_argument(
+        "--replications",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N independent seeds (SEED, SEED+1, ...) and report each KPI's mean and 95%% confidence "
+        "interval; with --sweep, N runs per point",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="J",
+        help="worker processes for the replications and the sweep (0: one per CPU; default 1)",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -61,42 +82,75 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     if args.sweep and args.report is None:
         print("--sweep draws a chart in the report: give --report FILE.html too", file=err)
         return 2
+    if args.replications < 1:
+        print("--replications must be at least 1", file=err)
+        return 2
+    if args.jobs < 0:
+        print("--jobs must be 0 (one per CPU) or more", file=err)
+        return 2
+    jobs = args.jobs or os.cpu_count() or 1
     try:
         loaded = load_scenario(args.scenario, args.overrides)
         sweep = _parse_sweep(args.sweep) if args.sweep else None
+        what_ifs = (
+            [(n, load_scenario(args.scenario, [*args.overrides, f"agent_groups.0.count={n}"])) for n in sweep]
+            if sweep is not None
+            else []
+        )
     except ValueError as exc:  # a ConfigError (file: key: problem) or a bad --sweep
         print(exc, file=err)
         return 2
+    n_runs = args.replications
+    seeds = seeds_for(loaded, n_runs, args.seed)
+    # Every run, the sweep's included, goes to one pool. The first is the one whose day the report draws.
+    work = [(loaded, s, args.calls, args.report is not None and i == 0) for i, s in enumerate(seeds)]
+    work += [(what_if, s, args.calls, False) for _, what_if in what_ifs for s in seeds]
     show = err.isatty() and not args.json
     progress = _Progress(err) if show else None
-    result = simulate(loaded, seed=args.seed, calls=args.calls, timeline=args.report is not None, progress=progress)
+    if len(work) == 1:
+        results = [_run_here(work[0], progress)]
+    else:
+        results = run_many(work, jobs=jobs, done=(lambda k: progress(k / len(work))) if progress else None)
     if progress is not None:
         progress.done()
-    data = result.to_json()
+    result = results[0]
+    summary = Replications(seeds, [r.to_json() for r in results[:n_runs]]) if n_runs > 1 else None
     if args.report is not None:
         from contactcentre.simulation.report import write_report
 
         points = []
-        if sweep is not None:
-            for n in range(sweep[0], sweep[1] + 1):
-                what_if = load_scenario(args.scenario, [*args.overrides, f"agent_groups.0.count={n}"])
-                r = simulate(what_if, seed=args.seed, calls=args.calls)
-                points.append((n, r.to_json()))
+        for k, (n, _) in enumerate(what_ifs):
+            runs = results[n_runs * (k + 1) : n_runs * (k + 2)]
+            if n_runs == 1:
+                points.append((n, runs[0].to_json()))
+            else:
+                rep = Replications(seeds, [r.to_json() for r in runs])
+                points.append((n, {**rep.means(), "half_width": {q: iv.half_width for q, iv in rep.total.items()}}))
         write_report(args.report, loaded, result, points)
     if args.json:
+        data = summary.to_json() if summary is not None else result.to_json()
         print(json.dumps(data, indent=2), file=out)
     else:
-        _table(result, out)
+        if summary is not None:
+            _summary_table(summary, jobs, out)
+        else:
+            _table(result, out)
         if args.report is not None:
             print(f"report written to {args.report}", file=out)
     return 0
 
 
-def _parse_sweep(text: str) -> tuple[int, int]:
+def _run_here(job: tuple[Any, int, int | None, bool], progress: _Progress | None) -> SimResult:
+    """A lone run, in this process (with the progress bar worker processes cannot draw)."""
+    loaded, seed, calls, timeline = job
+    return simulate(loaded, seed=seed, calls=calls, timeline=timeline, progress=progress)
+
+
+def _parse_sweep(text: str) -> range:
     lo, sep, hi = text.partition(":")
     if not sep or not lo.isdigit() or not hi.isdigit() or not 0 < int(lo) <= int(hi):
         raise ValueError(f"--sweep {text!r}: give LO:HI agent counts, e.g. 45:55")
-    return int(lo), int(hi)
+    return range(int(lo), int(hi) + 1)
 
 
 class _Progress:
@@ -126,22 +180,48 @@ def _fmt(value: Any, kind: str) -> str:
     return f"{value:,}"
 
 
+_ROWS = (
+    ("offered", "n"),
+    ("answered", "n"),
+    ("abandoned", "n"),
+    ("p_wait", "%"),
+    ("p_abandon", "%"),
+    ("service_level_offered", "%"),
+    ("service_level_answered", "%"),
+    ("asa_s", "s"),
+    ("mean_wait_s", "s"),
+    ("wait_p90_s", "s"),
+    ("wait_p99_s", "s"),
+    ("occupancy", "%"),
+)
+assert {k for k, _ in _ROWS} == set(KPIS)
+
+
+def _summary_table(rep: Replications, jobs: int, out: TextIO) -> None:
+    """Mean and confidence interval of each KPI over the replications (the total; --json has the queues)."""
+    pct = round(rep.confidence * 100)
+    print(f"{'':24}{'mean':>14}{f'± {pct} % CI':>14}{'low':>14}{'high':>14}", file=out)
+    for key, kind in _ROWS:
+        iv = rep.total[key]
+        if kind == "n":  # counts: one decimal for the mean, the interval in counts
+            cells = [f"{iv.mean:,.1f}" if iv.mean is not None else "–"]
+            cells += [f"{x:,.1f}" if x is not None else "–" for x in (iv.half_width, iv.low, iv.high)]
+        else:
+            cells = [_fmt(x, kind) for x in (iv.mean, iv.half_width, iv.low, iv.high)]
+        print(f"{key:24}" + "".join(f"{c:>14}" for c in cells), file=out)
+    d = rep.to_json()
+    first, last = rep.seeds[0], rep.seeds[-1]
+    print(
+        f"{len(rep.runs)} replications (seeds {first}–{last}) in {min(jobs, len(rep.runs))} process(es): "
+        f"{d['arrivals_simulated']:,} arrivals simulated in {d['wall_s']:.1f} s of run time; Student t "
+        f"interval of the mean over the runs; T = {rep.runs[0]['threshold_s']:g} s",
+        file=out,
+    )
+
+
 def _table(result: SimResult, out: TextIO) -> None:
     d = result.to_json()
-    rows = [
-        ("offered", "n"),
-        ("answered", "n"),
-        ("abandoned", "n"),
-        ("p_wait", "%"),
-        ("p_abandon", "%"),
-        ("service_level_offered", "%"),
-        ("service_level_answered", "%"),
-        ("asa_s", "s"),
-        ("mean_wait_s", "s"),
-        ("wait_p90_s", "s"),
-        ("wait_p99_s", "s"),
-        ("occupancy", "%"),
-    ]
+    rows = _ROWS
     queues = list(d["queues"])
     head = f"{'':24}{'total':>14}" + "".join(f"{q:>14}" for q in queues if len(queues) > 1)
     print(head, file=out)

@@ -197,7 +197,13 @@ def _sweep_figure(plt: Any, loaded: LoadedScenario, sweep: list[tuple[int, dict[
         xs = [n for n, v in zip(counts, curve[key], strict=True) if v is not None]
         ys = [v * scale for v in curve[key] if v is not None]
         ax.plot(xs, ys, color="#999", label=model)
-        ax.plot(counts, [(d[sim_key] or 0) * scale for _, d in sweep], "o", color="#1f4e79", label="simulated")
+        sim = [(d[sim_key] or 0) * scale for _, d in sweep]
+        # points that are means over replications carry their confidence interval's half width
+        err = [((d.get("half_width") or {}).get(sim_key) or 0) * scale for _, d in sweep]
+        if any(err):
+            ax.errorbar(counts, sim, yerr=err, fmt="o", color="#1f4e79", capsize=3, label="simulated (95 % CI)")
+        else:
+            ax.plot(counts, sim, "o", color="#1f4e79", label="simulated")
         ax.set_xlabel("agents in the first group")
         ax.set_title(label)
     axes[0].legend()
