@@ -83,6 +83,7 @@ class EdgeCentre(Centre):
         self._queue: deque[_Outgoing] = deque()  # records not yet sent to Redis, in the order made
         self._flushing = False
         self._running: set[asyncio.Task[None]] = set()
+        self._here: list[tuple[_Outgoing, list[StoreOp]]] = []  # rows to write here, of this loop turn
         self._signals: list[bytes] = []  # encoded signals for the other nodes, sent at the end of this turn
         self._room = asyncio.Event()
         self._room.set()
@@ -160,21 +161,37 @@ class EdgeCentre(Centre):
         entry = _Outgoing(record, ready=not here)
         self._queue.append(entry)
         if here:
-            self._keep(self.loop.create_task(self._write_here(entry, here), name="edge-rows"))
+            self._here.append((entry, here))
+            if len(self._here) == 1:  # what this loop turn hands over is written in one transaction
+                self.loop.call_soon(self._start_here)
         elif not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._start_flush)
 
-    async def _write_here(self, entry: _Outgoing, ops: list[StoreOp]) -> None:
-        def run(conn: Any) -> None:  # the store's connection: what every op is called with
+    def _start_here(self) -> None:
+        batch, self._here = self._here, []
+        self._keep(self.loop.create_task(self._write_here(batch), name="edge-rows"))
+
+    async def _write_here(self, batch: list[tuple[_Outgoing, list[StoreOp]]]) -> None:
+        """The rows this node writes itself, of every record of one loop turn, in one transaction (one commit
+        for all of them, as the router's writer groups its own); when that fails, each record's rows in one of
+        their own, so one bad row costs its own record's rows only — as in one process, whose failure is then
+        logged and the record goes on without them."""
+
+        def run(conn: Any, ops: list[StoreOp]) -> None:  # the store's connection: what every op is called with
             for op in ops:
                 op(conn)
 
         try:
-            await self.write(run)
-        except Exception:  # as in one process, the rows' failure is theirs: logged, and the record goes on
-            log.exception("edge: writing %r failed; its record goes on without it", ops)
-        entry.ready = True
+            await self.write(run, [op for _entry, ops in batch for op in ops])
+        except Exception:
+            for _entry, ops in batch:
+                try:
+                    await self.write(run, ops)
+                except Exception:
+                    log.exception("edge: writing %r failed; its record goes on without it", ops)
+        for entry, _ops in batch:
+            entry.ready = True
         if not self._flushing:
             self._flushing = True
             self.loop.call_soon(self._start_flush)
