@@ -21,6 +21,7 @@ from contactcentre.events import decode
 from contactcentre.server.bus import EdgeHeartbeat, OutputFollower, Streams, connect_redis
 from contactcentre.server.clock import LoopClock
 from contactcentre.server.driver import FollowerDriver
+from contactcentre.server.edge_centre import COMMIT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -49,6 +50,9 @@ class Cluster:
     node_id: str
     prefix: str = "cc"
     lease_ttl_ms: int = LEASE_TTL_MS
+    # An edge answers "try again" when the router's word on an input has not come back in this long
+    # (``EdgeCentre.commit``): the longest a person waits on a router fail-over or a Redis or PostgreSQL outage.
+    commit_timeout_s: float = COMMIT_TIMEOUT_S
     # An edge that runs the switch (the CTI link, SIP, the IVR, callbacks). One edge of a centre does: a call
     # and the agent's phone that takes it must be on one switch, and callbacks are dialled once.
     voice: bool = False
@@ -122,7 +126,9 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
         await redis.aclose()
         raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
     driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
-    centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
+    centre = EdgeCentre(
+        config, engine, driver, redis, cluster.streams, cluster.node_id, commit_timeout_s=cluster.commit_timeout_s
+    )
     follower = OutputFollower(
         redis, cluster.streams, driver, engine, pos, on_record=centre.answered, on_filled=centre.filled
     )
