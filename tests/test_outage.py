@@ -328,3 +328,59 @@ async def _first(ws: Any, types: set[str]) -> dict[str, Any]:
             frame = json.loads(await ws.recv())
             if frame.get("type") in types:
                 return frame  # type: ignore[no-any-return]
+
+
+def test_postgres_down_when_the_active_router_dies_the_standby_takes_over_once_it_is_back(
+    tmp_path: Path, sink: Sink, postgres_admin: Any, redis_server: RedisServer, pg_proxy: PgProxy
+) -> None:
+    """The active router killed (``kill -9``) while PostgreSQL is cut off: the standby wins the lease but cannot
+    take over without the store; it keeps the lease and tries again until the store is back, then routes. The
+    input the dead router held uncommitted (answered 503) is claimed and applied at most once."""
+    url, drop = fresh_postgres_database(postgres_admin)
+    tokens = add_users(url)  # type: ignore[arg-type]
+    centre = Centre(tmp_path, sink, pg_proxy.url(url), redis_server.url)
+    ok = False
+    try:
+        asyncio.run(_failover_without_store(centre, pg_proxy, tokens))
+        ok = True
+    finally:
+        logs = centre.stop()
+        if not ok:
+            print(logs)
+    try:
+        logged = logged_events(url)
+        mails = [ev for ev in logged if isinstance(ev, E.MessageReceived) and ev.channel == "email"]
+        assert sorted(ev.subject for ev in mails) == ["Before", "During"], [ev.subject for ev in mails]
+        assert_each_once(logged, [ev.contact_id for ev in logged if isinstance(ev, E.ContactArrived)])
+        assert_no_double_offers(logged)
+        changes = [ev.skills for ev in logged if isinstance(ev, E.AgentSkillsChanged) and ev.agent_id == "ada"]
+        assert changes[0] == {"general": 4} and changes[-1] == {"general": 6}, changes
+        assert changes.count({"general": 5}) <= 1, changes  # the held input: claimed by r2, applied once if at all
+        print(f"logged skills changes: {changes}")
+    finally:
+        drop()
+
+
+async def _failover_without_store(centre: Centre, proxy: PgProxy, tokens: dict[str, str]) -> None:
+    edge = centre.edge
+    assert edge is not None
+    r1, r2 = centre.routers
+    assert await off(lambda: mail(edge, "<before@example.com>", "Before")) == 250
+    assert await off(lambda: skills(edge, tokens["boss"], 4)) == 200
+
+    await off(proxy.cut)
+    assert await off(lambda: skills(edge, tokens["boss"], 5)) == 503  # held by r1, which cannot commit it
+    r1.kill9()
+    died = time.monotonic()
+    await off(lambda: wait(lambda: "the takeover failed" in r2.stderr(), "r2 to try a takeover without the store"))
+    print(f"postgres down, r1 killed: r2 tried to take over after {time.monotonic() - died:.2f} s")
+    assert await off(lambda: mail(edge, "<during@example.com>", "During")) == 451
+    assert r2.alive and r2.state == "standby"
+
+    await off(proxy.restore)
+    back = time.monotonic()
+    await off(lambda: wait(lambda: r2.state == "active", "r2 to take over once the store is back"))
+    print(f"postgres back: r2 active after {time.monotonic() - back:.2f} s")
+    await until_answered(lambda: mail(edge, "<during@example.com>", "During"), lambda c: c == 250, "SMTP")
+    await until_answered(lambda: skills(edge, tokens["boss"], 6), lambda status: status == 200, "POST skills")
+    print(f"postgres back: all answered {time.monotonic() - back:.2f} s after")
