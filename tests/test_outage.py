@@ -119,6 +119,17 @@ def api(edge: Server, method: str, path: str, token: str, body: Any = None) -> t
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def metrics(edge: Server) -> int:
+    """``GET /metrics`` from loopback (no token needed): the status."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(edge.url + "metrics", timeout=T) as resp:
+            assert b"contactcentre_" in resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def skills(edge: Server, token: str, level: int) -> int:
     """A supervisor sets agent ada's skill level over the REST API (a change that must be committed)."""
     status, body = api(edge, "POST", "/api/agents/ada/skills", token, {"skills": {"general": level}})
@@ -226,6 +237,7 @@ async def _redis_outage(centre: Centre, redis_server: RedisServer, tokens: dict[
     assert status == 200 and state["presence"] == "ready", (status, state)
     status, queues = await off(lambda: api(edge, "GET", "/api/queues", tokens["boss"]))
     assert status == 200, queues
+    assert await off(lambda: metrics(edge)) == 200
     await off(lambda: wait(lambda: centre.routers[0].state == "exited", "r1 to stop: its lease cannot be renewed"))
     assert centre.routers[1].state == "standby"
 
@@ -308,6 +320,7 @@ async def _postgres_outage(centre: Centre, proxy: PgProxy, tokens: dict[str, str
     assert status == 200, (status, body)
     status, body = await off(lambda: api(edge, "GET", "/api/agents/ada/state", tokens["ada"]))
     assert status == 503 and body["error"] == "unavailable", (status, body)
+    assert await off(lambda: metrics(edge)) == 200
     assert [r.state for r in centre.routers] == ["active", "standby"], "the active router keeps its lease"
     print(f"postgres down: {time.monotonic() - cut:.2f} s")
 
