@@ -6,7 +6,9 @@ Real processes over real sockets: two ``serve --role router`` (one active, one s
 takes over, no supervisor restarts anything) and one ``serve --role edge`` with ``--commit-timeout-s 1`` (the
 edge gives up on the router's word after a second instead of ten), a redis-server of the test's own and a
 fresh PostgreSQL database. PostgreSQL is taken away through a TCP proxy (tests/pg_proxy.py), never stopped.
-Waiting is on the processes' printed state or by polling with a deadline, never by sleeping."""
+The first test runs the router and an edge in this process (``run_router`` / ``open_edge`` on one loop): the
+router's side of a PostgreSQL outage needs no front door. Waiting is on the processes' printed state or by
+polling with a deadline, never by sleeping."""
 
 from __future__ import annotations
 
@@ -27,13 +29,13 @@ import pytest
 from websockets.asyncio.client import connect
 
 import contactcentre.events as E
-from tests.cluster_support import RouterProc, assert_each_once, assert_no_double_offers, logged_events
+from contactcentre.server.edge_centre import Unavailable
+from contactcentre.server.roles import Cluster, RouterNode, close_edge, open_edge, run_router
+from tests.cluster_support import CONFIG, RouterProc, assert_each_once, assert_no_double_offers, logged_events, until
 from tests.conftest import fresh_postgres_database
 from tests.pg_proxy import PgProxy
 from tests.redis_server import RedisServer
 from tests.server_proc import Server, Sink, T, add_users, agent_console, next_frame, server_config, start_server
-
-pytestmark = pytest.mark.e2e
 
 TTL_MS = 600  # the routers' lease: a takeover within a second keeps the test quick
 COMMIT_TIMEOUT_S = 1.0  # the edge's "try again" after this (serve --commit-timeout-s)
@@ -178,9 +180,58 @@ def arrivals(url: str, channel: str) -> list[E.ContactArrived]:
     return [ev for ev in logged_events(url) if isinstance(ev, E.ContactArrived) and ev.channel == channel]
 
 
+# ------------------------------------------------------------------------------------- in this process
+
+
+def test_the_router_holds_what_the_store_did_not_commit_and_publishes_it_when_it_is_back(
+    postgres_admin: Any, redis_url: str, pg_proxy: PgProxy
+) -> None:
+    url, drop = fresh_postgres_database(postgres_admin)
+    try:
+        asyncio.run(_held_through_the_outage(pg_proxy.url(url), redis_url, pg_proxy))
+        arrived = [ev.contact_id for ev in logged_events(url) if isinstance(ev, E.ContactArrived)]
+        assert arrived == ["chat-1", "chat-2"], arrived
+    finally:
+        drop()
+
+
+async def _held_through_the_outage(url: str, redis_url: str, proxy: PgProxy) -> None:
+    prefix = f"out{uuid.uuid4().hex[:6]}"
+
+    def cluster(node_id: str) -> Cluster:
+        return Cluster(redis_url=redis_url, node_id=node_id, prefix=prefix, lease_ttl_ms=TTL_MS, commit_timeout_s=0.5)
+
+    node, stop = RouterNode("r1"), asyncio.Event()
+    router = asyncio.create_task(run_router(CONFIG, url, cluster("r1"), stop=stop, node=node))
+    edge = None
+    try:
+        await until(lambda: node.state == "active", "r1 active")
+        edge = await open_edge(CONFIG, url, cluster("e1"))
+        edge.submit(E.AgentLoggedIn(at_ms=edge.now_ms(), agent_id="a1"))
+        await edge.commit()
+
+        proxy.cut()
+        edge.submit(E.ContactArrived(at_ms=edge.now_ms(), contact_id="chat-1", queue="support", channel="chat"))
+        with pytest.raises(Unavailable):
+            await edge.commit()  # the router took it and cannot commit it: nothing is promised
+        assert not edge.router.has_contact("chat-1"), "published before it was committed"
+        assert node.state == "active", "the router gave up on a store outage"
+
+        proxy.restore()
+        await until(lambda: edge.router.has_contact("chat-1"), "the held arrival committed and published")
+        edge.submit(E.ContactArrived(at_ms=edge.now_ms(), contact_id="chat-2", queue="support", channel="chat"))
+        await edge.commit()
+    finally:
+        if edge is not None:
+            await close_edge(edge)
+        stop.set()
+        await router
+
+
 # --------------------------------------------------------------------------------------------------- Redis
 
 
+@pytest.mark.e2e
 def test_redis_down_edges_say_try_again_and_everyone_recovers_when_it_returns(
     tmp_path: Path, sink: Sink, postgres_admin: Any, redis_server: RedisServer
 ) -> None:
@@ -256,6 +307,7 @@ async def _redis_outage(centre: Centre, redis_server: RedisServer, tokens: dict[
 # ---------------------------------------------------------------------------------------------- PostgreSQL
 
 
+@pytest.mark.e2e
 def test_postgres_down_edges_say_try_again_and_everyone_recovers_when_it_returns(
     tmp_path: Path, sink: Sink, postgres_admin: Any, redis_server: RedisServer, pg_proxy: PgProxy
 ) -> None:
@@ -343,6 +395,7 @@ async def _first(ws: Any, types: set[str]) -> dict[str, Any]:
                 return frame  # type: ignore[no-any-return]
 
 
+@pytest.mark.e2e
 def test_postgres_down_when_the_active_router_dies_the_standby_takes_over_once_it_is_back(
     tmp_path: Path, sink: Sink, postgres_admin: Any, redis_server: RedisServer, pg_proxy: PgProxy
 ) -> None:
