@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.browser import chromium, live_server, new_page  # noqa: F401  (browser-test fixtures, tests/browser.py)
+from tests.pg_proxy import pg_proxy  # noqa: F401  (a TCP proxy to PostgreSQL that a test can cut, tests/pg_proxy.py)
 from tests.redis_server import redis_server, redis_url  # noqa: F401  (a redis-server per test, tests/redis_server.py)
 
 # CI runs the long profile (the stateful router test then covers >= 100,000 steps); locally "dev" is quick.

@@ -144,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
         help="--role router: the active router's lease in Redis lapses this long after its last renewal, and a"
         " standby takes over about this long after its death (default 2000; shorter only for tests and benchmarks)",
     )
+    srv.add_argument(
+        "--commit-timeout-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="--role edge: answer 'try again' (SMTP 451, chat unavailable, HTTP 503) when the router has not"
+        " confirmed an input's commit within this many seconds (default 10; covers a router fail-over)",
+    )
     srv.add_argument("-v", "--verbose", action="store_true", help="log more")
 
     check = sub.add_parser("check-config", help="check a centre configuration file")
@@ -247,6 +255,8 @@ def _cluster(args: argparse.Namespace) -> Cluster:
     cluster = Cluster(redis_url=url, node_id=node, prefix=args.redis_prefix, voice=args.voice)
     if args.lease_ttl_ms is not None:
         cluster.lease_ttl_ms = args.lease_ttl_ms
+    if args.commit_timeout_s is not None:
+        cluster.commit_timeout_s = args.commit_timeout_s
     return cluster
 
 
@@ -305,6 +315,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.role == "router":
         assert cluster is not None
         return _serve_router(args, cfg, cluster)
+    if args.commit_timeout_s is not None and not args.commit_timeout_s > 0:
+        print("contactcentre serve: --commit-timeout-s must be more than 0", file=sys.stderr)
+        return 2
 
     def ready(info: ServerInfo) -> None:
         smtp = f"smtp://{info.host}:{info.smtp_port}" if info.smtp_port else "e-mail off"

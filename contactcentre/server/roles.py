@@ -22,6 +22,7 @@ from contactcentre.events import decode
 from contactcentre.server.bus import EdgeHeartbeat, OutputFollower, Streams, connect_redis
 from contactcentre.server.clock import LoopClock
 from contactcentre.server.driver import FollowerDriver
+from contactcentre.server.edge_centre import COMMIT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -36,6 +37,7 @@ LEASE_TTL_MS = 2000  # a dead router's lease lapses after this; its standby asks
 EDGE_TTL_MS = 3000  # an edge whose heartbeat is this old is dead: the router ends the calls it held
 REPLAY_CHUNK = 10_000
 ROUTER_COMMIT_DELAY_S = 0.002
+TAKEOVER_RETRY_S = 0.5  # a takeover the store (or Redis) failed is tried again this often, the lease kept
 
 
 class RoleError(Exception):
@@ -53,6 +55,9 @@ class Cluster:
     node_id: str
     prefix: str = "cc"
     lease_ttl_ms: int = LEASE_TTL_MS
+    # An edge answers "try again" when the router's word on an input has not come back in this long
+    # (``EdgeCentre.commit``): the longest a person waits on a router fail-over or a Redis or PostgreSQL outage.
+    commit_timeout_s: float = COMMIT_TIMEOUT_S
     # An edge that runs the switch (the CTI link, SIP, the IVR, callbacks). One edge of a centre does: a call
     # and the agent's phone that takes it must be on one switch, and callbacks are dialled once.
     voice: bool = False
@@ -133,7 +138,9 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
         await redis.aclose()
         raise RoleError(f"Redis at {cluster.redis_url} cannot be reached: {exc}") from None
     driver, pos = replica(config, engine, loop)  # start-up: the loop serves nothing yet
-    centre = EdgeCentre(config, engine, driver, redis, cluster.streams, cluster.node_id)
+    centre = EdgeCentre(
+        config, engine, driver, redis, cluster.streams, cluster.node_id, commit_timeout_s=cluster.commit_timeout_s
+    )
     follower = OutputFollower(
         redis, cluster.streams, driver, engine, pos, on_record=centre.answered, on_filled=centre.filled
     )
@@ -211,9 +218,12 @@ async def run_router(
     on_state: Callable[[RouterNode], None] | None = None,
 ) -> RouterNode:
     """Run a router node until ``stop`` (or until it loses the lease: ``node.state == "lost"``)."""
+    from redis.exceptions import RedisError
+
     from contactcentre.server.centre import Centre
     from contactcentre.server.lease import Lease, next_fence
     from contactcentre.server.router_node import ActiveDriver, ActiveRouter, Recorder
+    from contactcentre.store.db import DriverFailure
     from contactcentre.store.fence import release_fence, take_fence
     from contactcentre.store.writer import StoreWriter
 
@@ -273,35 +283,48 @@ async def run_router(
             return node
         node.took_over_at = loop.time()
         # Takeover. The fence goes into the store first: from then on the old router cannot commit.
-        held = await loop.run_in_executor(None, _stored_fence, engine)
-        token = await next_fence(redis, streams.fence, above=held)  # a Redis that lost its data starts over
-        node.fence = token
-        now = driver.clock.now_ms()
 
-        def fence() -> None:
+        def fence(token: int, now: int) -> None:
             with engine.begin() as conn:
                 take_fence(conn, token, cluster.node_id, now)
 
-        await loop.run_in_executor(None, fence)
-        # A ``--role all`` server on this store routes by itself (it holds the store's instance lock and does
-        # not look at the lease): never route beside it. (It refuses to start once the fence is taken, so one
-        # of the two always sees the other.)
-        owner = await loop.run_in_executor(None, _single_process_owner, database_url)
-        if owner is not None:
+        while True:
+            try:
+                held = await loop.run_in_executor(None, _stored_fence, engine)
+                token = await next_fence(redis, streams.fence, above=held)  # a Redis that lost its data starts over
+                await loop.run_in_executor(None, fence, token, driver.clock.now_ms())
+                # A ``--role all`` server on this store routes by itself (it holds the store's instance lock and
+                # does not look at the lease): never route beside it. (It refuses to start once the fence is taken,
+                # so one of the two always sees the other.)
+                owner = await loop.run_in_executor(None, _single_process_owner, database_url)
+                if owner is not None:
 
-            def unfence() -> None:  # the store stays that server's: it must be able to start on it again
-                with engine.begin() as conn:
-                    release_fence(conn, token)
+                    def unfence(token: int = token) -> None:  # the store stays that server's: it can start again
+                        with engine.begin() as conn:
+                            release_fence(conn, token)
 
-            await loop.run_in_executor(None, unfence)
-            state("refused")
-            raise RoleError(f"cannot take over: {owner}")
-        await follower.fill()  # what the old router committed and this replica had not seen
+                    await loop.run_in_executor(None, unfence)
+                    state("refused")
+                    raise RoleError(f"cannot take over: {owner}")
+                await follower.fill()  # what the old router committed and this replica had not seen
+                # Every hop of a contact waits for this writer's commit (outputs are published once durable), so
+                # it does not hold a lone record back for company: a commit under way gathers what comes anyway.
+                writer = StoreWriter(engine, loop=loop, fence=token, max_delay_s=ROUTER_COMMIT_DELAY_S)
+                break
+            except (DriverFailure, RedisError, OSError) as exc:
+                # PostgreSQL (or Redis) failed mid-takeover: the lease is kept (``holding``) and the takeover
+                # tried again from the start with a new token, until it goes through or the lease is lost.
+                if lost_lease.is_set() or stop.is_set():
+                    if lost_lease.is_set():
+                        with contextlib.suppress(Exception):
+                            node.holder = await lease.holder()
+                    state("lost" if lost_lease.is_set() else "stopped")
+                    return node
+                log.warning("router %s: the takeover failed (%s); trying again", cluster.node_id, exc)
+                await asyncio.sleep(TAKEOVER_RETRY_S)  # a reconnection pace
+        node.fence = token
         router = driver.router
         clock = LoopClock(loop, not_before_ms=router.now_ms)
-        # Every hop of a contact waits for this writer's commit (outputs are published once durable), so it does
-        # not hold a lone record back for company: a commit under way gathers what comes meanwhile anyway.
-        writer = StoreWriter(engine, loop=loop, fence=token, max_delay_s=ROUTER_COMMIT_DELAY_S)
         active_driver = ActiveDriver(router, clock, loop, stats=driver.stats, writer=writer)
         active_driver.decisions.extend(driver.decisions)
         active_driver.outcomes.update(driver.outcomes)

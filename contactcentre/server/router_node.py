@@ -41,6 +41,7 @@ from contactcentre.server.wire import (
     decode_input,
     encode,
 )
+from contactcentre.store.db import DriverFailure
 from contactcentre.store.fence import Fenced, applied_inputs
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from contactcentre.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
+STORE_RETRY_S = 0.5  # a failed commit is tried again this often while the store is down (publish)
 
 EDGE_ATTRIBUTE = "edge"  # a call's ContactArrived names the edge whose switch holds it (attributes["edge"])
 SWITCHED = frozenset({"voice", "callback"})  # channels whose contacts live on an edge's switch connection
@@ -303,6 +305,12 @@ class ActiveRouter:
                 log.warning("router: reading inputs failed (%s); retrying", exc)
                 await asyncio.sleep(0.2)  # a reconnection pace
                 continue
+            except DriverFailure as exc:
+                # The store is down: the writer, far behind, refuses more (``room``), or a claim could not look up
+                # what was applied. Inputs wait in the stream until it is back.
+                log.warning("router: the store failed (%s); taking no inputs for now", exc)
+                await asyncio.sleep(0.2)  # a reconnection pace
+                continue
             for _stream, entries in got or ():
                 batch: list[tuple[str, InputRecord]] = []
                 for entry_id, fields in entries:
@@ -359,6 +367,8 @@ class ActiveRouter:
         from redis.exceptions import RedisError
 
         ready, writer = self.recorder.ready, self.writer
+        failing = False  # the store is failing commits: said once, not at every look
+        tried = 0.0  # loop time of the last retry asked of the writer
         while True:
             if not ready:
                 if self._stopping:
@@ -366,7 +376,29 @@ class ActiveRouter:
                 self.recorder.wake.clear()
                 await self.recorder.wake.wait()
                 continue
-            await writer.durable(ready[0][0])  # raises Fenced when a newer router took over
+            try:
+                await writer.durable(ready[0][0])  # raises Fenced when a newer router took over
+            except Fenced:
+                raise
+            except Exception as exc:
+                # The store failed the commit (PostgreSQL down): the writer holds the records and tries them
+                # again, backing off (store/writer.py). Nothing is published meanwhile, so nothing unwritten is
+                # answered; the edges tell people to try again. Giving up here would hand the lease to a standby
+                # that cannot take over without the store either.
+                now = asyncio.get_running_loop().time()
+                if not failing:
+                    log.warning("router: the store failed a commit (%s); holding the outputs until it is back", exc)
+                    failing, tried = True, now
+                elif now - tried >= STORE_RETRY_S:
+                    # Sooner than the writer's own back-off (up to a minute): every edge waits on this commit,
+                    # and the edges' "try again" answers go on until the store is back and it is through.
+                    tried = now
+                    writer.retry()
+                await asyncio.sleep(0.2)  # the pace of looking at the writer again, not a wait for a test
+                continue
+            if failing:
+                log.warning("router: the store is back; publishing")
+                failing = False
             batch = []
             while ready and ready[0][0] <= writer.committed:
                 batch.append(ready.popleft())
