@@ -28,3 +28,30 @@ def test_the_widget_offers_customer_labels_and_starts_without_a_topic(live_serve
     page.click("#compose button[type=submit]")
     expect(page.locator("#log li.customer:not(.sending)").last).to_be_visible(timeout=T_MS)
     assert watch(page).errors == []
+
+
+def test_a_line_sent_after_a_reload_is_not_taken_for_an_earlier_one(live_server: LiveServer, new_page: Any) -> None:
+    """A reloaded widget resumes its chat (the token is in sessionStorage) and numbers its lines afresh: their
+    ``client_id``s must still be new to the chat, which keeps the ids it acknowledged to recognise a resent
+    line (docs/chat-protocol.md). Were they "c-1", "c-2" again, the first line after the reload would be
+    acknowledged as the chat's first line — never stored, never shown to the agent, and gone from the page."""
+    page = new_page()
+    page.goto(live_server.url("/chat"))
+    page.fill("#name", "Rita Reload")
+    page.click("#prechat button[type=submit]")
+    expect(page.locator("#status")).to_have_text(re.compile(r"Waiting for an agent|Nobody is online"), timeout=T_MS)
+    mine = page.locator("#log li.customer")
+    page.fill("#text", "before the reload")
+    page.click("#compose button[type=submit]")
+    expect(page.locator("#log li.customer:not(.sending)")).to_have_count(1, timeout=T_MS)
+
+    page.reload()
+    expect(mine.locator(".body")).to_have_text(["before the reload"], timeout=T_MS)  # resumed: the transcript
+    page.fill("#text", "after the reload")
+    page.click("#compose button[type=submit]")
+    expect(page.locator("#log li.customer:not(.sending) .body")).to_have_text(
+        ["before the reload", "after the reload"], timeout=T_MS
+    )
+    page.reload()  # what the server stored, in order, each once
+    expect(mine.locator(".body")).to_have_text(["before the reload", "after the reload"], timeout=T_MS)
+    assert watch(page).errors == []

@@ -27,6 +27,11 @@
   let seen = new Set(); // message ids shown
   let pending = new Map(); // client_id -> {li, text}
   let nextClient = 1;
+  // The chat keeps the client ids it acknowledged (a resent line is known by its id), and a reloaded page
+  // resumes the same chat: ids numbered afresh from "c-1" would name lines sent before the reload, and the
+  // server would acknowledge the new line as the old one without storing it. A random prefix per page load
+  // keeps them new; crypto.getRandomValues works on plain http too.
+  const clientPrefix = "c-" + Array.from(crypto.getRandomValues(new Uint32Array(2)), (n) => n.toString(36)).join("") + "-";
   let backoff = 1000;
   let retryTimer = null;
   let typingSent = 0;
@@ -363,7 +368,7 @@
       notice("A message can have at most " + maxText + " characters.");
       return;
     }
-    const clientId = "c-" + nextClient++;
+    const clientId = clientPrefix + nextClient++;
     const li = addLine("customer", "You", text);
     li.classList.add("sending");
     pending.set(clientId, { li: li, text: text });
