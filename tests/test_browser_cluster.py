@@ -157,12 +157,6 @@ def _agent_says(pane: Any, text: str) -> None:
     expect(pane.locator(".transcript .from-agent .text").last).to_have_text(text, timeout=T_MS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: nothing tells a console on another edge that its customer's edge died (presence is a "
-    "pub/sub signal sent by the edge holding the socket, which is dead); docs/chat-protocol.md says the console "
-    "is told when the customer's socket goes away",
-)
 def test_the_console_hears_that_the_customers_edge_died(
     tmp_path: Path, sink: Sink, pg_url: str, redis_url: str, new_page: Callable[[], Any]
 ) -> None:

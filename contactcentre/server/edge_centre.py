@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from contactcentre.acd import RouterError
-from contactcentre.events import Event
+from contactcentre.events import ContactArrived, Event
 from contactcentre.server.centre import Centre, Unavailable
-from contactcentre.server.signals import Signal, decode_signal, encode_signal
+from contactcentre.server.signals import CustomerPresence, Signal, decode_signal, encode_signal
 from contactcentre.server.wire import InputRecord, OutputRecord, Part, Publish, Stage, Submit, encode
 from contactcentre.store.ops import StoreOp
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT_S = 10.0  # an edge gives up waiting for the router's word after this: "try again"
+HOLDERS_KEEP = 100_000  # chats whose customer's edge is remembered (the newest)
 MAX_OUTSTANDING = 20_000  # inputs handed over and not yet answered before intake waits (``room``)
 
 __all__ = ["EdgeCentre", "Unavailable"]
@@ -83,6 +84,7 @@ class EdgeCentre(Centre):
         self._queue: deque[_Outgoing] = deque()  # records not yet sent to Redis, in the order made
         self._flushing = False
         self._running: set[asyncio.Task[None]] = set()
+        self._holders: dict[str, str] = {}  # chat contact id -> the edge holding its customer's socket
         self._here: list[tuple[_Outgoing, list[StoreOp]]] = []  # rows to write here, of this loop turn
         self._signals: list[bytes] = []  # encoded signals for the other nodes, sent at the end of this turn
         self._room = asyncio.Event()
@@ -232,6 +234,7 @@ class EdgeCentre(Centre):
     def signal(self, signal: Signal) -> None:
         """To this node's listeners at once, and to the other nodes' over Redis (``PUBLISH``): the customer's
         socket and the agent's console may be on different edges. Nothing keeps a signal (signals.py)."""
+        self._heard(signal)
         super().signal(signal)
         if self.closed:
             return
@@ -272,6 +275,7 @@ class EdgeCentre(Centre):
                     except Exception:
                         log.warning("edge: an undecodable signal was dropped")
                         continue
+                    self._heard(signal)
                     super().signal(signal)
             except (RedisError, OSError) as exc:
                 log.info("edge: listening for signals failed (%s); again", exc)
@@ -279,6 +283,56 @@ class EdgeCentre(Centre):
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    # ------------------------------------------------------------------------------- customers' edges
+
+    def _heard(self, signal: Signal) -> None:
+        if type(signal) is CustomerPresence and signal.connected and signal.node is not None:
+            self._hold(signal.contact_id, signal.node)
+
+    def _hold(self, contact_id: str, node: str) -> None:
+        holders = self._holders
+        holders.pop(contact_id, None)
+        holders[contact_id] = node
+        while len(holders) > HOLDERS_KEEP:
+            del holders[next(iter(holders))]
+
+    async def watch_edges(self, every_s: float = 1.0, gone_ms: int = 3000) -> None:
+        """A customer whose edge died went with it, and that edge cannot say so: when the heartbeat of an edge
+        holding chat sockets has been gone ``gone_ms`` (a task for the node's life), this node's listeners hear
+        ``CustomerPresence(connected=False)`` for each live chat it held (an agent's console here shows the
+        customer gone; they may come back on another edge, which then says so)."""
+        from redis.exceptions import RedisError
+
+        missing: dict[str, float] = {}
+        while not self.closed:
+            await asyncio.sleep(every_s)  # the heartbeats' own rhythm
+            nodes = sorted(set(self._holders.values()) - {self.node_id})
+            if not nodes:
+                continue
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for node in nodes:
+                    pipe.exists(self.streams.node(node))
+                found = await pipe.execute()
+            except (RedisError, OSError):
+                continue  # Redis down: nobody's heartbeat can be told, so nobody is declared dead
+            now = self.loop.time()
+            for node, present in zip(nodes, found, strict=True):
+                if present:
+                    missing.pop(node, None)
+                elif (now - missing.setdefault(node, now)) * 1000 >= gone_ms:
+                    missing.pop(node, None)
+                    self._edge_gone(node)
+
+    def _edge_gone(self, node: str) -> None:
+        gone = [cid for cid, held in self._holders.items() if held == node]
+        for cid in gone:
+            del self._holders[cid]
+            c = self.driver.router.contact(cid)
+            if c is not None and (c.waiting or c.handling):
+                super().signal(CustomerPresence(cid, c.agent_id, False, node))
+        log.warning("edge: edge %s is gone; %d chats were on it", node, len(gone))
 
     def _fail(self, rid: str, exc: BaseException) -> None:
         got = self._answers.pop(rid, None)
@@ -288,6 +342,10 @@ class EdgeCentre(Centre):
 
     def answered(self, record: OutputRecord) -> None:
         """An output record came back (``OutputFollower.on_record``): the input it answers is durable."""
+        if record.node is not None:
+            for ev in record.events:  # a chat's socket is on the edge its hello came to (until it resumes elsewhere)
+                if type(ev) is ContactArrived and ev.channel == "chat":
+                    self._hold(ev.contact_id, record.node)
         if record.node != self.node_id or record.input_id is None:
             return
         if self._answers.pop(record.input_id, None) is not None:

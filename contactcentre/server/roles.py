@@ -150,6 +150,7 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
         loop.create_task(follower.run(), name="edge-follower"),
         loop.create_task(centre.heartbeat.run(), name="edge-heartbeat"),
         loop.create_task(centre.hear_signals(), name="edge-signals"),
+        loop.create_task(centre.watch_edges(gone_ms=EDGE_TTL_MS), name="edge-watch"),
     ]
     return centre
 

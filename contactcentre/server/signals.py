@@ -37,10 +37,13 @@ class AgentTyping(Signal, tag="agent.typing"):
 
 
 class CustomerPresence(Signal, tag="customer.presence"):
-    """The customer's socket went away (``connected`` false) or came back; ``agent_id`` handles the contact."""
+    """The customer's socket went away (``connected`` false) or came back; ``agent_id`` handles the contact.
+    ``node``: the edge holding the socket (a centre of many nodes), so that the others know whose death takes
+    the customer with it (``EdgeCentre.watch_edges``)."""
 
     agent_id: str | None = None
     connected: bool = True
+    node: str | None = None
 
 
 AnySignal = CustomerTyping | AgentTyping | CustomerPresence  # the tagged union, for msgspec

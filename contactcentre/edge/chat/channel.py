@@ -1013,7 +1013,7 @@ class ChatChannel:
     def _presence(self, s: _Session, connected: bool) -> None:
         if s.contact_id is None or s.state not in (WAITING, WITH_AGENT):
             return
-        self.centre.signal(CustomerPresence(s.contact_id, s.agent_id, connected))
+        self.centre.signal(CustomerPresence(s.contact_id, s.agent_id, connected, self.centre.node_id))
 
     # ------------------------------------------------------------------------------------------- views
 
