@@ -24,8 +24,10 @@ from contactcentre.events import (
     OfferExpired,
     OfferMade,
     OfferRejected,
+    is_input,
 )
 from contactcentre.server.clock import Clock
+from contactcentre.server.wire import Advance
 
 if TYPE_CHECKING:
     from contactcentre.store.writer import StoreWriter
@@ -333,8 +335,6 @@ class FollowerDriver(RouterDriver):
 
     def apply(self, ops: list[Any], events: list[Event]) -> None:
         """Do what the active router did (``ops``), then fan out what it said (``events``)."""
-        from contactcentre.server.wire import Advance
-
         router = self.router
         for op in ops:
             if type(op) is Advance:
@@ -353,8 +353,6 @@ class FollowerDriver(RouterDriver):
     def replay(self, events: list[Event]) -> None:
         """Events read back from the store's log (a gap in the stream): their inputs go to the router at their
         own time, as at a restart (``centre.replay_log``), and all of them to the subscribers."""
-        from contactcentre.events import is_input
-
         router = self.router
         for ev in events:
             if is_input(ev):

@@ -9,11 +9,9 @@ own subscribers instead of recomputing them. ``docs/scaling.md`` describes the s
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
-from contactcentre.events import AnyEvent, Event
+from contactcentre.events import AnyEvent
 from contactcentre.store.ops import AnyStoreOp
 
 
@@ -94,15 +92,3 @@ def decode_input(data: bytes | str) -> InputRecord:
 
 def decode_output(data: bytes | str) -> OutputRecord:
     return _output_decoder.decode(data)
-
-
-def inputs_of(record: InputRecord) -> list[Event]:
-    """The router inputs a record carries, in order."""
-    return [p.event for p in record.parts if isinstance(p, Submit)]
-
-
-def describe(record: Any) -> str:
-    """A short name for logs."""
-    if isinstance(record, InputRecord):
-        return f"input {record.id} ({len(record.parts)} parts)"
-    return f"output {record.first_id}..{record.last_id} for {record.input_id}"
