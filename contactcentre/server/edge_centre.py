@@ -99,6 +99,10 @@ class EdgeCentre(Centre):
         if self.closed:
             return None
         router = self.driver.router
+        if type(event) is ContactArrived and "edge" not in event.attributes:
+            # The edge a contact came to, in its arrival: its calls die with this edge (the router ends them),
+            # its chat's customer is on this edge's socket (every edge's ``_holders``, even one started later).
+            event = msgspec.structs.replace(event, attributes={**event.attributes, "edge": self.node_id})
         if event.at_ms < router.now_ms:  # this node's clock is a little behind the router's: check at its time
             event = msgspec.structs.replace(event, at_ms=router.now_ms)
         try:
@@ -214,7 +218,13 @@ class EdgeCentre(Centre):
             while self._queue and self._queue[0].ready:
                 batch = []
                 while self._queue and self._queue[0].ready:
-                    batch.append(self._queue.popleft().record)
+                    record = self._queue.popleft().record
+                    # One its caller was told to try again about (a timeout, while its rows were being written
+                    # here), or made before the edge closed, never leaves: it is known not to have been applied.
+                    if record.id in self._answers and not self.closed:
+                        batch.append(record)
+                if not batch:
+                    continue
                 pipe = self.redis.pipeline(transaction=False)
                 for record in batch:
                     pipe.xadd(self.streams.inputs, {"r": encode(_sealed(record))})
@@ -289,6 +299,14 @@ class EdgeCentre(Centre):
     def _heard(self, signal: Signal) -> None:
         if type(signal) is CustomerPresence and signal.connected and signal.node is not None:
             self._hold(signal.contact_id, signal.node)
+
+    def learn_holders(self) -> None:
+        """At start: the edge each live chat's customer came to, from the replica (its arrival names it; a
+        resume elsewhere since then is heard only as it happens)."""
+        for c in self.driver.router.contact_list():
+            edge = c.attributes.get("edge")
+            if c.channel == "chat" and edge is not None:
+                self._hold(c.id, edge)
 
     def _hold(self, contact_id: str, node: str) -> None:
         holders = self._holders

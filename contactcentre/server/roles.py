@@ -144,6 +144,7 @@ async def open_edge(config: CentreConfig, database_url: Any, cluster: Cluster) -
     follower = OutputFollower(
         redis, cluster.streams, driver, engine, pos, on_record=centre.answered, on_filled=centre.filled
     )
+    centre.learn_holders()
     centre.follower = follower
     centre.heartbeat = EdgeHeartbeat(redis, cluster.streams, cluster.node_id, EDGE_TTL_MS)
     centre.tasks = [

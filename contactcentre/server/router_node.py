@@ -312,17 +312,10 @@ class ActiveRouter:
                 await asyncio.sleep(0.2)  # a reconnection pace
                 continue
             for _stream, entries in got or ():
-                batch: list[tuple[str, InputRecord]] = []
-                for entry_id, fields in entries:
-                    record = await self._decoded(entry_id, fields)
-                    if record is not None:
-                        batch.append((_text(entry_id), record))
-                # An entry older than this router's takeover that the group hands out as new was handed out
-                # before (a Redis brought back from a point-in-time copy forgets acknowledgements): looked up.
-                old = [r.id for e, r in batch if r.id in self._taken or _entry_ms(e) < self.active_since_ms]
-                done = set(old) & set(self._taken)
-                if len(done) < len(old):
-                    done |= await self.centre.read(applied_inputs, [i for i in old if i not in done])
+                batch = await self._prepared(entries)
+                if batch is None:
+                    return  # stopping: what was read stays pending, and the next router claims it
+                done, batch = batch
                 for entry, record in batch:
                     if self._stopping:
                         return  # the rest stays pending: the next router claims it
@@ -331,6 +324,31 @@ class ActiveRouter:
                         self.duplicates += 1
                     else:
                         self.take(record, entry)
+
+    async def _prepared(self, entries: Any) -> tuple[set[str], list[tuple[str, InputRecord]]] | None:
+        """A read's entries decoded, and which of them were applied before. An entry older than this router's
+        takeover that the group hands out as new was handed out before (a Redis brought back from a
+        point-in-time copy forgets acknowledgements): looked up in the store. The store or Redis failing here
+        is waited out, in place: these entries are pending for this router, and taking later ones first would
+        put them out of order. None: the router stops meanwhile."""
+        from redis.exceptions import RedisError
+
+        while not self._stopping:
+            try:
+                batch: list[tuple[str, InputRecord]] = []
+                for entry_id, fields in entries:
+                    record = await self._decoded(entry_id, fields)
+                    if record is not None:
+                        batch.append((_text(entry_id), record))
+                old = [r.id for e, r in batch if r.id in self._taken or _entry_ms(e) < self.active_since_ms]
+                done = set(old) & set(self._taken)
+                if len(done) < len(old):
+                    done |= await self.centre.read(applied_inputs, [i for i in old if i not in done])
+                return done, batch
+            except (DriverFailure, RedisError, OSError) as exc:
+                log.warning("router: looking inputs up failed (%s); again", exc)
+                await asyncio.sleep(0.2)  # a reconnection pace
+        return None
 
     async def _trim_inputs(self) -> None:
         """Drop the inputs nobody needs any more: below the oldest one still unacknowledged, below what the
