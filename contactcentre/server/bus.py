@@ -111,10 +111,9 @@ class OutputFollower:
         self.on_record = on_record
         self.on_filled = on_filled  # the ids of the inputs a gap filled from the store held (their records were lost)
         self.last_entry = "0"  # the stream entry read last: everything retained is looked at once
-        self.applied = 0
-        self.gaps = 0
+        self.gaps = 0  # gaps filled from the store
         self.fence = 0  # the highest fencing token heard from
-        self.connected = asyncio.Event()  # set while reads succeed (an edge answers "unavailable" otherwise)
+        self._failing = False  # the last read failed: its warning was logged once, not at every retry
         self._retry_s = retry_s
         self._stopping = False
 
@@ -128,12 +127,12 @@ class OutputFollower:
             try:
                 got = await self.redis.xread({self.streams.outputs: self.last_entry}, count=500, block=BLOCK_MS)
             except (RedisError, OSError) as exc:
-                if self.connected.is_set():
+                if not self._failing:
                     log.warning("follower: reading %s failed (%s); retrying", self.streams.outputs, exc)
-                self.connected.clear()
+                self._failing = True
                 await asyncio.sleep(self._retry_s)  # a reconnection pace, not a wait for a test
                 continue
-            self.connected.set()
+            self._failing = False
             if self._stopping:
                 return  # the standby became the active router meanwhile: the store has these, not this read
             try:
@@ -166,7 +165,6 @@ class OutputFollower:
         else:
             self.driver.apply(record.ops, record.events)
             self.pos = max(self.pos, record.last_id)
-            self.applied += 1
         if self.on_record is not None:
             self.on_record(record)
 

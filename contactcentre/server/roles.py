@@ -200,7 +200,6 @@ class RouterNode:
     fence: int | None = None
     active: ActiveRouter | None = None
     follower: OutputFollower | None = None
-    took_over_at: float | None = None  # loop time of the takeover
     holder: str | None = None  # state "lost": the node that holds the lease (or the fence) now
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -283,7 +282,6 @@ async def run_router(
         if not won:
             state("stopped")
             return node
-        node.took_over_at = loop.time()
         # Takeover. The fence goes into the store first: from then on the old router cannot commit.
 
         def fence(token: int, now: int) -> None:

@@ -178,9 +178,6 @@ class ActiveRouter:
         self.lease_ttl_ms = lease_ttl_ms
         self.lost = asyncio.Event()
         self.holder: str | None = None  # who holds the lease (or the fence) once this router lost it
-        self.taken = 0  # input records applied
-        self.duplicates = 0
-        self.published = 0
         self._stopping = False
         # Ids of the records this router took, newest last (bounded): a record it took that is still waiting
         # for its commit when ``claim`` comes round again is not taken twice.
@@ -227,7 +224,6 @@ class ActiveRouter:
                 del self._taken[next(iter(self._taken))]
             self.writer.mark_input(record.id, self.driver.router.now_ms)
         rec.end()
-        self.taken += 1
 
     async def _ensure_group(self) -> None:
         from redis.exceptions import ResponseError
@@ -265,7 +261,6 @@ class ActiveRouter:
         for entry, record in claimed:
             if record.id in done:
                 self.recorder.duplicate(record, entry)
-                self.duplicates += 1
             else:
                 self.take(record, entry)
         log.warning("router: claimed %d unacknowledged inputs (%d already applied)", len(claimed), len(done))
@@ -321,7 +316,6 @@ class ActiveRouter:
                         return  # the rest stays pending: the next router claims it
                     if record.id in done:
                         self.recorder.duplicate(record, entry)
-                        self.duplicates += 1
                     else:
                         self.take(record, entry)
 
@@ -435,7 +429,6 @@ class ActiveRouter:
                 except (RedisError, OSError) as exc:
                     log.warning("router: publishing %d outputs failed (%s); retrying", len(batch), exc)
                     await asyncio.sleep(0.2)  # a reconnection pace
-            self.published += len(batch)
 
     # -------------------------------------------------------------------------------------------- lease
 
