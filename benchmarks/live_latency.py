@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,13 +207,7 @@ def _run_step(
     spy: subprocess.Popen[bytes] | None = None
     try:
         cpu0 = cpu_seconds(proc.pid)
-        report = step / "report.json"
-        cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
-        cmd += ["--ws-port", str(ws_port), "--smtp-port", str(smtp_port), "--rate", str(rate)]
-        cmd += ["--http-port", str(http_port)]
-        cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
-        cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
-        lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+        lg, report = start_loadgen(tmp, step, tokens, rate, seconds, seed, str(ws_port), smtp_port, http_port)
         spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if profile is not None and spy_bin:
             profile.mkdir(parents=True, exist_ok=True)
@@ -235,24 +229,17 @@ def _run_step(
             )
         # The server's CPU (all threads; its event loop's thread alone) read every SAMPLE_S until the generator
         # exits, so that the agents' logins before the arrivals can be left out.
-        samples = [(time.perf_counter(), cpu0, cpu_seconds(proc.pid, proc.pid))]
-        while True:
-            pid, status, usage = os.wait4(lg.pid, os.WNOHANG)  # wait4: the generator's CPU time comes with its exit
-            samples.append((time.perf_counter(), cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)))
-            if pid:
-                break
-            time.sleep(SAMPLE_S)  # polling the generator, which ends by itself (--duration, a bounded drain)
-        lg.returncode = os.waitstatus_to_exitcode(status)
-        if lg.returncode != 0 or not report.exists():
-            raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
-        result = json.loads(report.read_text())
-        began = result.get("arrivals_started_perf_s", 0.0)
-        _, cpu_a, loop_a = max((x for x in samples if x[0] <= began), default=samples[0])
-        _, cpu_b, loop_b = samples[-1]
-        result["server_cpu_s"] = cpu_b - cpu_a
-        result["server_loop_cpu_s"] = loop_b - loop_a  # the event loop's thread (the rest: store threads)
+        result, (cpu_s, loop_s), usage = await_loadgen(
+            lg,
+            step,
+            report,
+            (cpu0, cpu_seconds(proc.pid, proc.pid)),
+            lambda: (cpu_seconds(proc.pid), cpu_seconds(proc.pid, proc.pid)),
+        )
+        result["server_cpu_s"] = cpu_s
+        result["server_loop_cpu_s"] = loop_s  # the event loop's thread (the rest: store threads)
         placed = result["sent"] - result["outcomes"].get("refused", 0)
-        result["server_cpu_ms_per_chat"] = 1000 * (cpu_b - cpu_a) / placed if placed else None
+        result["server_cpu_ms_per_chat"] = 1000 * cpu_s / placed if placed else None
         result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
         result["version"] = version.label
         return result
@@ -329,13 +316,8 @@ def run_cluster_step(
                 procs.append(proc)
                 edge_procs.append(proc)
                 ports.append((int(m.group(2)), int(m.group(3)), int(m.group(1))))
-            report = step / "report.json"
-            cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
-            cmd += ["--ws-port", ",".join(str(p[1]) for p in ports), "--smtp-port", str(ports[0][0])]
-            cmd += ["--http-port", str(ports[0][2]), "--rate", str(rate)]
-            cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
-            cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
-            lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+            ws_ports = ",".join(str(p[1]) for p in ports)  # the generator spreads its connections over them
+            lg, report = start_loadgen(tmp, step, tokens, rate, seconds, seed, ws_ports, ports[0][0], ports[0][2])
             spies = []
             spy_bin = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
             if profile is not None and spy_bin:
@@ -349,23 +331,10 @@ def run_cluster_step(
             def cpu() -> tuple[float, float]:
                 return cpu_seconds(router.pid), sum(cpu_seconds(p.pid) for p in edge_procs)
 
-            samples = [(time.perf_counter(), *cpu())]
-            while True:
-                pid, status, usage = os.wait4(lg.pid, os.WNOHANG)
-                samples.append((time.perf_counter(), *cpu()))
-                if pid:
-                    break
-                time.sleep(SAMPLE_S)  # polling the generator, which ends by itself (--duration, a bounded drain)
-            lg.returncode = os.waitstatus_to_exitcode(status)
-            if lg.returncode != 0 or not report.exists():
-                raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
-            result = json.loads(report.read_text())
-            began = result.get("arrivals_started_perf_s", 0.0)
-            _, router_a, edges_a = max((x for x in samples if x[0] <= began), default=samples[0])
-            _, router_b, edges_b = samples[-1]
+            result, (router_s, edges_s), usage = await_loadgen(lg, step, report, cpu(), cpu)
             placed = result["sent"] - result["outcomes"].get("refused", 0)
-            result["router_cpu_s"] = router_b - router_a
-            result["edges_cpu_s"] = edges_b - edges_a
+            result["router_cpu_s"] = router_s
+            result["edges_cpu_s"] = edges_s
             result["server_cpu_s"] = result["router_cpu_s"] + result["edges_cpu_s"]
             result["server_cpu_ms_per_chat"] = 1000 * result["server_cpu_s"] / placed if placed else None
             result["loadgen_cpu_s"] = usage.ru_utime + usage.ru_stime
@@ -425,6 +394,54 @@ def print_cluster_table(rows: list[tuple[int, dict[str, Any]]], seconds: float) 
             f"{100 * r['router_cpu_s'] / seconds:>12.0f} {100 * r.get('loadgen_cpu_s', 0) / seconds:>9.0f} "
             f"{fmt(r['offer_round_trip_ms']['p50']):>9} {fmt(r['offer_round_trip_ms']['p99']):>9}"
         )
+
+
+def start_loadgen(
+    tmp: Path,
+    step: Path,
+    tokens: Path,
+    rate: int,
+    seconds: float,
+    seed: int,
+    ws_ports: str,
+    smtp_port: int,
+    http_port: int,
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """The generator against a server (or the edges: ``ws_ports`` comma-separated); its report's path."""
+    report = step / "report.json"
+    cmd = cli("loadgen", "--scenario", str(tmp / "scenario.toml"), "--tokens", str(tokens))
+    cmd += ["--ws-port", ws_ports, "--smtp-port", str(smtp_port), "--rate", str(rate)]
+    cmd += ["--http-port", str(http_port)]
+    cmd += ["--duration", str(seconds), "--seed", str(seed), "--report", str(report), "--quiet"]
+    cmd += ["--max-contacts", str(int(rate * seconds * 1.2) + 10)]
+    lg = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stderr=(step / "loadgen.err").open("wb"))
+    return lg, report
+
+
+def await_loadgen(
+    lg: subprocess.Popen[bytes],
+    step: Path,
+    report: Path,
+    first: tuple[float, ...],
+    cpu: Callable[[], tuple[float, ...]],
+) -> tuple[dict[str, Any], tuple[float, ...], Any]:
+    """Wait for the generator, reading ``cpu()`` (CPU times of what is measured) every SAMPLE_S, so that the
+    agents' logins before the arrivals can be left out. Returns the generator's report, each CPU time spent
+    from the start of its arrivals to its exit (``first``: the readings before it started), and its rusage."""
+    samples = [(time.perf_counter(), *first)]
+    while True:
+        pid, status, usage = os.wait4(lg.pid, os.WNOHANG)  # wait4: the generator's CPU time comes with its exit
+        samples.append((time.perf_counter(), *cpu()))
+        if pid:
+            break
+        time.sleep(SAMPLE_S)  # polling the generator, which ends by itself (--duration, a bounded drain)
+    lg.returncode = os.waitstatus_to_exitcode(status)
+    if lg.returncode != 0 or not report.exists():
+        raise RuntimeError(f"loadgen failed: {(step / 'loadgen.err').read_text(errors='replace')[-2000:]}")
+    result = json.loads(report.read_text())
+    began = result.get("arrivals_started_perf_s", 0.0)
+    start = max((x for x in samples if x[0] <= began), default=samples[0])
+    return result, tuple(b - a for a, b in zip(start[1:], samples[-1][1:], strict=True)), usage
 
 
 def fmt(x: Any, spec: str = ".1f") -> str:
